@@ -1,0 +1,51 @@
+/*
+ * pgtest.h - real PostgreSQL 15 clusters for the integration tests.
+ *
+ * A cluster lives in a fresh temporary directory, listens on 127.0.0.1 on a free port and a
+ * socket in its own directory, and runs as the postgres user (PostgreSQL refuses root): when
+ * the tests run as root every server command goes through `runuser -u postgres --`.  Every
+ * cluster started is registered and stopped (immediate mode) at process exit, so a failing
+ * test does not leave servers behind.
+ */
+#ifndef WALMIRROR_TESTS_PGTEST_H
+#define WALMIRROR_TESTS_PGTEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct pgt_cluster {
+    char *dir;    /* temporary directory holding everything */
+    char *pgdata; /* dir/data */
+    int port;
+    bool running;
+};
+
+/* Directory of the PostgreSQL 15 binaries, or NULL when not installed. */
+const char *pgt_bindir(void);
+
+/* True when PostgreSQL 15 is installed and we can run it (as postgres, or as ourselves when
+ * not root).  Tests skip (exit 77) otherwise. */
+bool pgt_available(void);
+
+/* initdb (with data checksums off, wal_log_hints on) and a postgresql.conf suited to tests
+ * plus extra_conf lines.  Returns 0 or -1 (with the log in dir). */
+int pgt_init(struct pgt_cluster *c, const char *tag, const char *extra_conf);
+int pgt_start(struct pgt_cluster *c);
+/* mode: "fast" or "immediate". */
+int pgt_stop(struct pgt_cluster *c, const char *mode);
+/* Stops if running and removes the directory. */
+void pgt_destroy(struct pgt_cluster *c);
+
+/*
+ * Runs a shell command as the cluster's OS user with PGHOST/PGPORT/PGDATABASE set and the
+ * PostgreSQL binaries first on PATH.  Output goes to dir/cmd.log.  Returns the exit status.
+ */
+int pgt_sh(struct pgt_cluster *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Runs one SQL statement with psql -AtX and returns its trimmed output (malloc'd), or NULL. */
+char *pgt_query(struct pgt_cluster *c, const char *sql);
+
+/* Makes path (and its parents' traversal) usable by the postgres user. */
+void pgt_give_to_postgres(const char *path);
+
+#endif

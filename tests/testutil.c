@@ -1,0 +1,154 @@
+/*
+ * testutil.c - helpers for the test suites; see testutil.h.
+ */
+#include "testutil.h"
+
+#include <check.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+void
+tu_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, "%s:%d: requirement failed: %s", file, line, cond);
+    if (strcmp(fmt, ": ") != 0) {
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+    }
+    fputc('\n', stderr);
+    abort();
+}
+
+char *
+tu_tmpdir(const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    char *path;
+
+    if (base == NULL || base[0] == '\0')
+        base = "/tmp";
+    tu_require(asprintf(&path, "%s/walmirror-%s-XXXXXX", base, tag) > 0);
+    tu_require(mkdtemp(path) != NULL, "mkdtemp %s failed", path);
+    tu_require(chmod(path, 0755) == 0);
+    return path;
+}
+
+void
+tu_rmtree(const char *path)
+{
+    if (path == NULL || strstr(path, "/walmirror-") == NULL)
+        return;
+    if (tu_run("rm -rf '%s'", path) != 0)
+        fprintf(stderr, "warning: could not remove %s\n", path);
+}
+
+int
+tu_run(const char *fmt, ...)
+{
+    char *cmd;
+    int rc;
+    va_list ap;
+
+    va_start(ap, fmt);
+    rc = vasprintf(&cmd, fmt, ap);
+    va_end(ap);
+    tu_require(rc > 0);
+    rc = system(cmd);
+    free(cmd);
+    if (rc == -1 || !WIFEXITED(rc))
+        return -1;
+    return WEXITSTATUS(rc);
+}
+
+int
+tu_free_port(void)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    tu_require(fd >= 0);
+    tu_require(bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+    tu_require(getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
+    close(fd);
+    return ntohs(sin.sin_port);
+}
+
+static char *cert_dir;
+static pid_t cert_owner;
+
+static void
+remove_cert_dir(void)
+{
+    /* Check forks each test; only the process that made the directory removes it. */
+    if (cert_dir != NULL && getpid() == cert_owner)
+        tu_rmtree(cert_dir);
+}
+
+const char *
+tu_certs(void)
+{
+    if (cert_dir != NULL)
+        return cert_dir;
+    cert_dir = tu_tmpdir("certs");
+    cert_owner = getpid();
+    tu_require(tu_run("sh '%s/tests/gen-test-certs.sh' '%s' >'%s/gen.log' 2>&1", WM_SOURCE_DIR,
+                      cert_dir, cert_dir) == 0,
+               "tests/gen-test-certs.sh failed; see %s/gen.log", cert_dir);
+    atexit(remove_cert_dir);
+    return cert_dir;
+}
+
+const char *
+tu_cert(const char *file)
+{
+    static char path[4096];
+
+    snprintf(path, sizeof(path), "%s/%s", tu_certs(), file);
+    return path;
+}
+
+void *
+tu_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    size_t cap = 65536, n = 0, got;
+    char *buf;
+
+    if (f == NULL)
+        return NULL;
+    /* Read to EOF: files under /proc report a size of 0. */
+    buf = malloc(cap + 1);
+    while (buf != NULL && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            char *p = realloc(buf, 2 * cap + 1);
+            if (p == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = p;
+            cap *= 2;
+        }
+    }
+    if (buf != NULL && ferror(f)) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf != NULL) {
+        buf[n] = '\0';
+        *len = n;
+    }
+    return buf;
+}

@@ -1,0 +1,52 @@
+/*
+ * testutil.h - small helpers shared by the test suites: temporary directories, commands, free
+ * loopback ports, and the test certificates.
+ */
+#ifndef WALMIRROR_TESTS_TESTUTIL_H
+#define WALMIRROR_TESTS_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/*
+ * Like ck_assert, but usable outside a running test too (in main(), atexit handlers): prints
+ * the failed condition and aborts, which Check reports as an error inside a test.  The
+ * optional message follows the condition (the format always starts with ": ").
+ */
+#define tu_require(cond, ...)                                                                      \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            tu_fail(__FILE__, __LINE__, #cond, ": " __VA_ARGS__);                                  \
+    } while (0)
+
+void tu_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 4, 5)));
+
+/* Creates a fresh directory under $TMPDIR (or /tmp), mode 0755; returns a malloc'd path.
+ * Aborts the test on failure. */
+char *tu_tmpdir(const char *tag);
+
+/* rm -rf path (only paths under the temporary directory). */
+void tu_rmtree(const char *path);
+
+/* Runs a shell command built from fmt; returns its exit status (or -1 if it died). */
+int tu_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A TCP port on 127.0.0.1 that was free a moment ago. */
+int tu_free_port(void);
+
+/*
+ * A directory of test certificates made by tests/gen-test-certs.sh, generated once per process
+ * (see that script for the files it holds: ca.crt, site-a.crt, site-b.crt, rogue CA, expired,
+ * wrong name...).  Removed at exit.
+ */
+const char *tu_certs(void);
+
+/* Path of a file in the test certificate directory (static buffer, overwritten by the next call).
+ */
+const char *tu_cert(const char *file);
+
+/* Reads a whole file; returns malloc'd contents and sets *len, or NULL. */
+void *tu_read_file(const char *path, size_t *len);
+
+#endif

@@ -1,0 +1,142 @@
+/*
+ * msg.c - message bodies; layouts in msg.h and docs/wire.md.
+ */
+#include "msg.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "cursor.h"
+
+static bool
+put_str(struct wbuf *w, const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    return wbuf_put_u16le(w, (uint16_t)n) && wbuf_put_bytes(w, s, n);
+}
+
+/* Reads a length-prefixed string into dst[max + 1]; longer strings are malformed. */
+static bool
+get_str(struct cursor *c, char *dst, size_t max)
+{
+    uint16_t n;
+    const uint8_t *p;
+
+    if (!cur_get_u16le(c, &n) || n > max || !cur_get_bytes(c, n, &p))
+        return false;
+    if (memchr(p, '\0', n) != NULL)
+        return false;
+    memcpy(dst, p, n);
+    dst[n] = '\0';
+    return true;
+}
+
+ssize_t
+msg_encode_hello(const struct msg_hello *m, uint8_t *out, size_t cap)
+{
+    struct wbuf w = wbuf_init(out, cap);
+
+    if (!put_str(&w, m->node_name, MSG_NAME_MAX) || !wbuf_put_u8(&w, m->role) ||
+        !wbuf_put_u64le(&w, m->system_id) || !wbuf_put_u32le(&w, m->timeline) ||
+        !wbuf_put_u64le(&w, m->durable_lsn) || !wbuf_put_u64le(&w, m->applied_lsn) ||
+        !wbuf_put_u64le(&w, m->capabilities))
+        return -EMSGSIZE;
+    return (ssize_t)w.len;
+}
+
+int
+msg_decode_hello(const void *body, size_t len, struct msg_hello *m)
+{
+    struct cursor c = cur_init(body, len);
+
+    if (!get_str(&c, m->node_name, MSG_NAME_MAX) || !cur_get_u8(&c, &m->role) ||
+        !cur_get_u64le(&c, &m->system_id) || !cur_get_u32le(&c, &m->timeline) ||
+        !cur_get_u64le(&c, &m->durable_lsn) || !cur_get_u64le(&c, &m->applied_lsn) ||
+        !cur_get_u64le(&c, &m->capabilities))
+        return WIRE_EMESSAGE;
+    if (m->node_name[0] == '\0' || m->role > MSG_ROLE_WITNESS)
+        return WIRE_EMESSAGE;
+    return 0;
+}
+
+ssize_t
+msg_encode_ack(const struct msg_ack *m, uint8_t *out, size_t cap)
+{
+    struct wbuf w = wbuf_init(out, cap);
+
+    if (!wbuf_put_u64le(&w, m->write_lsn) || !wbuf_put_u64le(&w, m->flush_lsn) ||
+        !wbuf_put_u64le(&w, m->apply_lsn) || !wbuf_put_u64le(&w, m->send_time_us))
+        return -EMSGSIZE;
+    return (ssize_t)w.len;
+}
+
+int
+msg_decode_ack(const void *body, size_t len, struct msg_ack *m)
+{
+    struct cursor c = cur_init(body, len);
+
+    if (!cur_get_u64le(&c, &m->write_lsn) || !cur_get_u64le(&c, &m->flush_lsn) ||
+        !cur_get_u64le(&c, &m->apply_lsn) || !cur_get_u64le(&c, &m->send_time_us))
+        return WIRE_EMESSAGE;
+    /* Positions are ordered: nothing is flushed before it is written. */
+    if (m->flush_lsn > m->write_lsn)
+        return WIRE_EMESSAGE;
+    return 0;
+}
+
+ssize_t
+msg_encode_heartbeat(const struct msg_heartbeat *m, uint8_t *out, size_t cap)
+{
+    struct wbuf w = wbuf_init(out, cap);
+
+    if (!wbuf_put_u64le(&w, m->send_time_us) || !wbuf_put_u64le(&w, m->echo_time_us) ||
+        !wbuf_put_u64le(&w, m->echo_hold_us) || !wbuf_put_u8(&w, m->reply_requested))
+        return -EMSGSIZE;
+    return (ssize_t)w.len;
+}
+
+int
+msg_decode_heartbeat(const void *body, size_t len, struct msg_heartbeat *m)
+{
+    struct cursor c = cur_init(body, len);
+
+    if (!cur_get_u64le(&c, &m->send_time_us) || !cur_get_u64le(&c, &m->echo_time_us) ||
+        !cur_get_u64le(&c, &m->echo_hold_us) || !cur_get_u8(&c, &m->reply_requested))
+        return WIRE_EMESSAGE;
+    return 0;
+}
+
+ssize_t
+msg_encode_error(const struct msg_error *m, uint8_t *out, size_t cap)
+{
+    struct wbuf w = wbuf_init(out, cap);
+
+    if (!wbuf_put_u32le(&w, m->code) || !put_str(&w, m->text, MSG_TEXT_MAX))
+        return -EMSGSIZE;
+    return (ssize_t)w.len;
+}
+
+int
+msg_decode_error(const void *body, size_t len, struct msg_error *m)
+{
+    struct cursor c = cur_init(body, len);
+
+    if (!cur_get_u32le(&c, &m->code) || !get_str(&c, m->text, MSG_TEXT_MAX))
+        return WIRE_EMESSAGE;
+    return 0;
+}
+
+const char *
+msg_role_name(uint8_t role)
+{
+    switch (role) {
+    case MSG_ROLE_SOURCE:
+        return "source";
+    case MSG_ROLE_SINK:
+        return "sink";
+    case MSG_ROLE_WITNESS:
+        return "witness";
+    default:
+        return "unknown";
+    }
+}
