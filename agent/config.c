@@ -1,0 +1,1341 @@
+/*
+ * config.c - the agent's configuration file; see config.h for the contract and
+ * docs/configuration.md for the keys.
+ *
+ * Two passes.  The first reads the buffer line by line, without ever relying on NUL
+ * termination: each line is bounded (CONFIG_LINE_MAX), split into key and value, the key looked
+ * up (unknown and duplicate keys are errors) and the value converted into struct wm_config at
+ * once, so that errors come out in file order.  The second pass, once the role is known, checks
+ * which keys the role uses and requires, fills in defaults, resolves relative paths against the
+ * file's directory, checks the TLS files are readable, and checks keys against one another.
+ * The first error ends the parse; everything allocated so far is released.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define KEY_MAX 63 /* longest key the parser reads */
+
+#define ROLE_SITE 0x1u
+#define ROLE_WITNESS 0x2u
+#define ROLE_ALL (ROLE_SITE | ROLE_WITNESS)
+
+#define MS_PER_S 1000ull
+#define MS_PER_MIN (60 * MS_PER_S)
+#define MS_PER_H (60 * MS_PER_MIN)
+#define DURATION_MAX_MS (24 * MS_PER_H)
+
+enum key_id {
+    K_NODE_NAME,
+    K_ROLE,
+    K_LISTEN,
+    K_PEER,
+    K_WITNESS,
+    K_SITES,
+    K_TLS_CA,
+    K_TLS_CERT,
+    K_TLS_KEY,
+    K_PG_CONNINFO,
+    K_PGDATA,
+    K_SPOOL_DIR,
+    K_WAL_LISTEN,
+    K_HTTP_LISTEN,
+    K_HTTP_TOKEN_FILE,
+    K_SLOT_NAME,
+    K_APPLICATION_NAME,
+    K_FAILOVER_TIMEOUT,
+    K_HEARTBEAT_INTERVAL,
+    K_PEER_TIMEOUT,
+    K_AUTO_REJOIN,
+    K_SPOOL_KEEP,
+    K_COMPRESSION,
+    K_LOG_LEVEL,
+    K_WAL_SERVER_AUTH,
+    K_COUNT
+};
+
+static const struct key_def {
+    const char *name;  /* lower case */
+    unsigned roles;    /* the roles that use the key */
+    unsigned required; /* the roles that must set it */
+} keys[K_COUNT] = {
+    [K_NODE_NAME] = {"node_name", ROLE_ALL, ROLE_ALL},
+    [K_ROLE] = {"role", ROLE_ALL, 0},
+    [K_LISTEN] = {"listen", ROLE_ALL, ROLE_ALL},
+    [K_PEER] = {"peer", ROLE_SITE, ROLE_SITE},
+    [K_WITNESS] = {"witness", ROLE_SITE, 0},
+    [K_SITES] = {"sites", ROLE_WITNESS, ROLE_WITNESS},
+    [K_TLS_CA] = {"tls_ca", ROLE_ALL, ROLE_ALL},
+    [K_TLS_CERT] = {"tls_cert", ROLE_ALL, ROLE_ALL},
+    [K_TLS_KEY] = {"tls_key", ROLE_ALL, ROLE_ALL},
+    [K_PG_CONNINFO] = {"pg_conninfo", ROLE_SITE, ROLE_SITE},
+    [K_PGDATA] = {"pgdata", ROLE_SITE, ROLE_SITE},
+    [K_SPOOL_DIR] = {"spool_dir", ROLE_SITE, ROLE_SITE},
+    [K_WAL_LISTEN] = {"wal_listen", ROLE_SITE, ROLE_SITE},
+    [K_HTTP_LISTEN] = {"http_listen", ROLE_ALL, 0},
+    [K_HTTP_TOKEN_FILE] = {"http_token_file", ROLE_ALL, 0},
+    [K_SLOT_NAME] = {"slot_name", ROLE_SITE, 0},
+    [K_APPLICATION_NAME] = {"application_name", ROLE_SITE, 0},
+    [K_FAILOVER_TIMEOUT] = {"failover_timeout", ROLE_SITE, 0},
+    [K_HEARTBEAT_INTERVAL] = {"heartbeat_interval", ROLE_ALL, 0},
+    [K_PEER_TIMEOUT] = {"peer_timeout", ROLE_ALL, 0},
+    [K_AUTO_REJOIN] = {"auto_rejoin", ROLE_SITE, 0},
+    [K_SPOOL_KEEP] = {"spool_keep", ROLE_SITE, 0},
+    [K_COMPRESSION] = {"compression", ROLE_SITE, 0},
+    [K_LOG_LEVEL] = {"log_level", ROLE_ALL, 0},
+    [K_WAL_SERVER_AUTH] = {"wal_server_auth", ROLE_SITE, 0},
+};
+
+struct parser {
+    const char *name; /* file name for messages and relative paths */
+    unsigned flags;
+    char *err;
+    size_t errlen;
+    unsigned long line_of[K_COUNT]; /* line that set each key; 0 = not set */
+    struct wm_config *cfg;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Messages
+ */
+
+static void put_err(struct parser *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+put_err(struct parser *ps, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ps->err == NULL || ps->errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(ps->err, ps->errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* "FILE:LINE: key "KEY": WHAT"; returns rc for the caller to pass on. */
+static int fail_key(struct parser *ps, int rc, unsigned long line, const char *key, const char *fmt,
+                    ...) __attribute__((format(printf, 5, 6)));
+
+static int
+fail_key(struct parser *ps, int rc, unsigned long line, const char *key, const char *fmt, ...)
+{
+    char what[768];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    if (line > 0)
+        put_err(ps, "%s:%lu: key \"%s\": %s", ps->name, line, key, what);
+    else
+        put_err(ps, "%s: key \"%s\": %s", ps->name, key, what);
+    return rc;
+}
+
+static int fail_syntax(struct parser *ps, unsigned long line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+fail_syntax(struct parser *ps, unsigned long line, const char *fmt, ...)
+{
+    char what[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    put_err(ps, "%s:%lu: syntax error: %s", ps->name, line, what);
+    return -EINVAL;
+}
+
+/*
+ * Renders untrusted bytes for a message: printable ASCII as is, anything else as \xNN, at most
+ * SHOW_MAX input bytes followed by "...".  out must hold SHOW_BUF bytes.
+ */
+#define SHOW_MAX 64
+#define SHOW_BUF (SHOW_MAX * 4 + 4)
+
+static const char *
+show(char *out, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, o = 0;
+
+    for (i = 0; i < len && i < SHOW_MAX; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c >= 0x20 && c < 0x7f) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '\\';
+            out[o++] = 'x';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 0xf];
+        }
+    }
+    if (i < len) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Character classes (ASCII only, independent of the locale)
+ */
+
+static bool
+is_space(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static bool
+is_alpha(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool
+is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static char
+to_lower(char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+}
+
+static bool
+eq_nocase(const char *a, const char *b)
+{
+    while (*a != '\0' && to_lower(*a) == to_lower(*b)) {
+        a++;
+        b++;
+    }
+    return to_lower(*a) == to_lower(*b);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Value converters.  Each takes a NUL-terminated value (the parser has rejected NUL bytes) and
+ * returns 0, or -1 with the reason written into why (WHY_LEN bytes).
+ */
+
+#define WHY_LEN 512
+
+static int why_set(char *why, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int
+why_set(char *why, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, WHY_LEN, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* node_name, peer and site names: [A-Za-z0-9_.-]{1,63}, the certificate name. */
+static int
+conv_node_name(const char *v, size_t len, char *out, char *why)
+{
+    char s[SHOW_BUF], s2[SHOW_BUF];
+
+    if (len == 0)
+        return why_set(why, "empty name; expected 1 to %d of A-Z a-z 0-9 _ . -", CONFIG_NAME_MAX);
+    if (len > CONFIG_NAME_MAX)
+        return why_set(why, "name \"%s\" is longer than %d characters", show(s, v, len),
+                       CONFIG_NAME_MAX);
+    for (size_t i = 0; i < len; i++) {
+        char c = v[i];
+
+        if (!is_alpha(c) && !is_digit(c) && c != '_' && c != '.' && c != '-')
+            return why_set(why, "invalid character '%s' in name \"%s\"; use only A-Z a-z 0-9 _ . -",
+                           show(s2, &v[i], 1), show(s, v, len));
+    }
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return 0;
+}
+
+/* A replication slot name as PostgreSQL defines it: [a-z0-9_]{1,63}. */
+static int
+conv_slot_name(const char *v, size_t len, char *out, char *why)
+{
+    char s[SHOW_BUF];
+
+    if (len == 0 || len > CONFIG_NAME_MAX)
+        return why_set(why, "slot name must have 1 to %d characters", CONFIG_NAME_MAX);
+    for (size_t i = 0; i < len; i++) {
+        char c = v[i];
+
+        if (!(c >= 'a' && c <= 'z') && !is_digit(c) && c != '_')
+            return why_set(why,
+                           "invalid slot name \"%s\": PostgreSQL allows only lower-case letters, "
+                           "digits and underscores",
+                           show(s, v, len));
+    }
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return 0;
+}
+
+/* application_name: printable ASCII, 1..63 bytes (PostgreSQL's NAMEDATALEN - 1). */
+static int
+conv_application_name(const char *v, size_t len, char *out, char *why)
+{
+    if (len == 0 || len > CONFIG_NAME_MAX)
+        return why_set(why, "application name must have 1 to %d characters", CONFIG_NAME_MAX);
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)v[i] < 0x20 || (unsigned char)v[i] >= 0x7f)
+            return why_set(why, "application name must be printable ASCII");
+    }
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return 0;
+}
+
+static bool
+valid_hostname(const char *h, size_t len)
+{
+    if (len == 0 || len > 253)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = h[i];
+
+        if (!is_alpha(c) && !is_digit(c) && c != '-' && c != '.' && c != '_')
+            return false;
+    }
+    return true;
+}
+
+/* "host:port" or "[ipv6]:port", port 1..65535. */
+static int
+conv_hostport(const char *v, size_t len, struct config_hostport *hp, char *why)
+{
+    char s[SHOW_BUF];
+    const char *host, *port, *colon;
+    size_t hlen, plen;
+    unsigned long pnum = 0;
+
+    if (len == 0)
+        return why_set(why, "empty address; expected host:port");
+    if (len > CONFIG_HOSTPORT_MAX)
+        return why_set(why, "address \"%s\" is too long", show(s, v, len));
+    if (v[0] == '[') {
+        const char *close = memchr(v, ']', len);
+
+        if (close == NULL)
+            return why_set(why, "address \"%s\" has '[' without ']'", show(s, v, len));
+        host = v + 1;
+        hlen = (size_t)(close - host);
+        if (close + 1 == v + len || close[1] != ':')
+            return why_set(why, "address \"%s\" lacks \":port\" after ']'", show(s, v, len));
+        port = close + 2;
+    } else {
+        colon = memchr(v, ':', len);
+        if (colon == NULL)
+            return why_set(why, "address \"%s\" lacks a port; expected host:port", show(s, v, len));
+        if (memchr(colon + 1, ':', len - (size_t)(colon + 1 - v)) != NULL)
+            return why_set(why,
+                           "address \"%s\" is ambiguous: write an IPv6 address in brackets, "
+                           "as in [::1]:5433",
+                           show(s, v, len));
+        host = v;
+        hlen = (size_t)(colon - v);
+        port = colon + 1;
+    }
+    plen = len - (size_t)(port - v);
+
+    if (hlen > CONFIG_HOST_MAX)
+        return why_set(why, "address \"%s\" has a host longer than %d bytes", show(s, v, len),
+                       CONFIG_HOST_MAX);
+    if (hlen == 0)
+        return why_set(why, "address \"%s\" has an empty host", show(s, v, len));
+    if (plen == 0)
+        return why_set(why, "address \"%s\" has an empty port", show(s, v, len));
+    for (size_t i = 0; i < plen; i++) {
+        if (!is_digit(port[i]))
+            return why_set(why, "port \"%s\" is not a number", show(s, port, plen));
+        if (pnum <= 65535)
+            pnum = pnum * 10 + (unsigned long)(port[i] - '0');
+    }
+    if (pnum < 1 || pnum > 65535)
+        return why_set(why, "port %s is out of range 1..65535", show(s, port, plen));
+
+    if (v[0] == '[') {
+        /* An IPv6 literal, optionally with a zone: fe80::1%eth0. */
+        char addr[INET6_ADDRSTRLEN + 1];
+        struct in6_addr in6;
+        const char *pct = memchr(host, '%', hlen);
+        size_t alen = pct != NULL ? (size_t)(pct - host) : hlen;
+
+        if (alen >= sizeof(addr))
+            return why_set(why, "\"%s\" is not an IPv6 address", show(s, host, hlen));
+        memcpy(addr, host, alen);
+        addr[alen] = '\0';
+        if (inet_pton(AF_INET6, addr, &in6) != 1)
+            return why_set(why, "\"%s\" is not an IPv6 address", show(s, host, hlen));
+        if (pct != NULL && !valid_hostname(pct + 1, hlen - alen - 1))
+            return why_set(why, "\"%s\" has an invalid zone", show(s, host, hlen));
+    } else if (!valid_hostname(host, hlen)) {
+        return why_set(why, "\"%s\" is not a valid host name or IPv4 address", show(s, host, hlen));
+    }
+    memcpy(hp->host, host, hlen);
+    hp->host[hlen] = '\0';
+    memcpy(hp->text, v, len);
+    hp->text[len] = '\0';
+    hp->port = (uint16_t)pnum;
+    return 0;
+}
+
+/* "NAME@host:port" */
+static int
+conv_endpoint(const char *v, size_t len, struct config_endpoint *ep, char *why)
+{
+    char s[SHOW_BUF];
+    const char *at = memchr(v, '@', len);
+    char sub[WHY_LEN];
+
+    if (at == NULL)
+        return why_set(why, "\"%s\" is not of the form NAME@host:port", show(s, v, len));
+    if (conv_node_name(v, (size_t)(at - v), ep->name, sub) < 0)
+        return why_set(why, "%s", sub);
+    if (conv_hostport(at + 1, len - (size_t)(at + 1 - v), &ep->addr, sub) < 0)
+        return why_set(why, "%s", sub);
+    return 0;
+}
+
+/* "NAME@host:port, NAME@host:port": exactly two sites. */
+static int
+conv_sites(const char *v, size_t len, struct config_endpoint sites[2], char *why)
+{
+    const char *p = v, *end = v + len;
+    int n = 0;
+
+    while (p <= end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma != NULL ? comma : end;
+        const char *b = p;
+        char sub[WHY_LEN];
+
+        while (b < e && is_space(*b))
+            b++;
+        while (e > b && is_space(e[-1]))
+            e--;
+        if (b == e)
+            return why_set(why, "empty entry in the list; expected "
+                                "'NAME@host:port, NAME@host:port'");
+        if (n == 2)
+            return why_set(why, "more than two sites; a witness serves exactly two");
+        if (conv_endpoint(b, (size_t)(e - b), &sites[n], sub) < 0)
+            return why_set(why, "site %d: %s", n + 1, sub);
+        n++;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    if (n != 2)
+        return why_set(why, "one site given; a witness needs the two sites, as in "
+                            "'a@host:port, b@host:port'");
+    if (strcmp(sites[0].name, sites[1].name) == 0)
+        return why_set(why, "both sites are named \"%s\"", sites[0].name);
+    return 0;
+}
+
+/* Reads the leading digits of v into *n; returns the number of digits or -1 on overflow. */
+static int
+read_uint(const char *v, uint64_t *n)
+{
+    int i = 0;
+
+    *n = 0;
+    while (is_digit(v[i])) {
+        uint64_t d = (uint64_t)(v[i] - '0');
+
+        if (*n > (UINT64_MAX - d) / 10)
+            return -1;
+        *n = *n * 10 + d;
+        i++;
+    }
+    return i;
+}
+
+struct unit {
+    const char *name;
+    uint64_t mult;
+};
+
+static const struct unit duration_units[] = {
+    {"ms", 1}, {"s", MS_PER_S}, {"min", MS_PER_MIN}, {"h", MS_PER_H}, {NULL, 0}};
+
+static const struct unit size_units[] = {{"B", 1},
+                                         {"kB", 1024ull},
+                                         {"MB", 1024ull * 1024},
+                                         {"GB", 1024ull * 1024 * 1024},
+                                         {"TB", 1024ull * 1024 * 1024 * 1024},
+                                         {NULL, 0}};
+
+/*
+ * A whole number followed by a unit from units (case-sensitive as in PostgreSQL), blanks
+ * allowed between them.  *has_unit tells whether a unit was given; without one, *out is the
+ * bare number.
+ */
+static int
+conv_number_unit(const char *v, size_t len, const struct unit *units, const char *kind,
+                 const char *unit_list, uint64_t *out, bool *has_unit, char *why)
+{
+    char s[SHOW_BUF], s2[SHOW_BUF];
+    uint64_t n;
+    int nd = read_uint(v, &n);
+    const char *u;
+
+    if (nd < 0)
+        return why_set(why, "%s \"%s\" is out of range", kind, show(s, v, len));
+    if (nd == 0)
+        return why_set(why, "\"%s\" is not a %s (a whole number and a unit: %s)", show(s, v, len),
+                       kind, unit_list);
+    u = v + nd;
+    if (*u == '.' || *u == ',')
+        return why_set(why, "%s \"%s\" must be a whole number; use a smaller unit (%s)", kind,
+                       show(s, v, len), unit_list);
+    while (is_space(*u))
+        u++;
+    *has_unit = *u != '\0';
+    if (!*has_unit) {
+        *out = n;
+        return 0;
+    }
+    for (const struct unit *un = units; un->name != NULL; un++) {
+        if (strcmp(u, un->name) == 0) {
+            if (n > UINT64_MAX / un->mult)
+                return why_set(why, "%s \"%s\" is out of range", kind, show(s, v, len));
+            *out = n * un->mult;
+            return 0;
+        }
+    }
+    return why_set(why, "invalid unit \"%s\" in %s \"%s\"; valid units are %s",
+                   show(s, u, strlen(u)), kind, show(s2, v, len), unit_list);
+}
+
+static int
+conv_duration(const char *v, size_t len, uint64_t *ms, char *why)
+{
+    char s[SHOW_BUF], s2[SHOW_BUF];
+    bool has_unit;
+
+    if (conv_number_unit(v, len, duration_units, "duration", "ms, s, min, h", ms, &has_unit, why) <
+        0)
+        return -1;
+    if (!has_unit)
+        return why_set(why,
+                       "duration \"%s\" needs a unit (ms, s, min or h), e.g. '%ss'; "
+                       "a bare number is not accepted",
+                       show(s, v, len), show(s2, v, len));
+    if (*ms == 0 || *ms > DURATION_MAX_MS)
+        return why_set(why, "duration \"%s\" is out of range 1ms..24h", show(s, v, len));
+    return 0;
+}
+
+static int
+conv_bool(const char *v, bool *b, char *why)
+{
+    static const char *const yes[] = {"on", "true", "yes", "1"};
+    static const char *const no[] = {"off", "false", "no", "0"};
+    char s[SHOW_BUF];
+
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (eq_nocase(v, yes[i])) {
+            *b = true;
+            return 0;
+        }
+        if (eq_nocase(v, no[i])) {
+            *b = false;
+            return 0;
+        }
+    }
+    return why_set(why, "\"%s\" is not a boolean (on/off, true/false, yes/no, 1/0)",
+                   show(s, v, strlen(v)));
+}
+
+/* Matches v case-insensitively against names[]; returns the index or -1 with why set. */
+static int
+conv_enum(const char *v, const char *const *names, int count, const char *list, char *why)
+{
+    char s[SHOW_BUF];
+
+    for (int i = 0; i < count; i++) {
+        if (eq_nocase(v, names[i]))
+            return i;
+    }
+    return why_set(why, "invalid value \"%s\"; valid values are %s", show(s, v, strlen(v)), list);
+}
+
+static const char *const role_names[] = {"auto", "witness"};
+static const char *const compression_names[] = {"off", "lz4"};
+static const char *const log_level_names[] = {"error", "warning", "info", "debug"};
+
+const char *
+config_role_name(enum config_role role)
+{
+    return (unsigned)role < 2 ? role_names[role] : "?";
+}
+
+/* Stores a copy of a path or string value that must not be empty. */
+static int
+conv_string(const char *v, size_t len, char **out, char *why)
+{
+    if (len == 0)
+        return why_set(why, "must not be empty");
+    *out = strndup(v, len);
+    if (*out == NULL)
+        return why_set(why, "out of memory");
+    return 0;
+}
+
+/* Converts the value of key k (NUL-terminated, len bytes) into ps->cfg. */
+static int
+set_value(struct parser *ps, enum key_id k, unsigned long line, const char *v, size_t len)
+{
+    struct wm_config *c = ps->cfg;
+    char why[WHY_LEN];
+    int rc = 0, i;
+
+    switch (k) {
+    case K_NODE_NAME:
+        rc = conv_node_name(v, len, c->node_name, why);
+        break;
+    case K_ROLE:
+        if ((i = conv_enum(v, role_names, 2, "auto, witness", why)) >= 0)
+            c->role = (enum config_role)i;
+        rc = i < 0 ? -1 : 0;
+        break;
+    case K_LISTEN:
+        rc = conv_hostport(v, len, &c->listen, why);
+        break;
+    case K_PEER:
+        rc = conv_endpoint(v, len, &c->peer, why);
+        break;
+    case K_WITNESS:
+        rc = conv_endpoint(v, len, &c->witness, why);
+        c->has_witness = rc == 0;
+        break;
+    case K_SITES:
+        rc = conv_sites(v, len, c->sites, why);
+        break;
+    case K_TLS_CA:
+        rc = conv_string(v, len, &c->tls_ca, why);
+        break;
+    case K_TLS_CERT:
+        rc = conv_string(v, len, &c->tls_cert, why);
+        break;
+    case K_TLS_KEY:
+        rc = conv_string(v, len, &c->tls_key, why);
+        break;
+    case K_PG_CONNINFO:
+        rc = conv_string(v, len, &c->pg_conninfo, why);
+        break;
+    case K_PGDATA:
+        rc = conv_string(v, len, &c->pgdata, why);
+        break;
+    case K_SPOOL_DIR:
+        rc = conv_string(v, len, &c->spool_dir, why);
+        break;
+    case K_WAL_LISTEN:
+        rc = conv_hostport(v, len, &c->wal_listen, why);
+        break;
+    case K_HTTP_LISTEN:
+        rc = conv_hostport(v, len, &c->http_listen, why);
+        break;
+    case K_HTTP_TOKEN_FILE:
+        rc = conv_string(v, len, &c->http_token_file, why);
+        break;
+    case K_SLOT_NAME:
+        rc = conv_slot_name(v, len, c->slot_name, why);
+        break;
+    case K_APPLICATION_NAME:
+        rc = conv_application_name(v, len, c->application_name, why);
+        break;
+    case K_FAILOVER_TIMEOUT:
+        rc = conv_duration(v, len, &c->failover_timeout_ms, why);
+        break;
+    case K_HEARTBEAT_INTERVAL:
+        rc = conv_duration(v, len, &c->heartbeat_interval_ms, why);
+        break;
+    case K_PEER_TIMEOUT:
+        rc = conv_duration(v, len, &c->peer_timeout_ms, why);
+        break;
+    case K_AUTO_REJOIN:
+        rc = conv_bool(v, &c->auto_rejoin, why);
+        break;
+    case K_SPOOL_KEEP: {
+        bool has_unit;
+
+        rc = conv_number_unit(v, len, size_units, "size", "B, kB, MB, GB, TB", &c->spool_keep,
+                              &has_unit, why);
+        c->spool_keep_segments = rc == 0 && !has_unit;
+        break;
+    }
+    case K_COMPRESSION:
+        if ((i = conv_enum(v, compression_names, 2, "lz4, off", why)) >= 0)
+            c->compression = (enum config_compression)i;
+        rc = i < 0 ? -1 : 0;
+        break;
+    case K_LOG_LEVEL:
+        if ((i = conv_enum(v, log_level_names, 4, "error, warning, info, debug", why)) >= 0)
+            c->log_level = LOG_LEVEL_ERROR + i;
+        rc = i < 0 ? -1 : 0;
+        break;
+    case K_WAL_SERVER_AUTH:
+        if (eq_nocase(v, "trust")) {
+            c->wal_server_auth = CONFIG_WAL_SERVER_AUTH_TRUST;
+        } else {
+            char s[SHOW_BUF];
+
+            rc = why_set(why,
+                         "\"%s\" is not available: only trust is implemented (the standby "
+                         "connects over a local socket or loopback)",
+                         show(s, v, len));
+        }
+        break;
+    case K_COUNT:
+        break;
+    }
+    if (rc < 0)
+        return fail_key(ps, -EINVAL, line, keys[k].name, "%s", why);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * First pass: lines, keys and values
+ */
+
+static size_t
+edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[KEY_MAX + 2];
+
+    if (la > KEY_MAX || lb > KEY_MAX)
+        return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+static int
+unknown_key(struct parser *ps, unsigned long line, const char *key)
+{
+    size_t best = SIZE_MAX;
+    int best_k = -1;
+
+    if (strcmp(key, "include") == 0 || strcmp(key, "include_dir") == 0 ||
+        strcmp(key, "include_if_exists") == 0)
+        return fail_key(ps, -EINVAL, line, key,
+                        "include directives are not supported; walmirror reads one file");
+    for (int k = 0; k < K_COUNT; k++) {
+        size_t d = edit_distance(key, keys[k].name);
+
+        if (d < best) {
+            best = d;
+            best_k = k;
+        }
+    }
+    if (best <= 2)
+        return fail_key(ps, -EINVAL, line, key, "unknown key (did you mean \"%s\"?)",
+                        keys[best_k].name);
+    return fail_key(ps, -EINVAL, line, key, "unknown key");
+}
+
+/* Describes the byte at p for a syntax error. */
+static const char *
+describe_byte(char *buf, char c)
+{
+    if (c == '\0')
+        return "a NUL byte";
+    if ((unsigned char)c >= 0x20 && (unsigned char)c < 0x7f)
+        snprintf(buf, 16, "'%c'", c);
+    else
+        snprintf(buf, 16, "byte 0x%02x", (unsigned char)c);
+    return buf;
+}
+
+/*
+ * Reads the value starting at p (before end) into val (CONFIG_LINE_MAX + 1 bytes); returns the
+ * number of bytes, or -EINVAL with the error set.  *next is set past the value.
+ */
+static int
+scan_value(struct parser *ps, unsigned long line, const char *key, const char *p, const char *end,
+           char *val, const char **next)
+{
+    size_t n = 0;
+    bool quoted = *p == '\'';
+
+    if (*p == '"')
+        return fail_key(ps, -EINVAL, line, key,
+                        "double quotes do not delimit values; use single quotes");
+    if (quoted)
+        p++;
+    for (;;) {
+        char c;
+
+        if (p == end) {
+            if (quoted)
+                return fail_key(ps, -EINVAL, line, key,
+                                "unterminated quoted string (a quote inside a value is "
+                                "written '')");
+            break;
+        }
+        c = *p;
+        if (quoted && c == '\'') {
+            if (p + 1 < end && p[1] == '\'') {
+                p += 2;
+                val[n++] = '\'';
+                continue;
+            }
+            p++;
+            break;
+        }
+        if (!quoted && (is_space(c) || c == '#'))
+            break;
+        if (c == '\0')
+            return fail_key(ps, -EINVAL, line, key, "value contains a NUL byte");
+        if ((unsigned char)c < 0x20 && c != '\t')
+            return fail_key(ps, -EINVAL, line, key, "value contains control character 0x%02x",
+                            (unsigned char)c);
+        if (c == 0x7f)
+            return fail_key(ps, -EINVAL, line, key, "value contains control character 0x7f");
+        if (!quoted && (c == '\'' || c == '"'))
+            return fail_key(ps, -EINVAL, line, key,
+                            "quote in the middle of an unquoted value; quote the whole value");
+        if (n == CONFIG_VALUE_MAX)
+            return fail_key(ps, -EINVAL, line, key, "value longer than %d bytes", CONFIG_VALUE_MAX);
+        val[n++] = c;
+        p++;
+    }
+    val[n] = '\0';
+    *next = p;
+    return (int)n;
+}
+
+static int
+parse_line(struct parser *ps, unsigned long line, const char *p, const char *end)
+{
+    char key[KEY_MAX + 1];
+    char val[CONFIG_LINE_MAX + 1];
+    char cb[16];
+    size_t klen = 0;
+    const char *start = p;
+    int k, vlen;
+
+    while (p < end && is_space(*p))
+        p++;
+    if (p == end || *p == '#')
+        return 0;
+    if (!is_alpha(*p) && *p != '_')
+        return fail_syntax(ps, line, "expected a key at column %zu, found %s",
+                           (size_t)(p - start) + 1, describe_byte(cb, *p));
+    while (p < end && (is_alpha(*p) || is_digit(*p) || *p == '_')) {
+        if (klen == KEY_MAX)
+            return fail_syntax(ps, line, "key longer than %d characters", KEY_MAX);
+        key[klen++] = to_lower(*p++);
+    }
+    key[klen] = '\0';
+    if (p < end && !is_space(*p) && *p != '=' && *p != '#' && *p != '\'' && *p != '"')
+        return fail_syntax(ps, line, "%s in key \"%s\" at column %zu", describe_byte(cb, *p), key,
+                           (size_t)(p - start) + 1);
+
+    for (k = 0; k < K_COUNT; k++) {
+        if (strcmp(key, keys[k].name) == 0)
+            break;
+    }
+    if (k == K_COUNT)
+        return unknown_key(ps, line, key);
+    if (ps->line_of[k] != 0)
+        return fail_key(ps, -EINVAL, line, key,
+                        "set twice, on lines %lu and %lu; a key may be set only once",
+                        ps->line_of[k], line);
+
+    while (p < end && is_space(*p))
+        p++;
+    if (p < end && *p == '=')
+        p++;
+    while (p < end && is_space(*p))
+        p++;
+    if (p == end || *p == '#')
+        return fail_key(ps, -EINVAL, line, key, "missing value");
+    vlen = scan_value(ps, line, key, p, end, val, &p);
+    if (vlen < 0)
+        return vlen;
+    while (p < end && is_space(*p))
+        p++;
+    if (p < end && *p != '#')
+        return fail_key(ps, -EINVAL, line, key,
+                        "unexpected %s after the value (quote values that contain spaces)",
+                        describe_byte(cb, *p));
+    ps->line_of[k] = line;
+    return set_value(ps, (enum key_id)k, line, val, (size_t)vlen);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Second pass: roles, requirements, defaults, paths, files, cross-checks
+ */
+
+/* Makes *path absolute, relative to the directory of the configuration file. */
+static int
+resolve_path(struct parser *ps, enum key_id k, char **path)
+{
+    const char *slash;
+    char cwd[PATH_MAX];
+    char *abs;
+    int n;
+
+    if (*path == NULL || (*path)[0] == '/')
+        return 0;
+    slash = strrchr(ps->name, '/');
+    if (slash != NULL && ps->name[0] == '/') {
+        n = asprintf(&abs, "%.*s/%s", (int)(slash - ps->name), ps->name, *path);
+    } else {
+        if (getcwd(cwd, sizeof(cwd)) == NULL)
+            return fail_key(ps, -errno, ps->line_of[k], keys[k].name,
+                            "cannot resolve relative path: getcwd: %s", strerror(errno));
+        if (slash != NULL)
+            n = asprintf(&abs, "%s/%.*s/%s", cwd, (int)(slash - ps->name), ps->name, *path);
+        else
+            n = asprintf(&abs, "%s/%s", cwd, *path);
+    }
+    if (n < 0)
+        return fail_key(ps, -ENOMEM, ps->line_of[k], keys[k].name, "out of memory");
+    if (n >= PATH_MAX) {
+        free(abs);
+        return fail_key(ps, -ENAMETOOLONG, ps->line_of[k], keys[k].name,
+                        "path longer than %d bytes once made absolute", PATH_MAX - 1);
+    }
+    free(*path);
+    *path = abs;
+    return 0;
+}
+
+/* Checks that path names a readable regular file. */
+static int
+check_readable(struct parser *ps, enum key_id k, const char *path)
+{
+    struct stat st;
+    int fd, rc = 0;
+
+    if (path == NULL)
+        return 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        rc = -errno;
+        return fail_key(ps, rc, ps->line_of[k], keys[k].name, "cannot read \"%s\": %s", path,
+                        strerror(-rc));
+    }
+    if (fstat(fd, &st) != 0)
+        rc = -errno;
+    else if (!S_ISREG(st.st_mode))
+        rc = -EINVAL;
+    close(fd);
+    if (rc == -EINVAL)
+        return fail_key(ps, rc, ps->line_of[k], keys[k].name, "\"%s\" is not a regular file", path);
+    if (rc < 0)
+        return fail_key(ps, rc, ps->line_of[k], keys[k].name, "cannot stat \"%s\": %s", path,
+                        strerror(-rc));
+    return 0;
+}
+
+static bool
+is_wildcard(const char *host)
+{
+    return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || strcmp(host, "*") == 0;
+}
+
+static bool
+same_listener(const struct config_hostport *a, const struct config_hostport *b)
+{
+    return a->port == b->port &&
+           (strcmp(a->host, b->host) == 0 || is_wildcard(a->host) || is_wildcard(b->host));
+}
+
+struct listener {
+    enum key_id k;
+    const struct config_hostport *hp;
+};
+
+/* The addresses this node listens on must differ; reports the one set later in the file. */
+static int
+check_listeners(struct parser *ps)
+{
+    struct wm_config *c = ps->cfg;
+    struct listener l[3];
+    int n = 0;
+
+    l[n++] = (struct listener){K_LISTEN, &c->listen};
+    if (c->role != CONFIG_ROLE_WITNESS)
+        l[n++] = (struct listener){K_WAL_LISTEN, &c->wal_listen};
+    l[n++] = (struct listener){K_HTTP_LISTEN, &c->http_listen};
+    for (int i = 1; i < n; i++) {
+        for (int j = 0; j < i; j++) {
+            const struct listener *a = &l[i], *b = &l[j];
+
+            if (!same_listener(a->hp, b->hp))
+                continue;
+            if (ps->line_of[a->k] < ps->line_of[b->k]) {
+                a = &l[j];
+                b = &l[i];
+            }
+            return fail_key(ps, -EINVAL, ps->line_of[a->k], keys[a->k].name,
+                            "address %s clashes with %s = %s", a->hp->text, keys[b->k].name,
+                            b->hp->text);
+        }
+    }
+    return 0;
+}
+
+static int
+finish(struct parser *ps)
+{
+    struct wm_config *c = ps->cfg;
+    unsigned role = c->role == CONFIG_ROLE_WITNESS ? ROLE_WITNESS : ROLE_SITE;
+    enum key_id path_keys[] = {K_TLS_CA, K_TLS_CERT,  K_TLS_KEY,
+                               K_PGDATA, K_SPOOL_DIR, K_HTTP_TOKEN_FILE};
+    char **path_vals[] = {&c->tls_ca, &c->tls_cert,  &c->tls_key,
+                          &c->pgdata, &c->spool_dir, &c->http_token_file};
+    unsigned long first = 0;
+    int bad = -1, rc;
+
+    /* Keys the role does not use: report the first in the file. */
+    for (int k = 0; k < K_COUNT; k++) {
+        if (ps->line_of[k] != 0 && !(keys[k].roles & role) &&
+            (first == 0 || ps->line_of[k] < first)) {
+            first = ps->line_of[k];
+            bad = k;
+        }
+    }
+    if (bad >= 0)
+        return fail_key(ps, -EINVAL, first, keys[bad].name,
+                        role == ROLE_WITNESS ? "not used by a witness (role = witness)"
+                                             : "used only by a witness (role = witness)");
+    for (int k = 0; k < K_COUNT; k++) {
+        if ((keys[k].required & role) && ps->line_of[k] == 0) {
+            put_err(ps, "%s: missing required key \"%s\"%s", ps->name, keys[k].name,
+                    role == ROLE_WITNESS ? " (role = witness)" : "");
+            return -EINVAL;
+        }
+    }
+
+    /* Defaults. */
+    if (ps->line_of[K_HTTP_LISTEN] == 0) {
+        char why[WHY_LEN];
+
+        if (conv_hostport("127.0.0.1:8008", 14, &c->http_listen, why) < 0)
+            return fail_key(ps, -EINVAL, 0, "http_listen", "%s", why);
+    }
+    if (ps->line_of[K_HEARTBEAT_INTERVAL] == 0)
+        c->heartbeat_interval_ms = 1 * MS_PER_S;
+    if (ps->line_of[K_PEER_TIMEOUT] == 0)
+        c->peer_timeout_ms = 10 * MS_PER_S;
+    if (ps->line_of[K_LOG_LEVEL] == 0)
+        c->log_level = LOG_LEVEL_INFO;
+    if (role == ROLE_SITE) {
+        if (ps->line_of[K_SLOT_NAME] == 0)
+            strcpy(c->slot_name, "walmirror");
+        if (ps->line_of[K_APPLICATION_NAME] == 0)
+            strcpy(c->application_name, "walmirror");
+        if (ps->line_of[K_FAILOVER_TIMEOUT] == 0)
+            c->failover_timeout_ms = 5 * MS_PER_S;
+        if (ps->line_of[K_SPOOL_KEEP] == 0) {
+            c->spool_keep = 1024ull * 1024 * 1024;
+            c->spool_keep_segments = false;
+        }
+        if (ps->line_of[K_COMPRESSION] == 0)
+            c->compression = CONFIG_COMPRESSION_LZ4;
+    }
+
+    /* Names must tell the nodes apart: they are the certificate names. */
+    if (role == ROLE_SITE) {
+        if (strcmp(c->peer.name, c->node_name) == 0)
+            return fail_key(ps, -EINVAL, ps->line_of[K_PEER], "peer",
+                            "the peer is named \"%s\" like this node (node_name)", c->node_name);
+        if (c->has_witness && strcmp(c->witness.name, c->node_name) == 0)
+            return fail_key(ps, -EINVAL, ps->line_of[K_WITNESS], "witness",
+                            "the witness is named \"%s\" like this node (node_name)", c->node_name);
+        if (c->has_witness && strcmp(c->witness.name, c->peer.name) == 0)
+            return fail_key(ps, -EINVAL, ps->line_of[K_WITNESS], "witness",
+                            "the witness is named \"%s\" like the peer", c->peer.name);
+    } else {
+        for (int i = 0; i < 2; i++) {
+            if (strcmp(c->sites[i].name, c->node_name) == 0)
+                return fail_key(ps, -EINVAL, ps->line_of[K_SITES], "sites",
+                                "site %d is named \"%s\" like this witness (node_name)", i + 1,
+                                c->node_name);
+        }
+    }
+
+    if (c->heartbeat_interval_ms >= c->peer_timeout_ms) {
+        enum key_id k =
+            ps->line_of[K_HEARTBEAT_INTERVAL] != 0 ? K_HEARTBEAT_INTERVAL : K_PEER_TIMEOUT;
+
+        return fail_key(ps, -EINVAL, ps->line_of[k], keys[k].name,
+                        "heartbeat_interval (%llu ms) must be shorter than peer_timeout (%llu ms)",
+                        (unsigned long long)c->heartbeat_interval_ms,
+                        (unsigned long long)c->peer_timeout_ms);
+    }
+    rc = check_listeners(ps);
+    if (rc < 0)
+        return rc;
+
+    for (size_t i = 0; i < sizeof(path_keys) / sizeof(path_keys[0]); i++) {
+        rc = resolve_path(ps, path_keys[i], path_vals[i]);
+        if (rc < 0)
+            return rc;
+    }
+    if (!(ps->flags & CONFIG_NO_FILE_CHECKS)) {
+        for (size_t i = 0; i < sizeof(path_keys) / sizeof(path_keys[0]); i++) {
+            if (path_keys[i] == K_PGDATA || path_keys[i] == K_SPOOL_DIR)
+                continue; /* checked by the modules that use them, at start-up */
+            rc = check_readable(ps, path_keys[i], *path_vals[i]);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Entry points
+ */
+
+int
+config_parse_buffer(const char *name, const char *buf, size_t len, unsigned flags,
+                    struct wm_config *out, char *err, size_t errlen)
+{
+    struct wm_config cfg;
+    struct parser ps = {.name = name != NULL ? name : "(config)",
+                        .flags = flags,
+                        .err = err,
+                        .errlen = errlen,
+                        .cfg = &cfg};
+    const char *p = buf, *end = buf + len;
+    unsigned long line = 0;
+    int rc = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    memset(out, 0, sizeof(*out));
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (buf == NULL) {
+        p = "";
+        end = p;
+        len = 0;
+    }
+    if (len >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+        p += 3; /* a UTF-8 byte order mark, as some editors write */
+    while (p < end && rc == 0) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *le = nl != NULL ? nl : end;
+
+        line++;
+        if (le - p > CONFIG_LINE_MAX) {
+            rc = fail_syntax(&ps, line, "line longer than %d bytes", CONFIG_LINE_MAX);
+            break;
+        }
+        if (le > p && le[-1] == '\r')
+            le--; /* CRLF line ends */
+        rc = parse_line(&ps, line, p, le);
+        p = nl != NULL ? nl + 1 : end;
+    }
+    if (rc == 0)
+        rc = finish(&ps);
+    if (rc == 0) {
+        cfg.path = strdup(ps.name);
+        if (cfg.path == NULL) {
+            put_err(&ps, "%s: out of memory", ps.name);
+            rc = -ENOMEM;
+        }
+    }
+    if (rc < 0) {
+        config_free(&cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
+}
+
+int
+config_load(const char *path, struct wm_config *out, char *err, size_t errlen)
+{
+    struct parser ps = {.name = path, .err = err, .errlen = errlen};
+    char *buf;
+    size_t len = 0;
+    int fd, rc;
+
+    memset(out, 0, sizeof(*out));
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        rc = -errno;
+        put_err(&ps, "%s: cannot open: %s", path, strerror(-rc));
+        return rc;
+    }
+    buf = malloc(CONFIG_FILE_MAX + 1);
+    if (buf == NULL) {
+        close(fd);
+        put_err(&ps, "%s: out of memory", path);
+        return -ENOMEM;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf + len, CONFIG_FILE_MAX + 1 - len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            put_err(&ps, "%s: cannot read: %s", path, strerror(-rc));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len > CONFIG_FILE_MAX) {
+            rc = -EFBIG;
+            put_err(&ps, "%s: file larger than %d bytes; is this a configuration file?", path,
+                    CONFIG_FILE_MAX);
+            goto out;
+        }
+    }
+    rc = config_parse_buffer(path, buf, len, 0, out, err, errlen);
+out:
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+void
+config_free(struct wm_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->path);
+    free(cfg->tls_ca);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->http_token_file);
+    free(cfg->pg_conninfo);
+    free(cfg->pgdata);
+    free(cfg->spool_dir);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Dumping
+ */
+
+static void
+dump_string(FILE *f, const char *key, const char *v)
+{
+    fprintf(f, "%s = '", key);
+    for (; *v != '\0'; v++) {
+        if (*v == '\'')
+            fputc('\'', f);
+        fputc(*v, f);
+    }
+    fputs("'\n", f);
+}
+
+static void
+dump_units(FILE *f, const char *key, uint64_t n, const struct unit *units)
+{
+    const struct unit *best = &units[0];
+
+    for (const struct unit *u = units; u->name != NULL; u++) {
+        if (n != 0 && n % u->mult == 0)
+            best = u;
+    }
+    fprintf(f, "%s = %llu%s\n", key, (unsigned long long)(n / best->mult), best->name);
+}
+
+int
+config_dump(FILE *f, const struct wm_config *c)
+{
+    bool site = c->role != CONFIG_ROLE_WITNESS;
+
+    fprintf(f, "# walmirror agent configuration, as loaded from %s\n", c->path ? c->path : "?");
+    dump_string(f, "node_name", c->node_name);
+    fprintf(f, "role = %s\n", config_role_name(c->role));
+    dump_string(f, "listen", c->listen.text);
+    if (site) {
+        fprintf(f, "peer = '%s@%s'\n", c->peer.name, c->peer.addr.text);
+        if (c->has_witness)
+            fprintf(f, "witness = '%s@%s'\n", c->witness.name, c->witness.addr.text);
+    } else {
+        fprintf(f, "sites = '%s@%s, %s@%s'\n", c->sites[0].name, c->sites[0].addr.text,
+                c->sites[1].name, c->sites[1].addr.text);
+    }
+    dump_string(f, "tls_ca", c->tls_ca ? c->tls_ca : "");
+    dump_string(f, "tls_cert", c->tls_cert ? c->tls_cert : "");
+    dump_string(f, "tls_key", c->tls_key ? c->tls_key : "");
+    if (site) {
+        dump_string(f, "pg_conninfo", c->pg_conninfo ? c->pg_conninfo : "");
+        dump_string(f, "pgdata", c->pgdata ? c->pgdata : "");
+        dump_string(f, "spool_dir", c->spool_dir ? c->spool_dir : "");
+        dump_string(f, "wal_listen", c->wal_listen.text);
+    }
+    dump_string(f, "http_listen", c->http_listen.text);
+    if (c->http_token_file != NULL)
+        dump_string(f, "http_token_file", c->http_token_file);
+    if (site) {
+        dump_string(f, "slot_name", c->slot_name);
+        dump_string(f, "application_name", c->application_name);
+        dump_units(f, "failover_timeout", c->failover_timeout_ms, duration_units);
+    }
+    dump_units(f, "heartbeat_interval", c->heartbeat_interval_ms, duration_units);
+    dump_units(f, "peer_timeout", c->peer_timeout_ms, duration_units);
+    if (site) {
+        fprintf(f, "auto_rejoin = %s\n", c->auto_rejoin ? "on" : "off");
+        if (c->spool_keep_segments)
+            fprintf(f, "spool_keep = %llu # segments\n", (unsigned long long)c->spool_keep);
+        else
+            dump_units(f, "spool_keep", c->spool_keep, size_units);
+        fprintf(f, "compression = %s\n",
+                (unsigned)c->compression < 2 ? compression_names[c->compression] : "?");
+        fputs("wal_server_auth = trust\n", f);
+    }
+    fprintf(f, "log_level = %s\n",
+            c->log_level >= LOG_LEVEL_ERROR && c->log_level <= LOG_LEVEL_DEBUG
+                ? log_level_names[c->log_level - LOG_LEVEL_ERROR]
+                : "?");
+    if (fflush(f) != 0 || ferror(f))
+        return -EIO;
+    return 0;
+}
