@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "clock.h"
 #include "cursor.h"
 
 _Static_assert(1 + 8 + 8 + 8 + 8 + 1 == PGP_STANDBY_STATUS_LEN, "'r' is 34 bytes");
@@ -241,6 +242,12 @@ pgp_time_to_unix_us(int64_t pg_us)
     if (pg_us > INT64_MAX - PGP_EPOCH_DIFF_US)
         return INT64_MAX;
     return pg_us + PGP_EPOCH_DIFF_US;
+}
+
+int64_t
+pgp_now(void)
+{
+    return pgp_time_from_unix_us((int64_t)clock_unix_us());
 }
 
 /* Case-insensitive: is s[0..len) a non-empty prefix of word, of at least min bytes? */

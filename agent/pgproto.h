@@ -194,6 +194,8 @@ int pgp_histfile_name(uint32_t tli, char buf[PGP_HISTFILE_BUFSZ]);
 /* Unix microseconds <-> PostgreSQL TimestampTz microseconds; both saturate at INT64 limits. */
 int64_t pgp_time_from_unix_us(int64_t unix_us);
 int64_t pgp_time_to_unix_us(int64_t pg_us);
+/* Now, as a PostgreSQL TimestampTz (microseconds since 2000-01-01 UTC). */
+int64_t pgp_now(void);
 
 /*
  * PostgreSQL's parse_bool(): case-insensitive unique prefixes of true/false/yes/no, "on",

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "conn.h"
 #include "cursor.h"
 #include "frame.h"
@@ -312,7 +313,7 @@ on_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
     ack = (struct msg_ack){.write_lsn = ps->written_lsn,
                            .flush_lsn = ps->written_lsn,
                            .apply_lsn = 0,
-                           .send_time_us = conn_now_us()};
+                           .send_time_us = clock_unix_us()};
     if (conn_send_ack(ps->conn, &ack) < 0)
         log_warning("walpipe", "cannot queue ACK");
 }

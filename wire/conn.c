@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "codec.h"
 #include "frame.h"
 #include "log.h"
@@ -65,24 +66,6 @@ struct conn {
     uint64_t last_hb_rx_at_us;   /* when we received it */
     uint64_t rtt_us;
 };
-
-uint64_t
-conn_now_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t
-mono_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static void report_closed(struct conn *c, int reason, const char *message);
 
@@ -175,13 +158,13 @@ send_hello(struct conn *c)
 static int
 send_heartbeat(struct conn *c)
 {
-    struct msg_heartbeat hb = {.send_time_us = conn_now_us()};
+    struct msg_heartbeat hb = {.send_time_us = clock_unix_us()};
     uint8_t body[MSG_MAX_BODY];
     ssize_t n;
 
     if (c->last_hb_rx_send_us != 0) {
         hb.echo_time_us = c->last_hb_rx_send_us;
-        hb.echo_hold_us = mono_us() - c->last_hb_rx_at_us;
+        hb.echo_hold_us = clock_mono_us() - c->last_hb_rx_at_us;
     }
     n = msg_encode_heartbeat(&hb, body, sizeof(body));
     if (n < 0)
@@ -357,9 +340,9 @@ dispatch(struct conn *c, const struct codec_frame *f)
             return rc;
         }
         c->last_hb_rx_send_us = m.hb.send_time_us;
-        c->last_hb_rx_at_us = mono_us();
+        c->last_hb_rx_at_us = clock_mono_us();
         if (m.hb.echo_time_us != 0) {
-            uint64_t now = conn_now_us();
+            uint64_t now = clock_unix_us();
             uint64_t elapsed = now > m.hb.echo_time_us ? now - m.hb.echo_time_us : 0;
             c->rtt_us = elapsed > m.hb.echo_hold_us ? elapsed - m.hb.echo_hold_us : 0;
         }
@@ -588,7 +571,7 @@ stream_data(void *ctx, const void *data, size_t len)
 
     if (c->state == CONN_CLOSED)
         return;
-    c->last_rx_us = mono_us();
+    c->last_rx_us = clock_mono_us();
     rc = c->xport->input(c, data, len);
     if (rc < 0 && c->state != CONN_CLOSED)
         conn_fail(c, rc, "dropping connection: %s", wire_strerror(rc));
@@ -630,7 +613,8 @@ heartbeat_fire(struct wio_timer *t)
 
     if (c == NULL || c->state == CONN_CLOSED)
         return; /* the connection is over: the timer ends here */
-    if (c->cfg.timeout_ms != 0 && mono_us() - c->last_rx_us > (uint64_t)c->cfg.timeout_ms * 1000u) {
+    if (c->cfg.timeout_ms != 0 &&
+        clock_mono_us() - c->last_rx_us > (uint64_t)c->cfg.timeout_ms * 1000u) {
         conn_fail(c, WIRE_ETIMEDOUT, "nothing heard from %s for %u ms", c->peer_name,
                   c->cfg.timeout_ms);
         return;
@@ -673,7 +657,7 @@ conn_new(struct conn **out, struct wio_loop *loop, int fd, bool acceptor,
     c->cfg.peer_name = c->peer_name;
     c->cfg.hello = &c->hello;
     snprintf(c->prefix, sizeof(c->prefix), "peer[%s]", c->peer_name);
-    c->last_rx_us = mono_us();
+    c->last_rx_us = clock_mono_us();
     c->xport = cfg->tls != NULL ? &tls_ops : &plain_ops;
 
     rc = codec_enc_new(&c->enc, cfg->compress, cfg->lz4_acceleration);

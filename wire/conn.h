@@ -103,7 +103,4 @@ uint64_t conn_rtt_us(const struct conn *c);
 const struct codec_stats *conn_tx_stats(const struct conn *c);
 const struct codec_stats *conn_rx_stats(const struct conn *c);
 
-/* Microseconds since the Unix epoch, CLOCK_REALTIME. */
-uint64_t conn_now_us(void);
-
 #endif

@@ -55,3 +55,30 @@ log_level_parse(const char *name)
             return i;
     return -1;
 }
+
+const char *
+log_one_line(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+
+    if (cap == 0)
+        return dst;
+    if (src == NULL)
+        src = "";
+    for (; *src != '\0' && n + 1 < cap; src++) {
+        if (*src == '\n' || *src == '\r') {
+            if (src[1] == '\0' || src[1] == '\n')
+                continue;
+            if (n + 3 >= cap)
+                break;
+            dst[n++] = ';';
+            dst[n++] = ' ';
+            while (src[1] == ' ' || src[1] == '\t')
+                src++;
+            continue;
+        }
+        dst[n++] = *src == '\t' ? ' ' : *src;
+    }
+    dst[n] = '\0';
+    return dst;
+}

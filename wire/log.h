@@ -9,6 +9,8 @@
 #ifndef WALMIRROR_WIRE_LOG_H
 #define WALMIRROR_WIRE_LOG_H
 
+#include <stddef.h>
+
 enum log_level {
     LOG_LEVEL_ERROR = 0,
     LOG_LEVEL_WARNING = 1,
@@ -20,6 +22,12 @@ extern int log_level;
 
 void log_write(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*
+ * Copies a message that may span lines (libpq's do) into dst[cap] as one line: line breaks
+ * become "; ", tabs spaces, trailing breaks go.  Returns dst.
+ */
+const char *log_one_line(char *dst, size_t cap, const char *src);
 
 /* Parses "error", "warning", "info", "debug"; returns the level or -1. */
 int log_level_parse(const char *name);
