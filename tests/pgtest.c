@@ -4,6 +4,8 @@
 #include "pgtest.h"
 
 #include <check.h>
+#include <fcntl.h>
+#include <grp.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -123,17 +125,46 @@ pgt_sh(struct pgt_cluster *c, const char *fmt, ...)
     return rc;
 }
 
+void
+pgt_prepare(struct pgt_cluster *c, const char *tag)
+{
+    memset(c, 0, sizeof(*c));
+    c->dir = tu_tmpdir(tag);
+    pgt_give_to_postgres(c->dir);
+    tu_require(asprintf(&c->pgdata, "%s/data", c->dir) > 0);
+    c->port = tu_free_port();
+}
+
+int
+pgt_spawn(char *const argv[], const char *log)
+{
+    pid_t pid = fork();
+
+    tu_require(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        struct passwd *pw = getpwnam("postgres");
+
+        if (fd < 0)
+            _exit(126);
+        if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(126);
+        if (as_root() && (pw == NULL || initgroups("postgres", pw->pw_gid) != 0 ||
+                          setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0))
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
 int
 pgt_init(struct pgt_cluster *c, const char *tag, const char *extra_conf)
 {
     char *conf;
     FILE *f;
 
-    memset(c, 0, sizeof(*c));
-    c->dir = tu_tmpdir(tag);
-    pgt_give_to_postgres(c->dir);
-    tu_require(asprintf(&c->pgdata, "%s/data", c->dir) > 0);
-    c->port = tu_free_port();
+    pgt_prepare(c, tag);
     if (pgt_sh(c, "initdb -D \"$PGDATA\" -U postgres -A trust --no-sync -E UTF8 --locale=C") != 0)
         return -1;
     tu_require(asprintf(&conf, "%s/postgresql.auto.conf", c->pgdata) > 0);

@@ -30,6 +30,8 @@ bool pgt_available(void);
 /* initdb (with data checksums off, wal_log_hints on) and a postgresql.conf suited to tests
  * plus extra_conf lines.  Returns 0 or -1 (with the log in dir). */
 int pgt_init(struct pgt_cluster *c, const char *tag, const char *extra_conf);
+/* A cluster directory and port, without initdb: for a standby made by pg_basebackup. */
+void pgt_prepare(struct pgt_cluster *c, const char *tag);
 int pgt_start(struct pgt_cluster *c);
 /* mode: "fast" or "immediate". */
 int pgt_stop(struct pgt_cluster *c, const char *mode);
@@ -44,6 +46,13 @@ int pgt_sh(struct pgt_cluster *c, const char *fmt, ...) __attribute__((format(pr
 
 /* Runs one SQL statement with psql -AtX and returns its trimmed output (malloc'd), or NULL. */
 char *pgt_query(struct pgt_cluster *c, const char *sql);
+
+/*
+ * Starts argv[0] as the postgres user (setuid in the child when running as root, so the pid
+ * returned is the program itself: signals reach it directly), stdout and stderr appended to
+ * log.  Returns the pid.
+ */
+int pgt_spawn(char *const argv[], const char *log);
 
 /* Makes path (and its parents' traversal) usable by the postgres user. */
 void pgt_give_to_postgres(const char *path);

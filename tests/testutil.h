@@ -10,7 +10,8 @@
 
 /*
  * Like ck_assert, but usable outside a running test too (in main(), atexit handlers): prints
- * the failed condition and aborts, which Check reports as an error inside a test.  The
+ * the failed condition and exits with status 3 (running the atexit handlers that stop servers),
+ * which Check reports as an error inside a test.  The
  * optional message follows the condition (the format always starts with ": ").
  */
 #define tu_require(cond, ...)                                                                      \

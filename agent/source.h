@@ -1,0 +1,72 @@
+/*
+ * source.h - the source: a physical replication client of the local primary, through libpq.
+ *
+ * Like pg_receivewal: a replication connection derived from pg_conninfo (replication=true,
+ * application_name = the name the primary lists in synchronous_standby_names), IDENTIFY_SYSTEM,
+ * SHOW wal_segment_size, the physical slot created if missing (RESERVE_WAL), then
+ * START_REPLICATION SLOT s PHYSICAL X/X TIMELINE n at a segment boundary.  Everything is
+ * non-blocking: libpq's socket is polled through the io_uring loop (PQconnectStart/Poll,
+ * PQgetCopyData async), so the agent's loop never waits on the primary.
+ *
+ * WAL is delivered in order and contiguous (a gap is a protocol error: the connection is
+ * dropped).  on_drained tells the owner that nothing more is readable right now, so that it
+ * can send what it batched without holding data back on an idle link.
+ *
+ * Standby status updates ('r') go to the primary whenever source_report() changes a position,
+ * and at once when a keepalive asks for a reply; positions are sent as given (the owner keeps
+ * them monotonic and true).  write/flush/apply = 0 are never sent as such: before anything is
+ * confirmed the update carries the start position, as the walreceiver does.
+ *
+ * Errors (connection lost, primary shut down, slot problems) end the session with on_closed
+ * and a message; the owner decides when to retry.
+ */
+#ifndef WALMIRROR_AGENT_SOURCE_H
+#define WALMIRROR_AGENT_SOURCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "wio.h"
+
+struct source;
+
+struct source_identity {
+    uint64_t system_id;
+    uint32_t timeline;
+    uint64_t xlogpos;   /* the primary's flush position at IDENTIFY_SYSTEM */
+    uint32_t seg_size;
+    uint64_t slot_restart_lsn; /* 0 if the slot was just created without WAL reserved */
+};
+
+struct source_ops {
+    /* Connected and identified; the slot exists.  The owner calls source_start() next. */
+    void (*on_identified)(void *ctx, const struct source_identity *id);
+    /* XLogData: contiguous with the previous call.  data valid during the call only. */
+    void (*on_wal)(void *ctx, uint64_t lsn, const uint8_t *data, size_t len);
+    /* Nothing more to read for now. */
+    void (*on_drained)(void *ctx);
+    /* The session ended (err < 0) with a message for the log; source_free() it. */
+    void (*on_closed)(void *ctx, int err, const char *message);
+};
+
+/* Starts connecting (non-blocking).  conninfo: pg_conninfo; the replication connection
+ * overrides replication, application_name and dbname. */
+WM_MUSTCHECK int source_new(struct source **out, struct wio_loop *loop, const char *conninfo,
+                            const char *slot_name, const char *application_name,
+                            const struct source_ops *ops, void *ctx);
+void source_free(struct source *s);
+
+/* Starts streaming at start_lsn (rounded down to a segment boundary; 0: the slot's
+ * restart_lsn, or the primary's position when none) on timeline tli (0: the current). */
+WM_MUSTCHECK int source_start(struct source *s, uint64_t start_lsn, uint32_t tli);
+
+/* Confirmed positions from the sink; an 'r' goes out at once if any changed. */
+WM_MUSTCHECK int source_report(struct source *s, uint64_t write_lsn, uint64_t flush_lsn,
+                               uint64_t apply_lsn);
+
+/* Back-pressure: stop (true) or resume (false) reading from the primary. */
+void source_pause(struct source *s, bool paused);
+
+#endif

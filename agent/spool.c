@@ -1,0 +1,2043 @@
+/*
+ * spool.c - the sink's durable WAL spool; see spool.h for the contract.
+ *
+ * Files
+ *   spool_dir/TTTTTTTTXXXXXXXXYYYYYYYY[.partial]  one per segment, seg_size bytes, mode 0600
+ *   spool_dir/spool.meta                          identity (text), replaced atomically
+ *   The directory is flock()ed while open: a second agent on the same spool gets -EBUSY.
+ *
+ * Segment lifecycle (struct seg; the held segments form one contiguous run, oldest first)
+ *   PREPARING  NAME.partial created and zero-filled with writes through io_uring (at most
+ *              ZERO_PARALLEL writes of ZERO_BUF_SIZE in flight), then fsync of the file and of
+ *              the directory (both must succeed) -> OPEN.  WAL appended meanwhile waits in the
+ *              segment's queue and is submitted when it is OPEN.  The next segment is prepared
+ *              ahead as soon as the WAL reaches the second half of the current one, so the
+ *              zero-fill is normally off the acknowledgement path.  Zero writes rather than
+ *              fallocate: blocks are allocated and written before WAL lands in them, as
+ *              PostgreSQL's XLogFileInit does, so the data writes and fdatasyncs that follow
+ *              need no metadata change.
+ *   PREP_FAILED creating or zero-filling failed; the file is removed.  Not yet fatal (the
+ *              segment may never be needed); fatal (on_failed) as soon as WAL is due in it.
+ *   OPEN       WAL writes (IORING_OP_WRITE, one per append piece, many per submit).
+ *   RENAMING   flush_lsn passed the segment's end and nothing of it is in flight: renameat
+ *              NAME.partial -> NAME, then fsync of the directory -> COMPLETE (fd closed).
+ *              Renames run one at a time, in order, so a complete segment never follows a
+ *              partial one on disk.
+ *
+ * Write and flush
+ *   Appended bytes are copied into CHUNK_SIZE buffers owned by the spool and written from
+ *   there; a chunk is recycled once every write from it has completed, so the memory held is
+ *   what is appended and not yet written (plus a small cache of chunks).  Writes are kept in a
+ *   FIFO in LSN order; write_lsn is the start of the oldest incomplete one.  A short write
+ *   resubmits its remainder (not a retry: the kernel took part of it); an error or a write of
+ *   0 bytes fails the spool.
+ *   Group flush: spool_flush() records the wanted position; once every write up to it has
+ *   completed, ONE fdatasync (IORING_OP_FSYNC + IORING_FSYNC_DATASYNC) per file written since
+ *   the previous flush batch began is issued, all in one submit; when all of them completed,
+ *   flush_lsn becomes the write position the batch started from.  The fdatasyncs are issued
+ *   after the writes' completions rather than linked behind them (IOSQE_IO_LINK): writes from
+ *   earlier appends may already be queued or in flight, and io_uring orders nothing across
+ *   separate chains; waiting for their CQEs costs one loop turn and makes the rule simple -
+ *   an fdatasync issued after a write completed covers that write.  A second spool_flush()
+ *   while a batch is in flight is served by the next batch.
+ *
+ * Failure
+ *   A failed write, fdatasync, zero-fill of a needed segment, rename or directory fsync is
+ *   never retried: the spool is failed (spool_failed()), on_failed is called once with a
+ *   message naming the file, the LSN and the error, and everything but spool_read and
+ *   spool_close is refused.  When the failure is found inside spool_append or spool_flush,
+ *   on_failed is delivered from the loop (a NOP completion) so that the caller's stack is
+ *   not re-entered.  spool_read keeps serving what was durable before the failure.
+ *
+ * Recovery (spool_open)
+ *   Segment files are listed; the newest contiguous run is the spool (older files past a gap
+ *   are left alone, with a warning).  Complete segments are durable by construction (renamed
+ *   only after their fdatasync).  The partial ones are scanned with walfmt_scan from the start
+ *   of the segment before the first of them when that one is held (so a record crossing into
+ *   the partial segment has its CRC checked), else from the partial segment's start (its
+ *   leading continuation skipped by xlp_rem_len).  The durable end E is the end of the last
+ *   valid record, but never less than the end of the last complete segment.  Partial files
+ *   wholly before E are fsynced and renamed; the one holding E is zeroed from E to its end
+ *   (also re-extending a file cut short); partial files after it are removed.  Then every file
+ *   and the directory are fsynced, and write_lsn = flush_lsn = E.
+ *
+ * Reading
+ *   spool_read uses synchronous pread(2): the bytes it serves were just written and are in the
+ *   page cache, and a blocking read of a few hundred KB costs less than the bookkeeping of an
+ *   asynchronous one.  Partial segments are read through the spool's own descriptor; complete
+ *   segments by name, with one descriptor cached for sequential readers.
+ *
+ * Retention
+ *   After each flush batch and each spool_set_retain_lsn: complete segments are removed from
+ *   the oldest while their end is at least keep_bytes behind flush_lsn and not after the retain
+ *   LSN (0: not set, keep_bytes alone decides).  The segment holding the last durable byte is
+ *   never removed, so a restarted spool always finds its position.
+ *
+ * Threading and lifetime
+ *   One loop thread.  spool_close() waits for the spool's SQEs still in flight by turning the
+ *   loop (other completions are dispatched meanwhile); it must therefore not be called from
+ *   another module's completion callback.  Called from the spool's own callbacks
+ *   (on_written/on_flushed/on_failed), it defers the free to the last completion.
+ */
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "walfmt.h"
+
+#define SPOOL_COMPONENT "spool"
+#define META_NAME "spool.meta"
+#define META_TMP_NAME "spool.meta.tmp"
+#define META_MAX 4096
+#define CHUNK_SIZE (1u << 20)    /* write buffer; an append piece never exceeds it */
+#define CHUNK_CACHE 4            /* idle chunks kept for reuse */
+#define ZERO_BUF_SIZE (1u << 20) /* one zero-fill write */
+#define ZERO_PARALLEL 8          /* zero-fill writes in flight per segment */
+#define CLOSE_WAIT_MS 30000      /* spool_close: how long to wait for SQEs in flight */
+#define FILE_NAME_MAX (WALFMT_NAME_LEN + sizeof(WALFMT_PARTIAL_SUFFIX))
+
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+enum seg_state {
+    SEG_PREPARING,
+    SEG_PREP_FAILED,
+    SEG_OPEN,
+    SEG_RENAMING,
+    SEG_COMPLETE,
+};
+
+struct wreq;
+
+struct seg {
+    uint64_t segno;
+    uint32_t tli;
+    enum seg_state state;
+    int fd;             /* -1 once complete */
+    bool dirty;         /* a WAL write completed since the last flush batch began */
+    unsigned inflight;  /* SQEs of this segment in flight */
+    int prep_err;       /* first error of the preparation */
+    uint64_t zero_next; /* next offset to zero-fill */
+    unsigned zero_inflight;
+    unsigned sync_left;                 /* preparation fsyncs (file, directory) outstanding */
+    struct wreq *wait_head, *wait_tail; /* writes waiting for the preparation */
+};
+
+struct chunk {
+    uint8_t *buf;
+    size_t used;
+    unsigned refs;      /* writes using it, +1 while it is the current chunk */
+    struct chunk *next; /* free list */
+};
+
+struct wreq {
+    struct wio_op op;
+    struct spool *s;
+    struct seg *seg;
+    struct chunk *chunk;
+    const uint8_t *data;
+    uint64_t lsn;
+    uint32_t len;
+    uint32_t done;
+    bool complete;
+    struct wreq *next;      /* FIFO, LSN order */
+    struct wreq *wait_next; /* the segment's waiting list */
+};
+
+enum sop_kind {
+    SOP_ZERO,
+    SOP_PREP_FSYNC,
+    SOP_PREP_DIRSYNC,
+    SOP_DATASYNC,
+    SOP_RENAME,
+    SOP_RENAME_DIRSYNC,
+    SOP_DIRSYNC,
+    SOP_NOTIFY,
+};
+
+/* Every SQE that is not a WAL write. */
+struct sop {
+    struct wio_op op;
+    struct spool *s;
+    struct seg *seg;
+    enum sop_kind kind;
+    uint64_t off;
+    uint32_t len;
+    uint32_t done;
+    char from[FILE_NAME_MAX]; /* SOP_RENAME: read by the kernel at submission */
+    char to[FILE_NAME_MAX];
+};
+
+struct spool {
+    struct wio_loop *loop;
+    const struct spool_ops *ops;
+    void *ctx;
+    char *dir;
+    int dirfd;
+    uint64_t keep_bytes;
+    uint64_t retain_lsn;
+    struct spool_identity id;
+    uint8_t *zeros; /* ZERO_BUF_SIZE zero bytes, read by the kernel */
+
+    struct seg **segs; /* contiguous run: segs[i]->segno == segs[0]->segno + i */
+    size_t nsegs, cap;
+
+    bool positioned;     /* start_lsn is meaningful (something was appended or recovered) */
+    uint64_t start_lsn;  /* start of the oldest segment held */
+    uint64_t append_end; /* end of the WAL accepted */
+    uint64_t write_lsn;  /* contiguous written */
+    uint64_t flush_lsn;  /* durable */
+    uint64_t flush_req;  /* highest position spool_flush() asked for */
+
+    struct wreq *fifo_head, *fifo_tail;
+    struct chunk *cur_chunk;
+    struct chunk *free_chunks;
+    unsigned nfree_chunks;
+
+    bool batch_active;
+    unsigned batch_left;
+    uint64_t batch_target;
+    bool rename_active;
+
+    int rd_fd; /* cached descriptor of a complete segment, for spool_read */
+    uint64_t rd_segno;
+
+    unsigned inflight; /* all SQEs of the spool in flight */
+    unsigned in_cb;    /* nesting depth of the spool's completion handlers */
+    bool closing;
+    bool zombie; /* closed while busy: freed by the last completion */
+    bool failed;
+    int fail_err;
+    char fail_msg[384];
+};
+
+static void spool_destroy(struct spool *s);
+static void sop_cb(struct wio_op *op, int res, unsigned flags);
+static void wreq_cb(struct wio_op *op, int res, unsigned flags);
+static void maybe_start_batch(struct spool *s);
+static void start_renames(struct spool *s);
+static void run_retention(struct spool *s);
+
+/* ---- small helpers ---- */
+
+static uint64_t
+seg_start_lsn(const struct spool *s, const struct seg *g)
+{
+    return walfmt_seg_start(g->segno, s->id.seg_size);
+}
+
+static uint64_t
+seg_end_lsn(const struct spool *s, const struct seg *g)
+{
+    return walfmt_seg_start(g->segno + 1, s->id.seg_size);
+}
+
+/* NAME or NAME.partial of g, per its state. */
+static void
+seg_file_name(const struct spool *s, const struct seg *g, bool partial, char out[FILE_NAME_MAX])
+{
+    walfmt_seg_name(out, g->tli, g->segno, s->id.seg_size);
+    if (partial)
+        strcat(out, WALFMT_PARTIAL_SUFFIX);
+}
+
+static bool
+seg_is_partial(const struct seg *g)
+{
+    return g->state != SEG_COMPLETE;
+}
+
+static struct seg *
+seg_lookup(const struct spool *s, uint64_t segno)
+{
+    if (s->nsegs == 0 || segno < s->segs[0]->segno || segno - s->segs[0]->segno >= s->nsegs)
+        return NULL;
+    return s->segs[segno - s->segs[0]->segno];
+}
+
+/* segno of the newest segment held (the caller checks nsegs > 0). */
+static uint64_t
+seg_last(const struct spool *s)
+{
+    return s->segs[s->nsegs - 1]->segno;
+}
+
+/* Index of the first segment that is not complete (nsegs if all are). */
+static size_t
+first_live(const struct spool *s)
+{
+    size_t i = s->nsegs;
+
+    while (i > 0 && s->segs[i - 1]->state != SEG_COMPLETE)
+        i--;
+    return i;
+}
+
+static int
+segs_push(struct spool *s, struct seg *g)
+{
+    if (s->nsegs == s->cap) {
+        size_t cap = s->cap == 0 ? 16 : s->cap * 2;
+        struct seg **p = realloc(s->segs, cap * sizeof(*p));
+
+        if (p == NULL)
+            return -ENOMEM;
+        s->segs = p;
+        s->cap = cap;
+    }
+    s->segs[s->nsegs++] = g;
+    return 0;
+}
+
+static void
+close_fd(int fd, const char *what)
+{
+    if (fd >= 0 && close(fd) != 0)
+        log_warning(SPOOL_COMPONENT, "close of %s failed: %s", what, strerror(errno));
+}
+
+static int
+fsync_dir(struct spool *s)
+{
+    if (fsync(s->dirfd) != 0) {
+        int err = -errno;
+
+        log_error(SPOOL_COMPONENT, "fsync of directory %s failed: %s", s->dir, strerror(-err));
+        return err;
+    }
+    return 0;
+}
+
+/* ---- failure ---- */
+
+static void notify_owner_failed(struct spool *s);
+
+static void fail(struct spool *s, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Fails the spool once: logs, refuses everything afterwards, and tells the owner. */
+static void
+fail(struct spool *s, int err, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (s->failed)
+        return;
+    s->failed = true;
+    s->fail_err = err < 0 ? err : -EIO;
+    va_start(ap, fmt);
+    n = vsnprintf(s->fail_msg, sizeof(s->fail_msg), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        snprintf(s->fail_msg, sizeof(s->fail_msg), "spool failure: %s", strerror(-s->fail_err));
+    log_error(SPOOL_COMPONENT,
+              "%s; the spool in %s accepts nothing more (durable up to " WALFMT_LSN_FMT ")",
+              s->fail_msg, s->dir, WALFMT_LSN_ARGS(s->flush_lsn));
+    if (s->closing)
+        return;
+    if (s->in_cb > 0) {
+        s->ops->on_failed(s->ctx, s->fail_err, s->fail_msg);
+        return;
+    }
+    notify_owner_failed(s);
+}
+
+/* ---- SQE helpers ---- */
+
+static struct sop *
+sop_new(struct spool *s, struct seg *g, enum sop_kind kind)
+{
+    struct sop *o = calloc(1, sizeof(*o));
+
+    if (o == NULL)
+        return NULL;
+    o->op.cb = sop_cb;
+    o->s = s;
+    o->seg = g;
+    o->kind = kind;
+    return o;
+}
+
+/* Takes an SQE for o (counted in flight); NULL (o freed) if the ring refuses. */
+static struct io_uring_sqe *
+sop_sqe(struct spool *s, struct sop *o)
+{
+    struct io_uring_sqe *sqe = wio_sqe(s->loop, &o->op);
+
+    if (sqe == NULL) {
+        free(o);
+        return NULL;
+    }
+    s->inflight++;
+    if (o->seg != NULL)
+        o->seg->inflight++;
+    return sqe;
+}
+
+/* Delivers on_failed from the loop rather than from the caller's stack. */
+static void
+notify_owner_failed(struct spool *s)
+{
+    struct sop *o = sop_new(s, NULL, SOP_NOTIFY);
+    struct io_uring_sqe *sqe = o != NULL ? sop_sqe(s, o) : NULL;
+
+    if (sqe == NULL) {
+        s->ops->on_failed(s->ctx, s->fail_err, s->fail_msg);
+        return;
+    }
+    io_uring_prep_nop(sqe);
+}
+
+/* Issues an fsync (datasync or full) of fd for o. */
+static int
+sop_fsync(struct spool *s, struct seg *g, int fd, enum sop_kind kind, bool datasync)
+{
+    struct sop *o = sop_new(s, g, kind);
+    struct io_uring_sqe *sqe;
+
+    if (o == NULL)
+        return -ENOMEM;
+    sqe = sop_sqe(s, o);
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
+    return 0;
+}
+
+/* ---- write buffers ---- */
+
+static struct chunk *
+chunk_get(struct spool *s)
+{
+    struct chunk *c = s->free_chunks;
+
+    if (c != NULL) {
+        s->free_chunks = c->next;
+        s->nfree_chunks--;
+    } else {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL)
+            return NULL;
+        c->buf = malloc(CHUNK_SIZE);
+        if (c->buf == NULL) {
+            free(c);
+            return NULL;
+        }
+    }
+    c->used = 0;
+    c->refs = 1; /* the spool's "current chunk" reference */
+    c->next = NULL;
+    return c;
+}
+
+static void
+chunk_unref(struct spool *s, struct chunk *c)
+{
+    if (--c->refs > 0)
+        return;
+    if (s->nfree_chunks < CHUNK_CACHE && !s->closing) {
+        c->next = s->free_chunks;
+        s->free_chunks = c;
+        s->nfree_chunks++;
+        return;
+    }
+    free(c->buf);
+    free(c);
+}
+
+/* ---- segment preparation ---- */
+
+static void prep_continue(struct spool *s, struct seg *g);
+
+/* Ends a failed preparation once nothing of it is in flight. */
+static void
+prep_fail_settle(struct spool *s, struct seg *g)
+{
+    char name[FILE_NAME_MAX];
+
+    if (g->zero_inflight > 0 || g->sync_left > 0 || g->state == SEG_PREP_FAILED)
+        return;
+    seg_file_name(s, g, true, name);
+    g->state = SEG_PREP_FAILED;
+    if (s->closing && g->prep_err == 0) {
+        /* Closed before it was ready; recovery removes the file (it holds no WAL). */
+        close_fd(g->fd, name);
+        g->fd = -1;
+        return;
+    }
+    if (g->fd >= 0) {
+        close_fd(g->fd, name);
+        g->fd = -1;
+        /* It holds no WAL: give the space back. */
+        if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
+            log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", s->dir, name, strerror(errno));
+    }
+    if (g->wait_head != NULL)
+        fail(s, g->prep_err, "preparing %s for WAL at " WALFMT_LSN_FMT " failed: %s", name,
+             WALFMT_LSN_ARGS(seg_start_lsn(s, g)), strerror(-g->prep_err));
+    else
+        log_warning(SPOOL_COMPONENT, "preparing %s failed: %s (fatal once WAL is due in it)", name,
+                    strerror(-g->prep_err));
+}
+
+static void
+prep_error(struct spool *s, struct seg *g, int err)
+{
+    if (g->prep_err == 0)
+        g->prep_err = err;
+    prep_fail_settle(s, g);
+}
+
+static int
+wreq_submit(struct spool *s, struct wreq *w)
+{
+    struct io_uring_sqe *sqe = wio_sqe(s->loop, &w->op);
+
+    if (sqe == NULL)
+        return -EBUSY;
+    io_uring_prep_write(sqe, w->seg->fd, w->data + w->done, w->len - w->done,
+                        walfmt_seg_offset(w->lsn, s->id.seg_size) + (uint64_t)w->done);
+    s->inflight++;
+    w->seg->inflight++;
+    log_debug(SPOOL_COMPONENT, "write " WALFMT_LSN_FMT " +%u to segment %" PRIu64,
+              WALFMT_LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done), w->seg->segno);
+    return 0;
+}
+
+/* The segment is ready: submit the writes that waited for it. */
+static void
+prep_done(struct spool *s, struct seg *g)
+{
+    char name[FILE_NAME_MAX];
+
+    g->state = SEG_OPEN;
+    seg_file_name(s, g, true, name);
+    log_debug(SPOOL_COMPONENT, "%s zero-filled and durable", name);
+    while (g->wait_head != NULL) {
+        struct wreq *w = g->wait_head;
+
+        g->wait_head = w->wait_next;
+        w->wait_next = NULL;
+        if (s->failed || s->closing)
+            continue; /* left in the FIFO, never written */
+        if (wreq_submit(s, w) < 0)
+            fail(s, -EBUSY, "cannot queue the write of " WALFMT_LSN_FMT " to %s",
+                 WALFMT_LSN_ARGS(w->lsn), name);
+    }
+    g->wait_tail = NULL;
+}
+
+/* Issues zero-fill writes up to ZERO_PARALLEL in flight, then the fsyncs. */
+static void
+prep_continue(struct spool *s, struct seg *g)
+{
+    if (g->prep_err != 0 || s->closing) {
+        prep_fail_settle(s, g);
+        return;
+    }
+    while (g->zero_next < s->id.seg_size && g->zero_inflight < ZERO_PARALLEL) {
+        struct sop *o = sop_new(s, g, SOP_ZERO);
+        struct io_uring_sqe *sqe = o != NULL ? sop_sqe(s, o) : NULL;
+        uint64_t left = s->id.seg_size - g->zero_next;
+
+        if (sqe == NULL) {
+            prep_error(s, g, o == NULL ? -ENOMEM : -EBUSY);
+            return;
+        }
+        o->off = g->zero_next;
+        o->len = left < ZERO_BUF_SIZE ? (uint32_t)left : ZERO_BUF_SIZE;
+        io_uring_prep_write(sqe, g->fd, s->zeros, o->len, o->off);
+        g->zero_next += o->len;
+        g->zero_inflight++;
+    }
+    if (g->zero_next < s->id.seg_size || g->zero_inflight > 0 || g->sync_left > 0)
+        return;
+    /* All zeros written: make the file and its name durable before WAL goes in. */
+    if (sop_fsync(s, g, g->fd, SOP_PREP_FSYNC, false) < 0) {
+        prep_error(s, g, -EBUSY);
+        return;
+    }
+    g->sync_left++;
+    if (sop_fsync(s, g, s->dirfd, SOP_PREP_DIRSYNC, false) < 0) {
+        prep_error(s, g, -EBUSY);
+        return;
+    }
+    g->sync_left++;
+}
+
+/* Creates segment segno (the next after the last held, or the first) and starts preparing it. */
+static int
+seg_create(struct spool *s, uint64_t segno, struct seg **out)
+{
+    char name[FILE_NAME_MAX];
+    struct seg *g = calloc(1, sizeof(*g));
+    int ret;
+
+    if (g == NULL)
+        return -ENOMEM;
+    g->segno = segno;
+    g->tli = s->id.timeline;
+    g->state = SEG_PREPARING;
+    ret = segs_push(s, g);
+    if (ret < 0) {
+        free(g);
+        return ret;
+    }
+    seg_file_name(s, g, true, name);
+    g->fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (g->fd < 0) {
+        g->prep_err = -errno;
+        log_debug(SPOOL_COMPONENT, "cannot create %s/%s: %s", s->dir, name, strerror(errno));
+        prep_fail_settle(s, g);
+    } else {
+        log_debug(SPOOL_COMPONENT, "preparing %s for " WALFMT_LSN_FMT, name,
+                  WALFMT_LSN_ARGS(seg_start_lsn(s, g)));
+        prep_continue(s, g);
+    }
+    *out = g;
+    return 0;
+}
+
+/* ---- WAL writes ---- */
+
+/* Pops the written writes off the FIFO; reports a new write position. */
+static void
+fifo_advance(struct spool *s)
+{
+    uint64_t pos;
+
+    while (s->fifo_head != NULL && s->fifo_head->complete) {
+        struct wreq *w = s->fifo_head;
+
+        s->fifo_head = w->next;
+        if (s->fifo_head == NULL)
+            s->fifo_tail = NULL;
+        chunk_unref(s, w->chunk);
+        free(w);
+    }
+    if (s->failed || s->closing)
+        return;
+    pos = s->fifo_head != NULL ? s->fifo_head->lsn : s->append_end;
+    if (pos > s->write_lsn) {
+        s->write_lsn = pos;
+        s->ops->on_written(s->ctx, pos);
+    }
+}
+
+static void
+wreq_cb(struct wio_op *op, int res, unsigned flags)
+{
+    struct wreq *w = container_of(op, struct wreq, op);
+    struct spool *s = w->s;
+    struct seg *g = w->seg;
+
+    (void)flags;
+    s->inflight--;
+    g->inflight--;
+    s->in_cb++;
+    if (res <= 0 || s->failed || s->closing) {
+        if (res <= 0 && !s->failed) {
+            char name[FILE_NAME_MAX];
+            int err = res < 0 ? res : -EIO;
+
+            seg_file_name(s, g, true, name);
+            if (s->closing)
+                log_error(SPOOL_COMPONENT,
+                          "write of " WALFMT_LSN_FMT " (%u bytes) to %s failed while closing: %s",
+                          WALFMT_LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done), name,
+                          strerror(-err));
+            else
+                fail(s, err, "write of " WALFMT_LSN_FMT " (%u bytes) to %s failed: %s",
+                     WALFMT_LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done), name,
+                     strerror(-err));
+        }
+        w->complete = true; /* released; never counted as written */
+    } else if ((uint32_t)res < w->len - w->done) {
+        w->done += (uint32_t)res;
+        log_debug(SPOOL_COMPONENT, "short write at " WALFMT_LSN_FMT ": resubmitting %u bytes",
+                  WALFMT_LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done));
+        if (wreq_submit(s, w) < 0) {
+            w->complete = true;
+            fail(s, -EBUSY, "cannot queue the rest of the write at " WALFMT_LSN_FMT,
+                 WALFMT_LSN_ARGS(w->lsn + w->done));
+        }
+    } else {
+        w->done = w->len;
+        w->complete = true;
+        g->dirty = true;
+    }
+    fifo_advance(s);
+    if (!s->closing)
+        maybe_start_batch(s);
+    s->in_cb--;
+    if (s->zombie && s->inflight == 0 && s->in_cb == 0)
+        spool_destroy(s);
+}
+
+/* Copies one piece (at most CHUNK_SIZE bytes, inside segment g) and queues its write. */
+static int
+queue_write(struct spool *s, struct seg *g, uint64_t lsn, const uint8_t *p, uint32_t n)
+{
+    struct chunk *c = s->cur_chunk;
+    struct wreq *w;
+
+    if (c == NULL || CHUNK_SIZE - c->used < n) {
+        struct chunk *fresh = chunk_get(s);
+
+        if (fresh == NULL)
+            return -ENOMEM;
+        if (c != NULL)
+            chunk_unref(s, c);
+        s->cur_chunk = c = fresh;
+    }
+    w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -ENOMEM;
+    memcpy(c->buf + c->used, p, n);
+    w->op.cb = wreq_cb;
+    w->s = s;
+    w->seg = g;
+    w->chunk = c;
+    w->data = c->buf + c->used;
+    w->lsn = lsn;
+    w->len = n;
+    c->used += n;
+    c->refs++;
+    if (s->fifo_tail != NULL)
+        s->fifo_tail->next = w;
+    else
+        s->fifo_head = w;
+    s->fifo_tail = w;
+    if (g->state == SEG_PREPARING) {
+        if (g->wait_tail != NULL)
+            g->wait_tail->wait_next = w;
+        else
+            g->wait_head = w;
+        g->wait_tail = w;
+        return 0;
+    }
+    if (wreq_submit(s, w) < 0) {
+        char name[FILE_NAME_MAX];
+
+        seg_file_name(s, g, true, name);
+        fail(s, -EBUSY, "cannot queue the write of " WALFMT_LSN_FMT " to %s", WALFMT_LSN_ARGS(lsn),
+             name);
+        return s->fail_err;
+    }
+    return 0;
+}
+
+int
+spool_append(struct spool *s, uint64_t lsn, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    uint32_t seg_size = s->id.seg_size;
+    uint64_t end;
+
+    if (s->failed)
+        return s->fail_err;
+    if (s->id.system_id == 0) {
+        log_error(SPOOL_COMPONENT,
+                  "WAL at " WALFMT_LSN_FMT " appended to %s before its identity is known",
+                  WALFMT_LSN_ARGS(lsn), s->dir);
+        return -EINVAL;
+    }
+    if (len == 0)
+        return 0;
+    if (UINT64_MAX - lsn < len)
+        return -EINVAL;
+    end = lsn + len;
+    if (!s->positioned) {
+        if (walfmt_seg_offset(lsn, seg_size) != 0) {
+            log_error(SPOOL_COMPONENT,
+                      "the empty spool in %s must start at a segment boundary, got WAL "
+                      "at " WALFMT_LSN_FMT,
+                      s->dir, WALFMT_LSN_ARGS(lsn));
+            return -EINVAL;
+        }
+        s->positioned = true;
+        s->start_lsn = s->append_end = s->write_lsn = s->flush_lsn = s->flush_req = lsn;
+        log_info(SPOOL_COMPONENT, "spool in %s starts at " WALFMT_LSN_FMT, s->dir,
+                 WALFMT_LSN_ARGS(lsn));
+    }
+    if (lsn > s->append_end) {
+        log_error(SPOOL_COMPONENT,
+                  "gap: WAL at " WALFMT_LSN_FMT " but the spool in %s ends at " WALFMT_LSN_FMT,
+                  WALFMT_LSN_ARGS(lsn), s->dir, WALFMT_LSN_ARGS(s->append_end));
+        return -EINVAL;
+    }
+    if (end <= s->append_end)
+        return 0;
+    p += s->append_end - lsn;
+    lsn = s->append_end;
+
+    while (lsn < end) {
+        uint64_t segno = walfmt_segno(lsn, seg_size);
+        uint64_t seg_end = walfmt_seg_start(segno + 1, seg_size);
+        struct seg *g = seg_lookup(s, segno);
+        uint64_t n64 = end - lsn;
+        uint32_t n;
+        int ret;
+
+        if (g == NULL) {
+            ret = seg_create(s, segno, &g);
+            if (ret < 0)
+                return ret;
+        }
+        if (g->state == SEG_PREP_FAILED) {
+            char name[FILE_NAME_MAX];
+
+            seg_file_name(s, g, true, name);
+            fail(s, g->prep_err, "preparing %s for WAL at " WALFMT_LSN_FMT " failed: %s", name,
+                 WALFMT_LSN_ARGS(lsn), strerror(-g->prep_err));
+            return s->fail_err;
+        }
+        if (g->state != SEG_PREPARING && g->state != SEG_OPEN) {
+            log_error(SPOOL_COMPONENT, "WAL at " WALFMT_LSN_FMT " for completed segment %" PRIu64,
+                      WALFMT_LSN_ARGS(lsn), segno);
+            return -EINVAL;
+        }
+        if (n64 > seg_end - lsn)
+            n64 = seg_end - lsn;
+        n = n64 > CHUNK_SIZE ? CHUNK_SIZE : (uint32_t)n64;
+        ret = queue_write(s, g, lsn, p, n);
+        if (ret < 0)
+            return ret;
+        lsn += n;
+        p += n;
+        s->append_end = lsn;
+        if (s->failed)
+            return s->fail_err;
+
+        /* Prepare the next segment ahead once the WAL is in this one's second half. */
+        if (walfmt_seg_offset(lsn, seg_size) >= seg_size / 2 && segno == seg_last(s)) {
+            struct seg *next;
+
+            ret = seg_create(s, segno + 1, &next);
+            if (ret < 0)
+                log_warning(SPOOL_COMPONENT, "cannot prepare segment %" PRIu64 " ahead: %s",
+                            segno + 1, strerror(-ret));
+        }
+    }
+    return 0;
+}
+
+/* ---- group flush ---- */
+
+static void
+batch_done(struct spool *s)
+{
+    s->batch_active = false;
+    if (s->batch_target > s->flush_lsn) {
+        s->flush_lsn = s->batch_target;
+        log_debug(SPOOL_COMPONENT, "durable up to " WALFMT_LSN_FMT, WALFMT_LSN_ARGS(s->flush_lsn));
+        s->ops->on_flushed(s->ctx, s->flush_lsn);
+        if (s->closing || s->failed)
+            return;
+    }
+    start_renames(s);
+    run_retention(s);
+    maybe_start_batch(s);
+}
+
+/*
+ * Starts a flush batch when one is wanted, none is in flight and every write up to the wanted
+ * position has completed: one fdatasync per file written since the previous batch began.
+ */
+static void
+maybe_start_batch(struct spool *s)
+{
+    unsigned n = 0;
+
+    if (s->failed || s->closing || s->batch_active || s->flush_req <= s->flush_lsn ||
+        s->write_lsn < s->flush_req)
+        return;
+    s->batch_active = true;
+    s->batch_target = s->write_lsn;
+    s->batch_left = 0;
+    for (size_t i = first_live(s); i < s->nsegs; i++) {
+        struct seg *g = s->segs[i];
+
+        if (!g->dirty || g->fd < 0)
+            continue;
+        g->dirty = false;
+        if (sop_fsync(s, g, g->fd, SOP_DATASYNC, true) < 0) {
+            char name[FILE_NAME_MAX];
+
+            seg_file_name(s, g, true, name);
+            fail(s, -EBUSY, "cannot queue the fdatasync of %s (flush to " WALFMT_LSN_FMT ")", name,
+                 WALFMT_LSN_ARGS(s->batch_target));
+            return;
+        }
+        s->batch_left++;
+        n++;
+    }
+    if (n == 0) {
+        /* Nothing written since the last batch began (so it is all durable already): a NOP
+         * completes the batch, so that on_flushed still comes from the loop. */
+        struct sop *o = sop_new(s, NULL, SOP_DATASYNC);
+        struct io_uring_sqe *sqe = o != NULL ? sop_sqe(s, o) : NULL;
+
+        if (sqe == NULL) {
+            fail(s, o == NULL ? -ENOMEM : -EBUSY,
+                 "cannot queue the completion of the flush to " WALFMT_LSN_FMT,
+                 WALFMT_LSN_ARGS(s->batch_target));
+            return;
+        }
+        io_uring_prep_nop(sqe);
+        s->batch_left = 1;
+    }
+    log_debug(SPOOL_COMPONENT, "flush to " WALFMT_LSN_FMT ": %u fdatasync issued",
+              WALFMT_LSN_ARGS(s->batch_target), n);
+}
+
+int
+spool_flush(struct spool *s)
+{
+    if (s->failed)
+        return s->fail_err;
+    if (s->append_end > s->flush_req)
+        s->flush_req = s->append_end;
+    maybe_start_batch(s);
+    return s->failed ? s->fail_err : 0;
+}
+
+/* ---- rename of completed segments ---- */
+
+static void
+start_renames(struct spool *s)
+{
+    struct io_uring_sqe *sqe;
+    struct sop *o;
+    struct seg *g = NULL;
+    size_t i = first_live(s);
+
+    if (s->rename_active || s->failed || s->closing || i >= s->nsegs)
+        return;
+    g = s->segs[i];
+    if (g->state != SEG_OPEN || seg_end_lsn(s, g) > s->flush_lsn || g->inflight > 0)
+        return;
+    o = sop_new(s, g, SOP_RENAME);
+    sqe = o != NULL ? sop_sqe(s, o) : NULL;
+    if (sqe == NULL) {
+        char name[FILE_NAME_MAX];
+
+        seg_file_name(s, g, true, name);
+        fail(s, o == NULL ? -ENOMEM : -EBUSY, "cannot queue the rename of %s", name);
+        return;
+    }
+    seg_file_name(s, g, true, o->from);
+    seg_file_name(s, g, false, o->to);
+    io_uring_prep_renameat(sqe, s->dirfd, o->from, s->dirfd, o->to, 0);
+    g->state = SEG_RENAMING;
+    s->rename_active = true;
+}
+
+static void
+rename_done(struct spool *s, struct seg *g, const char *name)
+{
+    close_fd(g->fd, name);
+    g->fd = -1;
+    g->state = SEG_COMPLETE;
+    s->rename_active = false;
+    log_info(SPOOL_COMPONENT, "%s complete and durable (" WALFMT_LSN_FMT " .. " WALFMT_LSN_FMT ")",
+             name, WALFMT_LSN_ARGS(seg_start_lsn(s, g)), WALFMT_LSN_ARGS(seg_end_lsn(s, g)));
+    start_renames(s);
+    run_retention(s);
+}
+
+/* ---- completions of everything but WAL writes ---- */
+
+static void
+sop_cb(struct wio_op *op, int res, unsigned flags)
+{
+    struct sop *o = container_of(op, struct sop, op);
+    struct spool *s = o->s;
+    struct seg *g = o->seg;
+    char name[FILE_NAME_MAX] = "";
+
+    (void)flags;
+    s->inflight--;
+    if (g != NULL) {
+        g->inflight--;
+        seg_file_name(s, g, true, name);
+    }
+    s->in_cb++;
+    switch (o->kind) {
+    case SOP_ZERO:
+        g->zero_inflight--;
+        if (res <= 0) {
+            prep_error(s, g, res < 0 ? res : -EIO);
+        } else if ((uint32_t)res < o->len - o->done) {
+            /* Short: the rest of this piece goes out with the next zero writes. */
+            o->done += (uint32_t)res;
+            if (!s->closing && g->prep_err == 0) {
+                struct sop *rest = sop_new(s, g, SOP_ZERO);
+                struct io_uring_sqe *sqe = rest != NULL ? sop_sqe(s, rest) : NULL;
+
+                if (sqe == NULL) {
+                    prep_error(s, g, -EBUSY);
+                } else {
+                    rest->off = o->off + o->done;
+                    rest->len = o->len - o->done;
+                    io_uring_prep_write(sqe, g->fd, s->zeros, rest->len, rest->off);
+                    g->zero_inflight++;
+                }
+            } else {
+                prep_fail_settle(s, g);
+            }
+        } else {
+            prep_continue(s, g);
+        }
+        break;
+    case SOP_PREP_FSYNC:
+    case SOP_PREP_DIRSYNC:
+        g->sync_left--;
+        if (res < 0) {
+            prep_error(s, g, res);
+        } else if (g->prep_err != 0 || s->closing) {
+            prep_fail_settle(s, g);
+        } else if (g->sync_left == 0) {
+            prep_done(s, g);
+        }
+        break;
+    case SOP_DATASYNC:
+        if (res < 0) {
+            if (s->closing)
+                log_error(SPOOL_COMPONENT, "fdatasync of %s failed while closing: %s", name,
+                          strerror(-res));
+            else
+                fail(s, res, "fdatasync of %s (flush to " WALFMT_LSN_FMT ") failed: %s", name,
+                     WALFMT_LSN_ARGS(s->batch_target), strerror(-res));
+        } else {
+            if (g != NULL)
+                log_debug(SPOOL_COMPONENT, "fdatasync of %s done", name);
+            if (--s->batch_left == 0 && !s->failed && !s->closing)
+                batch_done(s);
+        }
+        break;
+    case SOP_RENAME:
+        if (res < 0) {
+            if (s->closing)
+                log_error(SPOOL_COMPONENT, "renaming %s to %s failed while closing: %s", o->from,
+                          o->to, strerror(-res));
+            else
+                fail(s, res, "renaming %s to %s failed: %s", o->from, o->to, strerror(-res));
+        } else if (s->closing || s->failed) {
+            /* Renamed; its directory fsync will not happen, which recovery copes with. */
+            g->state = SEG_COMPLETE;
+            close_fd(g->fd, o->to);
+            g->fd = -1;
+        } else if (sop_fsync(s, g, s->dirfd, SOP_RENAME_DIRSYNC, false) < 0) {
+            fail(s, -EBUSY, "cannot queue the fsync of %s after renaming %s", s->dir, o->to);
+        }
+        break;
+    case SOP_RENAME_DIRSYNC: {
+        char done[FILE_NAME_MAX];
+
+        seg_file_name(s, g, false, done);
+        if (res < 0 && !s->closing) {
+            fail(s, res, "fsync of directory %s after renaming %s failed: %s", s->dir, done,
+                 strerror(-res));
+        } else if (s->closing || s->failed) {
+            g->state = SEG_COMPLETE;
+            close_fd(g->fd, done);
+            g->fd = -1;
+        } else {
+            rename_done(s, g, done);
+        }
+        break;
+    }
+    case SOP_DIRSYNC:
+        if (res < 0)
+            log_error(SPOOL_COMPONENT, "fsync of directory %s after removing segments failed: %s",
+                      s->dir, strerror(-res));
+        break;
+    case SOP_NOTIFY:
+        if (!s->closing)
+            s->ops->on_failed(s->ctx, s->fail_err, s->fail_msg);
+        break;
+    }
+    free(o);
+    s->in_cb--;
+    if (s->zombie && s->inflight == 0 && s->in_cb == 0)
+        spool_destroy(s);
+}
+
+/* ---- retention ---- */
+
+static void
+rd_cache_drop(struct spool *s)
+{
+    if (s->rd_fd >= 0)
+        close_fd(s->rd_fd, "a spool segment");
+    s->rd_fd = -1;
+}
+
+static void
+run_retention(struct spool *s)
+{
+    unsigned removed = 0;
+
+    if (s->failed || s->closing)
+        return;
+    while (s->nsegs > 1) {
+        struct seg *g = s->segs[0];
+        uint64_t end = seg_end_lsn(s, g);
+        char name[FILE_NAME_MAX];
+
+        /* Never the segment holding the last durable byte, nor one within keep_bytes of the
+         * flush position, nor one the standby may still need. */
+        if (g->state != SEG_COMPLETE || end >= s->flush_lsn || s->flush_lsn - end < s->keep_bytes ||
+            (s->retain_lsn != 0 && end > s->retain_lsn))
+            break;
+        seg_file_name(s, g, false, name);
+        if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT) {
+            log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", s->dir, name, strerror(errno));
+            break;
+        }
+        log_info(SPOOL_COMPONENT,
+                 "removed %s (" WALFMT_LSN_FMT " .. " WALFMT_LSN_FMT
+                 "): durable up to " WALFMT_LSN_FMT ", keeping %" PRIu64
+                 " bytes, standby needs %s" WALFMT_LSN_FMT,
+                 name, WALFMT_LSN_ARGS(seg_start_lsn(s, g)), WALFMT_LSN_ARGS(end),
+                 WALFMT_LSN_ARGS(s->flush_lsn), s->keep_bytes,
+                 s->retain_lsn != 0 ? "" : "(not set) ", WALFMT_LSN_ARGS(s->retain_lsn));
+        if (s->rd_fd >= 0 && s->rd_segno == g->segno)
+            rd_cache_drop(s);
+        free(g);
+        memmove(s->segs, s->segs + 1, (s->nsegs - 1) * sizeof(*s->segs));
+        s->nsegs--;
+        s->start_lsn = end;
+        removed++;
+    }
+    /* Not needed for correctness (recovery copes with a file that comes back), so a failure
+     * is only logged. */
+    if (removed > 0 && sop_fsync(s, NULL, s->dirfd, SOP_DIRSYNC, false) < 0)
+        log_warning(SPOOL_COMPONENT, "cannot queue the fsync of %s after removing segments",
+                    s->dir);
+}
+
+void
+spool_set_retain_lsn(struct spool *s, uint64_t lsn)
+{
+    s->retain_lsn = lsn;
+    run_retention(s);
+}
+
+/* ---- reading ---- */
+
+/* A descriptor for reading segment g: its own while partial, else a cached one by name. */
+static int
+read_fd(struct spool *s, struct seg *g)
+{
+    char name[FILE_NAME_MAX];
+
+    if (g->fd >= 0)
+        return g->fd;
+    if (s->rd_fd >= 0 && s->rd_segno == g->segno)
+        return s->rd_fd;
+    rd_cache_drop(s);
+    seg_file_name(s, g, seg_is_partial(g), name);
+    s->rd_fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (s->rd_fd < 0) {
+        int err = -errno;
+
+        log_error(SPOOL_COMPONENT, "cannot open %s/%s: %s", s->dir, name, strerror(-err));
+        return err;
+    }
+    s->rd_segno = g->segno;
+    return s->rd_fd;
+}
+
+ssize_t
+spool_read(struct spool *s, uint64_t lsn, void *buf, size_t len)
+{
+    uint8_t *out = buf;
+    uint64_t n;
+    size_t done = 0;
+
+    if (!s->positioned)
+        return 0; /* nothing held yet: every position is at or after the start */
+    if (lsn < s->start_lsn)
+        return -ENOENT;
+    if (lsn >= s->flush_lsn || len == 0)
+        return 0;
+    n = s->flush_lsn - lsn;
+    if (n > len)
+        n = len;
+    if (n > SSIZE_MAX)
+        n = SSIZE_MAX;
+    while (done < n) {
+        uint64_t pos = lsn + done;
+        struct seg *g = seg_lookup(s, walfmt_segno(pos, s->id.seg_size));
+        uint64_t m;
+        ssize_t r;
+        int fd;
+
+        if (g == NULL)
+            return -ENOENT; /* cannot happen: [start, flush) is held */
+        fd = read_fd(s, g);
+        if (fd < 0)
+            return fd;
+        m = seg_end_lsn(s, g) - pos;
+        if (m > n - done)
+            m = n - done;
+        r = pread(fd, out + done, (size_t)m, (off_t)walfmt_seg_offset(pos, s->id.seg_size));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            char name[FILE_NAME_MAX];
+            int err = r < 0 ? -errno : -EIO;
+
+            seg_file_name(s, g, seg_is_partial(g), name);
+            log_error(SPOOL_COMPONENT, "read of " WALFMT_LSN_FMT " from %s failed: %s",
+                      WALFMT_LSN_ARGS(pos), name, r < 0 ? strerror(-err) : "file too short");
+            return err;
+        }
+        done += (size_t)r;
+    }
+    return (ssize_t)done;
+}
+
+/* ---- identity ---- */
+
+static int
+write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Writes spool.meta atomically: temporary file, fsync, rename, directory fsync. */
+static int
+meta_write(struct spool *s, const struct spool_identity *id)
+{
+    char text[256];
+    int fd, ret, n;
+
+    n = snprintf(text, sizeof(text),
+                 "# walmirror spool identity (written atomically; do not edit)\n"
+                 "system_identifier = %" PRIu64 "\n"
+                 "segment_size = %u\n"
+                 "timeline = %u\n",
+                 id->system_id, (unsigned)id->seg_size, (unsigned)id->timeline);
+    if (n < 0 || (size_t)n >= sizeof(text))
+        return -EOVERFLOW;
+    fd = openat(s->dirfd, META_TMP_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ret = -errno;
+        log_error(SPOOL_COMPONENT, "cannot create %s/%s: %s", s->dir, META_TMP_NAME,
+                  strerror(-ret));
+        return ret;
+    }
+    ret = write_all(fd, text, (size_t)n);
+    if (ret == 0 && fsync(fd) != 0)
+        ret = -errno;
+    if (close(fd) != 0 && ret == 0)
+        ret = -errno;
+    if (ret == 0 && renameat(s->dirfd, META_TMP_NAME, s->dirfd, META_NAME) != 0)
+        ret = -errno;
+    if (ret < 0) {
+        log_error(SPOOL_COMPONENT, "cannot write %s/%s: %s", s->dir, META_NAME, strerror(-ret));
+        return ret;
+    }
+    return fsync_dir(s);
+}
+
+/* Reads spool.meta; 0 with s->id filled (or left empty if there is none), or an error. */
+static int
+meta_load(struct spool *s, char *err, size_t errlen)
+{
+    char text[META_MAX + 1];
+    struct spool_identity id = {0, 0, 0};
+    size_t len = 0;
+    int fd = openat(s->dirfd, META_NAME, O_RDONLY | O_CLOEXEC);
+    char *line, *save = NULL;
+    unsigned lineno = 0;
+
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "cannot open %s/%s: %s", s->dir, META_NAME, strerror(errno));
+        return -errno;
+    }
+    for (;;) {
+        ssize_t n = read(fd, text + len, META_MAX - len);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = -errno;
+
+            snprintf(err, errlen, "cannot read %s/%s: %s", s->dir, META_NAME, strerror(-e));
+            close_fd(fd, META_NAME);
+            return e;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len == META_MAX) {
+            snprintf(err, errlen, "%s/%s is larger than %d bytes", s->dir, META_NAME, META_MAX);
+            close_fd(fd, META_NAME);
+            return -EINVAL;
+        }
+    }
+    close_fd(fd, META_NAME);
+    text[len] = '\0';
+    for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        char key[64];
+        unsigned long long v;
+        char extra;
+
+        lineno++;
+        while (*line == ' ' || *line == '\t')
+            line++;
+        if (*line == '\0' || *line == '#')
+            continue;
+        if (sscanf(line, "%63[a-z_] = %llu %c", key, &v, &extra) != 2) {
+            snprintf(err, errlen, "%s/%s line %u is damaged: \"%.60s\"", s->dir, META_NAME, lineno,
+                     line);
+            return -EINVAL;
+        }
+        if (strcmp(key, "system_identifier") == 0)
+            id.system_id = v;
+        else if (strcmp(key, "segment_size") == 0 && v <= UINT32_MAX)
+            id.seg_size = (uint32_t)v;
+        else if (strcmp(key, "timeline") == 0 && v <= UINT32_MAX)
+            id.timeline = (uint32_t)v;
+        else
+            log_warning(SPOOL_COMPONENT, "%s/%s line %u: ignoring \"%s\"", s->dir, META_NAME,
+                        lineno, key);
+    }
+    if (id.system_id == 0 || !walfmt_seg_size_valid(id.seg_size) || id.timeline == 0) {
+        snprintf(err, errlen,
+                 "%s/%s is damaged: system_identifier %" PRIu64 ", segment_size %u, timeline %u",
+                 s->dir, META_NAME, id.system_id, (unsigned)id.seg_size, (unsigned)id.timeline);
+        return -EINVAL;
+    }
+    s->id = id;
+    return 0;
+}
+
+const struct spool_identity *
+spool_identity(const struct spool *s)
+{
+    return &s->id;
+}
+
+int
+spool_set_identity(struct spool *s, const struct spool_identity *id)
+{
+    int ret;
+
+    if (id == NULL || id->system_id == 0 || !walfmt_seg_size_valid(id->seg_size) ||
+        id->timeline == 0)
+        return -EINVAL;
+    if (s->failed)
+        return s->fail_err;
+    if (s->id.system_id == 0) {
+        ret = meta_write(s, id);
+        if (ret < 0)
+            return ret;
+        s->id = *id;
+        log_info(SPOOL_COMPONENT,
+                 "spool in %s belongs to system %" PRIu64 " (segment size %u, timeline %u)", s->dir,
+                 id->system_id, (unsigned)id->seg_size, (unsigned)id->timeline);
+        return 0;
+    }
+    if (id->system_id != s->id.system_id || id->seg_size != s->id.seg_size) {
+        log_error(SPOOL_COMPONENT,
+                  "spool in %s holds WAL of system %" PRIu64 " (segment size %u); refusing "
+                  "system %" PRIu64 " (segment size %u)",
+                  s->dir, s->id.system_id, (unsigned)s->id.seg_size, id->system_id,
+                  (unsigned)id->seg_size);
+        return -EEXIST;
+    }
+    if (id->timeline > s->id.timeline) {
+        struct spool_identity next = s->id;
+
+        next.timeline = id->timeline;
+        ret = meta_write(s, &next);
+        if (ret < 0)
+            return ret;
+        log_info(SPOOL_COMPONENT, "spool in %s: timeline %u -> %u", s->dir,
+                 (unsigned)s->id.timeline, (unsigned)next.timeline);
+        s->id = next;
+    } else if (id->timeline < s->id.timeline) {
+        log_warning(SPOOL_COMPONENT, "spool in %s is on timeline %u; keeping it (offered %u)",
+                    s->dir, (unsigned)s->id.timeline, (unsigned)id->timeline);
+    }
+    return 0;
+}
+
+/* ---- accessors ---- */
+
+uint64_t
+spool_start_lsn(const struct spool *s)
+{
+    return s->positioned ? s->start_lsn : 0;
+}
+
+uint64_t
+spool_write_lsn(const struct spool *s)
+{
+    return s->write_lsn;
+}
+
+uint64_t
+spool_flush_lsn(const struct spool *s)
+{
+    return s->flush_lsn;
+}
+
+bool
+spool_failed(const struct spool *s)
+{
+    return s->failed;
+}
+
+/* ---- recovery ---- */
+
+struct found {
+    char name[FILE_NAME_MAX];
+    uint64_t segno;
+    uint32_t tli;
+    bool partial;
+    off_t size;
+};
+
+static int
+found_cmp(const void *a, const void *b)
+{
+    const struct found *x = a, *y = b;
+
+    if (x->segno != y->segno)
+        return x->segno < y->segno ? -1 : 1;
+    if (x->tli != y->tli)
+        return x->tli < y->tli ? -1 : 1;
+    return (int)x->partial - (int)y->partial; /* complete first */
+}
+
+static bool
+looks_like_segment(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len != WALFMT_NAME_LEN && (len != WALFMT_NAME_LEN + strlen(WALFMT_PARTIAL_SUFFIX) ||
+                                   strcmp(name + WALFMT_NAME_LEN, WALFMT_PARTIAL_SUFFIX) != 0))
+        return false;
+    for (size_t i = 0; i < WALFMT_NAME_LEN; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'A' && name[i] <= 'F')))
+            return false;
+    return true;
+}
+
+/* Lists the directory's segment file names (unsorted). */
+static int
+list_names(struct spool *s, struct found **out, size_t *count, char *err, size_t errlen)
+{
+    int fd = dup(s->dirfd);
+    struct found *v = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    DIR *d;
+
+    if (fd < 0 || lseek(fd, 0, SEEK_SET) < 0 || (d = fdopendir(fd)) == NULL) {
+        int ret = -errno;
+
+        if (fd >= 0)
+            close_fd(fd, s->dir);
+        snprintf(err, errlen, "cannot list %s: %s", s->dir, strerror(-ret));
+        return ret;
+    }
+    errno = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (!looks_like_segment(e->d_name))
+            continue;
+        if (n == cap) {
+            struct found *p = realloc(v, (cap = cap ? cap * 2 : 64) * sizeof(*v));
+
+            if (p == NULL) {
+                free(v);
+                closedir(d);
+                snprintf(err, errlen, "out of memory listing %s", s->dir);
+                return -ENOMEM;
+            }
+            v = p;
+        }
+        memset(&v[n], 0, sizeof(v[n]));
+        memcpy(v[n].name, e->d_name, strlen(e->d_name) + 1); /* fits: looks_like_segment */
+        n++;
+        errno = 0;
+    }
+    if (errno != 0) {
+        int ret = -errno;
+
+        free(v);
+        closedir(d);
+        snprintf(err, errlen, "cannot list %s: %s", s->dir, strerror(-ret));
+        return ret;
+    }
+    if (closedir(d) != 0)
+        log_warning(SPOOL_COMPONENT, "closedir of %s failed: %s", s->dir, strerror(errno));
+    *out = v;
+    *count = n;
+    return 0;
+}
+
+/* Without spool.meta: the identity from the long page header of the oldest segment file. */
+static int
+derive_identity(struct spool *s, struct found *v, size_t n, char *err, size_t errlen)
+{
+    const struct found *oldest = &v[0];
+    struct walfmt_page_header ph;
+    struct spool_identity id;
+    uint8_t buf[WALFMT_LONG_PHD_SIZE];
+    uint64_t segno;
+    bool partial;
+    ssize_t r;
+    int fd, ret;
+
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(v[i].name, oldest->name) < 0)
+            oldest = &v[i];
+    fd = openat(s->dirfd, oldest->name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ret = -errno;
+        snprintf(err, errlen, "cannot open %s/%s: %s", s->dir, oldest->name, strerror(-ret));
+        return ret;
+    }
+    r = pread(fd, buf, sizeof(buf), 0);
+    ret = r < 0 ? -errno : 0;
+    close_fd(fd, oldest->name);
+    if (ret < 0) {
+        snprintf(err, errlen, "cannot read %s/%s: %s", s->dir, oldest->name, strerror(-ret));
+        return ret;
+    }
+    if (walfmt_page_header_parse(buf, (size_t)r, &ph) != (int)WALFMT_LONG_PHD_SIZE ||
+        ph.magic != WALFMT_PAGE_MAGIC || ph.sysid == 0 || !walfmt_seg_size_valid(ph.seg_size) ||
+        ph.xlog_blcksz != WALFMT_BLCKSZ ||
+        walfmt_parse_seg_name(oldest->name, ph.seg_size, &id.timeline, &segno, &partial) != 0) {
+        snprintf(err, errlen,
+                 "%s has segment files but no %s, and %s does not start with a valid long page "
+                 "header to take the identity from",
+                 s->dir, META_NAME, oldest->name);
+        return -EINVAL;
+    }
+    id.system_id = ph.sysid;
+    id.seg_size = ph.seg_size;
+    log_warning(SPOOL_COMPONENT,
+                "%s/%s is missing: identity taken from %s (system %" PRIu64 ", segment size %u, "
+                "timeline %u)",
+                s->dir, META_NAME, oldest->name, id.system_id, (unsigned)id.seg_size,
+                (unsigned)id.timeline);
+    ret = meta_write(s, &id);
+    if (ret < 0) {
+        snprintf(err, errlen, "cannot write %s/%s: %s", s->dir, META_NAME, strerror(-ret));
+        return ret;
+    }
+    s->id = id;
+    return 0;
+}
+
+static ssize_t
+recovery_read(void *ctx, uint64_t lsn, void *buf, size_t len)
+{
+    struct spool *s = ctx;
+    struct seg *g = seg_lookup(s, walfmt_segno(lsn, s->id.seg_size));
+    uint64_t m;
+    ssize_t r;
+    int fd;
+
+    if (g == NULL)
+        return 0;
+    fd = read_fd(s, g);
+    if (fd < 0)
+        return fd;
+    m = seg_end_lsn(s, g) - lsn;
+    if (m > len)
+        m = len;
+    do {
+        r = pread(fd, buf, (size_t)m, (off_t)walfmt_seg_offset(lsn, s->id.seg_size));
+    } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+/* Zeroes [from_lsn, end of segment) of g's file, extending it if short; fsyncs it.  *torn is
+ * the length from from_lsn to the last non-zero byte found there. */
+static int
+zero_tail(struct spool *s, struct seg *g, uint64_t from_lsn, uint64_t *torn)
+{
+    uint64_t off = from_lsn - seg_start_lsn(s, g);
+    uint64_t torn_end = off;
+    uint8_t *buf = malloc(ZERO_BUF_SIZE);
+    int ret = 0;
+
+    if (buf == NULL)
+        return -ENOMEM;
+    while (off < s->id.seg_size && ret == 0) {
+        size_t blk =
+            s->id.seg_size - off < ZERO_BUF_SIZE ? (size_t)(s->id.seg_size - off) : ZERO_BUF_SIZE;
+        size_t got = 0;
+        bool dirty = false;
+
+        while (got < blk) {
+            ssize_t r = pread(g->fd, buf + got, blk - got, (off_t)(off + got));
+
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0) {
+                ret = -errno;
+                break;
+            }
+            if (r == 0)
+                break;
+            got += (size_t)r;
+        }
+        if (ret < 0)
+            break;
+        for (size_t i = got; i > 0; i--)
+            if (buf[i - 1] != 0) {
+                dirty = true;
+                if (off + i > torn_end)
+                    torn_end = off + i;
+                break;
+            }
+        if (dirty || got < blk) {
+            size_t put = 0;
+
+            while (put < blk) {
+                ssize_t w = pwrite(g->fd, s->zeros, blk - put, (off_t)(off + put));
+
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0) {
+                    ret = w < 0 ? -errno : -EIO;
+                    break;
+                }
+                put += (size_t)w;
+            }
+        }
+        off += blk;
+    }
+    free(buf);
+    if (ret == 0 && fsync(g->fd) != 0)
+        ret = -errno;
+    *torn = torn_end - (from_lsn - seg_start_lsn(s, g));
+    return ret;
+}
+
+static int
+recover(struct spool *s, char *err, size_t errlen)
+{
+    struct found *v = NULL;
+    size_t n = 0, first = 0, fp;
+    uint64_t end, last_complete_end = 0;
+    struct walfmt_scan sc;
+    int ret;
+
+    ret = list_names(s, &v, &n, err, errlen);
+    if (ret < 0)
+        return ret;
+    if (n == 0)
+        goto out;
+    if (s->id.system_id == 0) {
+        ret = derive_identity(s, v, n, err, errlen);
+        if (ret < 0)
+            goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct stat st;
+
+        if (walfmt_parse_seg_name(v[i].name, s->id.seg_size, &v[i].tli, &v[i].segno,
+                                  &v[i].partial) != 0) {
+            snprintf(err, errlen, "%s/%s is not a segment name for segment size %u", s->dir,
+                     v[i].name, (unsigned)s->id.seg_size);
+            ret = -EINVAL;
+            goto out;
+        }
+        if (fstatat(s->dirfd, v[i].name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            ret = -errno;
+            snprintf(err, errlen, "cannot stat %s/%s: %s", s->dir, v[i].name, strerror(-ret));
+            goto out;
+        }
+        v[i].size = st.st_size;
+        if (!S_ISREG(st.st_mode) || (!v[i].partial && st.st_size != (off_t)s->id.seg_size) ||
+            st.st_size > (off_t)s->id.seg_size) {
+            snprintf(err, errlen, "%s/%s is %s of %lld bytes; segments are %u bytes", s->dir,
+                     v[i].name, S_ISREG(st.st_mode) ? "a file" : "not a regular file",
+                     (long long)st.st_size, (unsigned)s->id.seg_size);
+            ret = -EINVAL;
+            goto out;
+        }
+    }
+    qsort(v, n, sizeof(*v), found_cmp);
+
+    /* One file per segment: a complete one wins over a stale partial, a higher timeline over
+     * a lower one (timeline switches are handled by a later issue). */
+    {
+        size_t k = 0;
+
+        for (size_t i = 0; i < n; i++) {
+            if (k > 0 && v[k - 1].segno == v[i].segno) {
+                struct found *keep = &v[k - 1];
+
+                if (v[i].tli > keep->tli || (v[i].tli == keep->tli && keep->partial)) {
+                    log_warning(SPOOL_COMPONENT, "%s/%s and %s hold the same segment: using %s",
+                                s->dir, keep->name, v[i].name, v[i].name);
+                    *keep = v[i];
+                } else {
+                    log_warning(SPOOL_COMPONENT, "%s/%s and %s hold the same segment: using %s",
+                                s->dir, keep->name, v[i].name, keep->name);
+                }
+                continue;
+            }
+            v[k++] = v[i];
+        }
+        n = k;
+    }
+    /* The newest contiguous run is the spool. */
+    first = n - 1;
+    while (first > 0 && v[first - 1].segno + 1 == v[first].segno)
+        first--;
+    if (first > 0)
+        log_warning(SPOOL_COMPONENT,
+                    "%s: %zu segment files before the gap at %s are not part of the spool "
+                    "(left in place)",
+                    s->dir, first, v[first].name);
+
+    for (size_t i = first; i < n; i++) {
+        struct seg *g = calloc(1, sizeof(*g));
+
+        if (g == NULL || segs_push(s, g) < 0) {
+            free(g);
+            snprintf(err, errlen, "out of memory");
+            ret = -ENOMEM;
+            goto out;
+        }
+        g->segno = v[i].segno;
+        g->tli = v[i].tli;
+        g->fd = -1;
+        g->state = v[i].partial ? SEG_OPEN : SEG_COMPLETE;
+        if (v[i].partial) {
+            g->fd = openat(s->dirfd, v[i].name, O_RDWR | O_CLOEXEC);
+            if (g->fd < 0) {
+                ret = -errno;
+                snprintf(err, errlen, "cannot open %s/%s: %s", s->dir, v[i].name, strerror(-ret));
+                goto out;
+            }
+        } else {
+            last_complete_end = seg_end_lsn(s, g);
+        }
+    }
+
+    /* The durable end. */
+    for (fp = 0; fp < s->nsegs && s->segs[fp]->state == SEG_COMPLETE; fp++)
+        ;
+    if (fp == s->nsegs) {
+        end = seg_end_lsn(s, s->segs[s->nsegs - 1]);
+    } else {
+        struct walfmt_scan_params sp = {
+            .seg_size = s->id.seg_size,
+            .sysid = s->id.system_id,
+            .start = seg_start_lsn(s, s->segs[fp > 0 ? fp - 1 : fp]),
+            .limit = seg_end_lsn(s, s->segs[s->nsegs - 1]),
+            .read = recovery_read,
+            .ctx = s,
+        };
+
+        ret = walfmt_scan(&sp, &sc);
+        if (ret < 0) {
+            snprintf(err, errlen, "reading the WAL in %s failed: %s", s->dir, strerror(-ret));
+            goto out;
+        }
+        end = sc.end_lsn;
+        if (end < seg_start_lsn(s, s->segs[fp]))
+            end = seg_start_lsn(s, s->segs[fp]);
+        if (end < last_complete_end)
+            end = last_complete_end;
+        log_info(SPOOL_COMPONENT,
+                 "%s: %" PRIu64 " valid records from " WALFMT_LSN_FMT
+                 ", valid WAL ends at " WALFMT_LSN_FMT " (%s: %s)",
+                 s->dir, sc.records, WALFMT_LSN_ARGS(sp.start), WALFMT_LSN_ARGS(sc.end_lsn),
+                 walfmt_stop_name(sc.stop), sc.why);
+    }
+    rd_cache_drop(s);
+
+    /* Partial files: complete ones renamed, the one holding the end zeroed after it, later
+     * ones removed. */
+    for (size_t i = fp; i < s->nsegs;) {
+        struct seg *g = s->segs[i];
+        char pname[FILE_NAME_MAX], cname[FILE_NAME_MAX];
+
+        seg_file_name(s, g, true, pname);
+        seg_file_name(s, g, false, cname);
+        if (g->state == SEG_COMPLETE) {
+            i++;
+            continue;
+        }
+        if (seg_end_lsn(s, g) <= end) {
+            if (fsync(g->fd) != 0 || renameat(s->dirfd, pname, s->dirfd, cname) != 0) {
+                ret = -errno;
+                snprintf(err, errlen, "cannot complete %s/%s: %s", s->dir, pname, strerror(-ret));
+                goto out;
+            }
+            close_fd(g->fd, cname);
+            g->fd = -1;
+            g->state = SEG_COMPLETE;
+            log_info(SPOOL_COMPONENT, "recovered %s: complete, renamed to %s", pname, cname);
+            i++;
+        } else if (seg_start_lsn(s, g) <= end) {
+            uint64_t torn = 0;
+
+            ret = zero_tail(s, g, end, &torn);
+            if (ret < 0) {
+                snprintf(err, errlen, "cannot zero the tail of %s/%s after " WALFMT_LSN_FMT ": %s",
+                         s->dir, pname, WALFMT_LSN_ARGS(end), strerror(-ret));
+                goto out;
+            }
+            log_info(SPOOL_COMPONENT,
+                     "recovered %s up to " WALFMT_LSN_FMT ", %" PRIu64
+                     " bytes of torn tail discarded",
+                     pname, WALFMT_LSN_ARGS(end), torn);
+            i++;
+        } else {
+            close_fd(g->fd, pname);
+            g->fd = -1;
+            if (unlinkat(s->dirfd, pname, 0) != 0) {
+                ret = -errno;
+                snprintf(err, errlen, "cannot remove %s/%s: %s", s->dir, pname, strerror(-ret));
+                goto out;
+            }
+            log_info(SPOOL_COMPONENT,
+                     "removed %s: nothing in it precedes the durable end " WALFMT_LSN_FMT, pname,
+                     WALFMT_LSN_ARGS(end));
+            free(g);
+            memmove(s->segs + i, s->segs + i + 1, (s->nsegs - i - 1) * sizeof(*s->segs));
+            s->nsegs--;
+        }
+    }
+
+    /* What recovery found is durable before it is reported. */
+    for (size_t i = 0; i < s->nsegs; i++) {
+        struct seg *g = s->segs[i];
+        char name[FILE_NAME_MAX];
+        int fd = g->fd;
+
+        seg_file_name(s, g, seg_is_partial(g), name);
+        if (fd < 0)
+            fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) != 0) {
+            ret = -errno;
+            snprintf(err, errlen, "cannot fsync %s/%s: %s", s->dir, name, strerror(-ret));
+            if (fd >= 0 && fd != g->fd)
+                close_fd(fd, name);
+            goto out;
+        }
+        if (fd != g->fd)
+            close_fd(fd, name);
+    }
+    ret = fsync_dir(s);
+    if (ret < 0) {
+        snprintf(err, errlen, "cannot fsync %s: %s", s->dir, strerror(-ret));
+        goto out;
+    }
+    if (s->nsegs > 0) {
+        s->positioned = true;
+        s->start_lsn = seg_start_lsn(s, s->segs[0]);
+        s->append_end = s->write_lsn = s->flush_lsn = s->flush_req = end;
+    }
+out:
+    free(v);
+    return ret;
+}
+
+/* ---- open and close ---- */
+
+int
+spool_open(struct spool **out, struct wio_loop *loop, const char *dir, uint64_t keep_bytes,
+           const struct spool_ops *ops, void *ctx, char *err, size_t errlen)
+{
+    struct spool *s;
+    bool created = false;
+    int ret;
+
+    *out = NULL;
+    if (errlen > 0)
+        err[0] = '\0';
+    if (loop == NULL || dir == NULL || dir[0] == '\0' || ops == NULL || ops->on_written == NULL ||
+        ops->on_flushed == NULL || ops->on_failed == NULL) {
+        snprintf(err, errlen, "spool_open: invalid arguments");
+        return -EINVAL;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    s->loop = loop;
+    s->ops = ops;
+    s->ctx = ctx;
+    s->keep_bytes = keep_bytes;
+    s->dirfd = -1;
+    s->rd_fd = -1;
+    s->dir = strdup(dir);
+    s->zeros = calloc(1, ZERO_BUF_SIZE);
+    if (s->dir == NULL || s->zeros == NULL) {
+        snprintf(err, errlen, "out of memory");
+        ret = -ENOMEM;
+        goto fail;
+    }
+    if (mkdir(dir, 0700) == 0) {
+        created = true;
+    } else if (errno != EEXIST) {
+        ret = -errno;
+        snprintf(err, errlen, "cannot create spool directory %s: %s", dir, strerror(-ret));
+        goto fail;
+    }
+    s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dirfd < 0) {
+        ret = -errno;
+        snprintf(err, errlen, "cannot open spool directory %s: %s", dir, strerror(-ret));
+        goto fail;
+    }
+    if (flock(s->dirfd, LOCK_EX | LOCK_NB) != 0) {
+        ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        snprintf(err, errlen, "spool directory %s is in use by another process%s%s", dir,
+                 ret == -EBUSY ? "" : ": ", ret == -EBUSY ? "" : strerror(-ret));
+        goto fail;
+    }
+    if (created) {
+        int pfd = openat(s->dirfd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+        if (pfd < 0 || fsync(pfd) != 0) {
+            ret = -errno;
+            snprintf(err, errlen, "cannot fsync the parent of %s: %s", dir, strerror(-ret));
+            if (pfd >= 0)
+                close_fd(pfd, "..");
+            goto fail;
+        }
+        close_fd(pfd, "..");
+    }
+    if (unlinkat(s->dirfd, META_TMP_NAME, 0) != 0 && errno != ENOENT)
+        log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", dir, META_TMP_NAME,
+                    strerror(errno));
+    ret = meta_load(s, err, errlen);
+    if (ret < 0)
+        goto fail;
+    ret = recover(s, err, errlen);
+    if (ret < 0)
+        goto fail;
+    if (s->positioned)
+        log_info(SPOOL_COMPONENT,
+                 "spool in %s: system %" PRIu64 ", timeline %u, %zu segments, holds " WALFMT_LSN_FMT
+                 " .. " WALFMT_LSN_FMT " (durable)",
+                 dir, s->id.system_id, (unsigned)s->id.timeline, s->nsegs,
+                 WALFMT_LSN_ARGS(s->start_lsn), WALFMT_LSN_ARGS(s->flush_lsn));
+    else
+        log_info(SPOOL_COMPONENT, "spool in %s is empty%s", dir,
+                 s->id.system_id != 0 ? "" : " and has no identity yet");
+    *out = s;
+    return 0;
+fail:
+    spool_destroy(s);
+    return ret;
+}
+
+static void
+spool_destroy(struct spool *s)
+{
+    s->closing = true; /* chunks are freed, not cached */
+    while (s->fifo_head != NULL) {
+        struct wreq *w = s->fifo_head;
+
+        s->fifo_head = w->next;
+        chunk_unref(s, w->chunk);
+        free(w);
+    }
+    if (s->cur_chunk != NULL)
+        chunk_unref(s, s->cur_chunk);
+    while (s->free_chunks != NULL) {
+        struct chunk *c = s->free_chunks;
+
+        s->free_chunks = c->next;
+        free(c->buf);
+        free(c);
+    }
+    for (size_t i = 0; i < s->nsegs; i++) {
+        if (s->segs[i]->fd >= 0)
+            close_fd(s->segs[i]->fd, "a spool segment");
+        free(s->segs[i]);
+    }
+    free(s->segs);
+    rd_cache_drop(s);
+    if (s->dirfd >= 0)
+        close_fd(s->dirfd, s->dir); /* also releases the flock */
+    free(s->zeros);
+    free(s->dir);
+    free(s);
+}
+
+void
+spool_close(struct spool *s)
+{
+    struct timespec t0, now;
+
+    if (s == NULL || s->closing)
+        return;
+    s->closing = true;
+    log_info(SPOOL_COMPONENT,
+             "closing the spool in %s: written " WALFMT_LSN_FMT ", durable " WALFMT_LSN_FMT, s->dir,
+             WALFMT_LSN_ARGS(s->write_lsn), WALFMT_LSN_ARGS(s->flush_lsn));
+    if (s->in_cb > 0) {
+        s->zombie = true; /* freed when the handler unwinds */
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (s->inflight > 0) {
+        long ms;
+
+        if (wio_run_once(s->loop, 100) < 0)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        ms = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms > CLOSE_WAIT_MS)
+            break;
+    }
+    if (s->inflight > 0) {
+        log_warning(SPOOL_COMPONENT,
+                    "%u operations of the spool in %s still in flight; it is "
+                    "freed when they complete",
+                    s->inflight, s->dir);
+        s->zombie = true;
+        return;
+    }
+    spool_destroy(s);
+}

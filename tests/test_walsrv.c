@@ -1,0 +1,1462 @@
+/*
+ * test_walsrv.c - the WAL server against real PostgreSQL 15 clients, served from a real spool.
+ *
+ * main() makes the WAL once: a primary gets a physical slot 'walmirror' (reserving WAL at
+ * once), a base backup is taken (pg_basebackup -X none), then a table is filled and pgbench
+ * runs, and pg_switch_wal closes the last segment.  The segments from the slot's restart
+ * segment to the switched one are copied and the primary is destroyed.
+ *
+ * Every test fills a fresh spool (spool_open, spool_set_identity from the WAL's long page
+ * header, spool_append, spool_flush) and runs the WAL server on a free loopback port inside
+ * the test process.  External programs run in a helper thread (run_bg) while the test's main
+ * thread turns the io_uring loop, so the loop, the spool and the WAL server are only ever
+ * touched by one thread.
+ *
+ *  - pg_receivewal --slot streams everything (READ_REPLICATION_SLOT gives the spool's start),
+ *    stops at --endpos, and its segments are byte-identical to the originals;
+ *  - a real standby made from the base backup streams, replays to the end of the spool, sees
+ *    the primary's table, and its replay positions reach on_reply, growing, never beyond the
+ *    spool's flush position;
+ *  - raw protocol clients: encryption requests, start-up checks, errors that keep or end the
+ *    session, START_REPLICATION beyond the flush position and below the spool's start,
+ *    replyRequested, CopyDone, hot standby feedback;
+ *  - walsrv_wal_durable: clients at the flush position receive WAL appended in stages, and a
+ *    client that reads late still gets a complete contiguous stream (back-pressure).
+ */
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cursor.h"
+#include "log.h"
+#include "pgproto.h"
+#include "pgtest.h"
+#include "spool.h"
+#include "testutil.h"
+#include "walsrv.h"
+
+#define MIN_SEGMENTS 5
+#define KEEP_ALL ((uint64_t)1 << 50)
+
+/* ---------------------------------------------------------------------------------------- */
+/* The WAL made in main()                                                                    */
+
+static char *wal_dir;       /* the original segments */
+static uint8_t *wal;        /* all of them, concatenated, from first_lsn */
+static size_t nsegs;        /* number of segments */
+static uint64_t first_lsn;  /* start of the first segment (the slot's restart segment) */
+static uint64_t end_lsn;    /* end of the last one */
+static uint64_t switch_lsn; /* pg_switch_wal(): end of the last record */
+static uint64_t system_id;  /* from the long page header */
+static uint32_t seg_size;   /* idem */
+static uint32_t timeline;   /* idem */
+static char *standby_dir;   /* holds data/: the base backup */
+static char expected[128];  /* "count sum" of walsrv_t on the primary */
+
+static uint64_t
+le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t
+le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void
+seg_file_name(uint64_t lsn, char buf[32])
+{
+    uint64_t segno = lsn / seg_size, per_id = UINT64_C(0x100000000) / seg_size;
+
+    snprintf(buf, 32, "%08X%08X%08X", timeline, (unsigned)(segno / per_id),
+             (unsigned)(segno % per_id));
+}
+
+static uint64_t
+query_u64(struct pgt_cluster *pg, const char *sql)
+{
+    char *s = pgt_query(pg, sql);
+    uint64_t v;
+
+    tu_require(s != NULL, "query failed: %s (see %s/cmd.log)", sql, pg->dir);
+    v = strtoull(s, NULL, 10);
+    free(s);
+    return v;
+}
+
+static void
+make_wal(void)
+{
+    struct pgt_cluster pg;
+    uint64_t restart, seg16 = 16u * 1024 * 1024;
+    char *s, name[32];
+
+    tu_require(pgt_init(&pg, "walsrv-primary",
+                        "max_wal_size = 1GB\ncheckpoint_timeout = 1h\nsynchronous_commit = off") ==
+               0);
+    tu_require(pgt_start(&pg) == 0, "cannot start the primary (see %s)", pg.dir);
+    s = pgt_query(&pg, "SELECT pg_create_physical_replication_slot('walmirror', true)");
+    tu_require(s != NULL);
+    free(s);
+    restart = query_u64(&pg, "SELECT restart_lsn - '0/0'::pg_lsn FROM pg_replication_slots "
+                             "WHERE slot_name = 'walmirror'");
+    tu_require(restart != 0);
+
+    /* The standby's base backup, before most of the WAL. */
+    standby_dir = tu_tmpdir("walsrv-standby");
+    pgt_give_to_postgres(standby_dir);
+    tu_require(pgt_sh(&pg, "pg_basebackup -D '%s/data' -X none --checkpoint=fast", standby_dir) ==
+                   0,
+               "pg_basebackup failed (see %s/cmd.log)", pg.dir);
+
+    s = pgt_query(&pg, "CREATE TABLE walsrv_t (id int PRIMARY KEY, v bigint);"
+                       "INSERT INTO walsrv_t SELECT g, g * 7 FROM generate_series(1, 40000) g");
+    tu_require(s != NULL);
+    free(s);
+    tu_require(pgt_sh(&pg, "pgbench -i -q -s 2 postgres && pgbench -n -c 2 -j 2 -t 500 postgres") ==
+               0);
+    for (int round = 0; round < 20; round++) {
+        uint64_t cur = query_u64(&pg, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn");
+        if (cur >= restart - restart % seg16 + (MIN_SEGMENTS - 1) * seg16 + seg16 / 2)
+            break;
+        tu_require(pgt_sh(&pg, "pgbench -n -c 2 -j 2 -t 1000 postgres") == 0);
+    }
+    s = pgt_query(&pg, "INSERT INTO walsrv_t SELECT g, g * 3 FROM generate_series(40001, 50000) g;"
+                       "UPDATE walsrv_t SET v = v + 1 WHERE id % 10 = 0;"
+                       "DELETE FROM walsrv_t WHERE id % 97 = 0");
+    tu_require(s != NULL);
+    free(s);
+    s = pgt_query(&pg, "SELECT count(*) || ' ' || sum(v) FROM walsrv_t");
+    tu_require(s != NULL);
+    snprintf(expected, sizeof(expected), "%s", s);
+    free(s);
+    s = pgt_query(&pg, "SELECT pg_switch_wal()");
+    tu_require(s != NULL && pgp_lsn_parse(s, strlen(s), &switch_lsn) == 0);
+    free(s);
+    tu_require(pgt_stop(&pg, "fast") == 0);
+
+    /* The segments [restart's, switch's]: real, complete WAL. */
+    {
+        size_t len;
+        uint8_t *first;
+        char path[4096];
+
+        wal_dir = tu_tmpdir("walsrv-wal");
+        first_lsn = restart - restart % seg16;
+        seg_size = (uint32_t)seg16;
+        timeline = 1;
+        seg_file_name(first_lsn, name);
+        snprintf(path, sizeof(path), "%s/pg_wal/%s", pg.pgdata, name);
+        first = tu_read_file(path, &len);
+        tu_require(first != NULL && len >= 40, "cannot read %s", path);
+        /* XLogLongPageHeaderData: tli @4, sysid @24, seg_size @32. */
+        timeline = le32(first + 4);
+        system_id = le64(first + 24);
+        seg_size = le32(first + 32);
+        free(first);
+        tu_require(seg_size == seg16, "unexpected segment size %u", seg_size);
+        end_lsn = (switch_lsn - 1) / seg_size * seg_size + seg_size;
+        nsegs = (size_t)((end_lsn - first_lsn) / seg_size);
+        wal = malloc(nsegs * seg_size);
+        tu_require(wal != NULL);
+        for (size_t i = 0; i < nsegs; i++) {
+            uint8_t *data;
+
+            seg_file_name(first_lsn + i * seg_size, name);
+            snprintf(path, sizeof(path), "%s/pg_wal/%s", pg.pgdata, name);
+            data = tu_read_file(path, &len);
+            tu_require(data != NULL && len == seg_size, "cannot read %s", path);
+            memcpy(wal + i * seg_size, data, seg_size);
+            free(data);
+            tu_require(tu_run("cp '%s' '%s/'", path, wal_dir) == 0);
+        }
+    }
+    fprintf(stderr,
+            "WAL: %zu segments from %" PRIX64 " to %" PRIX64 ", switch at %" PRIX64
+            ", system %" PRIu64 ", walsrv_t: %s\n",
+            nsegs, first_lsn, end_lsn, switch_lsn, system_id, expected);
+    tu_require(nsegs >= MIN_SEGMENTS - 1, "only %zu segments", nsegs);
+    pgt_destroy(&pg);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Fixture: loop, spool, WAL server                                                          */
+
+struct fixture {
+    struct wio_loop *loop;
+    struct spool *spool;
+    struct walsrv *srv;
+    char *spool_dir;
+    uint64_t flushed; /* on_flushed */
+    bool spool_failed;
+
+    /* on_reply */
+    unsigned replies;
+    char last_app[64];
+    uint64_t last_write, last_flush, last_apply, max_apply;
+    unsigned apply_changes;
+    unsigned apply_backwards;
+    unsigned beyond_flush;
+    /* on_feedback */
+    unsigned feedbacks;
+    uint32_t fb_xmin, fb_epoch, fb_cxmin, fb_cepoch;
+};
+
+static struct fixture fx;
+
+static void
+fx_on_written(void *ctx, uint64_t lsn)
+{
+    (void)ctx;
+    (void)lsn;
+}
+
+static void
+fx_on_flushed(void *ctx, uint64_t lsn)
+{
+    (void)ctx;
+    fx.flushed = lsn;
+    if (fx.srv != NULL)
+        walsrv_wal_durable(fx.srv, lsn);
+}
+
+static void
+fx_on_failed(void *ctx, int err, const char *what)
+{
+    (void)ctx;
+    fprintf(stderr, "spool failed: %s: %s\n", what, wire_strerror(err));
+    fx.spool_failed = true;
+}
+
+static const struct spool_ops fx_spool_ops = {
+    .on_written = fx_on_written,
+    .on_flushed = fx_on_flushed,
+    .on_failed = fx_on_failed,
+};
+
+static void
+fx_on_reply(void *ctx, const char *app, uint64_t write, uint64_t flush, uint64_t apply)
+{
+    uint64_t spool_flush = spool_flush_lsn(fx.spool);
+
+    (void)ctx;
+    fx.replies++;
+    snprintf(fx.last_app, sizeof(fx.last_app), "%s", app);
+    if (write > spool_flush || flush > spool_flush || apply > spool_flush)
+        fx.beyond_flush++;
+    if (apply < fx.last_apply)
+        fx.apply_backwards++;
+    if (apply != fx.last_apply)
+        fx.apply_changes++;
+    fx.last_write = write;
+    fx.last_flush = flush;
+    fx.last_apply = apply;
+    if (apply > fx.max_apply)
+        fx.max_apply = apply;
+}
+
+static void
+fx_on_feedback(void *ctx, uint32_t xmin, uint32_t epoch, uint32_t cxmin, uint32_t cepoch)
+{
+    (void)ctx;
+    fx.feedbacks++;
+    fx.fb_xmin = xmin;
+    fx.fb_epoch = epoch;
+    fx.fb_cxmin = cxmin;
+    fx.fb_cepoch = cepoch;
+}
+
+static const struct walsrv_ops fx_srv_ops = {
+    .on_reply = fx_on_reply,
+    .on_feedback = fx_on_feedback,
+};
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+fx_turn(int timeout_ms)
+{
+    ck_assert_int_ge(wio_run_once(fx.loop, timeout_ms), 0);
+}
+
+/* Appends wal[lsn - first_lsn, + len) to the spool and waits until it is durable. */
+static void
+fx_append(uint64_t lsn, size_t len)
+{
+    int64_t deadline = now_ms() + 120000, next_flush;
+
+    ck_assert_int_eq(spool_append(fx.spool, lsn, wal + (lsn - first_lsn), len), 0);
+    ck_assert_int_eq(spool_flush(fx.spool), 0);
+    next_flush = now_ms() + 1000;
+    while (fx.flushed < lsn + len) {
+        ck_assert_msg(!fx.spool_failed, "the spool failed");
+        ck_assert_msg(now_ms() < deadline, "spool not flushed to %" PRIX64 " (at %" PRIX64 ")",
+                      lsn + len, fx.flushed);
+        fx_turn(50);
+        if (now_ms() > next_flush && fx.flushed < lsn + len) {
+            /* A flush requested while writes were in flight may cover only part of them. */
+            ck_assert_int_eq(spool_flush(fx.spool), 0);
+            next_flush = now_ms() + 1000;
+        }
+    }
+    ck_assert_uint_eq(spool_flush_lsn(fx.spool), lsn + len);
+}
+
+/* A fresh spool (keeping keep_bytes behind its flush position) holding the first `segments`
+ * segments, and the WAL server on a free port. */
+static void
+fx_setup_keep(size_t segments, uint64_t keep_bytes)
+{
+    struct spool_identity id = {.system_id = system_id, .seg_size = seg_size, .timeline = timeline};
+    char err[256];
+
+    memset(&fx, 0, sizeof(fx));
+    ck_assert_int_eq(wio_loop_new(&fx.loop, 256), 0);
+    fx.spool_dir = tu_tmpdir("walsrv-spool");
+    ck_assert_msg(spool_open(&fx.spool, fx.loop, fx.spool_dir, keep_bytes, &fx_spool_ops, NULL, err,
+                             sizeof(err)) == 0,
+                  "spool_open: %s", err);
+    ck_assert_int_eq(spool_set_identity(fx.spool, &id), 0);
+    for (size_t i = 0; i < segments; i++)
+        fx_append(first_lsn + i * seg_size, seg_size);
+    ck_assert_uint_eq(spool_start_lsn(fx.spool), first_lsn);
+    ck_assert_msg(walsrv_new(&fx.srv, fx.loop, "127.0.0.1:0", fx.spool, &fx_srv_ops, NULL, err,
+                             sizeof(err)) == 0,
+                  "walsrv_new: %s", err);
+    ck_assert_int_gt(walsrv_port(fx.srv), 0);
+}
+
+static void
+fx_setup(size_t segments)
+{
+    fx_setup_keep(segments, KEEP_ALL);
+}
+
+static void
+fx_teardown(void)
+{
+    walsrv_free(fx.srv);
+    fx.srv = NULL;
+    /* Let the server's cancellations complete before the loop goes. */
+    for (int i = 0; i < 5; i++)
+        if (wio_run_once(fx.loop, 10) < 0)
+            break;
+    spool_close(fx.spool);
+    wio_loop_free(fx.loop);
+    tu_rmtree(fx.spool_dir);
+    free(fx.spool_dir);
+    memset(&fx, 0, sizeof(fx));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Blocking work in a helper thread while this thread turns the loop                         */
+
+struct bg {
+    int (*fn)(void *arg);
+    void *arg;
+    int rc;
+    atomic_bool done;
+};
+
+static void *
+bg_main(void *p)
+{
+    struct bg *b = p;
+
+    b->rc = b->fn(b->arg);
+    atomic_store(&b->done, true);
+    return NULL;
+}
+
+/* Runs fn(arg) in a thread, turning the loop until it returns; returns its result. */
+static int
+run_bg(int (*fn)(void *arg), void *arg)
+{
+    struct bg b = {.fn = fn, .arg = arg, .rc = -1};
+    pthread_t th;
+
+    atomic_init(&b.done, false);
+    ck_assert_int_eq(pthread_create(&th, NULL, bg_main, &b), 0);
+    while (!atomic_load(&b.done))
+        fx_turn(20);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    return b.rc;
+}
+
+struct sh_call {
+    struct pgt_cluster *pg;
+    const char *cmd;
+};
+
+static int
+bg_sh(void *p)
+{
+    struct sh_call *c = p;
+    return pgt_sh(c->pg, "%s", c->cmd);
+}
+
+struct query_call {
+    struct pgt_cluster *pg;
+    const char *sql;
+    char *result;
+};
+
+static int
+bg_query(void *p)
+{
+    struct query_call *q = p;
+
+    q->result = pgt_query(q->pg, q->sql);
+    return q->result != NULL ? 0 : -1;
+}
+
+static char *
+query_bg(struct pgt_cluster *pg, const char *sql)
+{
+    struct query_call q = {.pg = pg, .sql = sql};
+
+    (void)run_bg(bg_query, &q);
+    return q.result;
+}
+
+static int
+bg_start(void *p)
+{
+    return pgt_start(p);
+}
+
+static int
+bg_stop(void *p)
+{
+    return pgt_stop(p, "fast");
+}
+
+/* The contents of dir/file (malloc'd), or a placeholder: for failure messages. */
+static char *
+slurp(const char *dir, const char *file)
+{
+    char path[4096];
+    size_t len;
+    char *s;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    s = tu_read_file(path, &len);
+    return s != NULL ? s : strdup("(unreadable)");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 1. pg_receivewal                                                                          */
+
+START_TEST(test_pg_receivewal)
+{
+    struct pgt_cluster tools = {0};
+    char *out, *cmd, end[PGP_LSN_BUFSZ], name[32];
+    struct sh_call call;
+    DIR *d;
+    struct dirent *e;
+    size_t files = 0;
+    int rc;
+
+    fx_setup(nsegs);
+    tools.dir = tu_tmpdir("walsrv-tools");
+    pgt_give_to_postgres(tools.dir);
+    tools.pgdata = tools.dir;
+    tools.port = walsrv_port(fx.srv);
+    out = tu_tmpdir("walsrv-recv");
+    pgt_give_to_postgres(out);
+    /* pg_receivewal stops once it holds WAL *beyond* --endpos (stop_streaming: endpos <
+     * xlogpos), so the flush position itself would wait for more: ask for its last byte. */
+    pgp_lsn_format(end_lsn - 1, end);
+    ck_assert(asprintf(&cmd,
+                       "timeout 240 pg_receivewal -h 127.0.0.1 -p %d -D '%s' --slot=walmirror "
+                       "--no-loop --endpos=%s --verbose",
+                       walsrv_port(fx.srv), out, end) > 0);
+    call.pg = &tools;
+    call.cmd = cmd;
+    rc = run_bg(bg_sh, &call);
+    ck_assert_msg(rc == 0, "pg_receivewal exited %d: %s", rc, slurp(tools.dir, "cmd.log"));
+    {
+        char *text = slurp(tools.dir, "cmd.log"), stopped[64];
+
+        pgp_lsn_format(end_lsn, end);
+        snprintf(stopped, sizeof(stopped), "stopped log streaming at %s", end);
+        ck_assert_msg(strstr(text, stopped) != NULL, "pg_receivewal did not stop at %s: %s", end,
+                      text);
+        free(text);
+    }
+
+    /* Every segment, complete and byte-identical; nothing else (no .partial). */
+    d = opendir(out);
+    ck_assert(d != NULL);
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        ck_assert_msg(strlen(e->d_name) == 24, "unexpected file %s", e->d_name);
+        ck_assert_int_eq(tu_run("cmp -s '%s/%s' '%s/%s'", wal_dir, e->d_name, out, e->d_name), 0);
+        files++;
+    }
+    closedir(d);
+    ck_assert_uint_eq(files, nsegs);
+    seg_file_name(first_lsn, name);
+    ck_assert_int_eq(tu_run("cmp -s '%s/%s' '%s/%s'", wal_dir, name, out, name), 0);
+    /* pg_receivewal with a slot reports its positions. */
+    ck_assert_uint_gt(fx.replies, 0);
+    ck_assert_str_eq(fx.last_app, "pg_receivewal");
+    ck_assert_uint_eq(fx.beyond_flush, 0);
+    /* It ended with CopyDone: the server is back to no streaming client. */
+    for (int i = 0; i < 100 && walsrv_streaming_clients(fx.srv) != 0; i++)
+        fx_turn(20);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+    free(cmd);
+    tu_rmtree(out);
+    free(out);
+    tu_rmtree(tools.dir);
+    free(tools.dir);
+    fx_teardown();
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
+/* 2. A real standby                                                                         */
+
+START_TEST(test_standby_replays)
+{
+    struct pgt_cluster sb = {0};
+    struct sh_call call;
+    char *cmd, *res;
+    uint64_t replay = 0;
+    int64_t deadline;
+    int rc;
+
+    fx_setup(nsegs);
+    sb.dir = strdup(standby_dir);
+    ck_assert(asprintf(&sb.pgdata, "%s/data", sb.dir) > 0);
+    sb.port = tu_free_port();
+    ck_assert(
+        asprintf(&cmd,
+                 "touch \"$PGDATA/standby.signal\" && cat >> \"$PGDATA/postgresql.auto.conf\" "
+                 "<<'EOF'\n"
+                 "port = %d\n"
+                 "unix_socket_directories = '%s'\n"
+                 "primary_conninfo = 'host=127.0.0.1 port=%d user=postgres "
+                 "application_name=walmirror-test gssencmode=disable'\n"
+                 "primary_slot_name = 'walmirror'\n"
+                 "hot_standby = on\n"
+                 "hot_standby_feedback = on\n"
+                 "wal_receiver_status_interval = 1s\n"
+                 "wal_retrieve_retry_interval = 1s\n"
+                 "EOF",
+                 sb.port, sb.dir, walsrv_port(fx.srv)) > 0);
+    call.pg = &sb;
+    call.cmd = cmd;
+    ck_assert_int_eq(run_bg(bg_sh, &call), 0);
+    free(cmd);
+
+    /* pg_ctl -w returns once the standby is consistent: it needs our WAL for that. */
+    rc = run_bg(bg_start, &sb);
+    ck_assert_msg(rc == 0, "standby did not start: %s", slurp(sb.dir, "server.log"));
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 1);
+
+    deadline = now_ms() + 180000;
+    while (replay < switch_lsn && now_ms() < deadline) {
+        res = query_bg(&sb, "SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn");
+        ck_assert(res != NULL);
+        replay = strtoull(res, NULL, 10);
+        free(res);
+        if (replay < switch_lsn)
+            for (int i = 0; i < 25; i++)
+                fx_turn(20);
+    }
+    ck_assert_msg(replay >= switch_lsn, "standby replayed to %" PRIX64 " only (need %" PRIX64 ")",
+                  replay, switch_lsn);
+    ck_assert_uint_le(replay, end_lsn);
+
+    res = query_bg(&sb, "SELECT count(*) || ' ' || sum(v) FROM walsrv_t");
+    ck_assert(res != NULL);
+    ck_assert_str_eq(res, expected);
+    free(res);
+    res = query_bg(&sb, "SELECT pg_is_in_recovery()");
+    ck_assert(res != NULL);
+    ck_assert_str_eq(res, "t");
+    free(res);
+
+    /* Its replay position reaches on_reply (wal_receiver_status_interval = 1s), and hot
+     * standby feedback arrives once hot standby is active. */
+    deadline = now_ms() + 60000;
+    while ((fx.max_apply < switch_lsn || fx.feedbacks == 0) && now_ms() < deadline)
+        fx_turn(50);
+    ck_assert_msg(fx.max_apply >= switch_lsn, "on_reply apply %" PRIX64 " < %" PRIX64, fx.max_apply,
+                  switch_lsn);
+    ck_assert_str_eq(fx.last_app, "walmirror-test");
+    ck_assert_uint_ge(fx.apply_changes, 2);
+    ck_assert_uint_eq(fx.apply_backwards, 0);
+    ck_assert_uint_eq(fx.beyond_flush, 0);
+    ck_assert_uint_le(fx.last_flush, end_lsn);
+    ck_assert_uint_ge(fx.last_flush, switch_lsn);
+    ck_assert_uint_gt(fx.feedbacks, 0); /* hot_standby_feedback = on */
+
+    ck_assert_int_eq(run_bg(bg_stop, &sb), 0);
+    for (int i = 0; i < 100 && walsrv_streaming_clients(fx.srv) != 0; i++)
+        fx_turn(20);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+    pgt_destroy(&sb);
+    fx_teardown();
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
+/* Raw protocol client                                                                       */
+
+struct raw {
+    int fd;
+    uint8_t *buf; /* received, not yet taken */
+    size_t len, cap;
+    bool eof;
+    /* the last message taken */
+    char type;
+    uint8_t *body;
+    size_t body_len;
+};
+
+static void
+raw_connect(struct raw *r)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)walsrv_port(fx.srv)),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int one = 1;
+
+    memset(r, 0, sizeof(*r));
+    r->fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(r->fd, 0);
+    ck_assert_int_eq(connect(r->fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(setsockopt(r->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)), 0);
+    r->cap = 1 << 20;
+    r->buf = malloc(r->cap);
+    ck_assert(r->buf != NULL);
+}
+
+static void
+raw_close(struct raw *r)
+{
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r->buf);
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+}
+
+static void
+raw_send(struct raw *r, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+
+    while (n > 0) {
+        ssize_t w = send(r->fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            fx_turn(10);
+            continue;
+        }
+        ck_assert_msg(w > 0, "send: %s", strerror(errno));
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Receives more bytes, turning the loop meanwhile.  Returns false on timeout or EOF. */
+static bool
+raw_fill(struct raw *r, int timeout_ms)
+{
+    int64_t deadline = now_ms() + timeout_ms;
+
+    for (;;) {
+        ssize_t n;
+
+        if (r->cap - r->len < 65536) {
+            r->cap *= 2;
+            r->buf = realloc(r->buf, r->cap);
+            ck_assert(r->buf != NULL);
+        }
+        n = recv(r->fd, r->buf + r->len, r->cap - r->len, MSG_DONTWAIT);
+        if (n > 0) {
+            r->len += (size_t)n;
+            return true;
+        }
+        if (n == 0) {
+            r->eof = true;
+            return false;
+        }
+        if (errno == ECONNRESET) {
+            r->eof = true;
+            return false;
+        }
+        ck_assert_msg(errno == EAGAIN || errno == EINTR, "recv: %s", strerror(errno));
+        if (now_ms() >= deadline)
+            return false;
+        fx_turn(10);
+    }
+}
+
+/* Takes one byte (the answer to SSLRequest / GSSENCRequest). */
+static int
+raw_byte(struct raw *r, int timeout_ms)
+{
+    int b;
+
+    while (r->len < 1)
+        if (!raw_fill(r, timeout_ms))
+            return -1;
+    b = r->buf[0];
+    memmove(r->buf, r->buf + 1, --r->len);
+    return b;
+}
+
+/* Takes one backend message into r->type / r->body.  Returns false on timeout or EOF. */
+static bool
+raw_msg(struct raw *r, int timeout_ms)
+{
+    for (;;) {
+        if (r->len >= 5) {
+            struct cursor c = cur_init(r->buf + 1, 4);
+            uint32_t mlen;
+
+            ck_assert(cur_get_u32be(&c, &mlen));
+            ck_assert_uint_ge(mlen, 4);
+            if (r->len >= 1 + (size_t)mlen) {
+                r->type = (char)r->buf[0];
+                free(r->body);
+                r->body_len = mlen - 4;
+                r->body = malloc(r->body_len + 1);
+                ck_assert(r->body != NULL);
+                memcpy(r->body, r->buf + 5, r->body_len);
+                r->body[r->body_len] = '\0';
+                memmove(r->buf, r->buf + 1 + mlen, r->len - 1 - mlen);
+                r->len -= 1 + mlen;
+                return true;
+            }
+        }
+        if (!raw_fill(r, timeout_ms))
+            return false;
+    }
+}
+
+static void
+raw_expect(struct raw *r, char type)
+{
+    ck_assert_msg(raw_msg(r, 10000), "no message '%c' (eof %d)", type, r->eof);
+    ck_assert_msg(r->type == type, "got '%c' instead of '%c': %s", r->type, type,
+                  r->type == 'E' ? (char *)r->body + 1 : "");
+}
+
+/* The value of field code in the ErrorResponse just taken. */
+static const char *
+raw_err_field(struct raw *r, char code)
+{
+    size_t i = 0;
+
+    while (i < r->body_len && r->body[i] != 0) {
+        const char *v = (const char *)r->body + i + 1;
+        if (r->body[i] == (uint8_t)code)
+            return v;
+        i += 2 + strlen(v);
+    }
+    return "";
+}
+
+/* Expects an ErrorResponse with this severity whose message contains needle. */
+static void
+raw_expect_error(struct raw *r, const char *severity, const char *sqlstate, const char *needle)
+{
+    raw_expect(r, 'E');
+    ck_assert_str_eq(raw_err_field(r, 'V'), severity);
+    if (sqlstate != NULL)
+        ck_assert_str_eq(raw_err_field(r, 'C'), sqlstate);
+    ck_assert_msg(strstr(raw_err_field(r, 'M'), needle) != NULL, "message \"%s\" lacks \"%s\"",
+                  raw_err_field(r, 'M'), needle);
+}
+
+/* Expects the server to close the connection with nothing more sent. */
+static void
+raw_expect_eof(struct raw *r)
+{
+    int64_t deadline = now_ms() + 10000;
+
+    while (!r->eof && now_ms() < deadline)
+        (void)raw_fill(r, 100);
+    ck_assert_msg(r->eof, "the server did not close the connection");
+    ck_assert_uint_eq(r->len, 0);
+}
+
+static void
+raw_initial(struct raw *r, uint32_t code)
+{
+    uint8_t p[8] = {0,
+                    0,
+                    0,
+                    8,
+                    (uint8_t)(code >> 24),
+                    (uint8_t)(code >> 16),
+                    (uint8_t)(code >> 8),
+                    (uint8_t)code};
+    raw_send(r, p, sizeof(p));
+}
+
+/* StartupMessage 3.0 with the given key\0value\0 pairs (NULL-terminated list). */
+static void
+raw_startup(struct raw *r, const char *const *kv)
+{
+    uint8_t p[1024];
+    size_t n = 8;
+
+    for (; *kv != NULL; kv++) {
+        size_t l = strlen(*kv) + 1;
+        ck_assert_uint_lt(n + l, sizeof(p) - 1);
+        memcpy(p + n, *kv, l);
+        n += l;
+    }
+    p[n++] = 0;
+    p[0] = (uint8_t)(n >> 24);
+    p[1] = (uint8_t)(n >> 16);
+    p[2] = (uint8_t)(n >> 8);
+    p[3] = (uint8_t)n;
+    p[4] = 0;
+    p[5] = 3;
+    p[6] = 0;
+    p[7] = 0;
+    raw_send(r, p, n);
+}
+
+/* Start-up as a physical replication client; consumes everything up to ReadyForQuery and
+ * checks the essential ParameterStatus values. */
+static void
+raw_login(struct raw *r, const char *app)
+{
+    const char *kv[] = {"user", "postgres",         "database", "replication",     "replication",
+                        "true", "application_name", app,        "client_encoding", "UTF8",
+                        NULL};
+    bool version = false, datetimes = false, app_seen = false, key = false;
+
+    raw_startup(r, kv);
+    raw_expect(r, 'R');
+    ck_assert_uint_eq(r->body_len, 4);
+    ck_assert_mem_eq(r->body, "\0\0\0\0", 4);
+    for (;;) {
+        ck_assert(raw_msg(r, 10000));
+        if (r->type == 'Z')
+            break;
+        if (r->type == 'K') {
+            ck_assert_uint_eq(r->body_len, 8);
+            key = true;
+            continue;
+        }
+        ck_assert_msg(r->type == 'S', "unexpected '%c' during start-up", r->type);
+        {
+            const char *name = (const char *)r->body;
+            const char *value = name + strlen(name) + 1;
+
+            if (strcmp(name, "server_version") == 0) {
+                ck_assert_msg(strncmp(value, "15.", 3) == 0, "server_version %s", value);
+                version = true;
+            } else if (strcmp(name, "integer_datetimes") == 0) {
+                ck_assert_str_eq(value, "on");
+                datetimes = true;
+            } else if (strcmp(name, "application_name") == 0) {
+                ck_assert_str_eq(value, app);
+                app_seen = true;
+            } else if (strcmp(name, "server_encoding") == 0) {
+                ck_assert_str_eq(value, "UTF8");
+            } else if (strcmp(name, "session_authorization") == 0) {
+                ck_assert_str_eq(value, "postgres");
+            }
+        }
+    }
+    ck_assert_uint_eq(r->body_len, 1);
+    ck_assert_int_eq(r->body[0], 'I');
+    ck_assert(version && datetimes && app_seen && key);
+}
+
+static void
+raw_query(struct raw *r, const char *q)
+{
+    size_t l = strlen(q) + 1;
+    uint8_t *p = malloc(5 + l);
+
+    ck_assert(p != NULL);
+    p[0] = 'Q';
+    p[1] = (uint8_t)((l + 4) >> 24);
+    p[2] = (uint8_t)((l + 4) >> 16);
+    p[3] = (uint8_t)((l + 4) >> 8);
+    p[4] = (uint8_t)(l + 4);
+    memcpy(p + 5, q, l);
+    raw_send(r, p, 5 + l);
+    free(p);
+}
+
+/* Column i of the DataRow just taken, as a string ("(null)" for NULL). */
+static const char *
+raw_col(struct raw *r, unsigned col, char *buf, size_t buflen)
+{
+    struct cursor c = cur_init(r->body, r->body_len);
+    uint16_t n;
+
+    ck_assert(cur_get_u16be(&c, &n));
+    ck_assert_uint_lt(col, n);
+    for (unsigned i = 0;; i++) {
+        uint32_t len;
+        const uint8_t *p;
+
+        ck_assert(cur_get_u32be(&c, &len));
+        if (len == UINT32_MAX) {
+            if (i == col) {
+                snprintf(buf, buflen, "(null)");
+                return buf;
+            }
+            continue;
+        }
+        ck_assert(cur_get_bytes(&c, len, &p));
+        if (i == col) {
+            snprintf(buf, buflen, "%.*s", (int)len, (const char *)p);
+            return buf;
+        }
+    }
+}
+
+/* Runs a command whose answer is one row; returns column col of it. */
+static const char *
+raw_one_row(struct raw *r, const char *q, unsigned col, char *buf, size_t buflen)
+{
+    raw_query(r, q);
+    raw_expect(r, 'T');
+    raw_expect(r, 'D');
+    raw_col(r, col, buf, buflen);
+    raw_expect(r, 'C');
+    raw_expect(r, 'Z');
+    return buf;
+}
+
+static void
+raw_standby_status(struct raw *r, uint64_t write, uint64_t flush, uint64_t apply, bool reply)
+{
+    struct pgp_buf b = {0};
+    struct pgp_standby_status st = {
+        .write = write, .flush = flush, .apply = apply, .send_time = 0, .reply_requested = reply};
+
+    ck_assert_int_gt(pgp_put_standby_status(&b, &st), 0);
+    raw_send(r, b.data, b.len);
+    pgp_buf_free(&b);
+}
+
+/* Takes CopyData messages until one is a keepalive; returns its replyRequested flag. */
+static bool
+raw_expect_keepalive(struct raw *r, int timeout_ms, uint64_t *wal_end)
+{
+    struct pgp_primary_msg m;
+    struct pgp_err e;
+
+    for (;;) {
+        ck_assert_msg(raw_msg(r, timeout_ms), "no keepalive within %d ms", timeout_ms);
+        ck_assert_int_eq(r->type, 'd');
+        ck_assert_int_eq(pgp_parse_primary_copydata(r->body, r->body_len, &m, &e), 0);
+        if (m.kind == 'k') {
+            *wal_end = m.wal_end;
+            return m.reply_requested;
+        }
+    }
+}
+
+/* Streams XLogData from *pos up to target, checking contiguity, chunking and content. */
+static void
+raw_stream_to(struct raw *r, uint64_t *pos, uint64_t target, int timeout_ms)
+{
+    while (*pos < target) {
+        struct pgp_primary_msg m;
+        struct pgp_err e;
+        uint64_t end;
+
+        ck_assert_msg(raw_msg(r, timeout_ms), "stream stalled at %" PRIX64 " (want %" PRIX64 ")",
+                      *pos, target);
+        ck_assert_int_eq(r->type, 'd');
+        ck_assert_int_eq(pgp_parse_primary_copydata(r->body, r->body_len, &m, &e), 0);
+        if (m.kind == 'k')
+            continue;
+        ck_assert_int_eq(m.kind, 'w');
+        ck_assert_uint_eq(m.data_start, *pos);
+        ck_assert_uint_gt(m.data_len, 0);
+        ck_assert_uint_le(m.data_len, 128 * 1024);
+        end = m.data_start + m.data_len;
+        ck_assert_uint_le(end, m.wal_end);
+        /* Cut at a page boundary unless it ends at the flush position it announces. */
+        ck_assert_msg(end == m.wal_end || end % 8192 == 0,
+                      "chunk ends at %" PRIX64 ", neither a page boundary nor walEnd %" PRIX64, end,
+                      m.wal_end);
+        ck_assert_uint_le(end, end_lsn);
+        ck_assert_msg(memcmp(m.data, wal + (m.data_start - first_lsn), m.data_len) == 0,
+                      "WAL at %" PRIX64 " differs", m.data_start);
+        *pos = end;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 3. Protocol robustness                                                                    */
+
+static void
+setup_two_segments(void)
+{
+    fx_setup(2);
+}
+
+START_TEST(test_protocol_session)
+{
+    struct raw r;
+    char buf[128], want[64];
+    uint64_t flush = first_lsn + 2ull * seg_size;
+
+    raw_connect(&r);
+    raw_initial(&r, PGP_GSSENC_REQUEST);
+    ck_assert_int_eq(raw_byte(&r, 5000), 'N');
+    raw_initial(&r, PGP_SSL_REQUEST);
+    ck_assert_int_eq(raw_byte(&r, 5000), 'N');
+    raw_login(&r, "rawtest");
+
+    /* Garbage: ERROR, and the session goes on. */
+    raw_query(&r, "GARBAGE IN");
+    raw_expect_error(&r, "ERROR", "0A000", "GARBAGE");
+    raw_expect(&r, 'Z');
+    raw_query(&r, "START_REPLICATION 12345");
+    raw_expect_error(&r, "ERROR", "42601", "START_REPLICATION");
+    raw_expect(&r, 'Z');
+
+    snprintf(want, sizeof(want), "%" PRIu64, system_id);
+    ck_assert_str_eq(raw_one_row(&r, "IDENTIFY_SYSTEM", 0, buf, sizeof(buf)), want);
+    ck_assert_str_eq(raw_one_row(&r, "IDENTIFY_SYSTEM", 1, buf, sizeof(buf)), "1");
+    pgp_lsn_format(flush, want);
+    ck_assert_str_eq(raw_one_row(&r, "IDENTIFY_SYSTEM", 2, buf, sizeof(buf)), want);
+    ck_assert_str_eq(raw_one_row(&r, "IDENTIFY_SYSTEM", 3, buf, sizeof(buf)), "(null)");
+    ck_assert_str_eq(raw_one_row(&r, "SHOW wal_segment_size", 0, buf, sizeof(buf)), "16MB");
+    ck_assert_str_eq(raw_one_row(&r, "SHOW data_directory_mode", 0, buf, sizeof(buf)), "0700");
+    raw_query(&r, "BASE_BACKUP");
+    raw_expect_error(&r, "ERROR", "0A000", "BASE_BACKUP");
+    raw_expect(&r, 'Z');
+    raw_query(&r, "SELECT 1");
+    raw_expect_error(&r, "ERROR", "0A000", "SELECT");
+    raw_expect(&r, 'Z');
+    raw_query(&r, "");
+    raw_expect_error(&r, "ERROR", "0A000", "empty");
+    raw_expect(&r, 'Z');
+    raw_query(&r, "SHOW shared_buffers");
+    raw_expect_error(&r, "ERROR", "42704", "unrecognized configuration parameter");
+    raw_expect(&r, 'Z');
+    raw_query(&r, "TIMELINE_HISTORY 2");
+    raw_expect_error(&r, "ERROR", NULL, "00000002.history");
+    raw_expect(&r, 'Z');
+    ck_assert_str_eq(
+        raw_one_row(&r, "CREATE_REPLICATION_SLOT \"s1\" PHYSICAL RESERVE_WAL", 1, buf, sizeof(buf)),
+        "0/0");
+    pgp_lsn_format(first_lsn, want);
+    ck_assert_str_eq(raw_one_row(&r, "READ_REPLICATION_SLOT s1", 1, buf, sizeof(buf)), want);
+    raw_query(&r, "DROP_REPLICATION_SLOT s1");
+    raw_expect(&r, 'C');
+    raw_expect(&r, 'Z');
+    raw_query(&r, "CREATE_REPLICATION_SLOT \"Bad-Name\" PHYSICAL");
+    raw_expect_error(&r, "ERROR", "42602", "");
+    raw_expect(&r, 'Z');
+    raw_query(&r, "START_REPLICATION SLOT walmirror 0/0 TIMELINE 7");
+    raw_expect_error(&r, "ERROR", NULL, "timeline 7");
+    raw_expect(&r, 'Z');
+
+    /* Beyond the flush position: CopyBothResponse, then the error, and the session goes on. */
+    pgp_lsn_format(flush + 8192, want);
+    snprintf(buf, sizeof(buf), "START_REPLICATION %s TIMELINE 1", want);
+    raw_query(&r, buf);
+    raw_expect(&r, 'W');
+    raw_expect_error(&r, "ERROR", NULL, "is ahead of the WAL flush position of this server");
+    raw_expect(&r, 'Z');
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+    snprintf(want, sizeof(want), "%" PRIu64, system_id);
+    ck_assert_str_eq(raw_one_row(&r, "IDENTIFY_SYSTEM", 0, buf, sizeof(buf)), want);
+
+    /* CopyData / CopyDone outside COPY are ignored, as PostgreSQL does. */
+    raw_send(&r, "c\0\0\0\4", 5);
+    ck_assert_str_eq(raw_one_row(&r, "IDENTIFY_SYSTEM;", 0, buf, sizeof(buf)), want);
+
+    /* The extended query protocol: FATAL, and the connection ends. */
+    raw_send(&r, "P\0\0\0\x08\0\0\0\0", 9);
+    raw_expect_error(&r, "FATAL", "08P01", "extended query protocol");
+    raw_expect_eof(&r);
+    raw_close(&r);
+}
+END_TEST
+
+START_TEST(test_protocol_start_below_spool)
+{
+    struct raw r;
+    char lsn[PGP_LSN_BUFSZ], q[128], seg[32];
+
+    raw_connect(&r);
+    raw_login(&r, "below");
+    pgp_lsn_format(first_lsn - 8192, lsn);
+    seg_file_name(first_lsn - 8192, seg);
+    snprintf(q, sizeof(q), "START_REPLICATION SLOT \"walmirror\" %s TIMELINE 1", lsn);
+    raw_query(&r, q);
+    raw_expect_error(&r, "FATAL", "58P01", "has already been removed");
+    ck_assert(strstr(raw_err_field(&r, 'M'), seg) != NULL);
+    raw_expect_eof(&r);
+    raw_close(&r);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+}
+END_TEST
+
+START_TEST(test_protocol_startup_refusals)
+{
+    struct raw r;
+
+    /* Not a replication connection. */
+    {
+        const char *kv[] = {"user", "postgres", "database", "postgres", NULL};
+
+        raw_connect(&r);
+        raw_startup(&r, kv);
+        raw_expect_error(&r, "FATAL", "28000", "physical replication");
+        raw_expect_eof(&r);
+        raw_close(&r);
+    }
+    /* Logical replication. */
+    {
+        const char *kv[] = {"user", "postgres", "replication", "database", NULL};
+
+        raw_connect(&r);
+        raw_startup(&r, kv);
+        raw_expect_error(&r, "FATAL", "0A000", "logical");
+        raw_expect_eof(&r);
+        raw_close(&r);
+    }
+    /* No user. */
+    {
+        const char *kv[] = {"replication", "true", NULL};
+
+        raw_connect(&r);
+        raw_startup(&r, kv);
+        raw_expect_error(&r, "FATAL", "28000", "user");
+        raw_expect_eof(&r);
+        raw_close(&r);
+    }
+    /* CancelRequest: no answer, closed. */
+    {
+        uint8_t p[16] = {0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 2};
+
+        raw_connect(&r);
+        raw_send(&r, p, sizeof(p));
+        raw_expect_eof(&r);
+        raw_close(&r);
+    }
+    /* A start-up packet claiming 2 GB. */
+    {
+        raw_connect(&r);
+        raw_send(&r, "\x7f\xff\xff\xff\0\3\0\0", 8);
+        raw_expect_error(&r, "FATAL", "08P01", "length");
+        raw_expect_eof(&r);
+        raw_close(&r);
+    }
+    /* Garbage after start-up: an unknown message type. */
+    {
+        raw_connect(&r);
+        raw_login(&r, "garbage");
+        raw_send(&r, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
+        raw_expect_error(&r, "FATAL", "08P01", "invalid frontend message type");
+        raw_expect_eof(&r);
+        raw_close(&r);
+    }
+    /* A Query declaring more than the limit. */
+    {
+        raw_connect(&r);
+        raw_login(&r, "huge");
+        raw_send(&r, "Q\x7f\0\0\0", 5);
+        raw_expect_error(&r, "FATAL", "08P01", "over the limit");
+        raw_expect_eof(&r);
+        raw_close(&r);
+    }
+    /* A second SSLRequest. */
+    {
+        raw_connect(&r);
+        raw_initial(&r, PGP_SSL_REQUEST);
+        ck_assert_int_eq(raw_byte(&r, 5000), 'N');
+        raw_initial(&r, PGP_SSL_REQUEST);
+        raw_expect_error(&r, "FATAL", "08P01", "SSLRequest");
+        raw_expect_eof(&r);
+        raw_close(&r);
+    }
+    /* The server still serves. */
+    raw_connect(&r);
+    raw_login(&r, "after");
+    raw_close(&r);
+}
+END_TEST
+
+START_TEST(test_protocol_streaming_replies)
+{
+    struct raw r;
+    char lsn[PGP_LSN_BUFSZ], q[128], buf[64];
+    uint64_t flush = spool_flush_lsn(fx.spool), wal_end = 0;
+    int64_t t0;
+
+    raw_connect(&r);
+    raw_login(&r, "replier");
+    pgp_lsn_format(flush, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION SLOT walmirror PHYSICAL %s", lsn);
+    raw_query(&r, q);
+    raw_expect(&r, 'W');
+    ck_assert_uint_eq(r.body_len, 3);
+    for (int i = 0; i < 50 && walsrv_streaming_clients(fx.srv) != 1; i++)
+        fx_turn(10);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 1);
+
+    /* replyRequested: a keepalive at once (the idle one would take 10 s). */
+    t0 = now_ms();
+    raw_standby_status(&r, flush - 100, flush - 200, flush - 300, true);
+    ck_assert(!raw_expect_keepalive(&r, 3000, &wal_end));
+    ck_assert_int_lt(now_ms() - t0, 3000);
+    ck_assert_uint_eq(wal_end, flush);
+    ck_assert_uint_eq(fx.replies, 1);
+    ck_assert_str_eq(fx.last_app, "replier");
+    ck_assert_uint_eq(fx.last_write, flush - 100);
+    ck_assert_uint_eq(fx.last_flush, flush - 200);
+    ck_assert_uint_eq(fx.last_apply, flush - 300);
+
+    /* Hot standby feedback. */
+    {
+        struct pgp_buf b = {0};
+        struct pgp_hs_feedback hs = {
+            .send_time = 1, .xmin = 1234, .xmin_epoch = 1, .catalog_xmin = 999, .catalog_epoch = 2};
+
+        ck_assert_int_gt(pgp_put_hs_feedback(&b, &hs), 0);
+        raw_send(&r, b.data, b.len);
+        pgp_buf_free(&b);
+    }
+    for (int i = 0; i < 100 && fx.feedbacks == 0; i++)
+        fx_turn(10);
+    ck_assert_uint_eq(fx.feedbacks, 1);
+    ck_assert_uint_eq(fx.fb_xmin, 1234);
+    ck_assert_uint_eq(fx.fb_epoch, 1);
+    ck_assert_uint_eq(fx.fb_cxmin, 999);
+    ck_assert_uint_eq(fx.fb_cepoch, 2);
+
+    /* The client ends COPY: CopyDone, START_STREAMING, START_REPLICATION, ReadyForQuery. */
+    raw_send(&r, "c\0\0\0\4", 5);
+    raw_expect(&r, 'c');
+    raw_expect(&r, 'C');
+    ck_assert_str_eq((char *)r.body, "START_STREAMING");
+    raw_expect(&r, 'C');
+    ck_assert_str_eq((char *)r.body, "START_REPLICATION");
+    raw_expect(&r, 'Z');
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+    raw_one_row(&r, "IDENTIFY_SYSTEM", 1, buf, sizeof(buf));
+    ck_assert_str_eq(buf, "1");
+
+    /* A Query during COPY is a protocol violation. */
+    raw_query(&r, q);
+    raw_expect(&r, 'W');
+    raw_query(&r, "IDENTIFY_SYSTEM");
+    raw_expect_error(&r, "FATAL", "08P01", "COPY");
+    raw_expect_eof(&r);
+    raw_close(&r);
+
+    /* Terminate ends a session quietly. */
+    raw_connect(&r);
+    raw_login(&r, "terminator");
+    raw_send(&r, "X\0\0\0\4", 5);
+    raw_expect_eof(&r);
+    raw_close(&r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
+/* 4. walsrv_wal_durable                                                                     */
+
+static void
+setup_all_but_two(void)
+{
+    fx_setup(nsegs - 2);
+}
+
+START_TEST(test_durable_pushes_new_wal)
+{
+    struct raw at_end, late;
+    char lsn[PGP_LSN_BUFSZ], q[128];
+    uint64_t flush = spool_flush_lsn(fx.spool), pos_end, pos_late = first_lsn, wal_end = 0;
+    uint64_t seg = first_lsn + (uint64_t)(nsegs - 2) * seg_size;
+    const size_t stage1 = 3 * 1024 * 1024 + 123; /* not at a page boundary */
+    bool asked;
+
+    ck_assert_uint_eq(flush, seg);
+    /* One client at the flush position, one from the start that reads only at the end. */
+    raw_connect(&at_end);
+    raw_login(&at_end, "at-end");
+    pgp_lsn_format(flush, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION %s TIMELINE 1", lsn);
+    raw_query(&at_end, q);
+    raw_expect(&at_end, 'W');
+    pos_end = flush;
+
+    raw_connect(&late);
+    raw_login(&late, "late");
+    pgp_lsn_format(first_lsn, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION SLOT walmirror %s TIMELINE 1", lsn);
+    raw_query(&late, q);
+    raw_expect(&late, 'W');
+    for (int i = 0; i < 100 && walsrv_streaming_clients(fx.srv) != 2; i++)
+        fx_turn(10);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 2);
+
+    /* Stage 1: part of a segment, ending mid-page. */
+    fx_append(seg, stage1);
+    raw_stream_to(&at_end, &pos_end, seg + stage1, 10000);
+    ck_assert_uint_eq(pos_end, seg + stage1);
+    /* Stage 2: the rest of that segment. */
+    fx_append(seg + stage1, seg_size - stage1);
+    raw_stream_to(&at_end, &pos_end, seg + seg_size, 10000);
+    /* Stage 3: the last segment, in one go. */
+    fx_append(seg + seg_size, seg_size);
+    raw_stream_to(&at_end, &pos_end, end_lsn, 10000);
+    ck_assert_uint_eq(pos_end, end_lsn);
+
+    /* The late reader gets everything, contiguous, although its queue filled up meanwhile. */
+    raw_stream_to(&late, &pos_late, end_lsn, 10000);
+    ck_assert_uint_eq(pos_late, end_lsn);
+
+    /* Nothing more to send: an idle keepalive within ~10 s, without a reply request. */
+    asked = raw_expect_keepalive(&at_end, 15000, &wal_end);
+    ck_assert(!asked);
+    ck_assert_uint_eq(wal_end, end_lsn);
+
+    raw_close(&at_end);
+    raw_close(&late);
+    for (int i = 0; i < 100 && walsrv_streaming_clients(fx.srv) != 0; i++)
+        fx_turn(10);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+}
+END_TEST
+
+/* Retention follows what the streaming standby still needs (spool_set_retain_lsn). */
+START_TEST(test_retention_follows_standby)
+{
+    struct raw r, r2;
+    char lsn[PGP_LSN_BUFSZ], q[128];
+    uint64_t pos = first_lsn, need = first_lsn + 2ull * seg_size + seg_size / 2;
+
+    /* keep_bytes 0: only what the standby needs (and the last segment) stays. */
+    fx_setup_keep(1, 0);
+    raw_connect(&r);
+    raw_login(&r, "retained");
+    pgp_lsn_format(first_lsn, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION SLOT walmirror %s TIMELINE 1", lsn);
+    raw_query(&r, q);
+    raw_expect(&r, 'W');
+    for (int i = 0; i < 100 && walsrv_streaming_clients(fx.srv) != 1; i++)
+        fx_turn(10);
+    for (size_t i = 1; i < 4; i++)
+        fx_append(first_lsn + i * seg_size, seg_size);
+    /* Nothing confirmed yet: the spool still holds the client's start. */
+    ck_assert_uint_eq(spool_start_lsn(fx.spool), first_lsn);
+    raw_stream_to(&r, &pos, first_lsn + 4ull * seg_size, 10000);
+
+    /* The standby confirms up to the middle of the third segment: the two before it go. */
+    raw_standby_status(&r, need, need, need, false);
+    for (int i = 0; i < 200 && spool_start_lsn(fx.spool) == first_lsn; i++)
+        fx_turn(10);
+    ck_assert_uint_eq(spool_start_lsn(fx.spool), first_lsn + 2ull * seg_size);
+
+    /* A second client asking for what went is refused, naming the segment. */
+    raw_connect(&r2);
+    raw_login(&r2, "too-late");
+    raw_query(&r2, q);
+    raw_expect_error(&r2, "FATAL", "58P01", "has already been removed");
+    raw_expect_eof(&r2);
+    raw_close(&r2);
+    raw_close(&r);
+    fx_teardown();
+}
+END_TEST
+
+static void
+teardown_fx(void)
+{
+    fx_teardown();
+}
+
+int
+main(void)
+{
+    Suite *s = suite_create("walsrv");
+    TCase *tc_clients = tcase_create("clients");
+    TCase *tc_proto = tcase_create("protocol");
+    TCase *tc_durable = tcase_create("durable");
+    TCase *tc_retention = tcase_create("retention");
+    SRunner *sr;
+    int failed;
+
+    if (!pgt_available()) {
+        fprintf(stderr, "PostgreSQL 15 not available: skipping\n");
+        return 77;
+    }
+    if (getenv("WALMIRROR_LOG_DEBUG") != NULL)
+        log_level = LOG_LEVEL_DEBUG;
+    make_wal();
+
+    tcase_set_timeout(tc_clients, 300);
+    tcase_add_test(tc_clients, test_pg_receivewal);
+    tcase_add_test(tc_clients, test_standby_replays);
+    suite_add_tcase(s, tc_clients);
+
+    tcase_set_timeout(tc_proto, 120);
+    tcase_add_checked_fixture(tc_proto, setup_two_segments, teardown_fx);
+    tcase_add_test(tc_proto, test_protocol_session);
+    tcase_add_test(tc_proto, test_protocol_start_below_spool);
+    tcase_add_test(tc_proto, test_protocol_startup_refusals);
+    tcase_add_test(tc_proto, test_protocol_streaming_replies);
+    suite_add_tcase(s, tc_proto);
+
+    tcase_set_timeout(tc_durable, 180);
+    tcase_add_checked_fixture(tc_durable, setup_all_but_two, teardown_fx);
+    tcase_add_test(tc_durable, test_durable_pushes_new_wal);
+    suite_add_tcase(s, tc_durable);
+
+    tcase_set_timeout(tc_retention, 120);
+    tcase_add_test(tc_retention, test_retention_follows_standby);
+    suite_add_tcase(s, tc_retention);
+
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    tu_rmtree(wal_dir);
+    if (getenv("WALMIRROR_KEEP_TMP") == NULL)
+        tu_rmtree(standby_dir);
+    free(wal);
+    return failed == 0 ? 0 : 1;
+}
