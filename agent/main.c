@@ -1,18 +1,31 @@
 /*
- * main.c - walmirror-agent: the per-site daemon.
+ * main.c - walmirror-agent: the per-site daemon, and its set-up commands.
  *
- * This version validates a configuration file (--check-config) and reports its version; the
- * replication daemon itself (source, spool, WAL server) is not in this build yet, and the
- * agent says so and exits 1 rather than pretend to run.
+ *   walmirror-agent -c FILE                 run (role follows the local PostgreSQL)
+ *   walmirror-agent -c FILE --check-config  validate FILE and print the effective settings
+ *   walmirror-agent -c FILE init-standby --primary CONNINFO
+ *                                           make this site's standby from the primary
  *
  * Exit status: 0 success, 1 failure, 2 bad usage or bad configuration.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "agent.h"
 #include "config.h"
 #include "log.h"
+#include "setup.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void
+on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
 
 static void
 usage(FILE *f)
@@ -20,30 +33,33 @@ usage(FILE *f)
     fprintf(f, "walmirror-agent - synchronous PostgreSQL WAL mirroring between two sites\n"
                "\n"
                "usage: walmirror-agent -c FILE [--check-config]\n"
+               "       walmirror-agent -c FILE init-standby --primary CONNINFO\n"
                "       walmirror-agent --help | --version\n"
                "\n"
-               "  -c, --config FILE   configuration file (docs/configuration.md)\n"
-               "      --check-config  validate FILE, print the effective settings, and exit\n"
-               "  -h, --help          this text\n"
-               "  -V, --version       version\n"
+               "  -c, --config FILE     configuration file (docs/configuration.md)\n"
+               "      --check-config    validate FILE, print the effective settings, and exit\n"
+               "  init-standby          make this site's standby from a base backup of the\n"
+               "                        primary named by --primary (docs/setup.md)\n"
+               "  -h, --help            this text\n"
+               "  -V, --version         version\n"
                "\n"
-               "This build checks configurations only: the replication daemon (source, durable\n"
-               "spool, WAL server) is not implemented in it yet.\n");
+               "Without a command the agent runs until SIGTERM or SIGINT: the source beside a\n"
+               "primary, the sink beside a standby.\n");
 }
 
 int
 main(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
-                                             {"check-config", no_argument, NULL, 'k'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {"version", no_argument, NULL, 'V'},
-                                             {NULL, 0, NULL, 0}};
-    const char *path = NULL;
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},  {"check-config", no_argument, NULL, 'k'},
+        {"primary", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+    const char *path = NULL, *primary = NULL, *command = NULL;
     bool check = false;
     struct wm_config cfg;
+    struct sigaction sa;
     char err[1024];
-    int opt;
+    int opt, rc;
 
     while ((opt = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
         switch (opt) {
@@ -52,6 +68,9 @@ main(int argc, char **argv)
             break;
         case 'k':
             check = true;
+            break;
+        case 'p':
+            primary = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -64,7 +83,11 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    if (path == NULL || optind != argc) {
+    if (optind < argc)
+        command = argv[optind++];
+    if (path == NULL || optind != argc ||
+        (command != NULL && strcmp(command, "init-standby") != 0) ||
+        ((command != NULL) != (primary != NULL))) {
         usage(stderr);
         return 2;
     }
@@ -72,15 +95,23 @@ main(int argc, char **argv)
         fprintf(stderr, "walmirror-agent: %s\n", err);
         return 2;
     }
+    log_level = cfg.log_level;
     if (check) {
-        int rc = config_dump(stdout, &cfg);
-        config_free(&cfg);
-        return rc < 0 ? 1 : 0;
+        rc = config_dump(stdout, &cfg) < 0 ? 1 : 0;
+    } else if (cfg.role == CONFIG_ROLE_WITNESS) {
+        fprintf(stderr, "walmirror-agent: role = witness is not implemented in this build\n");
+        rc = 1;
+    } else if (command != NULL) {
+        rc = setup_init_standby(&cfg, primary);
+    } else {
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        rc = agent_run(&cfg, &stop_requested);
     }
     config_free(&cfg);
-    fprintf(stderr,
-            "walmirror-agent: configuration %s is valid, but this build does not run the "
-            "replication daemon yet (only --check-config)\n",
-            path);
-    return 1;
+    return rc;
 }

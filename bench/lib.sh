@@ -67,3 +67,95 @@ make_wal() {
     done
     rm -rf "$dir"
 }
+
+# pair_up AGENT SCALE: a walmirror pair on loopback under $WM_TMP, as docs/setup.md describes:
+# site A's primary (pgbench -i -s SCALE), site B's standby from `walmirror-agent init-standby`,
+# both agents, and A's synchronous_standby_names naming the source.  Sets pga, pgb (ports) and
+# appends the agents' pids to $agents.
+pair_up() {
+    agent_bin=$1 scale=$2
+    pga=$(free_port) pgb=$(free_port) la=$(free_port) lb=$(free_port)
+    wa=$(free_port) wb=$(free_port) ha=$(free_port) hb=$(free_port)
+    sh "$src/conf/gen-certs.sh" "$WM_TMP/certs" site-a site-b >/dev/null
+    [ "$(id -u)" -eq 0 ] && chown -R postgres: "$WM_TMP/certs"
+    _pair_conf site-a site-b "$la" "$lb" "$pga" "$wa" "$ha"
+    _pair_conf site-b site-a "$lb" "$la" "$pgb" "$wb" "$hb"
+    pg_make "$WM_TMP/site-a" "$pga"
+    pg_start "$WM_TMP/site-a"
+    as_postgres pgbench -h 127.0.0.1 -p "$pga" -U postgres -i -q -s "$scale" postgres >/dev/null 2>&1
+    mkdir -p "$WM_TMP/site-b"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$WM_TMP/site-b"
+    as_postgres "$agent_bin" -c "$WM_TMP/site-b.conf" init-standby \
+        --primary "host=127.0.0.1 port=$pga user=postgres dbname=postgres" >"$WM_TMP/init-standby.log" 2>&1 ||
+        { cat "$WM_TMP/init-standby.log"; return 1; }
+    echo "unix_socket_directories = '$WM_TMP/site-b'" >>"$WM_TMP/site-b/data/postgresql.auto.conf"
+    as_postgres "$agent_bin" -c "$WM_TMP/site-b.conf" >"$WM_TMP/agent-b.log" 2>&1 &
+    agents="$agents $!"
+    pg_start "$WM_TMP/site-b"
+    as_postgres "$agent_bin" -c "$WM_TMP/site-a.conf" >"$WM_TMP/agent-a.log" 2>&1 &
+    agents="$agents $!"
+    wait_sync "$pga" walmirror
+}
+
+# native_pair_up SCALE: the same with PostgreSQL's own streaming replication (a synchronous
+# standby named "native" made with pg_basebackup -R).  Sets pgna, pgnb.
+native_pair_up() {
+    scale=$1
+    pgna=$(free_port) pgnb=$(free_port)
+    pg_make "$WM_TMP/native-a" "$pgna"
+    pg_start "$WM_TMP/native-a"
+    as_postgres pgbench -h 127.0.0.1 -p "$pgna" -U postgres -i -q -s "$scale" postgres >/dev/null 2>&1
+    mkdir -p "$WM_TMP/native-b"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$WM_TMP/native-b"
+    as_postgres pg_basebackup -h 127.0.0.1 -p "$pgna" -U postgres -D "$WM_TMP/native-b/data" \
+        -X stream -c fast -R -d "application_name=native" >/dev/null 2>&1
+    cat >>"$WM_TMP/native-b/data/postgresql.auto.conf" <<CONF
+port = $pgnb
+unix_socket_directories = '$WM_TMP/native-b'
+CONF
+    pg_start "$WM_TMP/native-b"
+    wait_sync "$pgna" native
+}
+
+# wait_sync PORT NAME: waits until A's pg_stat_replication shows NAME streaming, then makes it
+# the synchronous standby and waits until it is.
+wait_sync() {
+    for _ in $(seq 150); do
+        [ "$(pg_psql 127.0.0.1 "$1" "SELECT count(*) FROM pg_stat_replication WHERE application_name = '$2' AND state = 'streaming'")" = 1 ] && break
+        sleep 0.2
+    done
+    pg_psql 127.0.0.1 "$1" "ALTER SYSTEM SET synchronous_standby_names = '\"$2\"'" >/dev/null
+    pg_psql 127.0.0.1 "$1" "SELECT pg_reload_conf()" >/dev/null
+    for _ in $(seq 150); do
+        [ "$(pg_psql 127.0.0.1 "$1" "SELECT sync_state FROM pg_stat_replication WHERE application_name = '$2'")" = sync ] && return 0
+        sleep 0.2
+    done
+    echo "wait_sync: $2 did not become synchronous on port $1" >&2
+    return 1
+}
+
+# pairs_down: stops the agents and every cluster under $WM_TMP.
+pairs_down() {
+    for p in $agents; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for d in "$WM_TMP"/*/; do
+        [ -f "$d/data/postmaster.pid" ] && pg_stop "${d%/}" immediate
+    done
+    agents=""
+}
+
+_pair_conf() {
+    cat >"$WM_TMP/$1.conf" <<EOF2
+node_name = $1
+listen = 127.0.0.1:$3
+peer = $2@127.0.0.1:$4
+tls_ca = '$WM_TMP/certs/ca.crt'
+tls_cert = '$WM_TMP/certs/$1.crt'
+tls_key = '$WM_TMP/certs/$1.key'
+pg_conninfo = 'host=127.0.0.1 port=$5 user=postgres dbname=postgres'
+pgdata = '$WM_TMP/$1/data'
+spool_dir = '$WM_TMP/$1/spool'
+wal_listen = 127.0.0.1:$6
+http_listen = 127.0.0.1:$7
+EOF2
+}

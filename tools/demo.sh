@@ -1,59 +1,69 @@
 #!/bin/sh
-# walmirror demo (the README's main job): installs the dependencies, builds, makes real
-# PostgreSQL 15 WAL with pgbench, and streams it from one process to another over the
-# walmirror wire (io_uring, TLS 1.3 with mutual authentication, LZ4 streaming frames, XXH3
-# checksums), printing throughput and compression ratio.
-#   sh tools/demo.sh            (as root on a fresh Debian 12 machine)
-#   WALMIRROR_DEMO_WAL_MB=512   more WAL
+# walmirror demo (the README's main job): installs the dependencies, builds, and stands up a
+# two-site pair on loopback the way docs/setup.md describes - site A's PostgreSQL 15 primary
+# and agent, site B's standby (made with `walmirror-agent init-standby`) and agent, TLS 1.3
+# between the agents - then runs pgbench at synchronous_commit = on and shows the mirror's
+# state and lag from A's pg_stat_replication while it runs.  Everything runs as the postgres
+# user in a temporary directory and is stopped at the end.
+#   sh tools/demo.sh                  (as root on a fresh Debian 12 machine)
+#   WALMIRROR_DEMO_SECONDS=60         a longer pgbench run (default 20)
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${WALMIRROR_BUILD_DIR:-$src/build}
-mb=${WALMIRROR_DEMO_WAL_MB:-256}
+secs=${WALMIRROR_DEMO_SECONDS:-20}
 
 if [ "${WALMIRROR_SKIP_DEPS:-0}" != 1 ]; then sh "$src/tools/install-deps.sh"; fi
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)" >/dev/null
+chmod o+rx "$build" 2>/dev/null || true
+agent="$build/agent/walmirror-agent"
 echo "demo: built walmirror in $build"
 
 WM_TMP=$(mktemp -d /tmp/walmirror-demo-XXXXXX)
 chmod 755 "$WM_TMP"
-pids=""
+. "$src/bench/lib.sh"
+agents=""
 cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null || true; done
-    [ -d "$WM_TMP/walgen" ] && pg_stop "$WM_TMP/walgen" immediate
-    rm -rf "$WM_TMP"
+    pairs_down
+    if [ "${WALMIRROR_DEMO_KEEP:-0}" = 1 ]; then echo "demo: kept $WM_TMP"; else rm -rf "$WM_TMP"; fi
 }
 trap cleanup EXIT INT TERM
-. "$src/bench/lib.sh"
 
-echo "demo: generating ${mb} MB of PostgreSQL 15 WAL with pgbench (as the postgres user)"
-make_wal "$WM_TMP/wal" "$mb"
-echo "demo: $(ls "$WM_TMP/wal" | wc -l) segments, $(du -sm "$WM_TMP/wal" | cut -f1) MB"
+echo "demo: site A: PostgreSQL 15 primary; site B: standby from a base backup of A"
+echo "      (walmirror-agent init-standby); agents between them over TLS 1.3 on loopback"
+pair_up "$agent" 10
+echo "demo: pair up: A on 127.0.0.1:$pga, B on 127.0.0.1:$pgb; synchronous_standby_names = 'walmirror'"
 
-sh "$src/conf/gen-certs.sh" "$WM_TMP/certs" site-a site-b >/dev/null
-mkdir -p "$WM_TMP/site-b"
-port=$(free_port)
-"$build/bench/wm-walpipe" recv --listen "127.0.0.1:$port" --out "$WM_TMP/site-b" \
-    --name site-b --peer site-a --ca "$WM_TMP/certs/ca.crt" \
-    --cert "$WM_TMP/certs/site-b.crt" --key "$WM_TMP/certs/site-b.key" >"$WM_TMP/recv.log" 2>&1 &
-rpid=$!
-pids="$rpid"
-for _ in $(seq 100); do
-    grep -q "$(printf ':%04X 00000000:0000 0A' "$port")" /proc/net/tcp && break
-    sleep 0.05
+status() {
+    pg_psql 127.0.0.1 "$pga" "SELECT format('%-9s %-9s %-5s sent %-11s write %-11s flush %-11s replay %-11s lag write %s flush %s replay %s',
+        application_name, state, sync_state, sent_lsn, write_lsn, flush_lsn, replay_lsn,
+        coalesce(write_lag::text, '-'), coalesce(flush_lag::text, '-'), coalesce(replay_lag::text, '-'))
+        FROM pg_stat_replication WHERE application_name = 'walmirror'"
+}
+echo "demo: mirror state (from A's pg_stat_replication):"
+echo "  $(status)"
+
+echo "demo: pgbench -c 4 -T $secs at synchronous_commit = on (every commit durable at B first)"
+as_postgres env PGOPTIONS='-c synchronous_commit=on' pgbench -h 127.0.0.1 -p "$pga" -U postgres \
+    -n -c 4 -j 2 -T "$secs" postgres >"$WM_TMP/pgbench.log" 2>&1 &
+bench=$!
+while kill -0 "$bench" 2>/dev/null; do
+    sleep 2
+    echo "  $(status)"
 done
-echo "demo: site-a -> site-b over TLS 1.3 on 127.0.0.1:$port"
-"$build/bench/wm-walpipe" send --connect "127.0.0.1:$port" --in "$WM_TMP/wal" \
-    --name site-a --peer site-b --ca "$WM_TMP/certs/ca.crt" \
-    --cert "$WM_TMP/certs/site-a.crt" --key "$WM_TMP/certs/site-a.key" 2>"$WM_TMP/send.log"
-wait "$rpid"
-pids=""
-grep -h "walpipe: received" "$WM_TMP/recv.log"
-if diff -rq "$WM_TMP/wal" "$WM_TMP/site-b" >/dev/null; then
-    echo "demo: every segment arrived byte-identical"
-else
-    echo "demo: segments differ!" >&2
-    exit 1
-fi
-echo "demo: wire benchmark on the same WAL:"
-"$build/bench/wm-wire-bench" --wal-dir "$WM_TMP/wal" --certs "$WM_TMP/certs"
+wait "$bench" || { cat "$WM_TMP/pgbench.log"; exit 1; }
+grep -E "^(number of transactions actually processed|latency average|tps)" "$WM_TMP/pgbench.log" | sed 's/^/  pgbench: /'
+
+target=$(pg_psql 127.0.0.1 "$pga" "SELECT pg_current_wal_lsn()")
+for _ in $(seq 100); do
+    [ "$(pg_psql "$WM_TMP/site-b" "$pgb" "SELECT pg_last_wal_replay_lsn() >= '$target'")" = t ] && break
+    sleep 0.1
+done
+ca=$(pg_psql 127.0.0.1 "$pga" "SELECT count(*) || ' rows, sum ' || sum(abalance) FROM pgbench_accounts")
+cb=$(pg_psql "$WM_TMP/site-b" "$pgb" "SELECT count(*) || ' rows, sum ' || sum(abalance) FROM pgbench_accounts")
+echo "demo: pgbench_accounts on A: $ca"
+echo "demo: pgbench_accounts on B: $cb"
+[ "$ca" = "$cb" ] || { echo "demo: A and B differ!" >&2; exit 1; }
+echo "demo: final state:"
+echo "  $(status)"
+echo "demo: B's spool: $(ls "$WM_TMP/site-b/spool" | grep -cE '^[0-9A-F]{24}') complete segments; agent logs in $WM_TMP (WALMIRROR_DEMO_KEEP=1 keeps them)"

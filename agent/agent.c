@@ -1,0 +1,829 @@
+/*
+ * agent.c - the agent daemon: role, peer link, source and sink wiring; contract in agent.h.
+ *
+ * Everything runs on one io_uring loop (wio.h).  Callbacks only record what happened; the
+ * decisions that change state - starting a session, flushing the spool, sending an ACK,
+ * freeing a dead connection - are taken in agent_tick(), once per turn of the loop, after all
+ * the completions of that turn were dispatched.  That is where the durability loop of
+ * STYLE.md lives: drain what the link delivered, write it, one fdatasync, one ACK for the
+ * highest contiguous durable position.
+ *
+ * Positions: the sink's ACK carries write = bytes written to the spool, flush = bytes made
+ * durable by fdatasync, apply = the local standby's replay position (never above flush).  Each
+ * only moves forward, and flush <= write; nothing is acknowledged before it is true.
+ */
+#include "agent.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "conn.h"
+#include "frame.h"
+#include "log.h"
+#include "source.h"
+#include "spool.h"
+#include "tls.h"
+#include "walsrv.h"
+#include "wio.h"
+
+#define AGENT_RETRY_MS 1000
+#define AGENT_BACKLOG_PAUSE (32u * 1024 * 1024)
+#define AGENT_PG_BINDIR "/usr/lib/postgresql/15/bin"
+#define LSN_ARGS(lsn) (unsigned)((lsn) >> 32), (unsigned)(lsn)
+
+enum agent_role {
+    AGENT_SOURCE,
+    AGENT_SINK,
+};
+
+#define AGENT_MAX_LINKS 4
+
+/* One connection with the peer; the callbacks' context, so they know which one fired. */
+struct link {
+    struct agent *a;
+    struct conn *c;
+    bool established;
+    bool dead;
+};
+
+struct agent {
+    const struct wm_config *cfg;
+    struct wio_loop *loop;
+    enum agent_role role;
+    struct tls_config *tls;
+    char comp[80];
+    int exit_status;
+    bool failed;
+
+    /* the local PostgreSQL */
+    uint64_t local_sysid;
+    uint32_t local_segsize;
+
+    /* the peer link */
+    int listen_fd;
+    struct wio_acceptor acc;
+    struct wio_connector con;
+    bool connecting;
+    struct link *links[AGENT_MAX_LINKS]; /* live or dead, freed in agent_tick when dead */
+    struct link *active;                 /* the established link that carries the stream */
+    struct msg_hello peer;               /* the active link's peer */
+
+    /* SOURCE */
+    struct source *src;
+    bool src_identified;
+    bool src_dead;
+    bool streaming;
+    struct source_identity src_id;
+    uint8_t *batch;
+    size_t batch_len;
+    uint64_t batch_lsn;
+    uint64_t ack_write, ack_flush, ack_apply;
+    uint64_t retry_at_ms;
+
+    /* SINK */
+    struct spool *spool;
+    struct walsrv *walsrv;
+    uint64_t appended;        /* end of what was handed to the spool */
+    uint64_t written;         /* spool write position */
+    uint64_t flushed;         /* spool flush position */
+    uint64_t applied;         /* the standby's replay position, <= flushed */
+    uint64_t flush_requested; /* appended position covered by the last spool_flush */
+    bool ack_dirty;
+    struct msg_ack last_ack;
+};
+
+static uint64_t
+max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* ---- the local PostgreSQL ---- */
+
+static const char *
+pg_bindir(void)
+{
+    const char *d = getenv("WALMIRROR_PG_BINDIR");
+    return d != NULL && d[0] != '\0' ? d : AGENT_PG_BINDIR;
+}
+
+/*
+ * Reads the cluster's system identifier and WAL segment size with pg_controldata, which works
+ * whether the server runs or not.
+ */
+static int
+read_control_data(struct agent *a)
+{
+    char cmd[4200], line[512];
+    FILE *p;
+    int rc;
+
+    snprintf(cmd, sizeof(cmd), "LC_ALL=C '%s/pg_controldata' -D '%s' 2>&1", pg_bindir(),
+             a->cfg->pgdata);
+    p = popen(cmd, "r");
+    if (p == NULL)
+        return -errno;
+    while (fgets(line, sizeof(line), p) != NULL) {
+        unsigned long long v;
+        if (sscanf(line, "Database system identifier: %llu", &v) == 1)
+            a->local_sysid = v;
+        else if (sscanf(line, "Bytes per WAL segment: %llu", &v) == 1)
+            a->local_segsize = (uint32_t)v;
+    }
+    rc = pclose(p);
+    if (rc != 0 || a->local_sysid == 0 || a->local_segsize == 0) {
+        log_error(a->comp,
+                  "cannot read the control data of %s with pg_controldata (is pgdata "
+                  "right, and readable by this user?)",
+                  a->cfg->pgdata);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * Decides the role: a primary makes this agent the source, a standby the sink.  When the
+ * local server cannot be reached, standby.signal in pgdata decides for a standby (the sink
+ * can spool WAL while its standby is down); a primary must be up for the source to work.
+ */
+static int
+decide_role(struct agent *a)
+{
+    char path[4200], msg[512];
+    PGconn *pg;
+    PGresult *res;
+    struct stat st;
+
+    pg = PQconnectdb(a->cfg->pg_conninfo);
+    if (PQstatus(pg) == CONNECTION_OK) {
+        res = PQexec(pg, "SELECT pg_is_in_recovery()");
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            a->role = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? AGENT_SINK : AGENT_SOURCE;
+            PQclear(res);
+            PQfinish(pg);
+            return 0;
+        }
+        log_error(a->comp, "pg_is_in_recovery() failed: %s",
+                  log_one_line(msg, sizeof(msg), PQerrorMessage(pg)));
+        PQclear(res);
+        PQfinish(pg);
+        return -EIO;
+    }
+    snprintf(path, sizeof(path), "%s/standby.signal", a->cfg->pgdata);
+    if (stat(path, &st) == 0) {
+        log_warning(a->comp, "local PostgreSQL not reachable (%s); %s exists: acting as sink",
+                    log_one_line(msg, sizeof(msg), PQerrorMessage(pg)), path);
+        PQfinish(pg);
+        a->role = AGENT_SINK;
+        return 0;
+    }
+    log_error(a->comp, "cannot reach the local PostgreSQL to learn the role: %s",
+              log_one_line(msg, sizeof(msg), PQerrorMessage(pg)));
+    PQfinish(pg);
+    return -ECONNREFUSED;
+}
+
+/* ---- the peer link ---- */
+
+static void
+link_dead(struct link *l)
+{
+    l->dead = true;
+    if (l->a->active == l)
+        l->a->active = NULL;
+}
+
+/* The established link, if any, on which WAL and ACKs travel. */
+static struct conn *
+active_conn(const struct agent *a)
+{
+    return a->active != NULL ? a->active->c : NULL;
+}
+
+static int
+on_peer_hello(void *ctx, const struct msg_hello *peer, char *why, size_t whylen)
+{
+    struct agent *a = ((struct link *)ctx)->a;
+
+    if (a->role == AGENT_SOURCE) {
+        if (peer->role != MSG_ROLE_SINK) {
+            snprintf(why, whylen, "%s is a %s, not a sink: two primaries?", peer->node_name,
+                     msg_role_name(peer->role));
+            return WIRE_EPROTO;
+        }
+        if (peer->system_id != 0 && peer->system_id != a->src_id.system_id) {
+            snprintf(why, whylen,
+                     "system identifier mismatch: sink %s mirrors cluster %" PRIu64
+                     ", this primary is cluster %" PRIu64,
+                     peer->node_name, peer->system_id, a->src_id.system_id);
+            return WIRE_EPROTO;
+        }
+    } else {
+        struct spool_identity id = {
+            .system_id = peer->system_id, .seg_size = a->local_segsize, .timeline = peer->timeline};
+        if (peer->role != MSG_ROLE_SOURCE) {
+            snprintf(why, whylen, "%s is a %s, not a source", peer->node_name,
+                     msg_role_name(peer->role));
+            return WIRE_EPROTO;
+        }
+        if (peer->system_id != a->local_sysid) {
+            snprintf(why, whylen,
+                     "system identifier mismatch: source %s streams cluster %" PRIu64
+                     ", the standby here is cluster %" PRIu64,
+                     peer->node_name, peer->system_id, a->local_sysid);
+            return WIRE_EPROTO;
+        }
+        if (spool_set_identity(a->spool, &id) < 0) {
+            snprintf(why, whylen, "the spool in %s holds WAL of another cluster",
+                     a->cfg->spool_dir);
+            return WIRE_EPROTO;
+        }
+    }
+    return 0;
+}
+
+static void
+on_peer_established(void *ctx)
+{
+    struct link *l = ctx;
+    struct agent *a = l->a;
+
+    l->established = true;
+    if (a->active != NULL && a->active != l) {
+        /* An authenticated source that reconnected supersedes the link we still had. */
+        struct link *old = a->active;
+        log_info(a->comp, "new link from %s replaces the old one", a->cfg->peer.name);
+        conn_close(old->c, WIRE_EPROTO, "superseded by a new connection from the same peer");
+        link_dead(old);
+    }
+    a->active = l;
+    a->peer = *conn_peer_hello(l->c);
+    if (a->role == AGENT_SINK)
+        a->ack_dirty = true; /* tell the new source where we are */
+}
+
+static void
+flush_batch(struct agent *a)
+{
+    int rc;
+
+    if (a->batch_len == 0 || active_conn(a) == NULL)
+        return;
+    rc = conn_send_wal(active_conn(a), a->batch_lsn, a->batch, a->batch_len);
+    if (rc < 0)
+        log_error(a->comp, "cannot send WAL at %X/%X: %s", LSN_ARGS(a->batch_lsn),
+                  wire_strerror(rc));
+    a->batch_lsn += a->batch_len;
+    a->batch_len = 0;
+    if (a->src != NULL && conn_backlog(active_conn(a)) > AGENT_BACKLOG_PAUSE)
+        source_pause(a->src, true);
+}
+
+static void
+on_peer_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
+{
+    struct link *l = ctx;
+    struct agent *a = l->a;
+    int rc;
+
+    if (a->role != AGENT_SINK || a->failed || l != a->active)
+        return;
+    rc = spool_append(a->spool, lsn, data, len);
+    if (rc < 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "WAL at %X/%X does not continue the spool (at %X/%X)",
+                 LSN_ARGS(lsn), LSN_ARGS(spool_write_lsn(a->spool)));
+        conn_close(l->c, WIRE_EPROTO, msg);
+        return;
+    }
+    a->appended = max_u64(a->appended, lsn + len);
+}
+
+static void
+on_peer_ack(void *ctx, const struct msg_ack *ack)
+{
+    struct link *l = ctx;
+    struct agent *a = l->a;
+    int rc;
+
+    if (a->role != AGENT_SOURCE || a->src == NULL || !a->streaming || l != a->active)
+        return;
+    /* Monotonic: a late or reordered ACK never moves a position back. */
+    a->ack_write = max_u64(a->ack_write, ack->write_lsn);
+    a->ack_flush = max_u64(a->ack_flush, ack->flush_lsn);
+    a->ack_apply = max_u64(a->ack_apply, ack->apply_lsn);
+    rc = source_report(a->src, a->ack_write, a->ack_flush, a->ack_apply);
+    if (rc < 0)
+        log_warning(a->comp, "cannot report positions to the primary: %s", wire_strerror(rc));
+}
+
+static void
+on_peer_drained(void *ctx)
+{
+    struct agent *a = ((struct link *)ctx)->a;
+
+    if (a->src != NULL)
+        source_pause(a->src, false);
+}
+
+static void
+on_peer_closed(void *ctx, int reason, const char *message)
+{
+    struct link *l = ctx;
+    struct agent *a = l->a;
+
+    if (l->established)
+        log_warning(a->comp, "link to %s down: %s", a->cfg->peer.name, message);
+    link_dead(l);
+    if (a->role == AGENT_SOURCE)
+        a->src_dead = true; /* start over from what the sink holds */
+    (void)reason;
+}
+
+static const struct conn_ops peer_ops = {
+    .on_hello = on_peer_hello,
+    .on_established = on_peer_established,
+    .on_wal = on_peer_wal,
+    .on_ack = on_peer_ack,
+    .on_drained = on_peer_drained,
+    .on_closed = on_peer_closed,
+};
+
+static int
+start_link(struct agent *a, int fd, bool acceptor)
+{
+    struct msg_hello hello = {.role = a->role == AGENT_SOURCE ? MSG_ROLE_SOURCE : MSG_ROLE_SINK,
+                              .capabilities = MSG_CAP_LZ4};
+    struct conn_config cc = {
+        .tls = a->tls,
+        .peer_name = a->cfg->peer.name,
+        .hello = &hello,
+        .epoch = 1,
+        .compress = a->cfg->compression == CONFIG_COMPRESSION_LZ4,
+        .lz4_acceleration = 1,
+        .heartbeat_ms = (unsigned)a->cfg->heartbeat_interval_ms,
+        .timeout_ms = (unsigned)a->cfg->peer_timeout_ms,
+    };
+    struct link *l;
+    int rc, slot;
+
+    snprintf(hello.node_name, sizeof(hello.node_name), "%s", a->cfg->node_name);
+    if (a->role == AGENT_SOURCE) {
+        hello.system_id = a->src_id.system_id;
+        hello.timeline = a->src_id.timeline;
+        hello.durable_lsn = a->src_id.xlogpos;
+    } else {
+        const struct spool_identity *id = spool_identity(a->spool);
+        hello.system_id = id->system_id;
+        hello.timeline = id->timeline;
+        hello.durable_lsn = a->flushed;
+        hello.applied_lsn = a->applied;
+    }
+    for (slot = 0; slot < AGENT_MAX_LINKS && a->links[slot] != NULL; slot++)
+        ;
+    if (slot == AGENT_MAX_LINKS) {
+        log_warning(a->comp, "too many connections from peers at once; dropping one");
+        close(fd);
+        return -EBUSY;
+    }
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    l->a = a;
+    rc = conn_new(&l->c, a->loop, fd, acceptor, &cc, &peer_ops, l);
+    if (rc < 0) {
+        free(l);
+        log_error(a->comp, "cannot set up the link: %s", wire_strerror(rc));
+        return rc;
+    }
+    a->links[slot] = l;
+    return 0;
+}
+
+static void
+on_accept(struct wio_acceptor *acc, int fd)
+{
+    struct agent *a = (struct agent *)((char *)acc - offsetof(struct agent, acc));
+
+    if (fd < 0) {
+        log_error(a->comp, "accept on %s failed: %s", a->cfg->listen.text, wire_strerror(fd));
+        return;
+    }
+    if (a->role != AGENT_SINK) {
+        close(fd); /* the source connects; it does not accept */
+        return;
+    }
+    if (start_link(a, fd, true) < 0)
+        log_warning(a->comp, "dropped an incoming link");
+}
+
+static void
+on_connect(struct wio_connector *con, int fd)
+{
+    struct agent *a = (struct agent *)((char *)con - offsetof(struct agent, con));
+
+    a->connecting = false;
+    if (fd < 0) {
+        log_warning(a->comp, "cannot connect to %s at %s: %s", a->cfg->peer.name,
+                    a->cfg->peer.addr.text, wire_strerror(fd));
+        a->src_dead = true;
+        return;
+    }
+    if (a->src == NULL || a->src_dead) {
+        close(fd);
+        return;
+    }
+    if (start_link(a, fd, false) < 0)
+        a->src_dead = true;
+}
+
+/* ---- SOURCE ---- */
+
+static void
+on_src_identified(void *ctx, const struct source_identity *id)
+{
+    struct agent *a = ctx;
+
+    a->src_id = *id;
+    a->src_identified = true;
+    log_info(a->comp, "primary: cluster %" PRIu64 ", timeline %u, at %X/%X; slot %s restart %X/%X",
+             id->system_id, id->timeline, LSN_ARGS(id->xlogpos), a->cfg->slot_name,
+             LSN_ARGS(id->slot_restart_lsn));
+}
+
+static void
+on_src_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
+{
+    struct agent *a = ctx;
+
+    while (len > 0) {
+        size_t n;
+
+        if (a->batch_len > 0 &&
+            (lsn != a->batch_lsn + a->batch_len || a->batch_len == FRAME_MAX_RAW))
+            flush_batch(a);
+        if (a->batch_len == 0)
+            a->batch_lsn = lsn;
+        n = FRAME_MAX_RAW - a->batch_len;
+        if (n > len)
+            n = len;
+        memcpy(a->batch + a->batch_len, data, n);
+        a->batch_len += n;
+        lsn += n;
+        data += n;
+        len -= n;
+    }
+}
+
+static void
+on_src_drained(void *ctx)
+{
+    /* The primary has nothing more right now: send what was gathered. */
+    flush_batch(ctx);
+}
+
+static void
+on_src_closed(void *ctx, int err, const char *message)
+{
+    struct agent *a = ctx;
+
+    log_warning(a->comp, "replication from the primary ended: %s", message);
+    a->src_dead = true;
+    (void)err;
+}
+
+static const struct source_ops src_ops = {
+    .on_identified = on_src_identified,
+    .on_wal = on_src_wal,
+    .on_drained = on_src_drained,
+    .on_closed = on_src_closed,
+};
+
+static void
+close_links(struct agent *a, const char *why)
+{
+    for (int i = 0; i < AGENT_MAX_LINKS; i++) {
+        struct link *l = a->links[i];
+        if (l != NULL && !l->dead) {
+            conn_close(l->c, 0, why);
+            link_dead(l);
+        }
+    }
+}
+
+static bool
+have_link(const struct agent *a)
+{
+    for (int i = 0; i < AGENT_MAX_LINKS; i++)
+        if (a->links[i] != NULL && !a->links[i]->dead)
+            return true;
+    return false;
+}
+
+static void
+source_teardown(struct agent *a)
+{
+    close_links(a, "source restarting");
+    if (a->src != NULL) {
+        source_free(a->src);
+        a->src = NULL;
+    }
+    a->src_identified = false;
+    a->src_dead = false;
+    a->streaming = false;
+    a->batch_len = 0;
+    a->ack_write = a->ack_flush = a->ack_apply = 0;
+    a->retry_at_ms = clock_mono_ms() + AGENT_RETRY_MS;
+}
+
+static void
+source_tick(struct agent *a)
+{
+    int rc;
+
+    if (a->src_dead)
+        source_teardown(a);
+    if (a->src == NULL) {
+        if (clock_mono_ms() < a->retry_at_ms)
+            return;
+        rc = source_new(&a->src, a->loop, a->cfg->pg_conninfo, a->cfg->slot_name,
+                        a->cfg->application_name, &src_ops, a);
+        if (rc < 0) {
+            a->src = NULL;
+            log_error(a->comp, "cannot start replication from the primary: %s", wire_strerror(rc));
+            a->retry_at_ms = clock_mono_ms() + AGENT_RETRY_MS;
+        }
+        return;
+    }
+    if (!a->src_identified)
+        return;
+    if (!have_link(a) && !a->connecting) {
+        rc = wio_connect_start(a->loop, &a->con, a->cfg->peer.addr.text, on_connect);
+        if (rc < 0) {
+            log_error(a->comp, "cannot connect to %s: %s", a->cfg->peer.addr.text,
+                      wire_strerror(rc));
+            a->src_dead = true;
+            return;
+        }
+        a->connecting = true;
+        return;
+    }
+    if (a->active != NULL && !a->streaming) {
+        /* Resume at the segment boundary of what the sink holds durably (source.h rounds). */
+        uint64_t start = a->peer.durable_lsn;
+        log_info(a->comp, "sink %s holds WAL up to %X/%X: streaming from its segment",
+                 a->peer.node_name, LSN_ARGS(start));
+        rc = source_start(a->src, start, 0);
+        if (rc < 0) {
+            log_error(a->comp, "cannot start streaming: %s", wire_strerror(rc));
+            a->src_dead = true;
+            return;
+        }
+        a->streaming = true;
+    }
+}
+
+/* ---- SINK ---- */
+
+static void
+on_spool_written(void *ctx, uint64_t write_lsn)
+{
+    struct agent *a = ctx;
+
+    a->written = max_u64(a->written, write_lsn);
+    a->ack_dirty = true;
+}
+
+static void
+on_spool_flushed(void *ctx, uint64_t flush_lsn)
+{
+    struct agent *a = ctx;
+
+    a->flushed = max_u64(a->flushed, flush_lsn);
+    a->ack_dirty = true;
+    if (a->walsrv != NULL)
+        walsrv_wal_durable(a->walsrv, a->flushed);
+}
+
+static void
+on_spool_failed(void *ctx, int err, const char *what)
+{
+    struct agent *a = ctx;
+
+    /* Never retried, never acknowledged: the process ends (STYLE.md, walreceiver's PANIC). */
+    log_error(a->comp, "spool failure, stopping: %s: %s", what, wire_strerror(err));
+    a->failed = true;
+    a->exit_status = 1;
+}
+
+static const struct spool_ops spool_cb = {
+    .on_written = on_spool_written,
+    .on_flushed = on_spool_flushed,
+    .on_failed = on_spool_failed,
+};
+
+static void
+on_standby_reply(void *ctx, const char *application_name, uint64_t write_lsn, uint64_t flush_lsn,
+                 uint64_t apply_lsn)
+{
+    struct agent *a = ctx;
+    uint64_t apply = apply_lsn < a->flushed ? apply_lsn : a->flushed;
+
+    (void)application_name;
+    (void)write_lsn;
+    (void)flush_lsn;
+    if (apply > a->applied) {
+        a->applied = apply;
+        a->ack_dirty = true;
+    }
+}
+
+static const struct walsrv_ops walsrv_cb = {
+    .on_reply = on_standby_reply,
+};
+
+static void
+sink_tick(struct agent *a)
+{
+    int rc;
+
+    if (a->failed)
+        return;
+    /* Group flush: one fdatasync for everything appended since the last one completed. */
+    if (a->appended > a->flush_requested && a->flushed >= a->flush_requested) {
+        rc = spool_flush(a->spool);
+        if (rc < 0) {
+            on_spool_failed(a, rc, "cannot request a spool flush");
+            return;
+        }
+        a->flush_requested = a->appended;
+    }
+    if (a->ack_dirty && active_conn(a) != NULL) {
+        struct msg_ack ack = {.write_lsn = a->written,
+                              .flush_lsn = a->flushed,
+                              .apply_lsn = a->applied,
+                              .send_time_us = clock_unix_us()};
+        /* The spool reports write and flush separately; flush never passes write. */
+        if (ack.write_lsn < ack.flush_lsn)
+            ack.write_lsn = ack.flush_lsn;
+        if (memcmp(&ack, &a->last_ack, offsetof(struct msg_ack, send_time_us)) != 0) {
+            rc = conn_send_ack(active_conn(a), &ack);
+            if (rc < 0)
+                log_warning(a->comp, "cannot send ACK: %s", wire_strerror(rc));
+            else
+                a->last_ack = ack;
+        }
+        a->ack_dirty = false;
+    }
+}
+
+/* ---- lifecycle ---- */
+
+/* Frees the links that died during the last turn (never from inside their callbacks). */
+static void
+reap_links(struct agent *a)
+{
+    for (int i = 0; i < AGENT_MAX_LINKS; i++) {
+        struct link *l = a->links[i];
+        if (l != NULL && l->dead) {
+            conn_free(l->c);
+            free(l);
+            a->links[i] = NULL;
+        }
+    }
+}
+
+static void
+agent_tick(struct agent *a)
+{
+    reap_links(a);
+    if (a->role == AGENT_SOURCE)
+        source_tick(a);
+    else
+        sink_tick(a);
+}
+
+static int
+agent_setup(struct agent *a)
+{
+    char err[512];
+    int rc, port;
+
+    rc = decide_role(a);
+    if (rc < 0)
+        return rc;
+    log_info(a->comp, "local PostgreSQL is a %s: acting as %s",
+             a->role == AGENT_SOURCE ? "primary" : "standby",
+             a->role == AGENT_SOURCE ? "source" : "sink");
+    rc = tls_config_new(&a->tls, a->cfg->tls_ca, a->cfg->tls_cert, a->cfg->tls_key,
+                        a->role == AGENT_SINK, err, sizeof(err));
+    if (rc < 0) {
+        log_error(a->comp, "%s", err);
+        return rc;
+    }
+    rc = wio_loop_new(&a->loop, 512);
+    if (rc < 0) {
+        log_error(a->comp, "cannot set up io_uring: %s", wire_strerror(rc));
+        return rc;
+    }
+    if (a->role == AGENT_SOURCE) {
+        a->batch = malloc(FRAME_MAX_RAW);
+        return a->batch == NULL ? -ENOMEM : 0;
+    }
+    rc = read_control_data(a);
+    if (rc < 0)
+        return rc;
+    rc = spool_open(&a->spool, a->loop, a->cfg->spool_dir,
+                    a->cfg->spool_keep_segments ? a->cfg->spool_keep * a->local_segsize
+                                                : a->cfg->spool_keep,
+                    &spool_cb, a, err, sizeof(err));
+    if (rc < 0) {
+        log_error(a->comp, "spool %s: %s", a->cfg->spool_dir, err);
+        return rc;
+    }
+    a->written = a->flushed = a->appended = a->flush_requested = spool_flush_lsn(a->spool);
+    rc = walsrv_new(&a->walsrv, a->loop, a->cfg->wal_listen.text, a->spool, &walsrv_cb, a, err,
+                    sizeof(err));
+    if (rc < 0) {
+        log_error(a->comp, "WAL server on %s: %s", a->cfg->wal_listen.text, err);
+        return rc;
+    }
+    a->listen_fd = wio_listen_tcp(a->cfg->listen.text, 16, &port);
+    if (a->listen_fd < 0) {
+        log_error(a->comp, "cannot listen on %s: %s", a->cfg->listen.text,
+                  wire_strerror(a->listen_fd));
+        return a->listen_fd;
+    }
+    rc = wio_accept_start(a->loop, &a->acc, a->listen_fd, on_accept);
+    if (rc < 0)
+        return rc;
+    log_info(a->comp, "sink ready: peer link on %s, WAL server on %s, spool %s at %X/%X",
+             a->cfg->listen.text, a->cfg->wal_listen.text, a->cfg->spool_dir, LSN_ARGS(a->flushed));
+    return 0;
+}
+
+static void
+agent_teardown(struct agent *a)
+{
+    close_links(a, "agent shutting down");
+    if (a->src != NULL) {
+        source_free(a->src);
+        a->src = NULL;
+    }
+    /* A few turns, so that BYE frames leave and cancelled operations complete. */
+    for (int i = 0; i < 20 && a->loop != NULL; i++)
+        if (wio_run_once(a->loop, 10) <= 0)
+            break;
+    reap_links(a);
+    if (a->listen_fd > 0) {
+        wio_accept_stop(&a->acc);
+        for (int i = 0; i < 20 && wio_accept_busy(&a->acc); i++)
+            if (wio_run_once(a->loop, 10) < 0)
+                break;
+        close(a->listen_fd);
+    }
+    if (a->walsrv != NULL)
+        walsrv_free(a->walsrv);
+    if (a->spool != NULL)
+        spool_close(a->spool);
+    if (a->loop != NULL)
+        wio_loop_free(a->loop);
+    tls_config_free(a->tls);
+    free(a->batch);
+}
+
+int
+agent_run(const struct wm_config *cfg, volatile sig_atomic_t *stop)
+{
+    struct agent a = {.cfg = cfg, .listen_fd = -1};
+    int rc;
+
+    snprintf(a.comp, sizeof(a.comp), "agent[%s]", cfg->node_name);
+    rc = agent_setup(&a);
+    if (rc < 0) {
+        agent_teardown(&a);
+        return 1;
+    }
+    while (!*stop && !a.failed) {
+        rc = wio_run_once(a.loop, 200);
+        if (rc < 0) {
+            log_error(a.comp, "event loop failed: %s", wire_strerror(rc));
+            a.exit_status = 1;
+            break;
+        }
+        agent_tick(&a);
+    }
+    log_info(a.comp, "stopping%s", a.failed ? " after a failure" : "");
+    agent_teardown(&a);
+    return a.exit_status;
+}
