@@ -1,59 +1,980 @@
 /*
  * walmirrorctl.c - the operator CLI of walmirror.
  *
- * Status, lag, switchover, fail-over, rejoin and maintenance windows talk to the agents' HTTP
- * API, which is not in this build yet: this version answers --help and --version only, and
- * says so for every other command (exit 1).
+ *   walmirrorctl [-c FILE] [--url URL]... [--token-file FILE] COMMAND [ARGS]
  *
- * Exit status: 0 success, 1 failure, 2 bad usage.
+ * It talks to the agents' HTTP API (agent/httpapi.h) with libcurl:
+ *
+ *   status [--json] [--watch [SECONDS]]   GET /status from every agent named, one table row each
+ *   pause | resume                        POST /pause or /resume to every agent named
+ *
+ * Which agents: each --url (repeatable, "http://host:port" or "host:port") names one agent.
+ * Without --url, -c FILE names the agent whose configuration it is (its http_listen; a wildcard
+ * address means that agent on loopback); with neither, the default http_listen,
+ * http://127.0.0.1:8008.  An agent's configuration does not hold its peer's HTTP address, so
+ * the table has a row only for agents queried; below it, for each queried agent whose peer is
+ * not in the table, a line gives what that agent knows of its peer (name, address, link state,
+ * RTT).  Give one --url per site and one for the witness to see every row.
+ *
+ * The bearer token comes from --token-file, else from the configuration's http_token_file; it is
+ * sent to every agent named.  The configuration is parsed without opening the files it names
+ * (CONFIG_NO_FILE_CHECKS): the operator need not be able to read the agent's TLS key.
+ *
+ * Timeouts: 2 s to connect, 5 s per request.  status --watch runs until SIGINT or SIGTERM
+ * (then exits 0), clearing the screen between refreshes only when stdout is a terminal, with
+ * unreachable agents reported on the screen; with --json it prints one array per refresh, one
+ * per line.
+ *
+ * Exit status: 0 success, 1 failure (an agent unreachable or refusing, for status even when
+ * others answered; a command not implemented yet), 2 bad usage or a bad configuration file.
  */
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
-static const char *const commands[] = {"status", "switchover",  "failover", "rejoin", "pause",
-                                       "resume", "maintenance", "check",    "report"};
+#include "config.h"
+
+#define CTL_MAX_AGENTS 8
+#define CTL_URL_MAX 1024
+#define CTL_BODY_MAX (1024 * 1024)
+#define CTL_TOKEN_MAX 4096
+#define CTL_CONNECT_TIMEOUT_MS 2000L
+#define CTL_TIMEOUT_MS 5000L
+
+static volatile sig_atomic_t interrupted;
+
+static const char *const not_implemented[] = {"switchover",  "failover", "rejoin",
+                                              "maintenance", "check",    "report"};
+
+struct ctl {
+    char urls[CTL_MAX_AGENTS][CTL_URL_MAX]; /* base URLs, without a trailing '/' */
+    int n_urls;
+    char *token; /* NULL: none */
+    bool json;
+    bool watch;
+    double watch_s;
+};
+
+/* One answer from an agent. */
+struct reply {
+    long code;  /* HTTP status, 0 when the agent could not be reached */
+    char *body; /* NUL-terminated */
+    size_t len;
+    char why[CURL_ERROR_SIZE + 64]; /* why it could not be reached */
+};
 
 static void
 usage(FILE *f)
 {
-    fprintf(f, "walmirrorctl - operate a walmirror pair\n"
-               "\n"
-               "usage: walmirrorctl [-c FILE] COMMAND [ARGS]\n"
-               "       walmirrorctl --help | --version\n"
-               "\n"
-               "commands (not implemented in this build): status, switchover, failover,\n"
-               "rejoin, pause, resume, maintenance, check, report\n");
+    fprintf(f,
+            "walmirrorctl - operate a walmirror pair\n"
+            "\n"
+            "usage: walmirrorctl [-c FILE] [--url URL]... [--token-file FILE] COMMAND [ARGS]\n"
+            "       walmirrorctl --help | --version\n"
+            "\n"
+            "  -c, --config FILE     an agent's configuration: talk to its http_listen, with its\n"
+            "                        http_token_file\n"
+            "      --url URL         an agent's HTTP API, e.g. http://10.0.0.1:8008; repeat it\n"
+            "                        for each site and the witness (overrides -c's address)\n"
+            "      --token-file FILE the bearer token (overrides http_token_file)\n"
+            "  -h, --help            this text\n"
+            "  -V, --version         version\n"
+            "\n"
+            "commands:\n"
+            "  status [--json] [--watch [SECONDS]]\n"
+            "                        one row per agent queried: node, role, PostgreSQL state,\n"
+            "                        timeline, epoch, LSNs, lag per stage, sync, link, RTT,\n"
+            "                        maintenance, automatic fail-over; --json prints the agents'\n"
+            "                        JSON as an array; --watch refreshes every SECONDS (2)\n"
+            "  pause                 pause automatic fail-over\n"
+            "  resume                resume automatic fail-over\n"
+            "  switchover, failover, rejoin, maintenance, check, report: not implemented yet\n"
+            "\n"
+            "Without --url and -c, the agent at http://127.0.0.1:8008.  With -c alone, the table\n"
+            "shows that agent and, below it, what it knows of its peer; give one --url per agent\n"
+            "for a row each.\n"
+            "\n"
+            "Exit status: 0 success, 1 failure (any agent unreachable), 2 bad usage.\n");
+}
+
+static void
+on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Set-up: URLs, configuration, token                                                        */
+
+/* Stores url (with "http://" added when it names no scheme) as agent number ctl->n_urls. */
+static int
+add_url(struct ctl *ctl, const char *url)
+{
+    char *dst;
+    size_t n;
+    int r;
+
+    if (ctl->n_urls == CTL_MAX_AGENTS) {
+        fprintf(stderr, "walmirrorctl: at most %d --url\n", CTL_MAX_AGENTS);
+        return -EINVAL;
+    }
+    if (url[0] == '\0') {
+        fprintf(stderr, "walmirrorctl: --url needs a URL\n");
+        return -EINVAL;
+    }
+    dst = ctl->urls[ctl->n_urls];
+    r = snprintf(dst, CTL_URL_MAX, "%s%s", strstr(url, "://") != NULL ? "" : "http://", url);
+    if (r < 0 || r >= CTL_URL_MAX) {
+        fprintf(stderr, "walmirrorctl: URL too long: %s\n", url);
+        return -EINVAL;
+    }
+    n = (size_t)r;
+    while (n > 0 && dst[n - 1] == '/')
+        dst[--n] = '\0';
+    ctl->n_urls++;
+    return 0;
+}
+
+/* The URL of the agent listening on hp: a wildcard address means that agent on loopback. */
+static int
+url_of_listen(struct ctl *ctl, const struct config_hostport *hp)
+{
+    char host[3 * CONFIG_HOST_MAX + 3], url[CTL_URL_MAX];
+    const char *h = hp->host;
+    size_t n = 0;
+    int r;
+
+    if (strcmp(h, "0.0.0.0") == 0 || h[0] == '\0')
+        h = "127.0.0.1";
+    else if (strcmp(h, "::") == 0 || strcmp(h, "::0") == 0)
+        h = "::1";
+    if (strchr(h, ':') != NULL) {
+        /* IPv6 in brackets, a zone's '%' escaped as URLs want it */
+        host[n++] = '[';
+        for (const char *p = h; *p != '\0'; p++) {
+            if (*p == '%') {
+                memcpy(host + n, "%25", 3);
+                n += 3;
+            } else {
+                host[n++] = *p;
+            }
+        }
+        host[n++] = ']';
+        host[n] = '\0';
+    } else {
+        r = snprintf(host, sizeof(host), "%s", h);
+        if (r < 0 || (size_t)r >= sizeof(host))
+            return -EINVAL;
+    }
+    r = snprintf(url, sizeof(url), "http://%s:%u", host, (unsigned)hp->port);
+    if (r < 0 || (size_t)r >= sizeof(url))
+        return -EINVAL;
+    return add_url(ctl, url);
+}
+
+/* Reads at most max bytes of path into a malloc'd NUL-terminated buffer; -errno on failure,
+ * -EFBIG when longer. */
+static int
+read_small_file(const char *path, size_t max, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    size_t n;
+    int rc = 0;
+
+    if (f == NULL)
+        return -errno;
+    buf = malloc(max + 2);
+    if (buf == NULL) {
+        fclose(f);
+        return -ENOMEM;
+    }
+    n = fread(buf, 1, max + 1, f);
+    if (ferror(f))
+        rc = -EIO;
+    else if (n > max)
+        rc = -EFBIG;
+    fclose(f);
+    if (rc < 0) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* Loads the token from path: the file less trailing whitespace; not empty. */
+static int
+load_token(struct ctl *ctl, const char *path)
+{
+    size_t n;
+    int rc = read_small_file(path, CTL_TOKEN_MAX + 64, &ctl->token, &n);
+
+    if (rc < 0) {
+        fprintf(stderr, "walmirrorctl: cannot read the token file %s: %s\n", path,
+                rc == -EFBIG ? "too long" : strerror(-rc));
+        return rc;
+    }
+    while (n > 0 && (ctl->token[n - 1] == '\n' || ctl->token[n - 1] == '\r' ||
+                     ctl->token[n - 1] == ' ' || ctl->token[n - 1] == '\t'))
+        ctl->token[--n] = '\0';
+    if (n == 0 || strpbrk(ctl->token, "\r\n") != NULL) {
+        fprintf(stderr, "walmirrorctl: the token file %s holds no single-line token\n", path);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * Reads the configuration file at path for its http_listen and http_token_file.  Returns 0,
+ * or -EINVAL with the message printed (the caller exits 2).
+ */
+static int
+load_config(const char *path, struct wm_config *cfg)
+{
+    char err[1024], *buf;
+    size_t len;
+    int rc = read_small_file(path, CONFIG_FILE_MAX, &buf, &len);
+
+    if (rc < 0) {
+        fprintf(stderr, "walmirrorctl: %s: cannot read: %s\n", path,
+                rc == -EFBIG ? "file too large" : strerror(-rc));
+        return -EINVAL;
+    }
+    rc = config_parse_buffer(path, buf, len, CONFIG_NO_FILE_CHECKS, cfg, err, sizeof(err));
+    free(buf);
+    if (rc < 0) {
+        fprintf(stderr, "walmirrorctl: %s\n", err);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* HTTP                                                                                      */
+
+static size_t
+on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct reply *r = ud;
+    size_t n = size * nmemb;
+    char *p;
+
+    if (r->len + n > CTL_BODY_MAX)
+        return 0; /* makes curl fail with CURLE_WRITE_ERROR */
+    p = realloc(r->body, r->len + n + 1);
+    if (p == NULL)
+        return 0;
+    r->body = p;
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return n;
+}
+
+static int
+on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void)ud;
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return interrupted ? 1 : 0; /* non-zero aborts the transfer */
+}
+
+/*
+ * Sends GET (post false) or POST with an empty body to url.  Returns 0 with the status and body
+ * in *r when the agent answered (whatever the status), or -1 with r->why set when it could not
+ * be reached.  The caller frees r->body.
+ */
+static int
+http_call(const struct ctl *ctl, const char *url, bool post, struct reply *r)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    struct curl_slist *headers = NULL, *more;
+    char *auth = NULL;
+    long oserr = 0;
+    CURL *c;
+    CURLcode rc;
+    int ret = -1;
+
+    memset(r, 0, sizeof(*r));
+    c = curl_easy_init();
+    if (c == NULL) {
+        snprintf(r->why, sizeof(r->why), "cannot set up libcurl");
+        return -1;
+    }
+    headers = curl_slist_append(NULL, "Accept: application/json");
+    if (headers != NULL && ctl->token != NULL) {
+        if (asprintf(&auth, "Authorization: Bearer %s", ctl->token) < 0) {
+            auth = NULL;
+        } else {
+            more = curl_slist_append(headers, auth);
+            if (more == NULL) {
+                curl_slist_free_all(headers);
+                headers = NULL;
+            }
+        }
+    }
+    if (headers == NULL || (ctl->token != NULL && auth == NULL)) {
+        snprintf(r->why, sizeof(r->why), "out of memory");
+        goto out;
+    }
+    if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, CTL_CONNECT_TIMEOUT_MS) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, CTL_TIMEOUT_MS) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, r) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress) != CURLE_OK ||
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L) != CURLE_OK ||
+        (post && (curl_easy_setopt(c, CURLOPT_POST, 1L) != CURLE_OK ||
+                  curl_easy_setopt(c, CURLOPT_POSTFIELDS, "") != CURLE_OK ||
+                  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK))) {
+        snprintf(r->why, sizeof(r->why), "cannot set up libcurl");
+        goto out;
+    }
+    rc = curl_easy_perform(c);
+    if (rc != CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &oserr);
+        if (rc == CURLE_ABORTED_BY_CALLBACK)
+            snprintf(r->why, sizeof(r->why), "interrupted");
+        else if (oserr != 0 && rc == CURLE_COULDNT_CONNECT)
+            snprintf(r->why, sizeof(r->why), "%s", strerror((int)oserr));
+        else
+            snprintf(r->why, sizeof(r->why), "%s",
+                     errbuf[0] != '\0' ? errbuf : curl_easy_strerror(rc));
+        free(r->body);
+        r->body = NULL;
+        r->len = 0;
+        goto out;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->code);
+    if (r->body == NULL) {
+        r->body = strdup("");
+        if (r->body == NULL) {
+            snprintf(r->why, sizeof(r->why), "out of memory");
+            goto out;
+        }
+    }
+    ret = 0;
+out:
+    curl_slist_free_all(headers);
+    if (auth != NULL) {
+        memset(auth, 0, strlen(auth));
+        free(auth);
+    }
+    curl_easy_cleanup(c);
+    return ret;
+}
+
+/* The "error" member of a JSON error body, else a short excerpt of the body. */
+static void
+describe_refusal(const struct reply *r, char *buf, size_t cap)
+{
+    json_t *o = json_loadb(r->body, r->len, 0, NULL);
+    const char *msg = json_string_value(json_object_get(o, "error"));
+
+    if (msg != NULL)
+        snprintf(buf, cap, "%ld %s", r->code, msg);
+    else
+        snprintf(buf, cap, "%ld %.80s", r->code, r->body);
+    json_decref(o);
+    for (char *p = buf; *p != '\0'; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+}
+
+/*
+ * GET url/status: the agent's JSON object in *out, or NULL with the reason in why.
+ * Returns 0 or -1.
+ */
+static int
+fetch_status(const struct ctl *ctl, const char *base, json_t **out, char *why, size_t cap)
+{
+    char url[CTL_URL_MAX + 16], msg[512];
+    struct reply r;
+    json_error_t jerr;
+    json_t *o;
+    int n;
+
+    *out = NULL;
+    n = snprintf(url, sizeof(url), "%s/status", base);
+    if (n < 0 || (size_t)n >= sizeof(url)) {
+        snprintf(why, cap, "walmirrorctl: URL too long: %s", base);
+        return -1;
+    }
+    if (http_call(ctl, url, false, &r) < 0) {
+        snprintf(why, cap, "walmirrorctl: cannot reach the agent at %s: %s", url, r.why);
+        return -1;
+    }
+    if (r.code != 200) {
+        describe_refusal(&r, msg, sizeof(msg));
+        snprintf(why, cap, "walmirrorctl: the agent at %s answered %s", url, msg);
+        free(r.body);
+        return -1;
+    }
+    o = json_loadb(r.body, r.len, 0, &jerr);
+    free(r.body);
+    if (!json_is_object(o)) {
+        snprintf(why, cap, "walmirrorctl: the agent at %s sent no JSON object: %s", url,
+                 o == NULL ? jerr.text : "not an object");
+        json_decref(o);
+        return -1;
+    }
+    *out = o;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The status table                                                                          */
+
+enum col {
+    COL_NODE,
+    COL_ROLE,
+    COL_PG,
+    COL_TL,
+    COL_EPOCH,
+    COL_SENT,
+    COL_WRITE,
+    COL_FLUSH,
+    COL_REPLAY,
+    COL_WLAG,
+    COL_FLAG,
+    COL_RLAG,
+    COL_SYNC,
+    COL_LINK,
+    COL_MAINT,
+    COL_FAILOVER,
+    COL_N,
+};
+
+static const char *const col_titles[COL_N] = {
+    "NODE",   "ROLE",      "PG",        "TL",         "EPOCH", "SENT", "WRITE", "FLUSH",
+    "REPLAY", "WRITE LAG", "FLUSH LAG", "REPLAY LAG", "SYNC",  "LINK", "MAINT", "FAILOVER"};
+
+#define CELL_MAX 80
+
+typedef char row_t[COL_N][CELL_MAX];
+
+static const char *
+jstr(const json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+
+    return s != NULL && s[0] != '\0' ? s : "-";
+}
+
+/* An unsigned integer member: a JSON integer, or a decimal string (values above INT64_MAX). */
+static bool
+ju64(const json_t *o, const char *key, uint64_t *v)
+{
+    const json_t *j = json_object_get(o, key);
+    const char *s;
+    char *end;
+
+    if (json_is_integer(j) && json_integer_value(j) >= 0) {
+        *v = (uint64_t)json_integer_value(j);
+        return true;
+    }
+    s = json_string_value(j);
+    if (s == NULL || s[0] < '0' || s[0] > '9')
+        return false;
+    errno = 0;
+    *v = strtoull(s, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+static void
+cell_u64(char *cell, const json_t *o, const char *key, bool zero_unknown)
+{
+    uint64_t v;
+
+    if (!ju64(o, key, &v) || (zero_unknown && v == 0))
+        snprintf(cell, CELL_MAX, "-");
+    else
+        snprintf(cell, CELL_MAX, "%" PRIu64, v);
+}
+
+static void
+cell_lsn(char *cell, const json_t *o, const char *key)
+{
+    char textkey[64];
+    uint64_t v;
+
+    snprintf(textkey, sizeof(textkey), "%s_text", key);
+    if (!ju64(o, key, &v) || v == 0)
+        snprintf(cell, CELL_MAX, "-");
+    else
+        snprintf(cell, CELL_MAX, "%.24s", jstr(o, textkey));
+}
+
+/* "1234B 0.004s"; "-" for unknown seconds. */
+static void
+cell_lag(char *cell, const json_t *o, const char *stage)
+{
+    char kb[32], ks[32], secs[32];
+    const json_t *js;
+    uint64_t bytes;
+
+    snprintf(kb, sizeof(kb), "%s_lag_bytes", stage);
+    snprintf(ks, sizeof(ks), "%s_lag_s", stage);
+    js = json_object_get(o, ks);
+    if (json_is_number(js))
+        snprintf(secs, sizeof(secs), "%.3fs", json_number_value(js));
+    else
+        snprintf(secs, sizeof(secs), "-");
+    if (ju64(o, kb, &bytes))
+        snprintf(cell, CELL_MAX, "%" PRIu64 "B %s", bytes, secs);
+    else
+        snprintf(cell, CELL_MAX, "- %s", secs);
+}
+
+/* A site's role as the operator thinks of it: the source sits beside the primary. */
+static const char *
+role_name(const char *agent_role)
+{
+    if (strcmp(agent_role, "source") == 0)
+        return "primary";
+    if (strcmp(agent_role, "sink") == 0)
+        return "standby";
+    return agent_role;
+}
+
+static void
+fill_row(row_t row, const json_t *o)
+{
+    uint64_t rtt;
+
+    snprintf(row[COL_NODE], CELL_MAX, "%.63s", jstr(o, "node_name"));
+    snprintf(row[COL_ROLE], CELL_MAX, "%.20s", role_name(jstr(o, "role")));
+    snprintf(row[COL_PG], CELL_MAX, "%.20s", jstr(o, "pg_state"));
+    cell_u64(row[COL_TL], o, "timeline", true);
+    cell_u64(row[COL_EPOCH], o, "epoch", false);
+    cell_lsn(row[COL_SENT], o, "sent_lsn");
+    cell_lsn(row[COL_WRITE], o, "write_lsn");
+    cell_lsn(row[COL_FLUSH], o, "flush_lsn");
+    cell_lsn(row[COL_REPLAY], o, "apply_lsn");
+    cell_lag(row[COL_WLAG], o, "write");
+    cell_lag(row[COL_FLAG], o, "flush");
+    cell_lag(row[COL_RLAG], o, "apply");
+    snprintf(row[COL_SYNC], CELL_MAX, "%.20s", jstr(o, "sync_state"));
+    if (json_is_true(json_object_get(o, "link_up")) && ju64(o, "rtt_us", &rtt))
+        snprintf(row[COL_LINK], CELL_MAX, "up %.2fms", (double)rtt / 1000.0);
+    else if (json_is_true(json_object_get(o, "link_up")))
+        snprintf(row[COL_LINK], CELL_MAX, "up");
+    else
+        snprintf(row[COL_LINK], CELL_MAX, "down");
+    snprintf(row[COL_MAINT], CELL_MAX, "%.31s", jstr(o, "maintenance"));
+    snprintf(row[COL_FAILOVER], CELL_MAX, "%s",
+             json_is_true(json_object_get(o, "failover_paused")) ? "paused" : "auto");
+}
+
+static void
+print_row(FILE *f, const char *const *cells, const size_t *width)
+{
+    for (int c = 0; c < COL_N; c++) {
+        if (c == COL_N - 1)
+            fprintf(f, "%s\n", cells[c]);
+        else
+            fprintf(f, "%-*s  ", (int)width[c], cells[c]);
+    }
+}
+
+/* The table of the agents that answered (objs[i] != NULL), then notes on peers and errors. */
+static void
+print_table(FILE *f, json_t *const *objs, int n)
+{
+    row_t *rows = calloc((size_t)(n > 0 ? n : 1), sizeof(row_t));
+    size_t width[COL_N];
+    const char *cells[COL_N];
+    int shown = 0;
+
+    if (rows == NULL) {
+        fprintf(f, "walmirrorctl: out of memory\n");
+        return;
+    }
+    for (int c = 0; c < COL_N; c++)
+        width[c] = strlen(col_titles[c]);
+    for (int i = 0; i < n; i++) {
+        if (objs[i] == NULL)
+            continue;
+        fill_row(rows[i], objs[i]);
+        for (int c = 0; c < COL_N; c++)
+            if (strlen(rows[i][c]) > width[c])
+                width[c] = strlen(rows[i][c]);
+    }
+    print_row(f, col_titles, width);
+    for (int i = 0; i < n; i++) {
+        if (objs[i] == NULL)
+            continue;
+        for (int c = 0; c < COL_N; c++)
+            cells[c] = rows[i][c];
+        print_row(f, cells, width);
+        shown++;
+    }
+    if (shown == 0)
+        fprintf(f, "(no agent answered)\n");
+
+    /* What each agent knows of a peer that has no row of its own. */
+    for (int i = 0; i < n; i++) {
+        const char *peer;
+        bool listed = false;
+        uint64_t rtt = 0;
+
+        if (objs[i] == NULL)
+            continue;
+        peer = jstr(objs[i], "peer_name");
+        if (strcmp(peer, "-") == 0)
+            continue;
+        for (int k = 0; k < n; k++)
+            if (objs[k] != NULL && strcmp(jstr(objs[k], "node_name"), peer) == 0)
+                listed = true;
+        if (listed)
+            continue;
+        (void)ju64(objs[i], "rtt_us", &rtt);
+        if (json_is_true(json_object_get(objs[i], "link_up")))
+            fprintf(f, "peer of %s: %s at %s, link up, RTT %.2f ms (not queried: add --url)\n",
+                    jstr(objs[i], "node_name"), peer, jstr(objs[i], "peer_addr"),
+                    (double)rtt / 1000.0);
+        else
+            fprintf(f, "peer of %s: %s at %s, link down (not queried: add --url)\n",
+                    jstr(objs[i], "node_name"), peer, jstr(objs[i], "peer_addr"));
+    }
+    for (int i = 0; i < n; i++)
+        if (objs[i] != NULL && strcmp(jstr(objs[i], "last_error"), "-") != 0)
+            fprintf(f, "%s: last error: %s\n", jstr(objs[i], "node_name"),
+                    jstr(objs[i], "last_error"));
+    free(rows);
+}
+
+/*
+ * One round of status: queries every agent and prints the table (or JSON) to f.  Errors go to
+ * err (stderr, or f itself in --watch mode so that they stay on the screen).  Returns the
+ * number of agents that did not answer.
+ */
+static int
+status_round(const struct ctl *ctl, FILE *f, FILE *err)
+{
+    json_t *objs[CTL_MAX_AGENTS] = {NULL};
+    char why[CTL_URL_MAX + 1024];
+    json_t *arr;
+    char *text;
+    int failed = 0;
+
+    for (int i = 0; i < ctl->n_urls; i++)
+        if (fetch_status(ctl, ctl->urls[i], &objs[i], why, sizeof(why)) < 0) {
+            fprintf(err, "%s\n", why);
+            failed++;
+        }
+    if (ctl->json) {
+        arr = json_array();
+        for (int i = 0; i < ctl->n_urls && arr != NULL; i++)
+            if (objs[i] != NULL && json_array_append(arr, objs[i]) < 0) {
+                json_decref(arr);
+                arr = NULL;
+            }
+        text = arr != NULL ? json_dumps(arr, (ctl->watch ? JSON_COMPACT : JSON_INDENT(2)) |
+                                                 JSON_PRESERVE_ORDER)
+                           : NULL;
+        if (text != NULL)
+            fprintf(f, "%s\n", text);
+        else
+            fprintf(err, "walmirrorctl: out of memory\n");
+        free(text);
+        json_decref(arr);
+    } else {
+        print_table(f, objs, ctl->n_urls);
+    }
+    for (int i = 0; i < ctl->n_urls; i++)
+        json_decref(objs[i]);
+    return failed;
+}
+
+static int
+cmd_status(const struct ctl *ctl)
+{
+    bool tty = isatty(STDOUT_FILENO) == 1;
+    struct timespec ts;
+    char *frame = NULL, stamp[64];
+    size_t len = 0;
+    struct tm tm;
+    time_t now;
+    FILE *f;
+
+    if (!ctl->watch)
+        return status_round(ctl, stdout, stderr) == 0 ? 0 : 1;
+
+    while (!interrupted) {
+        if (ctl->json) {
+            (void)status_round(ctl, stdout, stderr);
+        } else {
+            f = open_memstream(&frame, &len);
+            if (f == NULL) {
+                fprintf(stderr, "walmirrorctl: out of memory\n");
+                return 1;
+            }
+            now = time(NULL);
+            localtime_r(&now, &tm);
+            if (strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", &tm) == 0)
+                stamp[0] = '\0';
+            fprintf(f, "walmirrorctl status, every %gs, %s (Ctrl-C to stop)\n\n", ctl->watch_s,
+                    stamp);
+            (void)status_round(ctl, f, f);
+            if (fclose(f) != 0) {
+                free(frame);
+                fprintf(stderr, "walmirrorctl: out of memory\n");
+                return 1;
+            }
+            if (interrupted) {
+                free(frame);
+                break;
+            }
+            if (tty)
+                fputs("\033[H\033[2J", stdout);
+            fwrite(frame, 1, len, stdout);
+            if (!tty)
+                fputc('\n', stdout);
+            free(frame);
+            frame = NULL;
+        }
+        if (fflush(stdout) != 0)
+            return 1;
+        ts.tv_sec = (time_t)ctl->watch_s;
+        ts.tv_nsec = (long)((ctl->watch_s - (double)ts.tv_sec) * 1e9);
+        /* Returns early, with EINTR, on SIGINT or SIGTERM. */
+        while (!interrupted && nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+    }
+    return 0;
+}
+
+/* POST /pause or /resume to every agent; prints one line each. */
+static int
+cmd_action(const struct ctl *ctl, const char *action)
+{
+    char url[CTL_URL_MAX + 16], msg[512];
+    const char *node;
+    struct reply r;
+    json_t *o;
+    int failed = 0, n;
+
+    for (int i = 0; i < ctl->n_urls; i++) {
+        n = snprintf(url, sizeof(url), "%s/%s", ctl->urls[i], action);
+        if (n < 0 || (size_t)n >= sizeof(url)) {
+            fprintf(stderr, "walmirrorctl: URL too long: %s\n", ctl->urls[i]);
+            failed++;
+            continue;
+        }
+        if (http_call(ctl, url, true, &r) < 0) {
+            fprintf(stderr, "walmirrorctl: cannot reach the agent at %s: %s\n", url, r.why);
+            failed++;
+            continue;
+        }
+        if (r.code != 202 && r.code != 200) {
+            describe_refusal(&r, msg, sizeof(msg));
+            fprintf(stderr, "walmirrorctl: the agent at %s answered %s\n", url, msg);
+            free(r.body);
+            failed++;
+            continue;
+        }
+        o = json_loadb(r.body, r.len, 0, NULL);
+        node = json_string_value(json_object_get(o, "node_name"));
+        printf("%s: automatic fail-over %s requested (at %s); status shows it once the agent "
+               "has taken the request\n",
+               node != NULL && node[0] != '\0' ? node : ctl->urls[i], action, url);
+        json_decref(o);
+        free(r.body);
+    }
+    return failed == 0 ? 0 : 1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* main                                                                                      */
+
+/* Parses a --watch interval: a number of seconds in (0, 86400]. */
+static bool
+parse_seconds(const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    if (s == NULL || s[0] < '0' || s[0] > '9')
+        return false;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || *end != '\0' || !(v > 0) || v > 86400)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* The value of option name at argv[*i] ("--name VALUE" or "--name=VALUE"), or NULL. */
+static const char *
+opt_value(int argc, char **argv, int *i, const char *name, const char *shortname, bool *matched)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+
+    *matched = false;
+    if (strncmp(a, name, n) == 0 && a[n] == '=') {
+        *matched = true;
+        return a + n + 1;
+    }
+    if (strcmp(a, name) == 0 || (shortname != NULL && strcmp(a, shortname) == 0)) {
+        *matched = true;
+        if (*i + 1 >= argc)
+            return NULL;
+        return argv[++*i];
+    }
+    return NULL;
 }
 
 int
 main(int argc, char **argv)
 {
-    int i = 1;
+    static struct ctl ctl;
+    struct wm_config cfg;
+    const char *config = NULL, *token_file = NULL, *command = NULL, *v;
+    bool have_cfg = false, matched, want_json = false, want_watch = false, extra = false;
+    struct sigaction sa;
+    int rc = 1;
 
-    if (argc < 2) {
-        usage(stderr);
-        return 2;
+    memset(&cfg, 0, sizeof(cfg));
+    ctl.watch_s = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+            printf("walmirrorctl %s\n", WALMIRROR_VERSION);
+            return 0;
+        }
+        v = opt_value(argc, argv, &i, "--config", "-c", &matched);
+        if (matched) {
+            if (v == NULL || config != NULL)
+                goto bad_usage;
+            config = v;
+            continue;
+        }
+        v = opt_value(argc, argv, &i, "--url", NULL, &matched);
+        if (matched) {
+            if (v == NULL || add_url(&ctl, v) < 0)
+                goto bad_usage;
+            continue;
+        }
+        v = opt_value(argc, argv, &i, "--token-file", NULL, &matched);
+        if (matched) {
+            if (v == NULL || token_file != NULL)
+                goto bad_usage;
+            token_file = v;
+            continue;
+        }
+        if (strcmp(a, "--json") == 0) {
+            want_json = true;
+            continue;
+        }
+        if (strncmp(a, "--watch=", 8) == 0) {
+            if (!parse_seconds(a + 8, &ctl.watch_s))
+                goto bad_usage;
+            want_watch = true;
+            continue;
+        }
+        if (strcmp(a, "--watch") == 0) {
+            want_watch = true;
+            if (i + 1 < argc && parse_seconds(argv[i + 1], &ctl.watch_s))
+                i++;
+            continue;
+        }
+        if (a[0] == '-') {
+            fprintf(stderr, "walmirrorctl: unknown option \"%s\"\n", a);
+            goto bad_usage;
+        }
+        if (command == NULL)
+            command = a;
+        else
+            extra = true;
     }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        usage(stdout);
-        return 0;
-    }
-    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
-        printf("walmirrorctl %s\n", WALMIRROR_VERSION);
-        return 0;
-    }
-    if (strcmp(argv[1], "-c") == 0)
-        i = 3;
-    if (i >= argc) {
-        usage(stderr);
-        return 2;
-    }
-    for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
-        if (strcmp(argv[i], commands[k]) == 0) {
-            fprintf(stderr, "walmirrorctl: \"%s\" is not implemented in this build\n", argv[i]);
+    if (command == NULL)
+        goto bad_usage;
+    for (size_t k = 0; k < sizeof(not_implemented) / sizeof(not_implemented[0]); k++)
+        if (strcmp(command, not_implemented[k]) == 0) {
+            fprintf(stderr, "walmirrorctl: \"%s\" is not implemented yet\n", command);
             return 1;
         }
-    fprintf(stderr, "walmirrorctl: unknown command \"%s\"\n", argv[i]);
+    if (strcmp(command, "status") != 0 && strcmp(command, "pause") != 0 &&
+        strcmp(command, "resume") != 0) {
+        fprintf(stderr, "walmirrorctl: unknown command \"%s\"\n", command);
+        goto bad_usage;
+    }
+    if (extra || ((want_json || want_watch) && strcmp(command, "status") != 0))
+        goto bad_usage;
+    ctl.json = want_json;
+    ctl.watch = want_watch;
+
+    if (config != NULL) {
+        if (load_config(config, &cfg) < 0)
+            return 2;
+        have_cfg = true;
+        if (ctl.n_urls == 0 && url_of_listen(&ctl, &cfg.http_listen) < 0) {
+            fprintf(stderr, "walmirrorctl: %s: http_listen too long for a URL\n", config);
+            rc = 2;
+            goto out;
+        }
+        if (token_file == NULL)
+            token_file = cfg.http_token_file;
+    }
+    if (ctl.n_urls == 0 && add_url(&ctl, "http://127.0.0.1:8008") < 0)
+        goto out;
+    if (token_file != NULL && load_token(&ctl, token_file) < 0)
+        goto out;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal; /* no SA_RESTART: the --watch sleep ends at once */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "walmirrorctl: cannot initialise libcurl\n");
+        goto out;
+    }
+    if (strcmp(command, "status") == 0)
+        rc = cmd_status(&ctl);
+    else
+        rc = cmd_action(&ctl, command);
+    curl_global_cleanup();
+out:
+    if (ctl.token != NULL) {
+        memset(ctl.token, 0, strlen(ctl.token));
+        free(ctl.token);
+    }
+    if (have_cfg)
+        config_free(&cfg);
+    return rc;
+
+bad_usage:
     usage(stderr);
     return 2;
 }

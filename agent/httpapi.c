@@ -1,0 +1,685 @@
+/*
+ * httpapi.c - the agent's HTTP API (contract in httpapi.h): libmicrohttpd with its own polling
+ * thread, JSON by jansson.
+ *
+ * Lifecycle: httpapi_start() parses "host:port" / "[v6]:port", decides on access control (a
+ * loopback address may go without a token; any other address needs http_token_file), reads the
+ * token, and starts one MHD daemon whose internal thread answers every request.  Handlers only
+ * copy the snapshot out of the status board or set a request bit on it (status.h), both under
+ * the board's mutex, so they never block the agent's loop for longer than a struct copy.
+ * httpapi_stop() stops the thread and closes the socket; it returns once no handler runs.
+ *
+ * Every request is answered from the first call of the access handler, before any body is
+ * read: no endpoint takes a body, and MHD closes the connection after the response when a body
+ * was sent anyway, so a client cannot make the agent buffer anything.
+ *
+ * JSON numbers: jansson's integers are signed 64-bit.  A uint64_t above INT64_MAX (a
+ * system_id made after 2038, an absurd LSN) is written as a decimal string instead.  LSNs are
+ * also given as PostgreSQL's "X/X" text in "<name>_lsn_text"; a negative (unknown) lag in
+ * seconds is null.  Strings that are not valid UTF-8 have their non-ASCII bytes replaced by '?'.
+ *
+ * Failure semantics: httpapi_start() returns a negative errno and one line in err, having
+ * started nothing.  Once running, a failure to build a response (out of memory) makes MHD drop
+ * that connection; nothing is fatal to the agent.
+ */
+#include "httpapi.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define HTTPAPI_TOKEN_MAX 4096  /* bytes in a token file */
+#define HTTPAPI_CONN_LIMIT 32   /* concurrent connections */
+#define HTTPAPI_PER_IP_LIMIT 16 /* concurrent connections from one address */
+#define HTTPAPI_TIMEOUT_S 10    /* idle connection timeout */
+
+struct httpapi {
+    struct MHD_Daemon *daemon;
+    struct status_board *board;
+    int port;
+    char listen[300]; /* hostport as given, for messages */
+    bool has_token;
+    unsigned char token_digest[32]; /* SHA-256 of the token: compared in constant time */
+    atomic_bool starting;           /* MHD messages go to start_msg too while true */
+    char start_msg[256];
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Start-up helpers                                                                          */
+
+/* Splits "host:port" or "[host]:port" into host[hostcap] and *port (0..65535). */
+static int
+split_hostport(const char *hp, char *host, size_t hostcap, unsigned *port)
+{
+    const char *colon, *end;
+    size_t hlen;
+    char *stop;
+    unsigned long p;
+
+    if (hp[0] == '[') {
+        end = strchr(hp, ']');
+        if (end == NULL || end[1] != ':')
+            return -EINVAL;
+        hp++;
+        hlen = (size_t)(end - hp);
+        colon = end + 1;
+    } else {
+        colon = strrchr(hp, ':');
+        if (colon == NULL || memchr(hp, ':', (size_t)(colon - hp)) != NULL)
+            return -EINVAL; /* no port, or an IPv6 address without brackets */
+        hlen = (size_t)(colon - hp);
+    }
+    if (hlen == 0 || hlen >= hostcap || colon[1] < '0' || colon[1] > '9')
+        return -EINVAL;
+    errno = 0;
+    p = strtoul(colon + 1, &stop, 10);
+    if (errno != 0 || *stop != '\0' || p > 65535)
+        return -EINVAL;
+    memcpy(host, hp, hlen);
+    host[hlen] = '\0';
+    *port = (unsigned)p;
+    return 0;
+}
+
+static bool
+is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return true;
+        /* ::ffff:127.x.y.z */
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return false;
+}
+
+/*
+ * Reads the token from path: the whole file less trailing whitespace, 1..HTTPAPI_TOKEN_MAX
+ * printable ASCII bytes without spaces, in a file that other users cannot read or write.
+ * Stores its SHA-256 in h->token_digest.
+ */
+static int
+read_token(struct httpapi *h, const char *path, char *err, size_t errlen)
+{
+    char buf[HTTPAPI_TOKEN_MAX + 2];
+    struct stat st;
+    size_t n = 0;
+    ssize_t r;
+    unsigned mdlen = 0;
+    int fd, rc = 0;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "http_token_file %s: cannot read: %s", path, strerror(-rc));
+        return rc;
+    }
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "http_token_file %s: %s", path, strerror(-rc));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = -EINVAL;
+        snprintf(err, errlen, "http_token_file %s: not a regular file", path);
+        goto out;
+    }
+    if ((st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
+        rc = -EPERM;
+        snprintf(err, errlen,
+                 "http_token_file %s: other users can read or write it (mode %04o): chmod o-rw",
+                 path, (unsigned)(st.st_mode & 07777));
+        goto out;
+    }
+    while (n < sizeof(buf)) {
+        r = read(fd, buf + n, sizeof(buf) - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = -errno;
+            snprintf(err, errlen, "http_token_file %s: cannot read: %s", path, strerror(-rc));
+            goto out;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    /* A full buffer holds HTTPAPI_TOKEN_MAX + 2 bytes or more: too long, whatever follows. */
+    while (n > 0 && n < sizeof(buf) &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
+    if (n > HTTPAPI_TOKEN_MAX) {
+        rc = -EINVAL;
+        snprintf(err, errlen, "http_token_file %s: longer than %d bytes", path, HTTPAPI_TOKEN_MAX);
+        goto out;
+    }
+    if (n == 0) {
+        rc = -EINVAL;
+        snprintf(err, errlen, "http_token_file %s: the token is empty", path);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
+            rc = -EINVAL;
+            snprintf(err, errlen,
+                     "http_token_file %s: the token must be printable ASCII without spaces", path);
+            goto out;
+        }
+    if (EVP_Digest(buf, n, h->token_digest, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+        rc = -ENOMEM;
+        snprintf(err, errlen, "http_token_file %s: SHA-256 failed", path);
+        goto out;
+    }
+    h->has_token = true;
+out:
+    OPENSSL_cleanse(buf, sizeof(buf));
+    close(fd);
+    return rc;
+}
+
+/* MHD's error log: to log.h; during start-up, into start_msg for httpapi_start() instead. */
+static void
+mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    struct httpapi *h = cls;
+    char msg[512], line[512];
+
+    if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
+        return;
+    log_one_line(line, sizeof(line), msg);
+    if (atomic_load(&h->starting)) {
+        /* httpapi_start() reports it; a log line too would say the same thing twice */
+        size_t n = strlen(line);
+        if (n >= sizeof(h->start_msg))
+            n = sizeof(h->start_msg) - 1;
+        memcpy(h->start_msg, line, n);
+        h->start_msg[n] = '\0';
+        return;
+    }
+    log_warning("http", "%s", line);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* JSON                                                                                      */
+
+/* A string of at most cap bytes (a fixed array that may lack its NUL), made valid UTF-8. */
+static json_t *
+json_fixed_string(const char *s, size_t cap)
+{
+    size_t n = strnlen(s, cap);
+    json_t *j = json_stringn(s, n);
+    char *copy;
+
+    if (j != NULL)
+        return j;
+    copy = malloc(n + 1);
+    if (copy == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        copy[i] = (unsigned char)s[i] >= 0x80 ? '?' : s[i];
+    copy[n] = '\0';
+    j = json_stringn(copy, n);
+    free(copy);
+    return j;
+}
+
+static json_t *
+json_u64(uint64_t v)
+{
+    char text[24];
+
+    if (v <= (uint64_t)INT64_MAX)
+        return json_integer((json_int_t)v);
+    snprintf(text, sizeof(text), "%" PRIu64, v);
+    return json_string(text);
+}
+
+/* Seconds, or null when negative (unknown) or not finite. */
+static json_t *
+json_seconds(double s)
+{
+    if (!isfinite(s) || s < 0)
+        return json_null();
+    return json_real(s);
+}
+
+static json_t *
+json_lsn_text(uint64_t lsn)
+{
+    char text[24];
+
+    snprintf(text, sizeof(text), "%" PRIX32 "/%" PRIX32, (uint32_t)(lsn >> 32), (uint32_t)lsn);
+    return json_string(text);
+}
+
+/* Sets key to v (taking the reference); false if v is NULL or the set failed. */
+static bool
+put(json_t *o, const char *key, json_t *v)
+{
+    return v != NULL && json_object_set_new(o, key, v) == 0;
+}
+
+static bool
+put_lsn(json_t *o, const char *key, uint64_t lsn)
+{
+    char textkey[64];
+    int n = snprintf(textkey, sizeof(textkey), "%s_text", key);
+
+    if (n < 0 || (size_t)n >= sizeof(textkey))
+        return false;
+    return put(o, key, json_u64(lsn)) && put(o, textkey, json_lsn_text(lsn));
+}
+
+#define PUT_STR(o, s, field) put((o), #field, json_fixed_string((s)->field, sizeof((s)->field)))
+
+/* The snapshot as a JSON object; NULL when out of memory. */
+static json_t *
+snapshot_json(const struct status_snapshot *s)
+{
+    json_t *o = json_object();
+    bool ok;
+
+    if (o == NULL)
+        return NULL;
+    ok = PUT_STR(o, s, node_name) && PUT_STR(o, s, role) && PUT_STR(o, s, pg_state) &&
+         put(o, "system_id", json_u64(s->system_id)) &&
+         put(o, "timeline", json_integer(s->timeline)) && put(o, "epoch", json_u64(s->epoch)) &&
+         put(o, "started_unix_us", json_u64(s->started_unix_us)) &&
+         put(o, "now_unix_us", json_u64(s->now_unix_us)) &&
+         put_lsn(o, "primary_lsn", s->primary_lsn) && put_lsn(o, "sent_lsn", s->sent_lsn) &&
+         put_lsn(o, "write_lsn", s->write_lsn) && put_lsn(o, "flush_lsn", s->flush_lsn) &&
+         put_lsn(o, "apply_lsn", s->apply_lsn) &&
+         put(o, "write_lag_bytes", json_u64(s->write_lag_bytes)) &&
+         put(o, "flush_lag_bytes", json_u64(s->flush_lag_bytes)) &&
+         put(o, "apply_lag_bytes", json_u64(s->apply_lag_bytes)) &&
+         put(o, "write_lag_s", json_seconds(s->write_lag_s)) &&
+         put(o, "flush_lag_s", json_seconds(s->flush_lag_s)) &&
+         put(o, "apply_lag_s", json_seconds(s->apply_lag_s)) && PUT_STR(o, s, sync_state) &&
+         PUT_STR(o, s, peer_name) && PUT_STR(o, s, peer_addr) &&
+         put(o, "link_up", json_boolean(s->link_up)) && put(o, "rtt_us", json_u64(s->rtt_us)) &&
+         put(o, "wal_raw_bytes", json_u64(s->wal_raw_bytes)) &&
+         put(o, "wal_wire_bytes", json_u64(s->wal_wire_bytes)) &&
+         put(o, "failover_paused", json_boolean(s->failover_paused)) &&
+         PUT_STR(o, s, maintenance) && PUT_STR(o, s, last_error);
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Responses                                                                                 */
+
+/* Queues o (consumed) as the JSON response with this status; extra headers as name/value
+ * pairs, NULL-terminated. */
+static enum MHD_Result reply_json(struct MHD_Connection *c, unsigned code, json_t *o, ...)
+    __attribute__((sentinel));
+
+static enum MHD_Result
+reply_json(struct MHD_Connection *c, unsigned code, json_t *o, ...)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    const char *name, *value;
+    char *text, *body;
+    size_t len;
+    va_list ap;
+
+    if (o == NULL)
+        return MHD_NO;
+    text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (text == NULL)
+        return MHD_NO;
+    /* A trailing newline, for the benefit of curl in a terminal. */
+    len = strlen(text);
+    body = realloc(text, len + 2);
+    if (body == NULL) {
+        free(text);
+        return MHD_NO;
+    }
+    body[len++] = '\n';
+    body[len] = '\0';
+    resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL)
+        free(body);
+    if (resp == NULL)
+        return MHD_NO;
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") !=
+            MHD_YES ||
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES) {
+        MHD_destroy_response(resp);
+        return MHD_NO;
+    }
+    va_start(ap, o);
+    while ((name = va_arg(ap, const char *)) != NULL) {
+        value = va_arg(ap, const char *);
+        if (MHD_add_response_header(resp, name, value) != MHD_YES) {
+            va_end(ap);
+            MHD_destroy_response(resp);
+            return MHD_NO;
+        }
+    }
+    va_end(ap);
+    ret = MHD_queue_response(c, code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static json_t *
+error_body(const char *msg)
+{
+    json_t *o = json_object();
+
+    if (o != NULL && !put(o, "error", json_string(msg))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+#define CLIENT_HOST_MAX (INET6_ADDRSTRLEN + 16) /* with a zone */
+#define CLIENT_NAME_MAX (CLIENT_HOST_MAX + 8 + 4)
+
+/* "ADDR:PORT" or "[ADDR]:PORT" of the client, for log lines; "?" if unknown. */
+static void
+client_name(struct MHD_Connection *c, char *buf, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char host[CLIENT_HOST_MAX], serv[8];
+    socklen_t len;
+
+    snprintf(buf, cap, "?");
+    if (ci == NULL || ci->client_addr == NULL)
+        return;
+    len = ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                 : sizeof(struct sockaddr_in);
+    if (getnameinfo(ci->client_addr, len, host, sizeof(host), serv, sizeof(serv),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return;
+    if (ci->client_addr->sa_family == AF_INET6)
+        snprintf(buf, cap, "[%s]:%s", host, serv);
+    else
+        snprintf(buf, cap, "%s:%s", host, serv);
+}
+
+/* A copy of client-supplied text for a log line: at most cap - 1 bytes, each byte outside
+ * printable ASCII replaced by '?', so that a request cannot forge log lines. */
+static const char *
+printable(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+
+    for (; src[n] != '\0' && n + 1 < cap; n++)
+        dst[n] = (unsigned char)src[n] < 0x20 || (unsigned char)src[n] >= 0x7f ? '?' : src[n];
+    dst[n] = '\0';
+    return dst;
+}
+
+/* True if the request carries "Authorization: Bearer <token>" with the right token. */
+static bool
+authorized(const struct httpapi *h, struct MHD_Connection *c)
+{
+    const char *auth;
+    unsigned char digest[32];
+    unsigned mdlen = 0;
+
+    if (!h->has_token)
+        return true;
+    auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0)
+        return false;
+    auth += 7;
+    while (*auth == ' ')
+        auth++;
+    /* Comparing digests keeps the time independent of where the tokens differ and of the
+     * length of the token sent. */
+    if (EVP_Digest(auth, strlen(auth), digest, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return false;
+    return CRYPTO_memcmp(digest, h->token_digest, sizeof(digest)) == 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The request handler                                                                       */
+
+enum route {
+    ROUTE_NONE = 0,
+    ROUTE_STATUS,
+    ROUTE_PAUSE,
+    ROUTE_RESUME,
+};
+
+static enum route
+route_of(const char *url)
+{
+    if (strcmp(url, "/status") == 0)
+        return ROUTE_STATUS;
+    if (strcmp(url, "/pause") == 0)
+        return ROUTE_PAUSE;
+    if (strcmp(url, "/resume") == 0)
+        return ROUTE_RESUME;
+    return ROUTE_NONE;
+}
+
+static enum MHD_Result
+handle_action(struct httpapi *h, struct MHD_Connection *c, enum route r)
+{
+    struct status_snapshot snap;
+    const char *what = r == ROUTE_PAUSE ? "pause" : "resume";
+    char who[CLIENT_NAME_MAX];
+    json_t *o;
+
+    status_request(h->board, r == ROUTE_PAUSE ? STATUS_REQ_PAUSE : STATUS_REQ_RESUME);
+    client_name(c, who, sizeof(who));
+    log_info("http", "POST /%s from %s: automatic fail-over %s requested", what, who, what);
+    status_read(h->board, &snap);
+    o = json_object();
+    if (o == NULL)
+        return MHD_NO;
+    if (!put(o, "requested", json_string(what)) || !PUT_STR(o, &snap, node_name)) {
+        json_decref(o);
+        return MHD_NO;
+    }
+    return reply_json(c, MHD_HTTP_ACCEPTED, o, NULL);
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+           const char *version, const char *upload_data, size_t *upload_data_size, void **req)
+{
+    struct httpapi *h = cls;
+    struct status_snapshot snap;
+    enum route r = route_of(url);
+    bool get =
+        strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+    char who[CLIENT_NAME_MAX], m[16], path[128];
+
+    /* Answered at the first call, before any body: see the header comment. */
+    (void)version;
+    (void)upload_data;
+    (void)upload_data_size;
+    (void)req;
+
+    if (!authorized(h, c)) {
+        client_name(c, who, sizeof(who));
+        log_warning("http", "%s %s from %s: missing or wrong bearer token",
+                    printable(m, sizeof(m), method), printable(path, sizeof(path), url), who);
+        return reply_json(c, MHD_HTTP_UNAUTHORIZED, error_body("missing or wrong bearer token"),
+                          MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"walmirror\"", NULL);
+    }
+    switch (r) {
+    case ROUTE_STATUS:
+        if (!get)
+            return reply_json(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                              error_body("method not allowed: /status takes GET"),
+                              MHD_HTTP_HEADER_ALLOW, "GET, HEAD", NULL);
+        status_read(h->board, &snap);
+        return reply_json(c, MHD_HTTP_OK, snapshot_json(&snap), NULL);
+    case ROUTE_PAUSE:
+    case ROUTE_RESUME:
+        if (!post)
+            return reply_json(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                              error_body(r == ROUTE_PAUSE
+                                             ? "method not allowed: /pause takes POST"
+                                             : "method not allowed: /resume takes POST"),
+                              MHD_HTTP_HEADER_ALLOW, "POST", NULL);
+        return handle_action(h, c, r);
+    case ROUTE_NONE:
+        break;
+    }
+    return reply_json(c, MHD_HTTP_NOT_FOUND,
+                      error_body("no such endpoint (try GET /status, POST /pause, POST /resume)"),
+                      NULL);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Start and stop                                                                            */
+
+int
+httpapi_start(struct httpapi **out, const char *hostport, const char *token_file,
+              struct status_board *board, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG};
+    struct addrinfo *ai = NULL;
+    struct sockaddr_storage addr;
+    const union MHD_DaemonInfo *info;
+    struct httpapi *h;
+    char host[300], portstr[8];
+    unsigned port, flags;
+    int rc, n;
+
+    *out = NULL;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (split_hostport(hostport, host, sizeof(host), &port) < 0) {
+        snprintf(err, errlen, "http_listen %s: expected host:port or [ipv6]:port", hostport);
+        return -EINVAL;
+    }
+    n = snprintf(portstr, sizeof(portstr), "%u", port);
+    if (n < 0 || (size_t)n >= sizeof(portstr))
+        return -EINVAL;
+    rc = getaddrinfo(host, portstr, &hints, &ai);
+    if (rc == EAI_ADDRFAMILY || rc == EAI_NONAME) {
+        /* AI_ADDRCONFIG hides ::1 on a host with only loopback configured: try without. */
+        hints.ai_flags &= ~AI_ADDRCONFIG;
+        rc = getaddrinfo(host, portstr, &hints, &ai);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "http_listen %s: cannot resolve \"%s\": %s", hostport, host,
+                 gai_strerror(rc));
+        return rc == EAI_MEMORY ? -ENOMEM : -EADDRNOTAVAIL;
+    }
+    if (ai->ai_addrlen > sizeof(addr) || (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)) {
+        freeaddrinfo(ai);
+        snprintf(err, errlen, "http_listen %s: not an IPv4 or IPv6 address", hostport);
+        return -EAFNOSUPPORT;
+    }
+    memset(&addr, 0, sizeof(addr));
+    memcpy(&addr, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+
+    if (!is_loopback((struct sockaddr *)&addr) && token_file == NULL) {
+        snprintf(err, errlen, "http_listen %s is not a loopback address: set http_token_file",
+                 hostport);
+        return -EPERM;
+    }
+
+    h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        snprintf(err, errlen, "http_listen %s: out of memory", hostport);
+        return -ENOMEM;
+    }
+    h->board = board;
+    snprintf(h->listen, sizeof(h->listen), "%s", hostport);
+    if (token_file != NULL) {
+        rc = read_token(h, token_file, err, errlen);
+        if (rc < 0) {
+            OPENSSL_cleanse(h, sizeof(*h));
+            free(h);
+            return rc;
+        }
+    }
+
+    flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+    if (addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    atomic_store(&h->starting, true);
+    errno = 0;
+    /* The logger first, so that MHD sends every message through it. */
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+                                 mhd_logger, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTPAPI_CONN_LIMIT,
+                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTPAPI_PER_IP_LIMIT,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPAPI_TIMEOUT_S,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_END);
+    rc = errno;
+    atomic_store(&h->starting, false);
+    if (h->daemon == NULL) {
+        /* MHD leaves the errno of the call that failed (EADDRINUSE from bind, say); its own
+         * message names port 0, since the address came in MHD_OPTION_SOCK_ADDR. */
+        snprintf(err, errlen, "http_listen %s: cannot start the HTTP server: %s", hostport,
+                 rc != 0                   ? strerror(rc)
+                 : h->start_msg[0] != '\0' ? h->start_msg
+                                           : "libmicrohttpd failed");
+        OPENSSL_cleanse(h, sizeof(*h));
+        free(h);
+        return rc > 0 ? -rc : -EIO;
+    }
+    info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (info == NULL || info->port == 0) {
+        snprintf(err, errlen, "http_listen %s: cannot read the bound port", hostport);
+        MHD_stop_daemon(h->daemon);
+        free(h);
+        return -EIO;
+    }
+    h->port = info->port;
+    log_info("http", "HTTP API on %s (port %d)%s", hostport, h->port,
+             h->has_token ? ", bearer token required" : "");
+    *out = h;
+    return 0;
+}
+
+int
+httpapi_port(const struct httpapi *h)
+{
+    return h->port;
+}
+
+void
+httpapi_stop(struct httpapi *h)
+{
+    if (h == NULL)
+        return;
+    MHD_stop_daemon(h->daemon);
+    OPENSSL_cleanse(h->token_digest, sizeof(h->token_digest));
+    free(h);
+}

@@ -1,0 +1,31 @@
+/*
+ * httpapi.h - the agent's HTTP API on http_listen (libmicrohttpd, its own polling thread;
+ * JSON by jansson).
+ *
+ *   GET  /status         the status snapshot as JSON (status.h; LSNs also as "X/X" strings)
+ *   POST /pause          pause automatic fail-over   -> 202 {"requested":"pause"}
+ *   POST /resume         resume it                   -> 202 {"requested":"resume"}
+ *   anything else        404 / 405 with a JSON {"error": "..."} body
+ *
+ * Access: when bound to a loopback address, no token is needed.  When http_listen is not a
+ * loopback address, http_token_file is required (httpapi_start refuses otherwise) and every
+ * request must carry "Authorization: Bearer <token>" (compared in constant time), else 401.
+ * POST requests are refused on any address unless they carry the token when one is set.
+ */
+#ifndef WALMIRROR_AGENT_HTTPAPI_H
+#define WALMIRROR_AGENT_HTTPAPI_H
+
+#include "err.h"
+#include "status.h"
+
+struct httpapi;
+
+/* Starts serving on hostport ("127.0.0.1:8008"; port 0 picks one).  token_file may be NULL.
+ * On failure returns a negative errno with a message in err. */
+WM_MUSTCHECK int httpapi_start(struct httpapi **out, const char *hostport, const char *token_file,
+                               struct status_board *board, char *err, size_t errlen);
+/* The port actually bound. */
+int httpapi_port(const struct httpapi *h);
+void httpapi_stop(struct httpapi *h);
+
+#endif

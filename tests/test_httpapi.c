@@ -1,0 +1,865 @@
+/*
+ * test_httpapi.c - Check suite for agent/httpapi.c (the agent's HTTP API) and for walmirrorctl
+ * as a process against it.
+ *
+ * The API runs on 127.0.0.1 port 0 over a real status board; requests go through libcurl and
+ * answers are parsed with jansson.  Covered: every snapshot field and its value, LSN text,
+ * null for unknown lag, pause / resume reaching the board, 404 / 405 with Allow, JSON error
+ * bodies, the loopback rule, bearer tokens (missing, wrong, right; bad token files), snapshots
+ * published from another thread while requests read them (never torn), and walmirrorctl's
+ * table, JSON, unreachable agent, -c FILE, token and usage errors.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "httpapi.h"
+#include "status.h"
+#include "testutil.h"
+
+#define CTL WM_BINARY_DIR "/tools/walmirrorctl"
+
+/* ---------------------------------------------------------------------------------------- */
+/* Fixture: a board with a filled snapshot and the API on 127.0.0.1:0                         */
+
+static struct status_board board;
+static struct httpapi *api;
+static char *dir;
+static char base[64];
+
+static void
+fill_snapshot(struct status_snapshot *s)
+{
+    memset(s, 0, sizeof(*s));
+    snprintf(s->node_name, sizeof(s->node_name), "site-a");
+    snprintf(s->role, sizeof(s->role), "source");
+    snprintf(s->pg_state, sizeof(s->pg_state), "primary");
+    s->system_id = 7301234567890123456ULL;
+    s->timeline = 3;
+    s->epoch = 5;
+    s->started_unix_us = 1700000000000000ULL;
+    s->now_unix_us = 1700000012345678ULL;
+    s->primary_lsn = 0x3000100;
+    s->sent_lsn = 0x3000060;
+    s->write_lsn = 0x10000002AULL;
+    s->flush_lsn = 0x3000000;
+    s->apply_lsn = 0;
+    s->write_lag_bytes = 0xa0;
+    s->flush_lag_bytes = 0x100;
+    s->apply_lag_bytes = 0x3000100;
+    s->write_lag_s = 0.25;
+    s->flush_lag_s = -1;
+    s->apply_lag_s = 1.5;
+    snprintf(s->sync_state, sizeof(s->sync_state), "sync");
+    snprintf(s->peer_name, sizeof(s->peer_name), "site-b");
+    snprintf(s->peer_addr, sizeof(s->peer_addr), "127.0.0.1:7002");
+    s->link_up = true;
+    s->rtt_us = 420;
+    s->wal_raw_bytes = 1000000;
+    s->wal_wire_bytes = 400000;
+    s->failover_paused = false;
+    snprintf(s->maintenance, sizeof(s->maintenance), "none");
+    snprintf(s->last_error, sizeof(s->last_error), "link to site-b: reset");
+}
+
+static void
+start_api(const char *token_file)
+{
+    struct status_snapshot s;
+    char err[512];
+    int rc;
+
+    status_board_init(&board);
+    fill_snapshot(&s);
+    status_publish(&board, &s);
+    rc = httpapi_start(&api, "127.0.0.1:0", token_file, &board, err, sizeof(err));
+    ck_assert_msg(rc == 0, "httpapi_start: %d %s", rc, err);
+    ck_assert_int_gt(httpapi_port(api), 0);
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", httpapi_port(api));
+}
+
+static void
+setup(void)
+{
+    dir = tu_tmpdir("httpapi");
+    api = NULL;
+    start_api(NULL);
+}
+
+static void
+teardown(void)
+{
+    httpapi_stop(api);
+    api = NULL;
+    status_board_destroy(&board);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* An HTTP client                                                                            */
+
+struct resp {
+    long code;
+    char body[65536];
+    size_t len;
+    char ctype[128];
+    char allow[128];
+    char www[128];
+};
+
+static size_t
+on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct resp *r = ud;
+    size_t n = size * nmemb;
+
+    if (r->len + n >= sizeof(r->body))
+        return 0;
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return n;
+}
+
+static void
+header_value(char *dst, size_t cap, const char *line, size_t n, const char *name)
+{
+    size_t k = strlen(name);
+
+    if (n > k + 1 && strncasecmp(line, name, k) == 0 && line[k] == ':') {
+        const char *v = line + k + 1;
+        size_t vl = n - k - 1;
+        while (vl > 0 && *v == ' ')
+            v++, vl--;
+        while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == '\n'))
+            vl--;
+        if (vl >= cap)
+            vl = cap - 1;
+        memcpy(dst, v, vl);
+        dst[vl] = '\0';
+    }
+}
+
+static size_t
+on_header(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct resp *r = ud;
+    size_t n = size * nmemb;
+
+    header_value(r->ctype, sizeof(r->ctype), data, n, "Content-Type");
+    header_value(r->allow, sizeof(r->allow), data, n, "Allow");
+    header_value(r->www, sizeof(r->www), data, n, "WWW-Authenticate");
+    return n;
+}
+
+/* method "GET" or "POST"; auth: a full "Authorization: ..." header line, or NULL. */
+static void
+request(struct resp *r, const char *method, const char *path, const char *auth)
+{
+    char url[256];
+    struct curl_slist *h = NULL;
+    CURL *c = curl_easy_init();
+    CURLcode rc;
+
+    memset(r, 0, sizeof(*r));
+    ck_assert_ptr_nonnull(c);
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    if (auth != NULL) {
+        h = curl_slist_append(NULL, auth);
+        ck_assert_ptr_nonnull(h);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    if (strcmp(method, "POST") == 0) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    }
+    rc = curl_easy_perform(c);
+    ck_assert_msg(rc == CURLE_OK, "%s %s: %s", method, url, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->code);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+}
+
+static json_t *
+parse_object(const struct resp *r)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(r->body, r->len, 0, &jerr);
+
+    ck_assert_msg(o != NULL, "not JSON (%s): %s", jerr.text, r->body);
+    ck_assert_msg(json_is_object(o), "not an object: %s", r->body);
+    return o;
+}
+
+/* The "error" member of a JSON error body. */
+static void
+expect_json_error(const struct resp *r, const char *substr)
+{
+    json_t *o = parse_object(r);
+    const char *msg = json_string_value(json_object_get(o, "error"));
+
+    ck_assert_msg(msg != NULL, "no \"error\" in %s", r->body);
+    ck_assert_msg(strstr(msg, substr) != NULL, "error \"%s\" lacks \"%s\"", msg, substr);
+    ck_assert_str_eq(r->ctype, "application/json");
+    json_decref(o);
+}
+
+static void
+expect_int(const json_t *o, const char *key, long long v)
+{
+    const json_t *j = json_object_get(o, key);
+
+    ck_assert_msg(json_is_integer(j), "%s is not an integer", key);
+    ck_assert_msg(json_integer_value(j) == v, "%s = %lld, expected %lld", key,
+                  (long long)json_integer_value(j), v);
+}
+
+static void
+expect_str(const json_t *o, const char *key, const char *v)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+
+    ck_assert_msg(s != NULL, "%s is not a string", key);
+    ck_assert_str_eq(s, v);
+}
+
+static void
+expect_real(const json_t *o, const char *key, double v)
+{
+    const json_t *j = json_object_get(o, key);
+
+    ck_assert_msg(json_is_number(j), "%s is not a number", key);
+    ck_assert_double_eq_tol(json_number_value(j), v, 1e-9);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The API                                                                                   */
+
+START_TEST(status_fields)
+{
+    struct resp r;
+    json_t *o;
+
+    request(&r, "GET", "/status", NULL);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.ctype, "application/json");
+    o = parse_object(&r);
+    expect_str(o, "node_name", "site-a");
+    expect_str(o, "role", "source");
+    expect_str(o, "pg_state", "primary");
+    expect_int(o, "system_id", 7301234567890123456LL);
+    expect_int(o, "timeline", 3);
+    expect_int(o, "epoch", 5);
+    expect_int(o, "started_unix_us", 1700000000000000LL);
+    expect_int(o, "now_unix_us", 1700000012345678LL);
+    expect_int(o, "primary_lsn", 0x3000100);
+    expect_str(o, "primary_lsn_text", "0/3000100");
+    expect_int(o, "sent_lsn", 0x3000060);
+    expect_str(o, "sent_lsn_text", "0/3000060");
+    expect_int(o, "write_lsn", 0x10000002ALL);
+    expect_str(o, "write_lsn_text", "1/2A");
+    expect_int(o, "flush_lsn", 0x3000000);
+    expect_str(o, "flush_lsn_text", "0/3000000");
+    expect_int(o, "apply_lsn", 0);
+    expect_str(o, "apply_lsn_text", "0/0");
+    expect_int(o, "write_lag_bytes", 0xa0);
+    expect_int(o, "flush_lag_bytes", 0x100);
+    expect_int(o, "apply_lag_bytes", 0x3000100);
+    expect_real(o, "write_lag_s", 0.25);
+    ck_assert_msg(json_is_null(json_object_get(o, "flush_lag_s")), "unknown lag is not null");
+    expect_real(o, "apply_lag_s", 1.5);
+    expect_str(o, "sync_state", "sync");
+    expect_str(o, "peer_name", "site-b");
+    expect_str(o, "peer_addr", "127.0.0.1:7002");
+    ck_assert(json_is_true(json_object_get(o, "link_up")));
+    expect_int(o, "rtt_us", 420);
+    expect_int(o, "wal_raw_bytes", 1000000);
+    expect_int(o, "wal_wire_bytes", 400000);
+    ck_assert(json_is_false(json_object_get(o, "failover_paused")));
+    expect_str(o, "maintenance", "none");
+    expect_str(o, "last_error", "link to site-b: reset");
+    /* every field of the snapshot, nothing more: 29 fields and 5 LSN texts */
+    ck_assert_uint_eq(json_object_size(o), 34);
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(status_edge_values)
+{
+    struct status_snapshot s;
+    struct resp r;
+    json_t *o;
+
+    fill_snapshot(&s);
+    s.system_id = 0xF000000000000001ULL; /* above INT64_MAX: a decimal string */
+    s.sent_lsn = 0xFFFFFFFF00000001ULL;
+    s.write_lag_s = -0.5;
+    s.apply_lag_s = 0;
+    memcpy(s.node_name, "site-\xff", 7);             /* not UTF-8 */
+    memset(s.last_error, 'x', sizeof(s.last_error)); /* no NUL */
+    status_publish(&board, &s);
+    request(&r, "GET", "/status", NULL);
+    ck_assert_int_eq(r.code, 200);
+    o = parse_object(&r);
+    expect_str(o, "system_id", "17293822569102704641");
+    expect_str(o, "sent_lsn", "18446744069414584321");
+    expect_str(o, "sent_lsn_text", "FFFFFFFF/1");
+    ck_assert(json_is_null(json_object_get(o, "write_lag_s")));
+    expect_real(o, "apply_lag_s", 0);
+    expect_str(o, "node_name", "site-?");
+    ck_assert_uint_eq(strlen(json_string_value(json_object_get(o, "last_error"))),
+                      sizeof(s.last_error));
+    json_decref(o);
+}
+END_TEST
+
+START_TEST(pause_resume)
+{
+    struct resp r;
+    json_t *o;
+
+    ck_assert_uint_eq(status_take(&board), 0);
+    request(&r, "POST", "/pause", NULL);
+    ck_assert_int_eq(r.code, 202);
+    o = parse_object(&r);
+    expect_str(o, "requested", "pause");
+    expect_str(o, "node_name", "site-a");
+    json_decref(o);
+    ck_assert_uint_eq(status_take(&board), 1u << STATUS_REQ_PAUSE);
+    ck_assert_uint_eq(status_take(&board), 0);
+
+    request(&r, "POST", "/resume", NULL);
+    ck_assert_int_eq(r.code, 202);
+    o = parse_object(&r);
+    expect_str(o, "requested", "resume");
+    json_decref(o);
+    ck_assert_uint_eq(status_take(&board), 1u << STATUS_REQ_RESUME);
+}
+END_TEST
+
+START_TEST(wrong_method_and_path)
+{
+    struct resp r;
+
+    request(&r, "GET", "/pause", NULL);
+    ck_assert_int_eq(r.code, 405);
+    ck_assert_str_eq(r.allow, "POST");
+    expect_json_error(&r, "POST");
+    request(&r, "GET", "/resume", NULL);
+    ck_assert_int_eq(r.code, 405);
+    ck_assert_str_eq(r.allow, "POST");
+    request(&r, "POST", "/status", NULL);
+    ck_assert_int_eq(r.code, 405);
+    ck_assert_str_eq(r.allow, "GET, HEAD");
+    expect_json_error(&r, "GET");
+    request(&r, "DELETE", "/status", NULL);
+    ck_assert_int_eq(r.code, 405);
+    ck_assert_uint_eq(status_take(&board), 0); /* nothing was requested */
+
+    request(&r, "GET", "/nope", NULL);
+    ck_assert_int_eq(r.code, 404);
+    expect_json_error(&r, "no such endpoint");
+    request(&r, "POST", "/pause/", NULL);
+    ck_assert_int_eq(r.code, 404);
+    request(&r, "GET", "/status?x=1", NULL); /* the query string is not part of the path */
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_uint_eq(status_take(&board), 0);
+}
+END_TEST
+
+START_TEST(loopback_rule)
+{
+    static const char *const open_addrs[] = {"0.0.0.0:0", "192.0.2.1:0", "[::]:0"};
+    struct httpapi *h = (struct httpapi *)1;
+    char err[512], want[256];
+    int rc;
+
+    for (size_t i = 0; i < sizeof(open_addrs) / sizeof(open_addrs[0]); i++) {
+        err[0] = '\0';
+        rc = httpapi_start(&h, open_addrs[i], NULL, &board, err, sizeof(err));
+        ck_assert_int_lt(rc, 0);
+        ck_assert_ptr_null(h);
+        snprintf(want, sizeof(want),
+                 "http_listen %s is not a loopback address: set http_token_file", open_addrs[i]);
+        ck_assert_str_eq(err, want);
+    }
+    /* malformed addresses */
+    rc = httpapi_start(&h, "localhost", NULL, &board, err, sizeof(err));
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "host:port"));
+    rc = httpapi_start(&h, "::1:80", NULL, &board, err, sizeof(err));
+    ck_assert_int_eq(rc, -EINVAL);
+    rc = httpapi_start(&h, "127.0.0.1:65536", NULL, &board, err, sizeof(err));
+    ck_assert_int_eq(rc, -EINVAL);
+    /* the port is taken: a clear failure */
+    snprintf(want, sizeof(want), "127.0.0.1:%d", httpapi_port(api));
+    rc = httpapi_start(&h, want, NULL, &board, err, sizeof(err));
+    ck_assert_int_eq(rc, -EADDRINUSE);
+    ck_assert_ptr_nonnull(strstr(err, want));
+    ck_assert_ptr_nonnull(strstr(err, "Address already in use"));
+}
+END_TEST
+
+START_TEST(ipv6_loopback)
+{
+    struct httpapi *h;
+    struct resp r;
+    char err[512];
+    int rc = httpapi_start(&h, "[::1]:0", NULL, &board, err, sizeof(err));
+
+    if (rc == -EAFNOSUPPORT || rc == -EADDRNOTAVAIL) {
+        fprintf(stderr, "ipv6_loopback: no IPv6 loopback here (%s), skipped\n", err);
+        return;
+    }
+    ck_assert_msg(rc == 0, "%d %s", rc, err);
+    snprintf(base, sizeof(base), "http://[::1]:%d", httpapi_port(h));
+    request(&r, "GET", "/status", NULL);
+    ck_assert_int_eq(r.code, 200);
+    httpapi_stop(h);
+}
+END_TEST
+
+static const char *
+write_token(const char *name, const char *text, mode_t mode)
+{
+    static char path[4096];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_ge(fputs(text, f), 0);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(chmod(path, mode), 0);
+    return path;
+}
+
+START_TEST(token_required)
+{
+    struct resp r;
+    json_t *o;
+
+    httpapi_stop(api);
+    start_api(write_token("token", "s3cret-Token_1\n", 0600));
+
+    request(&r, "GET", "/status", NULL);
+    ck_assert_int_eq(r.code, 401);
+    ck_assert_ptr_nonnull(strstr(r.www, "Bearer"));
+    expect_json_error(&r, "token");
+    request(&r, "GET", "/status", "Authorization: Bearer s3cret-Token_2");
+    ck_assert_int_eq(r.code, 401);
+    request(&r, "GET", "/status", "Authorization: Bearer s3cret-Token_1x");
+    ck_assert_int_eq(r.code, 401);
+    request(&r, "GET", "/status", "Authorization: Basic czNjcmV0LVRva2VuXzE=");
+    ck_assert_int_eq(r.code, 401);
+    request(&r, "GET", "/nope", NULL); /* no token: no hint about which paths exist */
+    ck_assert_int_eq(r.code, 401);
+    request(&r, "POST", "/pause", "Authorization: Bearer wrong");
+    ck_assert_int_eq(r.code, 401);
+    ck_assert_uint_eq(status_take(&board), 0);
+
+    request(&r, "GET", "/status", "Authorization: Bearer s3cret-Token_1");
+    ck_assert_int_eq(r.code, 200);
+    o = parse_object(&r);
+    expect_str(o, "node_name", "site-a");
+    json_decref(o);
+    request(&r, "POST", "/pause", "Authorization: Bearer s3cret-Token_1");
+    ck_assert_int_eq(r.code, 202);
+    ck_assert_uint_eq(status_take(&board), 1u << STATUS_REQ_PAUSE);
+}
+END_TEST
+
+START_TEST(token_file_checks)
+{
+    struct httpapi *h = NULL;
+    char err[512], path[4096];
+    int rc;
+
+    /* a token makes a non-loopback address acceptable (192.0.2.1 cannot be bound: the failure
+     * comes from binding, not from the loopback rule) */
+    rc = httpapi_start(&h, "192.0.2.1:0", write_token("t0", "abc\n", 0600), &board, err,
+                       sizeof(err));
+    ck_assert_int_lt(rc, 0);
+    ck_assert_ptr_null(strstr(err, "loopback"));
+
+    rc = httpapi_start(&h, "127.0.0.1:0", write_token("t1", "\n \n", 0600), &board, err,
+                       sizeof(err));
+    ck_assert_int_eq(rc, -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "empty"));
+    rc = httpapi_start(&h, "127.0.0.1:0", write_token("t2", "abc\n", 0644), &board, err,
+                       sizeof(err));
+    ck_assert_int_lt(rc, 0);
+    ck_assert_ptr_nonnull(strstr(err, "other users"));
+    rc = httpapi_start(&h, "127.0.0.1:0", write_token("t3", "a b\n", 0600), &board, err,
+                       sizeof(err));
+    ck_assert_int_eq(rc, -EINVAL);
+    {
+        char long_token[5001];
+        memset(long_token, 'k', 5000);
+        long_token[5000] = '\0';
+        rc = httpapi_start(&h, "127.0.0.1:0", write_token("t4", long_token, 0600), &board, err,
+                           sizeof(err));
+        ck_assert_int_eq(rc, -EINVAL);
+        ck_assert_ptr_nonnull(strstr(err, "longer than"));
+    }
+    snprintf(path, sizeof(path), "%s/missing", dir);
+    rc = httpapi_start(&h, "127.0.0.1:0", path, &board, err, sizeof(err));
+    ck_assert_int_eq(rc, -ENOENT);
+    ck_assert_ptr_nonnull(strstr(err, "missing"));
+    ck_assert_ptr_null(h);
+}
+END_TEST
+
+/* Snapshots whose every field holds the same counter, published as fast as possible. */
+static atomic_bool publishing;
+
+static void *
+publisher(void *arg)
+{
+    struct status_snapshot s;
+
+    (void)arg;
+    for (uint64_t k = 1000; atomic_load(&publishing); k++) {
+        memset(&s, 0, sizeof(s));
+        snprintf(s.node_name, sizeof(s.node_name), "n%" PRIu64, k);
+        snprintf(s.last_error, sizeof(s.last_error), "e%" PRIu64, k);
+        s.system_id = s.epoch = s.started_unix_us = s.now_unix_us = k;
+        s.timeline = (uint32_t)k;
+        s.primary_lsn = s.sent_lsn = s.write_lsn = s.flush_lsn = s.apply_lsn = k;
+        s.write_lag_bytes = s.flush_lag_bytes = s.apply_lag_bytes = k;
+        s.write_lag_s = s.flush_lag_s = s.apply_lag_s = (double)k;
+        s.rtt_us = s.wal_raw_bytes = s.wal_wire_bytes = k;
+        s.link_up = s.failover_paused = (k & 1) != 0;
+        status_publish(&board, &s);
+    }
+    return NULL;
+}
+
+START_TEST(no_torn_snapshot)
+{
+    static const char *const ints[] = {
+        "system_id",       "epoch",       "started_unix_us", "now_unix_us",
+        "timeline",        "primary_lsn", "sent_lsn",        "write_lsn",
+        "flush_lsn",       "apply_lsn",   "write_lag_bytes", "flush_lag_bytes",
+        "apply_lag_bytes", "rtt_us",      "wal_raw_bytes",   "wal_wire_bytes"};
+    static const char *const reals[] = {"write_lag_s", "flush_lag_s", "apply_lag_s"};
+    pthread_t t;
+    struct resp r;
+    long long first = 0, last = 0;
+    char want[64];
+
+    atomic_store(&publishing, true);
+    ck_assert_int_eq(pthread_create(&t, NULL, publisher, NULL), 0);
+    for (int i = 0; i < 200; i++) {
+        json_t *o;
+        long long k;
+
+        request(&r, "GET", "/status", NULL);
+        ck_assert_int_eq(r.code, 200);
+        o = parse_object(&r);
+        k = json_integer_value(json_object_get(o, "epoch"));
+        if (first == 0)
+            first = k;
+        last = k;
+        if (k == 5) { /* the fixture's snapshot, before the first publication */
+            json_decref(o);
+            continue;
+        }
+        for (size_t f = 0; f < sizeof(ints) / sizeof(ints[0]); f++)
+            expect_int(o, ints[f], k);
+        for (size_t f = 0; f < sizeof(reals) / sizeof(reals[0]); f++)
+            expect_real(o, reals[f], (double)k);
+        snprintf(want, sizeof(want), "n%lld", k);
+        expect_str(o, "node_name", want);
+        snprintf(want, sizeof(want), "e%lld", k);
+        expect_str(o, "last_error", want);
+        ck_assert_int_eq(json_is_true(json_object_get(o, "link_up")), (k & 1) != 0);
+        ck_assert_int_eq(json_is_true(json_object_get(o, "failover_paused")), (k & 1) != 0);
+        json_decref(o);
+    }
+    atomic_store(&publishing, false);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    /* the reads did see a moving board */
+    ck_assert_msg(last > first, "the snapshot never changed (%lld..%lld)", first, last);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
+/* walmirrorctl as a process                                                                 */
+
+static char out_path[4096], err_path[4096];
+static char *out_text, *err_text;
+
+/* Runs walmirrorctl with args; its stdout and stderr land in out_text and err_text. */
+static int ctl(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int
+ctl(const char *fmt, ...)
+{
+    char args[2048];
+    size_t len;
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    ck_assert(rc >= 0 && (size_t)rc < sizeof(args));
+    snprintf(out_path, sizeof(out_path), "%s/out", dir);
+    snprintf(err_path, sizeof(err_path), "%s/err", dir);
+    rc = tu_run("'%s' %s >'%s' 2>'%s' </dev/null", CTL, args, out_path, err_path);
+    free(out_text);
+    free(err_text);
+    out_text = tu_read_file(out_path, &len);
+    err_text = tu_read_file(err_path, &len);
+    ck_assert_ptr_nonnull(out_text);
+    ck_assert_ptr_nonnull(err_text);
+    return rc;
+}
+
+#define assert_has(text, s)                                                                        \
+    ck_assert_msg(strstr((text), (s)) != NULL, "\"%s\" not in:\n%s", (s), (text))
+
+START_TEST(ctl_status_table)
+{
+    int rc = ctl("status --url %s", base);
+
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err_text);
+    assert_has(out_text, "NODE");
+    assert_has(out_text, "REPLAY LAG");
+    /* the row */
+    assert_has(out_text, "site-a");
+    assert_has(out_text, "primary");
+    assert_has(out_text, "0/3000060");
+    assert_has(out_text, "1/2A");
+    assert_has(out_text, "160B 0.250s"); /* write lag */
+    assert_has(out_text, "256B -");      /* flush lag, seconds unknown */
+    assert_has(out_text, "up 0.42ms");
+    assert_has(out_text, "auto");
+    /* the peer, not queried */
+    assert_has(out_text, "peer of site-a: site-b at 127.0.0.1:7002, link up");
+    assert_has(out_text, "site-a: last error: link to site-b: reset");
+
+    /* a second --url for the same agent: two rows */
+    rc = ctl("--url %s status --url %s/", base, base);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(strstr(strstr(out_text, "site-a") + 1, "site-a"));
+}
+END_TEST
+
+START_TEST(ctl_status_json)
+{
+    json_error_t jerr;
+    json_t *arr;
+    int rc = ctl("status --json --url %s", base);
+
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err_text);
+    arr = json_loads(out_text, 0, &jerr);
+    ck_assert_msg(arr != NULL, "%s: %s", jerr.text, out_text);
+    ck_assert(json_is_array(arr));
+    ck_assert_uint_eq(json_array_size(arr), 1);
+    expect_str(json_array_get(arr, 0), "node_name", "site-a");
+    expect_str(json_array_get(arr, 0), "sent_lsn_text", "0/3000060");
+    json_decref(arr);
+}
+END_TEST
+
+START_TEST(ctl_unreachable)
+{
+    int port = tu_free_port();
+    char want[256];
+    int rc;
+
+    rc = ctl("status --url http://127.0.0.1:%d", port);
+    ck_assert_int_eq(rc, 1);
+    snprintf(want, sizeof(want),
+             "walmirrorctl: cannot reach the agent at http://127.0.0.1:%d/status: "
+             "Connection refused",
+             port);
+    assert_has(err_text, want);
+
+    /* one of two unreachable: the other is still shown, exit 1 */
+    rc = ctl("status --url http://127.0.0.1:%d --url %s", port, base);
+    ck_assert_int_eq(rc, 1);
+    assert_has(out_text, "site-a");
+    assert_has(err_text, "cannot reach");
+
+    rc = ctl("pause --url 127.0.0.1:%d", port);
+    ck_assert_int_eq(rc, 1);
+    assert_has(err_text, "cannot reach the agent at http://127.0.0.1:");
+}
+END_TEST
+
+START_TEST(ctl_pause_resume)
+{
+    int rc = ctl("--url %s pause", base);
+
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err_text);
+    assert_has(out_text, "site-a: automatic fail-over pause requested");
+    ck_assert_uint_eq(status_take(&board), 1u << STATUS_REQ_PAUSE);
+    rc = ctl("--url %s resume", base);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(status_take(&board), 1u << STATUS_REQ_RESUME);
+}
+END_TEST
+
+START_TEST(ctl_token_and_config)
+{
+    const char *tok;
+    char conf[4096], text[2048];
+    FILE *f;
+    int rc;
+
+    httpapi_stop(api);
+    tok = write_token("token", "tok-123\n", 0600);
+    start_api(tok);
+
+    rc = ctl("status --url %s", base);
+    ck_assert_int_eq(rc, 1);
+    assert_has(err_text, "answered 401");
+    rc = ctl("status --url %s --token-file '%s'", base, tok);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err_text);
+    assert_has(out_text, "site-a");
+
+    /* -c FILE: the agent's http_listen and http_token_file; the TLS files need not exist */
+    snprintf(text, sizeof(text),
+             "node_name = site-a\nlisten = 127.0.0.1:7001\npeer = site-b@127.0.0.1:7002\n"
+             "tls_ca = /nonexistent/ca.crt\ntls_cert = /nonexistent/a.crt\n"
+             "tls_key = /nonexistent/a.key\npg_conninfo = 'host=/tmp'\npgdata = /tmp/pgdata\n"
+             "spool_dir = /tmp/spool\nwal_listen = 127.0.0.1:7003\n"
+             "http_listen = 127.0.0.1:%d\nhttp_token_file = token\n",
+             httpapi_port(api));
+    snprintf(conf, sizeof(conf), "%s/site.conf", dir);
+    f = fopen(conf, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_ge(fputs(text, f), 0);
+    ck_assert_int_eq(fclose(f), 0);
+    rc = ctl("-c '%s' status", conf);
+    ck_assert_msg(rc == 0, "exit %d: %s", rc, err_text);
+    assert_has(out_text, "site-a");
+    assert_has(out_text, "peer of site-a: site-b");
+    rc = ctl("-c '%s' pause", conf);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(status_take(&board), 1u << STATUS_REQ_PAUSE);
+
+    /* a broken configuration: exit 2 with the parser's message */
+    rc = ctl("-c '%s/missing.conf' status", dir);
+    ck_assert_int_eq(rc, 2);
+    assert_has(err_text, "cannot read");
+}
+END_TEST
+
+START_TEST(ctl_usage)
+{
+    ck_assert_int_eq(ctl("%s", ""), 2);
+    assert_has(err_text, "usage:");
+    ck_assert_int_eq(ctl("--bogus status"), 2);
+    ck_assert_int_eq(ctl("frobnicate"), 2);
+    ck_assert_int_eq(ctl("status extra"), 2);
+    ck_assert_int_eq(ctl("pause --json"), 2);
+    ck_assert_int_eq(ctl("status --url"), 2);
+    ck_assert_int_eq(ctl("status --watch=0"), 2);
+    ck_assert_int_eq(ctl("-c"), 2);
+    ck_assert_int_eq(ctl("switchover"), 1);
+    assert_has(err_text, "not implemented yet");
+    ck_assert_int_eq(ctl("--help"), 0);
+    assert_has(out_text, "status [--json] [--watch [SECONDS]]");
+    ck_assert_int_eq(ctl("--version"), 0);
+    assert_has(out_text, "walmirrorctl " WALMIRROR_VERSION);
+}
+END_TEST
+
+START_TEST(ctl_watch)
+{
+    /* not a tty: no escape codes; two refreshes within 1.5 s, stopped by SIGINT */
+    int rc = tu_run(
+        "timeout --preserve-status -s INT 1.5 '%s' status --watch 0.5 --url %s >'%s/out' 2>&1", CTL,
+        base, dir);
+    size_t len;
+    char *text, *second;
+
+    ck_assert_int_eq(rc, 0);
+    snprintf(out_path, sizeof(out_path), "%s/out", dir);
+    text = tu_read_file(out_path, &len);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_null(strchr(text, '\033'));
+    second = strstr(text, "site-a");
+    ck_assert_ptr_nonnull(second);
+    ck_assert_msg(strstr(second + 1, "walmirrorctl status, every 0.5s") != NULL,
+                  "fewer than two refreshes:\n%s", text);
+    free(text);
+}
+END_TEST
+
+static Suite *
+httpapi_suite(void)
+{
+    Suite *s = suite_create("httpapi");
+    TCase *tc = tcase_create("api");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, status_fields);
+    tcase_add_test(tc, status_edge_values);
+    tcase_add_test(tc, pause_resume);
+    tcase_add_test(tc, wrong_method_and_path);
+    tcase_add_test(tc, loopback_rule);
+    tcase_add_test(tc, ipv6_loopback);
+    tcase_add_test(tc, token_required);
+    tcase_add_test(tc, token_file_checks);
+    tcase_add_test(tc, no_torn_snapshot);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("walmirrorctl");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, ctl_status_table);
+    tcase_add_test(tc, ctl_status_json);
+    tcase_add_test(tc, ctl_unreachable);
+    tcase_add_test(tc, ctl_pause_resume);
+    tcase_add_test(tc, ctl_token_and_config);
+    tcase_add_test(tc, ctl_usage);
+    tcase_add_test(tc, ctl_watch);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(void)
+{
+    SRunner *sr;
+    int failed;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return 1;
+    if (access(CTL, X_OK) != 0)
+        fprintf(stderr, "warning: %s is missing: build the walmirrorctl target\n", CTL);
+    sr = srunner_create(httpapi_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? 0 : 1;
+}
