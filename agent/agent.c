@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,9 +28,11 @@
 #include "clock.h"
 #include "conn.h"
 #include "frame.h"
+#include "httpapi.h"
 #include "log.h"
 #include "source.h"
 #include "spool.h"
+#include "status.h"
 #include "tls.h"
 #include "walsrv.h"
 #include "wio.h"
@@ -45,6 +48,30 @@ enum agent_role {
 };
 
 #define AGENT_MAX_LINKS 4
+#define AGENT_STATUS_EVERY_MS 100
+#define LAG_SAMPLES 256
+
+/*
+ * Lag in seconds per stage, measured as PostgreSQL's LagTracker does: when WAL up to an LSN is
+ * sent, remember (LSN, time); when the sink confirms a stage past that LSN, the stage's lag is
+ * the time since.  Samples are taken at most once per millisecond; the oldest are dropped
+ * when the ring is full, which only makes the figure coarser.
+ */
+struct lag_tracker {
+    struct {
+        uint64_t lsn;
+        uint64_t at_us;
+    } s[LAG_SAMPLES];
+    unsigned head, n;
+    unsigned next[3]; /* per stage: index (offset from the oldest) of the next sample to match */
+    double lag_s[3];  /* per stage: last measured, or -1 */
+};
+
+enum lag_stage {
+    LAG_WRITE,
+    LAG_FLUSH,
+    LAG_APPLY,
+};
 
 /* One connection with the peer; the callbacks' context, so they know which one fired. */
 struct link {
@@ -87,6 +114,19 @@ struct agent {
     uint64_t batch_lsn;
     uint64_t ack_write, ack_flush, ack_apply;
     uint64_t retry_at_ms;
+    uint64_t link_retry_at_ms; /* next attempt to reach the sink */
+
+    struct lag_tracker lag;
+    uint64_t primary_lsn; /* end of the WAL the primary gave us */
+    uint64_t sent_lsn;    /* end of the WAL sent to the sink */
+
+    /* status and the HTTP API */
+    struct status_board board;
+    struct httpapi *http;
+    uint64_t started_us;
+    uint64_t status_at_ms;
+    bool failover_paused;
+    char last_error[256];
 
     /* SINK */
     struct spool *spool;
@@ -104,6 +144,69 @@ static uint64_t
 max_u64(uint64_t a, uint64_t b)
 {
     return a > b ? a : b;
+}
+
+/* The last error worth an operator's eye, shown in the status; cut to fit. */
+static void __attribute__((format(printf, 2, 3)))
+set_last_error(struct agent *a, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(a->last_error, sizeof(a->last_error), fmt, ap);
+    va_end(ap);
+}
+
+/* ---- lag ---- */
+
+static void
+lag_reset(struct lag_tracker *t)
+{
+    memset(t, 0, sizeof(*t));
+    for (int i = 0; i < 3; i++)
+        t->lag_s[i] = -1;
+}
+
+static void
+lag_sent(struct lag_tracker *t, uint64_t lsn, uint64_t now_us)
+{
+    unsigned last = (t->head + t->n - 1) % LAG_SAMPLES;
+
+    if (t->n > 0 && now_us - t->s[last].at_us < 1000) {
+        t->s[last].lsn = lsn; /* same millisecond: extend the sample */
+        return;
+    }
+    if (t->n == LAG_SAMPLES) {
+        t->head = (t->head + 1) % LAG_SAMPLES;
+        t->n--;
+        for (int i = 0; i < 3; i++)
+            if (t->next[i] > 0)
+                t->next[i]--;
+    }
+    t->s[(t->head + t->n) % LAG_SAMPLES].lsn = lsn;
+    t->s[(t->head + t->n) % LAG_SAMPLES].at_us = now_us;
+    t->n++;
+}
+
+static void
+lag_confirmed(struct lag_tracker *t, enum lag_stage stage, uint64_t lsn, uint64_t now_us)
+{
+    unsigned min_next;
+
+    while (t->next[stage] < t->n && t->s[(t->head + t->next[stage]) % LAG_SAMPLES].lsn <= lsn) {
+        t->lag_s[stage] =
+            (double)(now_us - t->s[(t->head + t->next[stage]) % LAG_SAMPLES].at_us) / 1e6;
+        t->next[stage]++;
+    }
+    /* Drop the samples every stage has passed. */
+    min_next = t->next[0];
+    for (int i = 1; i < 3; i++)
+        if (t->next[i] < min_next)
+            min_next = t->next[i];
+    t->head = (t->head + min_next) % LAG_SAMPLES;
+    t->n -= min_next;
+    for (int i = 0; i < 3; i++)
+        t->next[i] -= min_next;
 }
 
 /* ---- the local PostgreSQL ---- */
@@ -283,6 +386,8 @@ flush_batch(struct agent *a)
                   wire_strerror(rc));
     a->batch_lsn += a->batch_len;
     a->batch_len = 0;
+    a->sent_lsn = a->batch_lsn;
+    lag_sent(&a->lag, a->sent_lsn, clock_mono_us());
     if (a->src != NULL && conn_backlog(active_conn(a)) > AGENT_BACKLOG_PAUSE)
         source_pause(a->src, true);
 }
@@ -320,6 +425,12 @@ on_peer_ack(void *ctx, const struct msg_ack *ack)
     a->ack_write = max_u64(a->ack_write, ack->write_lsn);
     a->ack_flush = max_u64(a->ack_flush, ack->flush_lsn);
     a->ack_apply = max_u64(a->ack_apply, ack->apply_lsn);
+    {
+        uint64_t now = clock_mono_us();
+        lag_confirmed(&a->lag, LAG_WRITE, a->ack_write, now);
+        lag_confirmed(&a->lag, LAG_FLUSH, a->ack_flush, now);
+        lag_confirmed(&a->lag, LAG_APPLY, a->ack_apply, now);
+    }
     rc = source_report(a->src, a->ack_write, a->ack_flush, a->ack_apply);
     if (rc < 0)
         log_warning(a->comp, "cannot report positions to the primary: %s", wire_strerror(rc));
@@ -342,9 +453,14 @@ on_peer_closed(void *ctx, int reason, const char *message)
 
     if (l->established)
         log_warning(a->comp, "link to %s down: %s", a->cfg->peer.name, message);
+    set_last_error(a, "link to %s: %.200s", a->cfg->peer.name, message);
     link_dead(l);
-    if (a->role == AGENT_SOURCE)
-        a->src_dead = true; /* start over from what the sink holds */
+    if (a->role == AGENT_SOURCE) {
+        if (a->streaming)
+            a->src_dead = true; /* start over from what the sink holds */
+        else
+            a->link_retry_at_ms = clock_mono_ms() + AGENT_RETRY_MS; /* keep the primary */
+    }
     (void)reason;
 }
 
@@ -436,7 +552,10 @@ on_connect(struct wio_connector *con, int fd)
     if (fd < 0) {
         log_warning(a->comp, "cannot connect to %s at %s: %s", a->cfg->peer.name,
                     a->cfg->peer.addr.text, wire_strerror(fd));
-        a->src_dead = true;
+        set_last_error(a, "cannot connect to %s at %s: %s", a->cfg->peer.name,
+                       a->cfg->peer.addr.text, wire_strerror(fd));
+        /* The primary's session stays; only the link is tried again. */
+        a->link_retry_at_ms = clock_mono_ms() + AGENT_RETRY_MS;
         return;
     }
     if (a->src == NULL || a->src_dead) {
@@ -465,6 +584,8 @@ static void
 on_src_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
 {
     struct agent *a = ctx;
+
+    a->primary_lsn = lsn + len;
 
     while (len > 0) {
         size_t n;
@@ -498,6 +619,7 @@ on_src_closed(void *ctx, int err, const char *message)
     struct agent *a = ctx;
 
     log_warning(a->comp, "replication from the primary ended: %s", message);
+    set_last_error(a, "primary: %.230s", message);
     a->src_dead = true;
     (void)err;
 }
@@ -543,6 +665,7 @@ source_teardown(struct agent *a)
     a->streaming = false;
     a->batch_len = 0;
     a->ack_write = a->ack_flush = a->ack_apply = 0;
+    lag_reset(&a->lag);
     a->retry_at_ms = clock_mono_ms() + AGENT_RETRY_MS;
 }
 
@@ -567,7 +690,7 @@ source_tick(struct agent *a)
     }
     if (!a->src_identified)
         return;
-    if (!have_link(a) && !a->connecting) {
+    if (!have_link(a) && !a->connecting && clock_mono_ms() >= a->link_retry_at_ms) {
         rc = wio_connect_start(a->loop, &a->con, a->cfg->peer.addr.text, on_connect);
         if (rc < 0) {
             log_error(a->comp, "cannot connect to %s: %s", a->cfg->peer.addr.text,
@@ -622,6 +745,7 @@ on_spool_failed(void *ctx, int err, const char *what)
 
     /* Never retried, never acknowledged: the process ends (STYLE.md, walreceiver's PANIC). */
     log_error(a->comp, "spool failure, stopping: %s: %s", what, wire_strerror(err));
+    set_last_error(a, "spool: %.200s: %s", what, wire_strerror(err));
     a->failed = true;
     a->exit_status = 1;
 }
@@ -689,6 +813,89 @@ sink_tick(struct agent *a)
 
 /* ---- lifecycle ---- */
 
+/* ---- status ---- */
+
+static void
+format_lag(struct status_snapshot *st, uint64_t head, const double *lag_s)
+{
+    st->write_lag_bytes = head > st->write_lsn ? head - st->write_lsn : 0;
+    st->flush_lag_bytes = head > st->flush_lsn ? head - st->flush_lsn : 0;
+    st->apply_lag_bytes = head > st->apply_lsn ? head - st->apply_lsn : 0;
+    st->write_lag_s = lag_s != NULL ? lag_s[LAG_WRITE] : -1;
+    st->flush_lag_s = lag_s != NULL ? lag_s[LAG_FLUSH] : -1;
+    st->apply_lag_s = lag_s != NULL ? lag_s[LAG_APPLY] : -1;
+}
+
+/* Publishes a snapshot for the HTTP API and takes its requests; every AGENT_STATUS_EVERY_MS. */
+static void
+status_tick(struct agent *a)
+{
+    struct status_snapshot st = {0};
+    struct conn *c = active_conn(a);
+    unsigned req;
+
+    if (clock_mono_ms() - a->status_at_ms < AGENT_STATUS_EVERY_MS)
+        return;
+    a->status_at_ms = clock_mono_ms();
+    req = status_take(&a->board);
+    if (req & (1u << STATUS_REQ_PAUSE) && !a->failover_paused) {
+        a->failover_paused = true;
+        log_info(a->comp, "automatic fail-over paused by an operator");
+    }
+    if (req & (1u << STATUS_REQ_RESUME) && a->failover_paused) {
+        a->failover_paused = false;
+        log_info(a->comp, "automatic fail-over resumed by an operator");
+    }
+    snprintf(st.node_name, sizeof(st.node_name), "%s", a->cfg->node_name);
+    snprintf(st.peer_name, sizeof(st.peer_name), "%s", a->cfg->peer.name);
+    snprintf(st.peer_addr, sizeof(st.peer_addr), "%s", a->cfg->peer.addr.text);
+    snprintf(st.maintenance, sizeof(st.maintenance), "none");
+    snprintf(st.last_error, sizeof(st.last_error), "%s", a->last_error);
+    st.epoch = 1;
+    st.started_unix_us = a->started_us;
+    st.now_unix_us = clock_unix_us();
+    st.failover_paused = a->failover_paused;
+    st.link_up = c != NULL;
+    st.rtt_us = c != NULL ? conn_rtt_us(c) : 0;
+    if (c != NULL) {
+        st.wal_raw_bytes = a->role == AGENT_SOURCE ? conn_tx_stats(c)->wal_raw_bytes
+                                                   : conn_rx_stats(c)->wal_raw_bytes;
+        st.wal_wire_bytes = a->role == AGENT_SOURCE ? conn_tx_stats(c)->wal_wire_bytes
+                                                    : conn_rx_stats(c)->wal_wire_bytes;
+    }
+    if (a->role == AGENT_SOURCE) {
+        snprintf(st.role, sizeof(st.role), "source");
+        snprintf(st.pg_state, sizeof(st.pg_state), "%s", a->src_identified ? "primary" : "unknown");
+        st.system_id = a->src_id.system_id;
+        st.timeline = a->src_id.timeline;
+        st.primary_lsn = a->primary_lsn;
+        st.sent_lsn = a->sent_lsn;
+        st.write_lsn = a->ack_write;
+        st.flush_lsn = a->ack_flush;
+        st.apply_lsn = a->ack_apply;
+        format_lag(&st, a->primary_lsn, a->lag.lag_s);
+        snprintf(st.sync_state, sizeof(st.sync_state), "%s",
+                 !a->streaming || c == NULL                       ? "down"
+                 : a->ack_flush + 16u * 1024 * 1024 < a->sent_lsn ? "catchup"
+                                                                  : "sync");
+    } else {
+        const struct spool_identity *id = spool_identity(a->spool);
+        snprintf(st.role, sizeof(st.role), "sink");
+        snprintf(st.pg_state, sizeof(st.pg_state), "%s",
+                 walsrv_streaming_clients(a->walsrv) > 0 ? "standby" : "unknown");
+        st.system_id = id->system_id;
+        st.timeline = id->timeline;
+        st.primary_lsn = a->appended;
+        st.sent_lsn = a->appended;
+        st.write_lsn = a->written;
+        st.flush_lsn = a->flushed;
+        st.apply_lsn = a->applied;
+        format_lag(&st, a->appended, NULL);
+        snprintf(st.sync_state, sizeof(st.sync_state), "%s", c != NULL ? "sync" : "down");
+    }
+    status_publish(&a->board, &st);
+}
+
 /* Frees the links that died during the last turn (never from inside their callbacks). */
 static void
 reap_links(struct agent *a)
@@ -711,6 +918,7 @@ agent_tick(struct agent *a)
         source_tick(a);
     else
         sink_tick(a);
+    status_tick(a);
 }
 
 static int
@@ -734,6 +942,12 @@ agent_setup(struct agent *a)
     rc = wio_loop_new(&a->loop, 512);
     if (rc < 0) {
         log_error(a->comp, "cannot set up io_uring: %s", wire_strerror(rc));
+        return rc;
+    }
+    rc = httpapi_start(&a->http, a->cfg->http_listen.text, a->cfg->http_token_file, &a->board, err,
+                       sizeof(err));
+    if (rc < 0) {
+        log_error(a->comp, "HTTP API on %s: %s", a->cfg->http_listen.text, err);
         return rc;
     }
     if (a->role == AGENT_SOURCE) {
@@ -775,6 +989,8 @@ agent_setup(struct agent *a)
 static void
 agent_teardown(struct agent *a)
 {
+    if (a->http != NULL)
+        httpapi_stop(a->http); /* first: its thread reads the board */
     close_links(a, "agent shutting down");
     if (a->src != NULL) {
         source_free(a->src);
@@ -809,9 +1025,13 @@ agent_run(const struct wm_config *cfg, volatile sig_atomic_t *stop)
     int rc;
 
     snprintf(a.comp, sizeof(a.comp), "agent[%s]", cfg->node_name);
+    status_board_init(&a.board);
+    lag_reset(&a.lag);
+    a.started_us = clock_unix_us();
     rc = agent_setup(&a);
     if (rc < 0) {
         agent_teardown(&a);
+        status_board_destroy(&a.board);
         return 1;
     }
     while (!*stop && !a.failed) {
@@ -825,5 +1045,6 @@ agent_run(const struct wm_config *cfg, volatile sig_atomic_t *stop)
     }
     log_info(a.comp, "stopping%s", a.failed ? " after a failure" : "");
     agent_teardown(&a);
+    status_board_destroy(&a.board);
     return a.exit_status;
 }

@@ -17,11 +17,14 @@
  *   e. kill -9 of A's agent, then of B's agent, during pgbench; restarted, the stream resumes
  *      with no gap and (a) holds again;
  *   f. a source of another cluster is refused by B's sink, and so is a peer presenting a
- *      certificate with the wrong name.
+ *      certificate with the wrong name;
+ *   g. walmirrorctl status reads both agents' HTTP APIs: roles, positions, sync state, link;
+ *      pause and resume of automatic fail-over show in the status.
  * Every server and agent started is stopped at exit, also on failure.
  */
 #include <check.h>
 #include <errno.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,6 +39,7 @@
 #include "testutil.h"
 
 #define AGENT WM_BINARY_DIR "/agent/walmirror-agent"
+#define CTL WM_BINARY_DIR "/tools/walmirrorctl"
 
 struct site {
     const char *name;
@@ -493,6 +497,101 @@ START_TEST(f_wrong_cluster_and_wrong_name_refused)
 }
 END_TEST
 
+/* Runs walmirrorctl with args; returns its stdout parsed as JSON (status --json), or NULL. */
+static json_t *
+ctl_json(const char *args)
+{
+    char out[4200];
+    size_t len;
+    char *text;
+    json_t *j;
+    json_error_t err;
+
+    snprintf(out, sizeof(out), "%s/ctl.json", A.pg.dir);
+    if (tu_run("'%s' %s > '%s' 2>/dev/null", CTL, args, out) != 0)
+        return NULL;
+    text = tu_read_file(out, &len);
+    j = text != NULL ? json_loads(text, 0, &err) : NULL;
+    free(text);
+    return j;
+}
+
+/* The agent named node in a status array. */
+static json_t *
+agent_in(json_t *arr, const char *node)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(arr, i, v)
+    {
+        json_t *name = json_object_get(v, "node_name");
+        if (json_is_string(name) && strcmp(json_string_value(name), node) == 0)
+            return v;
+    }
+    return NULL;
+}
+
+/* Waits up to 5 s until site-a's status (at url) shows failover_paused == paused. */
+static bool
+wait_paused(const char *url, bool paused)
+{
+    double end = now_s() + 5;
+    char args[256];
+
+    snprintf(args, sizeof(args), "--url %s status --json", url);
+    while (now_s() < end) {
+        json_t *st = ctl_json(args);
+        json_t *v = json_object_get(agent_in(st, "site-a"), "failover_paused");
+        bool match = json_is_boolean(v) && json_is_true(v) == paused;
+
+        json_decref(st);
+        if (match)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
+START_TEST(g_status_through_the_http_api)
+{
+    char args[8400], ha[64], hb[64];
+    json_t *st, *a, *b;
+
+    snprintf(ha, sizeof(ha), "http://127.0.0.1:%d", A.http_port);
+    snprintf(hb, sizeof(hb), "http://127.0.0.1:%d", B.http_port);
+    ck_assert(wait_sync(30));
+    snprintf(args, sizeof(args), "--url %s --url %s status --json", ha, hb);
+    st = ctl_json(args);
+    ck_assert_msg(json_is_array(st), "walmirrorctl status --json gave no array");
+    a = agent_in(st, "site-a");
+    b = agent_in(st, "site-b");
+    ck_assert(a != NULL && b != NULL);
+    ck_assert_str_eq(json_string_value(json_object_get(a, "role")), "source");
+    ck_assert_str_eq(json_string_value(json_object_get(b, "role")), "sink");
+    ck_assert_str_eq(json_string_value(json_object_get(a, "pg_state")), "primary");
+    ck_assert_str_eq(json_string_value(json_object_get(b, "pg_state")), "standby");
+    ck_assert_str_eq(json_string_value(json_object_get(a, "sync_state")), "sync");
+    ck_assert(json_is_true(json_object_get(a, "link_up")));
+    ck_assert(json_is_true(json_object_get(b, "link_up")));
+    ck_assert_int_gt(json_integer_value(json_object_get(a, "flush_lsn")), 0);
+    ck_assert_int_ge(json_integer_value(json_object_get(a, "write_lsn")),
+                     json_integer_value(json_object_get(a, "flush_lsn")));
+    ck_assert_int_ge(json_integer_value(json_object_get(b, "flush_lsn")),
+                     json_integer_value(json_object_get(b, "apply_lsn")));
+    ck_assert(json_is_false(json_object_get(a, "failover_paused")));
+    json_decref(st);
+
+    /* pause and resume through site-a's agent, as a DBA would with -c site-a.conf */
+    snprintf(args, sizeof(args), "-c '%s' pause", A.conf);
+    ck_assert_int_eq(tu_run("'%s' %s > /dev/null", CTL, args), 0);
+    ck_assert_msg(wait_paused(ha, true), "pause did not show in the status");
+    snprintf(args, sizeof(args), "-c '%s' resume", A.conf);
+    ck_assert_int_eq(tu_run("'%s' %s > /dev/null", CTL, args), 0);
+    ck_assert_msg(wait_paused(ha, false), "resume did not show in the status");
+}
+END_TEST
+
 /* ---- set-up ---- */
 
 static void
@@ -586,6 +685,7 @@ main(void)
     tcase_add_test(tc, c_stopped_sink_blocks_commits);
     tcase_add_test(tc, e_kill_agents_during_load);
     tcase_add_test(tc, f_wrong_cluster_and_wrong_name_refused);
+    tcase_add_test(tc, g_status_through_the_http_api);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     /* One pair for all the tests, in order: agent pids must stay known. */

@@ -64,6 +64,8 @@ cb=$(pg_psql "$WM_TMP/site-b" "$pgb" "SELECT count(*) || ' rows, sum ' || sum(ab
 echo "demo: pgbench_accounts on A: $ca"
 echo "demo: pgbench_accounts on B: $cb"
 [ "$ca" = "$cb" ] || { echo "demo: A and B differ!" >&2; exit 1; }
-echo "demo: final state:"
+echo "demo: final state, from A's pg_stat_replication:"
 echo "  $(status)"
+echo "demo: walmirrorctl status (both agents' HTTP APIs):"
+"$build/tools/walmirrorctl" --url "http://127.0.0.1:$ha" --url "http://127.0.0.1:$hb" status | sed 's/^/  /'
 echo "demo: B's spool: $(ls "$WM_TMP/site-b/spool" | grep -cE '^[0-9A-F]{24}') complete segments; agent logs in $WM_TMP (WALMIRROR_DEMO_KEEP=1 keeps them)"
