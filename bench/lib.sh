@@ -3,10 +3,13 @@
 
 PGBIN=/usr/lib/postgresql/15/bin
 
-# as_postgres CMD...: runs a command as the postgres user (PostgreSQL refuses root).
+# as_postgres CMD...: runs a command as the postgres user (PostgreSQL refuses root).  setpriv
+# execs the command itself, so `as_postgres ... &` leaves the command's own pid in $! and a
+# signal sent to it reaches the program (runuser would keep a parent that does not pass it on).
 as_postgres() {
     if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- env PATH="$PGBIN:$PATH" "$@"
+        setpriv --reuid=postgres --regid=postgres --init-groups --reset-env -- \
+            env PATH="$PGBIN:$PATH" "$@"
     else
         env PATH="$PGBIN:$PATH" "$@"
     fi
@@ -137,6 +140,8 @@ wait_sync() {
 # pairs_down: stops the agents and every cluster under $WM_TMP.
 pairs_down() {
     for p in $agents; do kill "$p" 2>/dev/null || true; done
+    # Any agent of this run that a wrapper kept from the signal.
+    pkill -f "walmirror-agent -c $WM_TMP/" 2>/dev/null || true
     sleep 0.5
     for d in "$WM_TMP"/*/; do
         [ -f "$d/data/postmaster.pid" ] && pg_stop "${d%/}" immediate
