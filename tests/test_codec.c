@@ -3,6 +3,7 @@
  * fallback, ring wrap-around, sequence checks, sticky errors and resets.
  */
 #include <check.h>
+#include <errno.h>
 #include <lz4.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,6 +220,30 @@ START_TEST(test_byte_by_byte_feed)
 }
 END_TEST
 
+START_TEST(test_feed_all_or_nothing)
+{
+    struct pair p;
+    size_t big = 3 * (size_t)FRAME_MAX_SIZE;
+    uint8_t *junk = calloc(1, big);
+    uint8_t *data = walish(1000, 11);
+    struct codec_frame f;
+    ssize_t n;
+
+    pair_init(&p, true);
+    /* More than the decoder can hold: refused whole, nothing buffered. */
+    ck_assert_int_eq(codec_dec_feed(p.dec, junk, big), -ENOBUFS);
+    ck_assert_uint_eq(codec_dec_buffered(p.dec), 0);
+    /* The stream is intact: a frame fed afterwards decodes. */
+    n = codec_enc_frame(p.enc, FRAME_WAL, 0, 1, data, 1000, p.frame, p.cap);
+    ck_assert_int_eq(codec_dec_feed(p.dec, p.frame, (size_t)n), 0);
+    ck_assert_int_eq(codec_dec_next(p.dec, &f), 1);
+    ck_assert_mem_eq(f.payload, data, 1000);
+    pair_free(&p);
+    free(junk);
+    free(data);
+}
+END_TEST
+
 START_TEST(test_sequence_gap_is_fatal_until_reset)
 {
     uint8_t *data = walish(4096, 8);
@@ -304,6 +329,7 @@ main(void)
     tcase_add_test(tc, test_large_frames_wrap_rings);
     tcase_add_test(tc, test_uncompressed_mode_and_control_frames);
     tcase_add_test(tc, test_byte_by_byte_feed);
+    tcase_add_test(tc, test_feed_all_or_nothing);
     tcase_add_test(tc, test_sequence_gap_is_fatal_until_reset);
     tcase_add_test(tc, test_bad_lz4_block_with_good_checksum);
     tcase_add_test(tc, test_corrupt_frame_in_stream);

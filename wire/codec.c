@@ -196,20 +196,14 @@ codec_dec_commit(struct codec_dec *d, size_t len)
 int
 codec_dec_feed(struct codec_dec *d, const void *buf, size_t len)
 {
-    const uint8_t *p = buf;
-
-    while (len > 0) {
-        size_t avail;
-        uint8_t *dst = codec_dec_space(d, &avail);
-        size_t n = len < avail ? len : avail;
-
-        if (n == 0)
-            return -ENOBUFS;
-        memcpy(dst, p, n);
-        codec_dec_commit(d, n);
-        p += n;
-        len -= n;
-    }
+    /* All or nothing: a caller that gets -ENOBUFS still owns every byte it offered. */
+    if (d->cap - d->end < len)
+        compact(d);
+    if (d->cap - d->end < len)
+        return -ENOBUFS;
+    if (len > 0)
+        memcpy(d->buf + d->end, buf, len);
+    d->end += len;
     return 0;
 }
 

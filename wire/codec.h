@@ -63,8 +63,8 @@ WM_MUSTCHECK int codec_dec_new(struct codec_dec **out);
 void codec_dec_free(struct codec_dec *d);
 void codec_dec_reset(struct codec_dec *d);
 
-/* Copies len received bytes in.  Returns 0, or -ENOBUFS if the buffer would exceed one
- * maximum frame plus what is already buffered (the caller must drain frames first). */
+/* Copies all len received bytes in, or none: returns 0, or -ENOBUFS when they do not fit
+ * beside what is buffered (the caller drains frames first, or feeds smaller pieces). */
 WM_MUSTCHECK int codec_dec_feed(struct codec_dec *d, const void *buf, size_t len);
 
 /* Zero-copy feeding: a pointer to at least *avail free bytes, then commit what was written. */

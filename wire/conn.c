@@ -399,27 +399,22 @@ plain_start(struct conn *c)
 static int
 plain_input(struct conn *c, const uint8_t *data, size_t len)
 {
-    int rc = codec_dec_feed(c->dec, data, len);
+    /* In pieces the decoder can hold, draining whole frames after each. */
+    while (len > 0) {
+        size_t avail;
+        uint8_t *dst = codec_dec_space(c->dec, &avail);
+        size_t n = len < avail ? len : avail;
+        int rc;
 
-    if (rc == -ENOBUFS) {
-        /* Only whole frames are consumed; feed in pieces the decoder can hold. */
-        while (len > 0) {
-            size_t avail;
-            uint8_t *dst = codec_dec_space(c->dec, &avail);
-            size_t n = len < avail ? len : avail;
-            memcpy(dst, data, n);
-            codec_dec_commit(c->dec, n);
-            data += n;
-            len -= n;
-            rc = drain_frames(c);
-            if (rc < 0)
-                return rc;
-        }
-        return 0;
+        memcpy(dst, data, n);
+        codec_dec_commit(c->dec, n);
+        data += n;
+        len -= n;
+        rc = drain_frames(c);
+        if (rc < 0 || c->state == CONN_CLOSED)
+            return rc;
     }
-    if (rc < 0)
-        return rc;
-    return drain_frames(c);
+    return 0;
 }
 
 static uint8_t *
