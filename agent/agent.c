@@ -30,6 +30,7 @@
 #include "frame.h"
 #include "httpapi.h"
 #include "log.h"
+#include "setup.h"
 #include "source.h"
 #include "spool.h"
 #include "status.h"
@@ -39,7 +40,6 @@
 
 #define AGENT_RETRY_MS 1000
 #define AGENT_BACKLOG_PAUSE (32u * 1024 * 1024)
-#define AGENT_PG_BINDIR "/usr/lib/postgresql/15/bin"
 #define LSN_ARGS(lsn) (unsigned)((lsn) >> 32), (unsigned)(lsn)
 
 enum agent_role {
@@ -211,13 +211,6 @@ lag_confirmed(struct lag_tracker *t, enum lag_stage stage, uint64_t lsn, uint64_
 
 /* ---- the local PostgreSQL ---- */
 
-static const char *
-pg_bindir(void)
-{
-    const char *d = getenv("WALMIRROR_PG_BINDIR");
-    return d != NULL && d[0] != '\0' ? d : AGENT_PG_BINDIR;
-}
-
 /*
  * Reads the cluster's system identifier and WAL segment size with pg_controldata, which works
  * whether the server runs or not.
@@ -229,7 +222,7 @@ read_control_data(struct agent *a)
     FILE *p;
     int rc;
 
-    snprintf(cmd, sizeof(cmd), "LC_ALL=C '%s/pg_controldata' -D '%s' 2>&1", pg_bindir(),
+    snprintf(cmd, sizeof(cmd), "LC_ALL=C '%s/pg_controldata' -D '%s' 2>&1", setup_pg_bindir(),
              a->cfg->pgdata);
     p = popen(cmd, "r");
     if (p == NULL)

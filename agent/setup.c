@@ -14,8 +14,8 @@
 
 #define SETUP_PG_BINDIR "/usr/lib/postgresql/15/bin"
 
-static const char *
-bindir(void)
+const char *
+setup_pg_bindir(void)
 {
     const char *d = getenv("WALMIRROR_PG_BINDIR");
     return d != NULL && d[0] != '\0' ? d : SETUP_PG_BINDIR;
@@ -119,7 +119,7 @@ run_basebackup(const struct wm_config *cfg, const char *primary_conninfo)
     pid_t pid;
     int status;
 
-    snprintf(prog, sizeof(prog), "%s/pg_basebackup", bindir());
+    snprintf(prog, sizeof(prog), "%s/pg_basebackup", setup_pg_bindir());
     printf("init-standby: pg_basebackup into %s\n", cfg->pgdata);
     fflush(stdout);
     pid = fork();
