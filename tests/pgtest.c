@@ -251,3 +251,49 @@ pgt_query(struct pgt_cluster *c, const char *sql)
     free(sql_path);
     return res;
 }
+
+char *
+pgt_make_wal(const char *tag, unsigned scale, unsigned long long min_bytes)
+{
+    struct pgt_cluster pg;
+    char *last = NULL, *dir = NULL;
+    char walin[64];
+
+    if (pgt_init(&pg, tag,
+                 "max_wal_size = 4GB\nmin_wal_size = 1GB\ncheckpoint_timeout = 1h\n"
+                 "wal_keep_size = 4GB\nsynchronous_commit = off") != 0 ||
+        pgt_start(&pg) != 0) {
+        fprintf(stderr, "cannot start PostgreSQL (see %s)\n", pg.dir);
+        goto out;
+    }
+    if (pgt_sh(&pg, "pgbench -i -q -s %u postgres && pgbench -n -c 2 -j 2 -t 500 postgres",
+               scale) != 0)
+        goto out;
+    /* A segment beyond min_bytes, so that the switched one leaves min_bytes complete. */
+    for (int round = 0; round < 40; round++) {
+        char *lsn = pgt_query(&pg, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn");
+        unsigned long long used = lsn != NULL ? strtoull(lsn, NULL, 10) : 0;
+
+        free(lsn);
+        if (used >= min_bytes + 16u * 1024 * 1024)
+            break;
+        if (pgt_sh(&pg, "pgbench -n -c 2 -j 2 -t 2000 postgres") != 0)
+            goto out;
+    }
+    last = pgt_query(&pg, "SELECT pg_walfile_name(pg_switch_wal())");
+    if (last == NULL || pgt_stop(&pg, "fast") != 0)
+        goto out;
+    snprintf(walin, sizeof(walin), "%.40s-in", tag);
+    dir = tu_tmpdir(walin);
+    if (tu_run("cd '%s/pg_wal' && for f in $(ls | grep -E '^[0-9A-F]{24}$'); do "
+               "[ \"$f\" \\> '%s' ] || cp \"$f\" '%s/' || exit 1; done",
+               pg.pgdata, last, dir) != 0) {
+        tu_rmtree(dir);
+        free(dir);
+        dir = NULL;
+    }
+out:
+    free(last);
+    pgt_destroy(&pg);
+    return dir;
+}

@@ -54,6 +54,15 @@ char *pgt_query(struct pgt_cluster *c, const char *sql);
  */
 int pgt_spawn(char *const argv[], const char *log);
 
+/*
+ * Makes real WAL for tests that need segments: a scratch cluster that keeps its WAL,
+ * pgbench -i -s scale, then pgbench runs until at least min_bytes of WAL exist;
+ * pg_switch_wal closes the last segment, the cluster stops, and every complete segment up to
+ * the switched one is copied into a fresh directory.  Returns that directory (malloc'd), or
+ * NULL with the reason on stderr.
+ */
+char *pgt_make_wal(const char *tag, unsigned scale, unsigned long long min_bytes);
+
 /* Makes path (and its parents' traversal) usable by the postgres user. */
 void pgt_give_to_postgres(const char *path);
 

@@ -355,38 +355,9 @@ dump_find(const struct dump *d, uint64_t lsn)
 static int
 make_wal(void)
 {
-    struct pgt_cluster pg;
-    char *last, *lsn;
-    int rc = -1;
-
-    if (pgt_init(&pg, "spoolwal",
-                 "max_wal_size = 4GB\nmin_wal_size = 1GB\ncheckpoint_timeout = 1h\n"
-                 "wal_keep_size = 4GB\nsynchronous_commit = off") != 0 ||
-        pgt_start(&pg) != 0) {
-        fprintf(stderr, "cannot start PostgreSQL (see %s)\n", pg.dir);
+    wal_dir = pgt_make_wal("spoolwal", 4, MIN_WAL_BYTES);
+    if (wal_dir == NULL)
         return -1;
-    }
-    if (pgt_sh(&pg, "pgbench -i -q -s 4 postgres && pgbench -n -c 2 -j 2 -t 500 postgres") != 0)
-        goto out;
-    for (int round = 0; round < 20; round++) {
-        unsigned long long used;
-
-        lsn = pgt_query(&pg, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn");
-        used = lsn != NULL ? strtoull(lsn, NULL, 10) : 0;
-        free(lsn);
-        if (used >= MIN_WAL_BYTES + SEG16)
-            break;
-        if (pgt_sh(&pg, "pgbench -n -c 2 -j 2 -t 2000 postgres") != 0)
-            goto out;
-    }
-    last = pgt_query(&pg, "SELECT pg_walfile_name(pg_switch_wal())");
-    tu_require(last != NULL);
-    tu_require(pgt_stop(&pg, "fast") == 0);
-    wal_dir = tu_tmpdir("spoolwalin");
-    tu_require(tu_run("cd '%s/pg_wal' && for f in $(ls | grep -E '^[0-9A-F]{24}$'); do "
-                      "[ \"$f\" \\> '%s' ] || cp \"$f\" '%s/'; done",
-                      pg.pgdata, last, wal_dir) == 0);
-    free(last);
     {
         struct dirent **ents;
         int n = scandir(wal_dir, &ents, NULL, alphasort);
@@ -429,10 +400,7 @@ make_wal(void)
     }
     fprintf(stderr, "generated %zu WAL segments from %X/%X to %X/%X (system %" PRIu64 ") in %s\n",
             wal_nsegs, LSN(wal_start), LSN(wal_end), wal_sysid, wal_dir);
-    rc = wal_nsegs >= 4 ? 0 : -1;
-out:
-    pgt_destroy(&pg);
-    return rc;
+    return wal_nsegs >= 4 ? 0 : -1;
 }
 
 /* The first page of WAL segment i (0-based in wal[]) carries XLP_FIRST_IS_CONTRECORD. */

@@ -43,37 +43,9 @@ walpipe(void)
 static int
 make_wal(void)
 {
-    struct pgt_cluster pg;
-    char *last;
-    int rc = -1;
-
-    if (pgt_init(&pg, "walgen",
-                 "max_wal_size = 4GB\nmin_wal_size = 1GB\ncheckpoint_timeout = 1h\n"
-                 "wal_keep_size = 4GB\nsynchronous_commit = off") != 0 ||
-        pgt_start(&pg) != 0) {
-        fprintf(stderr, "cannot start PostgreSQL (see %s)\n", pg.dir);
+    wal_dir = pgt_make_wal("walgen", 6, MIN_WAL_BYTES);
+    if (wal_dir == NULL)
         return -1;
-    }
-    if (pgt_sh(&pg, "pgbench -i -q -s 6 postgres && pgbench -n -c 4 -j 2 -t 2000 postgres") != 0)
-        goto out;
-    for (int round = 0; round < 20; round++) {
-        char *lsn = pgt_query(&pg, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn");
-        unsigned long long used = lsn != NULL ? strtoull(lsn, NULL, 10) : 0;
-        free(lsn);
-        if (used >= MIN_WAL_BYTES + 16u * 1024 * 1024)
-            break;
-        if (pgt_sh(&pg, "pgbench -n -c 4 -j 2 -t 3000 postgres") != 0)
-            goto out;
-    }
-    last = pgt_query(&pg, "SELECT pg_walfile_name(pg_switch_wal())");
-    tu_require(last != NULL);
-    tu_require(pgt_stop(&pg, "fast") == 0);
-    /* Every segment up to and including the one pg_switch_wal closed: real, complete WAL. */
-    wal_dir = tu_tmpdir("walin");
-    tu_require(tu_run("cd '%s/pg_wal' && for f in $(ls | grep -E '^[0-9A-F]{24}$'); do "
-                      "[ \"$f\" \\> '%s' ] || cp \"$f\" '%s/'; done",
-                      pg.pgdata, last, wal_dir) == 0);
-    free(last);
     {
         DIR *d = opendir(wal_dir);
         struct dirent *e;
@@ -92,10 +64,7 @@ make_wal(void)
     }
     fprintf(stderr, "generated %zu WAL segments, %llu bytes, in %s\n", wal_files, wal_bytes,
             wal_dir);
-    rc = wal_bytes >= MIN_WAL_BYTES ? 0 : -1;
-out:
-    pgt_destroy(&pg);
-    return rc;
+    return wal_bytes >= MIN_WAL_BYTES ? 0 : -1;
 }
 
 /* Starts argv[0] with stdout and stderr into log; returns the pid. */
