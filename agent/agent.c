@@ -366,6 +366,10 @@ on_peer_established(void *ctx)
         a->ack_dirty = true; /* tell the new source where we are */
 }
 
+/*
+ * Sends the gathered WAL as one frame.  A send that fails ends the session: the stream starts
+ * again from what the sink holds durably, so nothing is skipped.
+ */
 static void
 flush_batch(struct agent *a)
 {
@@ -374,9 +378,13 @@ flush_batch(struct agent *a)
     if (a->batch_len == 0 || active_conn(a) == NULL)
         return;
     rc = conn_send_wal(active_conn(a), a->batch_lsn, a->batch, a->batch_len);
-    if (rc < 0)
+    if (rc < 0) {
         log_error(a->comp, "cannot send WAL at %X/%X: %s", LSN_ARGS(a->batch_lsn),
                   wire_strerror(rc));
+        a->batch_len = 0;
+        a->src_dead = true;
+        return;
+    }
     a->batch_lsn += a->batch_len;
     a->batch_len = 0;
     a->sent_lsn = a->batch_lsn;
@@ -579,13 +587,18 @@ on_src_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
     struct agent *a = ctx;
 
     a->primary_lsn = lsn + len;
-
     while (len > 0) {
         size_t n;
 
         if (a->batch_len > 0 &&
             (lsn != a->batch_lsn + a->batch_len || a->batch_len == FRAME_MAX_RAW))
             flush_batch(a);
+        /* A session that is ending (link lost, send failed) restarts from the sink's
+         * durable position: WAL still arriving for it is dropped, not batched. */
+        if (a->src_dead || active_conn(a) == NULL) {
+            a->batch_len = 0;
+            return;
+        }
         if (a->batch_len == 0)
             a->batch_lsn = lsn;
         n = FRAME_MAX_RAW - a->batch_len;
