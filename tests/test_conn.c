@@ -31,7 +31,39 @@ struct side {
     int acks;
     struct msg_ack last_ack;
     uint64_t refuse_sysid; /* refuse a peer HELLO with another system identifier */
+    int controls;
+    struct msg_control last_ctl;
+    int timelines;
+    uint32_t last_tli;
+    char last_history[128];
+    uint64_t fenced_by; /* epoch reported through on_epoch */
 };
+
+static void
+side_control(void *ctx, const struct msg_control *ctl)
+{
+    struct side *s = ctx;
+
+    s->controls++;
+    s->last_ctl = *ctl;
+}
+
+static void
+side_timeline(void *ctx, const struct msg_timeline *tl)
+{
+    struct side *s = ctx;
+
+    s->timelines++;
+    s->last_tli = tl->tli;
+    snprintf(s->last_history, sizeof(s->last_history), "%.*s", (int)tl->history_len,
+             tl->history);
+}
+
+static void
+side_epoch(void *ctx, uint64_t epoch)
+{
+    ((struct side *)ctx)->fenced_by = epoch;
+}
 
 static int
 side_hello(void *ctx, const struct msg_hello *peer, char *why, size_t whylen)
@@ -91,6 +123,9 @@ static const struct conn_ops side_ops = {
     .on_wal = side_wal,
     .on_ack = side_ack,
     .on_closed = side_closed,
+    .on_control = side_control,
+    .on_timeline = side_timeline,
+    .on_epoch = side_epoch,
 };
 
 struct fixture {
@@ -285,6 +320,88 @@ START_TEST(test_tls_session_wal_and_acks)
 }
 END_TEST
 
+/*
+ * A witness accepts either site (a list of names), knows which one it got, and carries
+ * CONTROL and TIMELINE frames; once its epoch rises, the site's older frames are refused and
+ * the site learns the newer epoch from the refusal.
+ */
+START_TEST(test_name_list_control_and_epoch_fencing)
+{
+    struct side a = {0}, c = {0};
+    struct tls_config *atls = tls_for("witness", true, ""), *ctls = tls_for("site-a", false, "");
+    struct msg_hello ha = {.role = MSG_ROLE_WITNESS}, hc = {.role = MSG_ROLE_SINK, .timeline = 1};
+    struct conn_config ca = {.tls = atls, .peer_name = "site-a,site-b", .hello = &ha,
+                             .epoch = 1, .heartbeat_ms = 20, .timeout_ms = 5000};
+    struct conn_config cc = {.tls = ctls, .peer_name = "witness", .hello = &hc, .epoch = 1,
+                             .heartbeat_ms = 20, .timeout_ms = 5000};
+    struct msg_control ctl = {.kind = MSG_CTL_VOTE_REQUEST, .lsn = 0x5000000, .value = 2};
+    static const char hist[] = "1\t0/5000000\tno recovery target specified\n";
+    struct msg_timeline tl = {.tli = 2, .switch_lsn = 0x5000000, .history = hist,
+                              .history_len = sizeof(hist) - 1};
+    bool got;
+
+    strcpy(ha.node_name, "witness");
+    strcpy(hc.node_name, "site-a");
+    ck_assert_int_eq(conn_new(&a.c, fx.loop, fx.afd, true, &ca, &side_ops, &a), 0);
+    ck_assert_int_eq(conn_new(&c.c, fx.loop, fx.cfd, false, &cc, &side_ops, &c), 0);
+    for (int i = 0; i < 200 && !(a.established && c.established); i++)
+        ck_assert_int_ge(wio_run_once(fx.loop, 20), 0);
+    ck_assert(a.established && c.established);
+    ck_assert_str_eq(conn_peer_hello(a.c)->node_name, "site-a");
+    ck_assert_uint_eq(conn_peer_hello(a.c)->epoch, 1);
+
+    ck_assert_int_eq(conn_send_control(c.c, &ctl), 0);
+    ck_assert_int_eq(conn_send_timeline(c.c, &tl), 0);
+    got = false;
+    for (int i = 0; i < 100 && !got; i++) {
+        ck_assert_int_ge(wio_run_once(fx.loop, 20), 0);
+        got = a.controls == 1 && a.timelines == 1;
+    }
+    ck_assert(got);
+    ck_assert_uint_eq(a.last_ctl.kind, MSG_CTL_VOTE_REQUEST);
+    ck_assert_uint_eq(a.last_ctl.lsn, 0x5000000);
+    ck_assert_uint_eq(a.last_ctl.value, 2);
+    ck_assert_uint_eq(a.last_tli, 2);
+    ck_assert_str_eq(a.last_history, hist);
+
+    /* The witness moves to epoch 2: the site's next frame (a heartbeat at epoch 1) is refused,
+     * and the refusal tells the site of epoch 2. */
+    conn_set_epoch(a.c, 2);
+    conn_set_epoch(a.c, 1); /* never lowered */
+    ck_assert(run_until(&a.closed, 3));
+    ck_assert_msg(strstr(a.message, "site-a is fenced: its epoch 1 is older than 2") != NULL, "%s",
+                  a.message);
+    ck_assert(run_until(&c.closed, 3));
+    ck_assert_uint_eq(c.fenced_by, 2);
+    ck_assert_uint_eq(conn_peer_epoch(c.c), 2);
+    finish(&a, &c);
+    tls_config_free(atls);
+    tls_config_free(ctls);
+}
+END_TEST
+
+/* A name list does not let a certificate for one name introduce itself as another. */
+START_TEST(test_name_list_hello_must_match_certificate)
+{
+    struct side a = {0}, c = {0};
+    struct tls_config *atls = tls_for("witness", true, ""), *ctls = tls_for("site-a", false, "");
+    struct msg_hello ha = {.role = MSG_ROLE_WITNESS}, hc = {.role = MSG_ROLE_SINK, .timeline = 1};
+    struct conn_config ca = {.tls = atls, .peer_name = "site-a,site-b", .hello = &ha, .epoch = 1};
+    struct conn_config cc = {.tls = ctls, .peer_name = "witness", .hello = &hc, .epoch = 1};
+
+    strcpy(ha.node_name, "witness");
+    strcpy(hc.node_name, "site-b"); /* the certificate says site-a */
+    ck_assert_int_eq(conn_new(&a.c, fx.loop, fx.afd, true, &ca, &side_ops, &a), 0);
+    ck_assert_int_eq(conn_new(&c.c, fx.loop, fx.cfd, false, &cc, &side_ops, &c), 0);
+    ck_assert(run_until(&a.closed, 3));
+    ck_assert_msg(strstr(a.message, "introduced itself as \"site-b\"") != NULL, "%s", a.message);
+    ck_assert(!a.established);
+    finish(&a, &c);
+    tls_config_free(atls);
+    tls_config_free(ctls);
+}
+END_TEST
+
 START_TEST(test_hello_name_mismatch)
 {
     struct side a = {0}, c = {0};
@@ -406,6 +523,8 @@ main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_tls_session_wal_and_acks);
+    tcase_add_test(tc, test_name_list_control_and_epoch_fencing);
+    tcase_add_test(tc, test_name_list_hello_must_match_certificate);
     tcase_add_test(tc, test_hello_name_mismatch);
     tcase_add_test(tc, test_hello_refused_by_owner);
     tcase_add_test(tc, test_plaintext_peer_refused);

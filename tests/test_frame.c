@@ -2,6 +2,7 @@
  * test_frame.c - frame encoding and every decoder rejection path; message bodies.
  */
 #include <check.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -106,9 +107,15 @@ START_TEST(test_reject_each_field)
     f[5] = 0x7f;
     reseal(f, 100);
     ck_assert_int_eq(frame_decode_exact(f, n, &h, &p), WIRE_ETYPE);
-    f[5] = 0x10; /* reserved for control messages: not yet known */
+    f[5] = 0x11; /* reserved for control messages: not yet known */
     reseal(f, 100);
     ck_assert_int_eq(frame_decode_exact(f, n, &h, &p), WIRE_ETYPE);
+    f[5] = 0x09; /* the first session type not yet known */
+    reseal(f, 100);
+    ck_assert_int_eq(frame_decode_exact(f, n, &h, &p), WIRE_ETYPE);
+    f[5] = FRAME_CONTROL;
+    reseal(f, 100);
+    ck_assert_int_eq(frame_decode_exact(f, n, &h, &p), 0);
 
     n = sample(f, sizeof(f));
     f[7] = 0x80;
@@ -280,6 +287,65 @@ START_TEST(test_msg_roundtrip)
 }
 END_TEST
 
+START_TEST(test_msg_timeline_and_control)
+{
+    static const char hist[] = "1\t0/3000148\tno recovery target specified\n";
+    uint8_t buf[MSG_MAX_BODY];
+    struct msg_timeline t = {.tli = 2, .switch_lsn = 0x3000148, .history = hist,
+                             .history_len = sizeof(hist) - 1};
+    struct msg_timeline t2;
+    struct msg_control c = {.kind = MSG_CTL_SWITCHOVER_PROMOTE, .lsn = 0x5000028,
+                            .value = 1234567, .value2 = 9};
+    struct msg_control c2;
+    ssize_t n;
+
+    n = msg_encode_timeline(&t, buf, sizeof(buf));
+    ck_assert_int_eq(n, 16 + (ssize_t)sizeof(hist) - 1);
+    ck_assert_int_eq(msg_decode_timeline(buf, (size_t)n, &t2), 0);
+    ck_assert_uint_eq(t2.tli, 2);
+    ck_assert_uint_eq(t2.switch_lsn, 0x3000148);
+    ck_assert_uint_eq(t2.history_len, sizeof(hist) - 1);
+    ck_assert(memcmp(t2.history, hist, t2.history_len) == 0);
+    for (ssize_t cut = 0; cut < n; cut++)
+        ck_assert_int_eq(msg_decode_timeline(buf, (size_t)cut, &t2), WIRE_EMESSAGE);
+    /* Timeline 0, or a later timeline without its history or switch point, is malformed. */
+    t.tli = 0;
+    n = msg_encode_timeline(&t, buf, sizeof(buf));
+    ck_assert_int_eq(msg_decode_timeline(buf, (size_t)n, &t2), WIRE_EMESSAGE);
+    t.tli = 3;
+    t.history_len = 0;
+    n = msg_encode_timeline(&t, buf, sizeof(buf));
+    ck_assert_int_eq(msg_decode_timeline(buf, (size_t)n, &t2), WIRE_EMESSAGE);
+    t.tli = 1;
+    t.switch_lsn = 0;
+    n = msg_encode_timeline(&t, buf, sizeof(buf));
+    ck_assert_int_eq(msg_decode_timeline(buf, (size_t)n, &t2), 0);
+    ck_assert_uint_eq(t2.history_len, 0);
+    t.history_len = MSG_HISTORY_MAX + 1;
+    ck_assert_int_eq(msg_encode_timeline(&t, buf, sizeof(buf)), -EMSGSIZE);
+
+    strcpy(c.text, "switchover requested by walmirrorctl");
+    n = msg_encode_control(&c, buf, sizeof(buf));
+    ck_assert_int_gt(n, 0);
+    ck_assert_int_eq(msg_decode_control(buf, (size_t)n, &c2), 0);
+    ck_assert_uint_eq(c2.kind, MSG_CTL_SWITCHOVER_PROMOTE);
+    ck_assert_uint_eq(c2.lsn, 0x5000028);
+    ck_assert_uint_eq(c2.value, 1234567);
+    ck_assert_uint_eq(c2.value2, 9);
+    ck_assert_str_eq(c2.text, c.text);
+    ck_assert_str_eq(msg_ctl_name(c2.kind), "SWITCHOVER_PROMOTE");
+    for (ssize_t cut = 0; cut < n; cut++)
+        ck_assert_int_eq(msg_decode_control(buf, (size_t)cut, &c2), WIRE_EMESSAGE);
+    c.kind = 0;
+    n = msg_encode_control(&c, buf, sizeof(buf));
+    ck_assert_int_eq(msg_decode_control(buf, (size_t)n, &c2), WIRE_EMESSAGE);
+    c.kind = MSG_CTL_LAST + 1;
+    n = msg_encode_control(&c, buf, sizeof(buf));
+    ck_assert_int_eq(msg_decode_control(buf, (size_t)n, &c2), WIRE_EMESSAGE);
+    ck_assert_str_eq(msg_ctl_name(MSG_CTL_LAST + 1), "unknown");
+}
+END_TEST
+
 int
 main(void)
 {
@@ -297,6 +363,7 @@ main(void)
     tcase_add_test(tc, test_plaintext_rejected_early);
     tcase_add_test(tc, test_error_names_distinct);
     tcase_add_test(tc, test_msg_roundtrip);
+    tcase_add_test(tc, test_msg_timeline_and_control);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

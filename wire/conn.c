@@ -56,8 +56,9 @@ struct conn {
     struct conn_config cfg;
     struct msg_hello hello; /* ours */
     struct msg_hello peer;
-    char peer_name[MSG_NAME_MAX + 1];
-    char prefix[MSG_NAME_MAX + 8];
+    char peer_name[2 * (MSG_NAME_MAX + 1)]; /* a name, or a comma-separated list (witness) */
+    char prefix[2 * (MSG_NAME_MAX + 1) + 8];
+    uint64_t peer_epoch; /* highest epoch seen in the peer's frames */
     const struct conn_ops *ops;
     void *ctx;
     struct conn_timer *hb;
@@ -194,6 +195,52 @@ conn_send_ack(struct conn *c, const struct msg_ack *ack)
     return send_frame(c, FRAME_ACK, 0, body, (size_t)n);
 }
 
+int
+conn_send_timeline(struct conn *c, const struct msg_timeline *tl)
+{
+    uint8_t *body;
+    ssize_t n;
+    int rc;
+
+    if (c->state != CONN_ESTABLISHED)
+        return -ENOTCONN;
+    body = malloc(tl->history_len + 64);
+    if (body == NULL)
+        return -ENOMEM;
+    n = msg_encode_timeline(tl, body, tl->history_len + 64);
+    rc = n < 0 ? (int)n : send_frame(c, FRAME_TIMELINE, 0, body, (size_t)n);
+    free(body);
+    return rc;
+}
+
+int
+conn_send_control(struct conn *c, const struct msg_control *ctl)
+{
+    uint8_t body[MSG_MAX_BODY];
+    ssize_t n;
+
+    if (c->state != CONN_ESTABLISHED)
+        return -ENOTCONN;
+    n = msg_encode_control(ctl, body, sizeof(body));
+    if (n < 0)
+        return (int)n;
+    log_debug(c->prefix, "sending %s", msg_ctl_name(ctl->kind));
+    return send_frame(c, FRAME_CONTROL, ctl->lsn, body, (size_t)n);
+}
+
+void
+conn_set_epoch(struct conn *c, uint64_t epoch)
+{
+    if (epoch > c->cfg.epoch)
+        c->cfg.epoch = epoch;
+}
+
+uint64_t
+conn_peer_epoch(const struct conn *c)
+{
+    return c->peer_epoch;
+}
+
 size_t
 conn_backlog(const struct conn *c)
 {
@@ -249,6 +296,31 @@ check_established(struct conn *c, uint64_t epoch)
     return 0;
 }
 
+/*
+ * Whether a HELLO's node name is the one expected (or one of the list).  Under TLS it must
+ * also be the name the verified certificate carries: a certificate for one site cannot
+ * introduce itself as the other.
+ */
+static bool
+name_expected(const struct conn *c, const char *name)
+{
+    const char *p = c->peer_name;
+    size_t n = strlen(name);
+
+    if (c->tls != NULL && strcmp(tls_peer_name(c->tls) != NULL ? tls_peer_name(c->tls) : "",
+                                 name) != 0)
+        return false;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        if (len == n && strncmp(p, name, n) == 0)
+            return true;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
+
 static int
 on_peer_hello(struct conn *c, const struct codec_frame *f)
 {
@@ -260,11 +332,14 @@ on_peer_hello(struct conn *c, const struct codec_frame *f)
         conn_fail(c, rc, "malformed HELLO from peer");
         return rc;
     }
-    if (strcmp(c->peer.node_name, c->peer_name) != 0) {
+    c->peer.epoch = f->hdr.epoch;
+    if (!name_expected(c, c->peer.node_name)) {
         conn_fail(c, WIRE_EPROTO, "peer introduced itself as \"%s\", expected \"%s\"",
                   c->peer.node_name, c->peer_name);
         return WIRE_EPROTO;
     }
+    if (strchr(c->peer_name, ',') != NULL) /* one of several: name it from now on */
+        snprintf(c->prefix, sizeof(c->prefix), "peer[%s]", c->peer.node_name);
     if (c->ops->on_hello != NULL) {
         rc = c->ops->on_hello(c->ctx, &c->peer, why, sizeof(why));
         if (rc < 0) {
@@ -296,8 +371,18 @@ dispatch(struct conn *c, const struct codec_frame *f)
         struct msg_ack ack;
         struct msg_heartbeat hb;
         struct msg_error err;
+        struct msg_timeline tl;
+        struct msg_control ctl;
     } m;
     int rc;
+
+    if (f->hdr.epoch > c->peer_epoch) {
+        c->peer_epoch = f->hdr.epoch;
+        if (f->hdr.epoch > c->cfg.epoch && c->ops->on_epoch != NULL)
+            c->ops->on_epoch(c->ctx, f->hdr.epoch);
+        if (c->state == CONN_CLOSED)
+            return WIRE_ECLOSED;
+    }
 
     if (c->state == CONN_HELLO) {
         if (f->hdr.type == FRAME_ERROR &&
@@ -319,6 +404,13 @@ dispatch(struct conn *c, const struct codec_frame *f)
         }
         return 0;
     }
+    if (f->hdr.epoch < c->cfg.epoch) {
+        /* The peer acts on an older epoch: it is fenced, and nothing it says counts. */
+        conn_fail(c, WIRE_EPROTO, "%s is fenced: its epoch %llu is older than %llu",
+                  c->peer.node_name, (unsigned long long)f->hdr.epoch,
+                  (unsigned long long)c->cfg.epoch);
+        return WIRE_EPROTO;
+    }
     switch (f->hdr.type) {
     case FRAME_WAL:
         if (c->ops->on_wal != NULL)
@@ -332,6 +424,24 @@ dispatch(struct conn *c, const struct codec_frame *f)
         }
         if (c->ops->on_ack != NULL)
             c->ops->on_ack(c->ctx, &m.ack);
+        return 0;
+    case FRAME_TIMELINE:
+        rc = msg_decode_timeline(f->payload, f->hdr.raw_len, &m.tl);
+        if (rc < 0 || c->ops->on_timeline == NULL) {
+            conn_fail(c, rc < 0 ? rc : WIRE_EPROTO, "%s TIMELINE from peer",
+                      rc < 0 ? "malformed" : "unexpected");
+            return rc < 0 ? rc : WIRE_EPROTO;
+        }
+        c->ops->on_timeline(c->ctx, &m.tl);
+        return 0;
+    case FRAME_CONTROL:
+        rc = msg_decode_control(f->payload, f->hdr.raw_len, &m.ctl);
+        if (rc < 0 || c->ops->on_control == NULL) {
+            conn_fail(c, rc < 0 ? rc : WIRE_EPROTO, "%s CONTROL from peer",
+                      rc < 0 ? "malformed" : "unexpected");
+            return rc < 0 ? rc : WIRE_EPROTO;
+        }
+        c->ops->on_control(c->ctx, &m.ctl);
         return 0;
     case FRAME_HEARTBEAT:
         rc = msg_decode_heartbeat(f->payload, f->hdr.raw_len, &m.hb);

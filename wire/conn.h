@@ -16,7 +16,7 @@
  *    sides instead of both waiting.  A HELLO whose node name is not the expected peer name,
  *    or that the owner's on_hello refuses (say, another cluster's system identifier), is
  *    answered with an ERROR frame and the connection is closed.
- *  - ESTABLISHED: WAL, ACK, HEARTBEAT flow; a HEARTBEAT goes out every heartbeat interval and
+ *  - ESTABLISHED: WAL, ACK, HEARTBEAT, TIMELINE, CONTROL flow; a HEARTBEAT goes out every heartbeat interval and
  *    the connection fails when nothing has been received for the timeout.
  *  - CLOSED: after any failure, a peer's ERROR or BYE, or conn_close().  on_closed is called
  *    exactly once with the reason (a WIRE_E* code or negative errno) and a message for the
@@ -49,9 +49,10 @@ enum conn_state {
 
 struct conn_config {
     struct tls_config *tls;        /* NULL: plaintext, for tests and benchmarks only */
-    const char *peer_name;         /* expected certificate name and HELLO node name */
+    const char *peer_name;         /* expected certificate name and HELLO node name, or a
+                                    * comma-separated list of names (a witness's sites) */
     const struct msg_hello *hello; /* ours; copied */
-    uint64_t epoch;                /* carried in every frame */
+    uint64_t epoch;                /* carried in every frame; see conn_set_epoch() */
     bool compress;                 /* LZ4 for WAL frames */
     int lz4_acceleration;          /* 1 = best ratio */
     unsigned heartbeat_ms;         /* 0: no heartbeats */
@@ -69,6 +70,13 @@ struct conn_ops {
     void (*on_ack)(void *ctx, const struct msg_ack *ack);
     /* Optional: the send queue is empty (for producers that pause on back-pressure). */
     void (*on_drained)(void *ctx);
+    /* Optional: TIMELINE and CONTROL frames; without a handler either ends the connection.
+     * Pointers in the message are valid during the call only. */
+    void (*on_timeline)(void *ctx, const struct msg_timeline *tl);
+    void (*on_control)(void *ctx, const struct msg_control *ctl);
+    /* Optional: a frame carried an epoch newer than ours (called once per rise): we are
+     * fenced.  May conn_close(). */
+    void (*on_epoch)(void *ctx, uint64_t epoch);
     void (*on_closed)(void *ctx, int reason, const char *message);
 };
 
@@ -86,6 +94,18 @@ enum conn_state conn_state(const struct conn *c);
 /* Sends WAL bytes starting at lsn (len <= FRAME_MAX_RAW).  Only when ESTABLISHED. */
 WM_MUSTCHECK int conn_send_wal(struct conn *c, uint64_t lsn, const void *data, size_t len);
 WM_MUSTCHECK int conn_send_ack(struct conn *c, const struct msg_ack *ack);
+WM_MUSTCHECK int conn_send_timeline(struct conn *c, const struct msg_timeline *tl);
+WM_MUSTCHECK int conn_send_control(struct conn *c, const struct msg_control *ctl);
+
+/*
+ * Epochs (fencing tokens).  Every frame carries ours.  Once ESTABLISHED, a frame whose epoch
+ * is older than ours ends the connection ("fenced"); one newer than ours is reported through
+ * on_epoch.  During the HELLO exchange the owner's on_hello sees the peer's epoch in
+ * msg_hello.epoch and decides.  conn_set_epoch raises ours (never lowers it).
+ */
+void conn_set_epoch(struct conn *c, uint64_t epoch);
+/* The highest epoch seen in the peer's frames (an ERROR refusing us included). */
+uint64_t conn_peer_epoch(const struct conn *c);
 
 /* Bytes queued for the peer and not yet taken by the kernel. */
 size_t conn_backlog(const struct conn *c);

@@ -34,6 +34,10 @@ frame_type_name(uint8_t type)
         return "BYE";
     case FRAME_READY:
         return "READY";
+    case FRAME_TIMELINE:
+        return "TIMELINE";
+    case FRAME_CONTROL:
+        return "CONTROL";
     default:
         return "unknown";
     }
@@ -42,7 +46,7 @@ frame_type_name(uint8_t type)
 static int
 type_known(uint8_t type)
 {
-    return type >= FRAME_HELLO && type <= FRAME_READY;
+    return (type >= FRAME_HELLO && type <= FRAME_TIMELINE) || type == FRAME_CONTROL;
 }
 
 int

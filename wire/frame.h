@@ -57,6 +57,8 @@ enum frame_type {
     FRAME_ERROR = 0x05,
     FRAME_BYE = 0x06,
     FRAME_READY = 0x07,
+    FRAME_TIMELINE = 0x08,
+    FRAME_CONTROL = 0x10,
 };
 
 struct frame_hdr {

@@ -126,6 +126,79 @@ msg_decode_error(const void *body, size_t len, struct msg_error *m)
     return 0;
 }
 
+ssize_t
+msg_encode_timeline(const struct msg_timeline *m, uint8_t *out, size_t cap)
+{
+    struct wbuf w = wbuf_init(out, cap);
+
+    if (m->history_len > MSG_HISTORY_MAX || !wbuf_put_u32le(&w, m->tli) ||
+        !wbuf_put_u64le(&w, m->switch_lsn) || !wbuf_put_u32le(&w, (uint32_t)m->history_len) ||
+        !wbuf_put_bytes(&w, m->history, m->history_len))
+        return -EMSGSIZE;
+    return (ssize_t)w.len;
+}
+
+int
+msg_decode_timeline(const void *body, size_t len, struct msg_timeline *m)
+{
+    struct cursor c = cur_init(body, len);
+    const uint8_t *p;
+    uint32_t n;
+
+    if (!cur_get_u32le(&c, &m->tli) || !cur_get_u64le(&c, &m->switch_lsn) ||
+        !cur_get_u32le(&c, &n) || n > MSG_HISTORY_MAX || !cur_get_bytes(&c, n, &p))
+        return WIRE_EMESSAGE;
+    if (m->tli == 0 || (m->tli > 1 && (n == 0 || m->switch_lsn == 0)))
+        return WIRE_EMESSAGE;
+    m->history = (const char *)p;
+    m->history_len = n;
+    return 0;
+}
+
+ssize_t
+msg_encode_control(const struct msg_control *m, uint8_t *out, size_t cap)
+{
+    struct wbuf w = wbuf_init(out, cap);
+
+    if (!wbuf_put_u8(&w, m->kind) || !wbuf_put_u64le(&w, m->lsn) ||
+        !wbuf_put_u64le(&w, m->value) || !wbuf_put_u64le(&w, m->value2) ||
+        !put_str(&w, m->text, MSG_TEXT_MAX))
+        return -EMSGSIZE;
+    return (ssize_t)w.len;
+}
+
+int
+msg_decode_control(const void *body, size_t len, struct msg_control *m)
+{
+    struct cursor c = cur_init(body, len);
+
+    if (!cur_get_u8(&c, &m->kind) || !cur_get_u64le(&c, &m->lsn) ||
+        !cur_get_u64le(&c, &m->value) || !cur_get_u64le(&c, &m->value2) ||
+        !get_str(&c, m->text, MSG_TEXT_MAX))
+        return WIRE_EMESSAGE;
+    if (m->kind == 0 || m->kind > MSG_CTL_LAST)
+        return WIRE_EMESSAGE;
+    return 0;
+}
+
+const char *
+msg_ctl_name(uint8_t kind)
+{
+    static const char *const names[] = {
+        [MSG_CTL_SWITCHOVER_BEGIN] = "SWITCHOVER_BEGIN",
+        [MSG_CTL_SWITCHOVER_PROMOTE] = "SWITCHOVER_PROMOTE",
+        [MSG_CTL_SWITCHOVER_DONE] = "SWITCHOVER_DONE",
+        [MSG_CTL_SWITCHOVER_ABORT] = "SWITCHOVER_ABORT",
+        [MSG_CTL_FENCE] = "FENCE",
+        [MSG_CTL_STATE] = "STATE",
+        [MSG_CTL_VOTE_REQUEST] = "VOTE_REQUEST",
+        [MSG_CTL_VOTE_GRANT] = "VOTE_GRANT",
+        [MSG_CTL_VOTE_DENY] = "VOTE_DENY",
+    };
+
+    return kind > 0 && kind <= MSG_CTL_LAST ? names[kind] : "unknown";
+}
+
 const char *
 msg_role_name(uint8_t role)
 {

@@ -9,6 +9,15 @@
  *   ERROR      a code and a message: the sender is about to close the connection.
  *   BYE        orderly close, with a reason.
  *   READY      empty: the sender has accepted the peer's HELLO.
+ *   TIMELINE   source to sink, before the WAL it announces: the WAL that follows belongs to
+ *              timeline tli; when that timeline branches off an older one, switch_lsn is the
+ *              switch point and history the new timeline's history file as PostgreSQL wrote
+ *              it (empty for timeline 1).
+ *   CONTROL    a kind (enum msg_ctl), an LSN, two values, a text: switchover steps, fencing,
+ *              and the witness's votes; what each kind carries is listed with the enum.
+ *
+ * The epoch (fencing token) is not in any body: every frame header carries the sender's.
+ * conn.c copies the HELLO frame's epoch into struct msg_hello.epoch for the receiver.
  *
  * Encoding is little-endian through struct wbuf; decoding only through struct cursor.  A
  * decoder rejects a body shorter than its fields (WIRE_EMESSAGE) but ignores trailing bytes:
@@ -45,6 +54,7 @@ struct msg_hello {
     uint64_t durable_lsn;
     uint64_t applied_lsn;
     uint64_t capabilities;
+    uint64_t epoch; /* not encoded: the receiving conn fills it from the frame header */
 };
 
 struct msg_ack {
@@ -66,7 +76,55 @@ struct msg_error {
     char text[MSG_TEXT_MAX + 1];
 };
 
-/* Largest encoded body of any of these messages. */
+/* A timeline history file larger than this is refused (a line is ~40 bytes: ~6,000 switches). */
+#define MSG_HISTORY_MAX (256u * 1024)
+
+struct msg_timeline {
+    uint32_t tli;
+    uint64_t switch_lsn;    /* 0 on timeline 1 */
+    const char *history;    /* decoded: points into the frame payload, valid during the call */
+    size_t history_len;
+};
+
+/*
+ * CONTROL kinds.  lsn / value / value2 / text as listed; unused fields are 0 or empty.
+ * Switchover (source = S, sink = K): S sends SWITCHOVER_BEGIN (value: the operator's request
+ * id) and stops its primary cleanly; once the primary's last WAL is durable at K, S sends
+ * SWITCHOVER_PROMOTE (lsn: end of the old primary's WAL; value: unix us of its last accepted
+ * commit as S measured it, or 0).  K replays to lsn, promotes, raises the epoch and answers
+ * SWITCHOVER_DONE (lsn: where its new timeline begins; value: the new timeline; value2: the
+ * new epoch), then both swap roles.  Either side may send SWITCHOVER_ABORT (text: why) before
+ * PROMOTE; after PROMOTE there is no way back but forward.
+ * FENCE (value: the sender's epoch; text: the node that holds it): the receiver's epoch is
+ * older; it must stop acting as source or sink and keep its PostgreSQL from taking writes.
+ * Witness: a site sends STATE (value: its epoch; value2: its role, enum msg_role; lsn: its
+ * durable / flushed position) whenever it changes and with each heartbeat interval; the sink
+ * asks VOTE_REQUEST (value: the epoch it would take, its current + 1; lsn: its durable end) and
+ * the witness answers VOTE_GRANT (value: the epoch granted, recorded durably before it is
+ * sent) or VOTE_DENY (text: why, e.g. "the primary site-a was heard 0.4 s ago").
+ */
+enum msg_ctl {
+    MSG_CTL_SWITCHOVER_BEGIN = 1,
+    MSG_CTL_SWITCHOVER_PROMOTE = 2,
+    MSG_CTL_SWITCHOVER_DONE = 3,
+    MSG_CTL_SWITCHOVER_ABORT = 4,
+    MSG_CTL_FENCE = 5,
+    MSG_CTL_STATE = 6,
+    MSG_CTL_VOTE_REQUEST = 7,
+    MSG_CTL_VOTE_GRANT = 8,
+    MSG_CTL_VOTE_DENY = 9,
+};
+#define MSG_CTL_LAST MSG_CTL_VOTE_DENY
+
+struct msg_control {
+    uint8_t kind; /* enum msg_ctl */
+    uint64_t lsn;
+    uint64_t value;
+    uint64_t value2;
+    char text[MSG_TEXT_MAX + 1];
+};
+
+/* Largest encoded body of any of these messages but TIMELINE (MSG_HISTORY_MAX + 32). */
 #define MSG_MAX_BODY 2048
 
 /* Each encoder writes into out[cap] and returns the body length, or -EMSGSIZE. */
@@ -75,12 +133,22 @@ WM_MUSTCHECK ssize_t msg_encode_ack(const struct msg_ack *m, uint8_t *out, size_
 WM_MUSTCHECK ssize_t msg_encode_heartbeat(const struct msg_heartbeat *m, uint8_t *out, size_t cap);
 /* ERROR and BYE share a body. */
 WM_MUSTCHECK ssize_t msg_encode_error(const struct msg_error *m, uint8_t *out, size_t cap);
+WM_MUSTCHECK ssize_t msg_encode_timeline(const struct msg_timeline *m, uint8_t *out, size_t cap);
+WM_MUSTCHECK ssize_t msg_encode_control(const struct msg_control *m, uint8_t *out, size_t cap);
 
 /* Each decoder returns 0 or WIRE_EMESSAGE. */
 WM_MUSTCHECK int msg_decode_hello(const void *body, size_t len, struct msg_hello *m);
 WM_MUSTCHECK int msg_decode_ack(const void *body, size_t len, struct msg_ack *m);
 WM_MUSTCHECK int msg_decode_heartbeat(const void *body, size_t len, struct msg_heartbeat *m);
 WM_MUSTCHECK int msg_decode_error(const void *body, size_t len, struct msg_error *m);
+/* tli 0, a history longer than MSG_HISTORY_MAX or the body, or tli > 1 with no history, are
+ * malformed. */
+WM_MUSTCHECK int msg_decode_timeline(const void *body, size_t len, struct msg_timeline *m);
+/* An unknown kind is malformed. */
+WM_MUSTCHECK int msg_decode_control(const void *body, size_t len, struct msg_control *m);
+
+/* "SWITCHOVER_BEGIN", ...; "unknown" otherwise. */
+const char *msg_ctl_name(uint8_t kind);
 
 const char *msg_role_name(uint8_t role);
 

@@ -541,18 +541,32 @@ tls_session_new(struct tls_session **out, struct tls_config *cfg, const char *pe
     SSL_set_bio(s->ssl, s->rbio, s->wbio); /* ssl owns both from here */
     SSL_set_app_data(s->ssl, s);
 
-    /* The expected name is checked by OpenSSL during chain verification, on both sides. */
+    /* The expected name (any of a comma-separated list) is checked by OpenSSL during chain
+     * verification, on both sides. */
     SSL_set_hostflags(s->ssl, TLS_HOSTFLAGS);
-    if (SSL_set1_host(s->ssl, s->expected) != 1)
-        goto nomem_ssl;
-    if (cfg->is_server) {
-        SSL_set_accept_state(s->ssl);
-    } else {
-        /* SNI: lets a TLS-terminating middlebox route by name; harmless otherwise. */
-        if (SSL_set_tlsext_host_name(s->ssl, s->expected) != 1)
-            goto nomem_ssl;
-        SSL_set_connect_state(s->ssl);
+    {
+        char names[sizeof(s->expected)], *save = NULL;
+        bool first = true;
+
+        memcpy(names, s->expected, name_len + 1);
+        for (char *n = strtok_r(names, ",", &save); n != NULL; n = strtok_r(NULL, ",", &save)) {
+            if ((first ? SSL_set1_host(s->ssl, n) : SSL_add1_host(s->ssl, n)) != 1)
+                goto nomem_ssl;
+            /* SNI (the first name): lets a TLS-terminating middlebox route by name. */
+            if (first && !cfg->is_server && SSL_set_tlsext_host_name(s->ssl, n) != 1)
+                goto nomem_ssl;
+            first = false;
+        }
+        if (first) { /* nothing but commas */
+            SSL_free(s->ssl);
+            free(s);
+            return -EINVAL;
+        }
     }
+    if (cfg->is_server)
+        SSL_set_accept_state(s->ssl);
+    else
+        SSL_set_connect_state(s->ssl);
     ERR_clear_error();
     *out = s;
     return 0;
@@ -661,12 +675,24 @@ check_peer(struct tls_session *s)
         return fail(s, WIRE_ETLS, "TLS handshake failed: negotiated %s instead of TLS 1.3",
                     SSL_get_version(s->ssl));
     /* Belt and braces: SSL_set1_host made OpenSSL check the name; check it again here. */
-    if (X509_check_host(peer, s->expected, 0, TLS_HOSTFLAGS, &matched) != 1) {
-        cert_label(peer, name, sizeof(name));
-        OPENSSL_free(matched);
-        return fail(s, WIRE_ETLS_VERIFY,
-                    "peer certificate name mismatch: expected %s, certificate is for %s",
-                    s->expected, name);
+    {
+        char names[sizeof(s->expected)], *save = NULL, *n;
+        int ok = 0;
+
+        copy_str(names, sizeof(names), s->expected);
+        for (n = strtok_r(names, ",", &save); n != NULL && ok != 1;
+             n = strtok_r(NULL, ",", &save)) {
+            OPENSSL_free(matched);
+            matched = NULL;
+            ok = X509_check_host(peer, n, 0, TLS_HOSTFLAGS, &matched);
+        }
+        if (ok != 1) {
+            cert_label(peer, name, sizeof(name));
+            OPENSSL_free(matched);
+            return fail(s, WIRE_ETLS_VERIFY,
+                        "peer certificate name mismatch: expected %s, certificate is for %s",
+                        s->expected, name);
+        }
     }
     copy_str(s->peer_name, sizeof(s->peer_name), matched != NULL ? matched : s->expected);
     sanitize(s->peer_name);

@@ -42,7 +42,9 @@ WM_MUSTCHECK int tls_config_new(struct tls_config **out, const char *ca_file, co
                                 const char *key_file, bool is_server, char *err, size_t errlen);
 void tls_config_free(struct tls_config *cfg);
 
-/* A session for one connection; peer_name is the name the peer's certificate must carry. */
+/* A session for one connection; peer_name is the name the peer's certificate must carry, or a
+ * comma-separated list of names it may carry (a witness accepts either site);
+ * tls_peer_name() then says which one it was. */
 WM_MUSTCHECK int tls_session_new(struct tls_session **out, struct tls_config *cfg,
                                  const char *peer_name);
 void tls_session_free(struct tls_session *s);
