@@ -28,7 +28,10 @@
  *   on the cut direction: what a partition looks like to TCP, where every packet is lost and
  *   the endpoints only notice through their own timeouts.  Bytes already queued are held, not
  *   dropped.  `restore` treats everything held as retransmitted at that moment: it crosses the
- *   link again (serialization and delay) from the time of the restore.
+ *   link again (serialization and delay) from the time of the restore.  A connection accepted
+ *   during a cut is held: B is contacted only once the link works both ways again.
+ *   (Connection setup costs no round trip: A's connect completes at once, on loopback, and B
+ *   is connected when A is accepted; only the bytes and the FIN/RST cross the link.)
  *
  * Control: --control PATH is a unix stream socket taking one-line commands, each answered by
  *   one line, "ok ..." or "error: ...":
@@ -51,7 +54,8 @@
  *   CLOCK_MONOTONIC with the timer slack set to 1 ns, and whose only timer structure is a
  *   binary heap of the directions waiting for their next release.  No threads.
  *
- * Lifetime: a connection is CONNECTING (B's connect in flight), OPEN, then CLOSED; a closed
+ * Lifetime: a connection is HELD (accepted during a cut), CONNECTING (B's connect in flight),
+ *   OPEN, then CLOSED; a closed
  *   connection's sockets are closed at once and its memory freed at the end of the loop turn,
  *   so that events already fetched for it are recognised and skipped.
  */
@@ -162,9 +166,11 @@ struct lk_dir {
     uint64_t bytes;           /* delivered */
 };
 
-enum lk_conn_state { LK_CONNECTING, LK_OPEN, LK_CLOSED };
+/* HELD: accepted during a cut, B not contacted yet (its SYN would be lost); CONNECTING: B's
+ * connect in flight. */
+enum lk_conn_state { LK_HELD, LK_CONNECTING, LK_OPEN, LK_CLOSED };
 
-static const char *const lk_state_names[] = {"connecting", "open", "closed"};
+static const char *const lk_state_names[] = {"held", "connecting", "open", "closed"};
 
 struct lk_conn {
     struct lk *lk;
@@ -492,7 +498,7 @@ side_wants_read(const struct lk *lk, const struct lk_conn *c, unsigned s)
 
     if (c->state == LK_CLOSED || c->side[s].fd < 0)
         return false;
-    if (c->state == LK_CONNECTING && s == LK_B)
+    if (c->state != LK_OPEN && s == LK_B)
         return false;
     return !out->src_done && !out->paused && !lk->cut[s];
 }
@@ -678,7 +684,7 @@ side_failed(struct lk *lk, struct lk_conn *c, unsigned s, int err, uint64_t now)
         return;
     log_info(LK_COMPONENT, "conn %" PRIu64 ": side %c failed: %s", c->id, "AB"[s],
              wire_strerror(err));
-    if (c->state == LK_CONNECTING || c->side[s ^ 1].fd < 0) {
+    if (c->state != LK_OPEN || c->side[s ^ 1].fd < 0) {
         conn_close(lk, c, true, "side failed");
         return;
     }
@@ -945,11 +951,42 @@ side_event(struct lk *lk, struct lk_side *sd, uint32_t ev)
         side_read(lk, c, s);
 }
 
+/* Opens c's connection to B; c was HELD or is new. */
+static void
+conn_connect(struct lk *lk, struct lk_conn *c)
+{
+    int one = 1, bfd, ret;
+
+    conn_set_state(c, LK_CONNECTING, "connecting to B");
+    bfd = socket(lk->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (bfd < 0) {
+        log_error(LK_COMPONENT, "conn %" PRIu64 ": socket: %s", c->id, strerror(errno));
+        conn_close(lk, c, true, "no socket");
+        return;
+    }
+    c->side[LK_B].fd = bfd;
+    if (setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+        log_debug(LK_COMPONENT, "TCP_NODELAY: %s", strerror(errno));
+    ret = connect(bfd, (struct sockaddr *)&lk->dst, lk->dst_len);
+    if (ret != 0 && errno != EINPROGRESS) {
+        lk->n_connect_failed++;
+        log_warning(LK_COMPONENT, "conn %" PRIu64 ": connect to %s failed: %s", c->id, lk->dst_name,
+                    strerror(errno));
+        conn_close(lk, c, true, "connect failed");
+        return;
+    }
+    if (ret == 0) {
+        conn_set_state(c, LK_OPEN, "connected at once");
+        dir_service(lk, &c->dir[LK_A2B], mono_ns());
+    }
+    conn_update_events(lk, c);
+}
+
 static void
 conn_open(struct lk *lk, int afd)
 {
     struct lk_conn *c;
-    int one = 1, bfd, ret;
+    int one = 1;
 
     if (setsockopt(afd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
         log_debug(LK_COMPONENT, "TCP_NODELAY: %s", strerror(errno));
@@ -962,7 +999,7 @@ conn_open(struct lk *lk, int afd)
     }
     c->lk = lk;
     c->id = ++lk->next_id;
-    c->state = LK_CONNECTING;
+    c->state = LK_HELD;
     for (unsigned i = 0; i < 2; i++) {
         c->side[i] = (struct lk_side){.h.kind = LK_H_SIDE, .conn = c, .fd = -1, .id = i};
         c->dir[i] = (struct lk_dir){.conn = c, .id = i, .heap_idx = LK_NOT_QUEUED};
@@ -974,28 +1011,13 @@ conn_open(struct lk *lk, int afd)
     lk->conns = c;
     lk->n_active++;
     lk->n_accepted++;
-
-    bfd = socket(lk->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-    if (bfd < 0) {
-        log_error(LK_COMPONENT, "conn %" PRIu64 ": socket: %s", c->id, strerror(errno));
-        conn_close(lk, c, true, "no socket");
+    if (lk->cut[LK_A2B] || lk->cut[LK_B2A]) {
+        log_info(LK_COMPONENT, "conn %" PRIu64 " accepted during a cut: held", c->id);
+        conn_update_events(lk, c);
         return;
     }
-    c->side[LK_B].fd = bfd;
-    if (setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
-        log_debug(LK_COMPONENT, "TCP_NODELAY: %s", strerror(errno));
     log_info(LK_COMPONENT, "conn %" PRIu64 " accepted, connecting to %s", c->id, lk->dst_name);
-    ret = connect(bfd, (struct sockaddr *)&lk->dst, lk->dst_len);
-    if (ret != 0 && errno != EINPROGRESS) {
-        lk->n_connect_failed++;
-        log_warning(LK_COMPONENT, "conn %" PRIu64 ": connect to %s failed: %s", c->id, lk->dst_name,
-                    strerror(errno));
-        conn_close(lk, c, true, "connect failed");
-        return;
-    }
-    if (ret == 0)
-        conn_set_state(c, LK_OPEN, "connected at once");
-    conn_update_events(lk, c);
+    conn_connect(lk, c);
 }
 
 static void
@@ -1074,6 +1096,12 @@ lk_restore(struct lk *lk, unsigned mask)
             dir_service(lk, &c->dir[i], now);
             conn_update_events(lk, c);
         }
+    }
+    /* Connections accepted during the cut reach B once the link works both ways. */
+    for (struct lk_conn *c = lk->conns, *next; c != NULL && !lk->cut[0] && !lk->cut[1]; c = next) {
+        next = c->next;
+        if (c->state == LK_HELD)
+            conn_connect(lk, c);
     }
     log_info(LK_COMPONENT, "restore: a2b %s, b2a %s", lk->cut[0] ? "cut" : "open",
              lk->cut[1] ? "cut" : "open");

@@ -3,8 +3,8 @@
  * relayed intact both ways with and without delay, jitter and a rate cap; FIN and RST carried
  * across; the delay seen in round trips, also after `set` at run time and for one direction;
  * a rate cap bounding throughput in each direction; cuts (both ways, one way, by signal)
- * holding everything until restore; reset; back-pressure bounding the queue; many
- * connections; a refused connect; the control client; bad arguments exiting 2.
+ * holding everything, a FIN and new connections until restore; reset; back-pressure bounding the
+ * queue; many connections; a refused connect; the control client; bad arguments exiting 2.
  *
  * Timing asserts are loose (CI machines are busy): they check the mechanism, not a speed.
  * Each test starts its own wm-linkem, which dies with the test process (PR_SET_PDEATHSIG) and
@@ -675,6 +675,33 @@ START_TEST(test_cut_holds_fin)
 }
 END_TEST
 
+START_TEST(test_connect_during_cut)
+{
+    struct lkproc p;
+    struct pollfd pfd;
+    int port, lfd = listen_any(&port), a, b;
+    char got[2];
+
+    /* The SYN would be lost: B sees no connection until the link is restored. */
+    lk_start(&p, port, NULL);
+    ck_assert_str_eq(ctl(&p, "cut a2b"), "ok cut=a2b");
+    a = connect_port(p.port);
+    send_all(a, "hi", 2);
+    pfd = (struct pollfd){.fd = lfd, .events = POLLIN};
+    ck_assert_int_eq(poll(&pfd, 1, 500), 0);
+    ck_assert_uint_eq(stat_now(&p, "conns"), 1);
+    ck_assert_str_eq(ctl(&p, "restore"), "ok cut=none");
+    b = accept_within(lfd, 2000);
+    ck_assert_uint_eq(recv_within(b, got, 2, 2000), 2);
+    ck_assert(memcmp(got, "hi", 2) == 0);
+    round_trip(a, b);
+    close(a);
+    close(b);
+    close(lfd);
+    lk_stop(&p);
+}
+END_TEST
+
 START_TEST(test_reset)
 {
     struct lkproc p;
@@ -934,6 +961,7 @@ linkem_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_cut);
     tcase_add_test(tc, test_cut_holds_fin);
+    tcase_add_test(tc, test_connect_during_cut);
     tcase_add_test(tc, test_reset);
     tcase_add_test(tc, test_control_client);
     tcase_add_test(tc, test_bad_arguments);
