@@ -4,6 +4,7 @@
  * Files
  *   spool_dir/TTTTTTTTXXXXXXXXYYYYYYYY[.partial]  one per segment, seg_size bytes, mode 0600
  *   spool_dir/spool.meta                          identity (text), replaced atomically
+ *   spool_dir/TTTTTTTT.history                    timeline history, as PostgreSQL wrote it
  *   The directory is flock()ed while open: a second agent on the same spool gets -EBUSY.
  *
  * Segment lifecycle (struct seg; the held segments form one contiguous run, oldest first)
@@ -71,7 +72,30 @@
  *   After each flush batch and each spool_set_retain_lsn: complete segments are removed from
  *   the oldest while their end is at least keep_bytes behind flush_lsn and not after the retain
  *   LSN (0: not set, keep_bytes alone decides).  The segment holding the last durable byte is
- *   never removed, so a restarted spool always finds its position.
+ *   never removed, so a restarted spool always finds its position.  History files are never
+ *   removed (only spool_remove_all does).
+ *
+ * Timeline switch (spool_set_timeline)
+ *   Synchronous, in this order, each step durable before the next: (1) the history file
+ *   (temporary file, fsync, rename, directory fsync); (2) the switch segment S in the new
+ *   timeline's file, created as NAME.partial with its bytes below the switch point - those
+ *   below write_lsn read from the old file (their writes completed), the rest copied from the
+ *   queued writes' buffers (the FIFO covers [write_lsn, append_end) exactly) - and zeros after,
+ *   then fsync of the file and the directory; (3) spool.meta with the new timeline; (4) removal
+ *   of the old-timeline files of S and of any segment prepared ahead after it.  Their struct
+ *   seg become orphans: out of segs[], so no later flush batch fdatasyncs them (their bytes are
+ *   durable in the new file already), but their writes and preparation still in flight complete
+ *   normally - the FIFO, and so write_lsn and flush_lsn, advance as before - and an orphan is
+ *   freed when nothing of it is in flight.  Nothing turns the loop, so no callback runs inside
+ *   spool_set_timeline.
+ *   Recovery handles a crash between the steps: segment files of a timeline newer than
+ *   spool.meta's are removed (step 3 did not happen: the old timeline's files are intact); of
+ *   two files of one segment the newer timeline's is used and the other removed (step 4 did
+ *   not happen); and if the partial segment holding the durable end is of an older timeline
+ *   and reaches past that timeline's switch point (its history says so, or is unknown), it is
+ *   started again in the current timeline's file as in step 2, so that appends never go to an
+ *   old timeline's file past its switch point.  A missing history file of the current timeline
+ *   is only a warning (the history is then unknown); a damaged one fails spool_open.
  *
  * Threading and lifetime
  *   One loop thread.  spool_close() waits for the spool's SQEs still in flight by turning the
@@ -108,6 +132,12 @@
 #define ZERO_PARALLEL 8          /* zero-fill writes in flight per segment */
 #define CLOSE_WAIT_MS 30000      /* spool_close: how long to wait for SQEs in flight */
 #define FILE_NAME_MAX (WALFMT_NAME_LEN + sizeof(WALFMT_PARTIAL_SUFFIX))
+#define HISTORY_SUFFIX ".history"
+#define HISTORY_TMP_SUFFIX ".history.tmp"
+#define HISTORY_NAME_LEN 16       /* "%08X.history" */
+#define HISTORY_NAME_MAX 24       /* with ".tmp" and the NUL */
+#define HISTORY_MAX (1u << 20)    /* a history file is a few lines; refuse absurd ones */
+#define HISTORY_MAX_ENTRIES 65536 /* lines of history accepted */
 
 #define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
@@ -133,6 +163,7 @@ struct seg {
     unsigned zero_inflight;
     unsigned sync_left;                 /* preparation fsyncs (file, directory) outstanding */
     struct wreq *wait_head, *wait_tail; /* writes waiting for the preparation */
+    struct seg *orphan_next; /* replaced by a timeline switch: see "Timeline switch" */
 };
 
 struct chunk {
@@ -193,6 +224,10 @@ struct spool {
 
     struct seg **segs; /* contiguous run: segs[i]->segno == segs[0]->segno + i */
     size_t nsegs, cap;
+    struct seg *orphans; /* see "Timeline switch" */
+
+    struct spool_timeline *tls; /* history, oldest first, current last (NULL: no identity) */
+    size_t ntls;
 
     bool positioned;     /* start_lsn is meaningful (something was appended or recovered) */
     uint64_t start_lsn;  /* start of the oldest segment held */
@@ -229,6 +264,8 @@ static void wreq_cb(struct wio_op *op, int res, unsigned flags);
 static void maybe_start_batch(struct spool *s);
 static void start_renames(struct spool *s);
 static void run_retention(struct spool *s);
+static void orphans_settle(struct spool *s);
+static int history_load(struct spool *s, char *err, size_t errlen);
 
 /* ---- small helpers ---- */
 
@@ -682,6 +719,8 @@ wreq_cb(struct wio_op *op, int res, unsigned flags)
     fifo_advance(s);
     if (!s->closing)
         maybe_start_batch(s);
+    if (s->orphans != NULL && s->in_cb == 1)
+        orphans_settle(s);
     s->in_cb--;
     if (s->zombie && s->inflight == 0 && s->in_cb == 0)
         spool_destroy(s);
@@ -1071,6 +1110,8 @@ sop_cb(struct wio_op *op, int res, unsigned flags)
             s->ops->on_failed(s->ctx, s->fail_err, s->fail_msg);
         break;
     }
+    if (s->orphans != NULL && s->in_cb == 1)
+        orphans_settle(s);
     free(o);
     s->in_cb--;
     if (s->zombie && s->inflight == 0 && s->in_cb == 0)
@@ -1363,6 +1404,8 @@ spool_set_identity(struct spool *s, const struct spool_identity *id)
     if (s->failed)
         return s->fail_err;
     if (s->id.system_id == 0) {
+        char err[256];
+
         ret = meta_write(s, id);
         if (ret < 0)
             return ret;
@@ -1370,6 +1413,9 @@ spool_set_identity(struct spool *s, const struct spool_identity *id)
         log_info(SPOOL_COMPONENT,
                  "spool in %s belongs to system %" PRIu64 " (segment size %u, timeline %u)", s->dir,
                  id->system_id, (unsigned)id->seg_size, (unsigned)id->timeline);
+        if (history_load(s, err, sizeof(err)) < 0)
+            log_warning(SPOOL_COMPONENT, "%s; the history of timeline %u is unknown", err,
+                        (unsigned)id->timeline);
         return 0;
     }
     if (id->system_id != s->id.system_id || id->seg_size != s->id.seg_size) {
@@ -1380,21 +1426,846 @@ spool_set_identity(struct spool *s, const struct spool_identity *id)
                   (unsigned)id->seg_size);
         return -EEXIST;
     }
-    if (id->timeline > s->id.timeline) {
+    if (id->timeline != s->id.timeline && s->positioned) {
+        log_info(SPOOL_COMPONENT,
+                 "spool in %s holds WAL of timeline %u (offered %u): its timeline changes only "
+                 "with a timeline switch",
+                 s->dir, (unsigned)s->id.timeline, (unsigned)id->timeline);
+    } else if (id->timeline > s->id.timeline) {
         struct spool_identity next = s->id;
+        char err[256];
 
         next.timeline = id->timeline;
         ret = meta_write(s, &next);
         if (ret < 0)
             return ret;
-        log_info(SPOOL_COMPONENT, "spool in %s: timeline %u -> %u", s->dir,
+        log_info(SPOOL_COMPONENT, "empty spool in %s: timeline %u -> %u", s->dir,
                  (unsigned)s->id.timeline, (unsigned)next.timeline);
         s->id = next;
+        if (history_load(s, err, sizeof(err)) < 0)
+            log_warning(SPOOL_COMPONENT, "%s; the history of timeline %u is unknown", err,
+                        (unsigned)next.timeline);
     } else if (id->timeline < s->id.timeline) {
         log_warning(SPOOL_COMPONENT, "spool in %s is on timeline %u; keeping it (offered %u)",
                     s->dir, (unsigned)s->id.timeline, (unsigned)id->timeline);
     }
     return 0;
+}
+
+/* ---- timelines ---- */
+
+static void
+history_file_name(char out[HISTORY_NAME_MAX], uint32_t tli, bool tmp)
+{
+    snprintf(out, HISTORY_NAME_MAX, "%08X%s", (unsigned)tli, tmp ? HISTORY_TMP_SUFFIX : HISTORY_SUFFIX);
+}
+
+static int
+pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO; /* the file is shorter than a segment */
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int
+pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO;
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Parses an unsigned number in base 10 or 16 at *p; false if there is none or it overflows. */
+static bool
+parse_num(const char **p, const char *end, unsigned base, uint64_t max, uint64_t *out)
+{
+    const char *q = *p;
+    uint64_t v = 0;
+
+    while (q < end) {
+        unsigned d;
+
+        if (*q >= '0' && *q <= '9')
+            d = (unsigned)(*q - '0');
+        else if (base == 16 && *q >= 'A' && *q <= 'F')
+            d = (unsigned)(*q - 'A' + 10);
+        else if (base == 16 && *q >= 'a' && *q <= 'f')
+            d = (unsigned)(*q - 'a' + 10);
+        else
+            break;
+        if (v > (max - d) / base)
+            return false;
+        v = v * base + d;
+        q++;
+    }
+    if (q == *p)
+        return false;
+    *p = q;
+    *out = v;
+    return true;
+}
+
+static bool
+is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+/*
+ * Parses the history file of timeline tli as readTimeLineHistory does: per line, leading
+ * whitespace skipped, blank and '#' lines ignored, then "parentTLI<whitespace>X/X" and a
+ * free-form reason.  Parent timelines must increase and stay below tli; switch points must not
+ * go backwards.  *out (malloc'd) gets the entries, oldest first, then tli itself with end
+ * UINT64_MAX.  Returns 0, -EINVAL (with the reason in why) or -ENOMEM.
+ */
+static int
+history_parse(const char *text, size_t len, uint32_t tli, struct spool_timeline **out, size_t *n,
+              char *why, size_t whylen)
+{
+    struct spool_timeline *v = NULL;
+    size_t cnt = 0, cap = 0;
+    const char *p = text, *end = text + len;
+    unsigned lineno = 0;
+
+    *out = NULL;
+    *n = 0;
+    if (len > 0 && memchr(text, '\0', len) != NULL) {
+        snprintf(why, whylen, "it contains a NUL byte");
+        return -EINVAL;
+    }
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *q = p;
+        uint64_t t, hi, lo;
+
+        if (eol == NULL)
+            eol = end;
+        lineno++;
+        while (q < eol && is_space(*q))
+            q++;
+        if (q == eol || *q == '#') {
+            p = eol < end ? eol + 1 : end;
+            continue;
+        }
+        if (!parse_num(&q, eol, 10, UINT32_MAX, &t) || q == eol || !is_space(*q)) {
+            snprintf(why, whylen, "line %u is not \"parentTLI<TAB>X/X<TAB>reason\": \"%.*s\"",
+                     lineno, (int)(eol - p > 80 ? 80 : eol - p), p);
+            free(v);
+            return -EINVAL;
+        }
+        while (q < eol && is_space(*q))
+            q++;
+        if (!parse_num(&q, eol, 16, UINT32_MAX, &hi) || q == eol || *q != '/' ||
+            (q++, !parse_num(&q, eol, 16, UINT32_MAX, &lo)) || (q < eol && !is_space(*q))) {
+            snprintf(why, whylen, "line %u has no switch point X/X: \"%.*s\"", lineno,
+                     (int)(eol - p > 80 ? 80 : eol - p), p);
+            free(v);
+            return -EINVAL;
+        }
+        if (t == 0 || t >= tli || (cnt > 0 && t <= v[cnt - 1].tli)) {
+            snprintf(why, whylen,
+                     "line %u names timeline %" PRIu64 ": timelines must increase and stay "
+                     "below %u",
+                     lineno, t, (unsigned)tli);
+            free(v);
+            return -EINVAL;
+        }
+        if (cnt > 0 && (hi << 32 | lo) < v[cnt - 1].end) {
+            snprintf(why, whylen, "line %u: switch point %X/%X is before the previous one",
+                     lineno, (unsigned)hi, (unsigned)lo);
+            free(v);
+            return -EINVAL;
+        }
+        if (cnt + 1 >= cap) {
+            struct spool_timeline *nv;
+
+            if (cnt >= HISTORY_MAX_ENTRIES) {
+                snprintf(why, whylen, "more than %u lines of history", HISTORY_MAX_ENTRIES);
+                free(v);
+                return -EINVAL;
+            }
+            cap = cap == 0 ? 8 : cap * 2;
+            nv = realloc(v, cap * sizeof(*v));
+            if (nv == NULL) {
+                free(v);
+                return -ENOMEM;
+            }
+            v = nv;
+        }
+        v[cnt].tli = (uint32_t)t;
+        v[cnt].end = hi << 32 | lo;
+        cnt++;
+        p = eol < end ? eol + 1 : end;
+    }
+    if (cnt + 1 > cap) {
+        struct spool_timeline *nv = realloc(v, (cnt + 1) * sizeof(*v));
+
+        if (nv == NULL) {
+            free(v);
+            return -ENOMEM;
+        }
+        v = nv;
+    }
+    v[cnt].tli = tli;
+    v[cnt].end = UINT64_MAX;
+    *out = v;
+    *n = cnt + 1;
+    return 0;
+}
+
+/* Reads history file name of dirfd into a malloc'd NUL-terminated buffer. */
+static int
+history_read_at(int dirfd, uint32_t tli, char **out, size_t *len)
+{
+    char name[HISTORY_NAME_MAX];
+    struct stat st;
+    char *buf;
+    int fd, ret;
+
+    *out = NULL;
+    *len = 0;
+    history_file_name(name, tli, false);
+    fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) != 0) {
+        ret = -errno;
+        close_fd(fd, name);
+        return ret;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size > (off_t)HISTORY_MAX) {
+        close_fd(fd, name);
+        return -EINVAL;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (buf == NULL) {
+        close_fd(fd, name);
+        return -ENOMEM;
+    }
+    ret = st.st_size > 0 ? pread_full(fd, buf, (size_t)st.st_size, 0) : 0;
+    close_fd(fd, name);
+    if (ret < 0) {
+        free(buf);
+        return ret;
+    }
+    buf[st.st_size] = '\0';
+    *out = buf;
+    *len = (size_t)st.st_size;
+    return 0;
+}
+
+/* A history of the current timeline alone (its history file is unknown). */
+static int
+history_set_bare(struct spool *s)
+{
+    struct spool_timeline *v = malloc(sizeof(*v));
+
+    if (v == NULL)
+        return -ENOMEM;
+    v->tli = s->id.timeline;
+    v->end = UINT64_MAX;
+    free(s->tls);
+    s->tls = v;
+    s->ntls = 1;
+    return 0;
+}
+
+/*
+ * Loads the history of the current timeline from its history file.  Missing: a warning, and the
+ * history holds the current timeline alone.  Damaged: -EINVAL with err filled (the history is
+ * then the current timeline alone too).
+ */
+static int
+history_load(struct spool *s, char *err, size_t errlen)
+{
+    struct spool_timeline *v;
+    char name[HISTORY_NAME_MAX], why[192];
+    size_t n, len;
+    char *text;
+    int ret;
+
+    if (s->id.system_id == 0)
+        return 0;
+    ret = history_set_bare(s);
+    if (ret < 0 || s->id.timeline <= 1)
+        return ret;
+    history_file_name(name, s->id.timeline, false);
+    ret = history_read_at(s->dirfd, s->id.timeline, &text, &len);
+    if (ret == -ENOENT) {
+        log_warning(SPOOL_COMPONENT,
+                    "%s: no %s: the history of timeline %u is unknown (older timelines are not "
+                    "served)",
+                    s->dir, name, (unsigned)s->id.timeline);
+        return 0;
+    }
+    if (ret < 0) {
+        snprintf(err, errlen, "cannot read %s/%s: %s", s->dir, name, strerror(-ret));
+        return ret;
+    }
+    ret = history_parse(text, len, s->id.timeline, &v, &n, why, sizeof(why));
+    free(text);
+    if (ret < 0) {
+        if (ret == -EINVAL)
+            snprintf(err, errlen, "%s/%s is damaged: %s", s->dir, name, why);
+        else
+            snprintf(err, errlen, "cannot parse %s/%s: %s", s->dir, name, strerror(-ret));
+        return ret;
+    }
+    free(s->tls);
+    s->tls = v;
+    s->ntls = n;
+    return 0;
+}
+
+/* Writes tli's history file durably: temporary file, fsync, rename, directory fsync. */
+static int
+history_store(struct spool *s, uint32_t tli, const char *text, size_t len)
+{
+    char name[HISTORY_NAME_MAX], tmp[HISTORY_NAME_MAX];
+    int fd, ret;
+
+    history_file_name(name, tli, false);
+    history_file_name(tmp, tli, true);
+    fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ret = -errno;
+        fail(s, ret, "cannot create %s/%s: %s", s->dir, tmp, strerror(-ret));
+        return ret;
+    }
+    ret = write_all(fd, text, len);
+    if (ret == 0 && fsync(fd) != 0)
+        ret = -errno;
+    if (close(fd) != 0 && ret == 0)
+        ret = -errno;
+    if (ret == 0 && renameat(s->dirfd, tmp, s->dirfd, name) != 0)
+        ret = -errno;
+    if (ret == 0 && fsync(s->dirfd) != 0)
+        ret = -errno;
+    if (ret < 0) {
+        fail(s, ret, "cannot write %s/%s durably: %s", s->dir, name, strerror(-ret));
+        return ret;
+    }
+    log_info(SPOOL_COMPONENT, "%s/%s written (%zu bytes)", s->dir, name, len);
+    return 0;
+}
+
+/*
+ * Fills buf with the WAL [lsn, lsn + n) of one segment: the bytes below file_upto from src_fd
+ * (the segment's old file, at the segment offset), the others from the queued writes.
+ */
+static int
+prefix_fill(struct spool *s, int src_fd, uint64_t lsn, uint8_t *buf, size_t n, uint64_t file_upto)
+{
+    uint64_t end = lsn + n, from = lsn;
+    size_t copied = 0;
+
+    if (file_upto > lsn) {
+        size_t m = file_upto >= end ? n : (size_t)(file_upto - lsn);
+        int ret;
+
+        if (src_fd < 0)
+            return -EIO;
+        ret = pread_full(src_fd, buf, m, walfmt_seg_offset(lsn, s->id.seg_size));
+        if (ret < 0)
+            return ret;
+        from = lsn + m;
+    }
+    if (from >= end)
+        return 0;
+    for (const struct wreq *w = s->fifo_head; w != NULL; w = w->next) {
+        uint64_t a = w->lsn > from ? w->lsn : from;
+        uint64_t b = w->lsn + w->len < end ? w->lsn + w->len : end;
+
+        if (a >= b)
+            continue;
+        memcpy(buf + (a - lsn), w->data + (a - w->lsn), (size_t)(b - a));
+        copied += (size_t)(b - a);
+    }
+    /* The FIFO covers [write_lsn, append_end) exactly, each byte once. */
+    return copied == end - from ? 0 : -EIO;
+}
+
+/*
+ * Creates NAME.partial of segment segno on timeline tli holding the segment's first len bytes
+ * (from src_fd below file_upto, from the queued writes above) and zeros after, then fsyncs it
+ * and the directory.  Returns the open descriptor, or a negative errno (the file removed and
+ * the reason in the log).
+ */
+static int
+seg_copy_start(struct spool *s, uint32_t tli, uint64_t segno, int src_fd, uint32_t len,
+               uint64_t file_upto)
+{
+    uint32_t seg_size = s->id.seg_size;
+    uint64_t base = walfmt_seg_start(segno, seg_size);
+    char name[FILE_NAME_MAX];
+    uint8_t *buf = NULL;
+    const char *what = "write";
+    int fd, ret = 0;
+
+    walfmt_seg_name(name, tli, segno, seg_size);
+    strcat(name, WALFMT_PARTIAL_SUFFIX);
+    if (len > 0 && (buf = malloc(ZERO_BUF_SIZE)) == NULL)
+        return -ENOMEM;
+    fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ret = -errno;
+        log_error(SPOOL_COMPONENT, "cannot create %s/%s: %s", s->dir, name, strerror(-ret));
+        free(buf);
+        return ret;
+    }
+    for (uint32_t off = 0; off < seg_size && ret == 0;) {
+        uint32_t blk = seg_size - off < ZERO_BUF_SIZE ? seg_size - off : ZERO_BUF_SIZE;
+        const uint8_t *src = s->zeros;
+
+        if (off < len) {
+            uint32_t m = len - off < blk ? len - off : blk;
+
+            ret = prefix_fill(s, src_fd, base + off, buf, m, file_upto);
+            if (ret < 0) {
+                what = "copy of the WAL below the switch point into";
+                break;
+            }
+            memset(buf + m, 0, blk - m);
+            src = buf;
+        }
+        ret = pwrite_full(fd, src, blk, off);
+        off += blk;
+    }
+    if (ret == 0 && fsync(fd) != 0) {
+        ret = -errno;
+        what = "fsync of";
+    }
+    if (ret == 0 && fsync(s->dirfd) != 0) {
+        ret = -errno;
+        what = "fsync of the directory after creating";
+    }
+    free(buf);
+    if (ret < 0) {
+        log_error(SPOOL_COMPONENT, "%s %s/%s failed: %s", what, s->dir, name, strerror(-ret));
+        close_fd(fd, name);
+        if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
+            log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", s->dir, name, strerror(errno));
+        return ret;
+    }
+    log_info(SPOOL_COMPONENT, "%s/%s started with %u bytes of WAL (up to " WALFMT_LSN_FMT ")",
+             s->dir, name, (unsigned)len, WALFMT_LSN_ARGS(base + len));
+    return fd;
+}
+
+/*
+ * Frees the orphans of which nothing is in flight or waiting.  Called where no handler of the
+ * spool is running (or at the end of the outermost one), so that no caller still holds one.
+ */
+static void
+orphans_settle(struct spool *s)
+{
+    struct seg **pp = &s->orphans;
+
+    while (*pp != NULL) {
+        struct seg *g = *pp;
+
+        if (g->inflight > 0 || g->wait_head != NULL || g->state == SEG_PREPARING) {
+            pp = &g->orphan_next;
+            continue;
+        }
+        *pp = g->orphan_next;
+        if (g->fd >= 0)
+            close_fd(g->fd, "a replaced spool segment");
+        free(g);
+    }
+}
+
+/* The switch itself: see "Timeline switch" in the header.  The arguments are validated. */
+static int
+timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *history,
+                size_t len, struct spool_timeline *tls, size_t ntls)
+{
+    uint32_t seg_size = s->id.seg_size, old_tli = s->id.timeline;
+    uint64_t segno = walfmt_segno(switch_lsn, seg_size);
+    uint32_t off = walfmt_seg_offset(switch_lsn, seg_size);
+    struct seg *old = seg_lookup(s, segno), *g;
+    struct spool_identity next = s->id;
+    char name[FILE_NAME_MAX];
+    size_t first;
+    int fd, ret;
+
+    if (off > 0 && (old == NULL || old->fd < 0)) {
+        fail(s, -EIO, "timeline switch at " WALFMT_LSN_FMT ": the segment holding it is not open",
+             WALFMT_LSN_ARGS(switch_lsn));
+        return s->fail_err;
+    }
+    /* Memory first, so that nothing fails for want of it once the files changed. */
+    g = calloc(1, sizeof(*g));
+    if (g == NULL)
+        return -ENOMEM;
+    if (s->nsegs == s->cap) {
+        ret = segs_push(s, g); /* grows the array; undone below */
+        if (ret < 0) {
+            free(g);
+            return ret;
+        }
+        s->nsegs--;
+    }
+
+    ret = history_store(s, tli, history, len);
+    if (ret < 0) {
+        free(g);
+        return ret;
+    }
+    fd = seg_copy_start(s, tli, segno, old != NULL ? old->fd : -1, off, s->write_lsn);
+    if (fd < 0) {
+        free(g);
+        walfmt_seg_name(name, tli, segno, seg_size);
+        fail(s, fd, "starting %s for the timeline switch at " WALFMT_LSN_FMT " failed: %s", name,
+             WALFMT_LSN_ARGS(switch_lsn), strerror(-fd));
+        return s->fail_err;
+    }
+    next.timeline = tli;
+    ret = meta_write(s, &next);
+    if (ret < 0) {
+        close_fd(fd, "the new timeline's segment");
+        free(g);
+        fail(s, ret, "recording timeline %u in %s/%s failed: %s", (unsigned)tli, s->dir,
+             META_NAME, strerror(-ret));
+        return s->fail_err;
+    }
+
+    /* The files of segment S and after on the old timeline are replaced. */
+    for (first = 0; first < s->nsegs && s->segs[first]->segno < segno; first++)
+        ;
+    for (size_t i = first; i < s->nsegs; i++) {
+        struct seg *o = s->segs[i];
+
+        seg_file_name(s, o, seg_is_partial(o), name);
+        if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
+            log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", s->dir, name,
+                        strerror(errno));
+        else
+            log_info(SPOOL_COMPONENT, "removed %s: replaced by timeline %u's file", name,
+                     (unsigned)tli);
+        o->orphan_next = s->orphans;
+        s->orphans = o;
+    }
+    s->nsegs = first;
+    if (fsync(s->dirfd) != 0)
+        log_warning(SPOOL_COMPONENT,
+                    "fsync of %s after removing the old timeline's files failed: %s (recovery "
+                    "removes them if they come back)",
+                    s->dir, strerror(errno));
+    g->segno = segno;
+    g->tli = tli;
+    g->state = SEG_OPEN;
+    g->fd = fd;
+    s->segs[s->nsegs++] = g;
+    if (s->in_cb == 0)
+        orphans_settle(s); /* else at the end of the running handler */
+    rd_cache_drop(s);
+    s->id = next;
+    free(s->tls);
+    s->tls = tls;
+    s->ntls = ntls;
+    log_info(SPOOL_COMPONENT,
+             "spool in %s: timeline %u -> %u at " WALFMT_LSN_FMT
+             " (written " WALFMT_LSN_FMT ", durable " WALFMT_LSN_FMT ")",
+             s->dir, (unsigned)old_tli, (unsigned)tli, WALFMT_LSN_ARGS(switch_lsn),
+             WALFMT_LSN_ARGS(s->write_lsn), WALFMT_LSN_ARGS(s->flush_lsn));
+    return 0;
+}
+
+int
+spool_set_timeline(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *history,
+                   size_t len)
+{
+    struct spool_timeline *tls = NULL;
+    size_t ntls = 0;
+    char why[192];
+    int ret;
+
+    if (s->failed)
+        return s->fail_err;
+    if (s->id.system_id == 0) {
+        log_error(SPOOL_COMPONENT, "timeline %u given to the spool in %s before its identity",
+                  (unsigned)tli, s->dir);
+        return -EINVAL;
+    }
+    if (tli == 0 || (history == NULL && len != 0) || (tli == 1) != (len == 0) ||
+        len > HISTORY_MAX) {
+        log_error(SPOOL_COMPONENT,
+                  "spool in %s: timeline %u with a history of %zu bytes refused (only timeline "
+                  "1 has none; at most %u bytes)",
+                  s->dir, (unsigned)tli, len, HISTORY_MAX);
+        return -EINVAL;
+    }
+    ret = history_parse(history, len, tli, &tls, &ntls, why, sizeof(why));
+    if (ret < 0) {
+        if (ret == -EINVAL)
+            log_error(SPOOL_COMPONENT, "spool in %s: the history of timeline %u is invalid: %s",
+                      s->dir, (unsigned)tli, why);
+        return ret;
+    }
+
+    if (!s->positioned) {
+        /* Empty: record the timeline and its history, nothing to switch. */
+        struct spool_identity next = s->id;
+
+        next.timeline = tli;
+        if (tli > 1)
+            ret = history_store(s, tli, history, len);
+        if (ret == 0 && tli != s->id.timeline) {
+            ret = meta_write(s, &next);
+            if (ret < 0)
+                fail(s, ret, "recording timeline %u in %s/%s failed: %s", (unsigned)tli, s->dir,
+                     META_NAME, strerror(-ret));
+        }
+        if (ret < 0) {
+            free(tls);
+            return s->failed ? s->fail_err : ret;
+        }
+        if (tli != s->id.timeline)
+            log_info(SPOOL_COMPONENT, "empty spool in %s: timeline %u -> %u", s->dir,
+                     (unsigned)s->id.timeline, (unsigned)tli);
+        s->id = next;
+        free(s->tls);
+        s->tls = tls;
+        s->ntls = ntls;
+        return 0;
+    }
+    if (tli == s->id.timeline) {
+        /* Nothing changes; but a history the spool lacks (its timeline came from
+         * spool_set_identity) is worth keeping. */
+        if (tli > 1 && s->ntls == 1) {
+            ret = history_store(s, tli, history, len);
+            if (ret < 0) {
+                free(tls);
+                return ret;
+            }
+            free(s->tls);
+            s->tls = tls;
+            s->ntls = ntls;
+            return 0;
+        }
+        free(tls);
+        return 0;
+    }
+    if (tli < s->id.timeline) {
+        log_error(SPOOL_COMPONENT, "spool in %s is on timeline %u: timeline %u is older", s->dir,
+                  (unsigned)s->id.timeline, (unsigned)tli);
+        free(tls);
+        return -EINVAL;
+    }
+    if (switch_lsn != s->append_end) {
+        log_error(SPOOL_COMPONENT,
+                  "timeline %u starts at " WALFMT_LSN_FMT " but the spool in %s holds timeline %u "
+                  "up to " WALFMT_LSN_FMT ": a switch must be at the end of the WAL held",
+                  (unsigned)tli, WALFMT_LSN_ARGS(switch_lsn), s->dir, (unsigned)s->id.timeline,
+                  WALFMT_LSN_ARGS(s->append_end));
+        free(tls);
+        return -EINVAL;
+    }
+    /* tls[ntls - 2] is the history's last line: the parent and the switch point. */
+    if (ntls < 2 || tls[ntls - 2].tli != s->id.timeline || tls[ntls - 2].end != switch_lsn) {
+        log_error(SPOOL_COMPONENT,
+                  "the history of timeline %u ends with %s%u at " WALFMT_LSN_FMT
+                  ", not with the switch from the spool's timeline %u at " WALFMT_LSN_FMT
+                  " (spool in %s)",
+                  (unsigned)tli, ntls < 2 ? "no parent: " : "timeline ",
+                  ntls < 2 ? 0u : (unsigned)tls[ntls - 2].tli,
+                  WALFMT_LSN_ARGS(ntls < 2 ? 0 : tls[ntls - 2].end), (unsigned)s->id.timeline,
+                  WALFMT_LSN_ARGS(switch_lsn), s->dir);
+        free(tls);
+        return -EINVAL;
+    }
+    /* What the spool knows of its own history must be the new history's beginning. */
+    if (s->ntls > 1) {
+        bool same = s->ntls == ntls - 1;
+
+        for (size_t i = 0; same && i + 1 < s->ntls; i++)
+            same = s->tls[i].tli == tls[i].tli && s->tls[i].end == tls[i].end;
+        if (!same) {
+            log_error(SPOOL_COMPONENT,
+                      "the history of timeline %u does not continue the history of the spool's "
+                      "timeline %u (spool in %s)",
+                      (unsigned)tli, (unsigned)s->id.timeline, s->dir);
+            free(tls);
+            return -EINVAL;
+        }
+    }
+    ret = timeline_switch(s, tli, switch_lsn, history, len, tls, ntls);
+    if (ret < 0)
+        free(tls);
+    return ret;
+}
+
+const struct spool_timeline *
+spool_timelines(const struct spool *s, size_t *n)
+{
+    *n = s->id.system_id != 0 ? s->ntls : 0;
+    return s->tls;
+}
+
+uint64_t
+spool_timeline_end(const struct spool *s, uint32_t tli)
+{
+    if (s->id.system_id == 0 || tli == 0)
+        return 0;
+    for (size_t i = 0; i < s->ntls; i++)
+        if (s->tls[i].tli == tli)
+            return s->tls[i].end;
+    return 0;
+}
+
+int
+spool_read_history(const struct spool *s, uint32_t tli, char **out, size_t *len)
+{
+    *out = NULL;
+    *len = 0;
+    if (s->id.system_id == 0 || tli < 2 || tli > s->id.timeline)
+        return -ENOENT;
+    return history_read_at(s->dirfd, tli, out, len);
+}
+
+static bool
+looks_like_history(const char *name, bool *tmp)
+{
+    size_t len = strlen(name);
+
+    if (len < 8 + strlen(HISTORY_SUFFIX))
+        return false;
+    for (size_t i = 0; i < 8; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'A' && name[i] <= 'F')))
+            return false;
+    *tmp = strcmp(name + 8, HISTORY_TMP_SUFFIX) == 0;
+    return *tmp || strcmp(name + 8, HISTORY_SUFFIX) == 0;
+}
+
+static bool looks_like_segment(const char *name);
+
+int
+spool_remove_all(const char *dir, char *err, size_t errlen)
+{
+    static const char *const last[] = {META_TMP_NAME, META_NAME};
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    DIR *d = NULL;
+    int dfd, fd2 = -1, ret = 0;
+
+    if (errlen > 0)
+        err[0] = '\0';
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        ret = -errno;
+        snprintf(err, errlen, "cannot open spool directory %s: %s", dir, strerror(-ret));
+        return ret;
+    }
+    if (flock(dfd, LOCK_EX | LOCK_NB) != 0) {
+        ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
+        snprintf(err, errlen, "spool directory %s is in use by another process%s%s", dir,
+                 ret == -EBUSY ? "" : ": ", ret == -EBUSY ? "" : strerror(-ret));
+        close_fd(dfd, dir);
+        return ret;
+    }
+    fd2 = dup(dfd);
+    if (fd2 < 0 || (d = fdopendir(fd2)) == NULL) {
+        ret = -errno;
+        snprintf(err, errlen, "cannot list %s: %s", dir, strerror(-ret));
+        if (fd2 >= 0)
+            close_fd(fd2, dir);
+        goto out;
+    }
+    errno = 0;
+    while ((e = readdir(d)) != NULL) {
+        bool tmp;
+
+        if (!looks_like_segment(e->d_name) && !looks_like_history(e->d_name, &tmp))
+            continue;
+        if (n == cap) {
+            char **p = realloc(names, (cap = cap ? cap * 2 : 64) * sizeof(*names));
+
+            if (p == NULL) {
+                ret = -ENOMEM;
+                break;
+            }
+            names = p;
+        }
+        names[n] = strdup(e->d_name);
+        if (names[n] == NULL) {
+            ret = -ENOMEM;
+            break;
+        }
+        n++;
+        errno = 0;
+    }
+    if (ret == 0 && errno != 0)
+        ret = -errno;
+    closedir(d);
+    if (ret < 0) {
+        snprintf(err, errlen, "cannot list %s: %s", dir, strerror(-ret));
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (unlinkat(dfd, names[i], 0) != 0 && errno != ENOENT) {
+            ret = -errno;
+            snprintf(err, errlen, "cannot remove %s/%s: %s", dir, names[i], strerror(-ret));
+            goto out;
+        }
+    }
+    /* The WAL goes first and durably, the identity last: an interrupted removal leaves a spool
+     * that still knows its cluster. */
+    if (fsync(dfd) != 0) {
+        ret = -errno;
+        snprintf(err, errlen, "cannot fsync %s: %s", dir, strerror(-ret));
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof(last) / sizeof(last[0]); i++) {
+        if (unlinkat(dfd, last[i], 0) != 0 && errno != ENOENT) {
+            ret = -errno;
+            snprintf(err, errlen, "cannot remove %s/%s: %s", dir, last[i], strerror(-ret));
+            goto out;
+        }
+    }
+    if (fsync(dfd) != 0) {
+        ret = -errno;
+        snprintf(err, errlen, "cannot fsync %s: %s", dir, strerror(-ret));
+        goto out;
+    }
+    log_info(SPOOL_COMPONENT, "spool in %s removed: %zu segment and history files and %s", dir, n,
+             META_NAME);
+out:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    close_fd(dfd, dir); /* also releases the flock */
+    return ret;
 }
 
 /* ---- accessors ---- */
@@ -1553,6 +2424,14 @@ derive_identity(struct spool *s, struct found *v, size_t n, char *err, size_t er
     }
     id.system_id = ph.sysid;
     id.seg_size = ph.seg_size;
+    /* The newest timeline of any segment file: a switch writes its new file before the meta. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t tli;
+
+        if (walfmt_parse_seg_name(v[i].name, ph.seg_size, &tli, &segno, &partial) == 0 &&
+            tli > id.timeline)
+            id.timeline = tli;
+    }
     log_warning(SPOOL_COMPONENT,
                 "%s/%s is missing: identity taken from %s (system %" PRIu64 ", segment size %u, "
                 "timeline %u)",
@@ -1673,6 +2552,9 @@ recover(struct spool *s, char *err, size_t errlen)
         if (ret < 0)
             goto out;
     }
+    ret = history_load(s, err, errlen);
+    if (ret < 0)
+        goto out;
     for (size_t i = 0; i < n; i++) {
         struct stat st;
 
@@ -1698,25 +2580,60 @@ recover(struct spool *s, char *err, size_t errlen)
             goto out;
         }
     }
+    /* Files of a timeline newer than spool.meta's: a timeline switch that did not complete
+     * (its spool.meta was not written), whose old-timeline files are still in place. */
+    {
+        size_t k = 0;
+
+        for (size_t i = 0; i < n; i++) {
+            if (v[i].tli <= s->id.timeline) {
+                v[k++] = v[i];
+                continue;
+            }
+            if (unlinkat(s->dirfd, v[i].name, 0) != 0) {
+                ret = -errno;
+                snprintf(err, errlen, "cannot remove %s/%s: %s", s->dir, v[i].name, strerror(-ret));
+                goto out;
+            }
+            log_warning(SPOOL_COMPONENT,
+                        "removed %s/%s: its timeline %u is newer than the spool's (%u), a "
+                        "timeline switch did not complete",
+                        s->dir, v[i].name, (unsigned)v[i].tli, (unsigned)s->id.timeline);
+        }
+        n = k;
+        if (n == 0)
+            goto out;
+    }
     qsort(v, n, sizeof(*v), found_cmp);
 
-    /* One file per segment: a complete one wins over a stale partial, a higher timeline over
-     * a lower one (timeline switches are handled by a later issue). */
+    /* One file per segment: a complete one wins over a stale partial of the same timeline
+     * (left in place), a higher timeline over a lower one, whose file is removed: after a
+     * timeline switch the old timeline's file of the switch segment is stale. */
     {
         size_t k = 0;
 
         for (size_t i = 0; i < n; i++) {
             if (k > 0 && v[k - 1].segno == v[i].segno) {
                 struct found *keep = &v[k - 1];
+                const struct found *drop = v[i].tli > keep->tli ||
+                                                   (v[i].tli == keep->tli && keep->partial)
+                                               ? keep
+                                               : &v[i];
 
-                if (v[i].tli > keep->tli || (v[i].tli == keep->tli && keep->partial)) {
-                    log_warning(SPOOL_COMPONENT, "%s/%s and %s hold the same segment: using %s",
-                                s->dir, keep->name, v[i].name, v[i].name);
-                    *keep = v[i];
-                } else {
-                    log_warning(SPOOL_COMPONENT, "%s/%s and %s hold the same segment: using %s",
-                                s->dir, keep->name, v[i].name, keep->name);
+                log_warning(SPOOL_COMPONENT, "%s/%s and %s hold the same segment: using %s",
+                            s->dir, keep->name, v[i].name, drop == keep ? v[i].name : keep->name);
+                if (v[i].tli != keep->tli) {
+                    if (unlinkat(s->dirfd, drop->name, 0) != 0) {
+                        ret = -errno;
+                        snprintf(err, errlen, "cannot remove %s/%s: %s", s->dir, drop->name,
+                                 strerror(-ret));
+                        goto out;
+                    }
+                    log_info(SPOOL_COMPONENT, "removed %s/%s: replaced by a newer timeline's file",
+                             s->dir, drop->name);
                 }
+                if (drop == keep)
+                    *keep = v[i];
                 continue;
             }
             v[k++] = v[i];
@@ -1845,6 +2762,43 @@ recover(struct spool *s, char *err, size_t errlen)
         }
     }
 
+    /* The partial segment holding the end, of an older timeline and reaching past that
+     * timeline's switch point: WAL appended to it would be the current timeline's. */
+    if (s->nsegs > 0) {
+        struct seg *g = s->segs[s->nsegs - 1];
+
+        if (g->state != SEG_COMPLETE && g->tli < s->id.timeline &&
+            spool_timeline_end(s, g->tli) < seg_end_lsn(s, g)) {
+            char oname[FILE_NAME_MAX];
+            uint32_t old_tli = g->tli;
+            int fd;
+
+            seg_file_name(s, g, true, oname);
+            fd = seg_copy_start(s, s->id.timeline, g->segno, g->fd,
+                                (uint32_t)(end - seg_start_lsn(s, g)), end);
+            if (fd < 0) {
+                ret = fd;
+                snprintf(err, errlen,
+                         "cannot start segment %" PRIu64 " of %s in timeline %u: %s", g->segno,
+                         s->dir, (unsigned)s->id.timeline, strerror(-ret));
+                goto out;
+            }
+            close_fd(g->fd, oname);
+            g->fd = fd;
+            g->tli = s->id.timeline;
+            if (unlinkat(s->dirfd, oname, 0) != 0 && errno != ENOENT) {
+                ret = -errno;
+                snprintf(err, errlen, "cannot remove %s/%s: %s", s->dir, oname, strerror(-ret));
+                goto out;
+            }
+            log_info(SPOOL_COMPONENT,
+                     "recovered %s: timeline %u ends at " WALFMT_LSN_FMT
+                     " in it, so the spool's timeline %u goes on in a file of its own",
+                     oname, (unsigned)old_tli, WALFMT_LSN_ARGS(spool_timeline_end(s, old_tli)),
+                     (unsigned)s->id.timeline);
+        }
+    }
+
     /* What recovery found is durable before it is reported. */
     for (size_t i = 0; i < s->nsegs; i++) {
         struct seg *g = s->segs[i];
@@ -1955,6 +2909,11 @@ spool_open(struct spool **out, struct wio_loop *loop, const char *dir, uint64_t 
     ret = recover(s, err, errlen);
     if (ret < 0)
         goto fail;
+    if (s->id.system_id != 0 && s->tls == NULL) {
+        ret = history_load(s, err, errlen);
+        if (ret < 0)
+            goto fail;
+    }
     if (s->positioned)
         log_info(SPOOL_COMPONENT,
                  "spool in %s: system %" PRIu64 ", timeline %u, %zu segments, holds " WALFMT_LSN_FMT
@@ -1997,6 +2956,15 @@ spool_destroy(struct spool *s)
         free(s->segs[i]);
     }
     free(s->segs);
+    while (s->orphans != NULL) {
+        struct seg *g = s->orphans;
+
+        s->orphans = g->orphan_next;
+        if (g->fd >= 0)
+            close_fd(g->fd, "a replaced spool segment");
+        free(g);
+    }
+    free(s->tls);
     rd_cache_drop(s);
     if (s->dirfd >= 0)
         close_fd(s->dirfd, s->dir); /* also releases the flock */

@@ -24,7 +24,25 @@
  * Reading (spool_read) serves only durable bytes: [spool_start_lsn, spool_flush_lsn).
  *
  * Retention: complete segments older than both spool_keep bytes behind the flush position and
- * the retain LSN (what the local standby still needs, spool_set_retain_lsn) are removed.
+ * the retain LSN (what the local standby still needs, spool_set_retain_lsn) are removed, of
+ * whatever timeline; history files are never removed by retention.
+ *
+ * Timelines.  The spool is on one timeline at a time (spool_identity()->timeline, recorded in
+ * spool.meta) and keeps the history files (spool_dir/%08X.history, exactly as PostgreSQL wrote
+ * them) it was given.  After a switchover or fail-over the owner calls spool_set_timeline() once
+ * the old timeline's WAL up to the switch point is appended; the spool then starts the segment
+ * holding the switch point in the new timeline's file, with the bytes below the switch point
+ * copied, and appends go to files named with the new timeline.  The new timeline's WAL re-sent
+ * from that segment's start is skipped by spool_append as usual (those bytes are identical in
+ * both timelines).  Segments wholly before the switch keep their old-timeline names, as in
+ * pg_wal; one file per segment is held, so spool_read() needs no timeline: each segment is read
+ * from the newest timeline's file holding it, as PostgreSQL's walsender does.
+ *
+ * Recovery after a crash during spool_set_timeline (steps in order: history file, new segment
+ * file, spool.meta, removal of the old-timeline file): segment files of a timeline newer than
+ * spool.meta's are removed (the switch did not happen); an old-timeline file shadowed by a newer
+ * one is removed; when the segment holding the durable end is of an older timeline and reaches
+ * past that timeline's switch point, it is started again in the current timeline's file.
  *
  * All functions return >= 0 or a negative errno; messages for the operator go to the log with
  * the LSNs involved.
@@ -68,10 +86,75 @@ const struct spool_identity *spool_identity(const struct spool *s);
 
 /*
  * Gives an empty spool its identity, or checks it against the one it has: a different system
- * identifier or segment size is -EEXIST (with a message in the log naming both).  A higher
- * timeline is recorded (timeline switches arrive with a later issue).
+ * identifier or segment size is -EEXIST (with a message in the log naming both).  The timeline:
+ * while the spool holds no WAL, a higher one is recorded (without a history file: give it with
+ * spool_set_timeline); once it holds WAL, a different one is only logged - the timeline of a
+ * spool holding WAL changes through spool_set_timeline alone.
  */
 WM_MUSTCHECK int spool_set_identity(struct spool *s, const struct spool_identity *id);
+
+/*
+ * The WAL that follows belongs to timeline tli.  history/len: the content of tli's history file
+ * (%08X.history) as PostgreSQL wrote it; len 0 (history may be NULL) only for timeline 1.  The
+ * history must parse as PostgreSQL's readTimeLineHistory does (lines "parentTLI<TAB>X/X<TAB>
+ * reason", comments and blank lines ignored), with increasing parent timelines below tli.
+ *  - spool without identity: -EINVAL;
+ *  - empty spool (no WAL yet): records tli as the spool's timeline (spool.meta) and stores the
+ *    history file durably; switch_lsn is not used;
+ *  - tli == the spool's timeline: nothing (returns 0);
+ *  - tli > the spool's timeline: a timeline switch at switch_lsn, which must equal the end of
+ *    the WAL appended so far (else -EINVAL, logged with both LSNs); the history's last line must
+ *    name the spool's timeline as parent and switch_lsn as switch point, and its earlier lines
+ *    the spool's known history (else -EINVAL).  The history file is written durably (file fsync,
+ *    rename, directory fsync), the segment holding switch_lsn is started in the new timeline's
+ *    file with the bytes below switch_lsn copied (from the old timeline's file, and from the
+ *    spool's write buffers for bytes appended but not yet written) and zeros after, file and
+ *    directory fsynced, and spool.meta records the new timeline - all before returning.  It
+ *    blocks on synchronous I/O (a segment's worth; once per switch) but never turns the loop, so
+ *    it may be called from any callback.  Afterwards appends go to new-timeline files;
+ *    on_written/on_flushed still reach switch_lsn as the old timeline's writes complete.
+ *  - tli < the spool's timeline: -EINVAL.
+ * An I/O failure fails the spool (on_failed) and is returned.
+ */
+WM_MUSTCHECK int spool_set_timeline(struct spool *s, uint32_t tli, uint64_t switch_lsn,
+                                    const char *history, size_t len);
+
+/* One timeline of the spool's history. */
+struct spool_timeline {
+    uint32_t tli;
+    uint64_t end; /* its switch point to the next; UINT64_MAX for the current timeline */
+};
+
+/*
+ * The spool's timeline history, oldest first, the current timeline last: the entries of the
+ * current timeline's history file, then the current timeline.  Without that file (timeline 1,
+ * or a timeline recorded by spool_set_identity) only the current timeline.  *n is 0 when the
+ * spool has no identity.  Valid until the next spool_set_timeline or spool_set_identity.
+ */
+const struct spool_timeline *spool_timelines(const struct spool *s, size_t *n);
+
+/* Where timeline tli ends in this spool: its switch point, or UINT64_MAX when tli is the spool's
+ * current timeline; 0 when tli is unknown (newer than the spool's, or not in its history). */
+uint64_t spool_timeline_end(const struct spool *s, uint32_t tli);
+
+/*
+ * Copies the history file of tli (2 <= tli <= the spool's timeline) into a malloc'd buffer
+ * (*out, NUL-terminated for convenience, *len bytes without the NUL); the caller frees it.
+ * -ENOENT if the spool does not hold it (or tli is out of that range), another negative errno
+ * if it cannot be read.
+ */
+WM_MUSTCHECK int spool_read_history(const struct spool *s, uint32_t tli, char **out,
+                                    size_t *len);
+
+/*
+ * Removes everything walmirror keeps in dir - segment files (.partial too), history files,
+ * spool.meta and their temporary files - durably (directory fsync; spool.meta last), for an
+ * agent whose standby is being rebuilt: the next spool_open() finds it empty and without
+ * identity.  Other files and the directory itself are left.  A missing dir is fine (0).  The
+ * spool must not be open: -EBUSY if a process holds it.  If interrupted, call it again.  On
+ * failure writes a message into err.
+ */
+WM_MUSTCHECK int spool_remove_all(const char *dir, char *err, size_t errlen);
 
 /* Oldest LSN held (0 if empty), and the write and flush positions. */
 uint64_t spool_start_lsn(const struct spool *s);

@@ -1460,6 +1460,601 @@ START_TEST(test_scanner_matches_waldump)
 }
 END_TEST
 
+/* ==== 10. timelines ==== */
+
+static void
+tl_seg_name(char out[40], uint32_t tli, uint64_t segno, uint32_t seg_size, bool partial)
+{
+    walfmt_seg_name(out, tli, segno, seg_size);
+    if (partial)
+        strcat(out, ".partial");
+}
+
+static int cap_saved = -1;
+
+/* Sends the log (stderr) to path until capture_end. */
+static void
+capture_start(const char *path)
+{
+    int fd;
+
+    fflush(stderr);
+    cap_saved = dup(2);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert(cap_saved >= 0 && fd >= 0);
+    ck_assert_int_ge(dup2(fd, 2), 0);
+    close(fd);
+}
+
+/* Restores stderr; returns what was logged (malloc'd), also echoed to stderr. */
+static char *
+capture_end(const char *path)
+{
+    size_t len;
+    char *log;
+
+    fflush(stderr);
+    ck_assert_int_ge(dup2(cap_saved, 2), 0);
+    close(cap_saved);
+    cap_saved = -1;
+    log = (char *)tu_read_file(path, &len);
+    ck_assert(log != NULL);
+    fprintf(stderr, "%s", log);
+    return log;
+}
+
+/* Runs call, which must return want, and checks that the log then names every needle. */
+#define EXPECT_LOGGED(logpath, call, want, ...)                                                    \
+    do {                                                                                           \
+        const char *needles_[] = {__VA_ARGS__, NULL};                                              \
+        char *log_;                                                                                \
+        int rc_;                                                                                   \
+                                                                                                   \
+        capture_start(logpath);                                                                    \
+        rc_ = (call);                                                                              \
+        log_ = capture_end(logpath);                                                               \
+        ck_assert_msg(rc_ == (want), "%s returned %d, not %d", #call, rc_, (int)(want));           \
+        for (const char **n_ = needles_; *n_ != NULL; n_++)                                        \
+            ck_assert_msg(strstr(log_, *n_) != NULL, "%s: the log lacks \"%s\": %s", #call, *n_,    \
+                          log_);                                                                   \
+        free(log_);                                                                                \
+    } while (0)
+
+static void
+write_text(const char *dir, const char *name, const char *text)
+{
+    char path[4096];
+    FILE *f;
+
+    tu_require(snprintf(path, sizeof(path), "%s/%s", dir, name) < (int)sizeof(path));
+    f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static bool
+all_zero(const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != 0)
+            return false;
+    return true;
+}
+
+static size_t
+count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    size_t n = 0, sl = strlen(suffix);
+
+    ck_assert(d != NULL);
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+
+        if (e->d_name[0] != '.' && l >= sl && strcmp(e->d_name + l - sl, suffix) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/*
+ * The API on synthetic WAL: timelines of an empty spool, every refusal with its message, a
+ * switch while writes are still in flight (their bytes copied from the write buffers), the
+ * new-timeline files, reading across the switch, reopening, retention keeping history files,
+ * spool_remove_all.
+ */
+START_TEST(test_timeline_api)
+{
+    const uint32_t seg = MIB;
+    const uint64_t base = 16 * (uint64_t)MIB;
+    /* In the second half of segment 18, so that segment 19 is prepared ahead on timeline 3. */
+    const uint64_t sw = base + 2 * (uint64_t)MIB + 700003;
+    const uint64_t end = base + 5 * (uint64_t)MIB + 4321;
+    const char *h3 = "1\t0/800000\tno recovery target specified\n"
+                     "\n"
+                     "# a comment line\n"
+                     "2\t0/F000A8\tno recovery target specified\n";
+    uint8_t *data = synthetic(6 * MIB, 21), *data4 = synthetic(6 * MIB, 22);
+    uint8_t *other = synthetic(MIB, 23), *back = malloc(6 * MIB), *file;
+    const struct spool_timeline *tls;
+    struct wio_loop *loop;
+    struct cbs cb = {0};
+    struct spool *s, *other_s;
+    char *tmp, *dir, name[40], logpath[4096], h4[512], bad[512], err[512], *text;
+    size_t len, n;
+    uint64_t oldest;
+
+    ck_assert(back != NULL);
+    make_spool_dir(&tmp, &dir, "spool10");
+    snprintf(logpath, sizeof(logpath), "%s/log", tmp);
+    ck_assert_int_eq(wio_loop_new(&loop, 256), 0);
+    s = open_spool(loop, dir, UINT64_MAX, &cb);
+
+    /* No identity yet. */
+    ck_assert_ptr_null(spool_timelines(s, &n) != NULL && n > 0 ? (void *)1 : NULL);
+    ck_assert_uint_eq(spool_timeline_end(s, 1), 0);
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 2, 0, h3, strlen(h3)), -EINVAL,
+                  "before its identity");
+    set_identity(s, 42, seg);
+    tls = spool_timelines(s, &n);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_uint_eq(tls[0].tli, 1);
+    ck_assert_uint_eq(tls[0].end, UINT64_MAX);
+    ck_assert_uint_eq(spool_timeline_end(s, 1), UINT64_MAX);
+    ck_assert_uint_eq(spool_timeline_end(s, 2), 0);
+    ck_assert_int_eq(spool_read_history(s, 1, &text, &len), -ENOENT);
+    ck_assert_int_eq(spool_set_timeline(s, 1, 0, NULL, 0), 0);
+
+    /* Histories refused, whatever the spool holds. */
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 2, 0, NULL, 0), -EINVAL, "timeline 2",
+                  "only timeline 1 has none");
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 1, 0, "x", 1), -EINVAL, "timeline 1");
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 2, 0, "garbage\n", 8), -EINVAL,
+                  "history of timeline 2 is invalid", "line 1", "garbage");
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 2, 0, "1\tnope\n", 7), -EINVAL,
+                  "line 1 has no switch point");
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 2, 0, "2\t0/100\tx\n", 10), -EINVAL,
+                  "names timeline 2", "below 2");
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 3, 0, "2\t0/200\n1\t0/100\n", 16), -EINVAL,
+                  "line 2 names timeline 1", "must increase");
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 3, 0, "1\t0/300\n2\t0/200\n", 16), -EINVAL,
+                  "switch point 0/200 is before the previous one");
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 2, 0, "1\t0/100\0x\n", 10), -EINVAL, "NUL");
+    ck_assert_uint_eq(spool_identity(s)->timeline, 1);
+    ck_assert_uint_eq(count_files(dir, ".history"), 0);
+
+    /* Empty spool: the timeline and its history are recorded as they are. */
+    ck_assert_int_eq(spool_set_timeline(s, 3, 0, h3, strlen(h3)), 0);
+    ck_assert_uint_eq(spool_identity(s)->timeline, 3);
+    file = slurp_file(dir, "00000003.history", &len);
+    ck_assert(file != NULL && len == strlen(h3) && memcmp(file, h3, len) == 0);
+    free(file);
+    ck_assert(!exists(dir, "00000003.history.tmp"));
+    ck_assert_int_eq(spool_read_history(s, 3, &text, &len), 0);
+    ck_assert_uint_eq(len, strlen(h3));
+    ck_assert_str_eq(text, h3);
+    free(text);
+    ck_assert_int_eq(spool_read_history(s, 2, &text, &len), -ENOENT);
+    ck_assert_int_eq(spool_read_history(s, 4, &text, &len), -ENOENT);
+    tls = spool_timelines(s, &n);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_uint_eq(spool_timeline_end(s, 1), 0x800000);
+    ck_assert_uint_eq(spool_timeline_end(s, 2), 0xF000A8);
+    ck_assert_uint_eq(spool_timeline_end(s, 3), UINT64_MAX);
+    ck_assert_uint_eq(spool_timeline_end(s, 4), 0);
+    ck_assert_uint_eq(spool_timeline_end(s, 0), 0);
+    text = (char *)slurp_file(dir, "spool.meta", &len);
+    ck_assert_msg(strstr(text, "timeline = 3") != NULL, "%s", text);
+    free(text);
+
+    /* WAL of timeline 3: the switch segment 18 (1 MiB segments) is written partly. */
+    append_range(s, loop, data, base, base, sw - 300000, 31);
+    run_until(loop, &cb, &cb.flushed, sw - 300000, 30);
+    /* The last 300000 bytes appended and not yet written when the switch comes. */
+    ck_assert_int_eq(spool_append(s, sw - 300000, data + (sw - 300000 - base), 300000), 0);
+    ck_assert_uint_lt(spool_write_lsn(s), sw);
+    tl_seg_name(name, 3, sw / seg + 1, seg, true);
+    ck_assert_msg(exists(dir, name), "%s was not prepared ahead", name);
+
+    snprintf(h4, sizeof(h4), "%s3\t%X/%X\tno recovery target specified\n", h3, LSN(sw));
+    /* Refusals on a spool holding WAL. */
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 2, sw, "1\t0/1000000\tx\n", 13), -EINVAL,
+                  "is on timeline 3: timeline 2 is older");
+    snprintf(bad, sizeof(bad), "%s3\t%X/%X\tx\n", h3, LSN(sw - 1));
+    {
+        char a[32], b[32];
+
+        snprintf(a, sizeof(a), "%X/%X", LSN(sw - 1));
+        snprintf(b, sizeof(b), "%X/%X", LSN(sw));
+        EXPECT_LOGGED(logpath, spool_set_timeline(s, 4, sw - 1, bad, strlen(bad)), -EINVAL,
+                      "timeline 4 starts at", a, b, "at the end of the WAL held");
+        EXPECT_LOGGED(logpath, spool_set_timeline(s, 4, sw, bad, strlen(bad)), -EINVAL,
+                      "ends with timeline 3 at", a, "not with the switch from the spool's");
+    }
+    snprintf(bad, sizeof(bad), "%s2\t%X/%X\tx\n", "1\t0/1000000\tx\n", LSN(sw));
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 4, sw, bad, strlen(bad)), -EINVAL,
+                  "ends with timeline 2");
+    snprintf(bad, sizeof(bad), "1\t0/800008\tx\n2\t0/F000A8\tx\n3\t%X/%X\tx\n", LSN(sw));
+    EXPECT_LOGGED(logpath, spool_set_timeline(s, 4, sw, bad, strlen(bad)), -EINVAL,
+                  "does not continue the history");
+    ck_assert_int_eq(spool_set_timeline(s, 3, sw, h3, strlen(h3)), 0); /* the same: nothing */
+    ck_assert_uint_eq(spool_identity(s)->timeline, 3);
+    ck_assert(!exists(dir, "00000004.history"));
+    ck_assert(!spool_failed(s));
+
+    /* The switch, with writes still in flight. */
+    ck_assert_int_eq(spool_set_timeline(s, 4, sw, h4, strlen(h4)), 0);
+    ck_assert_uint_eq(spool_identity(s)->timeline, 4);
+    ck_assert_uint_eq(spool_timeline_end(s, 3), sw);
+    ck_assert_uint_eq(spool_timeline_end(s, 4), UINT64_MAX);
+    ck_assert_uint_eq(spool_timeline_end(s, 2), 0xF000A8);
+    tls = spool_timelines(s, &n);
+    ck_assert_uint_eq(n, 4);
+    ck_assert_uint_eq(tls[3].tli, 4);
+    ck_assert_uint_eq(tls[2].end, sw);
+    file = slurp_file(dir, "00000004.history", &len);
+    ck_assert(file != NULL && len == strlen(h4) && memcmp(file, h4, len) == 0);
+    free(file);
+    text = (char *)slurp_file(dir, "spool.meta", &len);
+    ck_assert_msg(strstr(text, "timeline = 4") != NULL, "%s", text);
+    free(text);
+    /* Segment 18 starts in timeline 4's file, the bytes below the switch copied (those still in
+     * flight included); timeline 3's files of 18 and 19 are gone. */
+    tl_seg_name(name, 4, sw / seg, seg, true);
+    file = slurp_file(dir, name, &len);
+    ck_assert_msg(file != NULL && len == seg, "%s", name);
+    ck_assert(memcmp(file, data + (sw - sw % seg - base), sw % seg) == 0);
+    ck_assert(all_zero(file + sw % seg, seg - sw % seg));
+    free(file);
+    tl_seg_name(name, 3, sw / seg, seg, true);
+    ck_assert(!exists(dir, name));
+    tl_seg_name(name, 3, sw / seg + 1, seg, true);
+    ck_assert(!exists(dir, name));
+    /* The old timeline's writes complete: written and durable reach the switch point. */
+    ck_assert_int_eq(spool_flush(s), 0);
+    run_until(loop, &cb, &cb.flushed, sw, 30);
+    ck_assert_uint_eq(spool_read(s, base, back, 6 * MIB), (ssize_t)(sw - base));
+    ck_assert(memcmp(back, data, sw - base) == 0);
+
+    /* Timeline 4 re-sent from the segment start: what is below the switch point is skipped
+     * (other bytes here, to prove it), the rest lands in timeline 4's files. */
+    memcpy(data4, data, sw - base);
+    ck_assert_int_eq(spool_append(s, sw - sw % seg, other, sw % seg), 0);
+    append_range(s, loop, data4, base, sw, end, 32);
+    run_until(loop, &cb, &cb.flushed, end, 30);
+    ck_assert_int_eq(spool_read(s, base, back, 6 * MIB), (ssize_t)(end - base));
+    ck_assert(memcmp(back, data4, end - base) == 0);
+    /* Across the switch point. */
+    ck_assert_int_eq(spool_read(s, sw - 1000, back, 2000), 2000);
+    ck_assert(memcmp(back, data4 + (sw - 1000 - base), 2000) == 0);
+    tl_seg_name(name, 4, end / seg - 1, seg, false);
+    run_until_file(loop, dir, name, 30);
+    for (uint64_t sn = base / seg; sn < end / seg; sn++) {
+        tl_seg_name(name, sn < sw / seg ? 3 : 4, sn, seg, false);
+        file = slurp_file(dir, name, &len);
+        ck_assert_msg(file != NULL && len == seg, "%s missing", name);
+        ck_assert_msg(memcmp(file, data4 + (sn * seg - base), seg) == 0, "%s differs", name);
+        free(file);
+    }
+    tl_seg_name(name, 4, end / seg, seg, true);
+    ck_assert(exists(dir, name));
+    ck_assert_uint_eq(count_files(dir, ".partial"), 1); /* the last one only */
+    spool_close(s);
+
+    /* Reopened: timeline 4 and its history; appends go on in timeline 4's files. */
+    cb = (struct cbs){0};
+    s = open_spool(loop, dir, 0, &cb);
+    ck_assert_uint_eq(spool_identity(s)->timeline, 4);
+    ck_assert_uint_eq(spool_timeline_end(s, 3), sw);
+    ck_assert_uint_eq(spool_timeline_end(s, 1), 0x800000);
+    ck_assert_uint_eq(spool_timelines(s, &n)[0].tli, 1);
+    ck_assert_uint_eq(n, 4);
+    /* (synthetic WAL: recovery keeps what the complete segments hold) */
+    ck_assert_uint_eq(spool_flush_lsn(s), end - end % seg);
+    ck_assert_int_eq(spool_read(s, sw - 1000, back, 2000), 2000);
+    ck_assert(memcmp(back, data4 + (sw - 1000 - base), 2000) == 0);
+
+    /* Retention (keep 0, no retain LSN) removes old-timeline segments, never history files. */
+    spool_set_retain_lsn(s, 0);
+    ck_assert_uint_eq(count_segments(dir, &oldest), 1);
+    ck_assert_uint_eq(spool_start_lsn(s), end - end % seg - seg);
+    ck_assert(exists(dir, "00000003.history"));
+    ck_assert(exists(dir, "00000004.history"));
+    ck_assert_int_eq(spool_read_history(s, 4, &text, &len), 0);
+    ck_assert_str_eq(text, h4);
+    free(text);
+
+    /* spool_remove_all: refused while open, then everything walmirror keeps goes. */
+    write_text(dir, "keepme", "not walmirror's\n");
+    ck_assert_int_eq(spool_remove_all(dir, err, sizeof(err)), -EBUSY);
+    ck_assert_msg(strstr(err, "in use") != NULL, "%s", err);
+    spool_close(s);
+    ck_assert_int_eq(spool_remove_all(dir, err, sizeof(err)), 0);
+    ck_assert(!exists(dir, "spool.meta"));
+    ck_assert_uint_eq(count_files(dir, ".history"), 0);
+    ck_assert_uint_eq(count_files(dir, ".partial"), 0);
+    ck_assert_uint_eq(count_segments(dir, &oldest), 0);
+    ck_assert(exists(dir, "keepme"));
+    cb = (struct cbs){0};
+    s = open_spool(loop, dir, 0, &cb);
+    ck_assert_uint_eq(spool_identity(s)->system_id, 0);
+    ck_assert_uint_eq(spool_start_lsn(s), 0);
+    ck_assert_uint_eq(spool_flush_lsn(s), 0);
+    spool_close(s);
+    {
+        char missing[4096];
+
+        snprintf(missing, sizeof(missing), "%s/nothing-here", tmp);
+        ck_assert_int_eq(spool_remove_all(missing, err, sizeof(err)), 0);
+    }
+    ck_assert_int_eq(spool_open(&other_s, loop, dir, 0, &cb_ops, &cb, err, sizeof(err)), 0);
+    spool_close(other_s);
+
+    wio_loop_free(loop);
+    free(data);
+    free(data4);
+    free(other);
+    free(back);
+    tu_rmtree(tmp);
+    free(tmp);
+    free(dir);
+}
+END_TEST
+
+/* A record end (where a timeline can switch) near target in the real WAL. */
+static uint64_t
+record_end_near(uint64_t target)
+{
+    struct walfmt_scan_params sp = {.seg_size = SEG16,
+                                    .sysid = wal_sysid,
+                                    .start = target - target % SEG16,
+                                    .limit = target,
+                                    .read = read_from_wal};
+    struct walfmt_scan sc;
+
+    ck_assert_int_eq(walfmt_scan(&sp, &sc), 0);
+    ck_assert_uint_gt(sc.records, 0);
+    return sc.end_lsn;
+}
+
+static char *
+history_of_2(uint64_t sw)
+{
+    char *h;
+
+    ck_assert(asprintf(&h, "1\t%X/%X\tno recovery target specified\n", LSN(sw)) > 0);
+    return h;
+}
+
+/* A spool holding the real WAL of timeline 1 from wal_start to sw, durable, closed. */
+static void
+make_tl1_spool(struct wio_loop *loop, const char *dir, uint64_t sw)
+{
+    struct cbs cb = {0};
+    struct spool *s = open_spool(loop, dir, UINT64_MAX, &cb);
+
+    set_identity(s, wal_sysid, SEG16);
+    append_range(s, loop, wal, wal_start, wal_start, sw, 41);
+    run_until(loop, &cb, &cb.flushed, sw, 60);
+    spool_close(s);
+}
+
+/* Appends the real WAL [from, to) as timeline 2 from from's segment start; checks it reads back. */
+static void
+append_tl2_and_check(struct spool *s, struct wio_loop *loop, struct cbs *cb, uint64_t from,
+                     uint64_t to)
+{
+    uint8_t *back = malloc(to - wal_start);
+
+    ck_assert(back != NULL);
+    append_range(s, loop, wal, wal_start, from - from % SEG16, to, 43);
+    run_until(loop, cb, &cb->flushed, to, 60);
+    ck_assert_int_eq(spool_read(s, wal_start, back, to - wal_start), (ssize_t)(to - wal_start));
+    ck_assert(memcmp(back, wal, to - wal_start) == 0);
+    free(back);
+}
+
+/*
+ * A switch on real WAL (the "new timeline" re-sends the same bytes, as PostgreSQL's does below
+ * the switch point): files per timeline byte-identical to the originals, the switch while the
+ * last writes are in flight, reading across the switch point, a clean reopen finding the end.
+ */
+START_TEST(test_timeline_switch_real_wal)
+{
+    uint64_t sw = record_end_near(wal_start + 2 * (uint64_t)SEG16 + SEG16 * 5 / 8);
+    uint64_t s_seg = sw / SEG16, last;
+    struct wio_loop *loop;
+    struct cbs cb = {0};
+    struct spool *s;
+    char *tmp, *dir, name[40], oname[40], *h2 = history_of_2(sw);
+    uint8_t *file, buf[8192];
+    size_t len, n;
+
+    make_spool_dir(&tmp, &dir, "spool11");
+    ck_assert_int_eq(wio_loop_new(&loop, 256), 0);
+    s = open_spool(loop, dir, UINT64_MAX, &cb);
+    set_identity(s, wal_sysid, SEG16);
+    append_range(s, loop, wal, wal_start, wal_start, sw - 200000, 44);
+    ck_assert_int_eq(spool_append(s, sw - 200000, wal + (sw - 200000 - wal_start), 200000), 0);
+    ck_assert_int_eq(spool_set_timeline(s, 2, sw, h2, strlen(h2)), 0);
+    tl_seg_name(name, 2, s_seg, SEG16, true);
+    file = slurp_file(dir, name, &len);
+    ck_assert(file != NULL && len == SEG16);
+    ck_assert(memcmp(file, wal + (s_seg * SEG16 - wal_start), sw % SEG16) == 0);
+    ck_assert(all_zero(file + sw % SEG16, SEG16 - sw % SEG16));
+    free(file);
+    append_tl2_and_check(s, loop, &cb, sw, wal_end);
+    tl_seg_name(name, 2, wal_end / SEG16 - 1, SEG16, false);
+    run_until_file(loop, dir, name, 60);
+    ck_assert_int_eq(spool_read(s, sw - 4096, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    ck_assert(memcmp(buf, wal + (sw - 4096 - wal_start), sizeof(buf)) == 0);
+    spool_close(s);
+
+    /* Every file holds the original segment, named with its timeline. */
+    last = wal_end / SEG16;
+    for (uint64_t sn = wal_start / SEG16; sn < last; sn++) {
+        tl_seg_name(name, sn < s_seg ? 1 : 2, sn, SEG16, false);
+        tl_seg_name(oname, 1, sn, SEG16, false);
+        ck_assert_msg(tu_run("cmp -s '%s/%s' '%s/%s'", wal_dir, oname, dir, name) == 0,
+                      "%s differs from the original %s", name, oname);
+        tl_seg_name(name, sn < s_seg ? 2 : 1, sn, SEG16, false);
+        ck_assert_msg(!exists(dir, name), "%s exists", name);
+    }
+
+    /* Reopened: everything durable found again, timeline 2 and its history. */
+    cb = (struct cbs){0};
+    s = open_spool(loop, dir, UINT64_MAX, &cb);
+    ck_assert_uint_eq(spool_identity(s)->timeline, 2);
+    ck_assert_uint_eq(spool_flush_lsn(s), wal_end);
+    ck_assert_uint_eq(spool_timeline_end(s, 1), sw);
+    ck_assert_uint_eq(spool_timelines(s, &n)[1].tli, 2);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_eq(spool_read(s, sw - 4096, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+    ck_assert(memcmp(buf, wal + (sw - 4096 - wal_start), sizeof(buf)) == 0);
+    spool_close(s);
+    wio_loop_free(loop);
+    free(h2);
+    tu_rmtree(tmp);
+    free(tmp);
+    free(dir);
+}
+END_TEST
+
+enum crash_point {
+    CRASH_AFTER_HISTORY,  /* history file written, nothing else */
+    CRASH_AFTER_SEGMENT,  /* and the new timeline's segment file, spool.meta not yet */
+    CRASH_AFTER_META,     /* and spool.meta, the old timeline's file not yet removed */
+    CRASH_META_NO_SEG,    /* spool.meta and history, the new segment file lost */
+    CRASH_META_NO_HISTORY /* spool.meta alone: history and new segment file lost */
+};
+
+/*
+ * A crash between the steps of spool_set_timeline, made by putting back files from before the
+ * switch: the spool reopens on the right timeline at the switch point, says what it did, and
+ * goes on appending into the right files.
+ */
+static void
+crash_case(enum crash_point cp, uint64_t sw, const char *before, const char *after,
+           const char *needle)
+{
+    uint64_t s_seg = sw / SEG16;
+    uint32_t want_tli = cp <= CRASH_AFTER_SEGMENT ? 1 : 2;
+    struct wio_loop *loop;
+    struct cbs cb = {0};
+    struct spool *s;
+    char *tmp, *dir, logpath[4096], old[40], new[40], *log, *h2 = history_of_2(sw);
+    size_t n;
+
+    tmp = tu_tmpdir("spool12c");
+    ck_assert(asprintf(&dir, "%s/spool", tmp) > 0);
+    snprintf(logpath, sizeof(logpath), "%s/log", tmp);
+    tl_seg_name(old, 1, s_seg, SEG16, true);
+    tl_seg_name(new, 2, s_seg, SEG16, true);
+    switch (cp) {
+    case CRASH_AFTER_HISTORY:
+        ck_assert_int_eq(tu_run("cp -a '%s' '%s' && cp '%s/00000002.history' '%s/'", before, dir,
+                                after, dir),
+                         0);
+        break;
+    case CRASH_AFTER_SEGMENT:
+        ck_assert_int_eq(tu_run("cp -a '%s' '%s' && cp '%s/spool.meta' '%s/%s' '%s/'", after, dir,
+                                before, before, old, dir),
+                         0);
+        break;
+    case CRASH_AFTER_META:
+        ck_assert_int_eq(tu_run("cp -a '%s' '%s' && cp '%s/%s' '%s/'", after, dir, before, old,
+                                dir),
+                         0);
+        break;
+    case CRASH_META_NO_SEG:
+        ck_assert_int_eq(tu_run("cp -a '%s' '%s' && cp '%s/%s' '%s/' && rm '%s/%s'", after, dir,
+                                before, old, dir, dir, new),
+                         0);
+        break;
+    case CRASH_META_NO_HISTORY:
+        ck_assert_int_eq(tu_run("cp -a '%s' '%s' && cp '%s/%s' '%s/' && rm '%s/%s' "
+                                "'%s/00000002.history'",
+                                after, dir, before, old, dir, dir, new, dir),
+                         0);
+        break;
+    }
+    ck_assert_int_eq(wio_loop_new(&loop, 256), 0);
+    capture_start(logpath);
+    cb = (struct cbs){0};
+    s = open_spool(loop, dir, UINT64_MAX, &cb);
+    log = capture_end(logpath);
+    if (needle != NULL)
+        ck_assert_msg(strstr(log, needle) != NULL, "case %d: recovery did not say \"%s\"", (int)cp,
+                      needle);
+    free(log);
+    ck_assert_uint_eq(spool_identity(s)->timeline, want_tli);
+    ck_assert_msg(spool_flush_lsn(s) == sw, "case %d: recovered to %X/%X, not %X/%X", (int)cp,
+                  LSN(spool_flush_lsn(s)), LSN(sw));
+    ck_assert_uint_eq(spool_timelines(s, &n)[n - 1].tli, want_tli);
+    ck_assert_uint_eq(n, cp == CRASH_META_NO_HISTORY || want_tli == 1 ? 1 : 2);
+    if (want_tli == 1) {
+        /* The switch did not happen: it is made again. */
+        ck_assert(!exists(dir, new));
+        ck_assert(exists(dir, old));
+        ck_assert_int_eq(spool_set_timeline(s, 2, sw, h2, strlen(h2)), 0);
+    }
+    ck_assert_msg(!exists(dir, old), "case %d: %s is still there", (int)cp, old);
+    ck_assert_msg(exists(dir, new), "case %d: %s is missing", (int)cp, new);
+    append_tl2_and_check(s, loop, &cb, sw, s_seg * SEG16 + SEG16 + MIB);
+    tl_seg_name(new, 2, s_seg, SEG16, false);
+    run_until_file(loop, dir, new, 60);
+    {
+        char orig[40];
+
+        tl_seg_name(orig, 1, s_seg, SEG16, false);
+        ck_assert_msg(tu_run("cmp -s '%s/%s' '%s/%s'", wal_dir, orig, dir, new) == 0,
+                      "case %d: %s differs from the original %s", (int)cp, new, orig);
+    }
+    spool_close(s);
+    wio_loop_free(loop);
+    free(h2);
+    tu_rmtree(tmp);
+    free(tmp);
+    free(dir);
+}
+
+START_TEST(test_timeline_crash_between_steps)
+{
+    uint64_t sw = record_end_near(wal_start + SEG16 + SEG16 / 3);
+    struct wio_loop *loop;
+    struct cbs cb = {0};
+    struct spool *s;
+    char *tmp, *before, *after, *h2 = history_of_2(sw);
+
+    /* before: timeline 1 up to sw; after: the same after spool_set_timeline. */
+    tmp = tu_tmpdir("spool12");
+    ck_assert(asprintf(&before, "%s/before", tmp) > 0);
+    ck_assert(asprintf(&after, "%s/after", tmp) > 0);
+    ck_assert_int_eq(wio_loop_new(&loop, 256), 0);
+    make_tl1_spool(loop, before, sw);
+    ck_assert_int_eq(tu_run("cp -a '%s' '%s'", before, after), 0);
+    s = open_spool(loop, after, UINT64_MAX, &cb);
+    ck_assert_uint_eq(spool_flush_lsn(s), sw);
+    ck_assert_int_eq(spool_set_timeline(s, 2, sw, h2, strlen(h2)), 0);
+    spool_close(s);
+    wio_loop_free(loop);
+
+    crash_case(CRASH_AFTER_HISTORY, sw, before, after, NULL);
+    crash_case(CRASH_AFTER_SEGMENT, sw, before, after, "a timeline switch did not complete");
+    crash_case(CRASH_AFTER_META, sw, before, after, "replaced by a newer timeline's file");
+    crash_case(CRASH_META_NO_SEG, sw, before, after, "goes on in a file of its own");
+    crash_case(CRASH_META_NO_HISTORY, sw, before, after, "the history of timeline 2 is unknown");
+    free(h2);
+    free(before);
+    free(after);
+    tu_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -1493,6 +2088,7 @@ main(void)
     tcase_add_test(tc, test_retention);
     tcase_add_test(tc, test_group_flush);
     tcase_add_test(tc, test_disk_full);
+    tcase_add_test(tc, test_timeline_api);
     if (have_wal) {
         tcase_add_test(tc, test_scanner_matches_waldump);
         tcase_add_test(tc, test_append_all_byte_identical);
@@ -1500,6 +2096,8 @@ main(void)
         tcase_add_test(tc, test_recovery_continuation_skipped);
         tcase_add_test(tc, test_recovery_crossing_record_checked);
         tcase_add_test(tc, test_identity_from_segment);
+        tcase_add_test(tc, test_timeline_switch_real_wal);
+        tcase_add_test(tc, test_timeline_crash_between_steps);
     }
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
