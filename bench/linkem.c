@@ -1660,7 +1660,7 @@ lk_free(struct lk *lk)
         ctl_client_free(lk, lk->ctl_clients);
     if (lk->ctl_fd >= 0) {
         close(lk->ctl_fd);
-        if (unlink(lk->ctl_path) != 0)
+        if (unlink(lk->ctl_path) != 0 && errno != ENOENT)
             log_warning(LK_COMPONENT, "unlink %s: %s", lk->ctl_path, strerror(errno));
     }
     if (lk->listen_fd >= 0)
