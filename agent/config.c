@@ -61,6 +61,8 @@ enum key_id {
     K_COMPRESSION,
     K_LOG_LEVEL,
     K_WAL_SERVER_AUTH,
+    K_STATE_DIR,
+    K_PEER_PG_CONNINFO,
     K_COUNT
 };
 
@@ -94,6 +96,8 @@ static const struct key_def {
     [K_COMPRESSION] = {"compression", ROLE_SITE, 0},
     [K_LOG_LEVEL] = {"log_level", ROLE_ALL, 0},
     [K_WAL_SERVER_AUTH] = {"wal_server_auth", ROLE_SITE, 0},
+    [K_STATE_DIR] = {"state_dir", ROLE_ALL, ROLE_WITNESS},
+    [K_PEER_PG_CONNINFO] = {"peer_pg_conninfo", ROLE_SITE, 0},
 };
 
 struct parser {
@@ -713,6 +717,12 @@ set_value(struct parser *ps, enum key_id k, unsigned long line, const char *v, s
                          show(s, v, len));
         }
         break;
+    case K_STATE_DIR:
+        rc = conv_string(v, len, &c->state_dir, why);
+        break;
+    case K_PEER_PG_CONNINFO:
+        rc = conv_string(v, len, &c->peer_pg_conninfo, why);
+        break;
     case K_COUNT:
         break;
     }
@@ -1028,10 +1038,10 @@ finish(struct parser *ps)
 {
     struct wm_config *c = ps->cfg;
     unsigned role = c->role == CONFIG_ROLE_WITNESS ? ROLE_WITNESS : ROLE_SITE;
-    enum key_id path_keys[] = {K_TLS_CA, K_TLS_CERT,  K_TLS_KEY,
-                               K_PGDATA, K_SPOOL_DIR, K_HTTP_TOKEN_FILE};
-    char **path_vals[] = {&c->tls_ca, &c->tls_cert,  &c->tls_key,
-                          &c->pgdata, &c->spool_dir, &c->http_token_file};
+    enum key_id path_keys[] = {K_TLS_CA,    K_TLS_CERT,        K_TLS_KEY,  K_PGDATA,
+                               K_SPOOL_DIR, K_HTTP_TOKEN_FILE, K_STATE_DIR};
+    char **path_vals[] = {&c->tls_ca,    &c->tls_cert,        &c->tls_key,  &c->pgdata,
+                          &c->spool_dir, &c->http_token_file, &c->state_dir};
     unsigned long first = 0;
     int bad = -1, rc;
 
@@ -1121,9 +1131,16 @@ finish(struct parser *ps)
         if (rc < 0)
             return rc;
     }
+    if (role == ROLE_SITE && c->state_dir == NULL) {
+        /* agent.state beside the spool's files: no name there collides with it */
+        c->state_dir = strdup(c->spool_dir);
+        if (c->state_dir == NULL)
+            return fail_key(ps, -ENOMEM, 0, keys[K_STATE_DIR].name, "out of memory");
+    }
     if (!(ps->flags & CONFIG_NO_FILE_CHECKS)) {
         for (size_t i = 0; i < sizeof(path_keys) / sizeof(path_keys[0]); i++) {
-            if (path_keys[i] == K_PGDATA || path_keys[i] == K_SPOOL_DIR)
+            if (path_keys[i] == K_PGDATA || path_keys[i] == K_SPOOL_DIR ||
+                path_keys[i] == K_STATE_DIR)
                 continue; /* checked by the modules that use them, at start-up */
             rc = check_readable(ps, path_keys[i], *path_vals[i]);
             if (rc < 0)
@@ -1254,6 +1271,8 @@ config_free(struct wm_config *cfg)
     free(cfg->pg_conninfo);
     free(cfg->pgdata);
     free(cfg->spool_dir);
+    free(cfg->state_dir);
+    free(cfg->peer_pg_conninfo);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -1307,10 +1326,13 @@ config_dump(FILE *f, const struct wm_config *c)
     dump_string(f, "tls_key", c->tls_key ? c->tls_key : "");
     if (site) {
         dump_string(f, "pg_conninfo", c->pg_conninfo ? c->pg_conninfo : "");
+        if (c->peer_pg_conninfo != NULL)
+            dump_string(f, "peer_pg_conninfo", c->peer_pg_conninfo);
         dump_string(f, "pgdata", c->pgdata ? c->pgdata : "");
         dump_string(f, "spool_dir", c->spool_dir ? c->spool_dir : "");
         dump_string(f, "wal_listen", c->wal_listen.text);
     }
+    dump_string(f, "state_dir", c->state_dir ? c->state_dir : "");
     dump_string(f, "http_listen", c->http_listen.text);
     if (c->http_token_file != NULL)
         dump_string(f, "http_token_file", c->http_token_file);

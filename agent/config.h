@@ -94,12 +94,14 @@ struct wm_config {
     uint64_t heartbeat_interval_ms;     /* default 1 s */
     uint64_t peer_timeout_ms;           /* default 10 s; always > heartbeat_interval_ms */
     int log_level;                      /* a LOG_LEVEL_* of log.h; default info */
+    char *state_dir; /* where agent.state lives (state.h); a site's default is spool_dir */
 
     /* sites (role = auto) */
     struct config_endpoint peer;
     bool has_witness;
     struct config_endpoint witness; /* valid when has_witness */
     char *pg_conninfo;
+    char *peer_pg_conninfo; /* the other site's PostgreSQL (rejoin); NULL when not set */
     char *pgdata;
     char *spool_dir;
     struct config_hostport wal_listen;

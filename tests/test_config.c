@@ -277,9 +277,10 @@ witness_text(const char *sites, const char *extra)
              "tls_ca = '%s/ca.crt'\n"
              "tls_cert = '%s/site-a.crt'\n"
              "tls_key = '%s/site-a.key'\n"
-             "%s\n",
+             "%s\n"
+             "state_dir = '%s/state'\n",
              sites != NULL ? sites : "site-a@127.0.0.1:7001,  site-b@[::1]:7002", dir, dir, dir,
-             extra != NULL ? extra : "");
+             extra != NULL ? extra : "", dir);
     return text;
 }
 
@@ -345,6 +346,89 @@ START_TEST(test_witness_missing_sites)
     snprintf(path, sizeof(path), "%s: missing required key \"sites\" (role = witness)", conf_path);
     ck_assert_str_eq(err, path);
     free(copy);
+}
+END_TEST
+
+/* state_dir: a site's defaults to spool_dir; peer_pg_conninfo is optional and kept verbatim. */
+START_TEST(test_state_dir_and_peer_pg_conninfo)
+{
+    ck_assert_msg(load_site(NULL, NULL) == 0, "%s", err);
+    ck_assert_str_eq(cfg.state_dir, "/var/lib/walmirror/spool");
+    ck_assert_ptr_null(cfg.peer_pg_conninfo);
+    config_free(&cfg);
+
+    ck_assert_msg(load_site("spool_dir",
+                            "spool_dir = spool\nstate_dir = state\n"
+                            "peer_pg_conninfo = 'host=10.0.2.10 port=5432 user=walmirror "
+                            "password=''a\\b'''\n") == 0,
+                  "%s", err);
+    ck_assert_str_eq(cfg.spool_dir, in_dir("spool"));
+    ck_assert_str_eq(cfg.state_dir, in_dir("state"));
+    ck_assert_str_eq(cfg.peer_pg_conninfo,
+                     "host=10.0.2.10 port=5432 user=walmirror password='a\\b'");
+    config_free(&cfg);
+
+    /* a relative spool_dir: the default state_dir is the resolved one */
+    ck_assert_msg(load_site("spool_dir", "spool_dir = spool\n") == 0, "%s", err);
+    ck_assert_str_eq(cfg.state_dir, in_dir("spool"));
+}
+END_TEST
+
+START_TEST(test_witness_state_dir)
+{
+    char want[PATH_MAX + 96];
+    const char *text = witness_text(NULL, NULL);
+    char *copy;
+
+    ck_assert_msg(load_text("w.conf", text, strlen(text)) == 0, "%s", err);
+    ck_assert_str_eq(cfg.state_dir, in_dir("state"));
+    config_free(&cfg);
+
+    copy = strdup(text);
+    ck_assert_ptr_nonnull(copy);
+    strstr(copy, "state_dir")[0] = '#'; /* comment the line out */
+    ck_assert_int_eq(load_text("w2.conf", copy, strlen(copy)), -EINVAL);
+    snprintf(want, sizeof(want), "%s: missing required key \"state_dir\" (role = witness)",
+             conf_path);
+    ck_assert_str_eq(err, want);
+    free(copy);
+
+    text = witness_text(NULL, "peer_pg_conninfo = 'host=x'");
+    expect_key_err(load_text("w3.conf", text, strlen(text)), 8, "peer_pg_conninfo",
+                   "not used by a witness");
+}
+END_TEST
+
+START_TEST(test_dump_new_keys_round_trip)
+{
+    struct wm_config again;
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    ck_assert_msg(load_site(NULL, "state_dir = /srv/wm/state\npeer_pg_conninfo = 'host=b "
+                                  "user=''x'''\n") == 0,
+                  "%s", err);
+    f = open_memstream(&out, &len);
+    ck_assert_int_eq(config_dump(f, &cfg), 0);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_msg(config_parse_buffer("dump", out, len, 0, &again, err, sizeof(err)) == 0, "%s",
+                  err);
+    ck_assert_str_eq(again.state_dir, "/srv/wm/state");
+    ck_assert_str_eq(again.peer_pg_conninfo, "host=b user='x'");
+    config_free(&again);
+    free(out);
+    config_free(&cfg);
+
+    /* the default state_dir is dumped as the effective value; no peer_pg_conninfo line */
+    ck_assert_msg(load_site(NULL, NULL) == 0, "%s", err);
+    out = NULL;
+    f = open_memstream(&out, &len);
+    ck_assert_int_eq(config_dump(f, &cfg), 0);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_msg(strstr(out, "state_dir = '/var/lib/walmirror/spool'") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "peer_pg_conninfo") == NULL, "%s", out);
+    free(out);
 }
 END_TEST
 
@@ -438,6 +522,11 @@ static const struct key_case {
     {"tls_ca", "tls_ca = '/'", "tls_ca", "\"/\" is not a regular file"},
     {"tls_cert", "tls_cert = ''", "tls_cert", "must not be empty"},
     {NULL, "http_token_file = /nonexistent/token", "http_token_file", "cannot read"},
+    /* the durable state and the peer's PostgreSQL */
+    {NULL, "state_dir = ''", "state_dir", "must not be empty"},
+    {NULL, "statedir = /x", "statedir", "did you mean \"state_dir\"?"},
+    {NULL, "peer_pg_conninfo = ''", "peer_pg_conninfo", "must not be empty"},
+    {NULL, "peer_pg_connifo = 'host=x'", "peer_pg_connifo", "did you mean \"peer_pg_conninfo\"?"},
 };
 
 START_TEST(test_key_errors)
@@ -825,6 +914,9 @@ config_suite(void)
     tcase_add_test(tc, test_dump_round_trip);
     tcase_add_test(tc, test_dump_witness_round_trip);
     tcase_add_test(tc, test_example_configs);
+    tcase_add_test(tc, test_state_dir_and_peer_pg_conninfo);
+    tcase_add_test(tc, test_witness_state_dir);
+    tcase_add_test(tc, test_dump_new_keys_round_trip);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
