@@ -1,7 +1,8 @@
 /*
  * main.c - walmirror-agent: the per-site daemon, and its set-up commands.
  *
- *   walmirror-agent -c FILE                 run (role follows the local PostgreSQL)
+ *   walmirror-agent -c FILE                 run (role follows the local PostgreSQL, or
+ *                                           the witness with role = witness: witness.h)
  *   walmirror-agent -c FILE --check-config  validate FILE and print the effective settings
  *   walmirror-agent -c FILE init-standby --primary CONNINFO
  *                                           make this site's standby from the primary
@@ -17,6 +18,7 @@
 #include "config.h"
 #include "log.h"
 #include "setup.h"
+#include "witness.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -44,7 +46,7 @@ usage(FILE *f)
                "  -V, --version         version\n"
                "\n"
                "Without a command the agent runs until SIGTERM or SIGINT: the source beside a\n"
-               "primary, the sink beside a standby.\n");
+               "primary, the sink beside a standby; with role = witness, the witness.\n");
 }
 
 int
@@ -98,9 +100,18 @@ main(int argc, char **argv)
     log_level = cfg.log_level;
     if (check) {
         rc = config_dump(stdout, &cfg) < 0 ? 1 : 0;
+    } else if (cfg.role == CONFIG_ROLE_WITNESS && command != NULL) {
+        fprintf(stderr, "walmirror-agent: %s is for a site; %s is a witness (role = witness)\n",
+                command, path);
+        rc = 2;
     } else if (cfg.role == CONFIG_ROLE_WITNESS) {
-        fprintf(stderr, "walmirror-agent: role = witness is not implemented in this build\n");
-        rc = 1;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        rc = witness_run(&cfg, &stop_requested);
     } else if (command != NULL) {
         rc = setup_init_standby(&cfg, primary);
     } else {
