@@ -1,0 +1,732 @@
+/*
+ * arbiter.c - the site agent's arbiter; contract in arbiter.h.
+ *
+ * struct arbiter is the base every implementation embeds first; its const ops table is the
+ * implementation.  Two live here: "none" (no witness configured) and "witness", a client of
+ * the witness agent (witness.h) over conn.h.
+ *
+ * The witness arbiter is a small state machine over its link:
+ *     IDLE --(first report; retry time reached)--> CONNECTING --(TCP up)--> HELLO
+ *     HELLO --(witness accepted us)--> UP --(closed)--> IDLE
+ * A periodic timer (WA_TICK_MS) frees a dead connection, starts the next attempt, sends the
+ * STATE report every heartbeat interval, and times out a vote request.  News of a newer epoch
+ * (conn's on_epoch) is held until it can be told with its holder: a FENCE control, the
+ * refusal's text, or the next tick while the link is up; an epoch rise that is the grant we
+ * are waiting for is never reported as fencing.
+ *
+ * The timer and the TCP connector live apart from the arbiter (as conn.c's timer does): a
+ * cancelled timeout or a connect in flight may complete after arbiter_free, and frees itself
+ * then.
+ */
+#include "arbiter.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "conn.h"
+#include "log.h"
+#include "msg.h"
+#include "tls.h"
+#include "witness.h"
+
+#define WA_TICK_MS 100
+#define WA_RETRY_MS 1000
+#define WA_RETRY_FENCED_MS 5000
+
+struct arbiter_ops {
+    const char *name;
+    bool (*reachable)(const struct arbiter *a);
+    void (*report)(struct arbiter *a, uint8_t role, uint64_t epoch, uint64_t durable_lsn);
+    int (*request)(struct arbiter *a, uint64_t epoch, uint64_t durable_lsn,
+                   uint64_t failover_timeout_ms);
+    const char *(*describe)(const struct arbiter *a);
+    void (*destroy)(struct arbiter *a);
+};
+
+/* The base of every implementation (embedded first). */
+struct arbiter {
+    const struct arbiter_ops *ops;
+    const struct arbiter_cb *cb;
+    void *ctx;
+};
+
+/* ---- none: no arbiter configured ---- */
+
+static bool
+none_reachable(const struct arbiter *a)
+{
+    (void)a;
+    return false;
+}
+
+static void
+none_report(struct arbiter *a, uint8_t role, uint64_t epoch, uint64_t durable_lsn)
+{
+    (void)a;
+    (void)role;
+    (void)epoch;
+    (void)durable_lsn;
+}
+
+static int
+none_request(struct arbiter *a, uint64_t epoch, uint64_t durable_lsn, uint64_t fo_ms)
+{
+    (void)a;
+    (void)epoch;
+    (void)durable_lsn;
+    (void)fo_ms;
+    return -ENOTCONN;
+}
+
+static const char *
+none_describe(const struct arbiter *a)
+{
+    (void)a;
+    return "none (no witness configured: automatic fail-over is off)";
+}
+
+static void
+none_destroy(struct arbiter *a)
+{
+    free(a);
+}
+
+static const struct arbiter_ops none_ops = {
+    .name = "none",
+    .reachable = none_reachable,
+    .report = none_report,
+    .request = none_request,
+    .describe = none_describe,
+    .destroy = none_destroy,
+};
+
+/* ---- witness ---- */
+
+struct warb;
+
+struct wa_timer {
+    struct wio_timer t;
+    struct warb *a; /* NULL once the arbiter is gone */
+};
+
+struct wa_connector {
+    struct wio_connector con;
+    struct warb *a; /* NULL once the arbiter is gone */
+};
+
+enum wa_link {
+    WA_IDLE,       /* no link; the next attempt at retry_at_ms */
+    WA_CONNECTING, /* TCP connect in flight */
+    WA_HELLO,      /* conn set up: TLS and the HELLO exchange */
+    WA_UP,         /* established: the witness accepted us */
+};
+
+static const char *const wa_link_names[] = {"idle", "connecting", "hello", "up"};
+
+struct warb {
+    struct arbiter base;
+    const struct wm_config *cfg;
+    struct wio_loop *loop;
+    struct tls_config *tls;
+    char comp[96];
+    char where[CONFIG_NAME_MAX + CONFIG_HOSTPORT_MAX + 2]; /* "witness@10.0.3.10:5433" */
+
+    enum wa_link link;
+    struct wa_connector *connecting;
+    struct conn *c;
+    bool c_dead; /* c closed: free it at the next tick */
+    bool freeing;
+    struct wa_timer *timer;
+    uint64_t retry_at_ms;
+    char down_why[200];
+
+    /* what the agent reported */
+    bool reported;
+    uint8_t role;
+    uint64_t epoch; /* ours: reported or granted, never lower */
+    uint64_t durable_lsn;
+    bool state_dirty;
+    uint64_t state_at_ms;
+
+    /* the vote request in flight */
+    bool pending;
+    uint64_t req_epoch;
+    uint64_t req_deadline_ms;
+
+    /* epochs learnt from the witness */
+    uint64_t witness_epoch;
+    uint64_t fence_epoch; /* newest epoch above ours, 0: none */
+    char fence_holder[CONFIG_NAME_MAX + 1];
+    uint64_t fence_reported;
+
+    char desc[640];
+};
+
+static void wa_tick(struct wio_timer *t);
+
+static void
+wa_set_state(struct warb *a, enum wa_link link)
+{
+    if (a->link != link)
+        log_debug(a->comp, "link %s -> %s", wa_link_names[a->link], wa_link_names[link]);
+    a->link = link;
+}
+
+static void
+wa_update_desc(struct warb *a)
+{
+    uint64_t e = a->witness_epoch > a->epoch ? a->witness_epoch : a->epoch;
+
+    if (a->fence_epoch > a->epoch)
+        snprintf(a->desc, sizeof(a->desc), "%s fenced: epoch %" PRIu64 " is held by %s",
+                 a->where, a->fence_epoch,
+                 a->fence_holder[0] != '\0' ? a->fence_holder : "another node");
+    else if (a->link == WA_UP)
+        snprintf(a->desc, sizeof(a->desc), "%s up, epoch %" PRIu64, a->where, e);
+    else if (!a->reported)
+        snprintf(a->desc, sizeof(a->desc), "%s not connected yet", a->where);
+    else
+        snprintf(a->desc, sizeof(a->desc), "%s down (%s), epoch %" PRIu64, a->where,
+                 a->down_why[0] != '\0' ? a->down_why : wa_link_names[a->link], e);
+}
+
+static void
+wa_verdict(struct warb *a, bool granted, uint64_t epoch, const char *why)
+{
+    a->pending = false;
+    log_info(a->comp, "vote for epoch %" PRIu64 " %s: %s", epoch,
+             granted ? "granted" : "denied", why);
+    if (a->base.cb->on_verdict != NULL)
+        a->base.cb->on_verdict(a->base.ctx, granted, epoch, why);
+}
+
+/* An epoch newer than ours was seen; holder is NULL or "" when not said. */
+static void
+wa_fence_seen(struct warb *a, uint64_t epoch, const char *holder)
+{
+    if (epoch <= a->epoch)
+        return;
+    if (epoch > a->fence_epoch) {
+        a->fence_epoch = epoch;
+        a->fence_holder[0] = '\0';
+    }
+    if (epoch == a->fence_epoch && holder != NULL && holder[0] != '\0')
+        snprintf(a->fence_holder, sizeof(a->fence_holder), "%.*s", CONFIG_NAME_MAX, holder);
+    wa_update_desc(a);
+}
+
+/* Tells the agent of a newer epoch, once per epoch, unless it may be the grant we await. */
+static void
+wa_fence_report(struct warb *a)
+{
+    if (a->fence_epoch <= a->epoch || a->fence_epoch <= a->fence_reported)
+        return;
+    if (a->pending && a->fence_epoch == a->req_epoch)
+        return;
+    a->fence_reported = a->fence_epoch;
+    log_warning(a->comp, "fenced: epoch %" PRIu64 " is held by %s; ours is %" PRIu64,
+                a->fence_epoch, a->fence_holder[0] != '\0' ? a->fence_holder : "another node",
+                a->epoch);
+    if (a->base.cb->on_fenced != NULL)
+        a->base.cb->on_fenced(a->base.ctx, a->fence_epoch, a->fence_holder);
+}
+
+/* The holder named in a witness's refusal "fenced: epoch E is held by NODE since ...". */
+static void
+holder_from(const char *msg, char *out, size_t cap)
+{
+    static const char held[] = " is held by ";
+    const char *p = strstr(msg, WITNESS_FENCED_PREFIX);
+    size_t n = 0;
+
+    out[0] = '\0';
+    if (p == NULL || (p = strstr(p, held)) == NULL)
+        return;
+    p += sizeof(held) - 1;
+    if (strncmp(p, "an unknown node", 15) == 0)
+        return;
+    while (n + 1 < cap && ((p[n] >= 'a' && p[n] <= 'z') || (p[n] >= 'A' && p[n] <= 'Z') ||
+                           (p[n] >= '0' && p[n] <= '9') || p[n] == '_' || p[n] == '.' ||
+                           p[n] == '-'))
+        n++;
+    memcpy(out, p, n);
+    out[n] = '\0';
+}
+
+static void
+wa_send_state(struct warb *a)
+{
+    struct msg_control ctl = {.kind = MSG_CTL_STATE,
+                              .lsn = a->durable_lsn,
+                              .value = a->epoch,
+                              .value2 = a->role};
+    int rc = conn_send_control(a->c, &ctl);
+
+    if (rc < 0)
+        log_warning(a->comp, "cannot send STATE: %s", wire_strerror(rc));
+    a->state_dirty = false;
+    a->state_at_ms = clock_mono_ms();
+}
+
+static int
+wa_on_hello(void *ctx, const struct msg_hello *peer, char *why, size_t whylen)
+{
+    struct warb *a = ctx;
+
+    if (peer->role != MSG_ROLE_WITNESS) {
+        snprintf(why, whylen, "%s is a %s, not a witness", peer->node_name,
+                 msg_role_name(peer->role));
+        return WIRE_EPROTO;
+    }
+    if (peer->epoch > a->witness_epoch)
+        a->witness_epoch = peer->epoch;
+    return 0;
+}
+
+static void
+wa_on_established(void *ctx)
+{
+    struct warb *a = ctx;
+
+    wa_set_state(a, WA_UP);
+    a->down_why[0] = '\0';
+    log_info(a->comp, "witness %s up (its epoch %" PRIu64 ", ours %" PRIu64 ")", a->where,
+             a->witness_epoch, a->epoch);
+    wa_update_desc(a);
+    wa_send_state(a);
+}
+
+static void
+wa_on_control(void *ctx, const struct msg_control *ctl)
+{
+    struct warb *a = ctx;
+
+    switch (ctl->kind) {
+    case MSG_CTL_VOTE_GRANT:
+        if (!a->pending || ctl->value != a->req_epoch) {
+            log_warning(a->comp, "ignoring an unexpected VOTE_GRANT for epoch %" PRIu64,
+                        ctl->value);
+            return;
+        }
+        /* Ours from now on.  The link keeps carrying the old epoch in its frame headers (the
+         * witness does the same for it): raising either end of a live link would make it
+         * refuse the other's frames already in flight.  The next connection says the new one. */
+        if (ctl->value > a->epoch)
+            a->epoch = ctl->value;
+        if (a->witness_epoch < a->epoch)
+            a->witness_epoch = a->epoch;
+        a->state_dirty = true;
+        wa_update_desc(a);
+        wa_verdict(a, true, ctl->value, ctl->text);
+        return;
+    case MSG_CTL_VOTE_DENY:
+        if (!a->pending) {
+            log_warning(a->comp, "ignoring an unexpected VOTE_DENY: %s", ctl->text);
+            return;
+        }
+        wa_verdict(a, false, a->req_epoch, ctl->text);
+        wa_fence_report(a); /* an epoch rise held back for the request is news now */
+        return;
+    case MSG_CTL_FENCE:
+        wa_fence_seen(a, ctl->value, ctl->text);
+        wa_fence_report(a);
+        return;
+    default:
+        log_debug(a->comp, "ignoring %s from the witness", msg_ctl_name(ctl->kind));
+        return;
+    }
+}
+
+static void
+wa_on_epoch(void *ctx, uint64_t epoch)
+{
+    struct warb *a = ctx;
+
+    if (epoch > a->witness_epoch)
+        a->witness_epoch = epoch;
+    if (epoch <= a->epoch) {
+        /* The witness raised our link to an epoch we hold: speak it too (it refuses less). */
+        conn_set_epoch(a->c, epoch);
+        return;
+    }
+    wa_fence_seen(a, epoch, NULL); /* told once the holder is known, or at the next tick */
+}
+
+static void
+wa_on_closed(void *ctx, int reason, const char *message)
+{
+    struct warb *a = ctx;
+    char holder[CONFIG_NAME_MAX + 1];
+    char why[320];
+
+    (void)reason;
+    if (a->freeing)
+        return;
+    if (a->link == WA_UP)
+        log_warning(a->comp, "witness %s down: %s", a->where, message);
+    else if (strcmp(a->down_why, message) != 0)
+        log_warning(a->comp, "cannot reach the witness %s: %s", a->where, message);
+    snprintf(a->down_why, sizeof(a->down_why), "%s", message);
+    a->c_dead = true;
+    wa_set_state(a, WA_IDLE);
+    if (conn_peer_epoch(a->c) > a->witness_epoch)
+        a->witness_epoch = conn_peer_epoch(a->c);
+    holder_from(message, holder, sizeof(holder));
+    wa_fence_seen(a, conn_peer_epoch(a->c), holder);
+    a->retry_at_ms = clock_mono_ms() + (a->fence_epoch > a->epoch ? WA_RETRY_FENCED_MS
+                                                                   : WA_RETRY_MS);
+    wa_update_desc(a);
+    if (a->pending) {
+        snprintf(why, sizeof(why), "the link to the witness was lost before it answered: %.200s",
+                 message);
+        wa_verdict(a, false, a->req_epoch, why);
+    }
+    wa_fence_report(a);
+}
+
+static void
+wa_ignore_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
+{
+    struct warb *a = ctx;
+
+    (void)lsn;
+    (void)data;
+    (void)len;
+    conn_close(a->c, WIRE_EPROTO, "a witness sends no WAL");
+}
+
+static void
+wa_ignore_ack(void *ctx, const struct msg_ack *ack)
+{
+    (void)ctx;
+    (void)ack;
+}
+
+static const struct conn_ops wa_conn_ops = {
+    .on_hello = wa_on_hello,
+    .on_established = wa_on_established,
+    .on_wal = wa_ignore_wal,
+    .on_ack = wa_ignore_ack,
+    .on_control = wa_on_control,
+    .on_epoch = wa_on_epoch,
+    .on_closed = wa_on_closed,
+};
+
+static void
+wa_connect_failed(struct warb *a, const char *why)
+{
+    if (strcmp(a->down_why, why) != 0)
+        log_warning(a->comp, "cannot reach the witness %s: %s", a->where, why);
+    snprintf(a->down_why, sizeof(a->down_why), "%s", why);
+    wa_set_state(a, WA_IDLE);
+    a->retry_at_ms = clock_mono_ms() + WA_RETRY_MS;
+    wa_update_desc(a);
+}
+
+static void
+wa_on_connect(struct wio_connector *con, int fd)
+{
+    struct wa_connector *wc = (struct wa_connector *)con;
+    struct warb *a = wc->a;
+    struct msg_hello hello = {0};
+    struct conn_config cc;
+    int rc;
+
+    free(wc);
+    if (a == NULL) { /* the arbiter went away meanwhile */
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    a->connecting = NULL;
+    if (fd < 0) {
+        wa_connect_failed(a, wire_strerror(fd));
+        return;
+    }
+    snprintf(hello.node_name, sizeof(hello.node_name), "%s", a->cfg->node_name);
+    hello.role = a->role;
+    hello.durable_lsn = a->durable_lsn;
+    cc = (struct conn_config){
+        .tls = a->tls,
+        .peer_name = a->cfg->witness.name,
+        .hello = &hello,
+        .epoch = a->epoch,
+        .heartbeat_ms = (unsigned)a->cfg->heartbeat_interval_ms,
+        .timeout_ms = (unsigned)a->cfg->peer_timeout_ms,
+    };
+    rc = conn_new(&a->c, a->loop, fd, false, &cc, &wa_conn_ops, a);
+    if (rc < 0) {
+        a->c = NULL;
+        wa_connect_failed(a, wire_strerror(rc));
+        return;
+    }
+    wa_set_state(a, WA_HELLO);
+}
+
+static void
+wa_start_connect(struct warb *a)
+{
+    struct wa_connector *wc = calloc(1, sizeof(*wc));
+    int rc;
+
+    if (wc == NULL) {
+        wa_connect_failed(a, "out of memory");
+        return;
+    }
+    wc->a = a;
+    rc = wio_connect_start(a->loop, &wc->con, a->cfg->witness.addr.text, wa_on_connect);
+    if (rc < 0) {
+        free(wc);
+        wa_connect_failed(a, wire_strerror(rc));
+        return;
+    }
+    a->connecting = wc;
+    wa_set_state(a, WA_CONNECTING);
+}
+
+static void
+wa_tick(struct wio_timer *t)
+{
+    struct wa_timer *wt = (struct wa_timer *)t;
+    struct warb *a = wt->a;
+    uint64_t now = clock_mono_ms();
+
+    if (a == NULL)
+        return;
+    if (a->c_dead) {
+        conn_free(a->c);
+        a->c = NULL;
+        a->c_dead = false;
+    }
+    if (a->reported && a->link == WA_IDLE && a->c == NULL && now >= a->retry_at_ms)
+        wa_start_connect(a);
+    /* Every heartbeat interval, to the tick (half a tick early rather than a tick late). */
+    if (a->link == WA_UP && (a->state_dirty || now - a->state_at_ms + WA_TICK_MS / 2 >=
+                                                   a->cfg->heartbeat_interval_ms))
+        wa_send_state(a);
+    if (a->pending && now >= a->req_deadline_ms) {
+        char why[96];
+        snprintf(why, sizeof(why), "no answer from the witness within %.1f s",
+                 ARBITER_VOTE_TIMEOUT_MS / 1000.0);
+        wa_verdict(a, false, a->req_epoch, why);
+    }
+    if (a->link == WA_UP)
+        wa_fence_report(a); /* an epoch rise seen without a FENCE to name its holder */
+    if (wio_timer_arm(a->loop, t, WA_TICK_MS, wa_tick) < 0)
+        log_error(a->comp, "cannot re-arm the arbiter's timer");
+}
+
+static void
+wa_timer_release(struct wio_timer *t)
+{
+    free((struct wa_timer *)t);
+}
+
+static bool
+wa_reachable(const struct arbiter *base)
+{
+    const struct warb *a = (const struct warb *)base;
+
+    return a->link == WA_UP;
+}
+
+static void
+wa_report(struct arbiter *base, uint8_t role, uint64_t epoch, uint64_t durable_lsn)
+{
+    struct warb *a = (struct warb *)base;
+    bool first = !a->reported;
+
+    a->reported = true;
+    if (role != a->role) {
+        a->role = role;
+        a->state_dirty = true;
+    }
+    if (epoch > a->epoch) {
+        a->epoch = epoch;
+        a->state_dirty = true;
+        /* Only where the witness's frames carry it already (see VOTE_GRANT); else the STATE
+         * tells the witness, and the next connection carries it. */
+        if (a->c != NULL && !a->c_dead && conn_peer_epoch(a->c) >= epoch)
+            conn_set_epoch(a->c, epoch);
+        if (a->fence_epoch != 0 && a->fence_epoch <= epoch && a->link == WA_IDLE)
+            a->retry_at_ms = clock_mono_ms(); /* rejoined: no need to wait */
+    }
+    a->durable_lsn = durable_lsn;
+    if (a->state_dirty && a->link == WA_UP)
+        wa_send_state(a);
+    if (first) {
+        a->retry_at_ms = clock_mono_ms();
+        if (a->link == WA_IDLE && a->c == NULL)
+            wa_start_connect(a);
+    }
+    wa_update_desc(a);
+}
+
+static int
+wa_request(struct arbiter *base, uint64_t epoch, uint64_t durable_lsn, uint64_t fo_ms)
+{
+    struct warb *a = (struct warb *)base;
+    struct msg_control ctl = {.kind = MSG_CTL_VOTE_REQUEST,
+                              .lsn = durable_lsn,
+                              .value = epoch + 1,
+                              .value2 = fo_ms};
+    int rc;
+
+    if (a->link != WA_UP)
+        return -ENOTCONN;
+    if (a->pending)
+        return -EBUSY;
+    rc = conn_send_control(a->c, &ctl);
+    if (rc < 0)
+        return rc;
+    a->pending = true;
+    a->req_epoch = epoch + 1;
+    a->req_deadline_ms = clock_mono_ms() + ARBITER_VOTE_TIMEOUT_MS;
+    log_info(a->comp, "asking the witness for epoch %" PRIu64 " (durable %X/%X)", epoch + 1,
+             (unsigned)(durable_lsn >> 32), (unsigned)durable_lsn);
+    return 0;
+}
+
+static const char *
+wa_describe(const struct arbiter *base)
+{
+    return ((const struct warb *)base)->desc;
+}
+
+static void
+wa_destroy(struct arbiter *base)
+{
+    struct warb *a = (struct warb *)base;
+
+    a->freeing = true;
+    if (a->c != NULL) {
+        if (!a->c_dead)
+            conn_close(a->c, 0, "site agent stopping");
+        conn_free(a->c);
+    }
+    if (a->connecting != NULL)
+        a->connecting->a = NULL; /* it frees itself when the connect completes */
+    if (a->timer != NULL) {
+        a->timer->a = NULL;
+        wio_timer_cancel(&a->timer->t);
+        if (wio_timer_busy(&a->timer->t))
+            a->timer->t.release = wa_timer_release;
+        else
+            free(a->timer);
+    }
+    tls_config_free(a->tls);
+    free(a);
+}
+
+static const struct arbiter_ops witness_ops = {
+    .name = "witness",
+    .reachable = wa_reachable,
+    .report = wa_report,
+    .request = wa_request,
+    .describe = wa_describe,
+    .destroy = wa_destroy,
+};
+
+static int
+witness_arbiter_new(struct arbiter **out, struct wio_loop *loop, const struct wm_config *cfg)
+{
+    struct warb *a = calloc(1, sizeof(*a));
+    char err[512];
+    int rc;
+
+    if (a == NULL)
+        return -ENOMEM;
+    a->base.ops = &witness_ops;
+    a->cfg = cfg;
+    a->loop = loop;
+    a->epoch = 1;
+    snprintf(a->where, sizeof(a->where), "%s@%s", cfg->witness.name, cfg->witness.addr.text);
+    snprintf(a->comp, sizeof(a->comp), "arbiter[%s]", cfg->witness.name);
+    wa_update_desc(a);
+    rc = tls_config_new(&a->tls, cfg->tls_ca, cfg->tls_cert, cfg->tls_key, false, err,
+                        sizeof(err));
+    if (rc < 0) {
+        log_error(a->comp, "%s", err);
+        free(a);
+        return rc;
+    }
+    a->timer = calloc(1, sizeof(*a->timer));
+    if (a->timer == NULL) {
+        tls_config_free(a->tls);
+        free(a);
+        return -ENOMEM;
+    }
+    a->timer->a = a;
+    rc = wio_timer_arm(loop, &a->timer->t, WA_TICK_MS, wa_tick);
+    if (rc < 0) {
+        free(a->timer);
+        tls_config_free(a->tls);
+        free(a);
+        return rc;
+    }
+    *out = &a->base;
+    return 0;
+}
+
+/* ---- the interface ---- */
+
+int
+arbiter_new(struct arbiter **out, struct wio_loop *loop, const struct wm_config *cfg,
+            const struct arbiter_cb *cb, void *ctx)
+{
+    struct arbiter *a;
+    int rc;
+
+    if (cfg->has_witness) {
+        rc = witness_arbiter_new(&a, loop, cfg);
+        if (rc < 0)
+            return rc;
+    } else {
+        a = calloc(1, sizeof(*a));
+        if (a == NULL)
+            return -ENOMEM;
+        a->ops = &none_ops;
+    }
+    a->cb = cb;
+    a->ctx = ctx;
+    *out = a;
+    return 0;
+}
+
+void
+arbiter_free(struct arbiter *a)
+{
+    if (a != NULL)
+        a->ops->destroy(a);
+}
+
+bool
+arbiter_reachable(const struct arbiter *a)
+{
+    return a->ops->reachable(a);
+}
+
+void
+arbiter_report(struct arbiter *a, uint8_t role, uint64_t epoch, uint64_t durable_lsn)
+{
+    a->ops->report(a, role, epoch, durable_lsn);
+}
+
+int
+arbiter_request_promotion(struct arbiter *a, uint64_t epoch, uint64_t durable_lsn,
+                          uint64_t failover_timeout_ms)
+{
+    return a->ops->request(a, epoch, durable_lsn, failover_timeout_ms);
+}
+
+const char *
+arbiter_describe(const struct arbiter *a)
+{
+    return a->ops->describe(a);
+}

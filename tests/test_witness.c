@@ -1,0 +1,666 @@
+/*
+ * test_witness.c - the witness end to end: the real walmirror-agent binary with role =
+ * witness on loopback, real TLS certificates, driven by the real arbiter (arbiter.c) of two
+ * sites in this process, on one wio loop.  No PostgreSQL is involved.
+ *
+ * In order, on one witness (no fork: the witness pid and the arbiters stay known):
+ *   a. both sites connected and reporting (site-a source, site-b sink): site-b's request is
+ *      denied naming site-a; site-a's own request is denied (it is the primary); one request
+ *      at a time; /status shows the witness;
+ *   b. site-a's arbiter freed (its link gone): at once still denied; after the silence
+ *      threshold site-b is granted epoch 2, and the state file says epoch 2, primary site-b;
+ *      site-b's link survives the grant;
+ *   c. site-a connecting at epoch 1 is refused and told on_fenced(2, "site-b"), its request
+ *      is -ENOTCONN; once it has adopted epoch 2 (as a sink) it connects, and its requests
+ *      for epoch 2 (taken) and 3 (site-b alive) are denied;
+ *   d. the witness killed (SIGKILL) and restarted: still epoch 2, site-b reconnects at
+ *      epoch 2, a site-a at epoch 1 is still fenced;
+ *   f. certificates for another name, or from another CA, are refused by the witness;
+ *   g. a primary whose PostgreSQL died (it reports role unknown) is taken over while its
+ *      link is up: site-a gets epoch 3, and site-b's arbiter is told on_fenced(3, "site-a")
+ *      through the live link;
+ *   e. a witness that does not answer (SIGSTOP): the request is denied; unreachable:
+ *      -ENOTCONN; SIGTERM stops it cleanly (exit 0, which under ASan also means no leak);
+ *      without a witness configured the "none" arbiter says -ENOTCONN.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arbiter.h"
+#include "config.h"
+#include "msg.h"
+#include "state.h"
+#include "testutil.h"
+#include "wio.h"
+
+#define AGENT WM_BINARY_DIR "/agent/walmirror-agent"
+#define HB_MS 200
+#define FAILOVER_MS 1000
+/* The witness's silence threshold here: min(failover_timeout, 3 x heartbeat_interval). */
+#define SILENCE_MS (3 * HB_MS)
+
+struct client {
+    const char *name;
+    struct wm_config cfg;
+    struct arbiter *arb;
+    int verdicts;
+    bool granted;
+    uint64_t verdict_epoch;
+    char why[1100];
+    int fenced;
+    uint64_t fenced_epoch;
+    char holder[64];
+};
+
+static struct wio_loop *loop;
+static char *dir;
+static char conf[4200], log_path[4200], state_dir[4200];
+static int witness_port, http_port;
+static pid_t witness_pid;
+static pid_t owner;
+static struct client A = {.name = "site-a"}, B = {.name = "site-b"};
+
+static double
+now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the witness process ---- */
+
+static void
+write_witness_conf(void)
+{
+    FILE *f = fopen(conf, "w");
+
+    tu_require(f != NULL, "cannot write %s", conf);
+    fprintf(f,
+            "node_name = witness\n"
+            "role = witness\n"
+            "listen = 127.0.0.1:%d\n"
+            "sites = 'site-a@127.0.0.1:1, site-b@127.0.0.1:2'\n"
+            "tls_ca = '%s'\n",
+            witness_port, tu_cert("ca.crt"));
+    fprintf(f, "tls_cert = '%s'\n", tu_cert("witness.crt"));
+    fprintf(f, "tls_key = '%s'\n", tu_cert("witness.key"));
+    fprintf(f,
+            "state_dir = '%s'\n"
+            "http_listen = 127.0.0.1:%d\n"
+            "heartbeat_interval = %dms\n"
+            "peer_timeout = 2s\n"
+            "log_level = info\n",
+            state_dir, http_port, HB_MS);
+    tu_require(fclose(f) == 0);
+}
+
+struct body {
+    char text[16384];
+    size_t len;
+};
+
+static size_t
+on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct body *b = ud;
+    size_t n = size * nmemb;
+
+    if (b->len + n >= sizeof(b->text))
+        return 0;
+    memcpy(b->text + b->len, data, n);
+    b->len += n;
+    b->text[b->len] = '\0';
+    return n;
+}
+
+/* GET /status of the witness; NULL when it does not answer. */
+static json_t *
+witness_status(void)
+{
+    static struct body b;
+    char url[64];
+    CURL *c = curl_easy_init();
+    CURLcode rc;
+    long code = 0;
+
+    tu_require(c != NULL);
+    b.len = 0;
+    b.text[0] = '\0';
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/status", http_port);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK || code != 200)
+        return NULL;
+    return json_loads(b.text, 0, NULL);
+}
+
+static void
+start_witness(void)
+{
+    double end = now_s() + 15;
+    json_t *st = NULL;
+    pid_t pid = fork();
+
+    tu_require(pid >= 0);
+    if (pid == 0) {
+        char *argv[] = {AGENT, "-c", conf, NULL};
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+
+        if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(126);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    witness_pid = pid;
+    /* Ready once its HTTP API answers (it starts listening for sites just before). */
+    while (now_s() < end && (st = witness_status()) == NULL) {
+        int status;
+        tu_require(waitpid(pid, &status, WNOHANG) == 0, "the witness exited; see %s", log_path);
+        usleep(50000);
+    }
+    tu_require(st != NULL, "the witness did not come up; see %s", log_path);
+    json_decref(st);
+}
+
+/* Stops the witness with sig; returns its wait status. */
+static int
+stop_witness(int sig)
+{
+    int status = -1;
+
+    if (witness_pid <= 0)
+        return -1;
+    kill(witness_pid, SIGCONT);
+    kill(witness_pid, sig);
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(witness_pid, &status, WNOHANG) == witness_pid) {
+            witness_pid = 0;
+            return status;
+        }
+        usleep(25000);
+    }
+    kill(witness_pid, SIGKILL);
+    waitpid(witness_pid, &status, 0);
+    witness_pid = 0;
+    return -1;
+}
+
+static void
+kill_witness_at_exit(void)
+{
+    if (getpid() == owner && witness_pid > 0)
+        stop_witness(SIGKILL);
+}
+
+static bool
+log_has(const char *what)
+{
+    size_t len;
+    char *text = tu_read_file(log_path, &len);
+    bool found = text != NULL && strstr(text, what) != NULL;
+
+    free(text);
+    return found;
+}
+
+/* ---- site clients: the real arbiter ---- */
+
+static void
+on_verdict(void *ctx, bool granted, uint64_t epoch, const char *why)
+{
+    struct client *c = ctx;
+
+    c->verdicts++;
+    c->granted = granted;
+    c->verdict_epoch = epoch;
+    snprintf(c->why, sizeof(c->why), "%s", why);
+}
+
+static void
+on_fenced(void *ctx, uint64_t epoch, const char *holder)
+{
+    struct client *c = ctx;
+
+    c->fenced++;
+    c->fenced_epoch = epoch;
+    snprintf(c->holder, sizeof(c->holder), "%s", holder);
+}
+
+static const struct arbiter_cb client_cb = {.on_verdict = on_verdict, .on_fenced = on_fenced};
+
+/* A site's configuration as the arbiter reads it; cert names the certificate's file stem. */
+static void
+client_config(struct client *c, const char *cert)
+{
+    char file[64];
+
+    config_free(&c->cfg);
+    memset(&c->cfg, 0, sizeof(c->cfg));
+    snprintf(c->cfg.node_name, sizeof(c->cfg.node_name), "%s", c->name);
+    c->cfg.has_witness = true;
+    snprintf(c->cfg.witness.name, sizeof(c->cfg.witness.name), "witness");
+    snprintf(c->cfg.witness.addr.text, sizeof(c->cfg.witness.addr.text), "127.0.0.1:%d",
+             witness_port);
+    snprintf(c->cfg.witness.addr.host, sizeof(c->cfg.witness.addr.host), "127.0.0.1");
+    c->cfg.witness.addr.port = (uint16_t)witness_port;
+    c->cfg.tls_ca = strdup(tu_cert("ca.crt"));
+    snprintf(file, sizeof(file), "%s.crt", cert);
+    c->cfg.tls_cert = strdup(tu_cert(file));
+    snprintf(file, sizeof(file), "%s.key", cert);
+    c->cfg.tls_key = strdup(tu_cert(file));
+    c->cfg.heartbeat_interval_ms = HB_MS;
+    c->cfg.peer_timeout_ms = 2000;
+    c->cfg.failover_timeout_ms = FAILOVER_MS;
+    tu_require(c->cfg.tls_ca != NULL && c->cfg.tls_cert != NULL && c->cfg.tls_key != NULL);
+}
+
+static void
+client_start(struct client *c, const char *cert, uint8_t role, uint64_t epoch)
+{
+    c->verdicts = c->fenced = 0;
+    c->fenced_epoch = 0;
+    c->holder[0] = c->why[0] = '\0';
+    client_config(c, cert);
+    ck_assert_int_eq(arbiter_new(&c->arb, loop, &c->cfg, &client_cb, c), 0);
+    arbiter_report(c->arb, role, epoch, 0x3000000);
+}
+
+static void
+client_stop(struct client *c)
+{
+    arbiter_free(c->arb);
+    c->arb = NULL;
+}
+
+static void
+run_for(double seconds)
+{
+    double end = now_s() + seconds;
+
+    while (now_s() < end)
+        ck_assert_int_ge(wio_run_once(loop, 20), 0);
+}
+
+/* Runs the loop until cond(c) holds or seconds pass; returns whether it held. */
+static bool
+run_until(bool (*cond)(const struct client *), const struct client *c, double seconds)
+{
+    double end = now_s() + seconds;
+
+    while (!cond(c) && now_s() < end)
+        ck_assert_int_ge(wio_run_once(loop, 20), 0);
+    return cond(c);
+}
+
+static bool
+reachable(const struct client *c)
+{
+    return arbiter_reachable(c->arb);
+}
+
+static bool
+unreachable(const struct client *c)
+{
+    return !arbiter_reachable(c->arb);
+}
+
+static bool
+has_verdict(const struct client *c)
+{
+    return c->verdicts > 0;
+}
+
+static bool
+is_fenced(const struct client *c)
+{
+    return c->fenced > 0;
+}
+
+/* Asks for epoch + 1 and waits for the verdict. */
+static void
+ask(struct client *c, uint64_t epoch)
+{
+    int rc;
+
+    c->verdicts = 0;
+    rc = arbiter_request_promotion(c->arb, epoch, 0x3000000, FAILOVER_MS);
+    ck_assert_msg(rc == 0, "%s: request failed: %s", c->name, strerror(-rc));
+    ck_assert_msg(run_until(has_verdict, c, 5), "%s: no verdict", c->name);
+    ck_assert_int_eq(c->verdicts, 1);
+}
+
+/*
+ * Asks until granted (a loaded machine may stretch the reports' cadence, and with it the
+ * silence the witness wants); the grant must not come before SILENCE_MS after since.
+ */
+static void
+ask_until_granted(struct client *c, uint64_t epoch, double since)
+{
+    double end = now_s() + 5;
+
+    while (now_s() < since + SILENCE_MS / 1000.0 + 0.1)
+        ck_assert_int_ge(wio_run_once(loop, 20), 0);
+    for (;;) {
+        ask(c, epoch);
+        if (c->granted || now_s() > end)
+            break;
+        run_for(0.2);
+    }
+    ck_assert_msg(c->granted, "%s not granted: %s", c->name, c->why);
+    ck_assert_uint_eq(c->verdict_epoch, epoch + 1);
+}
+
+static void
+expect_denied(struct client *c, const char *what)
+{
+    ck_assert_msg(!c->granted, "%s was granted: %s", c->name, c->why);
+    ck_assert_msg(strstr(c->why, what) != NULL, "%s: denial \"%s\" lacks \"%s\"", c->name,
+                  c->why, what);
+}
+
+static void
+expect_state(uint64_t epoch, const char *primary)
+{
+    struct wm_state st;
+    char err[512];
+
+    ck_assert_msg(state_load(state_dir, &st, err, sizeof(err)) == 1, "%s", err);
+    ck_assert_uint_eq(st.epoch, epoch);
+    ck_assert_str_eq(st.primary, primary);
+}
+
+static void
+expect_status(uint64_t epoch, const char *primary, bool link_up)
+{
+    json_t *st = witness_status();
+
+    ck_assert_msg(st != NULL, "no /status from the witness");
+    ck_assert_str_eq(json_string_value(json_object_get(st, "role")), "witness");
+    ck_assert_str_eq(json_string_value(json_object_get(st, "node_name")), "witness");
+    ck_assert_int_eq(json_integer_value(json_object_get(st, "epoch")), (json_int_t)epoch);
+    ck_assert_str_eq(json_string_value(json_object_get(st, "peer_name")), primary);
+    ck_assert(json_is_true(json_object_get(st, "link_up")) == link_up);
+    json_decref(st);
+}
+
+/* ---- the tests, in order ---- */
+
+START_TEST(a_primary_alive_denies)
+{
+    client_start(&A, "site-a", MSG_ROLE_SOURCE, 1);
+    client_start(&B, "site-b", MSG_ROLE_SINK, 1);
+    ck_assert_msg(run_until(reachable, &A, 5), "site-a: %s", arbiter_describe(A.arb));
+    ck_assert_msg(run_until(reachable, &B, 5), "site-b: %s", arbiter_describe(B.arb));
+    run_for(0.5); /* a few STATE reports */
+
+    ask(&B, 1);
+    expect_denied(&B, "the primary site-a was heard");
+    ck_assert_uint_eq(B.verdict_epoch, 2);
+    ask(&A, 1);
+    expect_denied(&A, "site-a is the primary");
+
+    /* one request at a time */
+    B.verdicts = 0;
+    ck_assert_int_eq(arbiter_request_promotion(B.arb, 1, 0, FAILOVER_MS), 0);
+    ck_assert_int_eq(arbiter_request_promotion(B.arb, 1, 0, FAILOVER_MS), -EBUSY);
+    ck_assert(run_until(has_verdict, &B, 5));
+
+    {
+        char want[96];
+        snprintf(want, sizeof(want), "witness@127.0.0.1:%d up, epoch 1", witness_port);
+        ck_assert_str_eq(arbiter_describe(A.arb), want);
+    }
+    expect_status(1, "site-a", true);
+    expect_state(1, "site-a"); /* the source of epoch 1, recorded on its first report */
+    ck_assert_int_eq(A.fenced + B.fenced, 0);
+}
+END_TEST
+
+START_TEST(b_primary_gone_grants)
+{
+    double gone;
+
+    client_stop(&A);
+    gone = now_s();
+    ask(&B, 1);
+    expect_denied(&B, "the primary site-a was heard");
+
+    ask_until_granted(&B, 1, gone);
+    ck_assert_msg(strstr(B.why, "epoch 2 granted to site-b") != NULL, "%s", B.why);
+    expect_state(2, "site-b");
+    ck_assert(log_has("epoch 2 granted to site-b"));
+    /* asked again by its holder: the same grant, not a new epoch */
+    ask(&B, 1);
+    ck_assert_msg(B.granted && B.verdict_epoch == 2, "%s", B.why);
+    ck_assert_msg(strstr(B.why, "epoch 2 is site-b's already") != NULL, "%s", B.why);
+    expect_state(2, "site-b");
+
+    /* the agent promotes and says so; its link survives the grant (no self-fencing) */
+    arbiter_report(B.arb, MSG_ROLE_SOURCE, 2, 0x4000000);
+    run_for(0.6);
+    ck_assert(arbiter_reachable(B.arb));
+    ck_assert_int_eq(B.fenced, 0);
+    expect_status(2, "site-b", true);
+}
+END_TEST
+
+START_TEST(c_old_primary_fenced)
+{
+    char want[128];
+
+    client_start(&A, "site-a", MSG_ROLE_SOURCE, 1);
+    ck_assert_msg(run_until(is_fenced, &A, 5), "site-a not fenced: %s", arbiter_describe(A.arb));
+    ck_assert_int_eq(A.fenced, 1);
+    ck_assert_uint_eq(A.fenced_epoch, 2);
+    ck_assert_str_eq(A.holder, "site-b");
+    ck_assert(!arbiter_reachable(A.arb));
+    ck_assert_int_eq(arbiter_request_promotion(A.arb, 1, 0, FAILOVER_MS), -ENOTCONN);
+    snprintf(want, sizeof(want), "witness@127.0.0.1:%d fenced: epoch 2 is held by site-b",
+             witness_port);
+    ck_assert_str_eq(arbiter_describe(A.arb), want);
+    ck_assert(log_has("fenced: epoch 2 is held by site-b since"));
+
+    /* rejoined as a sink at epoch 2: accepted again; epoch 2 is not granted twice */
+    arbiter_report(A.arb, MSG_ROLE_SINK, 2, 0x3000000);
+    ck_assert_msg(run_until(reachable, &A, 5), "%s", arbiter_describe(A.arb));
+    ask(&A, 1);
+    expect_denied(&A, "epoch 2 is already taken: the witness is at epoch 2, held by site-b");
+    ask(&A, 2);
+    expect_denied(&A, "the primary site-b was heard");
+    ck_assert_int_eq(A.fenced, 1);
+}
+END_TEST
+
+START_TEST(d_restart_keeps_epoch)
+{
+    struct client A1 = {.name = "site-a"};
+
+    ck_assert_int_eq(stop_witness(SIGKILL) != -1, 1);
+    ck_assert(run_until(unreachable, &B, 5));
+    ck_assert(run_until(unreachable, &A, 5));
+    start_witness();
+    expect_status(2, "site-b", false);
+    ck_assert_msg(run_until(reachable, &B, 5), "site-b: %s", arbiter_describe(B.arb));
+    ck_assert_msg(run_until(reachable, &A, 5), "site-a: %s", arbiter_describe(A.arb));
+    ck_assert_int_eq(B.fenced, 0);
+    run_for(0.3);
+    expect_status(2, "site-b", true);
+
+    client_start(&A1, "site-a", MSG_ROLE_SOURCE, 1);
+    ck_assert(run_until(is_fenced, &A1, 5));
+    ck_assert_uint_eq(A1.fenced_epoch, 2);
+    ck_assert_str_eq(A1.holder, "site-b");
+    client_stop(&A1);
+    config_free(&A1.cfg);
+    expect_state(2, "site-b");
+}
+END_TEST
+
+START_TEST(f_wrong_certificates_refused)
+{
+    static const char *const certs[] = {"wrongname", "rogue-site-b"};
+    static const char *const logged[] = {"name mismatch", "verif"};
+
+    for (int i = 0; i < 2; i++) {
+        struct client C = {.name = i == 0 ? "site-a" : "site-b"};
+
+        client_start(&C, certs[i], MSG_ROLE_SINK, 2);
+        run_for(1.2);
+        ck_assert_msg(!arbiter_reachable(C.arb), "%s accepted", certs[i]);
+        ck_assert_int_eq(arbiter_request_promotion(C.arb, 2, 0, FAILOVER_MS), -ENOTCONN);
+        ck_assert_msg(strstr(arbiter_describe(C.arb), " down (") != NULL, "%s",
+                      arbiter_describe(C.arb));
+        ck_assert_int_eq(C.fenced, 0);
+        client_stop(&C);
+        config_free(&C.cfg);
+        ck_assert_msg(log_has(logged[i]), "the witness log does not say \"%s\"", logged[i]);
+    }
+    /* the genuine sites are unaffected */
+    ck_assert(arbiter_reachable(A.arb) && arbiter_reachable(B.arb));
+}
+END_TEST
+
+START_TEST(g_dead_primary_fenced_on_live_link)
+{
+    double lost;
+
+    /* site-b's PostgreSQL died: its agent says so, its link stays up */
+    arbiter_report(B.arb, MSG_ROLE_UNKNOWN, 2, 0x4000000);
+    lost = now_s();
+    run_for(0.1);
+    ask(&A, 2);
+    expect_denied(&A, "the primary site-b reported itself the source");
+    ask_until_granted(&A, 2, lost);
+    expect_state(3, "site-a");
+
+    ck_assert_msg(run_until(is_fenced, &B, 3), "site-b not told");
+    ck_assert_uint_eq(B.fenced_epoch, 3);
+    ck_assert_str_eq(B.holder, "site-a");
+    ck_assert(run_until(unreachable, &B, 3)); /* its next STATE, at epoch 2, was refused */
+
+    arbiter_report(A.arb, MSG_ROLE_SOURCE, 3, 0x5000000);
+    run_for(0.6);
+    ck_assert(arbiter_reachable(A.arb));
+    ck_assert_int_eq(A.fenced, 1); /* only c's */
+    ck_assert_int_eq(B.fenced, 1);
+}
+END_TEST
+
+START_TEST(e_witness_unreachable)
+{
+    struct client N = {.name = "site-b"};
+    int status;
+
+    /* stopped: no answer */
+    ck_assert_int_eq(kill(witness_pid, SIGSTOP), 0);
+    A.verdicts = 0;
+    ck_assert_int_eq(arbiter_request_promotion(A.arb, 3, 0, FAILOVER_MS), 0);
+    ck_assert(run_until(has_verdict, &A, ARBITER_VOTE_TIMEOUT_MS / 1000.0 + 2));
+    ck_assert(!A.granted);
+    ck_assert(run_until(unreachable, &A, 3));
+    ck_assert_int_eq(arbiter_request_promotion(A.arb, 3, 0, FAILOVER_MS), -ENOTCONN);
+    ck_assert_msg(strstr(arbiter_describe(A.arb), " down (") != NULL, "%s",
+                  arbiter_describe(A.arb));
+
+    /* a clean stop */
+    ck_assert_int_eq(kill(witness_pid, SIGCONT), 0);
+    status = stop_witness(SIGTERM);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the witness did not stop cleanly (status %d); see %s", status, log_path);
+    run_for(1.2);
+    ck_assert(!arbiter_reachable(A.arb));
+    ck_assert_int_eq(arbiter_request_promotion(A.arb, 3, 0, FAILOVER_MS), -ENOTCONN);
+
+    /* no witness configured */
+    memset(&N.cfg, 0, sizeof(N.cfg));
+    ck_assert_int_eq(arbiter_new(&N.arb, loop, &N.cfg, &client_cb, &N), 0);
+    arbiter_report(N.arb, MSG_ROLE_SINK, 1, 0);
+    ck_assert(!arbiter_reachable(N.arb));
+    ck_assert_int_eq(arbiter_request_promotion(N.arb, 1, 0, FAILOVER_MS), -ENOTCONN);
+    ck_assert_msg(strncmp(arbiter_describe(N.arb), "none", 4) == 0, "%s",
+                  arbiter_describe(N.arb));
+    arbiter_free(N.arb);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("witness");
+    TCase *tc = tcase_create("witness");
+    SRunner *sr;
+    int failed;
+
+    if (access(AGENT, X_OK) != 0) {
+        fprintf(stderr, "%s is missing: build the walmirror-agent target\n", AGENT);
+        return 1;
+    }
+    tu_require(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
+    signal(SIGPIPE, SIG_IGN);
+    owner = getpid();
+    atexit(kill_witness_at_exit);
+    dir = tu_tmpdir("witness");
+    snprintf(conf, sizeof(conf), "%s/witness.conf", dir);
+    snprintf(log_path, sizeof(log_path), "%s/witness.log", dir);
+    snprintf(state_dir, sizeof(state_dir), "%s/state", dir);
+    tu_require(mkdir(state_dir, 0700) == 0);
+    (void)tu_certs();
+    witness_port = tu_free_port();
+    http_port = tu_free_port();
+    write_witness_conf();
+    tu_require(wio_loop_new(&loop, 256) == 0);
+    start_witness();
+
+    tcase_add_test(tc, a_primary_alive_denies);
+    tcase_add_test(tc, b_primary_gone_grants);
+    tcase_add_test(tc, c_old_primary_fenced);
+    tcase_add_test(tc, d_restart_keeps_epoch);
+    tcase_add_test(tc, f_wrong_certificates_refused);
+    tcase_add_test(tc, g_dead_primary_fenced_on_live_link);
+    tcase_add_test(tc, e_witness_unreachable);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    /* One witness for all the tests, in order: its pid and the arbiters must stay known. */
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+
+    stop_witness(SIGTERM);
+    client_stop(&A);
+    client_stop(&B);
+    /* Let BYEs leave and cancelled timers and connects complete before the loop goes. */
+    for (int i = 0; i < 30; i++)
+        if (wio_run_once(loop, 10) < 0)
+            break;
+    wio_loop_free(loop);
+    config_free(&A.cfg);
+    config_free(&B.cfg);
+    if (failed != 0)
+        fprintf(stderr, "witness log: %s (kept)\n", log_path);
+    else
+        tu_rmtree(dir);
+    free(dir);
+    curl_global_cleanup();
+    return failed == 0 ? 0 : 1;
+}
