@@ -3,7 +3,8 @@
  * for the WAN benchmarks and the partition tests of fail-over, on machines without netem.
  *
  *   wm-linkem --listen HOST:PORT --connect HOST:PORT [--delay DUR] [--jitter DUR]
- *             [--rate RATE] [--queue BYTES] [--control PATH] [--seed N] [--log-level LEVEL]
+ *             [--rate RATE] [--buffer DUR] [--queue BYTES] [--control PATH] [--seed N]
+ *             [--log-level LEVEL]
  *   wm-linkem --control PATH --send COMMAND [WORDS...]
  *
  * Model
@@ -20,9 +21,13 @@
  *   copy, no queue.  A peer's FIN crosses the link like data (after the bytes before it); a
  *   peer's RST, or an error on either socket, crosses it too and then resets the other side.
  *
- * Back-pressure: a direction that holds more than --queue bytes (default 64 MiB) stops
- *   reading from its source until it is down to three quarters of that, as a TCP window would
- *   close.  The sender's kernel buffers hold the rest.
+ * Back-pressure: a direction stops reading from its source, as a closed TCP window would stop
+ *   the sender, while it holds more than --queue bytes (default 64 MiB: a memory bound) or,
+ *   under a rate cap, while more than --buffer of link time (default 100 ms: the bottleneck
+ *   router's buffer) waits to be serialized; it reads again below three quarters of that.
+ *   Under a cap set at startup, linkem's sockets also take an Ethernet MSS and a receive
+ *   buffer of about 2 ms of the link, so that the loopback legs do not hide megabytes of
+ *   buffering: a saturating sender then sees the queueing delay of the emulated path.
  *
  * Cuts: `cut` (both directions, or `cut a2b` / `cut b2a`) forwards nothing and reads nothing
  *   on the cut direction: what a partition looks like to TCP, where every packet is lost and
@@ -37,7 +42,8 @@
  *   one line, "ok ..." or "error: ...":
  *       cut [a2b|b2a|both]          restore [a2b|b2a|both]
  *       reset                       close every relayed connection with a RST, both sides
- *       set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE   (any subset; new chunks only)
+ *       set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE buffer=DUR
+ *                                   (any subset; applies to the bytes that enter afterwards)
  *       stats                       connections, bytes each way, queued bytes, settings
  *   `wm-linkem --control PATH --send cut` is the client (exit 0 on "ok", 1 otherwise) for
  *   shells without socat.  Signals: SIGUSR1 = cut, SIGUSR2 = restore, SIGHUP = reset,
@@ -92,9 +98,13 @@
 #define LK_NS_PER_S UINT64_C(1000000000)
 #define LK_READ_MAX (256 * 1024)       /* one read per readiness event, for fairness */
 #define LK_QUEUE_DEFAULT (64ull << 20) /* per direction and connection */
-#define LK_IOV_MAX 64                  /* chunks per sendmsg */
-#define LK_PKT_MIN 1448                /* packet size under a rate cap: an Ethernet MSS... */
-#define LK_PKT_MAX (64 * 1024)         /* ...up to 1 ms of link time, at most 64 KiB */
+#define LK_BUFFER_DEFAULT_NS (100 * LK_NS_PER_MS)
+#define LK_MSS 1448                      /* the MSS of linkem's sockets under a rate cap */
+#define LK_SOCKBUF_MIN (16 * 1024)       /* their receive buffer: 2 ms of the link, in... */
+#define LK_SOCKBUF_MAX (4 * 1024 * 1024) /* ...these bounds */
+#define LK_IOV_MAX 64                    /* chunks per sendmsg */
+#define LK_PKT_MIN 1448                  /* packet size under a rate cap: an Ethernet MSS... */
+#define LK_PKT_MAX (64 * 1024)           /* ...up to 1 ms of link time, at most 64 KiB */
 #define LK_EVENTS 64
 #define LK_ACCEPT_BURST 32
 #define LK_ACCEPT_PAUSE_NS (100 * LK_NS_PER_MS) /* after EMFILE and the like */
@@ -128,7 +138,8 @@ struct lk_handle {
 struct lk_params {
     uint64_t delay_ns;
     uint64_t jitter_ns;
-    uint64_t rate_bps; /* bit/s; 0: no cap */
+    uint64_t rate_bps;  /* bit/s; 0: no cap */
+    uint64_t buffer_ns; /* with a cap: most link time queued ahead of the link; 0: no limit */
 };
 
 enum lk_chunk_kind { LK_CHUNK_DATA, LK_CHUNK_FIN, LK_CHUNK_RST };
@@ -162,7 +173,7 @@ struct lk_dir {
     bool src_done;            /* FIN or RST of the source queued: read it no more */
     bool closed;              /* nothing more will be written to the destination */
     bool blocked;             /* the destination's socket is full: waiting for EPOLLOUT */
-    bool paused;              /* over the queue limit: not reading the source */
+    bool paused;              /* over the queue limit or buffer: not reading the source */
     uint64_t bytes;           /* delivered */
 };
 
@@ -220,6 +231,7 @@ struct lk {
     struct lk_params params[2]; /* per direction */
     bool cut[2];
     size_t queue_limit;
+    int sockbuf; /* > 0: SO_RCVBUF and an MSS of LK_MSS for every relayed socket */
     uint64_t rng;
 
     struct lk_dir **heap; /* min-heap on head->release_ns */
@@ -714,6 +726,25 @@ dir_mark(struct lk *lk, struct lk_dir *d, enum lk_chunk_kind kind, uint64_t now)
     conn_update_events(lk, d->conn);
 }
 
+/* The link's backlog: link time needed for what entered it and is not serialized yet. */
+static uint64_t
+dir_backlog_ns(const struct lk_dir *d, uint64_t now)
+{
+    return d->link_free_ns > now ? d->link_free_ns - now : 0;
+}
+
+/* Whether d must stop reading its source (num/den of the limits: 1/1 to pause, 3/4 to
+ * resume, so that it does not flap). */
+static bool
+dir_over(const struct lk *lk, const struct lk_dir *d, uint64_t now, unsigned num, unsigned den)
+{
+    const struct lk_params *p = &lk->params[d->id];
+
+    if (d->queued >= lk->queue_limit / den * num)
+        return true;
+    return p->rate_bps > 0 && p->buffer_ns > 0 && dir_backlog_ns(d, now) > p->buffer_ns / den * num;
+}
+
 /* Writes out of d what it can, n bytes at most, straight from buf: the path of a link without
  * delay or cap.  Returns the bytes written, or -1 after the destination failed. */
 static ssize_t
@@ -777,7 +808,7 @@ dir_input(struct lk *lk, struct lk_dir *d, const unsigned char *buf, size_t n, u
         dir_append(d, ch);
         off += len;
     }
-    if (d->queued >= lk->queue_limit)
+    if (dir_over(lk, d, now, 1, 1))
         d->paused = true;
     if (was_empty && d->head != NULL && !d->blocked)
         dir_service(lk, d, now);
@@ -869,7 +900,7 @@ dir_service(struct lk *lk, struct lk_dir *d, uint64_t now)
             break;
         }
     }
-    if (d->paused && d->queued <= lk->queue_limit / 4 * 3)
+    if (d->paused && !dir_over(lk, d, now, 3, 4))
         d->paused = false;
     if (d->head != NULL && !d->blocked)
         heap_push(lk, d);
@@ -893,11 +924,22 @@ dir_reschedule(struct lk *lk, struct lk_dir *d, uint64_t now)
 static void
 side_read(struct lk *lk, struct lk_conn *c, unsigned s)
 {
+    const struct lk_params *p = &lk->params[s];
     struct lk_side *sd = &c->side[s];
+    size_t max = LK_READ_MAX;
     ssize_t n;
 
+    if (p->rate_bps > 0 && p->buffer_ns > 0) {
+        /* Take no more than the buffer has room for: one read must not overfill it. */
+        uint64_t backlog = dir_backlog_ns(&c->dir[s], mono_ns());
+        double room = backlog < p->buffer_ns
+                          ? (double)(p->buffer_ns - backlog) * (double)p->rate_bps / 8e9
+                          : 0;
+
+        max = room < LK_PKT_MIN ? LK_PKT_MIN : room < LK_READ_MAX ? (size_t)room : LK_READ_MAX;
+    }
     do
-        n = recv(sd->fd, lk->scratch, LK_READ_MAX, MSG_DONTWAIT);
+        n = recv(sd->fd, lk->scratch, max, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
         dir_input(lk, &c->dir[s], lk->scratch, (size_t)n, mono_ns());
@@ -951,6 +993,22 @@ side_event(struct lk *lk, struct lk_side *sd, uint32_t ev)
         side_read(lk, c, s);
 }
 
+/* Under a rate cap, linkem's sockets take an Ethernet MSS and a small receive buffer: else the
+ * loopback legs (64 KiB segments, autotuned buffers) would hold megabytes in front of the link
+ * that no real path holds, and a saturating sender's queueing delay would be theirs. */
+static void
+sock_tune(const struct lk *lk, int fd)
+{
+    int mss = LK_MSS;
+
+    if (lk->sockbuf <= 0)
+        return;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &lk->sockbuf, sizeof(lk->sockbuf)) != 0)
+        log_debug(LK_COMPONENT, "SO_RCVBUF: %s", strerror(errno));
+    if (setsockopt(fd, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof(mss)) != 0)
+        log_debug(LK_COMPONENT, "TCP_MAXSEG: %s", strerror(errno));
+}
+
 /* Opens c's connection to B; c was HELD or is new. */
 static void
 conn_connect(struct lk *lk, struct lk_conn *c)
@@ -967,6 +1025,7 @@ conn_connect(struct lk *lk, struct lk_conn *c)
     c->side[LK_B].fd = bfd;
     if (setsockopt(bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
         log_debug(LK_COMPONENT, "TCP_NODELAY: %s", strerror(errno));
+    sock_tune(lk, bfd);
     ret = connect(bfd, (struct sockaddr *)&lk->dst, lk->dst_len);
     if (ret != 0 && errno != EINPROGRESS) {
         lk->n_connect_failed++;
@@ -1125,12 +1184,13 @@ static void
 lk_log_params(const struct lk *lk)
 {
     for (unsigned i = 0; i < 2; i++) {
-        char d[32], j[32], r[32];
+        char d[32], j[32], r[32], b[32];
 
-        log_info(LK_COMPONENT, "%s: delay %s, jitter %s, rate %s", lk_dir_names[i],
+        log_info(LK_COMPONENT, "%s: delay %s, jitter %s, rate %s, buffer %s", lk_dir_names[i],
                  fmt_duration(d, sizeof(d), lk->params[i].delay_ns),
                  fmt_duration(j, sizeof(j), lk->params[i].jitter_ns),
-                 fmt_rate(r, sizeof(r), lk->params[i].rate_bps));
+                 fmt_rate(r, sizeof(r), lk->params[i].rate_bps),
+                 fmt_duration(b, sizeof(b), lk->params[i].buffer_ns));
     }
 }
 
@@ -1166,13 +1226,14 @@ ctl_stats(struct lk *lk, char *out, size_t cap)
                          lk->n_active, lk->n_accepted, lk->n_connect_failed, lk->n_reset,
                          lk->listen_port, cut);
     for (unsigned i = 0; i < 2 && n < cap; i++)
-        n += (size_t)snprintf(out + n, cap - n,
-                              " %s_bytes=%" PRIu64 " %s_queued=%" PRIu64 " %s_delay_us=%" PRIu64
-                              " %s_jitter_us=%" PRIu64 " %s_rate_bit=%" PRIu64,
-                              lk_dir_names[i], lk->bytes[i], lk_dir_names[i], queued[i],
-                              lk_dir_names[i], lk->params[i].delay_ns / LK_NS_PER_US,
-                              lk_dir_names[i], lk->params[i].jitter_ns / LK_NS_PER_US,
-                              lk_dir_names[i], lk->params[i].rate_bps);
+        n += (size_t)snprintf(
+            out + n, cap - n,
+            " %s_bytes=%" PRIu64 " %s_queued=%" PRIu64 " %s_delay_us=%" PRIu64
+            " %s_jitter_us=%" PRIu64 " %s_rate_bit=%" PRIu64 " %s_buffer_us=%" PRIu64,
+            lk_dir_names[i], lk->bytes[i], lk_dir_names[i], queued[i], lk_dir_names[i],
+            lk->params[i].delay_ns / LK_NS_PER_US, lk_dir_names[i],
+            lk->params[i].jitter_ns / LK_NS_PER_US, lk_dir_names[i], lk->params[i].rate_bps,
+            lk_dir_names[i], lk->params[i].buffer_ns / LK_NS_PER_US);
 }
 
 /* `set [DIR] key=value...`: all settings are checked before any is applied. */
@@ -1186,7 +1247,7 @@ ctl_set(struct lk *lk, char **words, int n, char *out, size_t cap)
     if (n > 0 && parse_dir_word(words[0], &mask) == 0)
         i++;
     if (i == n) {
-        snprintf(out, cap, "error: set needs key=value (delay, jitter, rate)");
+        snprintf(out, cap, "error: set needs key=value (delay, jitter, rate, buffer)");
         return;
     }
     for (; i < n; i++) {
@@ -1199,12 +1260,14 @@ ctl_set(struct lk *lk, char **words, int n, char *out, size_t cap)
             return;
         }
         *eq = '\0';
-        if (strcmp(words[i], "delay") == 0 || strcmp(words[i], "jitter") == 0)
+        if (strcmp(words[i], "delay") == 0 || strcmp(words[i], "jitter") == 0 ||
+            strcmp(words[i], "buffer") == 0)
             ret = parse_duration(eq + 1, &v);
         else if (strcmp(words[i], "rate") == 0)
             ret = parse_rate(eq + 1, &v);
         else {
-            snprintf(out, cap, "error: unknown setting '%s' (delay, jitter, rate)", words[i]);
+            snprintf(out, cap, "error: unknown setting '%s' (delay, jitter, rate, buffer)",
+                     words[i]);
             return;
         }
         if (ret < 0) {
@@ -1220,6 +1283,8 @@ ctl_set(struct lk *lk, char **words, int n, char *out, size_t cap)
                 p[d].delay_ns = v;
             else if (words[i][0] == 'j')
                 p[d].jitter_ns = v;
+            else if (words[i][0] == 'b')
+                p[d].buffer_ns = v;
             else
                 p[d].rate_bps = v;
         }
@@ -1269,7 +1334,7 @@ ctl_execute(struct lk *lk, char *line, char *out, size_t cap)
     } else if (strcmp(words[0], "help") == 0 && n == 1) {
         snprintf(out, cap,
                  "ok commands: cut [a2b|b2a|both]; restore [a2b|b2a|both]; reset; "
-                 "set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE; stats; help");
+                 "set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE buffer=DUR; stats; help");
     } else {
         snprintf(out, cap, "error: unknown command '%s' (try help)", words[0]);
     }
@@ -1610,14 +1675,17 @@ usage(FILE *f)
 {
     fprintf(f,
             "usage: wm-linkem --listen HOST:PORT --connect HOST:PORT [--delay DUR] [--jitter DUR]\n"
-            "                 [--rate RATE] [--queue BYTES] [--control PATH] [--seed N]\n"
-            "                 [--log-level error|warning|info|debug]\n"
+            "                 [--rate RATE] [--buffer DUR] [--queue BYTES] [--control PATH]\n"
+            "                 [--seed N] [--log-level error|warning|info|debug]\n"
             "       wm-linkem --control PATH --send COMMAND [WORDS...]\n"
             "DUR:   0, or a number with us, ms or s (one way; e.g. 10ms, 1.5ms)\n"
             "RATE:  0 (no cap), or a number with bit, kbit, mbit or gbit (decimal: 50mbit)\n"
-            "BYTES: queue limit per direction and connection, with k, m or g (default 64m)\n"
+            "--buffer: under a rate cap, the link time queued ahead of the link at most\n"
+            "       (the bottleneck's buffer; default 100ms; 0: only --queue limits)\n"
+            "--queue: bytes held per direction and connection at most, with k, m or g\n"
+            "       (default 64m)\n"
             "COMMAND: cut [a2b|b2a|both], restore [a2b|b2a|both], reset, stats, help,\n"
-            "         set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE\n"
+            "         set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE buffer=DUR\n"
             "Signals: SIGUSR1 cut, SIGUSR2 restore, SIGHUP reset, SIGTERM/SIGINT exit.\n");
 }
 
@@ -1683,6 +1751,14 @@ lk_init(struct lk *lk, const struct lk_options *o)
 
     lk->params[0] = lk->params[1] = o->params;
     lk->queue_limit = (size_t)o->queue_limit;
+    if (o->params.rate_bps > 0) {
+        /* 2 ms of the link. */
+        uint64_t b = o->params.rate_bps / 8 / 500;
+
+        lk->sockbuf = (int)(b < LK_SOCKBUF_MIN   ? LK_SOCKBUF_MIN
+                            : b > LK_SOCKBUF_MAX ? LK_SOCKBUF_MAX
+                                                 : b);
+    }
     lk->rng = o->seed != 0 ? o->seed : (mono_ns() ^ ((uint64_t)getpid() << 32)) | 1;
     lk->dst_name = o->connect;
     lk->ctl_path = o->control;
@@ -1724,6 +1800,7 @@ lk_init(struct lk *lk, const struct lk_options *o)
     }
     lk->listen_fd = ret;
     lk->listen_h.kind = LK_H_LISTEN;
+    sock_tune(lk, lk->listen_fd); /* accepted sockets inherit it */
     ret = listener_arm(lk);
     if (ret < 0)
         return ret;
@@ -1750,15 +1827,22 @@ lk_init(struct lk *lk, const struct lk_options *o)
 int
 main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},  {"connect", required_argument, NULL, 'c'},
-        {"delay", required_argument, NULL, 'd'},   {"jitter", required_argument, NULL, 'j'},
-        {"rate", required_argument, NULL, 'r'},    {"queue", required_argument, NULL, 'q'},
-        {"control", required_argument, NULL, 'C'}, {"send", required_argument, NULL, 's'},
-        {"seed", required_argument, NULL, 'S'},    {"log-level", required_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"listen", required_argument, NULL, 'l'},
+                                             {"connect", required_argument, NULL, 'c'},
+                                             {"delay", required_argument, NULL, 'd'},
+                                             {"jitter", required_argument, NULL, 'j'},
+                                             {"rate", required_argument, NULL, 'r'},
+                                             {"queue", required_argument, NULL, 'q'},
+                                             {"buffer", required_argument, NULL, 'B'},
+                                             {"control", required_argument, NULL, 'C'},
+                                             {"send", required_argument, NULL, 's'},
+                                             {"seed", required_argument, NULL, 'S'},
+                                             {"log-level", required_argument, NULL, 'v'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     static const char dur_what[] = "a duration (0, or a number with us, ms or s; max 3600s)";
-    struct lk_options o = {.queue_limit = LK_QUEUE_DEFAULT};
+    struct lk_options o = {.queue_limit = LK_QUEUE_DEFAULT,
+                           .params.buffer_ns = LK_BUFFER_DEFAULT_NS};
     struct lk lk = {.epfd = -1, .listen_fd = -1, .ctl_fd = -1, .sig_fd = -1};
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -1787,6 +1871,10 @@ main(int argc, char **argv)
                 return bad_arg("--rate", optarg,
                                "a rate (0, or a number with bit, kbit, mbit or gbit; "
                                "at least 1kbit)");
+            break;
+        case 'B':
+            if (parse_duration(optarg, &o.params.buffer_ns) < 0)
+                return bad_arg("--buffer", optarg, dur_what);
             break;
         case 'q':
             if (parse_bytes(optarg, &o.queue_limit) < 0)
@@ -1818,7 +1906,7 @@ main(int argc, char **argv)
             usage(stdout);
             return 0;
         default:
-            if (optopt != 0 && strchr("ldjrqCsSv", optopt) != NULL)
+            if (optopt != 0 && strchr("ldjrBqCsSv", optopt) != NULL)
                 fprintf(stderr, "wm-linkem: %s needs a value\n", argv[optind - 1]);
             else
                 fprintf(stderr, "wm-linkem: unknown option %s\n", argv[optind - 1]);

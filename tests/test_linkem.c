@@ -4,7 +4,8 @@
  * across; the delay seen in round trips, also after `set` at run time and for one direction;
  * a rate cap bounding throughput in each direction; cuts (both ways, one way, by signal)
  * holding everything, a FIN and new connections until restore; reset; back-pressure bounding the
- * queue; many connections; a refused connect; the control client; bad arguments exiting 2.
+ * queue in bytes and, under a cap, in link time; many connections; a refused connect; the control
+ * client; bad arguments exiting 2.
  *
  * Timing asserts are loose (CI machines are busy): they check the mechanism, not a speed.
  * Each test starts its own wm-linkem, which dies with the test process (PR_SET_PDEATHSIG) and
@@ -763,8 +764,9 @@ START_TEST(test_backpressure)
     uint64_t written = 0, queued;
     double end;
 
-    /* 1 Mbit/s and a 256 KiB queue: a fast writer is held back, memory stays bounded. */
-    lk_start(&p, port, "--rate", "1mbit", "--queue", "256k", NULL);
+    /* 1 Mbit/s and a 256 KiB queue (no buffer limit): a fast writer is held back, memory
+     * stays bounded. */
+    lk_start(&p, port, "--rate", "1mbit", "--queue", "256k", "--buffer", "0", NULL);
     pair_up(&p, lfd, &a, &b);
     fl = fcntl(a, F_GETFL);
     ck_assert_int_eq(fcntl(a, F_SETFL, fl | O_NONBLOCK), 0);
@@ -781,6 +783,56 @@ START_TEST(test_backpressure)
     ck_assert_msg(queued <= 512 * 1024, "a2b queue %" PRIu64 " bytes", queued);
     /* Kernel buffers hold a few MB at most; at memory speed it would have been GBs. */
     ck_assert_msg(written < 64ull * MIB, "the writer was not held back: %" PRIu64, written);
+    close(a);
+    close(b);
+    close(lfd);
+    lk_stop(&p);
+}
+END_TEST
+
+START_TEST(test_buffer)
+{
+    struct lkproc p;
+    int port, lfd = listen_any(&port), a, b, fl;
+    static char buf[65536];
+    uint64_t got = 0, after_first = 0, queued, max_queued = 0;
+    double t_first = 0, t_last = 0, end, next_stat;
+
+    /* A saturating sender at 8 Mbit/s: linkem holds about 100 ms of the link (100 KB), not
+     * megabytes, and the link stays busy. */
+    lk_start(&p, port, "--rate", "8mbit", NULL);
+    pair_up(&p, lfd, &a, &b);
+    fl = fcntl(a, F_GETFL);
+    ck_assert_int_eq(fcntl(a, F_SETFL, fl | O_NONBLOCK), 0);
+    end = now_ms() + 2000;
+    next_stat = now_ms() + 500;
+    while (now_ms() < end) {
+        struct pollfd pfd[2] = {{.fd = a, .events = POLLOUT}, {.fd = b, .events = POLLIN}};
+
+        ck_assert_int_ge(poll(pfd, 2, 10), 0);
+        if (pfd[0].revents & POLLOUT)
+            ck_assert_int_gt(send(a, buf, sizeof(buf), MSG_NOSIGNAL), 0);
+        if (pfd[1].revents & POLLIN) {
+            ssize_t r = recv(b, buf, sizeof(buf), MSG_DONTWAIT);
+
+            ck_assert_int_gt(r, 0);
+            t_last = now_ms();
+            if (got == 0)
+                t_first = t_last;
+            else
+                after_first += (uint64_t)r;
+            got += (uint64_t)r;
+        }
+        if (now_ms() >= next_stat) {
+            queued = stat_now(&p, "a2b_queued");
+            max_queued = queued > max_queued ? queued : max_queued;
+            next_stat += 250;
+        }
+    }
+    ck_assert_msg(max_queued <= 200 * 1000, "a2b queue reached %" PRIu64 " bytes", max_queued);
+    ck_assert_msg(after_first * 8 / ((t_last - t_first) * 1e3) > 0.6 * 8,
+                  "saturated 8mbit link carried only %.2f Mbit/s",
+                  (double)after_first * 8 / ((t_last - t_first) * 1e3));
     close(a);
     close(b);
     close(lfd);
@@ -861,6 +913,11 @@ START_TEST(test_control_client)
     ck_assert_uint_eq(stat_u64(r, "a2b_jitter_us"), 1500);
     ck_assert_uint_eq(stat_u64(r, "b2a_rate_bit"), 25000000);
     ck_assert_uint_eq(stat_u64(r, "a2b_delay_us"), 0);
+    ck_assert_uint_eq(stat_u64(r, "b2a_buffer_us"), 100000);
+    ck_assert_str_eq(ctl(&p, "set b2a buffer=20ms"), "ok");
+    r = ctl(&p, "stats");
+    ck_assert_uint_eq(stat_u64(r, "b2a_buffer_us"), 20000);
+    ck_assert_uint_eq(stat_u64(r, "a2b_buffer_us"), 100000);
     ck_assert_int_eq(tu_run("'%s' --control '%s' --send 'set delay=abc' >'%s'", LINKEM, p.ctl, out),
                      1);
     text = tu_read_file(out, &len);
@@ -896,6 +953,7 @@ START_TEST(test_bad_arguments)
         "--listen 127.0.0.1:0 --connect 127.0.0.1:1 --rate 50",
         "--listen 127.0.0.1:0 --connect 127.0.0.1:1 --rate 10bit",
         "--listen 127.0.0.1:0 --connect 127.0.0.1:1 --queue 1k",
+        "--listen 127.0.0.1:0 --connect 127.0.0.1:1 --buffer 5",
         "--listen nonsense --connect 127.0.0.1:1",
         "--listen 127.0.0.1:0 --connect 127.0.0.1:0",
         "--listen 127.0.0.1:0 --connect 127.0.0.1:1 --frobnicate",
@@ -955,6 +1013,7 @@ linkem_suite(void)
     tcase_add_test(tc, test_delay);
     tcase_add_test(tc, test_rate);
     tcase_add_test(tc, test_backpressure);
+    tcase_add_test(tc, test_buffer);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("control");
