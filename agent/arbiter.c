@@ -706,27 +706,32 @@ arbiter_free(struct arbiter *a)
         a->ops->destroy(a);
 }
 
+/* A NULL arbiter is the "none" one: a caller that made none needs no checks of its own. */
+
 bool
 arbiter_reachable(const struct arbiter *a)
 {
-    return a->ops->reachable(a);
+    return a != NULL && a->ops->reachable(a);
 }
 
 void
 arbiter_report(struct arbiter *a, uint8_t role, uint64_t epoch, uint64_t durable_lsn)
 {
-    a->ops->report(a, role, epoch, durable_lsn);
+    if (a != NULL)
+        a->ops->report(a, role, epoch, durable_lsn);
 }
 
 int
 arbiter_request_promotion(struct arbiter *a, uint64_t epoch, uint64_t durable_lsn,
                           uint64_t failover_timeout_ms)
 {
+    if (a == NULL)
+        return -ENOTCONN;
     return a->ops->request(a, epoch, durable_lsn, failover_timeout_ms);
 }
 
 const char *
 arbiter_describe(const struct arbiter *a)
 {
-    return a->ops->describe(a);
+    return a != NULL ? a->ops->describe(a) : none_describe(NULL);
 }

@@ -28,7 +28,8 @@
  *               and promotion, or the grant lost with the link) - the agent then adopts the
  *               epoch as granted (arbiter_request_promotion(epoch - 1) confirms it: the
  *               holder asking again gets the same grant).
- * Do not call arbiter_free() from inside a callback.
+ * Do not call arbiter_free() from inside a callback.  A NULL arbiter behaves as "none" in
+ * every function below (a caller that creates one only with a witness needs no checks).
  *
  * Lifecycle: arbiter_new -> arbiter_report (at once, then on every change) ->
  * arbiter_request_promotion when the source has been lost for failover_timeout ->

@@ -599,6 +599,12 @@ START_TEST(e_witness_unreachable)
     ck_assert_msg(strncmp(arbiter_describe(N.arb), "none", 4) == 0, "%s",
                   arbiter_describe(N.arb));
     arbiter_free(N.arb);
+    /* NULL behaves as none */
+    arbiter_report(NULL, MSG_ROLE_SINK, 1, 0);
+    ck_assert(!arbiter_reachable(NULL));
+    ck_assert_int_eq(arbiter_request_promotion(NULL, 1, 0, FAILOVER_MS), -ENOTCONN);
+    ck_assert_msg(strncmp(arbiter_describe(NULL), "none", 4) == 0, "%s", arbiter_describe(NULL));
+    arbiter_free(NULL);
 }
 END_TEST
 
