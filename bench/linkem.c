@@ -519,7 +519,6 @@ static void conn_close(struct lk *lk, struct lk_conn *c, bool abort, const char 
 
 /* Registers with epoll what each side of c waits for now; nothing at all when it waits for
  * nothing, so that a hang-up we are not ready to handle does not wake the loop in vain. */
-
 static void
 conn_update_events(struct lk *lk, struct lk_conn *c)
 {
@@ -686,7 +685,6 @@ static void dir_mark(struct lk *lk, struct lk_dir *d, enum lk_chunk_kind kind, u
 
 /* Side s failed (reset, or a socket error): forget what was going to it, stop reading the
  * other side, and send the RST across the link behind the bytes s sent before. */
-
 static void
 side_failed(struct lk *lk, struct lk_conn *c, unsigned s, int err, uint64_t now)
 {
@@ -1374,7 +1372,7 @@ ctl_client_event(struct lk *lk, struct lk_ctl *cl)
         size_t rlen;
 
         *nl = '\0';
-        log_info(LK_COMPONENT, "control: %s", cl->line);
+        log_debug(LK_COMPONENT, "control: %s", cl->line);
         ctl_execute(lk, cl->line, reply, sizeof(reply) - 1);
         rlen = strlen(reply);
         reply[rlen++] = '\n';
