@@ -6,8 +6,11 @@
  *   Each accepted TCP connection is a struct walsrv_conn with an explicit state:
  *
  *     STARTUP --StartupMessage (replication=true)--> IDLE --START_REPLICATION--> STREAMING
- *        |  SSLRequest / GSSENCRequest: 'N', stay       ^                          |
- *        |                                              +---- client CopyDone -----+
+ *        |  SSLRequest / GSSENCRequest: 'N', stay       ^  ^                       |     |
+ *        |                                              |  +-- client CopyDone ----+     |
+ *        |                                              |        end of the streamed     |
+ *        |                                              |        timeline: CopyDone      |
+ *        |                                              +-- client CopyDone -- ENDING <--+
  *        +--- CancelRequest, FATAL error, Terminate, EOF, timeout (any state) ---> CLOSED
  *
  *   Every transition is logged at debug level with the connection's prefix
@@ -39,6 +42,24 @@
  *   and its 'h' messages to ops->on_feedback.  The spool is told the oldest position a
  *   streaming client still needs (its reported flush, else its start) with
  *   spool_set_retain_lsn.
+ *
+ * Timelines (walsender.c's StartReplication and XLogSendPhysical, as a cascading walsender)
+ *   Every stream has a timeline: the one START_REPLICATION named, else the spool's.  What may be
+ *   sent is bounded by the spool's flush position and by where that timeline ends in the
+ *   spool's history (spool_timeline_end); the bound is computed at every pump, so a timeline
+ *   that becomes historic while a client streams it (the spool switched: the owner calls
+ *   walsrv_timeline_switched, and the next walsrv_wal_durable or tick would notice too) ends at
+ *   its switch point for that client.  Once everything up to the switch point is queued the
+ *   server sends CopyDone and goes to ENDING: no more XLogData nor keepalives (libpq would not
+ *   expect CopyData after CopyDone), 'r' and 'h' still processed, the replication timeout still
+ *   applies.  The client's CopyDone then gets the next timeline's result set (next_tli,
+ *   next_tli_startpos = the switch point), CommandComplete START_STREAMING and
+ *   START_REPLICATION, ReadyForQuery, and the session is IDLE again for the walreceiver's next
+ *   IDENTIFY_SYSTEM / TIMELINE_HISTORY / START_REPLICATION.  A client CopyDone while STREAMING
+ *   is answered with CopyDone and, if the stream's timeline is historic by then, the same result
+ *   set.  START_REPLICATION on a historic timeline exactly at its switch point enters no COPY:
+ *   the result set, both CommandCompletes, ReadyForQuery.  TIMELINE_HISTORY serves the spool's
+ *   history files (spool_read_history).
  *
  * Bounds
  *   A connection buffers at most WALSRV_IN_LIMIT received bytes (pgproto bounds each message
@@ -92,6 +113,7 @@
 
 /* SQLSTATEs used here beyond those of pgproto.h. */
 #define SQLSTATE_UNDEFINED_FILE "58P01"
+#define SQLSTATE_IO_ERROR "58030"
 #define SQLSTATE_NOT_IN_PREREQUISITE_STATE "55000"
 #define SQLSTATE_TOO_MANY_CONNECTIONS "53300"
 
@@ -105,10 +127,11 @@ enum walsrv_state {
     WALSRV_STARTUP = 0, /* waiting for SSLRequest / GSSENCRequest / StartupMessage */
     WALSRV_IDLE,        /* ReadyForQuery sent: replication commands */
     WALSRV_STREAMING,   /* COPY BOTH: XLogData out, 'r' / 'h' in */
+    WALSRV_ENDING,      /* COPY BOTH, timeline ended: CopyDone sent, 'r' / 'h' in */
     WALSRV_CLOSED,      /* stream closed (or closing); freed when no handler runs */
 };
 
-static const char *const state_names[] = {"STARTUP", "IDLE", "STREAMING", "CLOSED"};
+static const char *const state_names[] = {"STARTUP", "IDLE", "STREAMING", "ENDING", "CLOSED"};
 
 struct walsrv_conn {
     struct walsrv *w;
@@ -133,7 +156,8 @@ struct walsrv_conn {
     bool ping_sent;      /* a keepalive with replyRequested went out since last_rx_us */
     bool keepalive_owed; /* the client asked for a reply; sent when the queue allows */
 
-    /* STREAMING */
+    /* STREAMING and ENDING */
+    uint32_t tli;                             /* timeline streamed */
     uint64_t start_lsn;                       /* requested start */
     uint64_t sent_lsn;                        /* end of the WAL queued so far */
     uint64_t write_lsn, flush_lsn, apply_lsn; /* last reported by the client */
@@ -192,16 +216,51 @@ format_bytes(uint64_t v, char *buf, size_t len)
     snprintf(buf, len, "%" PRIu64 "%s", v, units[u]);
 }
 
-/* The pg_wal file name of the segment holding lsn. */
-static void
-segment_name(const struct spool_identity *id, uint64_t lsn, char buf[32])
+/* The timeline of lsn in the spool's history (tliOfPointInHistory): the oldest whose switch
+ * point is after lsn; the current one if none is. */
+static uint32_t
+timeline_of(struct spool *spool, uint64_t lsn)
 {
+    size_t n;
+    const struct spool_timeline *t = spool_timelines(spool, &n);
+
+    for (size_t i = 0; i < n; i++)
+        if (lsn < t[i].end)
+            return t[i].tli;
+    return spool_identity(spool)->timeline;
+}
+
+/* The timeline that follows tli in the spool's history (tliSwitchPoint's nextTLI); 0 if none. */
+static uint32_t
+timeline_next(struct spool *spool, uint32_t tli)
+{
+    size_t n;
+    const struct spool_timeline *t = spool_timelines(spool, &n);
+
+    for (size_t i = 0; i + 1 < n; i++)
+        if (t[i].tli == tli)
+            return t[i + 1].tli;
+    return 0;
+}
+
+/* The pg_wal file name of the segment holding lsn, on lsn's timeline. */
+static void
+segment_name(struct spool *spool, uint64_t lsn, char buf[32])
+{
+    const struct spool_identity *id = spool_identity(spool);
     uint64_t seg_size = id != NULL && id->seg_size != 0 ? id->seg_size : 16u * 1024 * 1024;
     uint64_t segno = lsn / seg_size;
     uint64_t per_id = UINT64_C(0x100000000) / seg_size;
 
-    snprintf(buf, 32, "%08X%08X%08X", id != NULL ? id->timeline : 0, (unsigned)(segno / per_id),
-             (unsigned)(segno % per_id));
+    snprintf(buf, 32, "%08X%08X%08X", (unsigned)timeline_of(spool, lsn),
+             (unsigned)(segno / per_id), (unsigned)(segno % per_id));
+}
+
+/* COPY BOTH: streaming, or ending a timeline. */
+static bool
+in_copy(enum walsrv_state st)
+{
+    return st == WALSRV_STREAMING || st == WALSRV_ENDING;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -226,9 +285,9 @@ conn_set_state(struct walsrv_conn *c, enum walsrv_state to)
     if (c->state == to)
         return;
     log_debug(c->prefix, "%s -> %s", state_names[c->state], state_names[to]);
-    if (c->state == WALSRV_STREAMING)
+    if (in_copy(c->state) && !in_copy(to))
         c->w->nstreaming--;
-    if (to == WALSRV_STREAMING)
+    if (!in_copy(c->state) && in_copy(to))
         c->w->nstreaming++;
     c->state = to;
 }
@@ -250,7 +309,7 @@ static void
 conn_close(struct walsrv_conn *c, bool graceful)
 {
     struct walsrv *w = c->w;
-    bool was_streaming = c->state == WALSRV_STREAMING;
+    bool was_streaming = in_copy(c->state);
 
     if (c->state == WALSRV_CLOSED)
         return;
@@ -564,7 +623,7 @@ cmd_slot(struct walsrv_conn *c, const struct pgp_cmd *cmd)
 
         if (id != NULL && id->system_id != 0 && spool_start_lsn(c->w->spool) != 0) {
             info.restart_lsn = spool_start_lsn(c->w->spool);
-            info.restart_tli = id->timeline;
+            info.restart_tli = timeline_of(c->w->spool, info.restart_lsn);
         }
         rc = pgp_put_read_replication_slot(&c->out, &info);
         break;
@@ -589,28 +648,88 @@ cmd_slot(struct walsrv_conn *c, const struct pgp_cmd *cmd)
     return conn_send_out(c);
 }
 
+/* TIMELINE_HISTORY: the history file from the spool, as SendTimeLineHistory sends it. */
+static int
+cmd_timeline_history(struct walsrv_conn *c, const struct pgp_cmd *cmd)
+{
+    char name[PGP_HISTFILE_BUFSZ], *text = NULL;
+    size_t len = 0;
+    int rc;
+
+    pgp_histfile_name(cmd->timeline, name);
+    rc = spool_read_history(c->w->spool, cmd->timeline, &text, &len);
+    if (rc < 0)
+        return conn_errorf(c, rc == -ENOENT ? SQLSTATE_UNDEFINED_FILE : SQLSTATE_IO_ERROR,
+                           "could not open file \"pg_wal/%s\": %s", name, strerror(-rc));
+    pgp_buf_reset(&c->out);
+    rc = pgp_put_timeline_history(&c->out, cmd->timeline, text, len);
+    free(text);
+    if (rc >= 0)
+        rc = pgp_put_ready(&c->out, 'I');
+    if (rc < 0)
+        return conn_build_failed(c, rc, "TIMELINE_HISTORY");
+    log_info(c->prefix, "sent %s (%zu bytes)", name, len);
+    return conn_send_out(c);
+}
+
+/* START_REPLICATION on a historic timeline exactly at its switch point: no COPY, only the next
+ * timeline (StartReplication). */
+static int
+conn_timeline_at_end(struct walsrv_conn *c, uint32_t tli, uint64_t tl_end)
+{
+    uint32_t next = timeline_next(c->w->spool, tli);
+    int rc;
+
+    pgp_buf_reset(&c->out);
+    rc = pgp_put_end_of_timeline(&c->out, next, tl_end);
+    if (rc >= 0)
+        rc = pgp_put_ready(&c->out, 'I');
+    if (rc < 0)
+        return conn_build_failed(c, rc, "the next timeline");
+    log_info(c->prefix, "timeline %u ends at the requested start " LSN_FMT ": next timeline %u",
+             tli, LSN_ARGS(tl_end), next);
+    return conn_send_out(c);
+}
+
 static int
 cmd_start_replication(struct walsrv_conn *c, const struct pgp_cmd *cmd)
 {
     struct walsrv *w = c->w;
     const struct spool_identity *id = conn_identity(c);
-    uint64_t start, flush;
+    uint64_t start, flush, tl_end = UINT64_MAX;
     char s_lsn[PGP_LSN_BUFSZ], f_lsn[PGP_LSN_BUFSZ], b_lsn[PGP_LSN_BUFSZ];
     struct pgp_err e;
+    uint32_t tli;
     int rc;
 
     if (id == NULL)
         return 0;
     if (cmd->has_slot && pgp_slot_name_check(cmd->slot, &e) < 0)
         return conn_error(c, e.sqlstate, e.msg, NULL, NULL);
-    if (cmd->timeline != 0 && cmd->timeline != id->timeline)
-        return conn_errorf(c, SQLSTATE_NOT_IN_PREREQUISITE_STATE,
-                           "requested timeline %u is not the timeline of walmirror's spool (%u): "
-                           "timeline switches are not served yet",
-                           cmd->timeline, id->timeline);
+    tli = cmd->timeline != 0 ? cmd->timeline : id->timeline;
+    pgp_lsn_format(cmd->lsn, s_lsn);
+    if (tli != id->timeline) {
+        /* A historic timeline: it must be in the spool's history, the start on it. */
+        tl_end = spool_timeline_end(w->spool, tli);
+        if (tl_end == 0)
+            return conn_errorf(c, PGP_SQLSTATE_INTERNAL_ERROR,
+                               "requested timeline %u is not in this server's history", tli);
+        if (cmd->lsn > tl_end) {
+            char msg[PGP_ERRMSG_LEN], detail[128];
+
+            pgp_lsn_format(tl_end, b_lsn);
+            snprintf(msg, sizeof(msg),
+                     "requested starting point %s on timeline %u is not in this server's history",
+                     s_lsn, tli);
+            snprintf(detail, sizeof(detail), "This server's history forked from timeline %u at %s.",
+                     tli, b_lsn);
+            return conn_error(c, PGP_SQLSTATE_INTERNAL_ERROR, msg, detail, NULL);
+        }
+        if (cmd->lsn == tl_end)
+            return conn_timeline_at_end(c, tli, tl_end);
+    }
     start = spool_start_lsn(w->spool);
     flush = spool_flush_lsn(w->spool);
-    pgp_lsn_format(cmd->lsn, s_lsn);
     pgp_lsn_format(flush, f_lsn);
     if (start == 0)
         return conn_error(c, SQLSTATE_NOT_IN_PREREQUISITE_STATE,
@@ -619,7 +738,7 @@ cmd_start_replication(struct walsrv_conn *c, const struct pgp_cmd *cmd)
     if (cmd->lsn < start) {
         char seg[32], detail[128], msg[PGP_ERRMSG_LEN];
 
-        segment_name(id, cmd->lsn, seg);
+        segment_name(w->spool, cmd->lsn, seg);
         pgp_lsn_format(start, b_lsn);
         snprintf(detail, sizeof(detail), "walmirror's spool holds WAL from %s to %s", b_lsn, f_lsn);
         snprintf(msg, sizeof(msg),
@@ -642,12 +761,17 @@ cmd_start_replication(struct walsrv_conn *c, const struct pgp_cmd *cmd)
     }
     if (conn_send_out(c) < 0)
         return -1;
+    c->tli = tli;
     c->start_lsn = c->sent_lsn = cmd->lsn;
     c->write_lsn = c->flush_lsn = c->apply_lsn = 0;
     c->ping_sent = false;
     c->keepalive_owed = false;
-    log_info(c->prefix, "streaming from %s (spool flushed to %s)%s%s", s_lsn, f_lsn,
-             cmd->has_slot ? ", slot " : "", cmd->has_slot ? cmd->slot : "");
+    if (tl_end != UINT64_MAX)
+        pgp_lsn_format(tl_end, b_lsn);
+    log_info(c->prefix, "streaming timeline %u from %s (spool flushed to %s%s%s)%s%s", tli, s_lsn,
+             f_lsn, tl_end != UINT64_MAX ? ", timeline ends at " : "",
+             tl_end != UINT64_MAX ? b_lsn : "", cmd->has_slot ? ", slot " : "",
+             cmd->has_slot ? cmd->slot : "");
     conn_set_state(c, WALSRV_STREAMING);
     walsrv_update_retain(w);
     conn_pump(c);
@@ -666,15 +790,8 @@ conn_command(struct walsrv_conn *c, const char *q, size_t len)
     switch (cmd.kind) {
     case PGP_CMD_IDENTIFY_SYSTEM:
         return cmd_identify_system(c);
-    case PGP_CMD_TIMELINE_HISTORY: {
-        char name[PGP_HISTFILE_BUFSZ];
-
-        pgp_histfile_name(cmd.timeline, name);
-        return conn_errorf(c, SQLSTATE_UNDEFINED_FILE,
-                           "timeline history file \"%s\" is not available: walmirror does not "
-                           "serve timeline switches yet",
-                           name);
-    }
+    case PGP_CMD_TIMELINE_HISTORY:
+        return cmd_timeline_history(c, &cmd);
     case PGP_CMD_SHOW:
         return cmd_show(c, &cmd);
     case PGP_CMD_READ_REPLICATION_SLOT:
@@ -715,7 +832,30 @@ conn_pay_keepalive(struct walsrv_conn *c)
     (void)conn_keepalive(c, false);
 }
 
-/* Queues durable WAL from sent_lsn on, in XLogData messages, until the high-water mark. */
+/* Everything of the stream's timeline is queued: CopyDone, and wait for the client's. */
+static void
+conn_end_timeline(struct walsrv_conn *c, uint64_t tl_end)
+{
+    int rc;
+
+    pgp_buf_reset(&c->out);
+    rc = pgp_put_copy_done(&c->out);
+    if (rc < 0) {
+        conn_build_failed(c, rc, "CopyDone");
+        return;
+    }
+    if (conn_send_out(c) < 0)
+        return;
+    log_info(c->prefix,
+             "end of timeline %u at " LSN_FMT " (sent up to " LSN_FMT
+             "): CopyDone sent, waiting for the client's",
+             c->tli, LSN_ARGS(tl_end), LSN_ARGS(c->sent_lsn));
+    c->keepalive_owed = false;
+    conn_set_state(c, WALSRV_ENDING);
+}
+
+/* Queues durable WAL from sent_lsn on, in XLogData messages, until the high-water mark, and
+ * never past the end of the stream's timeline (see "Timelines"). */
 static void
 conn_pump(struct walsrv_conn *c)
 {
@@ -723,16 +863,27 @@ conn_pump(struct walsrv_conn *c)
 
     while (c->state == WALSRV_STREAMING && wio_stream_pending(c->stream) < WALSRV_HIGH_WATER) {
         uint64_t flush = spool_flush_lsn(w->spool);
+        uint64_t tl_end = spool_timeline_end(w->spool, c->tli);
+        uint64_t limit = flush < tl_end ? flush : tl_end;
         uint64_t end;
         uint8_t *p;
         ssize_t n;
         int rc;
 
-        if (c->sent_lsn >= flush)
+        if (tl_end == 0) {
+            conn_fatalf(c, PGP_SQLSTATE_INTERNAL_ERROR,
+                        "timeline %u is no longer in this server's history", c->tli);
+            return;
+        }
+        if (c->sent_lsn >= tl_end) {
+            conn_end_timeline(c, tl_end);
+            return;
+        }
+        if (c->sent_lsn >= limit)
             return;
         end = c->sent_lsn + WALSRV_MAX_CHUNK;
-        if (end >= flush)
-            end = flush;
+        if (end >= limit)
+            end = limit;
         else
             end -= end % WALSRV_PAGE_SIZE;
         p = wio_stream_reserve(c->stream, PGP_XLOGDATA_HDR_LEN + (size_t)(end - c->sent_lsn));
@@ -751,7 +902,7 @@ conn_pump(struct walsrv_conn *c)
             if (n == -ENOENT) {
                 char seg[32];
 
-                segment_name(spool_identity(w->spool), c->sent_lsn, seg);
+                segment_name(w->spool, c->sent_lsn, seg);
                 conn_fatalf(c, SQLSTATE_UNDEFINED_FILE,
                             "requested WAL segment %s has already been removed (at %s)", seg, lsn);
             } else if (n == 0) {
@@ -762,7 +913,7 @@ conn_pump(struct walsrv_conn *c)
             }
             return;
         }
-        rc = pgp_xlogdata_header(p, c->sent_lsn, flush, pgp_now(), (size_t)n);
+        rc = pgp_xlogdata_header(p, c->sent_lsn, limit, pgp_now(), (size_t)n);
         if (rc != PGP_XLOGDATA_HDR_LEN) {
             wio_stream_commit(c->stream, 0);
             conn_build_failed(c, rc < 0 ? rc : -EFAULT, "an XLogData header");
@@ -775,25 +926,41 @@ conn_pump(struct walsrv_conn *c)
     }
 }
 
-/* The client's CopyDone: CopyDone back, both CommandCompletes, ReadyForQuery (walsender.c). */
+/*
+ * The client's CopyDone: CopyDone back unless already sent, the next timeline's result set if
+ * the stream's timeline is historic, both CommandCompletes, ReadyForQuery (walsender.c).
+ */
 static int
 conn_end_copy(struct walsrv_conn *c)
 {
-    int rc;
+    uint64_t tl_end = spool_timeline_end(c->w->spool, c->tli);
+    bool historic = tl_end != UINT64_MAX && tl_end != 0;
+    uint32_t next = historic ? timeline_next(c->w->spool, c->tli) : 0;
+    int rc = 0;
 
     pgp_buf_reset(&c->out);
-    rc = pgp_put_copy_done(&c->out);
-    if (rc >= 0)
+    if (c->state == WALSRV_STREAMING)
+        rc = pgp_put_copy_done(&c->out);
+    if (rc >= 0 && historic) {
+        rc = pgp_put_end_of_timeline(&c->out, next, tl_end);
+    } else if (rc >= 0) {
         rc = pgp_put_command_complete(&c->out, "START_STREAMING");
-    if (rc >= 0)
-        rc = pgp_put_command_complete(&c->out, "START_REPLICATION");
+        if (rc >= 0)
+            rc = pgp_put_command_complete(&c->out, "START_REPLICATION");
+    }
     if (rc >= 0)
         rc = pgp_put_ready(&c->out, 'I');
     if (rc < 0)
         return conn_build_failed(c, rc, "the end of COPY");
     if (conn_send_out(c) < 0)
         return -1;
-    log_info(c->prefix, "client ended streaming at " LSN_FMT, LSN_ARGS(c->sent_lsn));
+    if (historic)
+        log_info(c->prefix,
+                 "client ended streaming at " LSN_FMT ": timeline %u ends at " LSN_FMT
+                 ", next timeline %u",
+                 LSN_ARGS(c->sent_lsn), c->tli, LSN_ARGS(tl_end), next);
+    else
+        log_info(c->prefix, "client ended streaming at " LSN_FMT, LSN_ARGS(c->sent_lsn));
     conn_set_state(c, WALSRV_IDLE);
     c->keepalive_owed = false;
     walsrv_update_retain(c->w);
@@ -844,7 +1011,7 @@ conn_message(struct walsrv_conn *c, const uint8_t *buf, size_t len)
     if (n <= 0)
         return n == 0 ? 0 : conn_fatal(c, &e);
     if (m.type == 'X') {
-        if (c->state == WALSRV_STREAMING)
+        if (in_copy(c->state))
             log_info(c->prefix, "standby ended the session at " LSN_FMT, LSN_ARGS(c->sent_lsn));
         else
             log_debug(c->prefix, "Terminate");
@@ -891,7 +1058,7 @@ conn_process(struct walsrv_conn *c)
         int n;
 
         /* A client that does not read its answers: stop answering (see "Bounds"). */
-        if (c->state != WALSRV_STREAMING && wio_stream_pending(c->stream) > WALSRV_OUT_LIMIT)
+        if (!in_copy(c->state) && wio_stream_pending(c->stream) > WALSRV_OUT_LIMIT)
             break;
         if (c->state == WALSRV_STARTUP)
             n = conn_initial(c, c->in.data + off, c->in.len - off);
@@ -947,7 +1114,7 @@ conn_on_close(void *ctx, int res)
     struct walsrv_conn *c = ctx;
 
     conn_enter(c);
-    if (c->state == WALSRV_STREAMING)
+    if (in_copy(c->state))
         log_info(c->prefix, "standby disconnected at " LSN_FMT ": %s", LSN_ARGS(c->sent_lsn),
                  wire_strerror(res));
     else
@@ -985,7 +1152,7 @@ walsrv_update_retain(struct walsrv *w)
     for (struct walsrv_conn *c = w->conns; c != NULL; c = c->next) {
         uint64_t need;
 
-        if (c->state != WALSRV_STREAMING)
+        if (!in_copy(c->state))
             continue;
         need = c->flush_lsn != 0 ? c->flush_lsn : c->start_lsn;
         if (need < oldest)
@@ -1086,7 +1253,7 @@ walsrv_tick_conn(struct walsrv_conn *c, int64_t now)
         }
         return;
     }
-    if (c->state != WALSRV_STREAMING)
+    if (!in_copy(c->state))
         return;
     if (quiet_ms >= WALSRV_TIMEOUT_MS) {
         log_warning(c->prefix,
@@ -1255,6 +1422,24 @@ walsrv_free(struct walsrv *w)
     if (w->listen_fd >= 0 && close(w->listen_fd) != 0)
         log_debug(WALSRV_COMPONENT, "close of the listening socket failed: %s", strerror(errno));
     free(w);
+}
+
+void
+walsrv_timeline_switched(struct walsrv *w)
+{
+    const struct spool_identity *id = spool_identity(w->spool);
+    struct walsrv_conn *c, *next;
+
+    log_info(WALSRV_COMPONENT, "the spool is on timeline %u now", id->timeline);
+    /* Streams of the old timeline end at its switch point; pumping may close (unlink) a
+     * connection, and only that one: take its successor first. */
+    for (c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        conn_enter(c);
+        if (c->state == WALSRV_STREAMING)
+            conn_pump(c);
+        conn_leave(c);
+    }
 }
 
 void

@@ -21,7 +21,16 @@
  *    session, START_REPLICATION beyond the flush position and below the spool's start,
  *    replyRequested, CopyDone, hot standby feedback;
  *  - walsrv_wal_durable: clients at the flush position receive WAL appended in stages, and a
- *    client that reads late still gets a complete contiguous stream (back-pressure).
+ *    client that reads late still gets a complete contiguous stream (back-pressure);
+ *  - timelines, on a real switch made once in main() (make_tl_wal: a primary, a standby
+ *    promoted to timeline 2, a base backup from before the switch): the spool filled as the
+ *    agent does (timeline 1 to the switch point, spool_set_timeline, timeline 2 from the switch
+ *    segment's start); that base backup started as a standby of the WAL server reaches
+ *    timeline 2 and shows the rows written after the promotion; a standby streaming timeline 1
+ *    while the spool switches follows; pg_receivewal from timeline 1 crosses to timeline 2 with
+ *    the history file and segments identical to the spool's; TIMELINE_HISTORY, START_REPLICATION
+ *    at, below and beyond the switch point and on unknown timelines answered as PostgreSQL does,
+ *    the session usable after each.
  */
 #include <check.h>
 #include <dirent.h>
@@ -304,13 +313,13 @@ fx_turn(int timeout_ms)
     ck_assert_int_ge(wio_run_once(fx.loop, timeout_ms), 0);
 }
 
-/* Appends wal[lsn - first_lsn, + len) to the spool and waits until it is durable. */
+/* Appends src[lsn - src_lsn, + len) to the spool and waits until it is durable. */
 static void
-fx_append(uint64_t lsn, size_t len)
+fx_append_src(const uint8_t *src, uint64_t src_lsn, uint64_t lsn, size_t len)
 {
     int64_t deadline = now_ms() + 120000, next_flush;
 
-    ck_assert_int_eq(spool_append(fx.spool, lsn, wal + (lsn - first_lsn), len), 0);
+    ck_assert_int_eq(spool_append(fx.spool, lsn, src + (lsn - src_lsn), len), 0);
     ck_assert_int_eq(spool_flush(fx.spool), 0);
     next_flush = now_ms() + 1000;
     while (fx.flushed < lsn + len) {
@@ -325,6 +334,13 @@ fx_append(uint64_t lsn, size_t len)
         }
     }
     ck_assert_uint_eq(spool_flush_lsn(fx.spool), lsn + len);
+}
+
+/* Appends wal[lsn - first_lsn, + len) to the spool and waits until it is durable. */
+static void
+fx_append(uint64_t lsn, size_t len)
+{
+    fx_append_src(wal, first_lsn, lsn, len);
 }
 
 /* A fresh spool (keeping keep_bytes behind its flush position) holding the first `segments`
@@ -1403,6 +1419,732 @@ START_TEST(test_retention_follows_standby)
 }
 END_TEST
 
+
+/* ---------------------------------------------------------------------------------------- */
+/* A real timeline switch, made in main()                                                    */
+
+/*
+ * Primary P on timeline 1; R, a base backup of P (-X none) before anything else; S, a streaming
+ * standby of P.  Rows are written on P, across a segment switch; P stops (fast: S receives
+ * everything, the shutdown checkpoint included) and S is promoted to timeline 2.  Rows are
+ * written on S across a segment switch, a checkpoint taken, pg_switch_wal closes the segment,
+ * S stops.  Kept: P's
+ * timeline 1 segments from R's backup start to the switch segment, S's timeline 2 segments from
+ * the switch segment on, S's 00000002.history and the switch point it names.
+ */
+static uint8_t *tl1;           /* P's timeline 1 segments, from tl1_first to tl1_end */
+static uint64_t tl1_first, tl1_end;
+static uint8_t *tl2;           /* S's timeline 2 segments, from tl2_first to tl2_end */
+static uint64_t tl2_first, tl2_end;
+static uint64_t tl_switch;     /* from 00000002.history */
+static char *tl_history;       /* its content */
+static size_t tl_history_len;
+static uint64_t tl_sysid;
+static char *tl_backup_dir;    /* holds data/: R's base backup */
+static char tl_expected[128];  /* on S after the promotion: see TL_EXPECTED_SQL */
+
+#define TL_EXPECTED_SQL                                                                            \
+    "SELECT (SELECT count(*) || ' ' || sum(v) FROM tl_after) || ' ' || "                          \
+    "(SELECT count(*) FROM tl_before WHERE id < 0)"
+
+static char *
+query_must(struct pgt_cluster *pg, const char *sql)
+{
+    char *s = pgt_query(pg, sql);
+
+    tu_require(s != NULL, "query failed: %s (see %s/cmd.log)", sql, pg->dir);
+    return s;
+}
+
+/* Reads the segments [from, to) of timeline tli from pgdata/pg_wal into one buffer. */
+static uint8_t *
+read_segments(const char *pgdata, uint32_t tli, uint64_t from, uint64_t to)
+{
+    uint8_t *buf = malloc(to - from);
+
+    tu_require(buf != NULL);
+    for (uint64_t lsn = from; lsn < to; lsn += seg_size) {
+        uint64_t segno = lsn / seg_size, per_id = UINT64_C(0x100000000) / seg_size;
+        char path[4096];
+        uint8_t *data;
+        size_t len;
+
+        snprintf(path, sizeof(path), "%s/pg_wal/%08X%08X%08X", pgdata, tli,
+                 (unsigned)(segno / per_id), (unsigned)(segno % per_id));
+        data = tu_read_file(path, &len);
+        tu_require(data != NULL && len == seg_size, "cannot read %s", path);
+        memcpy(buf + (lsn - from), data, seg_size);
+        free(data);
+    }
+    return buf;
+}
+
+static void
+make_tl_wal(void)
+{
+    struct pgt_cluster p, s;
+    unsigned hi, lo;
+    char path[4096], *txt, *res;
+    size_t len;
+    uint64_t lsn;
+    int64_t deadline;
+
+    tu_require(pgt_init(&p, "walsrv-tl-p",
+                        "max_wal_size = 1GB\ncheckpoint_timeout = 1h\nwal_keep_size = 1GB") == 0);
+    tu_require(pgt_start(&p) == 0, "cannot start P (see %s)", p.dir);
+    tl_backup_dir = tu_tmpdir("walsrv-tl-r");
+    pgt_give_to_postgres(tl_backup_dir);
+    tu_require(pgt_sh(&p, "pg_basebackup -D '%s/data' -X none --checkpoint=fast", tl_backup_dir) ==
+                   0,
+               "pg_basebackup for R failed (see %s/cmd.log)", p.dir);
+    snprintf(path, sizeof(path), "%s/data/backup_label", tl_backup_dir);
+    txt = tu_read_file(path, &len);
+    tu_require(txt != NULL && strstr(txt, "START WAL LOCATION: ") != NULL &&
+                   sscanf(strstr(txt, "START WAL LOCATION: "), "START WAL LOCATION: %X/%X", &hi,
+                          &lo) == 2,
+               "no start in %s", path);
+    free(txt);
+    seg_size = 16u * 1024 * 1024;
+    tl1_first = ((uint64_t)hi << 32 | lo) / seg_size * seg_size;
+
+    pgt_prepare(&s, "walsrv-tl-s");
+    tu_require(pgt_sh(&p, "pg_basebackup -D '%s' -X stream -R --checkpoint=fast", s.pgdata) == 0,
+               "pg_basebackup for S failed (see %s/cmd.log)", p.dir);
+    tu_require(pgt_sh(&s,
+                      "cat >> \"$PGDATA/postgresql.auto.conf\" <<'EOF'\n"
+                      "port = %d\nunix_socket_directories = '%s'\nhot_standby = on\n"
+                      "EOF",
+                      s.port, s.dir) == 0);
+    tu_require(pgt_start(&s) == 0, "cannot start S (see %s)", s.dir);
+
+    free(query_must(&p, "CREATE TABLE tl_before (id int PRIMARY KEY);"
+                        "INSERT INTO tl_before SELECT generate_series(1, 20000)"));
+    free(query_must(&p, "SELECT pg_switch_wal()"));
+    free(query_must(&p, "INSERT INTO tl_before SELECT generate_series(20001, 30000)"));
+    res = query_must(&p, "SELECT pg_current_wal_lsn()");
+    tu_require(pgp_lsn_parse(res, strlen(res), &lsn) == 0);
+    free(res);
+    /* S has everything P wrote (the shutdown checkpoint follows through the fast stop). */
+    deadline = now_ms() + 60000;
+    for (;;) {
+        char sql[128];
+
+        snprintf(sql, sizeof(sql), "SELECT pg_last_wal_replay_lsn() >= '%X/%X'::pg_lsn",
+                 (unsigned)(lsn >> 32), (unsigned)lsn);
+        res = pgt_query(&s, sql);
+        if (res != NULL && strcmp(res, "t") == 0)
+            break;
+        free(res);
+        tu_require(now_ms() < deadline, "S does not replay P's WAL (see %s)", s.dir);
+        usleep(100000);
+    }
+    free(res);
+    tu_require(pgt_stop(&p, "fast") == 0);
+    tu_require(pgt_sh(&s, "pg_ctl -D \"$PGDATA\" -w -t 60 promote") == 0, "promotion failed");
+
+    snprintf(path, sizeof(path), "%s/pg_wal/00000002.history", s.pgdata);
+    tl_history = tu_read_file(path, &tl_history_len);
+    tu_require(tl_history != NULL, "no %s", path);
+    tu_require(sscanf(tl_history, "1\t%X/%X", &hi, &lo) == 2, "history: %s", tl_history);
+    tl_switch = (uint64_t)hi << 32 | lo;
+
+    free(query_must(&s, "CREATE TABLE tl_after (id int PRIMARY KEY, v bigint);"
+                        "INSERT INTO tl_after SELECT g, g * 5 FROM generate_series(1, 30000) g;"
+                        "UPDATE tl_before SET id = -id WHERE id % 100 = 0"));
+    /* Timeline 2 over two segments at least. */
+    free(query_must(&s, "SELECT pg_switch_wal()"));
+    free(query_must(&s, "INSERT INTO tl_after SELECT g, g * 5 FROM generate_series(30001, 40000) g"));
+    res = query_must(&s, TL_EXPECTED_SQL);
+    snprintf(tl_expected, sizeof(tl_expected), "%s", res);
+    free(res);
+    free(query_must(&s, "CHECKPOINT"));
+    res = query_must(&s, "SELECT pg_switch_wal()");
+    tu_require(pgp_lsn_parse(res, strlen(res), &lsn) == 0);
+    free(res);
+    tu_require(pgt_stop(&s, "fast") == 0);
+
+    tl1_end = tl_switch / seg_size * seg_size + seg_size;
+    tl2_first = tl_switch / seg_size * seg_size;
+    tl2_end = (lsn - 1) / seg_size * seg_size + seg_size;
+    tl1 = read_segments(p.pgdata, 1, tl1_first, tl1_end);
+    tl2 = read_segments(s.pgdata, 2, tl2_first, tl2_end);
+    tl_sysid = le64(tl1 + 24);
+    /* What the promotion copied into timeline 2's first segment is timeline 1's WAL. */
+    tu_require(memcmp(tl1 + (tl2_first - tl1_first), tl2, tl_switch - tl2_first) == 0,
+               "timeline 2's switch segment does not start with timeline 1's WAL");
+    fprintf(stderr,
+            "timelines: 1 from %" PRIX64 ", switch at %" PRIX64 ", 2 up to %" PRIX64
+            " (%" PRIu64 " segments), after the switch: %s\n",
+            tl1_first, tl_switch, tl2_end, (tl2_end - tl2_first) / seg_size, tl_expected);
+    pgt_destroy(&p);
+    pgt_destroy(&s);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 5. Timelines                                                                              */
+
+/* Appends src's WAL [from, to) (src holds WAL from src_lsn), a segment at a time, durably. */
+static void
+fx_append_range(const uint8_t *src, uint64_t src_lsn, uint64_t from, uint64_t to)
+{
+    while (from < to) {
+        uint64_t n = (from / seg_size + 1) * seg_size - from;
+
+        if (n > to - from)
+            n = to - from;
+        fx_append_src(src, src_lsn, from, (size_t)n);
+        from += n;
+    }
+}
+
+/* A spool filled as the agent fills it: timeline 1 from tl1_first up to tl1_to; when tl2_to is
+ * not 0, the timeline switch and timeline 2 from the switch segment's start up to tl2_to. */
+static void
+fx_setup_tl(uint64_t tl1_to, uint64_t tl2_to)
+{
+    struct spool_identity id = {.system_id = tl_sysid, .seg_size = seg_size, .timeline = 1};
+    char err[256];
+
+    memset(&fx, 0, sizeof(fx));
+    ck_assert_int_eq(wio_loop_new(&fx.loop, 256), 0);
+    fx.spool_dir = tu_tmpdir("walsrv-tl-spool");
+    ck_assert_msg(spool_open(&fx.spool, fx.loop, fx.spool_dir, KEEP_ALL, &fx_spool_ops, NULL, err,
+                             sizeof(err)) == 0,
+                  "spool_open: %s", err);
+    ck_assert_int_eq(spool_set_identity(fx.spool, &id), 0);
+    fx_append_range(tl1, tl1_first, tl1_first, tl1_to);
+    if (tl2_to != 0) {
+        ck_assert_int_eq(
+            spool_set_timeline(fx.spool, 2, tl_switch, tl_history, tl_history_len), 0);
+        fx_append_range(tl2, tl2_first, tl2_first, tl2_to);
+    }
+    ck_assert_msg(walsrv_new(&fx.srv, fx.loop, "127.0.0.1:0", fx.spool, &fx_srv_ops, NULL, err,
+                             sizeof(err)) == 0,
+                  "walsrv_new: %s", err);
+}
+
+/* The rest of timeline 1, the switch (as the agent does it), and timeline 2 up to tl2_to. */
+static void
+fx_switch_tl(uint64_t tl2_to)
+{
+    fx_append_range(tl1, tl1_first, spool_flush_lsn(fx.spool), tl_switch);
+    ck_assert_int_eq(spool_set_timeline(fx.spool, 2, tl_switch, tl_history, tl_history_len), 0);
+    walsrv_timeline_switched(fx.srv);
+    fx_append_range(tl2, tl2_first, tl2_first, tl2_to);
+}
+
+/* The WAL at lsn as the timeline switch has it: timeline 2's from its first segment on. */
+static const uint8_t *
+tl_wal_at(uint64_t lsn)
+{
+    return lsn >= tl2_first ? tl2 + (lsn - tl2_first) : tl1 + (lsn - tl1_first);
+}
+
+/* Streams XLogData from *pos up to target (at most limit, the walEnd announced), checking
+ * contiguity, chunking and content against the switched WAL. */
+static void
+raw_stream_tl(struct raw *r, uint64_t *pos, uint64_t target, uint64_t limit, int timeout_ms)
+{
+    while (*pos < target) {
+        struct pgp_primary_msg m;
+        struct pgp_err e;
+        uint64_t end;
+
+        ck_assert_msg(raw_msg(r, timeout_ms), "stream stalled at %" PRIX64 " (want %" PRIX64 ")",
+                      *pos, target);
+        ck_assert_msg(r->type == 'd', "got '%c' at %" PRIX64, r->type, *pos);
+        ck_assert_int_eq(pgp_parse_primary_copydata(r->body, r->body_len, &m, &e), 0);
+        if (m.kind == 'k')
+            continue;
+        ck_assert_uint_eq(m.data_start, *pos);
+        end = m.data_start + m.data_len;
+        ck_assert_uint_le(m.data_len, 128 * 1024);
+        ck_assert_uint_le(end, m.wal_end);
+        ck_assert_uint_le(m.wal_end, limit);
+        ck_assert_msg(end == m.wal_end || end % 8192 == 0, "chunk ends at %" PRIX64, end);
+        /* A chunk never crosses from one source buffer to the other: tl2_first is a segment
+         * start, a page boundary. */
+        ck_assert(m.data_start >= tl2_first || end <= tl2_first);
+        ck_assert_msg(memcmp(m.data, tl_wal_at(m.data_start), m.data_len) == 0,
+                      "WAL at %" PRIX64 " differs", m.data_start);
+        *pos = end;
+    }
+}
+
+/* Takes messages until one of type t, skipping CopyData (WAL, keepalives); returns how many
+ * were skipped. */
+static unsigned
+raw_expect_after_copydata(struct raw *r, char t)
+{
+    unsigned skipped = 0;
+
+    for (;;) {
+        ck_assert_msg(raw_msg(r, 10000), "no '%c'", t);
+        if (r->type != 'd' || t == 'd')
+            break;
+        skipped++;
+    }
+    ck_assert_msg(r->type == t, "got '%c' instead of '%c': %s", r->type, t,
+                  r->type == 'E' ? (char *)r->body + 1 : "");
+    return skipped;
+}
+
+/* The end of a historic timeline as libpqrcv_endstreaming reads it: next_tli and its start,
+ * START_STREAMING, START_REPLICATION, ReadyForQuery. */
+static void
+raw_expect_next_timeline(struct raw *r, const char *next_tli, uint64_t startpos)
+{
+    char buf[64], want[PGP_LSN_BUFSZ];
+
+    raw_expect(r, 'T');
+    ck_assert(memmem(r->body, r->body_len, "next_tli", 9) != NULL);
+    ck_assert(memmem(r->body, r->body_len, "next_tli_startpos", 18) != NULL);
+    raw_expect(r, 'D');
+    ck_assert_str_eq(raw_col(r, 0, buf, sizeof(buf)), next_tli);
+    pgp_lsn_format(startpos, want);
+    ck_assert_str_eq(raw_col(r, 1, buf, sizeof(buf)), want);
+    raw_expect(r, 'C');
+    ck_assert_str_eq((char *)r->body, "START_STREAMING");
+    raw_expect(r, 'C');
+    ck_assert_str_eq((char *)r->body, "START_REPLICATION");
+    raw_expect(r, 'Z');
+}
+
+static void
+raw_expect_identify_tli(struct raw *r, const char *tli)
+{
+    char buf[64];
+
+    ck_assert_str_eq(raw_one_row(r, "IDENTIFY_SYSTEM", 1, buf, sizeof(buf)), tli);
+}
+
+/* A standby of the WAL server made from a copy of R's base backup (timeline 1, before the
+ * switch), following the latest timeline. */
+static void
+tl_standby_prepare(struct pgt_cluster *sb, const char *tag)
+{
+    struct sh_call call;
+    char *cmd;
+
+    pgt_prepare(sb, tag);
+    ck_assert(asprintf(&cmd,
+                       "cp -a '%s/data' \"$PGDATA\" && touch \"$PGDATA/standby.signal\" && "
+                       "cat >> \"$PGDATA/postgresql.auto.conf\" <<'EOF'\n"
+                       "port = %d\n"
+                       "unix_socket_directories = '%s'\n"
+                       "primary_conninfo = 'host=127.0.0.1 port=%d user=postgres "
+                       "application_name=%s gssencmode=disable'\n"
+                       "recovery_target_timeline = 'latest'\n"
+                       "hot_standby = on\n"
+                       "wal_receiver_status_interval = 1s\n"
+                       "wal_retrieve_retry_interval = 1s\n"
+                       "EOF",
+                       tl_backup_dir, sb->port, sb->dir, walsrv_port(fx.srv), tag) > 0);
+    call.pg = sb;
+    call.cmd = cmd;
+    ck_assert_int_eq(run_bg(bg_sh, &call), 0);
+    free(cmd);
+}
+
+/* Polls sql on pg (turning the loop) until it returns want; returns the last answer. */
+static char *
+poll_query(struct pgt_cluster *pg, const char *sql, const char *want, int64_t deadline)
+{
+    char *res = NULL;
+
+    for (;;) {
+        free(res);
+        res = query_bg(pg, sql);
+        if ((res != NULL && strcmp(res, want) == 0) || now_ms() >= deadline)
+            return res;
+        for (int i = 0; i < 25; i++)
+            fx_turn(20);
+    }
+}
+
+/* The standby reaches timeline 2 and shows what S wrote after its promotion. */
+static void
+tl_standby_check_followed(struct pgt_cluster *sb)
+{
+    int64_t deadline = now_ms() + 120000;
+    char *res;
+
+    res = poll_query(sb, TL_EXPECTED_SQL, tl_expected, deadline);
+    ck_assert_msg(res != NULL && strcmp(res, tl_expected) == 0,
+                  "the standby shows \"%s\", not \"%s\" (see %s/server.log)",
+                  res != NULL ? res : "(query failed)", tl_expected, sb->dir);
+    free(res);
+    res = poll_query(sb, "SELECT received_tli FROM pg_stat_wal_receiver", "2", deadline);
+    ck_assert_msg(res != NULL && strcmp(res, "2") == 0, "received_tli %s", res);
+    free(res);
+    /* A restartpoint at S's checkpoint of timeline 2 puts timeline 2 into pg_control. */
+    for (res = NULL;;) {
+        free(res);
+        free(query_bg(sb, "CHECKPOINT"));
+        res = query_bg(sb, "SELECT timeline_id FROM pg_control_checkpoint()");
+        if ((res != NULL && strcmp(res, "2") == 0) || now_ms() >= deadline)
+            break;
+        for (int i = 0; i < 25; i++)
+            fx_turn(20);
+    }
+    ck_assert_msg(res != NULL && strcmp(res, "2") == 0, "checkpoint timeline %s", res);
+    free(res);
+    {
+        char path[4096];
+
+        snprintf(path, sizeof(path), "%s/pg_wal/00000002.history", sb->pgdata);
+        ck_assert_msg(access(path, F_OK) == 0, "the standby has no 00000002.history");
+    }
+    res = query_bg(sb, "SELECT pg_is_in_recovery()");
+    ck_assert(res != NULL);
+    ck_assert_str_eq(res, "t");
+    free(res);
+    ck_assert_uint_eq(fx.beyond_flush, 0);
+    ck_assert_uint_eq(fx.apply_backwards, 0);
+}
+
+/* R, from a base backup of P before the switch, follows the WAL server to timeline 2. */
+START_TEST(test_tl_standby_follows)
+{
+    struct pgt_cluster sb;
+    int rc;
+
+    fx_setup_tl(tl_switch, tl2_end);
+    tl_standby_prepare(&sb, "walsrv-tl-follow");
+    rc = run_bg(bg_start, &sb);
+    ck_assert_msg(rc == 0, "R did not start: %s", slurp(sb.dir, "server.log"));
+    tl_standby_check_followed(&sb);
+    {
+        char *log = slurp(sb.dir, "server.log");
+
+        ck_assert_msg(strstr(log, "new target timeline is 2") != NULL, "%s", log);
+        free(log);
+    }
+    ck_assert_int_eq(run_bg(bg_stop, &sb), 0);
+    pgt_destroy(&sb);
+    fx_teardown();
+}
+END_TEST
+
+/* A standby streaming timeline 1 while the spool switches follows to timeline 2. */
+START_TEST(test_tl_live_switch_standby)
+{
+    struct pgt_cluster sb;
+    uint64_t part = tl2_first; /* timeline 1 up to the switch segment, the rest later */
+    int64_t deadline;
+    int rc;
+
+    fx_setup_tl(part, 0);
+    tl_standby_prepare(&sb, "walsrv-tl-live");
+    rc = run_bg(bg_start, &sb);
+    ck_assert_msg(rc == 0, "L did not start: %s", slurp(sb.dir, "server.log"));
+    /* It streams timeline 1 and has everything the spool holds. */
+    deadline = now_ms() + 60000;
+    while (fx.last_flush < part && now_ms() < deadline)
+        fx_turn(50);
+    ck_assert_msg(fx.last_flush >= part, "L flushed only %" PRIX64, fx.last_flush);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 1);
+    fx_switch_tl(tl2_end);
+    tl_standby_check_followed(&sb);
+    ck_assert_int_eq(run_bg(bg_stop, &sb), 0);
+    pgt_destroy(&sb);
+    fx_teardown();
+}
+END_TEST
+
+/* pg_receivewal from timeline 1 crosses to timeline 2: the history file, and segments
+ * byte-identical to the spool's. */
+START_TEST(test_tl_pg_receivewal)
+{
+    struct pgt_cluster tools = {0};
+    char *out, *cmd, end[PGP_LSN_BUFSZ], *text, *file;
+    struct sh_call call;
+    size_t files = 0, len;
+    struct dirent *e;
+    char partial[64];
+    DIR *d;
+    int rc;
+
+    fx_setup_tl(tl_switch, tl2_end);
+    tools.dir = tu_tmpdir("walsrv-tl-tools");
+    pgt_give_to_postgres(tools.dir);
+    tools.pgdata = tools.dir;
+    tools.port = walsrv_port(fx.srv);
+    out = tu_tmpdir("walsrv-tl-recv");
+    pgt_give_to_postgres(out);
+    pgp_lsn_format(tl2_end - 1, end);
+    ck_assert(asprintf(&cmd,
+                       "timeout 240 pg_receivewal -h 127.0.0.1 -p %d -D '%s' --slot=walmirror "
+                       "--no-loop --endpos=%s --verbose",
+                       walsrv_port(fx.srv), out, end) > 0);
+    call.pg = &tools;
+    call.cmd = cmd;
+    rc = run_bg(bg_sh, &call);
+    text = slurp(tools.dir, "cmd.log");
+    ck_assert_msg(rc == 0, "pg_receivewal exited %d: %s", rc, text);
+    {
+        char want[96], sw[PGP_LSN_BUFSZ];
+
+        pgp_lsn_format(tl_switch, sw);
+        snprintf(want, sizeof(want), "switched to timeline 2 at %s", sw);
+        ck_assert_msg(strstr(text, want) != NULL, "no \"%s\": %s", want, text);
+        ck_assert_msg(strstr(text, "(timeline 1)") != NULL, "did not start on timeline 1: %s",
+                      text);
+    }
+    free(text);
+
+    /* The history file, as S wrote it. */
+    {
+        char path[4096];
+
+        snprintf(path, sizeof(path), "%s/00000002.history", out);
+        file = tu_read_file(path, &len);
+        ck_assert_msg(file != NULL, "no 00000002.history");
+        ck_assert_uint_eq(len, tl_history_len);
+        ck_assert(memcmp(file, tl_history, len) == 0);
+        free(file);
+    }
+    /* Complete segments: byte-identical to the spool's files of the same name.  The switch
+     * segment of timeline 1 is kept as .partial: timeline 1's WAL up to the switch point and
+     * zeros, as the spool's timeline 2 file begins. */
+    {
+        uint64_t segno = tl_switch / seg_size, per_id = UINT64_C(0x100000000) / seg_size;
+
+        snprintf(partial, sizeof(partial), "%08X%08X%08X.partial", 1u, (unsigned)(segno / per_id),
+                 (unsigned)(segno % per_id));
+    }
+    d = opendir(out);
+    ck_assert(d != NULL);
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, "00000002.history") == 0)
+            continue;
+        if (strcmp(e->d_name, partial) == 0) {
+            char path[4096];
+            uint8_t *p;
+
+            snprintf(path, sizeof(path), "%s/%s", out, partial);
+            p = tu_read_file(path, &len);
+            ck_assert(p != NULL && len == seg_size);
+            ck_assert(memcmp(p, tl2, tl_switch - tl2_first) == 0);
+            for (size_t i = tl_switch - tl2_first; i < len; i++)
+                if (p[i] != 0)
+                    ck_abort_msg("%s: byte %zu after the switch point is not zero", partial, i);
+            free(p);
+            continue;
+        }
+        ck_assert_msg(strlen(e->d_name) == 24, "unexpected file %s", e->d_name);
+        ck_assert_msg(tu_run("cmp -s '%s/%s' '%s/%s'", fx.spool_dir, e->d_name, out, e->d_name) ==
+                          0,
+                      "%s differs from the spool's", e->d_name);
+        files++;
+    }
+    closedir(d);
+    ck_assert_uint_eq(files, (tl2_end - tl1_first) / seg_size);
+    ck_assert_uint_eq(fx.beyond_flush, 0);
+    free(cmd);
+    tu_rmtree(out);
+    free(out);
+    tu_rmtree(tools.dir);
+    free(tools.dir);
+    fx_teardown();
+}
+END_TEST
+
+/* The protocol around a timeline switch, as PostgreSQL's walsender answers. */
+START_TEST(test_tl_protocol)
+{
+    struct raw r;
+    char q[160], buf[256], sw[PGP_LSN_BUFSZ], lsn[PGP_LSN_BUFSZ];
+    uint64_t pos, start;
+
+    fx_setup_tl(tl_switch, tl2_end);
+    pgp_lsn_format(tl_switch, sw);
+    raw_connect(&r);
+    raw_login(&r, "tlproto");
+    raw_expect_identify_tli(&r, "2");
+
+    /* TIMELINE_HISTORY: the file held, or an error naming the one that is not. */
+    raw_query(&r, "TIMELINE_HISTORY 2");
+    raw_expect(&r, 'T');
+    raw_expect(&r, 'D');
+    ck_assert_str_eq(raw_col(&r, 0, buf, sizeof(buf)), "00000002.history");
+    {
+        struct cursor c = cur_init(r.body, r.body_len);
+        uint16_t n;
+        uint32_t l1, l2;
+        const uint8_t *p;
+
+        ck_assert(cur_get_u16be(&c, &n) && n == 2);
+        ck_assert(cur_get_u32be(&c, &l1) && cur_get_bytes(&c, l1, &p));
+        ck_assert(cur_get_u32be(&c, &l2) && cur_get_bytes(&c, l2, &p));
+        ck_assert_uint_eq(l2, tl_history_len);
+        ck_assert(memcmp(p, tl_history, l2) == 0);
+    }
+    raw_expect(&r, 'C');
+    raw_expect(&r, 'Z');
+    raw_query(&r, "TIMELINE_HISTORY 3");
+    raw_expect_error(&r, "ERROR", "58P01", "could not open file \"pg_wal/00000003.history\"");
+    raw_expect(&r, 'Z');
+    raw_query(&r, "TIMELINE_HISTORY 1");
+    raw_expect_error(&r, "ERROR", "58P01", "00000001.history");
+    raw_expect(&r, 'Z');
+    raw_expect_identify_tli(&r, "2");
+
+    /* READ_REPLICATION_SLOT: the spool's start is on timeline 1. */
+    ck_assert_str_eq(raw_one_row(&r, "READ_REPLICATION_SLOT walmirror", 2, buf, sizeof(buf)), "1");
+
+    /* Exactly at the switch point: no COPY, the next timeline at once. */
+    snprintf(q, sizeof(q), "START_REPLICATION SLOT walmirror %s TIMELINE 1", sw);
+    raw_query(&r, q);
+    raw_expect_next_timeline(&r, "2", tl_switch);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+    raw_expect_identify_tli(&r, "2");
+
+    /* Beyond it on timeline 1: not in this server's history. */
+    pgp_lsn_format(tl_switch + 8, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION %s TIMELINE 1", lsn);
+    raw_query(&r, q);
+    snprintf(buf, sizeof(buf),
+             "requested starting point %s on timeline 1 is not in this server's history", lsn);
+    raw_expect_error(&r, "ERROR", NULL, buf);
+    snprintf(buf, sizeof(buf), "This server's history forked from timeline 1 at %s.", sw);
+    ck_assert_str_eq(raw_err_field(&r, 'D'), buf);
+    raw_expect(&r, 'Z');
+    raw_expect_identify_tli(&r, "2");
+
+    /* An unknown timeline: newer than the spool's. */
+    raw_query(&r, "START_REPLICATION 0/1000000 TIMELINE 3");
+    raw_expect_error(&r, "ERROR", NULL, "requested timeline 3 is not in this server's history");
+    raw_expect(&r, 'Z');
+    raw_expect_identify_tli(&r, "2");
+
+    /* Below it on timeline 1: WAL up to the switch point and not a byte more, CopyDone; 'r'
+     * still processed until the client's CopyDone; then the next timeline. */
+    start = tl_switch - tl_switch % 8192 - 3 * 8192;
+    pgp_lsn_format(start, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION SLOT walmirror %s TIMELINE 1", lsn);
+    raw_query(&r, q);
+    raw_expect(&r, 'W');
+    pos = start;
+    raw_stream_tl(&r, &pos, tl_switch, tl_switch, 10000);
+    ck_assert_uint_eq(pos, tl_switch);
+    raw_expect_after_copydata(&r, 'c');
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 1);
+    raw_standby_status(&r, tl_switch, tl_switch, tl_switch - 100, false);
+    for (int i = 0; i < 100 && fx.last_apply != tl_switch - 100; i++)
+        fx_turn(10);
+    ck_assert_uint_eq(fx.last_apply, tl_switch - 100);
+    raw_send(&r, "c\0\0\0\4", 5);
+    raw_expect_next_timeline(&r, "2", tl_switch);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+    raw_expect_identify_tli(&r, "2");
+
+    /* Then timeline 2 from the switch segment's start, as the walreceiver asks: timeline 2's
+     * file (bytes below the switch point are the same). */
+    pgp_lsn_format(tl2_first, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION SLOT walmirror %s TIMELINE 2", lsn);
+    raw_query(&r, q);
+    raw_expect(&r, 'W');
+    pos = tl2_first;
+    raw_stream_tl(&r, &pos, tl_switch + 2 * 8192, tl2_end, 10000);
+    raw_send(&r, "c\0\0\0\4", 5);
+    raw_expect_after_copydata(&r, 'c');
+    raw_expect(&r, 'C');
+    ck_assert_str_eq((char *)r.body, "START_STREAMING");
+    raw_expect(&r, 'C');
+    ck_assert_str_eq((char *)r.body, "START_REPLICATION");
+    raw_expect(&r, 'Z');
+
+    /* A client ending the COPY of a historic timeline early: CopyDone back, then the next
+     * timeline. */
+    pgp_lsn_format(tl1_first, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION %s TIMELINE 1", lsn);
+    raw_query(&r, q);
+    raw_expect(&r, 'W');
+    pos = tl1_first;
+    raw_stream_tl(&r, &pos, tl1_first + 8192, tl_switch, 10000);
+    raw_send(&r, "c\0\0\0\4", 5);
+    raw_expect_after_copydata(&r, 'c');
+    raw_expect_next_timeline(&r, "2", tl_switch);
+    raw_expect_identify_tli(&r, "2");
+    raw_close(&r);
+    fx_teardown();
+}
+END_TEST
+
+/* A client streaming the current timeline when the spool switches: it gets the WAL up to the
+ * switch point and not a byte of the new timeline, CopyDone, and the next timeline. */
+START_TEST(test_tl_live_switch_protocol)
+{
+    struct raw at_end, behind;
+    char q[128], lsn[PGP_LSN_BUFSZ];
+    uint64_t pos_end, pos_behind = tl1_first;
+    uint64_t part = tl_switch - tl_switch % 8192; /* a page short of the switch point */
+
+    fx_setup_tl(part, 0);
+    /* One at the spool's end, timeline omitted (the current one, 1); one from the start. */
+    raw_connect(&at_end);
+    raw_login(&at_end, "live-end");
+    raw_expect_identify_tli(&at_end, "1");
+    pgp_lsn_format(part, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION %s", lsn);
+    raw_query(&at_end, q);
+    raw_expect(&at_end, 'W');
+    pos_end = part;
+    raw_connect(&behind);
+    raw_login(&behind, "live-behind");
+    pgp_lsn_format(tl1_first, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION %s TIMELINE 1", lsn);
+    raw_query(&behind, q);
+    raw_expect(&behind, 'W');
+    for (int i = 0; i < 100 && walsrv_streaming_clients(fx.srv) != 2; i++)
+        fx_turn(10);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 2);
+
+    /* The rest of timeline 1, the switch, and timeline 2. */
+    fx_switch_tl(tl2_end);
+    raw_stream_tl(&at_end, &pos_end, tl_switch, tl_switch, 10000);
+    ck_assert_uint_eq(pos_end, tl_switch);
+    raw_expect_after_copydata(&at_end, 'c');
+    raw_send(&at_end, "c\0\0\0\4", 5);
+    raw_expect_next_timeline(&at_end, "2", tl_switch);
+    raw_expect_identify_tli(&at_end, "2");
+
+    raw_stream_tl(&behind, &pos_behind, tl_switch, tl_switch, 10000);
+    raw_expect_after_copydata(&behind, 'c');
+    raw_send(&behind, "c\0\0\0\4", 5);
+    raw_expect_next_timeline(&behind, "2", tl_switch);
+    for (int i = 0; i < 100 && walsrv_streaming_clients(fx.srv) != 0; i++)
+        fx_turn(10);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+    raw_close(&at_end);
+    raw_close(&behind);
+
+    /* A client at the switch point when the switch happens is told at once. */
+    fx_teardown();
+    fx_setup_tl(tl_switch, 0);
+    raw_connect(&at_end);
+    raw_login(&at_end, "live-at-switch");
+    snprintf(q, sizeof(q), "START_REPLICATION %s", (pgp_lsn_format(tl_switch, lsn), lsn));
+    raw_query(&at_end, q);
+    raw_expect(&at_end, 'W');
+    for (int i = 0; i < 100 && walsrv_streaming_clients(fx.srv) != 1; i++)
+        fx_turn(10);
+    ck_assert_int_eq(spool_set_timeline(fx.spool, 2, tl_switch, tl_history, tl_history_len), 0);
+    walsrv_timeline_switched(fx.srv);
+    {
+        int64_t t0 = now_ms();
+
+        raw_expect_after_copydata(&at_end, 'c');
+        ck_assert_int_lt(now_ms() - t0, 900); /* not the one-second tick */
+    }
+    raw_send(&at_end, "c\0\0\0\4", 5);
+    raw_expect_next_timeline(&at_end, "2", tl_switch);
+    raw_close(&at_end);
+    fx_teardown();
+}
+END_TEST
+
 static void
 teardown_fx(void)
 {
@@ -1417,6 +2159,7 @@ main(void)
     TCase *tc_proto = tcase_create("protocol");
     TCase *tc_durable = tcase_create("durable");
     TCase *tc_retention = tcase_create("retention");
+    TCase *tc_timelines = tcase_create("timelines");
     SRunner *sr;
     int failed;
 
@@ -1427,6 +2170,7 @@ main(void)
     if (getenv("WALMIRROR_LOG_DEBUG") != NULL)
         log_level = LOG_LEVEL_DEBUG;
     make_wal();
+    make_tl_wal();
 
     tcase_set_timeout(tc_clients, 300);
     tcase_add_test(tc_clients, test_pg_receivewal);
@@ -1450,13 +2194,26 @@ main(void)
     tcase_add_test(tc_retention, test_retention_follows_standby);
     suite_add_tcase(s, tc_retention);
 
+    tcase_set_timeout(tc_timelines, 300);
+    tcase_add_test(tc_timelines, test_tl_protocol);
+    tcase_add_test(tc_timelines, test_tl_live_switch_protocol);
+    tcase_add_test(tc_timelines, test_tl_pg_receivewal);
+    tcase_add_test(tc_timelines, test_tl_standby_follows);
+    tcase_add_test(tc_timelines, test_tl_live_switch_standby);
+    suite_add_tcase(s, tc_timelines);
+
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     tu_rmtree(wal_dir);
-    if (getenv("WALMIRROR_KEEP_TMP") == NULL)
+    if (getenv("WALMIRROR_KEEP_TMP") == NULL) {
         tu_rmtree(standby_dir);
+        tu_rmtree(tl_backup_dir);
+    }
     free(wal);
+    free(tl1);
+    free(tl2);
+    free(tl_history);
     return failed == 0 ? 0 : 1;
 }
