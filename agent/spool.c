@@ -134,7 +134,6 @@
 #define FILE_NAME_MAX (WALFMT_NAME_LEN + sizeof(WALFMT_PARTIAL_SUFFIX))
 #define HISTORY_SUFFIX ".history"
 #define HISTORY_TMP_SUFFIX ".history.tmp"
-#define HISTORY_NAME_LEN 16       /* "%08X.history" */
 #define HISTORY_NAME_MAX 24       /* with ".tmp" and the NUL */
 #define HISTORY_MAX (1u << 20)    /* a history file is a few lines; refuse absurd ones */
 #define HISTORY_MAX_ENTRIES 65536 /* lines of history accepted */
@@ -163,7 +162,7 @@ struct seg {
     unsigned zero_inflight;
     unsigned sync_left;                 /* preparation fsyncs (file, directory) outstanding */
     struct wreq *wait_head, *wait_tail; /* writes waiting for the preparation */
-    struct seg *orphan_next; /* replaced by a timeline switch: see "Timeline switch" */
+    struct seg *orphan_next;            /* replaced by a timeline switch: see "Timeline switch" */
 };
 
 struct chunk {
@@ -1457,7 +1456,8 @@ spool_set_identity(struct spool *s, const struct spool_identity *id)
 static void
 history_file_name(char out[HISTORY_NAME_MAX], uint32_t tli, bool tmp)
 {
-    snprintf(out, HISTORY_NAME_MAX, "%08X%s", (unsigned)tli, tmp ? HISTORY_TMP_SUFFIX : HISTORY_SUFFIX);
+    snprintf(out, HISTORY_NAME_MAX, "%08X%s", (unsigned)tli,
+             tmp ? HISTORY_TMP_SUFFIX : HISTORY_SUFFIX);
 }
 
 static int
@@ -1598,8 +1598,8 @@ history_parse(const char *text, size_t len, uint32_t tli, struct spool_timeline 
             return -EINVAL;
         }
         if (cnt > 0 && (hi << 32 | lo) < v[cnt - 1].end) {
-            snprintf(why, whylen, "line %u: switch point %X/%X is before the previous one",
-                     lineno, (unsigned)hi, (unsigned)lo);
+            snprintf(why, whylen, "line %u: switch point %X/%X is before the previous one", lineno,
+                     (unsigned)hi, (unsigned)lo);
             free(v);
             return -EINVAL;
         }
@@ -1904,8 +1904,8 @@ orphans_settle(struct spool *s)
 
 /* The switch itself: see "Timeline switch" in the header.  The arguments are validated. */
 static int
-timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *history,
-                size_t len, struct spool_timeline *tls, size_t ntls)
+timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *history, size_t len,
+                struct spool_timeline *tls, size_t ntls)
 {
     uint32_t seg_size = s->id.seg_size, old_tli = s->id.timeline;
     uint64_t segno = walfmt_segno(switch_lsn, seg_size);
@@ -1952,8 +1952,8 @@ timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *
     if (ret < 0) {
         close_fd(fd, "the new timeline's segment");
         free(g);
-        fail(s, ret, "recording timeline %u in %s/%s failed: %s", (unsigned)tli, s->dir,
-             META_NAME, strerror(-ret));
+        fail(s, ret, "recording timeline %u in %s/%s failed: %s", (unsigned)tli, s->dir, META_NAME,
+             strerror(-ret));
         return s->fail_err;
     }
 
@@ -1965,8 +1965,7 @@ timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *
 
         seg_file_name(s, o, seg_is_partial(o), name);
         if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
-            log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", s->dir, name,
-                        strerror(errno));
+            log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", s->dir, name, strerror(errno));
         else
             log_info(SPOOL_COMPONENT, "removed %s: replaced by timeline %u's file", name,
                      (unsigned)tli);
@@ -1992,8 +1991,8 @@ timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *
     s->tls = tls;
     s->ntls = ntls;
     log_info(SPOOL_COMPONENT,
-             "spool in %s: timeline %u -> %u at " WALFMT_LSN_FMT
-             " (written " WALFMT_LSN_FMT ", durable " WALFMT_LSN_FMT ")",
+             "spool in %s: timeline %u -> %u at " WALFMT_LSN_FMT " (written " WALFMT_LSN_FMT
+             ", durable " WALFMT_LSN_FMT ")",
              s->dir, (unsigned)old_tli, (unsigned)tli, WALFMT_LSN_ARGS(switch_lsn),
              WALFMT_LSN_ARGS(s->write_lsn), WALFMT_LSN_ARGS(s->flush_lsn));
     return 0;
@@ -2615,13 +2614,11 @@ recover(struct spool *s, char *err, size_t errlen)
         for (size_t i = 0; i < n; i++) {
             if (k > 0 && v[k - 1].segno == v[i].segno) {
                 struct found *keep = &v[k - 1];
-                const struct found *drop = v[i].tli > keep->tli ||
-                                                   (v[i].tli == keep->tli && keep->partial)
-                                               ? keep
-                                               : &v[i];
+                const struct found *drop =
+                    v[i].tli > keep->tli || (v[i].tli == keep->tli && keep->partial) ? keep : &v[i];
 
-                log_warning(SPOOL_COMPONENT, "%s/%s and %s hold the same segment: using %s",
-                            s->dir, keep->name, v[i].name, drop == keep ? v[i].name : keep->name);
+                log_warning(SPOOL_COMPONENT, "%s/%s and %s hold the same segment: using %s", s->dir,
+                            keep->name, v[i].name, drop == keep ? v[i].name : keep->name);
                 if (v[i].tli != keep->tli) {
                     if (unlinkat(s->dirfd, drop->name, 0) != 0) {
                         ret = -errno;
@@ -2778,9 +2775,8 @@ recover(struct spool *s, char *err, size_t errlen)
                                 (uint32_t)(end - seg_start_lsn(s, g)), end);
             if (fd < 0) {
                 ret = fd;
-                snprintf(err, errlen,
-                         "cannot start segment %" PRIu64 " of %s in timeline %u: %s", g->segno,
-                         s->dir, (unsigned)s->id.timeline, strerror(-ret));
+                snprintf(err, errlen, "cannot start segment %" PRIu64 " of %s in timeline %u: %s",
+                         g->segno, s->dir, (unsigned)s->id.timeline, strerror(-ret));
                 goto out;
             }
             close_fd(g->fd, oname);

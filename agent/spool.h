@@ -143,8 +143,7 @@ uint64_t spool_timeline_end(const struct spool *s, uint32_t tli);
  * -ENOENT if the spool does not hold it (or tli is out of that range), another negative errno
  * if it cannot be read.
  */
-WM_MUSTCHECK int spool_read_history(const struct spool *s, uint32_t tli, char **out,
-                                    size_t *len);
+WM_MUSTCHECK int spool_read_history(const struct spool *s, uint32_t tli, char **out, size_t *len);
 
 /*
  * Removes everything walmirror keeps in dir - segment files (.partial too), history files,

@@ -252,8 +252,8 @@ segment_name(struct spool *spool, uint64_t lsn, char buf[32])
     uint64_t segno = lsn / seg_size;
     uint64_t per_id = UINT64_C(0x100000000) / seg_size;
 
-    snprintf(buf, 32, "%08X%08X%08X", (unsigned)timeline_of(spool, lsn),
-             (unsigned)(segno / per_id), (unsigned)(segno % per_id));
+    snprintf(buf, 32, "%08X%08X%08X", (unsigned)timeline_of(spool, lsn), (unsigned)(segno / per_id),
+             (unsigned)(segno % per_id));
 }
 
 /* COPY BOTH: streaming, or ending a timeline. */

@@ -1515,7 +1515,7 @@ capture_end(const char *path)
         log_ = capture_end(logpath);                                                               \
         ck_assert_msg(rc_ == (want), "%s returned %d, not %d", #call, rc_, (int)(want));           \
         for (const char **n_ = needles_; *n_ != NULL; n_++)                                        \
-            ck_assert_msg(strstr(log_, *n_) != NULL, "%s: the log lacks \"%s\": %s", #call, *n_,    \
+            ck_assert_msg(strstr(log_, *n_) != NULL, "%s: the log lacks \"%s\": %s", #call, *n_,   \
                           log_);                                                                   \
         free(log_);                                                                                \
     } while (0)
@@ -1955,9 +1955,9 @@ crash_case(enum crash_point cp, uint64_t sw, const char *before, const char *aft
     tl_seg_name(new, 2, s_seg, SEG16, true);
     switch (cp) {
     case CRASH_AFTER_HISTORY:
-        ck_assert_int_eq(tu_run("cp -a '%s' '%s' && cp '%s/00000002.history' '%s/'", before, dir,
-                                after, dir),
-                         0);
+        ck_assert_int_eq(
+            tu_run("cp -a '%s' '%s' && cp '%s/00000002.history' '%s/'", before, dir, after, dir),
+            0);
         break;
     case CRASH_AFTER_SEGMENT:
         ck_assert_int_eq(tu_run("cp -a '%s' '%s' && cp '%s/spool.meta' '%s/%s' '%s/'", after, dir,
@@ -1965,9 +1965,8 @@ crash_case(enum crash_point cp, uint64_t sw, const char *before, const char *aft
                          0);
         break;
     case CRASH_AFTER_META:
-        ck_assert_int_eq(tu_run("cp -a '%s' '%s' && cp '%s/%s' '%s/'", after, dir, before, old,
-                                dir),
-                         0);
+        ck_assert_int_eq(
+            tu_run("cp -a '%s' '%s' && cp '%s/%s' '%s/'", after, dir, before, old, dir), 0);
         break;
     case CRASH_META_NO_SEG:
         ck_assert_int_eq(tu_run("cp -a '%s' '%s' && cp '%s/%s' '%s/' && rm '%s/%s'", after, dir,

@@ -1419,7 +1419,6 @@ START_TEST(test_retention_follows_standby)
 }
 END_TEST
 
-
 /* ---------------------------------------------------------------------------------------- */
 /* A real timeline switch, made in main()                                                    */
 
@@ -1432,19 +1431,19 @@ END_TEST
  * timeline 1 segments from R's backup start to the switch segment, S's timeline 2 segments from
  * the switch segment on, S's 00000002.history and the switch point it names.
  */
-static uint8_t *tl1;           /* P's timeline 1 segments, from tl1_first to tl1_end */
+static uint8_t *tl1; /* P's timeline 1 segments, from tl1_first to tl1_end */
 static uint64_t tl1_first, tl1_end;
-static uint8_t *tl2;           /* S's timeline 2 segments, from tl2_first to tl2_end */
+static uint8_t *tl2; /* S's timeline 2 segments, from tl2_first to tl2_end */
 static uint64_t tl2_first, tl2_end;
-static uint64_t tl_switch;     /* from 00000002.history */
-static char *tl_history;       /* its content */
+static uint64_t tl_switch; /* from 00000002.history */
+static char *tl_history;   /* its content */
 static size_t tl_history_len;
 static uint64_t tl_sysid;
-static char *tl_backup_dir;    /* holds data/: R's base backup */
-static char tl_expected[128];  /* on S after the promotion: see TL_EXPECTED_SQL */
+static char *tl_backup_dir;   /* holds data/: R's base backup */
+static char tl_expected[128]; /* on S after the promotion: see TL_EXPECTED_SQL */
 
 #define TL_EXPECTED_SQL                                                                            \
-    "SELECT (SELECT count(*) || ' ' || sum(v) FROM tl_after) || ' ' || "                          \
+    "SELECT (SELECT count(*) || ' ' || sum(v) FROM tl_after) || ' ' || "                           \
     "(SELECT count(*) FROM tl_before WHERE id < 0)"
 
 static char *
@@ -1499,10 +1498,10 @@ make_tl_wal(void)
                "pg_basebackup for R failed (see %s/cmd.log)", p.dir);
     snprintf(path, sizeof(path), "%s/data/backup_label", tl_backup_dir);
     txt = tu_read_file(path, &len);
-    tu_require(txt != NULL && strstr(txt, "START WAL LOCATION: ") != NULL &&
-                   sscanf(strstr(txt, "START WAL LOCATION: "), "START WAL LOCATION: %X/%X", &hi,
-                          &lo) == 2,
-               "no start in %s", path);
+    tu_require(
+        txt != NULL && strstr(txt, "START WAL LOCATION: ") != NULL &&
+            sscanf(strstr(txt, "START WAL LOCATION: "), "START WAL LOCATION: %X/%X", &hi, &lo) == 2,
+        "no start in %s", path);
     free(txt);
     seg_size = 16u * 1024 * 1024;
     tl1_first = ((uint64_t)hi << 32 | lo) / seg_size * seg_size;
@@ -1553,7 +1552,8 @@ make_tl_wal(void)
                         "UPDATE tl_before SET id = -id WHERE id % 100 = 0"));
     /* Timeline 2 over two segments at least. */
     free(query_must(&s, "SELECT pg_switch_wal()"));
-    free(query_must(&s, "INSERT INTO tl_after SELECT g, g * 5 FROM generate_series(30001, 40000) g"));
+    free(query_must(&s,
+                    "INSERT INTO tl_after SELECT g, g * 5 FROM generate_series(30001, 40000) g"));
     res = query_must(&s, TL_EXPECTED_SQL);
     snprintf(tl_expected, sizeof(tl_expected), "%s", res);
     free(res);
@@ -1573,8 +1573,8 @@ make_tl_wal(void)
     tu_require(memcmp(tl1 + (tl2_first - tl1_first), tl2, tl_switch - tl2_first) == 0,
                "timeline 2's switch segment does not start with timeline 1's WAL");
     fprintf(stderr,
-            "timelines: 1 from %" PRIX64 ", switch at %" PRIX64 ", 2 up to %" PRIX64
-            " (%" PRIu64 " segments), after the switch: %s\n",
+            "timelines: 1 from %" PRIX64 ", switch at %" PRIX64 ", 2 up to %" PRIX64 " (%" PRIu64
+            " segments), after the switch: %s\n",
             tl1_first, tl_switch, tl2_end, (tl2_end - tl2_first) / seg_size, tl_expected);
     pgt_destroy(&p);
     pgt_destroy(&s);
@@ -1614,8 +1614,7 @@ fx_setup_tl(uint64_t tl1_to, uint64_t tl2_to)
     ck_assert_int_eq(spool_set_identity(fx.spool, &id), 0);
     fx_append_range(tl1, tl1_first, tl1_first, tl1_to);
     if (tl2_to != 0) {
-        ck_assert_int_eq(
-            spool_set_timeline(fx.spool, 2, tl_switch, tl_history, tl_history_len), 0);
+        ck_assert_int_eq(spool_set_timeline(fx.spool, 2, tl_switch, tl_history, tl_history_len), 0);
         fx_append_range(tl2, tl2_first, tl2_first, tl2_to);
     }
     ck_assert_msg(walsrv_new(&fx.srv, fx.loop, "127.0.0.1:0", fx.spool, &fx_srv_ops, NULL, err,
