@@ -9,22 +9,25 @@
  *
  * Model
  *   Every connection accepted on --listen (side A) gets its own connection to --connect
- *   (side B); bytes are relayed both ways, direction a2b (A to B) and b2a, each through its own
- *   emulated link with its own queue.  The bytes of one read(2) form a chunk (with a rate
- *   cap, packets of about 1 ms of link time, at least 1448 bytes); a chunk of n bytes
- *   arriving at t is released to the other side at
- *       sent    = max(link_free, t) + n * 8 / rate      (link_free = sent: serialization)
- *       release = max(previous release, sent + delay + jitter)
+ *   (side B); bytes are relayed both ways.  Each direction, a2b (A to B) and b2a, is one
+ *   emulated link that all connections share, as they would share a WAN link between two
+ *   sites; each connection keeps its own queue and its own order on it.  The bytes of one
+ *   read(2) form a chunk (under a rate cap, packets of about 1 ms of link time, at least 1448
+ *   bytes); a chunk of n bytes arriving at t is released to the other side at
+ *       sent    = max(link_free, t) + n * 8 / rate   (link_free = sent: the link serializes
+ *                                                      the chunks of all connections in turn)
+ *       release = max(previous release on this connection, sent + delay + jitter)
  *   where jitter is uniform in [-jitter, +jitter] and the max() keeps bytes in order (so
  *   heavy jitter on a busy link raises the mean delay, as it does for netem with a rate).
  *   Without a rate, sent = t.  Without delay, jitter or rate, a read is written at once: no
  *   copy, no queue.  A peer's FIN crosses the link like data (after the bytes before it); a
  *   peer's RST, or an error on either socket, crosses it too and then resets the other side.
  *
- * Back-pressure: a direction stops reading from its source, as a closed TCP window would stop
- *   the sender, while it holds more than --queue bytes (default 64 MiB: a memory bound) or,
- *   under a rate cap, while more than --buffer of link time (default 100 ms: the bottleneck
- *   router's buffer) waits to be serialized; it reads again below three quarters of that.
+ * Back-pressure: a connection stops reading from a source, as a closed TCP window would stop
+ *   the sender, while it holds more than --queue bytes in that direction (default 64 MiB: a
+ *   memory bound) or, under a rate cap, while the link holds more than --buffer of link time
+ *   waiting to be serialized (default 100 ms: the bottleneck router's buffer, shared by all
+ *   connections); it reads again below three quarters of that.
  *   Under a cap set at startup, linkem's sockets also take an Ethernet MSS and a receive
  *   buffer of about 2 ms of the link, so that the loopback legs do not hide megabytes of
  *   buffering: a saturating sender then sees the queueing delay of the emulated path.
@@ -167,13 +170,13 @@ struct lk_dir {
     unsigned id; /* enum lk_dir_id */
     struct lk_chunk *head, *tail;
     size_t queued;            /* data bytes held */
-    uint64_t link_free_ns;    /* when the link has serialized everything sent on it */
     uint64_t last_release_ns; /* release time of the newest chunk: no reordering */
     size_t heap_idx;          /* position in the timer heap, or LK_NOT_QUEUED */
     bool src_done;            /* FIN or RST of the source queued: read it no more */
     bool closed;              /* nothing more will be written to the destination */
     bool blocked;             /* the destination's socket is full: waiting for EPOLLOUT */
-    bool paused;              /* over the queue limit or buffer: not reading the source */
+    bool paused_queue;        /* over --queue: not reading the source */
+    bool paused_link;         /* the link's buffer is full: not reading the source */
     uint64_t bytes;           /* delivered */
 };
 
@@ -229,6 +232,8 @@ struct lk {
     const char *dst_name;
 
     struct lk_params params[2]; /* per direction */
+    uint64_t link_free_ns[2];   /* when each direction's link has serialized all it took */
+    bool link_waiters[2];       /* some connection waits for room in the link's buffer */
     bool cut[2];
     size_t queue_limit;
     int sockbuf; /* > 0: SO_RCVBUF and an MSS of LK_MSS for every relayed socket */
@@ -512,7 +517,7 @@ side_wants_read(const struct lk *lk, const struct lk_conn *c, unsigned s)
         return false;
     if (c->state != LK_OPEN && s == LK_B)
         return false;
-    return !out->src_done && !out->paused && !lk->cut[s];
+    return !out->src_done && !out->paused_queue && !out->paused_link && !lk->cut[s];
 }
 
 static void conn_close(struct lk *lk, struct lk_conn *c, bool abort, const char *why);
@@ -570,7 +575,8 @@ dir_drop(struct lk *lk, struct lk_dir *d)
     d->src_done = true;
     d->closed = true;
     d->blocked = false;
-    d->paused = false;
+    d->paused_queue = false;
+    d->paused_link = false;
 }
 
 static void
@@ -648,10 +654,11 @@ dir_schedule(struct lk *lk, struct lk_dir *d, uint64_t t, size_t n)
     uint64_t sent = t, release;
 
     if (p->rate_bps > 0) {
-        uint64_t start = d->link_free_ns > t ? d->link_free_ns : t;
+        uint64_t *link_free = &lk->link_free_ns[d->id];
+        uint64_t start = *link_free > t ? *link_free : t;
 
-        d->link_free_ns = start + (uint64_t)n * 8u * LK_NS_PER_S / p->rate_bps;
-        sent = d->link_free_ns;
+        *link_free = start + (uint64_t)n * 8u * LK_NS_PER_S / p->rate_bps;
+        sent = *link_free;
     }
     release = sent + p->delay_ns;
     if (p->jitter_ns > 0) {
@@ -724,23 +731,53 @@ dir_mark(struct lk *lk, struct lk_dir *d, enum lk_chunk_kind kind, uint64_t now)
     conn_update_events(lk, d->conn);
 }
 
-/* The link's backlog: link time needed for what entered it and is not serialized yet. */
+/* A direction's backlog: the link time needed for what entered its link (from any
+ * connection) and is not serialized yet. */
 static uint64_t
-dir_backlog_ns(const struct lk_dir *d, uint64_t now)
+link_backlog_ns(const struct lk *lk, unsigned dir, uint64_t now)
 {
-    return d->link_free_ns > now ? d->link_free_ns - now : 0;
+    return lk->link_free_ns[dir] > now ? lk->link_free_ns[dir] - now : 0;
 }
 
-/* Whether d must stop reading its source (num/den of the limits: 1/1 to pause, 3/4 to
- * resume, so that it does not flap). */
+/* Whether the link's buffer holds more than num/den of --buffer (1/1 to pause the sources,
+ * 3/4 to resume them, so that they do not flap). */
 static bool
-dir_over(const struct lk *lk, const struct lk_dir *d, uint64_t now, unsigned num, unsigned den)
+link_full(const struct lk *lk, unsigned dir, uint64_t now, unsigned num, unsigned den)
 {
-    const struct lk_params *p = &lk->params[d->id];
+    const struct lk_params *p = &lk->params[dir];
 
-    if (d->queued >= lk->queue_limit / den * num)
-        return true;
-    return p->rate_bps > 0 && p->buffer_ns > 0 && dir_backlog_ns(d, now) > p->buffer_ns / den * num;
+    return p->rate_bps > 0 && p->buffer_ns > 0 &&
+           link_backlog_ns(lk, dir, now) > p->buffer_ns / den * num;
+}
+
+/* When the sources waiting for room in dir's link buffer may read again; UINT64_MAX if none
+ * waits. */
+static uint64_t
+link_resume_at(const struct lk *lk, unsigned dir)
+{
+    const struct lk_params *p = &lk->params[dir];
+    uint64_t keep;
+
+    if (!lk->link_waiters[dir])
+        return UINT64_MAX;
+    if (p->rate_bps == 0 || p->buffer_ns == 0)
+        return 0; /* the limit was lifted at run time */
+    keep = p->buffer_ns / 4 * 3;
+    return lk->link_free_ns[dir] > keep ? lk->link_free_ns[dir] - keep : 0;
+}
+
+/* The link's buffer has room again: every connection waiting for it reads again. */
+static void
+link_resume(struct lk *lk, unsigned dir)
+{
+    lk->link_waiters[dir] = false;
+    for (struct lk_conn *c = lk->conns, *next; c != NULL; c = next) {
+        next = c->next; /* conn_update_events may close c */
+        if (!c->dir[dir].paused_link)
+            continue;
+        c->dir[dir].paused_link = false;
+        conn_update_events(lk, c);
+    }
 }
 
 /* Writes out of d what it can, n bytes at most, straight from buf: the path of a link without
@@ -806,8 +843,12 @@ dir_input(struct lk *lk, struct lk_dir *d, const unsigned char *buf, size_t n, u
         dir_append(d, ch);
         off += len;
     }
-    if (dir_over(lk, d, now, 1, 1))
-        d->paused = true;
+    if (d->queued >= lk->queue_limit)
+        d->paused_queue = true;
+    if (link_full(lk, d->id, now, 1, 1)) {
+        d->paused_link = true;
+        lk->link_waiters[d->id] = true;
+    }
     if (was_empty && d->head != NULL && !d->blocked)
         dir_service(lk, d, now);
     conn_update_events(lk, c);
@@ -898,8 +939,8 @@ dir_service(struct lk *lk, struct lk_dir *d, uint64_t now)
             break;
         }
     }
-    if (d->paused && !dir_over(lk, d, now, 3, 4))
-        d->paused = false;
+    if (d->paused_queue && d->queued <= lk->queue_limit / 4 * 3)
+        d->paused_queue = false;
     if (d->head != NULL && !d->blocked)
         heap_push(lk, d);
     conn_check_done(lk, c);
@@ -907,12 +948,11 @@ dir_service(struct lk *lk, struct lk_dir *d, uint64_t now)
 }
 
 /* Re-times everything d holds as if it entered the link at now or later: after a cut, the
- * held bytes are retransmissions. */
+ * held bytes are retransmissions.  The caller restarts the link's clock first. */
 static void
 dir_reschedule(struct lk *lk, struct lk_dir *d, uint64_t now)
 {
     heap_remove(lk, d);
-    d->link_free_ns = now;
     d->last_release_ns = 0;
     for (struct lk_chunk *ch = d->head; ch != NULL; ch = ch->next)
         ch->release_ns =
@@ -929,7 +969,7 @@ side_read(struct lk *lk, struct lk_conn *c, unsigned s)
 
     if (p->rate_bps > 0 && p->buffer_ns > 0) {
         /* Take no more than the buffer has room for: one read must not overfill it. */
-        uint64_t backlog = dir_backlog_ns(&c->dir[s], mono_ns());
+        uint64_t backlog = link_backlog_ns(lk, s, mono_ns());
         double room = backlog < p->buffer_ns
                           ? (double)(p->buffer_ns - backlog) * (double)p->rate_bps / 8e9
                           : 0;
@@ -1145,6 +1185,7 @@ lk_restore(struct lk *lk, unsigned mask)
         if (!(mask & (1u << i)) || !lk->cut[i])
             continue;
         lk->cut[i] = false;
+        lk->link_free_ns[i] = now;
         for (c = lk->conns; c != NULL; c = c->next)
             dir_reschedule(lk, &c->dir[i], now);
         /* dir_service may close c (a held RST): take next first. */
@@ -1578,16 +1619,28 @@ graveyard_free(struct lk *lk)
     }
 }
 
-/* The earliest deadline: the heap's top, or the end of an accept pause; UINT64_MAX if none. */
+/* What the loop waits for besides events, each with its deadline (UINT64_MAX: nothing). */
+enum lk_wakeup { LK_WAKE_RELEASE, LK_WAKE_LINK_A2B, LK_WAKE_LINK_B2A, LK_WAKE_ACCEPT, LK_WAKES };
+
+static void
+wakeup_deadlines(const struct lk *lk, uint64_t at[LK_WAKES])
+{
+    /* The next chunk due anywhere; room in a link's buffer; the end of an accept pause. */
+    at[LK_WAKE_RELEASE] = lk->heap_len > 0 ? lk->heap[0]->head->release_ns : UINT64_MAX;
+    at[LK_WAKE_LINK_A2B] = link_resume_at(lk, LK_A2B);
+    at[LK_WAKE_LINK_B2A] = link_resume_at(lk, LK_B2A);
+    at[LK_WAKE_ACCEPT] =
+        !lk->accepting && lk->accept_resume_ns != 0 ? lk->accept_resume_ns : UINT64_MAX;
+}
+
 static uint64_t
 next_deadline(const struct lk *lk)
 {
-    uint64_t t = UINT64_MAX;
+    uint64_t at[LK_WAKES], t = UINT64_MAX;
 
-    if (lk->heap_len > 0)
-        t = lk->heap[0]->head->release_ns;
-    if (!lk->accepting && lk->accept_resume_ns != 0 && lk->accept_resume_ns < t)
-        t = lk->accept_resume_ns;
+    wakeup_deadlines(lk, at);
+    for (int i = 0; i < LK_WAKES; i++)
+        t = at[i] < t ? at[i] : t;
     return t;
 }
 
@@ -1653,6 +1706,10 @@ lk_run(struct lk *lk)
         now = mono_ns();
         while (lk->heap_len > 0 && lk->heap[0]->head->release_ns <= now)
             dir_service(lk, lk->heap[0], now);
+        if (link_resume_at(lk, LK_A2B) <= now)
+            link_resume(lk, LK_A2B);
+        if (link_resume_at(lk, LK_B2A) <= now)
+            link_resume(lk, LK_B2A);
         if (!lk->accepting && lk->accept_resume_ns != 0 && lk->accept_resume_ns <= now) {
             int ret = listener_arm(lk);
 

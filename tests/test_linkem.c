@@ -2,10 +2,10 @@
  * test_linkem.c - wm-linkem, the real binary, between sockets of this test on 127.0.0.1: bytes
  * relayed intact both ways with and without delay, jitter and a rate cap; FIN and RST carried
  * across; the delay seen in round trips, also after `set` at run time and for one direction;
- * a rate cap bounding throughput in each direction; cuts (both ways, one way, by signal)
- * holding everything, a FIN and new connections until restore; reset; back-pressure bounding the
- * queue in bytes and, under a cap, in link time; many connections; a refused connect; the control
- * client; bad arguments exiting 2.
+ * a rate cap bounding throughput in each direction, shared by the connections; cuts (both ways, one
+ * way, by signal) holding everything, a FIN and new connections until restore; reset; back-pressure
+ * bounding the queue in bytes and, under a cap, in link time; many connections; a refused connect;
+ * the control client; bad arguments exiting 2.
  *
  * Timing asserts are loose (CI machines are busy): they check the mechanism, not a speed.
  * Each test starts its own wm-linkem, which dies with the test process (PR_SET_PDEATHSIG) and
@@ -585,6 +585,53 @@ START_TEST(test_rate)
 }
 END_TEST
 
+START_TEST(test_rate_shared)
+{
+    struct lkproc p;
+    struct flow *f = calloc(2, sizeof(*f));
+    int port, lfd = listen_any(&port), a[2], b[2];
+    double deadline, first, last, mbit;
+    uint64_t rng = 7;
+
+    ck_assert_ptr_nonnull(f);
+    /* Two connections share one 8 Mbit/s link: 2 x 1 MB take about 2 s, not 1. */
+    lk_start(&p, port, "--rate", "8mbit", NULL);
+    for (int i = 0; i < 2; i++) {
+        pair_up(&p, lfd, &a[i], &b[i]);
+        flow_init(&f[i], 1000000, 100 + (uint64_t)i);
+    }
+    deadline = now_ms() + 10000;
+    while (!f[0].eof || !f[1].eof) {
+        struct pollfd pfd[4];
+
+        for (int i = 0; i < 2; i++) {
+            pfd[2 * i] = (struct pollfd){.fd = a[i], .events = f[i].shut ? 0 : POLLOUT};
+            pfd[2 * i + 1] = (struct pollfd){.fd = b[i], .events = POLLIN};
+        }
+        ck_assert_msg(now_ms() < deadline, "transfers incomplete: %" PRIu64 ", %" PRIu64,
+                      f[0].recvd, f[1].recvd);
+        ck_assert_int_ge(poll(pfd, 4, 100), 0);
+        for (int i = 0; i < 2; i++) {
+            if (pfd[2 * i].revents & POLLOUT)
+                flow_write(&f[i], a[i], &rng);
+            if (pfd[2 * i + 1].revents & (POLLIN | POLLHUP))
+                flow_read(&f[i], b[i]);
+        }
+    }
+    first = f[0].t_first < f[1].t_first ? f[0].t_first : f[1].t_first;
+    last = f[0].t_last > f[1].t_last ? f[0].t_last : f[1].t_last;
+    mbit = (double)(f[0].recvd + f[1].recvd) * 8 / ((last - first) * 1e3);
+    ck_assert_msg(mbit > 0.6 * 8 && mbit < 1.1 * 8, "two connections at 8mbit: %.2f Mbit/s", mbit);
+    for (int i = 0; i < 2; i++) {
+        close(a[i]);
+        close(b[i]);
+    }
+    close(lfd);
+    lk_stop(&p);
+    free(f);
+}
+END_TEST
+
 /* Nothing crosses a cut direction within 500 ms; everything does after restore. */
 static void
 check_cut(int from, int to, const char *what)
@@ -1012,6 +1059,7 @@ linkem_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_delay);
     tcase_add_test(tc, test_rate);
+    tcase_add_test(tc, test_rate_shared);
     tcase_add_test(tc, test_backpressure);
     tcase_add_test(tc, test_buffer);
     suite_add_tcase(s, tc);
