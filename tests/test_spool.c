@@ -1681,6 +1681,14 @@ START_TEST(test_timeline_api)
     EXPECT_LOGGED(logpath, spool_set_timeline(s, 4, sw, bad, strlen(bad)), -EINVAL,
                   "does not continue the history");
     ck_assert_int_eq(spool_set_timeline(s, 3, sw, h3, strlen(h3)), 0); /* the same: nothing */
+    /* Holding WAL, the spool changes timeline only through spool_set_timeline. */
+    {
+        struct spool_identity id5 = {42, seg, 5};
+
+        EXPECT_LOGGED(logpath, spool_set_identity(s, &id5), 0, "holds WAL of timeline 3",
+                      "changes only with a timeline switch");
+        ck_assert_uint_eq(spool_identity(s)->timeline, 3);
+    }
     ck_assert_uint_eq(spool_identity(s)->timeline, 3);
     ck_assert(!exists(dir, "00000004.history"));
     ck_assert(!spool_failed(s));
