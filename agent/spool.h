@@ -101,7 +101,8 @@ WM_MUSTCHECK int spool_set_identity(struct spool *s, const struct spool_identity
  *  - spool without identity: -EINVAL;
  *  - empty spool (no WAL yet): records tli as the spool's timeline (spool.meta) and stores the
  *    history file durably; switch_lsn is not used;
- *  - tli == the spool's timeline: nothing (returns 0);
+ *  - tli == the spool's timeline: nothing (returns 0) - except that a spool whose timeline came
+ *    from spool_set_identity, without its history file, stores the history given;
  *  - tli > the spool's timeline: a timeline switch at switch_lsn, which must equal the end of
  *    the WAL appended so far (else -EINVAL, logged with both LSNs); the history's last line must
  *    name the spool's timeline as parent and switch_lsn as switch point, and its earlier lines
