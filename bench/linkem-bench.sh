@@ -82,3 +82,14 @@ run "10ms+50mbit (20ms RTT)" "$lp" send --bytes 12500000
 start_linkem --delay 30ms --rate 10mbit
 run "30ms+10mbit (60ms RTT)" "$lp" ping --count 100 --warmup 5
 run "30ms+10mbit (60ms RTT)" "$lp" send --bytes 2500000
+
+# A saturated link: one connection sends as fast as it can while another pings; the round
+# trips grow by the link's buffer (--buffer, 100 ms by default), not by megabytes of queue.
+start_linkem --delay 10ms --rate 10mbit
+"$b/wm-linkem-bench" send --connect "127.0.0.1:$lp" --bytes 5000000 >"$WM_TMP/bulk" &
+bulk=$!
+sleep 1
+run "10ms+10mbit, saturated" "$lp" ping --count 20 --warmup 0
+wait "$bulk"
+printf '%-26s ' "10ms+10mbit, saturated"
+cat "$WM_TMP/bulk"
