@@ -13,7 +13,8 @@
  *   IDENTIFIED      on_identified() called; waits for source_start()
  *   STARTING        START_REPLICATION SLOT "s" PHYSICAL X/X TIMELINE n; expects COPY_BOTH
  *   STREAMING       PQgetCopyData: 'w' -> on_wal (contiguity checked), 'k' -> reply if asked
- *   ENDING          the server ended the COPY: collect its final results for the message
+ *   ENDING          the server ended the COPY: collect its final results for the message;
+ *                   CommandComplete without CopyDone is WalSndDone, a clean shutdown
  *   CLOSED          on_closed() is due or done; nothing else happens until source_free()
  * Commands are sent with PQsendQuery on a non-blocking connection; their results are read with
  * PQconsumeInput / PQisBusy / PQgetResult as the socket becomes readable.
@@ -44,11 +45,14 @@
  *   on_drained) and on_closed(err, message) is delivered from the loop on its next turn, never
  *   from inside a call the owner made (source_new, source_start, source_report, source_pause),
  *   so that the owner may source_free() from on_closed without re-entrancy surprises.  err is:
+ *     0             not a failure: the primary shut down cleanly (CommandComplete after all it
+ *                   sent was reported flushed); source_received_lsn() is the end of its WAL;
  *     -ENOTCONN     the connection could not be established (refused, authentication...);
  *     -ENOTSUP      the server is older than PostgreSQL 15, or lacks integer_datetimes;
- *     WIRE_EPEER    the server answered a command or ended the stream with an error;
- *     WIRE_ECLOSED  the connection was lost, or the server ended the stream (shutdown, end of
- *                   timeline: timeline following is not implemented here yet);
+ *     WIRE_EPEER    the server answered a command or ended the stream with an error (a
+ *                   terminated walsender);
+ *     WIRE_ECLOSED  the connection was lost (immediate shutdown, crash, network), or the
+ *                   server ended a timeline (timeline following is not implemented here yet);
  *     WIRE_EPROTO   a reply of the wrong shape, or a gap/overlap in the WAL;
  *     -ENOMEM / -EBUSY  local resources (memory, SQEs).
  *   The message names the command and quotes the server's own text.
@@ -352,8 +356,29 @@ wake_at(struct source *s, enum source_wakeup why, uint64_t at)
 
 /*
  * Ends the session: CLOSED now, on_closed(err, message) on the loop's next turn.  Only the
- * first failure counts.
+ * first end counts.  err == 0 only for a clean shutdown of the primary.
  */
+static void source_end(struct source *s, int err, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
+static void
+source_end(struct source *s, int err, const char *fmt, va_list ap)
+{
+    if (s->state == SOURCE_CLOSED)
+        return;
+    vsnprintf(s->close_msg, sizeof(s->close_msg), fmt, ap);
+    s->close_err = err;
+    if (err == 0)
+        log_info(s->comp, "session ends in state %s: %s", state_names[s->state], s->close_msg);
+    else
+        log_warning(s->comp, "session ends in state %s: %s", state_names[s->state], s->close_msg);
+    set_state(s, SOURCE_CLOSED);
+    s->wake[SOURCE_WAKE_STATUS] = 0;
+    s->wake[SOURCE_WAKE_DRAIN] = 0;
+    wake_at(s, SOURCE_WAKE_CLOSE, clock_mono_ms());
+}
+
+/* A failure: err < 0 (anything else becomes WIRE_EPROTO). */
 static void source_fail(struct source *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -362,17 +387,30 @@ source_fail(struct source *s, int err, const char *fmt, ...)
 {
     va_list ap;
 
-    if (s->state == SOURCE_CLOSED)
-        return;
     va_start(ap, fmt);
-    vsnprintf(s->close_msg, sizeof(s->close_msg), fmt, ap);
+    source_end(s, err < 0 ? err : WIRE_EPROTO, fmt, ap);
     va_end(ap);
-    s->close_err = err < 0 ? err : WIRE_EPROTO;
-    log_warning(s->comp, "session ends in state %s: %s", state_names[s->state], s->close_msg);
-    set_state(s, SOURCE_CLOSED);
-    s->wake[SOURCE_WAKE_STATUS] = 0;
-    s->wake[SOURCE_WAKE_DRAIN] = 0;
-    wake_at(s, SOURCE_WAKE_CLOSE, clock_mono_ms());
+}
+
+/* The clean end: the primary shut down and everything it wrote was received. */
+static void source_finish(struct source *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+source_finish(struct source *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    source_end(s, 0, fmt, ap);
+    va_end(ap);
+}
+
+/* What a call on a closed session returns: its error, WIRE_ECLOSED after a clean end. */
+static int
+closed_err(const struct source *s)
+{
+    return s->close_err < 0 ? s->close_err : WIRE_ECLOSED;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -786,11 +824,13 @@ take_result(struct source *s, PGresult *res)
             return true;
         case PGRES_COMMAND_OK:
             if (!s->end_of_timeline) {
-                /* CommandComplete without CopyDone: WalSndDone, the primary shuts down. */
-                source_fail(s, WIRE_ECLOSED,
-                            "the primary ended the replication stream at %X/%X with \"%s\" "
-                            "(it is shutting down, or the walsender was stopped)",
-                            LSN_ARGS(s->next_lsn), PQcmdStatus(res));
+                /* CommandComplete without CopyDone: WalSndDone.  The primary is shutting
+                 * down (its postmaster told the walsender after the shutdown checkpoint), and
+                 * the walsender waited until our reported flush reached all it had sent. */
+                source_finish(s,
+                              "the primary shut down cleanly at %X/%X (the end of its WAL, all "
+                              "received; the stream ended with \"%s\")",
+                              LSN_ARGS(s->next_lsn), PQcmdStatus(res));
                 PQclear(res);
                 return false;
             }
@@ -850,18 +890,19 @@ command_done(struct source *s)
     }
 }
 
-/* Reads results as far as they are available without blocking. */
+/*
+ * Reads results as far as they are available without blocking.  When the connection is gone,
+ * what the server sent before closing is still taken (a clean shutdown's CommandComplete, a
+ * FATAL error): only then is the session lost.
+ */
 static void
 command_step(struct source *s)
 {
     char msg[SOURCE_MSG_MAX];
+    bool lost = PQconsumeInput(s->conn) != 1;
 
-    if (PQconsumeInput(s->conn) != 1) {
+    if (lost)
         log_one_line(msg, sizeof(msg), PQerrorMessage(s->conn));
-        source_fail(s, WIRE_ECLOSED, "connection to the primary lost while %s: %s",
-                    state_names[s->state], msg);
-        return;
-    }
     while (!source_done(s) && s->state != SOURCE_IDENTIFIED && s->state != SOURCE_STREAMING &&
            !PQisBusy(s->conn)) {
         PGresult *res = PQgetResult(s->conn);
@@ -870,8 +911,19 @@ command_step(struct source *s)
             command_done(s); /* may send the next command, call on_identified... */
             continue;
         }
+        /* libpq's own error for the lost connection: no SQLSTATE, nothing from the server. */
+        if (lost && PQresultStatus(res) == PGRES_FATAL_ERROR &&
+            PQresultErrorField(res, PG_DIAG_SQLSTATE) == NULL) {
+            PQclear(res);
+            break;
+        }
         if (!take_result(s, res))
             return;
+    }
+    if (lost) {
+        source_fail(s, WIRE_ECLOSED, "connection to the primary lost while %s: %s",
+                    state_names[s->state], msg);
+        return;
     }
     if (!source_done(s) && s->state != SOURCE_STREAMING)
         (void)arm_poll(s, false);
@@ -1315,7 +1367,7 @@ source_start(struct source *s, uint64_t start_lsn, uint32_t tli)
     if (s == NULL || s->freed)
         return -EINVAL;
     if (s->state == SOURCE_CLOSED)
-        return s->close_err;
+        return closed_err(s);
     if (s->state != SOURCE_IDENTIFIED)
         return -EINVAL;
     lsn = start_lsn != 0                ? start_lsn
@@ -1338,7 +1390,7 @@ source_report(struct source *s, uint64_t write_lsn, uint64_t flush_lsn, uint64_t
     if (s == NULL || s->freed)
         return -EINVAL;
     if (s->state == SOURCE_CLOSED)
-        return s->close_err;
+        return closed_err(s);
     s->rep_write = write_lsn;
     s->rep_flush = flush_lsn;
     s->rep_apply = apply_lsn;
@@ -1356,6 +1408,12 @@ source_pause(struct source *s, bool paused)
     /* Resume: libpq may hold data the socket will not signal again; read it from the loop. */
     if (!paused && s->state == SOURCE_STREAMING)
         wake_at(s, SOURCE_WAKE_DRAIN, clock_mono_ms());
+}
+
+uint64_t
+source_received_lsn(const struct source *s)
+{
+    return s != NULL ? s->next_lsn : 0;
 }
 
 /* Detaches the ring's references: polls removed, timer cancelled; io frees itself later. */

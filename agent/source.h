@@ -17,8 +17,16 @@
  * them monotonic and true).  write/flush/apply = 0 are never sent as such: before anything is
  * confirmed the update carries the start position, as the walreceiver does.
  *
- * Errors (connection lost, primary shut down, slot problems) end the session with on_closed
- * and a message; the owner decides when to retry.
+ * End of the session: on_closed, once, then nothing else; the owner source_free()s it and
+ * decides when to retry.
+ *   err == 0: the primary shut down cleanly (smart or fast).  Its walsender waited until the
+ *     reported flush (or write) position reached everything it had sent, then ended the stream
+ *     with CommandComplete and no CopyDone (WalSndDone); the message says "the primary shut
+ *     down cleanly at X/X" with the end of WAL received, source_received_lsn().  Nothing was
+ *     lost; the primary's last record (its shutdown checkpoint) ends there.
+ *   err < 0: anything else - the connection lost (WIRE_ECLOSED: an immediate shutdown, a
+ *     crash, the network), an error from the server (WIRE_EPEER: a terminated walsender, a
+ *     missing slot, a bad start position), a malformed reply (WIRE_EPROTO), local resources.
  */
 #ifndef WALMIRROR_AGENT_SOURCE_H
 #define WALMIRROR_AGENT_SOURCE_H
@@ -35,7 +43,7 @@ struct source;
 struct source_identity {
     uint64_t system_id;
     uint32_t timeline;
-    uint64_t xlogpos;   /* the primary's flush position at IDENTIFY_SYSTEM */
+    uint64_t xlogpos; /* the primary's flush position at IDENTIFY_SYSTEM */
     uint32_t seg_size;
     uint64_t slot_restart_lsn; /* 0 if the slot was just created without WAL reserved */
 };
@@ -47,7 +55,9 @@ struct source_ops {
     void (*on_wal)(void *ctx, uint64_t lsn, const uint8_t *data, size_t len);
     /* Nothing more to read for now. */
     void (*on_drained)(void *ctx);
-    /* The session ended (err < 0) with a message for the log; source_free() it. */
+    /* The session ended with a message for the log; source_free() it.  err == 0: the primary
+     * shut down cleanly and everything it wrote was received (see above); err < 0: a loss or
+     * an error. */
     void (*on_closed)(void *ctx, int err, const char *message);
 };
 
@@ -59,14 +69,22 @@ WM_MUSTCHECK int source_new(struct source **out, struct wio_loop *loop, const ch
 void source_free(struct source *s);
 
 /* Starts streaming at start_lsn (rounded down to a segment boundary; 0: the slot's
- * restart_lsn, or the primary's position when none) on timeline tli (0: the current). */
+ * restart_lsn, or the primary's position when none) on timeline tli (0: the current).
+ * Returns 0, -EINVAL when not identified or already started, or the session's error once it
+ * ended (WIRE_ECLOSED after a clean shutdown). */
 WM_MUSTCHECK int source_start(struct source *s, uint64_t start_lsn, uint32_t tli);
 
-/* Confirmed positions from the sink; an 'r' goes out at once if any changed. */
+/* Confirmed positions from the sink; an 'r' goes out at once if any changed (while streaming;
+ * otherwise they are kept for the next one).  Returns 0, or the session's error once it ended
+ * (WIRE_ECLOSED after a clean shutdown). */
 WM_MUSTCHECK int source_report(struct source *s, uint64_t write_lsn, uint64_t flush_lsn,
                                uint64_t apply_lsn);
 
 /* Back-pressure: stop (true) or resume (false) reading from the primary. */
 void source_pause(struct source *s, bool paused);
+
+/* The end of the WAL received so far: where the last on_wal ended; the start position before
+ * any (0 before source_start).  After a clean shutdown: the end of the primary's WAL. */
+uint64_t source_received_lsn(const struct source *s);
 
 #endif

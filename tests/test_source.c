@@ -12,6 +12,9 @@
  *  - pause: no WAL while paused, all of it after resuming;
  *  - errors: refused connection, unknown role, start ahead of the flush position, a dropped
  *    slot, bad arguments;
+ *  - shutdown: pg_ctl stop -m fast while streaming and reporting everything ends the session
+ *    with err 0 at the end of the shutdown checkpoint record; a terminated walsender and an
+ *    immediate shutdown end it with err < 0;
  *  - free: source_free() at several points (also inside callbacks): no callback afterwards,
  *    the walsender goes away, nothing leaks (ASan build).
  */
@@ -37,6 +40,7 @@
 
 #define APP_NAME "walmirror-test"
 #define SEG (16u * 1024 * 1024)
+#define PAGE 8192u
 
 struct h {
     struct wio_loop *loop;
@@ -65,6 +69,7 @@ struct h {
     unsigned closed_calls;
     int close_err;
     char close_msg[1024];
+    uint64_t closed_received; /* source_received_lsn() in on_closed */
 
     bool freed;
     unsigned after_free; /* callbacks seen after source_free */
@@ -99,18 +104,24 @@ cb_identified(void *ctx, const struct source_identity *id)
 }
 
 static void
+seg_name(char name[32], uint32_t tli, uint64_t segno)
+{
+    snprintf(name, 32, "%08X%08X%08X", tli, (unsigned)(segno / (0x100000000ull / SEG)),
+             (unsigned)(segno % (0x100000000ull / SEG)));
+}
+
+static void
 write_wal(struct h *h, uint64_t lsn, const uint8_t *data, size_t len)
 {
     while (len > 0) {
         uint64_t segno = lsn / SEG;
         size_t off = (size_t)(lsn % SEG);
         size_t n = SEG - off < len ? SEG - off : len;
-        char path[4096];
+        char path[4096], name[32];
         int fd;
 
-        snprintf(path, sizeof(path), "%s/%08X%08X%08X", h->segdir, h->id.timeline,
-                 (unsigned)(segno / (0x100000000ull / SEG)),
-                 (unsigned)(segno % (0x100000000ull / SEG)));
+        seg_name(name, h->id.timeline, segno);
+        snprintf(path, sizeof(path), "%s/%s", h->segdir, name);
         fd = open(path, O_WRONLY | O_CREAT, 0644);
         ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
         ck_assert_int_eq(pwrite(fd, data, n, (off_t)off), (ssize_t)n);
@@ -174,8 +185,9 @@ cb_closed(void *ctx, int err, const char *message)
     h->closed = true;
     h->closed_calls++;
     h->close_err = err;
+    h->closed_received = source_received_lsn(h->src);
     snprintf(h->close_msg, sizeof(h->close_msg), "%s", message);
-    fprintf(stderr, "on_closed(%s): %s\n", wire_strerror(err), message);
+    fprintf(stderr, "on_closed(%s): %s\n", err == 0 ? "clean" : wire_strerror(err), message);
 }
 
 static const struct source_ops ops = {
@@ -292,6 +304,30 @@ h_connect(struct h *h, const char *slot, const char *extra_conninfo)
     ck_assert_ptr_nonnull(h->src);
 }
 
+static void run_for(struct h *h, double seconds);
+
+/* Frees the source (if any) and forgets everything about its session. */
+static void
+h_new_session(struct h *h)
+{
+    if (h->src != NULL)
+        h_free_source(h);
+    run_for(h, 0.2);
+    h->freed = false;
+    h->identified = false;
+    h->identified_calls = 0;
+    h->start_on_identified = false;
+    h->wal_calls = 0;
+    h->first_lsn = h->next_lsn = h->wal_bytes = 0;
+    h->gap = false;
+    h->drained = 0;
+    h->closed = false;
+    h->closed_calls = 0;
+    h->close_err = 0;
+    h->close_msg[0] = '\0';
+    h->closed_received = 0;
+}
+
 static void
 h_done(struct h *h)
 {
@@ -405,6 +441,67 @@ static void
 lsn_str(uint64_t lsn, char buf[PGP_LSN_BUFSZ])
 {
     pgp_lsn_format(lsn, buf);
+}
+
+static void
+read_range(const char *path, size_t off, size_t len, uint8_t *buf)
+{
+    int fd = open(path, O_RDONLY);
+
+    ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
+    ck_assert_msg(pread(fd, buf, len, (off_t)off) == (ssize_t)len, "short read of %s", path);
+    close(fd);
+}
+
+/*
+ * After a clean shutdown: the end of pg's last record, its shutdown checkpoint - pg_controldata's
+ * "Latest checkpoint location" plus the record's MAXALIGN'd xl_tot_len (read from the segment),
+ * page headers skipped, as XLogBytePosToEndRecPtr() counts.
+ */
+static uint64_t
+checkpoint_end(struct pgt_cluster *pg)
+{
+    char path[4096], name[32], *out, *p, *eol;
+    unsigned hi, lo, tli;
+    uint8_t len_le[4];
+    uint64_t loc, left;
+    size_t n;
+
+    ck_assert_int_eq(pgt_sh(pg, "pg_controldata \"$PGDATA\" > '%s/controldata.out'", pg->dir), 0);
+    snprintf(path, sizeof(path), "%s/controldata.out", pg->dir);
+    out = tu_read_file(path, &n);
+    ck_assert_ptr_nonnull(out);
+    p = strstr(out, "Database cluster state:");
+    ck_assert_ptr_nonnull(p);
+    eol = strchr(p, '\n');
+    ck_assert_ptr_nonnull(eol);
+    ck_assert_msg(eol - p > 9 && memcmp(eol - 9, "shut down", 9) == 0, "not shut down:\n%s", out);
+    p = strstr(out, "Latest checkpoint location:");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(sscanf(p, "Latest checkpoint location: %X/%X", &hi, &lo), 2);
+    p = strstr(out, "Latest checkpoint's TimeLineID:");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(sscanf(p, "Latest checkpoint's TimeLineID: %u", &tli), 1);
+    free(out);
+    loc = (uint64_t)hi << 32 | lo;
+    seg_name(name, tli, loc / SEG);
+    snprintf(path, sizeof(path), "%s/pg_wal/%s", pg->pgdata, name);
+    read_range(path, (size_t)(loc % SEG), sizeof(len_le), len_le);
+    left = (uint64_t)len_le[0] | (uint64_t)len_le[1] << 8 | (uint64_t)len_le[2] << 16 |
+           (uint64_t)len_le[3] << 24;
+    ck_assert_uint_gt(left, 0);
+    left = (left + 7) & ~(uint64_t)7;
+    while (left > 0) {
+        uint64_t room, take;
+
+        if (loc % PAGE == 0)
+            loc += loc % SEG == 0 ? 40 : 24;
+        room = PAGE - loc % PAGE;
+        take = left < room ? left : room;
+        loc += take;
+        left -= take;
+    }
+    return loc;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -756,33 +853,81 @@ START_TEST(test_errors)
     ck_assert_int_eq(h.close_err, WIRE_EPEER);
     ck_assert_msg(strstr(h.close_msg, "replication slot \"wm_err\" does not exist") != NULL, "%s",
                   h.close_msg);
-    h_free_source(&h);
-    run_for(&h, 0.2);
-    h.freed = false;
-    h.closed = false;
-    h.identified = false;
+    h_done(&h);
+}
+END_TEST
 
-    /* The primary shuts down while streaming: closed with a message saying so.  The walsender
-     * waits for the reported flush to reach what it sent before it ends the stream. */
+/* pg_ctl stop -m fast on the primary while streaming and reporting everything received. */
+static void
+stop_fast_while_streaming(struct h *h, struct pgt_cluster *pg)
+{
+    pid_t pid = fork();
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(pgt_sh(pg, "pg_ctl -D \"$PGDATA\" -m fast -w -t 60 stop") == 0 ? 0 : 1);
+    ck_assert_msg(run_until_flag(h, &h->closed, 60), "the session did not end");
+    ck_assert_int_eq(run_until_exit(h, pid, 60), 0);
+    pg->running = false;
+}
+
+/*
+ * A clean shutdown of the primary (the walsender waits for the reported flush to reach all it
+ * sent, then ends the stream with CommandComplete) is err 0 at the end of its WAL; a
+ * terminated walsender and an immediate shutdown are losses, err < 0.
+ */
+START_TEST(test_shutdown)
+{
+    struct h h;
+    uint64_t end;
+    char lsn[PGP_LSN_BUFSZ];
+
+    h_init(&h, "src-shutdown", NULL);
     h.start_on_identified = true;
     h.auto_report = true;
-    h_connect(&h, "wm_err2", NULL);
+    h_connect(&h, "wm_down", NULL);
     ck_assert(run_until_flag(&h, &h.identified, 60));
     ck_assert(run_until_lsn(&h, h.id.xlogpos, 30));
-    {
-        pid_t pid = fork();
+    ck_assert_int_eq(pgt_sh(&h.pg, "psql -X -c 'CREATE TABLE d AS SELECT 1 AS x'"), 0);
+    stop_fast_while_streaming(&h, &h.pg);
+    end = checkpoint_end(&h.pg);
+    lsn_str(end, lsn);
+    ck_assert_msg(h.close_err == 0, "err %d: %s", h.close_err, h.close_msg);
+    ck_assert_msg(strstr(h.close_msg, "the primary shut down cleanly at ") != NULL &&
+                      strstr(h.close_msg, lsn) != NULL,
+                  "%s (expected %s)", h.close_msg, lsn);
+    ck_assert_msg(h.closed_received == end, "received %" PRIx64 ", the WAL ends at %" PRIx64,
+                  h.closed_received, end);
+    ck_assert_uint_eq(h.next_lsn, end);
+    ck_assert(!h.gap);
+    ck_assert_int_eq(source_report(h.src, end, end, end), WIRE_ECLOSED);
+    ck_assert_int_eq(source_start(h.src, 0, 0), WIRE_ECLOSED);
+    run_for(&h, 0.3);
+    ck_assert_uint_eq(h.closed_calls, 1);
 
-        ck_assert_int_ge(pid, 0);
-        if (pid == 0)
-            _exit(pgt_sh(&h.pg, "pg_ctl -D \"$PGDATA\" -m fast -w -t 60 stop") == 0 ? 0 : 1);
-        ck_assert(run_until_flag(&h, &h.closed, 60));
-        ck_assert_int_eq(run_until_exit(&h, pid, 60), 0);
-        h.pg.running = false;
-    }
-    ck_assert_int_eq(h.close_err, WIRE_ECLOSED);
-    ck_assert_msg(strstr(h.close_msg, "ended the replication stream") != NULL ||
-                      strstr(h.close_msg, "connection to the primary lost") != NULL,
+    /* A terminated walsender: the server's FATAL error. */
+    ck_assert_msg(pgt_start(&h.pg) == 0, "cannot restart the primary");
+    h_new_session(&h);
+    h.start_on_identified = true;
+    h_connect(&h, "wm_down", NULL);
+    ck_assert(run_until_flag(&h, &h.identified, 60));
+    ck_assert(wait_query(&h, "SELECT state FROM pg_stat_replication", "streaming", 30));
+    query_eq(&h.pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication", "t");
+    ck_assert(run_until_flag(&h, &h.closed, 30));
+    ck_assert_msg(h.close_err < 0, "err %d: %s", h.close_err, h.close_msg);
+    ck_assert_msg(strstr(h.close_msg, "terminating connection due to administrator command") !=
+                      NULL,
                   "%s", h.close_msg);
+
+    /* An immediate shutdown: the connection is lost. */
+    h_new_session(&h);
+    h.start_on_identified = true;
+    h_connect(&h, "wm_down", NULL);
+    ck_assert(run_until_flag(&h, &h.identified, 60));
+    ck_assert(wait_query(&h, "SELECT state FROM pg_stat_replication", "streaming", 30));
+    ck_assert_int_eq(pgt_stop(&h.pg, "immediate"), 0);
+    ck_assert(run_until_flag(&h, &h.closed, 30));
+    ck_assert_msg(h.close_err < 0, "err %d: %s", h.close_err, h.close_msg);
     h_done(&h);
 }
 END_TEST
@@ -854,6 +999,7 @@ main(void)
 {
     Suite *s = suite_create("source");
     TCase *tc = tcase_create("source");
+    TCase *tc_end = tcase_create("end");
     SRunner *sr;
     char *regdir;
     int failed;
@@ -875,6 +1021,10 @@ main(void)
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_free);
     suite_add_tcase(s, tc);
+    /* A case of its own, so that CK_RUN_CASE=end runs only these. */
+    tcase_set_timeout(tc_end, 400);
+    tcase_add_test(tc_end, test_shutdown);
+    suite_add_tcase(s, tc_end);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
