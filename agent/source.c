@@ -7,14 +7,21 @@
  *                   readable or writable as libpq asked (PQsocket is re-read every time: libpq
  *                   may switch sockets between addresses or after an SSL fallback).
  *   IDENTIFYING     IDENTIFY_SYSTEM           -> system id, timeline, xlogpos
+ *   HISTORY         TIMELINE_HISTORY tli      -> the primary's history file (only if tli > 1)
  *   SHOWING         SHOW wal_segment_size     -> "16MB" etc., a power of two in 1 MB..1 GB
  *   READING_SLOT    READ_REPLICATION_SLOT     -> restart_lsn; all NULL: the slot is missing
  *   CREATING_SLOT   CREATE_REPLICATION_SLOT "s" PHYSICAL RESERVE_WAL, then READING_SLOT again
  *   IDENTIFIED      on_identified() called; waits for source_start()
- *   STARTING        START_REPLICATION SLOT "s" PHYSICAL X/X TIMELINE n; expects COPY_BOTH
+ *   STARTING        START_REPLICATION SLOT "s" PHYSICAL X/X TIMELINE n; expects COPY_BOTH, or
+ *                   (start == the switch point of a historic timeline) the next-timeline
+ *                   result set without COPY, which goes on as ENDING does
  *   STREAMING       PQgetCopyData: 'w' -> on_wal (contiguity checked), 'k' -> reply if asked
- *   ENDING          the server ended the COPY: collect its final results for the message;
- *                   CommandComplete without CopyDone is WalSndDone, a clean shutdown
+ *   ENDING          the server ended the COPY.  CopyDone from it: the end of a historic
+ *                   timeline, answered with CopyDone, then next_tli/next_tli_startpos, then
+ *                   CommandComplete twice (START_STREAMING, START_REPLICATION).
+ *                   CommandComplete alone: WalSndDone, a clean shutdown (on_closed, err 0).
+ *   NEXT_HISTORY    TIMELINE_HISTORY next_tli -> on_timeline(), then STARTING on next_tli at
+ *                   the segment start of its switch point (walreceiver, pg_receivewal)
  *   CLOSED          on_closed() is due or done; nothing else happens until source_free()
  * Commands are sent with PQsendQuery on a non-blocking connection; their results are read with
  * PQconsumeInput / PQisBusy / PQgetResult as the socket becomes readable.
@@ -40,6 +47,13 @@
  *   as the start position (pitfall 3: 0 means "unset" in syncrep.c).  One 'r' goes out as soon
  *   as the stream starts, as the walreceiver does.
  *
+ * Timeline switches (checked as receivelog.c does)
+ *   next_tli must be above the timeline streamed, and next_tli_startpos (the switch point)
+ *   between the start position and the end of what was received: the walsender may have sent
+ *   a little past the switch point (XLogSendPhysical: half a record, when a cascading standby
+ *   was promoted), never less.  next_tli's history file must be named "%08X.history" and end
+ *   with the entry (old timeline, switch point).
+ *
  * Failure semantics
  *   Every failure ends the session: the state becomes CLOSED at once (no more on_wal or
  *   on_drained) and on_closed(err, message) is delivered from the loop on its next turn, never
@@ -50,10 +64,11 @@
  *     -ENOTCONN     the connection could not be established (refused, authentication...);
  *     -ENOTSUP      the server is older than PostgreSQL 15, or lacks integer_datetimes;
  *     WIRE_EPEER    the server answered a command or ended the stream with an error (a
- *                   terminated walsender);
- *     WIRE_ECLOSED  the connection was lost (immediate shutdown, crash, network), or the
- *                   server ended a timeline (timeline following is not implemented here yet);
- *     WIRE_EPROTO   a reply of the wrong shape, or a gap/overlap in the WAL;
+ *                   terminated walsender, a start past a historic timeline's switch point);
+ *     WIRE_ECLOSED  the connection was lost (immediate shutdown, crash, network), or a
+ *                   timeline ended and the owner has no on_timeline;
+ *     WIRE_EPROTO   a reply of the wrong shape, a gap/overlap in the WAL, a timeline switch
+ *                   that does not add up;
  *     -ENOMEM / -EBUSY  local resources (memory, SQEs).
  *   The message names the command and quotes the server's own text.
  *   Callbacks may call any function of this module on the same source, source_free included:
@@ -89,6 +104,7 @@
 enum source_state {
     SOURCE_CONNECTING,
     SOURCE_IDENTIFYING,
+    SOURCE_HISTORY,
     SOURCE_SHOWING,
     SOURCE_READING_SLOT,
     SOURCE_CREATING_SLOT,
@@ -96,12 +112,16 @@ enum source_state {
     SOURCE_STARTING,
     SOURCE_STREAMING,
     SOURCE_ENDING,
+    SOURCE_NEXT_HISTORY,
     SOURCE_CLOSED,
 };
 
+/* One state a line, as the enum. */
+/* clang-format off */
 static const char *const state_names[] = {
     [SOURCE_CONNECTING] = "connecting",
     [SOURCE_IDENTIFYING] = "identifying",
+    [SOURCE_HISTORY] = "history",
     [SOURCE_SHOWING] = "showing",
     [SOURCE_READING_SLOT] = "reading-slot",
     [SOURCE_CREATING_SLOT] = "creating-slot",
@@ -109,8 +129,10 @@ static const char *const state_names[] = {
     [SOURCE_STARTING] = "starting",
     [SOURCE_STREAMING] = "streaming",
     [SOURCE_ENDING] = "ending",
+    [SOURCE_NEXT_HISTORY] = "next-history",
     [SOURCE_CLOSED] = "closed",
 };
+/* clang-format on */
 
 enum source_wakeup {
     SOURCE_WAKE_STATUS, /* periodic standby status update */
@@ -148,15 +170,18 @@ struct source {
     PGresult *res;
     bool slot_created; /* CREATE_REPLICATION_SLOT done in this session */
     struct source_identity id;
+    char *history; /* id.history's storage */
 
-    /* streaming */
+    /* streaming: start_* are those of the timeline being streamed */
     uint64_t start_lsn;
     uint32_t start_tli;
-    uint64_t next_lsn; /* where the next 'w' must start */
-    uint64_t wal_end;  /* the server's last reported end of WAL */
+    uint64_t next_lsn;       /* where the next 'w' must start */
+    uint64_t received_floor; /* after a switch: its point, until next_lsn passes it */
+    uint64_t wal_end;        /* the server's last reported end of WAL */
     bool paused;
     bool wal_since_drained;
     bool end_of_timeline; /* ENDING: the server sent CopyDone */
+    bool have_next_tli;   /* the next-timeline result set was read */
     uint32_t next_tli;
     uint64_t next_tli_start;
 
@@ -290,6 +315,48 @@ static int
 parse_lsn(const char *str, uint64_t *out)
 {
     return str != NULL ? pgp_lsn_parse(str, strlen(str), out) : -EINVAL;
+}
+
+/*
+ * The last entry of a timeline history file: lines "parentTLI<TAB>X/X<TAB>reason", blank lines
+ * and '#' comments skipped, leading white space allowed, as readTimeLineHistory() reads them.
+ * Returns 0 with the entry, or -EINVAL when an entry does not parse or there is none.
+ */
+static int
+history_last_entry(const char *buf, size_t len, uint32_t *tli, uint64_t *lsn)
+{
+    const char *end = buf + len;
+    bool found = false;
+
+    while (buf < end) {
+        const char *eol = memchr(buf, '\n', (size_t)(end - buf));
+        const char *line_end = eol != NULL ? eol : end;
+        const char *p = buf, *tok;
+        char num[16];
+
+        buf = eol != NULL ? eol + 1 : end;
+        while (p < line_end && (*p == ' ' || *p == '\t' || *p == '\r'))
+            p++;
+        if (p == line_end || *p == '#')
+            continue;
+        for (tok = p; p < line_end && *p >= '0' && *p <= '9'; p++)
+            ;
+        if (p == tok || (size_t)(p - tok) >= sizeof(num) || p == line_end ||
+            (*p != ' ' && *p != '\t'))
+            return -EINVAL;
+        memcpy(num, tok, (size_t)(p - tok));
+        num[p - tok] = '\0';
+        if (parse_tli(num, tli) < 0)
+            return -EINVAL;
+        while (p < line_end && (*p == ' ' || *p == '\t'))
+            p++;
+        for (tok = p; p < line_end && *p != ' ' && *p != '\t' && *p != '\r'; p++)
+            ;
+        if (pgp_lsn_parse(tok, (size_t)(p - tok), lsn) < 0)
+            return -EINVAL;
+        found = true;
+    }
+    return found ? 0 : -EINVAL;
 }
 
 static void
@@ -632,6 +699,72 @@ identify_done(struct source *s)
                     sysid ? sysid : "NULL", tli ? tli : "NULL", pos ? pos : "NULL");
         return;
     }
+    if (s->id.timeline > 1) {
+        (void)send_command(s, SOURCE_HISTORY, "TIMELINE_HISTORY %u", s->id.timeline);
+        return;
+    }
+    (void)send_command(s, SOURCE_SHOWING, "SHOW wal_segment_size");
+}
+
+/*
+ * Checks s->res as the answer to TIMELINE_HISTORY tli: one row, the file name "%08X.history"
+ * and its content, whose last entry is returned.  Returns the content (owned by s->res) and
+ * sets *len, or NULL after source_fail().
+ */
+static const char *
+history_result(struct source *s, uint32_t tli, size_t *len, uint32_t *last_tli, uint64_t *last_lsn)
+{
+    char what[32], want[PGP_HISTFILE_BUFSZ];
+    const char *name, *content;
+
+    snprintf(what, sizeof(what), "TIMELINE_HISTORY %u", tli);
+    if (!expect_row(s, what, 2))
+        return NULL;
+    name = value(s->res, 0);
+    content = value(s->res, 1);
+    (void)pgp_histfile_name(tli, want);
+    if (name == NULL || strcmp(name, want) != 0) {
+        source_fail(s, WIRE_EPROTO, "%s returned the file name '%s', expected '%s'", what,
+                    name != NULL ? name : "NULL", want);
+        return NULL;
+    }
+    if (content == NULL) {
+        source_fail(s, WIRE_EPROTO, "%s returned no content", what);
+        return NULL;
+    }
+    *len = (size_t)PQgetlength(s->res, 0, 1);
+    if (history_last_entry(content, *len, last_tli, last_lsn) < 0 || *last_tli >= tli) {
+        source_fail(s, WIRE_EPROTO, "%s returned %zu bytes that are not a history file", what,
+                    *len);
+        return NULL;
+    }
+    return content;
+}
+
+/* The primary's own history, for the owner to give an empty sink before any WAL. */
+static void
+history_done(struct source *s)
+{
+    const char *content;
+    uint32_t parent;
+    uint64_t sw;
+    size_t len;
+
+    content = history_result(s, s->id.timeline, &len, &parent, &sw);
+    if (content == NULL)
+        return;
+    s->history = malloc(len + 1);
+    if (s->history == NULL) {
+        source_fail(s, -ENOMEM, "no memory for timeline %u's history (%zu bytes)", s->id.timeline,
+                    len);
+        return;
+    }
+    memcpy(s->history, content, len);
+    s->history[len] = '\0';
+    s->id.history = s->history;
+    s->id.history_len = len;
+    log_info(s->comp, "the primary's timeline %u forked off timeline %u at %X/%X", s->id.timeline,
+             parent, LSN_ARGS(sw));
     (void)send_command(s, SOURCE_SHOWING, "SHOW wal_segment_size");
 }
 
@@ -723,6 +856,101 @@ create_slot_done(struct source *s)
     (void)send_command(s, SOURCE_READING_SLOT, "READ_REPLICATION_SLOT \"%s\"", s->slot);
 }
 
+/* The result set that ends a historic timeline: next_tli int8, next_tli_startpos text. */
+static bool
+read_next_tli(struct source *s, const PGresult *res)
+{
+    if (s->have_next_tli || PQntuples(res) != 1 || PQnfields(res) < 2 ||
+        parse_tli(value(res, 0), &s->next_tli) < 0 ||
+        parse_lsn(value(res, 1), &s->next_tli_start) < 0) {
+        source_fail(s, WIRE_EPROTO,
+                    "unreadable next-timeline result at the end of timeline %u (%d rows, %d "
+                    "fields%s)",
+                    s->start_tli, PQntuples(res), PQnfields(res),
+                    s->have_next_tli ? ", a second one" : "");
+        return false;
+    }
+    s->have_next_tli = true;
+    return true;
+}
+
+/*
+ * The timeline streamed so far ended (after COPY, or at once when the start was its switch
+ * point) and the next one is known: check both as receivelog.c does, then fetch its history.
+ */
+static void
+timeline_ended(struct source *s)
+{
+    uint64_t received = s->next_lsn;
+
+    if (s->next_tli <= s->start_tli) {
+        source_fail(s, WIRE_EPROTO, "the primary says timeline %u follows timeline %u", s->next_tli,
+                    s->start_tli);
+        return;
+    }
+    if (s->next_tli_start < s->start_lsn || s->next_tli_start > received) {
+        source_fail(s, WIRE_EPROTO,
+                    "the primary streamed timeline %u from %X/%X to %X/%X but says timeline %u "
+                    "begins at %X/%X",
+                    s->start_tli, LSN_ARGS(s->start_lsn), LSN_ARGS(received), s->next_tli,
+                    LSN_ARGS(s->next_tli_start));
+        return;
+    }
+    log_info(s->comp, "timeline %u ended at %X/%X; timeline %u begins there", s->start_tli,
+             LSN_ARGS(s->next_tli_start), s->next_tli);
+    if (received > s->next_tli_start)
+        log_info(s->comp,
+                 "the %" PRIu64 " bytes of timeline %u received past %X/%X are not part of "
+                 "timeline %u's history",
+                 received - s->next_tli_start, s->start_tli, LSN_ARGS(s->next_tli_start),
+                 s->next_tli);
+    if (s->ops->on_timeline == NULL) {
+        source_fail(s, WIRE_ECLOSED,
+                    "the primary ended timeline %u at %X/%X; timeline %u follows (this session "
+                    "does not follow timeline switches)",
+                    s->start_tli, LSN_ARGS(s->next_tli_start), s->next_tli);
+        return;
+    }
+    (void)send_command(s, SOURCE_NEXT_HISTORY, "TIMELINE_HISTORY %u", s->next_tli);
+}
+
+/* next_tli's history is in: on_timeline(), then streaming on next_tli. */
+static void
+next_history_done(struct source *s)
+{
+    uint32_t old_tli = s->start_tli, parent;
+    uint64_t sw = s->next_tli_start, last_sw;
+    const char *content;
+    size_t len;
+
+    content = history_result(s, s->next_tli, &len, &parent, &last_sw);
+    if (content == NULL)
+        return;
+    if (parent != old_tli || last_sw != sw) {
+        source_fail(s, WIRE_EPROTO,
+                    "timeline %u's history ends with timeline %u forking off at %X/%X, but the "
+                    "primary ended timeline %u at %X/%X",
+                    s->next_tli, parent, LSN_ARGS(last_sw), old_tli, LSN_ARGS(sw));
+        return;
+    }
+    /* The new timeline's stream before the callback: source_received_lsn() and reports made
+     * inside it are about the new timeline. */
+    s->start_tli = s->next_tli;
+    s->start_lsn = sw - sw % s->id.seg_size;
+    s->next_lsn = s->start_lsn;
+    s->received_floor = sw;
+    s->end_of_timeline = false;
+    s->have_next_tli = false;
+    s->ops->on_timeline(s->ctx, s->start_tli, sw, content, len);
+    if (source_done(s))
+        return;
+    log_info(s->comp, "following timeline %u from %X/%X (the segment of its switch point %X/%X)",
+             s->start_tli, LSN_ARGS(s->start_lsn), LSN_ARGS(sw));
+    (void)send_command(s, SOURCE_STARTING,
+                       "START_REPLICATION SLOT \"%s\" PHYSICAL %X/%X TIMELINE %u", s->slot,
+                       LSN_ARGS(s->start_lsn), s->start_tli);
+}
+
 /* START_REPLICATION answered something other than COPY_BOTH, and every result is in. */
 static void
 start_done(struct source *s)
@@ -735,15 +963,11 @@ start_done(struct source *s)
     }
     switch (PQresultStatus(s->res)) {
     case PGRES_TUPLES_OK:
-        source_fail(
-            s, WIRE_ECLOSED,
-            "START_REPLICATION %X/%X TIMELINE %u: timeline %u ends there; the next one "
-            "is %s from %s (timeline following is not implemented)",
-            LSN_ARGS(s->start_lsn), s->start_tli, s->start_tli,
-            PQnfields(s->res) >= 2 && PQntuples(s->res) == 1 && value(s->res, 0) ? value(s->res, 0)
-                                                                                 : "?",
-            PQnfields(s->res) >= 2 && PQntuples(s->res) == 1 && value(s->res, 1) ? value(s->res, 1)
-                                                                                 : "?");
+        /* The start is the switch point of a historic timeline: nothing to stream on it. */
+        log_info(s->comp, "timeline %u ends at the start position %X/%X", s->start_tli,
+                 LSN_ARGS(s->start_lsn));
+        if (read_next_tli(s, s->res))
+            timeline_ended(s);
         break;
     case PGRES_COMMAND_OK:
         source_fail(s, WIRE_ECLOSED,
@@ -763,11 +987,12 @@ start_done(struct source *s)
 static void
 ending_done(struct source *s)
 {
-    if (s->end_of_timeline)
-        source_fail(s, WIRE_ECLOSED,
-                    "the primary ended timeline %u at %X/%X; the next timeline is %u from %X/%X "
-                    "(timeline following is not implemented)",
-                    s->start_tli, LSN_ARGS(s->next_lsn), s->next_tli, LSN_ARGS(s->next_tli_start));
+    if (s->end_of_timeline && s->have_next_tli)
+        timeline_ended(s);
+    else if (s->end_of_timeline)
+        source_fail(s, WIRE_EPROTO,
+                    "the primary ended timeline %u at %X/%X without naming the next timeline",
+                    s->start_tli, LSN_ARGS(s->next_lsn));
     else
         source_fail(s, WIRE_ECLOSED, "the primary ended the replication stream at %X/%X",
                     LSN_ARGS(s->next_lsn));
@@ -813,11 +1038,13 @@ take_result(struct source *s, PGresult *res)
             }
             return flush_out(s) == 0;
         case PGRES_TUPLES_OK:
-            if (PQntuples(res) == 1 && PQnfields(res) >= 2 &&
-                (parse_tli(value(res, 0), &s->next_tli) < 0 ||
-                 parse_lsn(value(res, 1), &s->next_tli_start) < 0)) {
+            if (!s->end_of_timeline) {
                 PQclear(res);
-                source_fail(s, WIRE_EPROTO, "unreadable next-timeline result after the stream");
+                source_fail(s, WIRE_EPROTO, "a result set after the stream, without CopyDone");
+                return false;
+            }
+            if (!read_next_tli(s, res)) {
+                PQclear(res);
                 return false;
             }
             PQclear(res);
@@ -870,6 +1097,9 @@ command_done(struct source *s)
     case SOURCE_IDENTIFYING:
         identify_done(s);
         break;
+    case SOURCE_HISTORY:
+        history_done(s);
+        break;
     case SOURCE_SHOWING:
         show_done(s);
         break;
@@ -884,6 +1114,9 @@ command_done(struct source *s)
         break;
     case SOURCE_ENDING:
         ending_done(s);
+        break;
+    case SOURCE_NEXT_HISTORY:
+        next_history_done(s);
         break;
     default:
         break;
@@ -1376,6 +1609,7 @@ source_start(struct source *s, uint64_t start_lsn, uint32_t tli)
     lsn -= lsn % s->id.seg_size;
     s->start_lsn = lsn;
     s->next_lsn = lsn;
+    s->received_floor = 0;
     s->start_tli = tli != 0 ? tli : s->id.timeline;
     log_info(s->comp, "requesting WAL from %X/%X on timeline %u (asked for %X/%X)", LSN_ARGS(lsn),
              s->start_tli, LSN_ARGS(start_lsn));
@@ -1413,7 +1647,9 @@ source_pause(struct source *s, bool paused)
 uint64_t
 source_received_lsn(const struct source *s)
 {
-    return s != NULL ? s->next_lsn : 0;
+    if (s == NULL)
+        return 0;
+    return s->next_lsn > s->received_floor ? s->next_lsn : s->received_floor;
 }
 
 /* Detaches the ring's references: polls removed, timer cancelled; io frees itself later. */
@@ -1441,6 +1677,7 @@ source_destroy(struct source *s)
     PQclear(s->res);
     if (s->conn != NULL)
         PQfinish(s->conn);
+    free(s->history);
     free(s->app_name);
     free(s);
 }

@@ -15,6 +15,11 @@
  *  - shutdown: pg_ctl stop -m fast while streaming and reporting everything ends the session
  *    with err 0 at the end of the shutdown checkpoint record; a terminated walsender and an
  *    immediate shutdown end it with err < 0;
+ *  - timeline: a chain P -> S -> S2 (S2 cascading from S), P stopped and S promoted (timeline
+ *    2), then S2 promoted (timeline 3).  A source started on timeline 1 follows every switch:
+ *    on_timeline with the switch point and the history file, WAL byte-identical to the
+ *    servers' pg_wal on every timeline; the primary's own history in the identity; a start
+ *    past the switch point, and an owner without on_timeline, end the session;
  *  - free: source_free() at several points (also inside callbacks): no callback afterwards,
  *    the walsender goes away, nothing leaks (ASan build).
  */
@@ -26,6 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -41,6 +50,18 @@
 #define APP_NAME "walmirror-test"
 #define SEG (16u * 1024 * 1024)
 #define PAGE 8192u
+#define MAX_SWITCHES 4
+
+/* One on_timeline call. */
+struct tl_switch {
+    uint32_t tli;
+    uint64_t switch_lsn;
+    char *history;
+    size_t history_len;
+    uint64_t end_before;  /* where the WAL delivered before it ended (0: none was) */
+    uint64_t received;    /* source_received_lsn() during the call */
+    uint64_t first_after; /* the first on_wal LSN after it (0: none yet) */
+};
 
 struct h {
     struct wio_loop *loop;
@@ -62,6 +83,11 @@ struct h {
     uint64_t pause_after; /* pause from on_wal once this many bytes arrived (0: never) */
     uint64_t free_after;  /* source_free from on_wal once this many bytes arrived */
     bool auto_report;     /* report everything received as durable on each on_drained */
+    uint32_t tli;         /* timeline of the WAL being delivered (segment file names) */
+
+    unsigned switches;
+    struct tl_switch sw[MAX_SWITCHES];
+    bool after_switch; /* on_timeline came, no on_wal yet */
 
     unsigned drained;
 
@@ -95,6 +121,7 @@ cb_identified(void *ctx, const struct source_identity *id)
     h->identified = true;
     h->identified_calls++;
     h->id = *id;
+    h->tli = id->timeline;
     if (h->free_on_identified) {
         h_free_source(h);
         return;
@@ -120,7 +147,7 @@ write_wal(struct h *h, uint64_t lsn, const uint8_t *data, size_t len)
         char path[4096], name[32];
         int fd;
 
-        seg_name(name, h->id.timeline, segno);
+        seg_name(name, h->tli, segno);
         snprintf(path, sizeof(path), "%s/%s", h->segdir, name);
         fd = open(path, O_WRONLY | O_CREAT, 0644);
         ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
@@ -142,10 +169,15 @@ cb_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
         return;
     }
     ck_assert_uint_gt(len, 0);
+    if (h->after_switch) {
+        /* The one place where the LSN may go backwards. */
+        h->after_switch = false;
+        h->sw[h->switches - 1].first_after = lsn;
+    } else if (h->wal_calls > 0 && lsn != h->next_lsn) {
+        h->gap = true;
+    }
     if (h->wal_calls == 0)
         h->first_lsn = lsn;
-    else if (lsn != h->next_lsn)
-        h->gap = true;
     h->wal_calls++;
     h->next_lsn = lsn + len;
     h->wal_bytes += len;
@@ -190,7 +222,44 @@ cb_closed(void *ctx, int err, const char *message)
     fprintf(stderr, "on_closed(%s): %s\n", err == 0 ? "clean" : wire_strerror(err), message);
 }
 
+static void
+cb_timeline(void *ctx, uint32_t tli, uint64_t switch_lsn, const char *history, size_t len)
+{
+    struct h *h = ctx;
+    struct tl_switch *sw;
+
+    if (h->freed) {
+        h->after_free++;
+        return;
+    }
+    ck_assert_uint_lt(h->switches, MAX_SWITCHES);
+    ck_assert_uint_gt(tli, h->tli);
+    sw = &h->sw[h->switches++];
+    sw->tli = tli;
+    sw->switch_lsn = switch_lsn;
+    sw->history = malloc(len + 1);
+    ck_assert_ptr_nonnull(sw->history);
+    memcpy(sw->history, history, len);
+    sw->history[len] = '\0';
+    sw->history_len = len;
+    sw->end_before = h->wal_calls > 0 ? h->next_lsn : 0;
+    sw->received = source_received_lsn(h->src);
+    h->tli = tli;
+    h->after_switch = true;
+    fprintf(stderr, "on_timeline(%u, %X/%X, %zu bytes of history)\n", tli,
+            (unsigned)(switch_lsn >> 32), (unsigned)switch_lsn, len);
+}
+
 static const struct source_ops ops = {
+    .on_identified = cb_identified,
+    .on_wal = cb_wal,
+    .on_drained = cb_drained,
+    .on_closed = cb_closed,
+    .on_timeline = cb_timeline,
+};
+
+/* An owner that does not follow timelines. */
+static const struct source_ops ops_nofollow = {
     .on_identified = cb_identified,
     .on_wal = cb_wal,
     .on_drained = cb_drained,
@@ -293,6 +362,25 @@ h_init(struct h *h, const char *tag, const char *extra_conf)
     ck_assert_msg(pgt_start(&h->pg) == 0, "cannot start the primary (see %s)", h->pg.dir);
 }
 
+/* A source of the server on port with the given callbacks. */
+static void
+h_connect_port(struct h *h, int port, const char *slot, const struct source_ops *cbs)
+{
+    char conninfo[512];
+
+    snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%d user=postgres", port);
+    ck_assert_int_eq(source_new(&h->src, h->loop, conninfo, slot, APP_NAME, cbs, h), 0);
+    ck_assert_ptr_nonnull(h->src);
+}
+
+/* A source of pg (another cluster than h->pg, possibly) with the given callbacks. */
+static void
+h_connect_to(struct h *h, const struct pgt_cluster *pg, const char *slot,
+             const struct source_ops *cbs)
+{
+    h_connect_port(h, pg->port, slot, cbs);
+}
+
 static void
 h_connect(struct h *h, const char *slot, const char *extra_conninfo)
 {
@@ -306,6 +394,16 @@ h_connect(struct h *h, const char *slot, const char *extra_conninfo)
 
 static void run_for(struct h *h, double seconds);
 
+static void
+h_forget_switches(struct h *h)
+{
+    for (unsigned i = 0; i < h->switches; i++)
+        free(h->sw[i].history);
+    memset(h->sw, 0, sizeof(h->sw));
+    h->switches = 0;
+    h->after_switch = false;
+}
+
 /* Frees the source (if any) and forgets everything about its session. */
 static void
 h_new_session(struct h *h)
@@ -313,6 +411,7 @@ h_new_session(struct h *h)
     if (h->src != NULL)
         h_free_source(h);
     run_for(h, 0.2);
+    h_forget_switches(h);
     h->freed = false;
     h->identified = false;
     h->identified_calls = 0;
@@ -336,6 +435,7 @@ h_done(struct h *h)
     /* Let the removed polls and the cancelled timer complete before the loop goes. */
     run_for(h, 0.2);
     wio_loop_free(h->loop);
+    h_forget_switches(h);
     pgt_destroy(&h->pg);
     if (h->segdir != NULL) {
         tu_rmtree(h->segdir);
@@ -443,6 +543,94 @@ lsn_str(uint64_t lsn, char buf[PGP_LSN_BUFSZ])
     pgp_lsn_format(lsn, buf);
 }
 
+/* Polls sql on pg (turning the loop in between) until it returns expect. */
+static bool
+wait_query_on(struct h *h, struct pgt_cluster *pg, const char *sql, const char *expect,
+              double seconds)
+{
+    double end = now_s() + seconds;
+
+    for (;;) {
+        char *out = pgt_query(pg, sql);
+        bool ok = out != NULL && strcmp(out, expect) == 0;
+
+        free(out);
+        if (ok)
+            return true;
+        if (now_s() >= end)
+            return false;
+        run_for(h, 0.2);
+    }
+}
+
+/* Turns the loop until n timeline switches came and WAL after the last, or the session
+ * closed. */
+static bool
+run_until_switches(struct h *h, unsigned n, double seconds)
+{
+    double end = now_s() + seconds;
+
+    while ((h->switches < n || h->after_switch) && !h->closed && now_s() < end)
+        ck_assert_int_ge(wio_run_once(h->loop, 50), 0);
+    return h->switches >= n && !h->after_switch;
+}
+
+/* A file of pg's data directory (malloc'd), *len its length. */
+static char *
+read_pg_file(const struct pgt_cluster *pg, const char *rel, size_t *len)
+{
+    char path[4096];
+    char *data;
+
+    snprintf(path, sizeof(path), "%s/%s", pg->pgdata, rel);
+    data = tu_read_file(path, len);
+    ck_assert_msg(data != NULL, "cannot read %s", path);
+    return data;
+}
+
+/* The last entry of a history file: the parent timeline and where the child forked off. */
+static uint64_t
+history_switch(const char *history, uint32_t *parent)
+{
+    const char *line = history, *p;
+    unsigned hi, lo;
+
+    for (p = history; *p != '\0'; p++)
+        if (p[0] == '\n' && p[1] != '\0' && p[1] != '\n')
+            line = p + 1;
+    ck_assert_msg(sscanf(line, "%u\t%X/%X", parent, &hi, &lo) == 3, "history line '%s'", line);
+    return (uint64_t)hi << 32 | lo;
+}
+
+/* The start of the oldest segment of timeline tli in pg's pg_wal (a .partial one included). */
+static uint64_t
+oldest_segment(const struct pgt_cluster *pg, uint32_t tli)
+{
+    char dir[4096], prefix[16];
+    uint64_t oldest = UINT64_MAX;
+    struct dirent *e;
+    DIR *d;
+
+    snprintf(dir, sizeof(dir), "%s/pg_wal", pg->pgdata);
+    snprintf(prefix, sizeof(prefix), "%08X", tli);
+    d = opendir(dir);
+    ck_assert_msg(d != NULL, "opendir %s", dir);
+    while ((e = readdir(d)) != NULL) {
+        unsigned hi, lo;
+        size_t n = strlen(e->d_name);
+
+        if ((n != 24 && !(n == 32 && strcmp(e->d_name + 24, ".partial") == 0)) ||
+            strncmp(e->d_name, prefix, 8) != 0 || strspn(e->d_name, "0123456789ABCDEF") != 24 ||
+            sscanf(e->d_name + 8, "%8X%8X", &hi, &lo) != 2)
+            continue;
+        if ((uint64_t)hi * (0x100000000ull / SEG) + lo < oldest)
+            oldest = (uint64_t)hi * (0x100000000ull / SEG) + lo;
+    }
+    closedir(d);
+    ck_assert_msg(oldest != UINT64_MAX, "no segment of timeline %u in %s", tli, dir);
+    return oldest * SEG;
+}
+
 static void
 read_range(const char *path, size_t off, size_t len, uint8_t *buf)
 {
@@ -451,6 +639,102 @@ read_range(const char *path, size_t off, size_t len, uint8_t *buf)
     ck_assert_msg(fd >= 0, "open %s: %s", path, strerror(errno));
     ck_assert_msg(pread(fd, buf, len, (off_t)off) == (ssize_t)len, "short read of %s", path);
     close(fd);
+}
+
+/*
+ * Compares timeline tli's WAL in [from, to) as the source delivered it (h->segdir) with the
+ * server's pg_wal: the segment file, or its .partial after a promotion.  Returns the number of
+ * segments compared.
+ */
+static unsigned
+cmp_wal(struct h *h, const struct pgt_cluster *pg, uint32_t tli, uint64_t from, uint64_t to)
+{
+    uint8_t *a = malloc(SEG), *b = malloc(SEG);
+    unsigned segs = 0;
+
+    ck_assert(a != NULL && b != NULL);
+    for (uint64_t lsn = from; lsn < to;) {
+        size_t off = (size_t)(lsn % SEG);
+        size_t len = (size_t)(to - lsn < SEG - off ? to - lsn : SEG - off);
+        char name[32], mine[4096], theirs[4200];
+
+        seg_name(name, tli, lsn / SEG);
+        snprintf(mine, sizeof(mine), "%s/%s", h->segdir, name);
+        snprintf(theirs, sizeof(theirs), "%s/pg_wal/%s", pg->pgdata, name);
+        if (access(theirs, F_OK) != 0)
+            strcat(theirs, ".partial");
+        read_range(mine, off, len, a);
+        read_range(theirs, off, len, b);
+        if (memcmp(a, b, len) != 0) {
+            size_t i = 0;
+
+            while (a[i] == b[i])
+                i++;
+            ck_abort_msg("timeline %u: %s differs from %s at offset %zu", tli, mine, theirs,
+                         off + i);
+        }
+        segs++;
+        lsn += len;
+    }
+    free(a);
+    free(b);
+    return segs;
+}
+
+/* Compares [from, to) of two timelines' segment files as the source delivered them. */
+static void
+cmp_timelines(struct h *h, uint32_t tli_a, uint32_t tli_b, uint64_t from, uint64_t to)
+{
+    char name_a[32], name_b[32], pa[4096], pb[4096];
+    uint8_t *a, *b;
+
+    ck_assert_uint_eq(from / SEG, (to - 1) / SEG);
+    a = malloc(SEG);
+    b = malloc(SEG);
+    ck_assert(a != NULL && b != NULL);
+    seg_name(name_a, tli_a, from / SEG);
+    seg_name(name_b, tli_b, from / SEG);
+    snprintf(pa, sizeof(pa), "%s/%s", h->segdir, name_a);
+    snprintf(pb, sizeof(pb), "%s/%s", h->segdir, name_b);
+    read_range(pa, (size_t)(from % SEG), (size_t)(to - from), a);
+    read_range(pb, (size_t)(from % SEG), (size_t)(to - from), b);
+    ck_assert_msg(memcmp(a, b, (size_t)(to - from)) == 0, "%s and %s differ before the switch",
+                  name_a, name_b);
+    free(a);
+    free(b);
+}
+
+/* A streaming standby of up by pg_basebackup -R, on its own port and socket.  It follows
+ * timeline switches upstream (recovery_target_timeline = latest by default). */
+static void
+make_standby(struct pgt_cluster *up, struct pgt_cluster *sb, const char *tag)
+{
+    pgt_prepare(sb, tag);
+    register_cluster(sb);
+    ck_assert_msg(pgt_sh(up, "pg_basebackup -D '%s' -R -X stream -c fast", sb->pgdata) == 0,
+                  "pg_basebackup failed (see %s/cmd.log)", up->dir);
+    ck_assert_int_eq(pgt_sh(sb,
+                            "printf \"port = %d\\nunix_socket_directories = '%s'\\n\" >> "
+                            "\"$PGDATA/postgresql.auto.conf\"",
+                            sb->port, sb->dir),
+                     0);
+    ck_assert_msg(pgt_start(sb) == 0, "cannot start the standby (see %s)", sb->dir);
+}
+
+static void
+promote(struct pgt_cluster *pg)
+{
+    ck_assert_msg(pgt_sh(pg, "pg_ctl -D \"$PGDATA\" -w -t 60 promote") == 0,
+                  "promotion failed (see %s)", pg->dir);
+}
+
+/* Some WAL on pg, then pg_switch_wal(): returns the end of the segment it completed. */
+static uint64_t
+load_and_switch(struct pgt_cluster *pg, const char *load)
+{
+    if (load != NULL)
+        ck_assert_msg(pgt_sh(pg, "%s", load) == 0, "load failed (see %s/cmd.log)", pg->dir);
+    return query_u64(pg, "SELECT pg_switch_wal() - '0/0'::pg_lsn");
 }
 
 /*
@@ -521,6 +805,8 @@ START_TEST(test_identify)
     ck_assert_uint_eq(h.id.system_id, sysid);
     ck_assert_uint_ne(h.id.system_id, 0);
     ck_assert_uint_eq(h.id.timeline, 1);
+    ck_assert_ptr_null(h.id.history); /* no history on timeline 1 */
+    ck_assert_uint_eq(h.id.history_len, 0);
     ck_assert_uint_eq(h.id.seg_size, SEG);
     ck_assert_uint_ne(h.id.xlogpos, 0);
     ck_assert_uint_le(h.id.xlogpos,
@@ -932,6 +1218,494 @@ START_TEST(test_shutdown)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------------------- */
+/* A scripted walsender, for what a real server does not do on demand                      */
+
+#define FAKE_SYSID 7000000000000000001ull
+#define FAKE_START 0x2000000ull  /* the segment the source asks for on timeline 1 */
+#define FAKE_SWITCH 0x2000100ull /* timeline 2 forks off timeline 1 here */
+#define FAKE_PAST 100u           /* bytes of timeline 1 sent past FAKE_SWITCH */
+#define FAKE_TL2_BYTES 0x2000u
+#define FAKE_HISTORY "1\t0/2000100\tno recovery target specified\n"
+
+enum fake_case {
+    FAKE_OK,        /* timeline 1 streamed FAKE_PAST bytes past the switch, then timeline 2 */
+    FAKE_BAD_NEXT,  /* the next timeline is not above the one that ended */
+    FAKE_BAD_START, /* the next timeline starts beyond what was streamed */
+    FAKE_BAD_NAME,  /* TIMELINE_HISTORY answers with another timeline's file name */
+    FAKE_BAD_ENTRY, /* the history's last entry is not the switch just made */
+};
+
+struct fake {
+    int fd;
+    uint8_t in[1 << 17];
+    size_t in_len;
+    size_t consumed; /* bytes of in[] the last message took */
+    struct pgp_buf out;
+};
+
+static void
+fake_send(struct fake *f)
+{
+    size_t off = 0;
+
+    while (off < f->out.len) {
+        ssize_t n = write(f->fd, f->out.data + off, f->out.len - off);
+
+        if (n <= 0)
+            _exit(10);
+        off += (size_t)n;
+    }
+    pgp_buf_reset(&f->out);
+}
+
+/* The next frontend message (initial: the start-up packet); exits at EOF.  The message's
+ * pointers stay valid until the next call. */
+static void
+fake_read(struct fake *f, bool initial, struct pgp_initial *ini, struct pgp_fe_msg *m)
+{
+    struct pgp_err e;
+
+    memmove(f->in, f->in + f->consumed, f->in_len - f->consumed);
+    f->in_len -= f->consumed;
+    f->consumed = 0;
+    for (;;) {
+        int rc = initial ? pgp_parse_initial(f->in, f->in_len, ini, &e)
+                         : pgp_parse_fe(f->in, f->in_len, m, &e);
+        ssize_t n;
+
+        if (rc < 0)
+            _exit(11);
+        if (rc > 0) {
+            f->consumed = (size_t)rc;
+            return;
+        }
+        n = read(f->fd, f->in + f->in_len, sizeof(f->in) - f->in_len);
+        if (n <= 0)
+            _exit(0); /* the source went away: the script is over */
+        f->in_len += (size_t)n;
+    }
+}
+
+/* Runs one session on fd as the script says; exits 0 if the source did as expected. */
+static void
+fake_session(int fd, enum fake_case c)
+{
+    struct fake *f = calloc(1, sizeof(*f));
+    unsigned histories = 0;
+    uint8_t wal[FAKE_TL2_BYTES];
+
+    if (f == NULL)
+        _exit(12);
+    f->fd = fd;
+    for (;;) {
+        struct pgp_initial ini;
+
+        fake_read(f, true, &ini, NULL);
+        if (ini.kind == PGP_INITIAL_SSL) {
+            if (pgp_put_ssl_response(&f->out, false) < 0)
+                _exit(13);
+        } else if (ini.kind == PGP_INITIAL_GSSENC) {
+            if (pgp_put_gssenc_response(&f->out) < 0)
+                _exit(13);
+        } else {
+            break;
+        }
+        fake_send(f);
+    }
+    if (pgp_put_auth_ok(&f->out) < 0 ||
+        pgp_put_parameter_status(&f->out, "server_version", "15.4") < 0 ||
+        pgp_put_parameter_status(&f->out, "integer_datetimes", "on") < 0 ||
+        pgp_put_backend_key(&f->out, 1, 2) < 0 || pgp_put_ready(&f->out, 'I') < 0)
+        _exit(13);
+    fake_send(f);
+    for (;;) {
+        struct pgp_fe_msg m;
+        struct pgp_cmd cmd;
+        struct pgp_err e;
+        int rc = 0;
+
+        fake_read(f, false, NULL, &m);
+        if (m.type == 'X')
+            _exit(0);
+        if (m.type != 'Q' || pgp_parse_command(m.query, m.query_len, &cmd, &e) < 0)
+            _exit(14);
+        switch (cmd.kind) {
+        case PGP_CMD_IDENTIFY_SYSTEM:
+            rc = pgp_put_identify_system(&f->out, FAKE_SYSID, 2, 0x3000000, NULL);
+            break;
+        case PGP_CMD_SHOW:
+            rc = pgp_put_show(&f->out, "wal_segment_size", "16MB");
+            break;
+        case PGP_CMD_READ_REPLICATION_SLOT: {
+            struct pgp_slot_info slot = {.restart_lsn = FAKE_START, .restart_tli = 1};
+
+            rc = pgp_put_read_replication_slot(&f->out, &slot);
+            break;
+        }
+        case PGP_CMD_TIMELINE_HISTORY:
+            /* The first request is the identification's: always right. */
+            if (cmd.timeline != 2)
+                _exit(15);
+            if (histories++ > 0 && c == FAKE_BAD_NAME)
+                rc = pgp_put_timeline_history(&f->out, 3, FAKE_HISTORY, strlen(FAKE_HISTORY));
+            else if (histories > 1 && c == FAKE_BAD_ENTRY)
+                rc = pgp_put_timeline_history(&f->out, 2, "1\t0/2000000\tx\n", 14);
+            else
+                rc = pgp_put_timeline_history(&f->out, 2, FAKE_HISTORY, strlen(FAKE_HISTORY));
+            break;
+        case PGP_CMD_START_REPLICATION:
+            if (cmd.timeline == 1 && cmd.lsn == FAKE_START) {
+                size_t n = FAKE_SWITCH - FAKE_START + FAKE_PAST;
+
+                memset(wal, 'A', sizeof(wal));
+                if (pgp_put_copy_both(&f->out) < 0 ||
+                    pgp_put_xlogdata(&f->out, FAKE_START, FAKE_START + n, pgp_now(), wal, n) < 0 ||
+                    pgp_put_copy_done(&f->out) < 0)
+                    _exit(16);
+                fake_send(f);
+                do /* status updates until the source's CopyDone */
+                    fake_read(f, false, NULL, &m);
+                while (m.type == 'd');
+                if (m.type != 'c')
+                    _exit(17);
+                rc = pgp_put_end_of_timeline(&f->out, c == FAKE_BAD_NEXT ? 1 : 2,
+                                             c == FAKE_BAD_START ? FAKE_SWITCH + 2 * FAKE_PAST
+                                                                 : FAKE_SWITCH);
+            } else if (cmd.timeline == 2 && cmd.lsn == FAKE_START && c == FAKE_OK) {
+                memset(wal, 'B', sizeof(wal));
+                if (pgp_put_copy_both(&f->out) < 0 ||
+                    pgp_put_xlogdata(&f->out, FAKE_START, FAKE_START + sizeof(wal), pgp_now(), wal,
+                                     sizeof(wal)) < 0 ||
+                    pgp_put_keepalive(&f->out, FAKE_START + sizeof(wal), pgp_now(), false) < 0)
+                    _exit(16);
+                fake_send(f);
+                for (;;) /* until the source goes away */
+                    fake_read(f, false, NULL, &m);
+            } else {
+                _exit(18); /* not what the source should have asked for */
+            }
+            break;
+        default:
+            _exit(19);
+        }
+        if (rc < 0 || pgp_put_ready(&f->out, 'I') < 0)
+            _exit(20);
+        fake_send(f);
+    }
+}
+
+/* Starts the scripted walsender for one connection; returns its pid, *port its port. */
+static pid_t
+fake_start(enum fake_case c, int *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sin);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    pid_t pid;
+
+    ck_assert_int_ge(lfd, 0);
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(listen(lfd, 1), 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+    *port = ntohs(sin.sin_port);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fd;
+
+        alarm(30);
+        fd = accept(lfd, NULL, NULL);
+        if (fd < 0)
+            _exit(21);
+        close(lfd);
+        fake_session(fd, c);
+        _exit(22);
+    }
+    close(lfd);
+    return pid;
+}
+
+/* One session against the scripted walsender, from timeline 1; returns the fake's status. */
+static int
+fake_run(struct h *h, enum fake_case c)
+{
+    int port, st;
+    pid_t pid;
+
+    h_new_session(h);
+    pid = fake_start(c, &port);
+    h_connect_port(h, port, "wm_fake", &ops);
+    ck_assert_msg(run_until_flag(h, &h->identified, 10), "not identified: %s", h->close_msg);
+    ck_assert_uint_eq(h->id.system_id, FAKE_SYSID);
+    ck_assert_uint_eq(h->id.timeline, 2);
+    ck_assert_str_eq(h->id.history, FAKE_HISTORY);
+    h->tli = 1;
+    ck_assert_int_eq(source_start(h->src, FAKE_START + 0x1234, 1), 0);
+    if (c == FAKE_OK) {
+        ck_assert_msg(run_until_switches(h, 1, 10), "no switch: %s", h->close_msg);
+        ck_assert_msg(run_until_lsn(h, FAKE_START + FAKE_TL2_BYTES, 10), "%s", h->close_msg);
+    } else {
+        ck_assert(run_until_flag(h, &h->closed, 10));
+    }
+    h_free_source(h);
+    st = run_until_exit(h, pid, 10);
+    return st;
+}
+
+/*
+ * Timeline switches the way only a scripted server makes them on demand: WAL sent past the
+ * switch point (walsender.c allows it after a cascading standby's promotion), and switch data
+ * that does not add up.
+ */
+START_TEST(test_timeline_fake)
+{
+    struct h h;
+
+    memset(&h, 0, sizeof(h));
+    ck_assert_int_eq(wio_loop_new(&h.loop, 0), 0);
+
+    ck_assert_int_eq(fake_run(&h, FAKE_OK), 0);
+    ck_assert(!h.closed);
+    ck_assert(!h.gap);
+    ck_assert_uint_eq(h.first_lsn, FAKE_START);
+    ck_assert_uint_eq(h.switches, 1);
+    ck_assert_uint_eq(h.sw[0].tli, 2);
+    ck_assert_uint_eq(h.sw[0].switch_lsn, FAKE_SWITCH);
+    ck_assert_str_eq(h.sw[0].history, FAKE_HISTORY);
+    /* Timeline 1 was delivered past the switch point; it is reported as such... */
+    ck_assert_uint_eq(h.sw[0].end_before, FAKE_SWITCH + FAKE_PAST);
+    /* ...but what counts as received on timeline 2 starts at the switch point. */
+    ck_assert_uint_eq(h.sw[0].received, FAKE_SWITCH);
+    ck_assert_uint_eq(h.sw[0].first_after, FAKE_START);
+    ck_assert_uint_eq(h.next_lsn, FAKE_START + FAKE_TL2_BYTES);
+    ck_assert_uint_eq(h.wal_bytes, FAKE_SWITCH - FAKE_START + FAKE_PAST + FAKE_TL2_BYTES);
+
+    ck_assert_int_eq(fake_run(&h, FAKE_BAD_NEXT), 0);
+    ck_assert_int_eq(h.close_err, WIRE_EPROTO);
+    ck_assert_msg(strstr(h.close_msg, "says timeline 1 follows timeline 1") != NULL, "%s",
+                  h.close_msg);
+    ck_assert_uint_eq(h.switches, 0);
+
+    ck_assert_int_eq(fake_run(&h, FAKE_BAD_START), 0);
+    ck_assert_int_eq(h.close_err, WIRE_EPROTO);
+    ck_assert_msg(strstr(h.close_msg, "to 0/2000164 but says timeline 2 begins at 0/20001C8") !=
+                      NULL,
+                  "%s", h.close_msg);
+    ck_assert_uint_eq(h.switches, 0);
+
+    ck_assert_int_eq(fake_run(&h, FAKE_BAD_NAME), 0);
+    ck_assert_int_eq(h.close_err, WIRE_EPROTO);
+    ck_assert_msg(
+        strstr(h.close_msg, "file name '00000003.history', expected '00000002.history'") != NULL,
+        "%s", h.close_msg);
+    ck_assert_uint_eq(h.switches, 0);
+
+    ck_assert_int_eq(fake_run(&h, FAKE_BAD_ENTRY), 0);
+    ck_assert_int_eq(h.close_err, WIRE_EPROTO);
+    ck_assert_msg(strstr(h.close_msg, "forking off at 0/2000000, but the primary ended timeline "
+                                      "1 at 0/2000100") != NULL,
+                  "%s", h.close_msg);
+    ck_assert_uint_eq(h.switches, 0);
+
+    h_new_session(&h);
+    wio_loop_free(h.loop);
+}
+END_TEST
+
+#define TL_CONF "max_wal_size = 1GB\ncheckpoint_timeout = 1h\nwal_keep_size = 1GB\nautovacuum = off"
+/* About 7 MB of WAL in one transaction (pgbench's many commits are slow on a busy disk). */
+#define TL_LOAD(table)                                                                             \
+    "psql -X -v ON_ERROR_STOP=1 -c \"CREATE TABLE " table                                          \
+    " AS SELECT g, md5(g::text) AS m FROM generate_series(1, 80000) g\""
+
+/*
+ * Timeline following against real promotions.  P (timeline 1) -> S -> S2, S2 cascading from S.
+ * P stops cleanly, S is promoted: timeline 2 forks off at s1 (mid-segment: after P's shutdown
+ * checkpoint).  Later S switches WAL, S2 replays it, S stops at once and S2 is promoted:
+ * timeline 3 forks off at s2 (most often at a segment boundary: see below).
+ */
+START_TEST(test_timeline)
+{
+    struct h h;
+    struct pgt_cluster S, S2;
+    uint64_t s1, s2, start, l2, l3, end;
+    uint32_t parent;
+    char *hist2, *hist3, *hist2_s2, sql[256], lsn[PGP_LSN_BUFSZ];
+    size_t hist2_len, hist3_len, hist2_s2_len;
+    unsigned n1, n2, n3;
+    double t0 = now_s();
+
+    h_init(&h, "src-tl-p", TL_CONF);
+    h.segdir = tu_tmpdir("src-tl-segs");
+    make_standby(&h.pg, &S, "src-tl-s");
+    make_standby(&S, &S2, "src-tl-s2");
+    /* Timeline 1 WAL after both base backups: a few segments. */
+    ck_assert_int_eq(pgt_sh(&h.pg, "pgbench -i -q -s 2 postgres"), 0);
+    ck_assert_int_eq(pgt_stop(&h.pg, "fast"), 0); /* waits until S has all of it */
+    promote(&S);
+    hist2 = read_pg_file(&S, "pg_wal/00000002.history", &hist2_len);
+    s1 = history_switch(hist2, &parent);
+    ck_assert_uint_eq(parent, 1);
+    ck_assert_uint_ne(s1 % SEG, 0);
+    fprintf(stderr, "timeline: set up in %.1f s, timeline 2 from %" PRIX64 "\n", now_s() - t0, s1);
+
+    /* Against S (timeline 2), from a segment of timeline 1 before the switch. */
+    start = oldest_segment(&S, 1);
+    ck_assert_uint_lt(start, s1 - s1 % SEG);
+    h_connect_to(&h, &S, "wm_tl_a", &ops);
+    ck_assert_msg(run_until_flag(&h, &h.identified, 60), "not identified: %s", h.close_msg);
+    ck_assert_uint_eq(h.id.timeline, 2);
+    ck_assert_uint_eq(h.id.history_len, hist2_len);
+    ck_assert_str_eq(h.id.history, hist2);
+    h.tli = 1;
+    h.auto_report = true;
+    ck_assert_int_eq(source_start(h.src, start, 1), 0);
+    ck_assert_msg(run_until_switches(&h, 1, 60), "no switch to timeline 2: %s", h.close_msg);
+    ck_assert(!h.closed);
+    ck_assert(!h.gap);
+    ck_assert_uint_eq(h.first_lsn, start);
+    ck_assert_uint_eq(h.sw[0].tli, 2);
+    ck_assert_uint_eq(h.sw[0].switch_lsn, s1);
+    ck_assert_uint_eq(h.sw[0].end_before, s1); /* S streams timeline 1 exactly to s1 */
+    ck_assert_uint_eq(h.sw[0].received, s1);
+    ck_assert_uint_eq(h.sw[0].history_len, hist2_len);
+    ck_assert_str_eq(h.sw[0].history, hist2);
+    ck_assert_uint_eq(h.sw[0].first_after, s1 - s1 % SEG); /* backwards, once */
+    /* Timeline 2 WAL on S: a completed segment. */
+    l2 = load_and_switch(&S, TL_LOAD("load_s"));
+    ck_assert_msg(run_until_lsn(&h, l2, 60), "timeline 2 WAL missing: %s", h.close_msg);
+    ck_assert(!h.gap);
+    ck_assert(!h.closed);
+    ck_assert_uint_eq(source_received_lsn(h.src), h.next_lsn);
+    n1 = cmp_wal(&h, &S, 1, start, s1);
+    n2 = cmp_wal(&h, &S, 2, s1 - s1 % SEG, l2);
+    cmp_timelines(&h, 1, 2, s1 - s1 % SEG, s1); /* the same WAL before the switch */
+    ck_assert_uint_ge(n1, 2);
+    ck_assert_uint_ge(n2, 1);
+    fprintf(stderr, "timeline: against S, %u + %u segments byte-identical (%.1f s)\n", n1, n2,
+            now_s() - t0);
+
+    /* A start past timeline 1's switch point: PostgreSQL's error. */
+    h_new_session(&h);
+    h_connect_to(&h, &S, "wm_tl_err", &ops);
+    ck_assert(run_until_flag(&h, &h.identified, 60));
+    ck_assert_int_eq(source_start(h.src, s1 - s1 % SEG + SEG, 1), 0);
+    ck_assert(run_until_flag(&h, &h.closed, 30));
+    ck_assert_int_eq(h.close_err, WIRE_EPEER);
+    ck_assert_msg(strstr(h.close_msg, "is not in this server's history") != NULL, "%s",
+                  h.close_msg);
+    ck_assert_uint_eq(h.wal_calls, 0);
+    ck_assert_uint_eq(h.switches, 0);
+
+    /* An owner without on_timeline: timeline 1 up to s1, then the end of the session. */
+    h_new_session(&h);
+    h_connect_to(&h, &S, "wm_tl_nf", &ops_nofollow);
+    ck_assert(run_until_flag(&h, &h.identified, 60));
+    h.tli = 1;
+    ck_assert_int_eq(source_start(h.src, s1 - s1 % SEG, 1), 0);
+    ck_assert(run_until_flag(&h, &h.closed, 30));
+    ck_assert_int_eq(h.close_err, WIRE_ECLOSED);
+    ck_assert_msg(strstr(h.close_msg, "does not follow timeline switches") != NULL, "%s",
+                  h.close_msg);
+    ck_assert_uint_eq(h.next_lsn, s1);
+    ck_assert(!h.gap);
+    h_new_session(&h);
+
+    /*
+     * Timeline 3.  S2 has followed S onto timeline 2.  S switches WAL, S2 replays the switch,
+     * S stops at once (no shutdown checkpoint) and S2 is promoted: its timeline 3 then forks off
+     * at the segment boundary l3, unless S logged something after the switch (its bgwriter
+     * does every 15 s at most) and S2 got it first.
+     */
+    l3 = load_and_switch(&S, "psql -X -c 'CREATE TABLE tl3 AS SELECT 1 AS x'");
+    lsn_str(l3, lsn);
+    snprintf(sql, sizeof(sql), "SELECT pg_last_wal_replay_lsn() >= '%s'", lsn);
+    ck_assert_msg(wait_query_on(&h, &S2, sql, "t", 60), "S2 did not replay up to %s", lsn);
+    ck_assert_int_eq(pgt_stop(&S, "immediate"), 0);
+    promote(&S2);
+    hist3 = read_pg_file(&S2, "pg_wal/00000003.history", &hist3_len);
+    hist2_s2 = read_pg_file(&S2, "pg_wal/00000002.history", &hist2_s2_len);
+    ck_assert_str_eq(hist2_s2, hist2);
+    s2 = history_switch(hist3, &parent);
+    ck_assert_uint_eq(parent, 2);
+    ck_assert_uint_ge(s2, l3);
+    fprintf(stderr, "timeline: timeline 3 from %" PRIX64 " (%s a segment boundary) at %.1f s\n", s2,
+            s2 % SEG == 0 ? "at" : "not at", now_s() - t0);
+
+    /* Against S2 (timeline 3), from timeline 1: two switches in a row. */
+    tu_rmtree(h.segdir);
+    free(h.segdir);
+    h.segdir = tu_tmpdir("src-tl-segs2");
+    start = oldest_segment(&S2, 1);
+    ck_assert_uint_lt(start, s1 - s1 % SEG);
+    h_connect_to(&h, &S2, "wm_tl_b", &ops);
+    ck_assert_msg(run_until_flag(&h, &h.identified, 60), "not identified: %s", h.close_msg);
+    ck_assert_uint_eq(h.id.timeline, 3);
+    ck_assert_uint_eq(h.id.history_len, hist3_len);
+    ck_assert_str_eq(h.id.history, hist3);
+    h.tli = 1;
+    h.auto_report = true;
+    ck_assert_int_eq(source_start(h.src, start, 1), 0);
+    ck_assert_msg(run_until_switches(&h, 2, 60), "%u switches: %s", h.switches, h.close_msg);
+    ck_assert(!h.gap);
+    ck_assert_uint_eq(h.first_lsn, start);
+    ck_assert_uint_eq(h.sw[0].tli, 2);
+    ck_assert_uint_eq(h.sw[0].switch_lsn, s1);
+    ck_assert_uint_eq(h.sw[0].end_before, s1);
+    ck_assert_str_eq(h.sw[0].history, hist2);
+    ck_assert_uint_eq(h.sw[0].first_after, s1 - s1 % SEG);
+    ck_assert_uint_eq(h.sw[1].tli, 3);
+    ck_assert_uint_eq(h.sw[1].switch_lsn, s2);
+    ck_assert_uint_eq(h.sw[1].end_before, s2);
+    ck_assert_uint_eq(h.sw[1].received, s2);
+    ck_assert_uint_eq(h.sw[1].history_len, hist3_len);
+    ck_assert_str_eq(h.sw[1].history, hist3);
+    ck_assert_uint_eq(h.sw[1].first_after, s2 - s2 % SEG);
+    l2 = load_and_switch(&S2, TL_LOAD("load_s2"));
+    ck_assert_msg(run_until_lsn(&h, l2, 60), "timeline 3 WAL missing: %s", h.close_msg);
+    ck_assert(!h.gap);
+    n1 = cmp_wal(&h, &S2, 1, start, s1);
+    n2 = cmp_wal(&h, &S2, 2, s1 - s1 % SEG, s2);
+    n3 = cmp_wal(&h, &S2, 3, s2 - s2 % SEG, l2);
+    fprintf(stderr, "timeline: against S2, %u + %u + %u segments byte-identical (%.1f s)\n", n1, n2,
+            n3, now_s() - t0);
+
+    /*
+     * From timeline 2 at s2's segment: when s2 is a segment boundary the start is the switch
+     * point itself, and the walsender answers with the next timeline at once, without COPY.
+     */
+    h_new_session(&h);
+    h_connect_to(&h, &S2, "wm_tl_c", &ops);
+    ck_assert(run_until_flag(&h, &h.identified, 60));
+    h.tli = 2;
+    h.auto_report = true;
+    ck_assert_int_eq(source_start(h.src, s2, 2), 0);
+    ck_assert_msg(run_until_switches(&h, 1, 60), "no switch to timeline 3: %s", h.close_msg);
+    ck_assert_uint_eq(h.sw[0].tli, 3);
+    ck_assert_uint_eq(h.sw[0].switch_lsn, s2);
+    ck_assert_uint_eq(h.sw[0].end_before, s2 % SEG == 0 ? 0 : s2);
+    ck_assert_uint_eq(h.sw[0].first_after, s2 - s2 % SEG);
+
+    /* And a clean shutdown of S2 after following: err 0 at the end of its WAL. */
+    ck_assert(
+        run_until_lsn(&h, query_u64(&S2, "SELECT pg_current_wal_flush_lsn() - '0/0'::pg_lsn"), 30));
+    stop_fast_while_streaming(&h, &S2);
+    end = checkpoint_end(&S2);
+    ck_assert_msg(h.close_err == 0, "err %d: %s", h.close_err, h.close_msg);
+    ck_assert_uint_eq(h.closed_received, end);
+    ck_assert(!h.gap);
+    fprintf(stderr, "timeline: done in %.1f s\n", now_s() - t0);
+
+    free(hist2);
+    free(hist2_s2);
+    free(hist3);
+    h_done(&h);
+    pgt_destroy(&S2);
+    pgt_destroy(&S);
+}
+END_TEST
+
 /* source_free at various moments: no callback afterwards, the walsender goes away. */
 START_TEST(test_free)
 {
@@ -1024,6 +1798,8 @@ main(void)
     /* A case of its own, so that CK_RUN_CASE=end runs only these. */
     tcase_set_timeout(tc_end, 400);
     tcase_add_test(tc_end, test_shutdown);
+    tcase_add_test(tc_end, test_timeline);
+    tcase_add_test(tc_end, test_timeline_fake);
     suite_add_tcase(s, tc_end);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
