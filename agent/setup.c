@@ -12,6 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "pgctl.h"
+
 #define SETUP_PG_BINDIR "/usr/lib/postgresql/15/bin"
 
 const char *
@@ -147,51 +149,13 @@ run_basebackup(const struct wm_config *cfg, const char *primary_conninfo)
     return 0;
 }
 
-/* The port B's PostgreSQL listens on: the one its agent connects to. */
-static const char *
-local_port(const struct wm_config *cfg)
-{
-    static char port[16];
-    PQconninfoOption *opts = PQconninfoParse(cfg->pg_conninfo, NULL);
-
-    snprintf(port, sizeof(port), "5432");
-    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
-        if (strcmp(o->keyword, "port") == 0 && o->val != NULL && o->val[0] != '\0')
-            snprintf(port, sizeof(port), "%s", o->val);
-    PQconninfoFree(opts);
-    return port;
-}
-
 static int
 write_standby_config(const struct wm_config *cfg)
 {
-    char path[4200];
-    FILE *f;
+    char err[512];
 
-    snprintf(path, sizeof(path), "%s/standby.signal", cfg->pgdata);
-    f = fopen(path, "w");
-    if (f == NULL || fclose(f) != 0) {
-        fprintf(stderr, "init-standby: cannot create %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    snprintf(path, sizeof(path), "%s/postgresql.auto.conf", cfg->pgdata);
-    f = fopen(path, "a");
-    if (f == NULL) {
-        fprintf(stderr, "init-standby: cannot open %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    fprintf(f,
-            "\n# walmirror init-standby: this standby streams from its site's walmirror agent\n"
-            "primary_conninfo = 'host=''%s'' port=%u user=postgres application_name=%s "
-            "sslmode=disable gssencmode=disable'\n"
-            "primary_slot_name = ''\n"
-            "hot_standby = on\n"
-            "wal_log_hints = on\n"
-            "recovery_target_timeline = 'latest'\n"
-            "port = %s\n",
-            cfg->wal_listen.host, cfg->wal_listen.port, cfg->node_name, local_port(cfg));
-    if (fclose(f) != 0) {
-        fprintf(stderr, "init-standby: cannot write %s: %s\n", path, strerror(errno));
+    if (pgctl_write_standby_config(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "init-standby: %s\n", err);
         return -1;
     }
     return 0;
