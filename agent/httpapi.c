@@ -324,6 +324,15 @@ snapshot_json(const struct status_snapshot *s)
          put(o, "link_up", json_boolean(s->link_up)) && put(o, "rtt_us", json_u64(s->rtt_us)) &&
          put(o, "wal_raw_bytes", json_u64(s->wal_raw_bytes)) &&
          put(o, "wal_wire_bytes", json_u64(s->wal_wire_bytes)) &&
+         PUT_STR(o, s, operation) && PUT_STR(o, s, op_step) &&
+         put(o, "op_id", json_u64(s->op_id)) && put(o, "last_op_id", json_u64(s->last_op_id)) &&
+         PUT_STR(o, s, last_op) && put(o, "last_op_ok", json_boolean(s->last_op_ok)) &&
+         PUT_STR(o, s, last_op_result) &&
+         put(o, "last_unavailability_us",
+             s->last_unavailability_us < 0 ? json_null()
+                                           : json_integer(s->last_unavailability_us)) &&
+         put(o, "switchovers", json_u64(s->switchovers)) &&
+         put(o, "failovers", json_u64(s->failovers)) &&
          put(o, "failover_paused", json_boolean(s->failover_paused)) &&
          PUT_STR(o, s, maintenance) && PUT_STR(o, s, last_error);
     if (!ok) {
@@ -474,6 +483,9 @@ enum route {
     ROUTE_STATUS,
     ROUTE_PAUSE,
     ROUTE_RESUME,
+    ROUTE_SWITCHOVER,
+    ROUTE_FAILOVER,
+    ROUTE_REJOIN,
 };
 
 static enum route
@@ -485,6 +497,12 @@ route_of(const char *url)
         return ROUTE_PAUSE;
     if (strcmp(url, "/resume") == 0)
         return ROUTE_RESUME;
+    if (strcmp(url, "/switchover") == 0)
+        return ROUTE_SWITCHOVER;
+    if (strcmp(url, "/failover") == 0)
+        return ROUTE_FAILOVER;
+    if (strcmp(url, "/rejoin") == 0)
+        return ROUTE_REJOIN;
     return ROUTE_NONE;
 }
 
@@ -504,6 +522,69 @@ handle_action(struct httpapi *h, struct MHD_Connection *c, enum route r)
     if (o == NULL)
         return MHD_NO;
     if (!put(o, "requested", json_string(what)) || !PUT_STR(o, &snap, node_name)) {
+        json_decref(o);
+        return MHD_NO;
+    }
+    return reply_json(c, MHD_HTTP_ACCEPTED, o, NULL);
+}
+
+/*
+ * POST /switchover[?to=NODE&max_lag=BYTES], /failover[?force=1], /rejoin: files the request
+ * for the agent's loop and answers 202 with its id; the outcome shows in /status (op_id,
+ * operation, op_step, then last_op_id, last_op_ok, last_op_result).
+ */
+static enum MHD_Result
+handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
+{
+    struct status_op_request req = {0};
+    struct status_snapshot snap;
+    const char *v, *what;
+    char who[CLIENT_NAME_MAX];
+    json_t *o;
+
+    switch (r) {
+    case ROUTE_SWITCHOVER:
+        what = "switchover";
+        req.kind = STATUS_REQ_SWITCHOVER;
+        v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "to");
+        if (v != NULL) {
+            if (strlen(v) > STATUS_NAME_MAX)
+                return reply_json(c, MHD_HTTP_BAD_REQUEST, error_body("to: name too long"),
+                                  NULL);
+            snprintf(req.target, sizeof(req.target), "%s", v);
+        }
+        v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "max_lag");
+        if (v != NULL) {
+            char *end;
+            errno = 0;
+            req.max_lag_bytes = strtoull(v, &end, 10);
+            if (errno != 0 || end == v || *end != '\0')
+                return reply_json(c, MHD_HTTP_BAD_REQUEST,
+                                  error_body("max_lag: a number of bytes expected"), NULL);
+        }
+        break;
+    case ROUTE_FAILOVER:
+        what = "failover";
+        req.kind = STATUS_REQ_FAILOVER;
+        v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "force");
+        req.force = v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+        break;
+    default:
+        what = "rejoin";
+        req.kind = STATUS_REQ_REJOIN;
+        break;
+    }
+    status_request_op(h->board, &req);
+    client_name(c, who, sizeof(who));
+    log_info("http", "POST /%s from %s: %s requested (id %" PRIu64 "%s%s%s)", what, who, what,
+             req.id, req.target[0] != '\0' ? ", to " : "", req.target,
+             req.force ? ", forced" : "");
+    status_read(h->board, &snap);
+    o = json_object();
+    if (o == NULL)
+        return MHD_NO;
+    if (!put(o, "requested", json_string(what)) || !put(o, "id", json_u64(req.id)) ||
+        !PUT_STR(o, &snap, node_name)) {
         json_decref(o);
         return MHD_NO;
     }
@@ -552,11 +633,20 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
                                              : "method not allowed: /resume takes POST"),
                               MHD_HTTP_HEADER_ALLOW, "POST", NULL);
         return handle_action(h, c, r);
+    case ROUTE_SWITCHOVER:
+    case ROUTE_FAILOVER:
+    case ROUTE_REJOIN:
+        if (!post)
+            return reply_json(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                              error_body("method not allowed: operations take POST"),
+                              MHD_HTTP_HEADER_ALLOW, "POST", NULL);
+        return handle_operation(h, c, r);
     case ROUTE_NONE:
         break;
     }
     return reply_json(c, MHD_HTTP_NOT_FOUND,
-                      error_body("no such endpoint (try GET /status, POST /pause, POST /resume)"),
+                      error_body("no such endpoint (try GET /status, POST /pause, /resume, "
+                                 "/switchover, /failover, /rejoin)"),
                       NULL);
 }
 

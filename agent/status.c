@@ -4,12 +4,19 @@
 #include "status.h"
 
 #include <string.h>
+#include <time.h>
 
 void
 status_board_init(struct status_board *b)
 {
+    struct timespec ts;
+
     memset(b, 0, sizeof(*b));
     pthread_mutex_init(&b->lock, NULL);
+    /* Request ids unique across agents and restarts: an operation that crosses the link
+     * (a switchover) keeps the id it was asked with, on both sides. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    b->next_op_id = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 void
@@ -52,4 +59,27 @@ status_take(struct status_board *b)
     b->requests = 0;
     pthread_mutex_unlock(&b->lock);
     return r;
+}
+
+uint64_t
+status_request_op(struct status_board *b, struct status_op_request *r)
+{
+    pthread_mutex_lock(&b->lock);
+    r->id = ++b->next_op_id;
+    b->op = *r;
+    pthread_mutex_unlock(&b->lock);
+    return r->id;
+}
+
+bool
+status_take_op(struct status_board *b, struct status_op_request *out)
+{
+    bool any;
+
+    pthread_mutex_lock(&b->lock);
+    any = b->op.id != 0;
+    *out = b->op;
+    b->op.id = 0;
+    pthread_mutex_unlock(&b->lock);
+    return any;
 }

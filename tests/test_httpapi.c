@@ -71,6 +71,16 @@ fill_snapshot(struct status_snapshot *s)
     s->failover_paused = false;
     snprintf(s->maintenance, sizeof(s->maintenance), "none");
     snprintf(s->last_error, sizeof(s->last_error), "link to site-b: reset");
+    snprintf(s->operation, sizeof(s->operation), "switchover");
+    snprintf(s->op_step, sizeof(s->op_step), "stopping the primary");
+    s->op_id = 7;
+    s->last_op_id = 6;
+    snprintf(s->last_op, sizeof(s->last_op), "failover");
+    s->last_op_ok = true;
+    snprintf(s->last_op_result, sizeof(s->last_op_result), "site-a promoted");
+    s->last_unavailability_us = 812345;
+    s->switchovers = 3;
+    s->failovers = 1;
 }
 
 static void
@@ -300,8 +310,18 @@ START_TEST(status_fields)
     ck_assert(json_is_false(json_object_get(o, "failover_paused")));
     expect_str(o, "maintenance", "none");
     expect_str(o, "last_error", "link to site-b: reset");
-    /* every field of the snapshot, nothing more: 29 fields and 5 LSN texts */
-    ck_assert_uint_eq(json_object_size(o), 34);
+    expect_str(o, "operation", "switchover");
+    expect_str(o, "op_step", "stopping the primary");
+    expect_int(o, "op_id", 7);
+    expect_int(o, "last_op_id", 6);
+    expect_str(o, "last_op", "failover");
+    ck_assert(json_is_true(json_object_get(o, "last_op_ok")));
+    expect_str(o, "last_op_result", "site-a promoted");
+    expect_int(o, "last_unavailability_us", 812345);
+    expect_int(o, "switchovers", 3);
+    expect_int(o, "failovers", 1);
+    /* every field of the snapshot, nothing more: 39 fields and 5 LSN texts */
+    ck_assert_uint_eq(json_object_size(o), 44);
     json_decref(o);
 }
 END_TEST
@@ -356,6 +376,49 @@ START_TEST(pause_resume)
     expect_str(o, "requested", "resume");
     json_decref(o);
     ck_assert_uint_eq(status_take(&board), 1u << STATUS_REQ_RESUME);
+}
+END_TEST
+
+START_TEST(operation_requests)
+{
+    struct status_op_request req;
+    struct resp r;
+    json_t *o;
+    json_int_t id;
+
+    ck_assert(!status_take_op(&board, &req));
+    request(&r, "POST", "/switchover?to=site-b&max_lag=1048576", NULL);
+    ck_assert_int_eq(r.code, 202);
+    o = parse_object(&r);
+    expect_str(o, "requested", "switchover");
+    id = json_integer_value(json_object_get(o, "id"));
+    ck_assert_int_gt(id, 0);
+    json_decref(o);
+    ck_assert(status_take_op(&board, &req));
+    ck_assert_int_eq(req.kind, STATUS_REQ_SWITCHOVER);
+    ck_assert_uint_eq(req.id, (uint64_t)id);
+    ck_assert_str_eq(req.target, "site-b");
+    ck_assert_uint_eq(req.max_lag_bytes, 1048576);
+    ck_assert(!status_take_op(&board, &req)); /* taken once */
+
+    request(&r, "POST", "/failover?force=1", NULL);
+    ck_assert_int_eq(r.code, 202);
+    ck_assert(status_take_op(&board, &req));
+    ck_assert_int_eq(req.kind, STATUS_REQ_FAILOVER);
+    ck_assert(req.force);
+    ck_assert_uint_gt(req.id, (uint64_t)id); /* ids only grow */
+
+    request(&r, "POST", "/rejoin", NULL);
+    ck_assert_int_eq(r.code, 202);
+    ck_assert(status_take_op(&board, &req));
+    ck_assert_int_eq(req.kind, STATUS_REQ_REJOIN);
+
+    request(&r, "POST", "/switchover?max_lag=lots", NULL);
+    ck_assert_int_eq(r.code, 400);
+    expect_json_error(&r, "max_lag");
+    request(&r, "GET", "/failover", NULL);
+    ck_assert_int_eq(r.code, 405);
+    ck_assert(!status_take_op(&board, &req));
 }
 END_TEST
 
@@ -782,8 +845,11 @@ START_TEST(ctl_usage)
     ck_assert_int_eq(ctl("status --url"), 2);
     ck_assert_int_eq(ctl("status --watch=0"), 2);
     ck_assert_int_eq(ctl("-c"), 2);
-    ck_assert_int_eq(ctl("switchover"), 1);
+    ck_assert_int_eq(ctl("check"), 1);
     assert_has(err_text, "not implemented yet");
+    ck_assert_int_eq(ctl("status --force"), 2);
+    ck_assert_int_eq(ctl("failover --to site-b"), 2);
+    ck_assert_int_eq(ctl("switchover --max-lag 12x"), 2);
     ck_assert_int_eq(ctl("--help"), 0);
     assert_has(out_text, "status [--json] [--watch [SECONDS]]");
     ck_assert_int_eq(ctl("--version"), 0);
@@ -824,6 +890,7 @@ httpapi_suite(void)
     tcase_add_test(tc, status_fields);
     tcase_add_test(tc, status_edge_values);
     tcase_add_test(tc, pause_resume);
+    tcase_add_test(tc, operation_requests);
     tcase_add_test(tc, wrong_method_and_path);
     tcase_add_test(tc, loopback_rule);
     tcase_add_test(tc, ipv6_loopback);

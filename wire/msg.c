@@ -194,6 +194,7 @@ msg_ctl_name(uint8_t kind)
         [MSG_CTL_VOTE_REQUEST] = "VOTE_REQUEST",
         [MSG_CTL_VOTE_GRANT] = "VOTE_GRANT",
         [MSG_CTL_VOTE_DENY] = "VOTE_DENY",
+        [MSG_CTL_SWITCHOVER_SYNCED] = "SWITCHOVER_SYNCED",
     };
 
     return kind > 0 && kind <= MSG_CTL_LAST ? names[kind] : "unknown";

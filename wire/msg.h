@@ -93,7 +93,9 @@ struct msg_timeline {
  * SWITCHOVER_PROMOTE (lsn: end of the old primary's WAL; value: unix us of its last accepted
  * commit as S measured it, or 0).  K replays to lsn, promotes, raises the epoch and answers
  * SWITCHOVER_DONE (lsn: where its new timeline begins; value: the new timeline; value2: the
- * new epoch), then both swap roles.  Either side may send SWITCHOVER_ABORT (text: why) before
+ * new epoch), then both swap roles.  Once the new source has its first synchronous
+ * acknowledgement from the new sink it sends SWITCHOVER_SYNCED (value: the write-unavailability
+ * it measured, in microseconds, from PROMOTE's commit time to that acknowledgement).  Either side may send SWITCHOVER_ABORT (text: why) before
  * PROMOTE; after PROMOTE there is no way back but forward.
  * FENCE (value: the sender's epoch; text: the node that holds it): the receiver's epoch is
  * older; it must stop acting as source or sink and keep its PostgreSQL from taking writes.
@@ -113,8 +115,9 @@ enum msg_ctl {
     MSG_CTL_VOTE_REQUEST = 7,
     MSG_CTL_VOTE_GRANT = 8,
     MSG_CTL_VOTE_DENY = 9,
+    MSG_CTL_SWITCHOVER_SYNCED = 10,
 };
-#define MSG_CTL_LAST MSG_CTL_VOTE_DENY
+#define MSG_CTL_LAST MSG_CTL_SWITCHOVER_SYNCED
 
 struct msg_control {
     uint8_t kind; /* enum msg_ctl */
