@@ -54,8 +54,7 @@
 
 static volatile sig_atomic_t interrupted;
 
-static const char *const not_implemented[] = {"switchover",  "failover", "rejoin",
-                                              "maintenance", "check",    "report"};
+static const char *const not_implemented[] = {"maintenance", "check", "report"};
 
 struct ctl {
     char urls[CTL_MAX_AGENTS][CTL_URL_MAX]; /* base URLs, without a trailing '/' */
@@ -99,7 +98,15 @@ usage(FILE *f)
             "                        JSON as an array; --watch refreshes every SECONDS (2)\n"
             "  pause                 pause automatic fail-over\n"
             "  resume                resume automatic fail-over\n"
-            "  switchover, failover, rejoin, maintenance, check, report: not implemented yet\n"
+            "  switchover [--to NODE] [--max-lag BYTES]\n"
+            "                        planned switchover, asked of the primary's agent (the\n"
+            "                        source among those given); prints each step and the\n"
+            "                        measured write-unavailability\n"
+            "  failover [--force]    promote the standby now; without --force the witness must\n"
+            "                        agree that the primary site is gone\n"
+            "  rejoin                make a fenced former primary a standby of the new primary\n"
+            "                        (pg_rewind, or a fresh base backup)\n"
+            "  maintenance, check, report: not implemented yet\n"
             "\n"
             "Without --url and -c, the agent at http://127.0.0.1:8008.  With -c alone, the table\n"
             "shows that agent and, below it, what it knows of its peer; give one --url per agent\n"
@@ -808,6 +815,141 @@ cmd_action(const struct ctl *ctl, const char *action)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Operations: switchover, failover, rejoin                                                  */
+
+struct op_args {
+    const char *to;      /* switchover --to */
+    const char *max_lag; /* switchover --max-lag BYTES */
+    bool force;          /* failover --force */
+};
+
+/*
+ * The agent that must run the operation: the one whose role is want_role among those given
+ * (any of several roles, '|'-separated); with a single agent, that one.  Returns its index or
+ * -1 with a message.
+ */
+static int
+pick_agent(const struct ctl *ctl, const char *want_role, const char *what)
+{
+    char why[512];
+    int found = -1;
+
+    if (ctl->n_urls == 1)
+        return 0;
+    for (int i = 0; i < ctl->n_urls && found < 0; i++) {
+        json_t *o;
+        const char *role;
+
+        if (fetch_status(ctl, ctl->urls[i], &o, why, sizeof(why)) < 0) {
+            fprintf(stderr, "walmirrorctl: %s\n", why);
+            continue;
+        }
+        role = json_string_value(json_object_get(o, "role"));
+        if (role != NULL && strstr(want_role, role) != NULL)
+            found = i;
+        json_decref(o);
+    }
+    if (found < 0)
+        fprintf(stderr, "walmirrorctl: no agent given is the %s that a %s needs\n", want_role,
+                what);
+    return found;
+}
+
+/*
+ * POSTs the operation to the agent at base, then follows its /status until the operation with
+ * that id has ended, printing each step.  Returns 0 when it succeeded, 1 otherwise.
+ */
+static int
+run_operation(const struct ctl *ctl, const char *base, const char *op, const char *query)
+{
+    char url[CTL_URL_MAX + 300], msg[512], why[512], last_step[256] = "";
+    struct reply r;
+    json_t *o;
+    uint64_t id;
+    time_t deadline = time(NULL) + 600;
+    int n;
+
+    n = snprintf(url, sizeof(url), "%s/%s%s", base, op, query);
+    if (n < 0 || (size_t)n >= sizeof(url)) {
+        fprintf(stderr, "walmirrorctl: URL too long\n");
+        return 1;
+    }
+    if (http_call(ctl, url, true, &r) < 0) {
+        fprintf(stderr, "walmirrorctl: cannot reach the agent at %s: %s\n", url, r.why);
+        return 1;
+    }
+    if (r.code != 202) {
+        describe_refusal(&r, msg, sizeof(msg));
+        fprintf(stderr, "walmirrorctl: the agent at %s answered %s\n", url, msg);
+        free(r.body);
+        return 1;
+    }
+    o = json_loadb(r.body, r.len, 0, NULL);
+    id = (uint64_t)json_integer_value(json_object_get(o, "id"));
+    printf("%s requested from %s (request %" PRIu64 ")\n", op,
+           json_string_value(json_object_get(o, "node_name")) != NULL
+               ? json_string_value(json_object_get(o, "node_name"))
+               : base,
+           id);
+    json_decref(o);
+    free(r.body);
+    fflush(stdout);
+    while (!interrupted && time(NULL) < deadline) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000 * 1000};
+        const char *step, *result;
+        json_t *unavail;
+        bool ok;
+
+        nanosleep(&ts, NULL);
+        if (fetch_status(ctl, base, &o, why, sizeof(why)) < 0)
+            continue; /* the agent may be changing roles: ask again */
+        step = json_string_value(json_object_get(o, "op_step"));
+        if ((uint64_t)json_integer_value(json_object_get(o, "op_id")) == id && step != NULL &&
+            step[0] != '\0' && strcmp(step, last_step) != 0) {
+            printf("  %s\n", step);
+            fflush(stdout);
+            snprintf(last_step, sizeof(last_step), "%s", step);
+        }
+        if ((uint64_t)json_integer_value(json_object_get(o, "last_op_id")) != id) {
+            json_decref(o);
+            continue;
+        }
+        ok = json_is_true(json_object_get(o, "last_op_ok"));
+        result = json_string_value(json_object_get(o, "last_op_result"));
+        unavail = json_object_get(o, "last_unavailability_us");
+        printf("%s %s: %s\n", op, ok ? "done" : "FAILED", result != NULL ? result : "");
+        if (ok && json_is_integer(unavail) && strcmp(op, "rejoin") != 0)
+            printf("write-unavailability: %.3f s\n", (double)json_integer_value(unavail) / 1e6);
+        json_decref(o);
+        return ok ? 0 : 1;
+    }
+    fprintf(stderr, "walmirrorctl: %s: no outcome yet; follow it with walmirrorctl status\n",
+            op);
+    return 1;
+}
+
+static int
+cmd_operation(const struct ctl *ctl, const char *op, const struct op_args *args)
+{
+    char query[300] = "";
+    int i;
+
+    if (strcmp(op, "switchover") == 0) {
+        i = pick_agent(ctl, "source", "switchover (the primary's agent)");
+        snprintf(query, sizeof(query), "?to=%s&max_lag=%s", args->to != NULL ? args->to : "",
+                 args->max_lag != NULL ? args->max_lag : "0");
+    } else if (strcmp(op, "failover") == 0) {
+        i = pick_agent(ctl, "sink", "failover (the standby's agent)");
+        snprintf(query, sizeof(query), "%s", args->force ? "?force=1" : "");
+    } else {
+        i = pick_agent(ctl, "fenced", "rejoin (the former primary's agent)");
+    }
+    if (i < 0)
+        return 1;
+    return run_operation(ctl, ctl->urls[i], op, query);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* main                                                                                      */
 
 /* Parses a --watch interval: a number of seconds in (0, 86400]. */
@@ -855,6 +997,7 @@ main(int argc, char **argv)
     struct wm_config cfg;
     const char *config = NULL, *token_file = NULL, *command = NULL, *v;
     bool have_cfg = false, matched, want_json = false, want_watch = false, extra = false;
+    struct op_args args = {0};
     struct sigaction sa;
     int rc = 1;
 
@@ -895,6 +1038,26 @@ main(int argc, char **argv)
             want_json = true;
             continue;
         }
+        v = opt_value(argc, argv, &i, "--to", NULL, &matched);
+        if (matched) {
+            if (v == NULL || args.to != NULL || v[strspn(v, "abcdefghijklmnopqrstuvwxyz"
+                                                           "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")] != '\0')
+                goto bad_usage;
+            args.to = v;
+            continue;
+        }
+        v = opt_value(argc, argv, &i, "--max-lag", NULL, &matched);
+        if (matched) {
+            if (v == NULL || args.max_lag != NULL || v[0] == '\0' ||
+                v[strspn(v, "0123456789")] != '\0')
+                goto bad_usage;
+            args.max_lag = v;
+            continue;
+        }
+        if (strcmp(a, "--force") == 0) {
+            args.force = true;
+            continue;
+        }
         if (strncmp(a, "--watch=", 8) == 0) {
             if (!parse_seconds(a + 8, &ctl.watch_s))
                 goto bad_usage;
@@ -924,11 +1087,14 @@ main(int argc, char **argv)
             return 1;
         }
     if (strcmp(command, "status") != 0 && strcmp(command, "pause") != 0 &&
-        strcmp(command, "resume") != 0) {
+        strcmp(command, "resume") != 0 && strcmp(command, "switchover") != 0 &&
+        strcmp(command, "failover") != 0 && strcmp(command, "rejoin") != 0) {
         fprintf(stderr, "walmirrorctl: unknown command \"%s\"\n", command);
         goto bad_usage;
     }
-    if (extra || ((want_json || want_watch) && strcmp(command, "status") != 0))
+    if (extra || ((want_json || want_watch) && strcmp(command, "status") != 0) ||
+        ((args.to != NULL || args.max_lag != NULL) && strcmp(command, "switchover") != 0) ||
+        (args.force && strcmp(command, "failover") != 0))
         goto bad_usage;
     ctl.json = want_json;
     ctl.watch = want_watch;
@@ -962,8 +1128,10 @@ main(int argc, char **argv)
     }
     if (strcmp(command, "status") == 0)
         rc = cmd_status(&ctl);
-    else
+    else if (strcmp(command, "pause") == 0 || strcmp(command, "resume") == 0)
         rc = cmd_action(&ctl, command);
+    else
+        rc = cmd_operation(&ctl, command, &args);
     curl_global_cleanup();
 out:
     if (ctl.token != NULL) {
