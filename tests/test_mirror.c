@@ -35,229 +35,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pairtest.h"
 #include "pgtest.h"
 #include "testutil.h"
-
-#define AGENT WM_BINARY_DIR "/agent/walmirror-agent"
-#define CTL WM_BINARY_DIR "/tools/walmirrorctl"
-
-struct site {
-    const char *name;
-    struct pgt_cluster pg;
-    char conf[4096];
-    char log[4096];
-    char spool[4096];
-    int listen_port;
-    int wal_port;
-    int http_port;
-    pid_t agent;
-};
-
-static struct site A = {.name = "site-a"}, B = {.name = "site-b"};
-static char *certdir;
-static pid_t owner;
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* ---- agents ---- */
-
-static void
-write_conf(struct site *s, const struct site *peer, const char *cert, const char *path)
-{
-    FILE *f = fopen(path, "w");
-
-    tu_require(f != NULL, "cannot write %s", path);
-    fprintf(f,
-            "node_name = %s\n"
-            "listen = 127.0.0.1:%d\n"
-            "peer = %s@127.0.0.1:%d\n"
-            "tls_ca = '%s/ca.crt'\n"
-            "tls_cert = '%s/%s.crt'\n"
-            "tls_key = '%s/%s.key'\n"
-            "pg_conninfo = 'host=127.0.0.1 port=%d user=postgres dbname=postgres'\n"
-            "pgdata = '%s'\n"
-            "spool_dir = '%s'\n"
-            "wal_listen = 127.0.0.1:%d\n"
-            "http_listen = 127.0.0.1:%d\n"
-            "heartbeat_interval = 500ms\n"
-            "peer_timeout = 5s\n"
-            "log_level = info\n",
-            s->name, s->listen_port, peer->name, peer->listen_port, certdir, certdir, cert, certdir,
-            cert, s->pg.port, s->pg.pgdata, s->spool, s->wal_port, s->http_port);
-    tu_require(fclose(f) == 0);
-    pgt_give_to_postgres(path);
-}
-
-static void
-start_agent(struct site *s)
-{
-    char *argv[] = {AGENT, "-c", s->conf, NULL};
-
-    s->agent = pgt_spawn(argv, s->log);
-}
-
-static void
-stop_agent(struct site *s, int sig)
-{
-    int status;
-
-    if (s->agent <= 0)
-        return;
-    kill(s->agent, SIGCONT);
-    kill(s->agent, sig);
-    for (int i = 0; i < 100; i++) {
-        if (waitpid(s->agent, &status, WNOHANG) == s->agent) {
-            s->agent = 0;
-            return;
-        }
-        usleep(50000);
-    }
-    kill(s->agent, SIGKILL);
-    waitpid(s->agent, &status, 0);
-    s->agent = 0;
-}
-
-static void
-stop_all_agents(void)
-{
-    if (getpid() != owner)
-        return;
-    stop_agent(&A, SIGKILL);
-    stop_agent(&B, SIGKILL);
-}
-
-/* ---- SQL ---- */
-
-static PGconn *
-connect_to(struct site *s)
-{
-    char ci[256];
-    PGconn *pg;
-
-    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%d user=postgres dbname=postgres", s->pg.port);
-    pg = PQconnectdb(ci);
-    tu_require(PQstatus(pg) == CONNECTION_OK, "connect to %s: %s", s->name, PQerrorMessage(pg));
-    return pg;
-}
-
-/* One value, or NULL on error. */
-static char *
-sql1(struct site *s, const char *sql)
-{
-    PGconn *pg = connect_to(s);
-    PGresult *res = PQexec(pg, sql);
-    char *v = NULL;
-
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-        v = strdup(PQgetvalue(res, 0, 0));
-    else if (PQresultStatus(res) == PGRES_COMMAND_OK)
-        v = strdup("");
-    else
-        fprintf(stderr, "%s on %s: %s", sql, s->name, PQerrorMessage(pg));
-    PQclear(res);
-    PQfinish(pg);
-    return v;
-}
-
-static bool
-sql_true(struct site *s, const char *sql)
-{
-    char *v = sql1(s, sql);
-    bool t = v != NULL && strcmp(v, "t") == 0;
-    free(v);
-    return t;
-}
-
-static bool
-wait_true(struct site *s, const char *sql, double seconds)
-{
-    double end = now_s() + seconds;
-
-    while (now_s() < end) {
-        if (sql_true(s, sql))
-            return true;
-        usleep(100000);
-    }
-    return false;
-}
-
-static bool
-wait_sync(double seconds)
-{
-    return wait_true(&A,
-                     "SELECT count(*) = 1 FROM pg_stat_replication WHERE application_name = "
-                     "'walmirror' AND sync_state = 'sync' AND state = 'streaming'",
-                     seconds);
-}
-
-/* Waits until B has replayed everything A has written so far. */
-static bool
-wait_replayed(double seconds)
-{
-    char *target = sql1(&A, "SELECT pg_current_wal_lsn()");
-    char sql[256];
-    bool ok;
-
-    tu_require(target != NULL);
-    snprintf(sql, sizeof(sql), "SELECT pg_last_wal_replay_lsn() >= '%s'::pg_lsn", target);
-    free(target);
-    ok = wait_true(&B, sql, seconds);
-    return ok;
-}
-
-/* Row count, sum of the balance column, md5 over the ordered rows, of every pgbench table. */
-static char *
-pgbench_digest(struct site *s)
-{
-    return sql1(s, "SELECT string_agg(d, ' ' ORDER BY d) FROM ("
-                   " SELECT 'a:' || count(*) || ':' || coalesce(sum(abalance), 0) || ':' ||"
-                   "  md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) AS d"
-                   "  FROM pgbench_accounts x"
-                   " UNION ALL SELECT 'b:' || count(*) || ':' || coalesce(sum(bbalance), 0) ||"
-                   "  ':' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), ''))"
-                   "  FROM pgbench_branches x"
-                   " UNION ALL SELECT 't:' || count(*) || ':' || coalesce(sum(tbalance), 0) ||"
-                   "  ':' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), ''))"
-                   "  FROM pgbench_tellers x"
-                   " UNION ALL SELECT 'h:' || count(*) || ':' || coalesce(sum(delta), 0) || ':'"
-                   "  || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), ''))"
-                   "  FROM pgbench_history x) s");
-}
-
-static void
-assert_tables_equal(void)
-{
-    char *da, *db;
-
-    ck_assert_msg(wait_replayed(60), "B did not replay A's WAL within 60 s");
-    da = pgbench_digest(&A);
-    db = pgbench_digest(&B);
-    ck_assert(da != NULL && db != NULL);
-    ck_assert_msg(strstr(da, "h:0:") == NULL, "pgbench wrote no history: %s", da);
-    ck_assert_msg(strcmp(da, db) == 0, "primary %s\nstandby %s", da, db);
-    fprintf(stderr, "tables equal: %s\n", da);
-    free(da);
-    free(db);
-}
 
 /* ---- the tests ---- */
 
 START_TEST(a_pgbench_sync_on)
 {
-    ck_assert(wait_sync(30));
+    ck_assert(pt_wait_sync(&A, 30));
     ck_assert_int_eq(pgt_sh(&A.pg,
                             "PGOPTIONS='-c synchronous_commit=on' pgbench -n -c 8 -j 2 "
                             "-T 30 postgres > '%s/pgbench-a.log' 2>&1",
                             A.pg.dir),
                      0);
-    ck_assert(wait_sync(10));
-    assert_tables_equal();
+    ck_assert(pt_wait_sync(&A, 10));
+    pt_assert_tables_equal(&A, &B);
 }
 END_TEST
 
@@ -269,9 +62,9 @@ START_TEST(d_spool_matches_pg_wal)
     char name[64];
 
     /* Close the current segment so that the spool has completed ones to compare. */
-    free(sql1(&A, "SELECT pg_switch_wal()"));
-    free(sql1(&A, "SELECT txid_current()"));
-    ck_assert(wait_replayed(30));
+    free(pt_sql1(&A, "SELECT pg_switch_wal()"));
+    free(pt_sql1(&A, "SELECT txid_current()"));
+    ck_assert(pt_wait_replayed(&A, &B, 30));
     snprintf(cmd, sizeof(cmd), "ls '%s' | grep -E '^[0-9A-F]{24}$'", B.spool);
     p = popen(cmd, "r");
     ck_assert(p != NULL);
@@ -327,7 +120,7 @@ END_TEST
 
 START_TEST(b_remote_apply_visible)
 {
-    PGconn *pa = connect_to(&A), *pb = connect_to(&B);
+    PGconn *pa = pt_connect_to(&A), *pb = pt_connect_to(&B);
     PGresult *r;
 
     r = PQexec(pa, "CREATE TABLE IF NOT EXISTS ledger(id int PRIMARY KEY)");
@@ -358,7 +151,7 @@ END_TEST
 static PGconn *
 send_insert(const char *level, int id)
 {
-    PGconn *pg = connect_to(&A);
+    PGconn *pg = pt_connect_to(&A);
     char sql[160];
 
     snprintf(sql, sizeof(sql), "SET synchronous_commit = %s; INSERT INTO ledger VALUES (%d)", level,
@@ -371,9 +164,9 @@ send_insert(const char *level, int id)
 static bool
 finished_within(PGconn *pg, double seconds)
 {
-    double end = now_s() + seconds;
+    double end = pt_now_s() + seconds;
 
-    while (now_s() < end) {
+    while (pt_now_s() < end) {
         ck_assert(PQconsumeInput(pg) == 1);
         if (!PQisBusy(pg)) {
             PGresult *r;
@@ -394,7 +187,7 @@ START_TEST(c_stopped_sink_blocks_commits)
 {
     PGconn *on, *local;
 
-    ck_assert(wait_sync(30));
+    ck_assert(pt_wait_sync(&A, 30));
     ck_assert_int_eq(kill(B.agent, SIGSTOP), 0);
     on = send_insert("on", 100001);
     local = send_insert("local", 100002);
@@ -405,7 +198,7 @@ START_TEST(c_stopped_sink_blocks_commits)
     ck_assert_msg(finished_within(on, 30), "the blocked commit did not return after SIGCONT");
     PQfinish(on);
     PQfinish(local);
-    ck_assert(wait_true(&B, "SELECT count(*) = 2 FROM ledger WHERE id IN (100001, 100002)", 30));
+    ck_assert(pt_wait_true(&B, "SELECT count(*) = 2 FROM ledger WHERE id IN (100001, 100002)", 30));
 }
 END_TEST
 
@@ -416,7 +209,7 @@ START_TEST(e_kill_agents_during_load)
     char cmd[1024];
     int status;
 
-    ck_assert(wait_sync(30));
+    ck_assert(pt_wait_sync(&A, 30));
     snprintf(cmd, sizeof(cmd),
              "PATH='%s':$PATH PGHOST=127.0.0.1 PGPORT=%d PGUSER=postgres pgbench -n -c 4 -j 2 "
              "-T 24 postgres",
@@ -424,42 +217,25 @@ START_TEST(e_kill_agents_during_load)
     argv[2] = cmd;
     bench = pgt_spawn(argv, "/dev/null");
     sleep(4);
-    stop_agent(&A, SIGKILL);
+    pt_stop_agent(&A, SIGKILL);
     sleep(1);
-    start_agent(&A);
-    ck_assert_msg(wait_sync(30), "no synchronous stream after restarting A's agent");
+    pt_start_agent(&A);
+    ck_assert_msg(pt_wait_sync(&A, 30), "no synchronous stream after restarting A's agent");
     sleep(4);
-    stop_agent(&B, SIGKILL);
+    pt_stop_agent(&B, SIGKILL);
     sleep(1);
-    start_agent(&B);
-    ck_assert_msg(wait_sync(30), "no synchronous stream after restarting B's agent");
+    pt_start_agent(&B);
+    ck_assert_msg(pt_wait_sync(&A, 30), "no synchronous stream after restarting B's agent");
     ck_assert(waitpid(bench, &status, 0) == bench);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "pgbench failed");
-    ck_assert(wait_sync(30));
-    assert_tables_equal();
+    ck_assert(pt_wait_sync(&A, 30));
+    pt_assert_tables_equal(&A, &B);
 }
 END_TEST
 
-static bool
-log_contains(const char *path, const char *needle, double seconds)
-{
-    double end = now_s() + seconds;
-
-    while (now_s() < end) {
-        size_t len;
-        char *s = tu_read_file(path, &len);
-        bool found = s != NULL && strstr(s, needle) != NULL;
-        free(s);
-        if (found)
-            return true;
-        usleep(100000);
-    }
-    return false;
-}
-
 START_TEST(f_wrong_cluster_and_wrong_name_refused)
 {
-    struct site C = {.name = "site-a"};
+    struct pt_site C = {.name = "site-a"};
     char *bad_conf, *bad_log;
 
     /* A primary of another cluster, whose agent claims to be site-a with a valid certificate. */
@@ -471,26 +247,26 @@ START_TEST(f_wrong_cluster_and_wrong_name_refused)
     C.listen_port = tu_free_port();
     C.wal_port = tu_free_port();
     C.http_port = tu_free_port();
-    write_conf(&C, &B, "site-a", C.conf);
-    start_agent(&C);
-    ck_assert_msg(log_contains(C.log, "system identifier mismatch", 20),
+    pt_write_conf(&C, &B, "site-a", C.conf, NULL);
+    pt_start_agent(&C);
+    ck_assert_msg(pt_log_contains(C.log, "system identifier mismatch", 20),
                   "the other cluster's source was not told why it was refused (see %s)", C.log);
-    ck_assert(log_contains(B.log, "system identifier mismatch", 5));
-    stop_agent(&C, SIGTERM);
+    ck_assert(pt_log_contains(B.log, "system identifier mismatch", 5));
+    pt_stop_agent(&C, SIGTERM);
     /* Still mirroring A. */
-    ck_assert(wait_sync(30));
+    ck_assert(pt_wait_sync(&A, 30));
 
     /* A peer presenting a certificate for another name (site-z, signed by our CA). */
     ck_assert(asprintf(&bad_conf, "%s/agent-z.conf", C.pg.dir) > 0);
     ck_assert(asprintf(&bad_log, "%s/agent-z.log", C.pg.dir) > 0);
-    write_conf(&C, &B, "wrongname", bad_conf);
+    pt_write_conf(&C, &B, "wrongname", bad_conf, NULL);
     snprintf(C.log, sizeof(C.log), "%s", bad_log);
     snprintf(C.conf, sizeof(C.conf), "%s", bad_conf);
-    start_agent(&C);
-    ck_assert_msg(log_contains(B.log, "expected site-a, certificate is for site-z", 20),
+    pt_start_agent(&C);
+    ck_assert_msg(pt_log_contains(B.log, "expected site-a, certificate is for site-z", 20),
                   "B did not name the wrong certificate (see %s)", B.log);
-    stop_agent(&C, SIGTERM);
-    ck_assert(wait_sync(30));
+    pt_stop_agent(&C, SIGTERM);
+    ck_assert(pt_wait_sync(&A, 30));
     pgt_destroy(&C.pg);
     free(bad_conf);
     free(bad_log);
@@ -536,11 +312,11 @@ agent_in(json_t *arr, const char *node)
 static bool
 wait_paused(const char *url, bool paused)
 {
-    double end = now_s() + 5;
+    double end = pt_now_s() + 5;
     char args[256];
 
     snprintf(args, sizeof(args), "--url %s status --json", url);
-    while (now_s() < end) {
+    while (pt_now_s() < end) {
         json_t *st = ctl_json(args);
         json_t *v = json_object_get(agent_in(st, "site-a"), "failover_paused");
         bool match = json_is_boolean(v) && json_is_true(v) == paused;
@@ -560,7 +336,7 @@ START_TEST(g_status_through_the_http_api)
 
     snprintf(ha, sizeof(ha), "http://127.0.0.1:%d", A.http_port);
     snprintf(hb, sizeof(hb), "http://127.0.0.1:%d", B.http_port);
-    ck_assert(wait_sync(30));
+    ck_assert(pt_wait_sync(&A, 30));
     snprintf(args, sizeof(args), "--url %s --url %s status --json", ha, hb);
     st = ctl_json(args);
     ck_assert_msg(json_is_array(st), "walmirrorctl status --json gave no array");
@@ -594,73 +370,6 @@ END_TEST
 
 /* ---- set-up ---- */
 
-static void
-prepare_site(struct site *s)
-{
-    snprintf(s->conf, sizeof(s->conf), "%s/agent.conf", s->pg.dir);
-    snprintf(s->log, sizeof(s->log), "%s/agent.log", s->pg.dir);
-    snprintf(s->spool, sizeof(s->spool), "%s/spool", s->pg.dir);
-    s->listen_port = tu_free_port();
-    s->wal_port = tu_free_port();
-    s->http_port = tu_free_port();
-}
-
-static int
-stand_up_pair(void)
-{
-    FILE *f;
-    char path[4200];
-
-    certdir = tu_tmpdir("mirror-certs");
-    tu_require(tu_run("cp '%s'/*.crt '%s'/*.key '%s'/ && chown -R postgres: '%s' 2>/dev/null; "
-                      "chmod 600 '%s'/*.key",
-                      tu_certs(), tu_certs(), certdir, certdir, certdir) == 0);
-    if (pgt_init(&A.pg, "site-a", "wal_keep_size = 2GB\nmax_wal_size = 2GB") != 0 ||
-        pgt_start(&A.pg) != 0)
-        return -1;
-    tu_require(pgt_sh(&A.pg, "pgbench -i -q -s 2 postgres") == 0);
-    pgt_prepare(&B.pg, "site-b");
-    prepare_site(&A);
-    prepare_site(&B);
-    write_conf(&A, &B, "site-a", A.conf);
-    write_conf(&B, &A, "site-b", B.conf);
-    /* Site B's standby, as docs/setup.md says. */
-    if (pgt_sh(&B.pg,
-               "'%s' -c '%s' init-standby --primary 'host=127.0.0.1 port=%d "
-               "user=postgres dbname=postgres'",
-               AGENT, B.conf, A.pg.port) != 0) {
-        fprintf(stderr, "init-standby failed; see %s/cmd.log\n", B.pg.dir);
-        return -1;
-    }
-    snprintf(path, sizeof(path), "%s/postgresql.auto.conf", B.pg.pgdata);
-    f = fopen(path, "a");
-    tu_require(f != NULL);
-    fprintf(f, "unix_socket_directories = '%s'\n", B.pg.dir);
-    tu_require(fclose(f) == 0);
-    start_agent(&B);
-    if (pgt_start(&B.pg) != 0) {
-        fprintf(stderr, "site B's standby did not start; see %s/server.log\n", B.pg.dir);
-        return -1;
-    }
-    start_agent(&A);
-    if (!wait_true(&A,
-                   "SELECT count(*) = 1 FROM pg_stat_replication WHERE application_name = "
-                   "'walmirror' AND state = 'streaming'",
-                   60)) {
-        fprintf(stderr, "A's agent is not streaming; see %s and %s\n", A.log, B.log);
-        return -1;
-    }
-    free(sql1(&A, "ALTER SYSTEM SET synchronous_standby_names = 'walmirror'"));
-    free(sql1(&A, "SELECT pg_reload_conf()"));
-    if (!wait_sync(30)) {
-        fprintf(stderr, "the pair did not become synchronous\n");
-        return -1;
-    }
-    fprintf(stderr, "pair up: A port %d, B port %d, agents %d and %d\n", A.pg.port, B.pg.port,
-            (int)A.agent, (int)B.agent);
-    return 0;
-}
-
 int
 main(void)
 {
@@ -674,9 +383,9 @@ main(void)
         return 77;
     }
     owner = getpid();
-    atexit(stop_all_agents);
-    if (stand_up_pair() != 0) {
-        stop_all_agents();
+    atexit(pt_stop_all_agents);
+    if (pt_stand_up_pair(NULL) != 0) {
+        pt_stop_all_agents();
         return 1;
     }
     tcase_add_test(tc, a_pgbench_sync_on);
@@ -693,7 +402,7 @@ main(void)
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);
-    stop_all_agents();
+    pt_stop_all_agents();
     pgt_destroy(&A.pg);
     pgt_destroy(&B.pg);
     tu_rmtree(certdir);

@@ -1,0 +1,73 @@
+/*
+ * pairtest.h - the two-site harness of the integration tests that run a walmirror pair.
+ *
+ * pt_stand_up_pair() stands the pair up the way docs/setup.md tells a DBA to: site A's
+ * primary (pgbench -i -s 2); site B's standby made with `walmirror-agent init-standby` (slot
+ * first, base backup, primary_conninfo pointing at B's WAL server); B's agent, B's PostgreSQL,
+ * A's agent; then A's synchronous_standby_names names the source (B's too, for the day it is
+ * promoted).  Agents and servers run as the postgres user on free loopback ports; the caller
+ * stops the agents at exit (pt_stop_all_agents, registered with atexit by the test's main) and
+ * destroys the clusters.  Every helper that can fail on the harness's side uses tu_require;
+ * the pt_assert_* helpers use Check's assertions.
+ */
+#ifndef WALMIRROR_TESTS_PAIRTEST_H
+#define WALMIRROR_TESTS_PAIRTEST_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "pgtest.h"
+#include "testutil.h"
+
+#define AGENT WM_BINARY_DIR "/agent/walmirror-agent"
+#define CTL WM_BINARY_DIR "/tools/walmirrorctl"
+
+struct pt_site {
+    const char *name;
+    struct pgt_cluster pg;
+    char conf[4096];
+    char log[4096];
+    char spool[4096];
+    int listen_port;
+    int wal_port;
+    int http_port;
+    pid_t agent;
+};
+
+extern struct pt_site A, B;
+extern char *certdir; /* copies of the test certificates, readable by postgres */
+extern pid_t owner;   /* the test process: only it stops agents at exit */
+
+double pt_now_s(void);
+
+/* The agent configuration of s (peer: peer, certificate cert) at path; extra: more lines. */
+void pt_write_conf(struct pt_site *s, const struct pt_site *peer, const char *cert,
+                   const char *path, const char *extra);
+void pt_prepare_site(struct pt_site *s);
+void pt_start_agent(struct pt_site *s);
+/* Sends sig (after SIGCONT), waits up to 5 s, then SIGKILL. */
+void pt_stop_agent(struct pt_site *s, int sig);
+void pt_stop_all_agents(void);
+
+PGconn *pt_connect_to(struct pt_site *s);
+/* One value (or "" for a command), NULL on error or when s cannot be reached (printed). */
+char *pt_sql1(struct pt_site *s, const char *sql);
+bool pt_sql_true(struct pt_site *s, const char *sql);
+bool pt_wait_true(struct pt_site *s, const char *sql, double seconds);
+/* primary lists walmirror as its streaming synchronous standby. */
+bool pt_wait_sync(struct pt_site *primary, double seconds);
+/* standby has replayed everything primary had written when called. */
+bool pt_wait_replayed(struct pt_site *primary, struct pt_site *standby, double seconds);
+char *pt_pgbench_digest(struct pt_site *s);
+void pt_assert_tables_equal(struct pt_site *primary, struct pt_site *standby);
+bool pt_log_contains(const char *path, const char *needle, double seconds);
+
+/* More configuration lines for site s (whose peer is peer), written into buf[cap]. */
+typedef void (*pt_extra_fn)(const struct pt_site *s, const struct pt_site *peer, char *buf,
+                            size_t cap);
+
+/* Stands up the pair (see above); extra (or NULL) adds lines to each agent's configuration. */
+int pt_stand_up_pair(pt_extra_fn extra);
+
+#endif
