@@ -396,6 +396,8 @@ op_end(struct agent *a, bool ok, const char *fmt, ...)
         log_error(a->comp, "%s failed: %s", op_names[a->op.kind], a->last_op_result);
     if (!ok)
         set_last_error(a, "%s failed: %.200s", op_names[a->op.kind], a->last_op_result);
+    else
+        a->last_error[0] = '\0'; /* what broke on the way (the old link) is over */
     a->last_op = a->op.kind;
     a->last_op_id = a->op.id;
     a->last_op_ok = ok;

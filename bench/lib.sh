@@ -92,6 +92,8 @@ pair_up() {
         --primary "host=127.0.0.1 port=$pga user=postgres dbname=postgres" >"$WM_TMP/init-standby.log" 2>&1 ||
         { cat "$WM_TMP/init-standby.log"; return 1; }
     echo "unix_socket_directories = '$WM_TMP/site-b'" >>"$WM_TMP/site-b/data/postgresql.auto.conf"
+    # B, once promoted by a switchover, waits for its own mirror as A does.
+    echo "synchronous_standby_names = 'walmirror'" >>"$WM_TMP/site-b/data/postgresql.auto.conf"
     as_postgres "$agent_bin" -c "$WM_TMP/site-b.conf" >"$WM_TMP/agent-b.log" 2>&1 &
     agents="$agents $!"
     pg_start "$WM_TMP/site-b"

@@ -6,6 +6,8 @@
 # state and lag from A's pg_stat_replication while it runs.  Everything runs as the postgres
 # user in a temporary directory and is stopped at the end.
 #   sh tools/demo.sh                  (as root on a fresh Debian 12 machine)
+# Then it runs a planned switchover to site B and back with walmirrorctl, printing the
+# measured write-unavailability of each.
 #   WALMIRROR_DEMO_SECONDS=60         a longer pgbench run (default 20)
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -68,4 +70,13 @@ echo "demo: final state, from A's pg_stat_replication:"
 echo "  $(status)"
 echo "demo: walmirrorctl status (both agents' HTTP APIs):"
 "$build/tools/walmirrorctl" --url "http://127.0.0.1:$ha" --url "http://127.0.0.1:$hb" status | sed 's/^/  /'
-echo "demo: B's spool: $(ls "$WM_TMP/site-b/spool" | grep -cE '^[0-9A-F]{24}') complete segments; agent logs in $WM_TMP (WALMIRROR_DEMO_KEEP=1 keeps them)"
+echo "demo: B's spool: $(ls "$WM_TMP/site-b/spool" | grep -cE '^[0-9A-F]{24}') complete segments"
+
+# A planned switchover and back, as docs/operations.md describes.
+ctl() { "$build/tools/walmirrorctl" --url "http://127.0.0.1:$ha" --url "http://127.0.0.1:$hb" "$@"; }
+echo "demo: planned switchover to site B (walmirrorctl switchover), then back to A"
+ctl switchover --to site-b | sed 's/^/  /'
+ctl status | sed 's/^/  /'
+ctl switchover --to site-a | sed 's/^/  /'
+ctl status | sed 's/^/  /'
+echo "demo: agent logs in $WM_TMP (WALMIRROR_DEMO_KEEP=1 keeps them)"
