@@ -53,7 +53,8 @@ pt_write_conf(struct pt_site *s, const struct pt_site *peer, const char *cert, c
             "peer_timeout = 5s\n"
             "log_level = info\n"
             "%s",
-            s->name, s->listen_port, peer->name, peer->listen_port, certdir, certdir, cert, certdir,
+            s->name, s->listen_port, peer->name,
+            s->peer_port != 0 ? s->peer_port : peer->listen_port, certdir, certdir, cert, certdir,
             cert, s->pg.port, s->pg.pgdata, s->spool, s->wal_port, s->http_port,
             extra != NULL ? extra : "");
     tu_require(fclose(f) == 0);

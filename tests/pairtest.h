@@ -32,6 +32,8 @@ struct pt_site {
     int listen_port;
     int wal_port;
     int http_port;
+    int peer_port; /* where this site's agent reaches its peer, if not the peer's listen port
+                    * (a link emulator in between) */
     pid_t agent;
 };
 

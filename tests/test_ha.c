@@ -15,6 +15,12 @@
  *      was, gets no commit acknowledged: its agent learns the newer epoch, fences it (stops
  *      it), rewinds it (auto_rejoin) and it comes back as the standby; synchronous mirroring
  *      resumes towards it.
+ *   c. partitions, with site A's links to B and to the witness through wm-linkem (a user-space
+ *      link emulator that can cut them): A <-> B cut while the witness still hears A: B does
+ *      not promote, and mirroring resumes when the link returns.  A cut from both B and the
+ *      witness: B promotes, every acknowledged id is on B (so no commit on A was acknowledged
+ *      after B's promotion: A's WAL after the cut never reached B), and once the links return
+ *      A is fenced and rejoins.
  * Every server and agent started is stopped at exit, also on failure.
  */
 #include <check.h>
@@ -35,6 +41,16 @@
 #include "testutil.h"
 
 #define FAILOVER_TIMEOUT_S 3
+#define LINKEM WM_BINARY_DIR "/bench/wm-linkem"
+
+/* A link emulator on A's path to B (ab) and to the witness (aw). */
+struct linkem {
+    int port;
+    char control[4200];
+    char log[4200];
+    pid_t pid;
+};
+static struct linkem L_ab, L_aw;
 
 static struct {
     char dir[4096];
@@ -88,19 +104,51 @@ write_witness_conf(void)
     pgt_give_to_postgres(W.conf);
 }
 
-/* Each site: the witness, a short failover_timeout, rejoin on its own, the peer's server. */
+static void
+start_linkem(struct linkem *l, int to_port, const char *tag)
+{
+    char listen[64], connect[64];
+    char *argv[] = {LINKEM, "--listen", listen, "--connect", connect, "--control", l->control,
+                    NULL};
+
+    l->port = tu_free_port();
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", l->port);
+    snprintf(connect, sizeof(connect), "127.0.0.1:%d", to_port);
+    snprintf(l->control, sizeof(l->control), "%s/linkem-%s.sock", W.dir, tag);
+    snprintf(l->log, sizeof(l->log), "%s/linkem-%s.log", W.dir, tag);
+    l->pid = pgt_spawn(argv, l->log);
+}
+
+static void
+linkem_send(struct linkem *l, const char *command)
+{
+    tu_require(tu_run("'%s' --control '%s' --send %s >/dev/null", LINKEM, l->control, command) ==
+                   0,
+               "linkem %s: %s", l->control, command);
+}
+
+/* Each site: the witness, a short failover_timeout, rejoin on its own, the peer's server.
+ * Site A reaches B and the witness through link emulators. */
 static void
 site_extra(const struct pt_site *s, const struct pt_site *peer, char *buf, size_t cap)
 {
-    (void)s;
+    int witness_port;
+
     if (W.port == 0)
         write_witness_conf();
+    witness_port = W.port;
+    if (s == &A) {
+        start_linkem(&L_ab, B.listen_port, "ab");
+        start_linkem(&L_aw, W.port, "aw");
+        A.peer_port = L_ab.port;
+        witness_port = L_aw.port;
+    }
     snprintf(buf, cap,
              "witness = witness@127.0.0.1:%d\n"
              "failover_timeout = %ds\n"
              "auto_rejoin = on\n"
              "peer_pg_conninfo = 'host=127.0.0.1 port=%d user=postgres dbname=postgres'\n",
-             W.port, FAILOVER_TIMEOUT_S, peer->pg.port);
+             witness_port, FAILOVER_TIMEOUT_S, peer->pg.port);
 }
 
 /* ---- the ledger client ---- */
@@ -396,6 +444,59 @@ START_TEST(b_failover_fencing_rejoin)
 }
 END_TEST
 
+START_TEST(c_partitions)
+{
+    long long gap;
+    char *v;
+
+    /* After the fail-over A is the primary and B its standby; A's links go through linkem. */
+    ck_assert(pt_wait_sync(&A, 60));
+    ck_assert(pt_wait_true(&B, "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
+                               "WHERE status = 'streaming'", 30));
+
+    /* 1. A <-> B cut, the witness still hears A: no promotion. */
+    linkem_send(&L_ab, "cut");
+    ck_assert_msg(pt_log_contains(B.log, "the witness says no", 30),
+                  "B did not ask the witness, or was not denied; see %s", B.log);
+    ck_assert_msg(pt_sql_true(&B, "SELECT pg_is_in_recovery()"), "B promoted while A lived");
+    linkem_send(&L_ab, "restore");
+    ck_assert_msg(pt_wait_sync(&A, 60), "A is not synchronous again after the cut");
+    ck_assert(pt_sql_true(&B, "SELECT pg_is_in_recovery()"));
+    fprintf(stderr, "partition A|B with the witness hearing A: no promotion; synchronous again\n");
+
+    /* 2. A cut from B and from the witness: B promotes; A gets nothing acknowledged. */
+    linkem_send(&L_ab, "cut");
+    linkem_send(&L_aw, "cut");
+    ck_assert_msg(pt_wait_true(&B, "SELECT NOT pg_is_in_recovery()", 60),
+                  "B did not promote; see %s", B.log);
+    v = pt_sql1(&B, "INSERT INTO ledger VALUES (-3, now())");
+    ck_assert_msg(v != NULL, "B takes no commit after its promotion");
+    free(v);
+    fprintf(stderr, "A cut off: B promoted; %d acknowledged ids, all on B\n",
+            check_ledger(&B, &gap));
+    /* The links return: A learns the epoch, is fenced, rewinds and follows B. */
+    linkem_send(&L_ab, "restore");
+    linkem_send(&L_aw, "restore");
+    ck_assert_msg(pt_log_contains(A.log, "fenced: site-b holds epoch", 60),
+                  "A's agent was not fenced; see %s", A.log);
+    ck_assert_msg(pt_wait_true(&A, "SELECT pg_is_in_recovery()", 120),
+                  "A did not rejoin as a standby; see %s", A.log);
+    ck_assert_msg(pt_wait_sync(&B, 90), "mirroring towards A is not synchronous");
+    check_ledger(&B, &gap);
+    pt_assert_tables_equal(&B, &A);
+}
+END_TEST
+
+static void
+stop_linkem(struct linkem *l)
+{
+    if (l->pid > 0) {
+        kill(l->pid, SIGTERM);
+        waitpid(l->pid, NULL, 0);
+        l->pid = 0;
+    }
+}
+
 static void
 stop_everything(void)
 {
@@ -403,6 +504,8 @@ stop_everything(void)
         return;
     stop_ledger();
     pt_stop_all_agents();
+    stop_linkem(&L_ab);
+    stop_linkem(&L_aw);
     if (W.pid > 0) {
         kill(W.pid, SIGKILL);
         waitpid(W.pid, NULL, 0);
@@ -431,6 +534,7 @@ main(void)
     start_ledger();
     tcase_add_test(tc, a_switchover_round_trip_under_load);
     tcase_add_test(tc, b_failover_fencing_rejoin);
+    tcase_add_test(tc, c_partitions);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
