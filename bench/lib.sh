@@ -73,15 +73,17 @@ make_wal() {
 
 # pair_up AGENT SCALE: a walmirror pair on loopback under $WM_TMP, as docs/setup.md describes:
 # site A's primary (pgbench -i -s SCALE), site B's standby from `walmirror-agent init-standby`,
-# both agents, and A's synchronous_standby_names naming the source.  Sets pga, pgb (ports) and
-# appends the agents' pids to $agents.
+# both agents, and A's synchronous_standby_names naming the source.  Sets pga, pgb (ports),
+# ha, hb (the agents' HTTP ports) and appends the agents' pids to $agents.
+# To put a link emulator between the agents, set pair_lb (B's agent port) and pair_peer_a (the
+# port A's agent dials instead of B's) before calling; by default A dials B directly.
 pair_up() {
     agent_bin=$1 scale=$2
-    pga=$(free_port) pgb=$(free_port) la=$(free_port) lb=$(free_port)
+    pga=$(free_port) pgb=$(free_port) la=$(free_port) lb=${pair_lb:-$(free_port)}
     wa=$(free_port) wb=$(free_port) ha=$(free_port) hb=$(free_port)
     sh "$src/conf/gen-certs.sh" "$WM_TMP/certs" site-a site-b >/dev/null
     [ "$(id -u)" -eq 0 ] && chown -R postgres: "$WM_TMP/certs"
-    _pair_conf site-a site-b "$la" "$lb" "$pga" "$wa" "$ha"
+    _pair_conf site-a site-b "$la" "${pair_peer_a:-$lb}" "$pga" "$wa" "$ha"
     _pair_conf site-b site-a "$lb" "$la" "$pgb" "$wb" "$hb"
     pg_make "$WM_TMP/site-a" "$pga"
     pg_start "$WM_TMP/site-a"
@@ -104,9 +106,11 @@ pair_up() {
 
 # native_pair_up SCALE: the same with PostgreSQL's own streaming replication (a synchronous
 # standby named "native" made with pg_basebackup -R).  Sets pgna, pgnb.
+# To put a link emulator in front of the primary, set native_pa (the primary's port) and
+# native_link (the port the standby's primary_conninfo names instead) before calling.
 native_pair_up() {
     scale=$1
-    pgna=$(free_port) pgnb=$(free_port)
+    pgna=${native_pa:-$(free_port)} pgnb=$(free_port)
     pg_make "$WM_TMP/native-a" "$pgna"
     pg_start "$WM_TMP/native-a"
     as_postgres pgbench -h 127.0.0.1 -p "$pgna" -U postgres -i -q -s "$scale" postgres >/dev/null 2>&1
@@ -118,6 +122,8 @@ native_pair_up() {
 port = $pgnb
 unix_socket_directories = '$WM_TMP/native-b'
 CONF
+    [ -n "${native_link:-}" ] && echo "primary_conninfo = 'host=127.0.0.1 port=$native_link user=postgres application_name=native'" \
+        >>"$WM_TMP/native-b/data/postgresql.auto.conf"
     pg_start "$WM_TMP/native-b"
     wait_sync "$pgna" native
 }
