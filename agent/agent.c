@@ -1378,7 +1378,8 @@ fence(struct agent *a)
     a->role = AGENT_FENCED;
     op_begin(a, OP_FENCING, 0);
     if (!pg_running(a)) {
-        op_end(a, true, "PostgreSQL is not running; it must rejoin before it serves again");
+        /* Nothing to stop: the step ends at the next tick (and rejoin follows if asked). */
+        op_step(a, STEP_F_STOPPING, "PostgreSQL is not running");
         return;
     }
     if (op_pg_ctl(a, "stop") < 0) {
