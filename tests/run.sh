@@ -2,7 +2,8 @@
 # walmirror's whole test suite (the README's test command; .ci/run calls it): installs the
 # dependencies, then
 #   1. builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs the unit and
-#      integration tests there (the fuzzing run is left to step 2);
+#      integration tests there (the fuzzing runs, the benchmark smoke test and the
+#      fault-injection cycles are left to step 2);
 #   2. builds the release tree with -Werror and runs every test under CTest - its summary
 #      closes the output.
 # Integration tests start real PostgreSQL 15 servers as the postgres user on free loopback
@@ -23,7 +24,7 @@ if [ "${WALMIRROR_SKIP_SANITIZE:-0}" != 1 ]; then
         -DWALMIRROR_WERROR=ON >/dev/null
     cmake --build "$build-asan" -j"$jobs" >/dev/null
     chmod o+rx "$build-asan" 2>/dev/null || true
-    (cd "$build-asan" && ctest --output-on-failure -LE fuzz --timeout 900)
+    (cd "$build-asan" && ctest --output-on-failure -LE 'fuzz|bench|faults' --timeout 900)
 fi
 
 echo "== release build =="
