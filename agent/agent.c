@@ -34,6 +34,7 @@
 #include "agent.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <libpq-fe.h>
@@ -115,6 +116,7 @@ struct op {
     uint64_t sync_lsn;     /* new source: an ACK flushing this is synchronous again */
     bool forced;
     bool synced; /* new sink: SWITCHOVER_SYNCED arrived (it may come before pg_ctl start ends) */
+    uint64_t polled_ms; /* when the local standby's positions were last asked */
     char step_text[160];
     struct pgctl_job job;
 };
@@ -1674,14 +1676,25 @@ rejoin_copy(struct agent *a, bool rewind)
     return op_run(a, rewind ? "pg_rewind" : "pg_basebackup", argv);
 }
 
+static int
+remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    if (ftw->level == 0)
+        return 0; /* pgdata itself stays, with its owner and mode */
+    return remove(path) == 0 ? 0 : -1;
+}
+
 /* Empties pgdata for a fresh base backup (its own configuration files are saved first). */
 static int
 empty_pgdata(struct agent *a)
 {
-    char cmd[4400];
-
-    snprintf(cmd, sizeof(cmd), "find '%s' -mindepth 1 -delete", a->cfg->pgdata);
-    return system(cmd) == 0 ? 0 : -EIO;
+    if (nftw(a->cfg->pgdata, remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0) {
+        log_error(a->comp, "cannot empty %s: %s", a->cfg->pgdata, strerror(errno));
+        return -EIO;
+    }
+    return 0;
 }
 
 static void
@@ -1805,14 +1818,17 @@ op_tick(struct agent *a)
                    a->cfg->state_dir);
             return;
         }
+        if (a->op.kind == OP_REJOIN) {
+            /* Mirroring resumes whenever the new primary's agent connects. */
+            op_end(a, true, "%s runs as a standby of %s; mirroring resumes when its source "
+                            "connects", a->cfg->node_name, a->cfg->peer.name);
+            return;
+        }
         op_step(a, STEP_R_WAIT_SYNC, "standby running; waiting for %s to be synchronous",
                 a->cfg->peer.name);
         return;
     case STEP_R_WAIT_SYNC:
-        if (a->op.kind == OP_REJOIN && active_conn(a) != NULL && a->flushed > a->want_start) {
-            op_end(a, true, "%s is a standby of %s again, mirroring at %X/%X", a->cfg->node_name,
-                   a->cfg->peer.name, LSN_ARGS(a->flushed));
-        } else if (a->op.kind == OP_SWITCHOVER && a->op.synced) {
+        if (a->op.synced) {
             a->switchovers++;
             op_end(a, true,
                    "%s is the primary, %s its synchronous standby; write-unavailability %.3f s",
@@ -1829,6 +1845,10 @@ op_tick(struct agent *a)
         char *argv[] = {pg_prog(prog, sizeof(prog), "pg_ctl"), "promote", "-w", "-t", "120",
                         "-D", a->cfg->pgdata, NULL};
 
+        /* Asked straight from the standby (a reply may be 10 s away), every 50 ms. */
+        if (clock_mono_ms() - a->op.polled_ms < 50)
+            return;
+        a->op.polled_ms = clock_mono_ms();
         standby_positions(a, &received, &replayed);
         if (a->op.kind == OP_SWITCHOVER ? replayed < a->op.target_lsn : received < a->flushed)
             return;
