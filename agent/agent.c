@@ -212,6 +212,11 @@ struct agent {
     char last_op_result[256];
     int64_t last_unavailability_us;
     uint64_t switchovers, failovers;
+    struct status_metrics metrics; /* histograms, lag history, incidents: see status_tick */
+    uint64_t incidents_seen;       /* switchovers + failovers already in metrics.incidents */
+    uint64_t flush_started_us;     /* SINK: when the pending spool_flush was asked; 0: none */
+    struct lag_tracker sink_lag;   /* SINK: when each appended position arrived */
+    uint64_t sink_lag_lsn;         /* SINK: the last position noted in sink_lag */
 
     /* SINK */
     struct spool *spool;
@@ -283,15 +288,17 @@ lag_sent(struct lag_tracker *t, uint64_t lsn, uint64_t now_us)
     t->n++;
 }
 
-static void
+/* Returns how many samples this confirmation matched (0: nothing new was confirmed). */
+static unsigned
 lag_confirmed(struct lag_tracker *t, enum lag_stage stage, uint64_t lsn, uint64_t now_us)
 {
-    unsigned min_next;
+    unsigned min_next, matched = 0;
 
     while (t->next[stage] < t->n && t->s[(t->head + t->next[stage]) % LAG_SAMPLES].lsn <= lsn) {
         t->lag_s[stage] =
             (double)(now_us - t->s[(t->head + t->next[stage]) % LAG_SAMPLES].at_us) / 1e6;
         t->next[stage]++;
+        matched++;
     }
     /* Drop the samples every stage has passed. */
     min_next = t->next[0];
@@ -302,6 +309,7 @@ lag_confirmed(struct lag_tracker *t, enum lag_stage stage, uint64_t lsn, uint64_
     t->n -= min_next;
     for (int i = 0; i < 3; i++)
         t->next[i] -= min_next;
+    return matched;
 }
 
 /* ---- the local PostgreSQL ---- */
@@ -714,8 +722,12 @@ on_peer_ack(void *ctx, const struct msg_ack *ack)
     {
         uint64_t now = clock_mono_us();
         lag_confirmed(&a->lag, LAG_WRITE, a->ack_write, now);
-        lag_confirmed(&a->lag, LAG_FLUSH, a->ack_flush, now);
+        /* The ACK round trip: the newest WAL this ACK confirms flushed, from its sending. */
+        if (lag_confirmed(&a->lag, LAG_FLUSH, a->ack_flush, now) > 0)
+            status_hist_observe(&a->metrics.hist[STATUS_HIST_ACK_RTT], STATUS_HIST_ACK_RTT,
+                                a->lag.lag_s[LAG_FLUSH]);
         lag_confirmed(&a->lag, LAG_APPLY, a->ack_apply, now);
+        a->metrics.acks++;
     }
     rc = source_report(a->src, a->ack_write, a->ack_flush, a->ack_apply);
     if (rc < 0)
@@ -1184,6 +1196,12 @@ on_spool_flushed(void *ctx, uint64_t flush_lsn)
 
     a->flushed = max_u64(a->flushed, flush_lsn);
     a->ack_dirty = true;
+    if (a->flush_started_us != 0 && a->flushed >= a->flush_requested) {
+        status_hist_observe(&a->metrics.hist[STATUS_HIST_FSYNC], STATUS_HIST_FSYNC,
+                            (double)(clock_mono_us() - a->flush_started_us) / 1e6);
+        a->metrics.spool_flushes++;
+        a->flush_started_us = 0;
+    }
     if (a->walsrv != NULL)
         walsrv_wal_durable(a->walsrv, a->flushed);
 }
@@ -1241,6 +1259,7 @@ sink_tick(struct agent *a)
             return;
         }
         a->flush_requested = a->appended;
+        a->flush_started_us = clock_mono_us();
     }
     if (a->ack_dirty && active_conn(a) != NULL) {
         struct msg_ack ack = {.write_lsn = a->written,
@@ -1256,6 +1275,8 @@ sink_tick(struct agent *a)
                 log_warning(a->comp, "cannot send ACK: %s", wire_strerror(rc));
             else
                 a->last_ack = ack;
+            if (rc >= 0)
+                a->metrics.acks++;
         }
         a->ack_dirty = false;
     }
@@ -1299,6 +1320,7 @@ sink_open(struct agent *a, bool fresh)
     }
     a->written = a->flushed = a->appended = a->flush_requested = spool_flush_lsn(a->spool);
     a->applied = 0;
+    a->flush_started_us = 0;
     memset(&a->last_ack, 0, sizeof(a->last_ack));
     rc = walsrv_new(&a->walsrv, a->loop, a->cfg->wal_listen.text, a->spool, &walsrv_cb, a, err,
                     sizeof(err));
@@ -2027,15 +2049,58 @@ static const struct arbiter_cb arbiter_cb = {
 
 /* ---- status ---- */
 
+/*
+ * A stage's lag in seconds now: the last measured, or, when WAL is waiting for that stage's
+ * confirmation, how long the oldest of it has waited if that is longer (so that a stalled
+ * stage shows a growing lag, not its last good value).  -1 while unknown.
+ */
+static double
+lag_now(const struct lag_tracker *t, enum lag_stage stage, uint64_t now_us)
+{
+    double v = t->lag_s[stage];
+
+    if (t->next[stage] < t->n) {
+        uint64_t at = t->s[(t->head + t->next[stage]) % LAG_SAMPLES].at_us;
+        double waited = now_us > at ? (double)(now_us - at) / 1e6 : 0;
+        if (waited > v)
+            v = waited;
+    }
+    return v;
+}
+
 static void
-format_lag(struct status_snapshot *st, uint64_t head, const double *lag_s)
+format_lag(struct status_snapshot *st, uint64_t head, const struct lag_tracker *t, uint64_t now_us)
 {
     st->write_lag_bytes = head > st->write_lsn ? head - st->write_lsn : 0;
     st->flush_lag_bytes = head > st->flush_lsn ? head - st->flush_lsn : 0;
     st->apply_lag_bytes = head > st->apply_lsn ? head - st->apply_lsn : 0;
-    st->write_lag_s = lag_s != NULL ? lag_s[LAG_WRITE] : -1;
-    st->flush_lag_s = lag_s != NULL ? lag_s[LAG_FLUSH] : -1;
-    st->apply_lag_s = lag_s != NULL ? lag_s[LAG_APPLY] : -1;
+    st->write_lag_s = t != NULL ? lag_now(t, LAG_WRITE, now_us) : -1;
+    st->flush_lag_s = t != NULL ? lag_now(t, LAG_FLUSH, now_us) : -1;
+    st->apply_lag_s = t != NULL ? lag_now(t, LAG_APPLY, now_us) : -1;
+}
+
+/* Metrics gathered at each status tick: the lag history, and an incident (with its
+ * write-unavailability observed) for each switchover or fail-over completed since the last. */
+static void
+status_metrics_tick(struct agent *a, const struct status_snapshot *st)
+{
+    struct status_lag_sample v = {.flush_bytes = st->flush_lag_bytes,
+                                  .apply_bytes = st->apply_lag_bytes,
+                                  .flush_s = st->flush_lag_s,
+                                  .apply_s = st->apply_lag_s};
+
+    status_lag_note(&a->metrics.lag, st->now_unix_us, &v);
+    while (a->incidents_seen < a->switchovers + a->failovers) {
+        struct status_incident e = {.at_unix_us = st->now_unix_us,
+                                    .unavailability_us = a->last_unavailability_us};
+        a->incidents_seen++;
+        snprintf(e.kind, sizeof(e.kind), "%s", op_names[a->last_op]);
+        snprintf(e.text, sizeof(e.text), "%s", a->last_op_result);
+        status_incident_add(&a->metrics.incidents, &e);
+        if (a->last_unavailability_us >= 0)
+            status_hist_observe(&a->metrics.hist[STATUS_HIST_UNAVAIL], STATUS_HIST_UNAVAIL,
+                                (double)a->last_unavailability_us / 1e6);
+    }
 }
 
 /* Publishes a snapshot for the HTTP API and takes its requests; every AGENT_STATUS_EVERY_MS. */
@@ -2095,7 +2160,7 @@ status_tick(struct agent *a)
         st.write_lsn = a->ack_write;
         st.flush_lsn = a->ack_flush;
         st.apply_lsn = a->ack_apply;
-        format_lag(&st, a->primary_lsn, a->lag.lag_s);
+        format_lag(&st, a->primary_lsn, &a->lag, clock_mono_us());
         snprintf(st.sync_state, sizeof(st.sync_state), "%s",
                  !a->streaming || c == NULL                       ? "down"
                  : a->ack_flush + 16u * 1024 * 1024 < a->sent_lsn ? "catchup"
@@ -2116,9 +2181,26 @@ status_tick(struct agent *a)
         st.write_lsn = a->written;
         st.flush_lsn = a->flushed;
         st.apply_lsn = a->applied;
-        format_lag(&st, a->appended, NULL);
+        /* Seconds on a sink: since each position arrived (noted at each tick, so to within
+         * AGENT_STATUS_EVERY_MS) until the spool and the standby confirmed it. */
+        if (a->appended < a->sink_lag_lsn) {
+            lag_reset(&a->sink_lag); /* a fresh spool */
+            a->sink_lag_lsn = 0;
+        }
+        /* A full ring takes no more samples (PostgreSQL's LagTracker lowers its sampling
+         * rate too): dropping the oldest would hide how long a stalled stage has waited. */
+        if (a->appended > a->sink_lag_lsn && a->sink_lag.n < LAG_SAMPLES) {
+            lag_sent(&a->sink_lag, a->appended, clock_mono_us());
+            a->sink_lag_lsn = a->appended;
+        }
+        lag_confirmed(&a->sink_lag, LAG_WRITE, a->written, clock_mono_us());
+        lag_confirmed(&a->sink_lag, LAG_FLUSH, a->flushed, clock_mono_us());
+        lag_confirmed(&a->sink_lag, LAG_APPLY, a->applied, clock_mono_us());
+        format_lag(&st, a->appended, &a->sink_lag, clock_mono_us());
         snprintf(st.sync_state, sizeof(st.sync_state), "%s", c != NULL ? "sync" : "down");
     }
+    status_metrics_tick(a, &st);
+    st.metrics = a->metrics;
     status_publish(&a->board, &st);
     if (a->arbiter != NULL)
         arbiter_report(a->arbiter,

@@ -46,7 +46,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
+#include "metrics.h"
+#include "statuspage.h"
 
 #define HTTPAPI_TOKEN_MAX 4096  /* bytes in a token file */
 #define HTTPAPI_CONN_LIMIT 32   /* concurrent connections */
@@ -481,6 +484,12 @@ authorized(const struct httpapi *h, struct MHD_Connection *c)
 enum route {
     ROUTE_NONE = 0,
     ROUTE_STATUS,
+    ROUTE_METRICS,
+    ROUTE_HEALTH,
+    ROUTE_PRIMARY,
+    ROUTE_STANDBY,
+    ROUTE_PAGE,
+    ROUTE_SUMMARY,
     ROUTE_PAUSE,
     ROUTE_RESUME,
     ROUTE_SWITCHOVER,
@@ -493,6 +502,18 @@ route_of(const char *url)
 {
     if (strcmp(url, "/status") == 0)
         return ROUTE_STATUS;
+    if (strcmp(url, "/metrics") == 0)
+        return ROUTE_METRICS;
+    if (strcmp(url, "/health") == 0)
+        return ROUTE_HEALTH;
+    if (strcmp(url, "/primary") == 0)
+        return ROUTE_PRIMARY;
+    if (strcmp(url, "/standby") == 0)
+        return ROUTE_STANDBY;
+    if (strcmp(url, "/") == 0 || strcmp(url, "/index.html") == 0)
+        return ROUTE_PAGE;
+    if (strcmp(url, "/api/v2/summary.json") == 0)
+        return ROUTE_SUMMARY;
     if (strcmp(url, "/pause") == 0)
         return ROUTE_PAUSE;
     if (strcmp(url, "/resume") == 0)
@@ -591,12 +612,224 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
     return reply_json(c, MHD_HTTP_ACCEPTED, o, NULL);
 }
 
+/* Queues buf (malloc'd, consumed) as a response of this content type. */
+static enum MHD_Result
+reply_buffer(struct MHD_Connection *c, unsigned code, const char *ctype, char *buf, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
+    enum MHD_Result ret;
+
+    if (resp == NULL) {
+        free(buf);
+        return MHD_NO;
+    }
+    if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) != MHD_YES ||
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES) {
+        MHD_destroy_response(resp);
+        return MHD_NO;
+    }
+    ret = MHD_queue_response(c, code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* A health check's answer: 200 or 503 with {"ok": bool, "reason": ..., role, ...}. */
+static enum MHD_Result
+reply_check(struct MHD_Connection *c, const struct status_snapshot *s, bool ok, const char *reason)
+{
+    json_t *o = json_object();
+
+    if (o == NULL)
+        return MHD_NO;
+    if (!put(o, "ok", json_boolean(ok)) || !put(o, "reason", json_string(reason)) ||
+        !PUT_STR(o, s, node_name) || !PUT_STR(o, s, role) || !PUT_STR(o, s, pg_state) ||
+        !put(o, "link_up", json_boolean(s->link_up)) ||
+        !put(o, "apply_lag_bytes", json_u64(s->apply_lag_bytes)) ||
+        !put(o, "apply_lag_s", json_seconds(s->apply_lag_s))) {
+        json_decref(o);
+        return MHD_NO;
+    }
+    return reply_json(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, o, NULL);
+}
+
+static bool
+snap_is(const char *field, size_t cap, const char *v)
+{
+    return strnlen(field, cap) == strlen(v) && strncmp(field, v, cap) == 0;
+}
+#define SNAP_IS(s, field, v) snap_is((s)->field, sizeof((s)->field), (v))
+
+/* GET /health: the agent's loop publishes its status (it runs and has not stopped). */
+static enum MHD_Result
+handle_health(struct MHD_Connection *c, const struct status_snapshot *s)
+{
+    if (s->role[0] == '\0' || s->now_unix_us == 0)
+        return reply_check(c, s, false, "starting: no status published yet");
+    if (statuspage_stale(s, clock_unix_us()))
+        return reply_check(c, s, false, "the agent's loop has not published its status for "
+                                        "over 5 s");
+    return reply_check(c, s, true, "running");
+}
+
+/* GET /primary: 200 only where writes go: the source beside a primary that streams to it,
+ * with no switchover or fail-over under way. */
+static enum MHD_Result
+handle_primary(struct MHD_Connection *c, const struct status_snapshot *s)
+{
+    if (statuspage_stale(s, clock_unix_us()))
+        return reply_check(c, s, false, "status unknown: the agent is starting or stuck");
+    if (SNAP_IS(s, role, "fenced"))
+        return reply_check(c, s, false, "fenced: a newer epoch is held by the other site");
+    if (!SNAP_IS(s, role, "source"))
+        return reply_check(c, s, false, "not the primary site");
+    if (!SNAP_IS(s, pg_state, "primary"))
+        return reply_check(c, s, false, "the local primary does not stream to its agent");
+    if (SNAP_IS(s, operation, "switchover") || SNAP_IS(s, operation, "failover"))
+        return reply_check(c, s, false, "a switchover or fail-over is under way");
+    return reply_check(c, s, true, "writable primary");
+}
+
+/*
+ * Parses a lag bound: a size ("16MB", "1GB", "512kB", "4096" = bytes; units B, kB, MB, GB, TB
+ * as 1024 multiples, also KiB..TiB) or a duration ("500ms", "10s", "2min", "1h", "250us").
+ * Case of the unit does not matter.  Returns 0, setting *is_time and *bytes or *seconds, or
+ * -EINVAL with a message in err.
+ */
+static int
+parse_lag(const char *text, bool *is_time, uint64_t *bytes, double *seconds, char *err,
+          size_t errlen)
+{
+    static const struct {
+        const char *unit;
+        bool time;
+        double mult;
+    } units[] = {
+        {"", false, 1},          {"b", false, 1},         {"kb", false, 1024.0},
+        {"kib", false, 1024.0},  {"mb", false, 1048576.0}, {"mib", false, 1048576.0},
+        {"gb", false, 1073741824.0}, {"gib", false, 1073741824.0},
+        {"tb", false, 1099511627776.0}, {"tib", false, 1099511627776.0},
+        {"us", true, 1e-6},      {"ms", true, 1e-3},      {"s", true, 1},
+        {"min", true, 60},       {"h", true, 3600},
+    };
+    char *end;
+    double v;
+
+    if (text[0] < '0' || text[0] > '9') {
+        snprintf(err, errlen, "lag: expected a size (16MB, 1GB) or a duration (500ms, 10s)");
+        return -EINVAL;
+    }
+    errno = 0;
+    v = strtod(text, &end);
+    if (errno != 0 || !isfinite(v) || v < 0) {
+        snprintf(err, errlen, "lag: the number is out of range");
+        return -EINVAL;
+    }
+    while (*end == ' ')
+        end++;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcasecmp(end, units[i].unit) != 0)
+            continue;
+        *is_time = units[i].time;
+        if (units[i].time) {
+            *seconds = v * units[i].mult;
+            return 0;
+        }
+        if (v * units[i].mult >= 18446744073709551615.0) {
+            snprintf(err, errlen, "lag: the size is out of range");
+            return -EINVAL;
+        }
+        *bytes = (uint64_t)(v * units[i].mult);
+        return 0;
+    }
+    snprintf(err, errlen, "lag: unknown unit \"%.16s\" (sizes: B, kB, MB, GB, TB; durations: "
+                          "us, ms, s, min, h)",
+             end);
+    return -EINVAL;
+}
+
+/* GET /standby[?lag=SIZE|DURATION]: 200 on a sink that receives WAL, whose standby streams
+ * from it and whose apply lag is within the bound. */
+static enum MHD_Result
+handle_standby(struct MHD_Connection *c, const struct status_snapshot *s)
+{
+    const char *arg = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "lag");
+    bool is_time = false, bounded = arg != NULL;
+    uint64_t max_bytes = 0;
+    double max_s = 0;
+    char err[160], why[200];
+
+    if (arg != NULL && parse_lag(arg, &is_time, &max_bytes, &max_s, err, sizeof(err)) < 0)
+        return reply_json(c, MHD_HTTP_BAD_REQUEST, error_body(err), NULL);
+    if (statuspage_stale(s, clock_unix_us()))
+        return reply_check(c, s, false, "status unknown: the agent is starting or stuck");
+    if (!SNAP_IS(s, role, "sink"))
+        return reply_check(c, s, false, "not a standby site");
+    if (!s->link_up)
+        return reply_check(c, s, false, "not receiving WAL: the link to the primary site is down");
+    if (!SNAP_IS(s, pg_state, "standby"))
+        return reply_check(c, s, false, "the standby does not stream from the WAL server");
+    if (bounded && !is_time && s->apply_lag_bytes > max_bytes) {
+        snprintf(why, sizeof(why), "apply lag %" PRIu64 " bytes is over %" PRIu64,
+                 s->apply_lag_bytes, max_bytes);
+        return reply_check(c, s, false, why);
+    }
+    if (bounded && is_time && !(s->apply_lag_s >= 0 && s->apply_lag_s <= max_s)) {
+        if (s->apply_lag_s < 0 || !isfinite(s->apply_lag_s))
+            snprintf(why, sizeof(why), "apply lag in seconds is not known yet");
+        else
+            snprintf(why, sizeof(why), "apply lag %.3f s is over %.3f s", s->apply_lag_s, max_s);
+        return reply_check(c, s, false, why);
+    }
+    return reply_check(c, s, true, bounded ? "standby within the lag asked" : "standby");
+}
+
+static enum MHD_Result
+handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
+{
+    struct status_snapshot *snap = malloc(sizeof(*snap)); /* ~20 KB: not on MHD's stack */
+    enum MHD_Result ret = MHD_NO;
+    char *buf = NULL;
+    size_t len = 0;
+
+    if (snap == NULL)
+        return MHD_NO;
+    status_read(h->board, snap);
+    switch (r) {
+    case ROUTE_STATUS:
+        ret = reply_json(c, MHD_HTTP_OK, snapshot_json(snap), NULL);
+        break;
+    case ROUTE_METRICS:
+        if (metrics_render(snap, &buf, &len) == 0)
+            ret = reply_buffer(c, MHD_HTTP_OK, METRICS_CONTENT_TYPE, buf, len);
+        break;
+    case ROUTE_HEALTH:
+        ret = handle_health(c, snap);
+        break;
+    case ROUTE_PRIMARY:
+        ret = handle_primary(c, snap);
+        break;
+    case ROUTE_STANDBY:
+        ret = handle_standby(c, snap);
+        break;
+    case ROUTE_PAGE:
+        if (statuspage_html(snap, clock_unix_us(), &buf, &len) == 0)
+            ret = reply_buffer(c, MHD_HTTP_OK, "text/html; charset=utf-8", buf, len);
+        break;
+    case ROUTE_SUMMARY:
+        ret = reply_json(c, MHD_HTTP_OK, statuspage_summary(snap, clock_unix_us()), NULL);
+        break;
+    default:
+        break;
+    }
+    free(snap);
+    return ret;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
            const char *version, const char *upload_data, size_t *upload_data_size, void **req)
 {
     struct httpapi *h = cls;
-    struct status_snapshot snap;
     enum route r = route_of(url);
     bool get =
         strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
@@ -618,12 +851,20 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
     }
     switch (r) {
     case ROUTE_STATUS:
-        if (!get)
-            return reply_json(c, MHD_HTTP_METHOD_NOT_ALLOWED,
-                              error_body("method not allowed: /status takes GET"),
+    case ROUTE_METRICS:
+    case ROUTE_HEALTH:
+    case ROUTE_PRIMARY:
+    case ROUTE_STANDBY:
+    case ROUTE_PAGE:
+    case ROUTE_SUMMARY:
+        if (!get) {
+            char msg[sizeof(path) + 40];
+            snprintf(msg, sizeof(msg), "method not allowed: %s takes GET",
+                     printable(path, sizeof(path), url));
+            return reply_json(c, MHD_HTTP_METHOD_NOT_ALLOWED, error_body(msg),
                               MHD_HTTP_HEADER_ALLOW, "GET, HEAD", NULL);
-        status_read(h->board, &snap);
-        return reply_json(c, MHD_HTTP_OK, snapshot_json(&snap), NULL);
+        }
+        return handle_read(h, c, r);
     case ROUTE_PAUSE:
     case ROUTE_RESUME:
         if (!post)
@@ -645,8 +886,9 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
         break;
     }
     return reply_json(c, MHD_HTTP_NOT_FOUND,
-                      error_body("no such endpoint (try GET /status, POST /pause, /resume, "
-                                 "/switchover, /failover, /rejoin)"),
+                      error_body("no such endpoint (try GET /, /status, /metrics, /health, "
+                                 "/primary, /standby, /api/v2/summary.json; POST /pause, "
+                                 "/resume, /switchover, /failover, /rejoin)"),
                       NULL);
 }
 

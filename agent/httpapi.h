@@ -3,6 +3,14 @@
  * JSON by jansson).
  *
  *   GET  /status         the status snapshot as JSON (status.h; LSNs also as "X/X" strings)
+ *   GET  /metrics        Prometheus text (metrics.h)
+ *   GET  /health         200 while the agent's loop publishes its status, else 503
+ *   GET  /primary        200 only on the writable primary's site, else 503
+ *   GET  /standby[?lag=SIZE|DURATION]
+ *                        200 on a mirror site whose standby streams, within the lag; 400 on a
+ *                        bad lag; 503 otherwise (health checks answer JSON {"ok","reason",...})
+ *   GET  /               the status page (statuspage.h), HTML
+ *   GET  /api/v2/summary.json   the same in the shape of Statuspage's public summary
  *   POST /pause          pause automatic fail-over   -> 202 {"requested":"pause"}
  *   POST /resume         resume it                   -> 202 {"requested":"resume"}
  *   anything else        404 / 405 with a JSON {"error": "..."} body

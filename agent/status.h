@@ -9,6 +9,10 @@
  * way: the API sets them with status_request(), the loop takes them with status_take().
  *
  * LSNs are bytes (0 = unknown); lags are bytes and seconds (a negative second count = unknown).
+ *
+ * Metrics (struct status_metrics) are computed in the agent's loop - histograms observed where
+ * the events happen, the lag history and the incident log in its status tick - and travel in
+ * the snapshot, so the API's thread renders them without any lock but the board's.
  */
 #ifndef WALMIRROR_AGENT_STATUS_H
 #define WALMIRROR_AGENT_STATUS_H
@@ -18,6 +22,63 @@
 #include <stdint.h>
 
 #define STATUS_NAME_MAX 63
+
+/* Histograms, Prometheus style: fixed upper bounds per kind (status_hist_bounds), cumulative
+ * counts per bound; observations above the last bound count only in count (the +Inf bucket). */
+#define STATUS_HIST_BUCKETS 12
+
+enum status_hist_kind {
+    STATUS_HIST_FSYNC,   /* sink: spool_flush() to on_flushed (the group fdatasync), seconds */
+    STATUS_HIST_ACK_RTT, /* source: WAL sent to the ACK that confirms it flushed, seconds */
+    STATUS_HIST_UNAVAIL, /* write-unavailability of switchovers and fail-overs, seconds */
+    STATUS_HIST_COUNT,
+};
+
+struct status_hist {
+    uint64_t le[STATUS_HIST_BUCKETS]; /* observations <= bound i */
+    uint64_t count;
+    double sum;
+};
+
+/* One point of the lag history: the worst seen during its interval. */
+struct status_lag_sample {
+    uint64_t unix_us;                  /* end of the interval */
+    uint64_t flush_bytes, apply_bytes; /* lag of the flush and apply stages */
+    double flush_s, apply_s;           /* the same in seconds; negative = unknown */
+};
+
+#define STATUS_LAG_SAMPLES 360          /* one hour ... */
+#define STATUS_LAG_EVERY_US 10000000ULL /* ... of one sample per 10 s */
+
+struct status_lag_history {
+    unsigned head, n; /* s[head] is the oldest of n */
+    struct status_lag_sample s[STATUS_LAG_SAMPLES];
+    struct status_lag_sample cur; /* the interval being gathered (cur.unix_us: its start) */
+    bool cur_any;
+};
+
+/* A switchover or fail-over this agent saw complete. */
+struct status_incident {
+    uint64_t at_unix_us;       /* when it completed */
+    int64_t unavailability_us; /* measured write-unavailability; -1 if unknown */
+    char kind[16];             /* "switchover", "failover" */
+    char text[256];            /* the operation's result, for people */
+};
+
+#define STATUS_INCIDENTS_MAX 16
+
+struct status_incidents {
+    unsigned head, n; /* e[head] is the oldest of n */
+    struct status_incident e[STATUS_INCIDENTS_MAX];
+};
+
+struct status_metrics {
+    struct status_hist hist[STATUS_HIST_COUNT];
+    uint64_t spool_flushes; /* completed spool flushes (the fsync histogram's count) */
+    uint64_t acks;          /* ACKs received (source) or sent (sink) */
+    struct status_lag_history lag;
+    struct status_incidents incidents;
+};
 
 struct status_snapshot {
     char node_name[STATUS_NAME_MAX + 1];
@@ -61,8 +122,12 @@ struct status_snapshot {
     int64_t last_unavailability_us; /* of the last switchover or fail-over; -1 if none */
     uint64_t switchovers, failovers; /* completed since the agent started */
     bool failover_paused;
-    char maintenance[32]; /* "none" until maintenance windows exist */
+    /* "none"; a value starting with "active" means a maintenance window is open now (the
+     * status page shows under_maintenance); any other text is shown as it is */
+    char maintenance[128];
     char last_error[256]; /* the last error worth an operator's eye, "" if none */
+
+    struct status_metrics metrics; /* not in /status: /metrics and the status page show it */
 };
 
 enum status_request {
@@ -103,5 +168,21 @@ unsigned status_take(struct status_board *b);
 uint64_t status_request_op(struct status_board *b, struct status_op_request *r);
 /* Takes the pending operation request; false if none. */
 bool status_take_op(struct status_board *b, struct status_op_request *out);
+
+/* The upper bounds (seconds, increasing, STATUS_HIST_BUCKETS of them) of a histogram kind. */
+const double *status_hist_bounds(enum status_hist_kind k);
+/* Counts one observation v (seconds; a negative or non-finite v is ignored). */
+void status_hist_observe(struct status_hist *h, enum status_hist_kind k, double v);
+
+/* Notes the lag at now_us into the history: the worst value of each STATUS_LAG_EVERY_US
+ * interval becomes one sample; the oldest samples go when the ring is full. */
+void status_lag_note(struct status_lag_history *h, uint64_t now_us, const struct status_lag_sample *v);
+/* The i-th sample, oldest first (i < h->n). */
+const struct status_lag_sample *status_lag_at(const struct status_lag_history *h, unsigned i);
+
+/* Appends an incident; the oldest goes when the log is full. */
+void status_incident_add(struct status_incidents *l, const struct status_incident *e);
+/* The i-th incident, oldest first (i < l->n). */
+const struct status_incident *status_incident_at(const struct status_incidents *l, unsigned i);
 
 #endif

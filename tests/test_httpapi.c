@@ -6,14 +6,18 @@
  * answers are parsed with jansson.  Covered: every snapshot field and its value, LSN text,
  * null for unknown lag, pause / resume reaching the board, 404 / 405 with Allow, JSON error
  * bodies, the loopback rule, bearer tokens (missing, wrong, right; bad token files), snapshots
- * published from another thread while requests read them (never torn), and walmirrorctl's
- * table, JSON, unreachable agent, -c FILE, token and usage errors.
+ * published from another thread while requests read them (never torn), GET /metrics parsed
+ * whole (syntax, HELP and TYPE for every family, histograms) with values set through the
+ * board, the health checks /health, /primary, /standby?lag= (sizes, durations, bad
+ * arguments), and walmirrorctl's table, JSON, unreachable agent, -c FILE, token and usage
+ * errors.
  */
 #include <check.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "httpapi.h"
@@ -670,6 +675,455 @@ START_TEST(no_torn_snapshot)
 END_TEST
 
 /* ---------------------------------------------------------------------------------------- */
+/* GET /metrics: the whole exposition parsed                                                  */
+
+#define MAX_FAMILIES 64
+#define MAX_SAMPLES 256
+
+struct family_t {
+    char name[128];
+    char type[16];
+    bool help;
+};
+
+struct sample_t {
+    char key[256]; /* name{labels} exactly as written */
+    char name[128];
+    char le[32]; /* the le label of a histogram bucket, "" otherwise */
+    double value;
+};
+
+struct exposition {
+    struct family_t fam[MAX_FAMILIES];
+    int nfam;
+    struct sample_t smp[MAX_SAMPLES];
+    int nsmp;
+};
+
+static struct family_t *
+find_family(struct exposition *e, const char *name)
+{
+    for (int i = 0; i < e->nfam; i++)
+        if (strcmp(e->fam[i].name, name) == 0)
+            return &e->fam[i];
+    return NULL;
+}
+
+static struct family_t *
+add_family(struct exposition *e, const char *name)
+{
+    struct family_t *f = find_family(e, name);
+
+    if (f != NULL)
+        return f;
+    ck_assert_int_lt(e->nfam, MAX_FAMILIES);
+    f = &e->fam[e->nfam++];
+    ck_assert_uint_lt(strlen(name), sizeof(f->name));
+    memcpy(f->name, name, strlen(name) + 1);
+    return f;
+}
+
+static bool
+name_char(char ch, bool first)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_' || ch == ':' ||
+           (!first && ch >= '0' && ch <= '9');
+}
+
+/* Parses one sample line "name{labels} value" strictly; fails the test otherwise. */
+static void
+parse_sample(struct exposition *e, const char *line)
+{
+    struct sample_t *sm;
+    const char *p = line, *vstart;
+    char *end;
+
+    ck_assert_int_lt(e->nsmp, MAX_SAMPLES);
+    sm = &e->smp[e->nsmp++];
+    memset(sm, 0, sizeof(*sm));
+    ck_assert_msg(name_char(*p, true), "bad metric name: %s", line);
+    while (name_char(*p, false))
+        p++;
+    ck_assert_uint_lt((size_t)(p - line), sizeof(sm->name));
+    memcpy(sm->name, line, (size_t)(p - line));
+    if (*p == '{') {
+        p++;
+        while (*p != '}') {
+            const char *ln = p;
+            char lname[64], val[128];
+            size_t vn = 0;
+
+            ck_assert_msg(name_char(*p, true), "bad label name: %s", line);
+            while (name_char(*p, false))
+                p++;
+            ck_assert_uint_lt((size_t)(p - ln), sizeof(lname));
+            memcpy(lname, ln, (size_t)(p - ln));
+            lname[p - ln] = '\0';
+            ck_assert_msg(p[0] == '=' && p[1] == '"', "bad label: %s", line);
+            p += 2;
+            while (*p != '"') {
+                ck_assert_msg(*p != '\0' && *p != '\n', "unterminated label value: %s", line);
+                if (*p == '\\') {
+                    p++;
+                    ck_assert_msg(*p == '\\' || *p == '"' || *p == 'n', "bad escape: %s", line);
+                }
+                ck_assert_uint_lt(vn, sizeof(val) - 1);
+                val[vn++] = *p++;
+            }
+            val[vn] = '\0';
+            p++;
+            if (strcmp(lname, "le") == 0) {
+                ck_assert_uint_lt(vn, sizeof(sm->le));
+                memcpy(sm->le, val, vn + 1);
+            }
+            if (*p == ',')
+                p++;
+            else
+                ck_assert_msg(*p == '}', "bad label list: %s", line);
+        }
+        p++;
+    }
+    ck_assert_uint_lt((size_t)(p - line), sizeof(sm->key));
+    memcpy(sm->key, line, (size_t)(p - line));
+    ck_assert_msg(*p == ' ', "no value: %s", line);
+    vstart = ++p;
+    if (strcmp(vstart, "+Inf") == 0)
+        sm->value = INFINITY;
+    else if (strcmp(vstart, "-Inf") == 0)
+        sm->value = -INFINITY;
+    else {
+        sm->value = strtod(vstart, &end);
+        ck_assert_msg(end != vstart && *end == '\0', "bad value: %s", line);
+    }
+}
+
+/* Parses the whole text: every line a # HELP / # TYPE / comment or a sample; every sample's
+ * family has a TYPE; histogram buckets grow and end with +Inf = _count. */
+static void
+parse_exposition(struct exposition *e, char *text)
+{
+    char *save = NULL;
+
+    memset(e, 0, sizeof(*e));
+    ck_assert_msg(text[0] != '\0' && text[strlen(text) - 1] == '\n', "no final newline");
+    for (char *line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        char name[128], rest[512];
+
+        if (line[0] == '#') {
+            if (sscanf(line, "# TYPE %127s %511s", name, rest) == 2) {
+                struct family_t *f = add_family(e, name);
+                ck_assert_msg(f->type[0] == '\0', "two TYPE lines for %s", name);
+                ck_assert_msg(strcmp(rest, "counter") == 0 || strcmp(rest, "gauge") == 0 ||
+                                  strcmp(rest, "histogram") == 0,
+                              "type %s", rest);
+                ck_assert_uint_lt(strlen(rest), sizeof(f->type));
+                memcpy(f->type, rest, strlen(rest) + 1);
+            } else if (sscanf(line, "# HELP %127s %511[^\n]", name, rest) == 2) {
+                add_family(e, name)->help = true;
+            }
+            continue;
+        }
+        parse_sample(e, line);
+    }
+    for (int i = 0; i < e->nsmp; i++) {
+        struct sample_t *sm = &e->smp[i];
+        struct family_t *f = find_family(e, sm->name);
+        char stem[128];
+        size_t n = strlen(sm->name);
+
+        ck_assert_msg(strncmp(sm->name, "walmirror_", 10) == 0, "%s lacks the prefix", sm->name);
+        if (f == NULL || f->type[0] == '\0') {
+            static const char *const sfx[] = {"_bucket", "_sum", "_count"};
+            for (size_t k = 0; k < 3 && f == NULL; k++) {
+                size_t sl = strlen(sfx[k]);
+                if (n > sl && strcmp(sm->name + n - sl, sfx[k]) == 0) {
+                    snprintf(stem, sizeof(stem), "%.*s", (int)(n - sl), sm->name);
+                    f = find_family(e, stem);
+                }
+            }
+            ck_assert_msg(f != NULL && strcmp(f->type, "histogram") == 0, "%s has no TYPE",
+                          sm->name);
+        }
+        ck_assert_msg(f->help, "%s has no HELP", f->name);
+        if (strcmp(f->type, "counter") == 0)
+            ck_assert_msg(n > 6 && strcmp(sm->name + n - 6, "_total") == 0,
+                          "counter %s without _total", sm->name);
+    }
+    /* histograms */
+    for (int i = 0; i < e->nfam; i++) {
+        char bucket[160], count[160];
+        double last_le = -INFINITY, last_v = 0, count_v = -1;
+        bool ended = false;
+        int nb = 0;
+
+        if (strcmp(e->fam[i].type, "histogram") != 0)
+            continue;
+        snprintf(bucket, sizeof(bucket), "%s_bucket", e->fam[i].name);
+        snprintf(count, sizeof(count), "%s_count", e->fam[i].name);
+        for (int k = 0; k < e->nsmp; k++) {
+            struct sample_t *sm = &e->smp[k];
+            if (strcmp(sm->name, count) == 0)
+                count_v = sm->value;
+            if (strcmp(sm->name, bucket) != 0)
+                continue;
+            double le = strcmp(sm->le, "+Inf") == 0 ? INFINITY : strtod(sm->le, NULL);
+            ck_assert_msg(!ended, "%s: a bucket after +Inf", bucket);
+            ck_assert_msg(le > last_le, "%s: le not increasing at %s", bucket, sm->le);
+            ck_assert_msg(sm->value >= last_v, "%s: counts not monotonic at %s", bucket, sm->le);
+            last_le = le;
+            last_v = sm->value;
+            ended = isinf(le);
+            nb++;
+        }
+        ck_assert_msg(nb > 1 && ended, "%s: no +Inf bucket", bucket);
+        ck_assert_msg(count_v == last_v, "%s: +Inf %g != _count %g", bucket, last_v, count_v);
+    }
+}
+
+/* The value of the sample written exactly as key; fails if absent. */
+static double
+sample(struct exposition *e, const char *key)
+{
+    for (int i = 0; i < e->nsmp; i++)
+        if (strcmp(e->smp[i].key, key) == 0)
+            return e->smp[i].value;
+    ck_abort_msg("no sample %s", key);
+    return 0;
+}
+
+static bool
+has_sample(struct exposition *e, const char *key)
+{
+    for (int i = 0; i < e->nsmp; i++)
+        if (strcmp(e->smp[i].key, key) == 0)
+            return true;
+    return false;
+}
+
+START_TEST(metrics_exposition)
+{
+    static struct exposition e;
+    struct status_snapshot *s = calloc(1, sizeof(*s));
+    struct status_metrics *m;
+    struct resp r;
+
+    ck_assert_ptr_nonnull(s);
+    fill_snapshot(s);
+    m = &s->metrics;
+    snprintf(s->peer_name, sizeof(s->peer_name), "site-\"b\"\\");
+    /* fsync: 0.7 ms, 3 ms, 2 s and 5 s (beyond the last bound) */
+    status_hist_observe(&m->hist[STATUS_HIST_FSYNC], STATUS_HIST_FSYNC, 0.0007);
+    status_hist_observe(&m->hist[STATUS_HIST_FSYNC], STATUS_HIST_FSYNC, 0.003);
+    status_hist_observe(&m->hist[STATUS_HIST_FSYNC], STATUS_HIST_FSYNC, 2);
+    status_hist_observe(&m->hist[STATUS_HIST_FSYNC], STATUS_HIST_FSYNC, 5);
+    status_hist_observe(&m->hist[STATUS_HIST_FSYNC], STATUS_HIST_FSYNC, -1); /* ignored */
+    status_hist_observe(&m->hist[STATUS_HIST_ACK_RTT], STATUS_HIST_ACK_RTT, 0.0004);
+    status_hist_observe(&m->hist[STATUS_HIST_UNAVAIL], STATUS_HIST_UNAVAIL, 0.45);
+    status_hist_observe(&m->hist[STATUS_HIST_UNAVAIL], STATUS_HIST_UNAVAIL, 3.2);
+    m->acks = 1234;
+    status_publish(&board, s);
+
+    request(&r, "GET", "/metrics", NULL);
+    ck_assert_int_eq(r.code, 200);
+    ck_assert_str_eq(r.ctype, "text/plain; version=0.0.4; charset=utf-8");
+    parse_exposition(&e, r.body);
+
+    ck_assert(has_sample(&e, "walmirror_info{node=\"site-a\",peer=\"site-\\\"b\\\"\\\\\"}"));
+    ck_assert_double_eq(sample(&e, "walmirror_role{role=\"source\"}"), 1);
+    ck_assert_double_eq(sample(&e, "walmirror_role{role=\"sink\"}"), 0);
+    ck_assert_double_eq(sample(&e, "walmirror_role{role=\"fenced\"}"), 0);
+    ck_assert_double_eq(sample(&e, "walmirror_epoch"), 5);
+    ck_assert_double_eq(sample(&e, "walmirror_timeline"), 3);
+    ck_assert_double_eq(sample(&e, "walmirror_lsn_bytes{position=\"primary\"}"), 0x3000100);
+    ck_assert_double_eq(sample(&e, "walmirror_lsn_bytes{position=\"write\"}"), 0x10000002AULL);
+    ck_assert_double_eq(sample(&e, "walmirror_lsn_bytes{position=\"apply\"}"), 0);
+    ck_assert_double_eq(sample(&e, "walmirror_lag_bytes{stage=\"flush\"}"), 0x100);
+    ck_assert_double_eq(sample(&e, "walmirror_lag_bytes{stage=\"apply\"}"), 0x3000100);
+    ck_assert_double_eq_tol(sample(&e, "walmirror_lag_seconds{stage=\"write\"}"), 0.25, 1e-9);
+    ck_assert(!has_sample(&e, "walmirror_lag_seconds{stage=\"flush\"}")); /* unknown */
+    ck_assert_double_eq_tol(sample(&e, "walmirror_lag_seconds{stage=\"apply\"}"), 1.5, 1e-9);
+    ck_assert_double_eq(sample(&e, "walmirror_sync_state{state=\"sync\"}"), 1);
+    ck_assert_double_eq(sample(&e, "walmirror_sync_state{state=\"down\"}"), 0);
+    ck_assert_double_eq(sample(&e, "walmirror_link_up"), 1);
+    ck_assert_double_eq_tol(sample(&e, "walmirror_link_rtt_seconds"), 0.00042, 1e-12);
+    ck_assert_double_eq(sample(&e, "walmirror_wal_raw_bytes_total"), 1000000);
+    ck_assert_double_eq(sample(&e, "walmirror_wal_wire_bytes_total"), 400000);
+    ck_assert_double_eq(sample(&e, "walmirror_acks_total"), 1234);
+    ck_assert_double_eq(sample(&e, "walmirror_switchovers_total"), 3);
+    ck_assert_double_eq(sample(&e, "walmirror_failovers_total"), 1);
+    ck_assert_double_eq_tol(sample(&e, "walmirror_last_write_unavailability_seconds"), 0.812345,
+                            1e-9);
+    ck_assert_double_eq(sample(&e, "walmirror_operation_running"), 1);
+    ck_assert_double_eq(sample(&e, "walmirror_failover_paused"), 0);
+    ck_assert_double_eq(sample(&e, "walmirror_maintenance"), 0);
+    /* the fsync histogram: cumulative, the 5 s observation only in +Inf */
+    ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"0.0005\"}"),
+                        0);
+    ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"0.001\"}"),
+                        1);
+    ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"0.005\"}"),
+                        2);
+    ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"2.5\"}"),
+                        3);
+    ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"+Inf\"}"),
+                        4);
+    ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_count"), 4);
+    ck_assert_double_eq_tol(sample(&e, "walmirror_spool_fsync_duration_seconds_sum"), 7.0037,
+                            1e-9);
+    ck_assert_double_eq(sample(&e, "walmirror_ack_round_trip_seconds_bucket{le=\"0.0005\"}"), 1);
+    ck_assert_double_eq(sample(&e, "walmirror_write_unavailability_seconds_bucket{le=\"0.5\"}"),
+                        1);
+    ck_assert_double_eq(sample(&e, "walmirror_write_unavailability_seconds_bucket{le=\"5\"}"), 2);
+    ck_assert_double_eq(sample(&e, "walmirror_write_unavailability_seconds_count"), 2);
+
+    /* a sink with a maintenance window open, no unavailability yet */
+    snprintf(s->role, sizeof(s->role), "sink");
+    snprintf(s->maintenance, sizeof(s->maintenance), "active: monthly window");
+    s->last_unavailability_us = -1;
+    status_publish(&board, s);
+    request(&r, "GET", "/metrics", NULL);
+    ck_assert_int_eq(r.code, 200);
+    parse_exposition(&e, r.body);
+    ck_assert_double_eq(sample(&e, "walmirror_role{role=\"sink\"}"), 1);
+    ck_assert_double_eq(sample(&e, "walmirror_role{role=\"source\"}"), 0);
+    ck_assert_double_eq(sample(&e, "walmirror_maintenance"), 1);
+    ck_assert(!has_sample(&e, "walmirror_last_write_unavailability_seconds"));
+
+    request(&r, "POST", "/metrics", NULL);
+    ck_assert_int_eq(r.code, 405);
+    ck_assert_str_eq(r.allow, "GET, HEAD");
+    free(s);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
+/* Health checks                                                                             */
+
+static uint64_t
+unix_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* Publishes the fixture's snapshot, fresh, changed by the caller's role / pg / op. */
+static void
+publish_health(const char *role, const char *pg, const char *op, bool link_up)
+{
+    struct status_snapshot *s = calloc(1, sizeof(*s));
+
+    ck_assert_ptr_nonnull(s);
+    fill_snapshot(s);
+    s->now_unix_us = unix_now_us();
+    snprintf(s->role, sizeof(s->role), "%s", role);
+    snprintf(s->pg_state, sizeof(s->pg_state), "%s", pg);
+    snprintf(s->operation, sizeof(s->operation), "%s", op);
+    s->link_up = link_up;
+    status_publish(&board, s);
+    free(s);
+}
+
+/* A check's answer: code, and a JSON body whose "reason" contains reason. */
+static void
+expect_check(const char *path, long code, const char *reason)
+{
+    struct resp r;
+    json_t *o;
+    const char *why;
+
+    request(&r, "GET", path, NULL);
+    ck_assert_msg(r.code == code, "GET %s: %ld, expected %ld: %s", path, r.code, code, r.body);
+    o = parse_object(&r);
+    why = json_string_value(json_object_get(o, code == 400 ? "error" : "reason"));
+    ck_assert_msg(why != NULL && strstr(why, reason) != NULL, "GET %s: \"%s\" lacks \"%s\"", path,
+                  why != NULL ? why : "(none)", reason);
+    if (code != 400)
+        ck_assert(json_is_boolean(json_object_get(o, "ok")) &&
+                  json_is_true(json_object_get(o, "ok")) == (code == 200));
+    json_decref(o);
+}
+
+START_TEST(health_check)
+{
+    struct status_board empty;
+    struct httpapi *h;
+    char err[256], saved[64];
+
+    /* the fixture's snapshot is from 2023: the loop is not publishing */
+    expect_check("/health", 503, "has not published");
+    publish_health("source", "primary", "none", true);
+    expect_check("/health", 200, "running");
+    publish_health("fenced", "stale", "none", false);
+    expect_check("/health", 200, "running");
+
+    /* a board nobody published on: starting */
+    status_board_init(&empty);
+    ck_assert_int_eq(httpapi_start(&h, "127.0.0.1:0", NULL, &empty, err, sizeof(err)), 0);
+    snprintf(saved, sizeof(saved), "%s", base);
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", httpapi_port(h));
+    expect_check("/health", 503, "starting");
+    expect_check("/primary", 503, "unknown");
+    httpapi_stop(h);
+    status_board_destroy(&empty);
+    snprintf(base, sizeof(base), "%s", saved);
+}
+END_TEST
+
+START_TEST(primary_check)
+{
+    expect_check("/primary", 503, "unknown"); /* stale */
+    publish_health("source", "primary", "none", true);
+    expect_check("/primary", 200, "writable primary");
+    publish_health("source", "primary", "none", false); /* the link does not matter */
+    expect_check("/primary", 200, "writable primary");
+    publish_health("source", "unknown", "none", true);
+    expect_check("/primary", 503, "does not stream");
+    publish_health("source", "primary", "switchover", true);
+    expect_check("/primary", 503, "switchover");
+    publish_health("sink", "standby", "none", true);
+    expect_check("/primary", 503, "not the primary");
+    publish_health("fenced", "stale", "none", false);
+    expect_check("/primary", 503, "fenced");
+}
+END_TEST
+
+START_TEST(standby_check)
+{
+    /* the fixture's lags: apply 0x3000100 bytes (48 MiB + 256), 1.5 s */
+    publish_health("sink", "standby", "none", true);
+    expect_check("/standby", 200, "standby");
+    expect_check("/standby?lag=64MB", 200, "within");
+    expect_check("/standby?lag=1GB", 200, "within");
+    expect_check("/standby?lag=50331904", 200, "within"); /* exactly the lag, in bytes */
+    expect_check("/standby?lag=50331903", 503, "over");
+    expect_check("/standby?lag=16MB", 503, "over 16777216");
+    expect_check("/standby?lag=16mib", 503, "over 16777216");
+    expect_check("/standby?lag=10s", 200, "within");
+    expect_check("/standby?lag=2min", 200, "within");
+    expect_check("/standby?lag=1500ms", 200, "within");
+    expect_check("/standby?lag=500ms", 503, "over 0.500 s");
+    expect_check("/standby?lag=1.2s", 503, "over 1.200 s");
+
+    expect_check("/standby?lag=abc", 400, "lag:");
+    expect_check("/standby?lag=10parsecs", 400, "unknown unit");
+    expect_check("/standby?lag=-1", 400, "lag:");
+    expect_check("/standby?lag=", 400, "lag:");
+    expect_check("/standby?lag=99999999999TB", 400, "out of range");
+
+    publish_health("sink", "standby", "none", false);
+    expect_check("/standby?lag=1GB", 503, "link");
+    publish_health("sink", "unknown", "none", true);
+    expect_check("/standby", 503, "does not stream");
+    publish_health("source", "primary", "none", true);
+    expect_check("/standby?lag=1GB", 503, "not a standby");
+    publish_health("fenced", "stale", "none", false);
+    expect_check("/standby", 503, "not a standby");
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
 /* walmirrorctl as a process                                                                 */
 
 static char out_path[4096], err_path[4096];
@@ -897,6 +1351,10 @@ httpapi_suite(void)
     tcase_add_test(tc, token_required);
     tcase_add_test(tc, token_file_checks);
     tcase_add_test(tc, no_torn_snapshot);
+    tcase_add_test(tc, metrics_exposition);
+    tcase_add_test(tc, health_check);
+    tcase_add_test(tc, primary_check);
+    tcase_add_test(tc, standby_check);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("walmirrorctl");

@@ -13,6 +13,7 @@ apt-get install -y -qq --no-install-recommends \
     libpq-dev liburing-dev liblz4-dev libxxhash-dev libssl-dev check \
     libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libsqlite3-dev \
     postgresql-15 postgresql-client-15 openssl ca-certificates util-linux procps \
+    chromium fonts-dejavu-core \
     gnuplot-nox curl \
     >/dev/null
 # Debian's postgresql-common creates and starts a default cluster; walmirror's tests and demo

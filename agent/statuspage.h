@@ -1,0 +1,79 @@
+/*
+ * statuspage.h - the status page for people (GET /) and its machine twin in the shape of
+ * Statuspage's public summary (GET /api/v2/summary.json), both made from one status snapshot.
+ *
+ * Three components, each in one of Statuspage's states, by the rule below (the first that
+ * applies wins; "lag" is the worse of the flush and apply stages, bytes or seconds):
+ *
+ *   all three     under_maintenance   a maintenance window is open (maintenance "active...")
+ *                 partial_outage      the snapshot is older than STATUSPAGE_STALE_US: the
+ *                                     agent's loop is not running, nothing is known
+ *   database      major_outage        a switchover or fail-over runs (writes are paused), or
+ *   (the primary)                     on the source: the primary does not stream to its agent
+ *                 partial_outage      on the sink: the link is down (the primary is not seen
+ *                                     from here); on a fenced agent: not observed from here
+ *                 operational         otherwise
+ *   mirror        major_outage        fenced, rejoining, or the link is down (nothing mirrored;
+ *   (the standby)                     synchronous commits wait)
+ *                 partial_outage      lag >= STATUSPAGE_PARTIAL_BYTES or _SECONDS
+ *                 degraded_performance lag >= STATUSPAGE_DEGRADED_BYTES or _SECONDS, or on
+ *                                     the sink: its standby does not stream from the WAL server
+ *                 operational         otherwise
+ *   replication   major_outage        the link is down
+ *   link          partial_outage      the link is up but WAL does not flow (sync state down)
+ *                 degraded_performance catching up (more than 16 MB behind)
+ *                 operational         otherwise
+ *
+ * The page's overall indicator is the worst component: critical (a major outage), major (a
+ * partial outage), minor (degraded), maintenance, none.
+ */
+#ifndef WALMIRROR_AGENT_STATUSPAGE_H
+#define WALMIRROR_AGENT_STATUSPAGE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "status.h"
+
+#define STATUSPAGE_DEGRADED_BYTES (16ULL << 20)
+#define STATUSPAGE_DEGRADED_SECONDS 5.0
+#define STATUSPAGE_PARTIAL_BYTES (1ULL << 30)
+#define STATUSPAGE_PARTIAL_SECONDS 60.0
+#define STATUSPAGE_STALE_US 5000000ULL /* a snapshot older than this: the loop is stuck */
+#define STATUSPAGE_REFRESH_S 10        /* the page reloads itself this often */
+
+/* Worse states have higher values, maintenance aside (it overrides). */
+enum statuspage_state {
+    STATUSPAGE_OPERATIONAL,
+    STATUSPAGE_DEGRADED,
+    STATUSPAGE_PARTIAL,
+    STATUSPAGE_MAJOR,
+    STATUSPAGE_MAINTENANCE,
+};
+
+enum { STATUSPAGE_DATABASE, STATUSPAGE_MIRROR, STATUSPAGE_LINK, STATUSPAGE_COMPONENTS };
+
+struct statuspage_component {
+    const char *id;     /* "database", "mirror", "link": stable */
+    char name[96];      /* "site-a database", "site-b mirror", "replication link" */
+    enum statuspage_state state;
+    char why[192];      /* the rule that applied, for people */
+};
+
+/* Statuspage's name of a state: "operational", "degraded_performance", ... */
+const char *statuspage_state_name(enum statuspage_state st);
+/* True if the snapshot is missing (never published) or older than STATUSPAGE_STALE_US. */
+bool statuspage_stale(const struct status_snapshot *s, uint64_t now_unix_us);
+/* Evaluates the rule above into out[STATUSPAGE_COMPONENTS]; returns the overall state. */
+enum statuspage_state statuspage_components(const struct status_snapshot *s, uint64_t now_unix_us,
+                                            struct statuspage_component *out);
+/* The HTML page (inline CSS and SVG, no scripts, no external assets) in a malloc'd buffer.
+ * Returns 0 or -ENOMEM. */
+WM_MUSTCHECK int statuspage_html(const struct status_snapshot *s, uint64_t now_unix_us, char **out,
+                                 size_t *len);
+/* The summary object (Statuspage API v2 summary.json); NULL when out of memory. */
+json_t *statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us);
+
+#endif

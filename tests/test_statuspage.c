@@ -1,0 +1,618 @@
+/*
+ * test_statuspage.c - Check suite for agent/statuspage.c (the status page, GET /, and
+ * GET /api/v2/summary.json) and the lag history and incident log of agent/status.c.
+ *
+ * Suite "rules" (the default): the components' rule of statuspage.h case by case, the lag
+ * history's 10 s intervals and ring, the incident log's ring, and summary.json's shape read over
+ * HTTP from an httpapi whose board the test fills.
+ *
+ * Suite "chromium" (argument "chromium"): the same API serves the page to headless Chromium,
+ * which takes a screenshot (a PNG must come out) and dumps the rendered DOM; the assertions
+ * read that DOM: component names and states, the SVG chart and its lines, the incident history,
+ * the maintenance text, the refresh.  Exits 77 (skipped) only when no chromium binary is
+ * installed or it cannot render about:blank here; any other failure fails.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "httpapi.h"
+#include "status.h"
+#include "statuspage.h"
+#include "testutil.h"
+
+static uint64_t
+unix_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* A healthy source, site-a, mirrored to site-b; fresh. */
+static void
+fill(struct status_snapshot *s)
+{
+    memset(s, 0, sizeof(*s));
+    snprintf(s->node_name, sizeof(s->node_name), "site-a");
+    snprintf(s->peer_name, sizeof(s->peer_name), "site-b");
+    snprintf(s->role, sizeof(s->role), "source");
+    snprintf(s->pg_state, sizeof(s->pg_state), "primary");
+    snprintf(s->sync_state, sizeof(s->sync_state), "sync");
+    snprintf(s->operation, sizeof(s->operation), "none");
+    snprintf(s->maintenance, sizeof(s->maintenance), "none");
+    s->epoch = 4;
+    s->now_unix_us = unix_now_us();
+    s->link_up = true;
+    s->rtt_us = 1500;
+    s->flush_lag_bytes = 4096;
+    s->apply_lag_bytes = 8192;
+    s->flush_lag_s = 0.002;
+    s->apply_lag_s = 0.004;
+    s->last_unavailability_us = -1;
+}
+
+static struct statuspage_component comps[STATUSPAGE_COMPONENTS];
+
+static enum statuspage_state
+eval(const struct status_snapshot *s)
+{
+    return statuspage_components(s, unix_now_us(), comps);
+}
+
+#define expect_state(i, st, why_part)                                                              \
+    do {                                                                                           \
+        ck_assert_msg(comps[i].state == (st), "%s: %s, expected %s (%s)", comps[i].name,          \
+                      statuspage_state_name(comps[i].state), statuspage_state_name(st),            \
+                      comps[i].why);                                                               \
+        ck_assert_msg(strstr(comps[i].why, (why_part)) != NULL, "%s: \"%s\" lacks \"%s\"",        \
+                      comps[i].name, comps[i].why, (why_part));                                    \
+    } while (0)
+
+/* ---------------------------------------------------------------------------------------- */
+/* The rule                                                                                  */
+
+START_TEST(rule_healthy_source)
+{
+    static struct status_snapshot s;
+
+    fill(&s);
+    ck_assert_int_eq(eval(&s), STATUSPAGE_OPERATIONAL);
+    ck_assert_str_eq(comps[STATUSPAGE_DATABASE].name, "site-a database");
+    ck_assert_str_eq(comps[STATUSPAGE_MIRROR].name, "site-b mirror");
+    ck_assert_str_eq(comps[STATUSPAGE_LINK].name, "replication link");
+    ck_assert_str_eq(comps[STATUSPAGE_DATABASE].id, "database");
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_OPERATIONAL, "taking writes");
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_OPERATIONAL, "in sync");
+    expect_state(STATUSPAGE_LINK, STATUSPAGE_OPERATIONAL, "1.5 ms");
+}
+END_TEST
+
+START_TEST(rule_lag_thresholds)
+{
+    static struct status_snapshot s;
+
+    fill(&s);
+    s.apply_lag_bytes = STATUSPAGE_DEGRADED_BYTES - 1;
+    ck_assert_int_eq(eval(&s), STATUSPAGE_OPERATIONAL);
+    s.apply_lag_bytes = STATUSPAGE_DEGRADED_BYTES;
+    ck_assert_int_eq(eval(&s), STATUSPAGE_DEGRADED);
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_DEGRADED, "16.0 MiB");
+    s.apply_lag_bytes = 0;
+    s.flush_lag_s = STATUSPAGE_DEGRADED_SECONDS;
+    ck_assert_int_eq(eval(&s), STATUSPAGE_DEGRADED);
+    s.flush_lag_bytes = STATUSPAGE_PARTIAL_BYTES;
+    ck_assert_int_eq(eval(&s), STATUSPAGE_PARTIAL);
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_PARTIAL, "far behind: 1.0 GiB");
+    s.flush_lag_bytes = 0;
+    s.apply_lag_s = STATUSPAGE_PARTIAL_SECONDS;
+    ck_assert_int_eq(eval(&s), STATUSPAGE_PARTIAL);
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_OPERATIONAL, "taking writes");
+    expect_state(STATUSPAGE_LINK, STATUSPAGE_OPERATIONAL, "synchronous");
+    /* unknown seconds (negative) never count */
+    s.flush_lag_s = s.apply_lag_s = -1;
+    ck_assert_int_eq(eval(&s), STATUSPAGE_OPERATIONAL);
+    snprintf(s.sync_state, sizeof(s.sync_state), "catchup");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_DEGRADED);
+    expect_state(STATUSPAGE_LINK, STATUSPAGE_DEGRADED, "catching up");
+}
+END_TEST
+
+START_TEST(rule_outages)
+{
+    static struct status_snapshot s;
+
+    fill(&s);
+    s.link_up = false;
+    snprintf(s.sync_state, sizeof(s.sync_state), "down");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_MAJOR);
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_OPERATIONAL, "taking writes");
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_MAJOR, "link is down");
+    expect_state(STATUSPAGE_LINK, STATUSPAGE_MAJOR, "down");
+
+    fill(&s);
+    snprintf(s.sync_state, sizeof(s.sync_state), "down"); /* connected, not streaming */
+    ck_assert_int_eq(eval(&s), STATUSPAGE_PARTIAL);
+    expect_state(STATUSPAGE_LINK, STATUSPAGE_PARTIAL, "does not flow");
+
+    fill(&s);
+    snprintf(s.pg_state, sizeof(s.pg_state), "unknown");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_MAJOR);
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_MAJOR, "does not stream");
+
+    fill(&s);
+    snprintf(s.operation, sizeof(s.operation), "switchover");
+    snprintf(s.op_step, sizeof(s.op_step), "stopping the primary");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_MAJOR);
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_MAJOR, "stopping the primary");
+
+    /* the sink's view: the primary is the peer */
+    fill(&s);
+    snprintf(s.node_name, sizeof(s.node_name), "site-b");
+    snprintf(s.peer_name, sizeof(s.peer_name), "site-a");
+    snprintf(s.role, sizeof(s.role), "sink");
+    snprintf(s.pg_state, sizeof(s.pg_state), "standby");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_OPERATIONAL);
+    ck_assert_str_eq(comps[STATUSPAGE_DATABASE].name, "site-a database");
+    ck_assert_str_eq(comps[STATUSPAGE_MIRROR].name, "site-b mirror");
+    snprintf(s.pg_state, sizeof(s.pg_state), "unknown");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_DEGRADED);
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_DEGRADED, "standby does not stream");
+    s.link_up = false;
+    ck_assert_int_eq(eval(&s), STATUSPAGE_MAJOR);
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_PARTIAL, "not seen from this site");
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_MAJOR, "link is down");
+
+    /* fenced */
+    fill(&s);
+    snprintf(s.role, sizeof(s.role), "fenced");
+    s.link_up = false;
+    ck_assert_int_eq(eval(&s), STATUSPAGE_MAJOR);
+    ck_assert_str_eq(comps[STATUSPAGE_DATABASE].name, "site-b database");
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_PARTIAL, "not observed");
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_MAJOR, "must rejoin");
+}
+END_TEST
+
+START_TEST(rule_maintenance_and_stale)
+{
+    static struct status_snapshot s;
+
+    fill(&s);
+    s.link_up = false;
+    snprintf(s.maintenance, sizeof(s.maintenance), "active: monthly window");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_MAINTENANCE);
+    for (int i = 0; i < STATUSPAGE_COMPONENTS; i++)
+        expect_state(i, STATUSPAGE_MAINTENANCE, "monthly window");
+    /* anything else in maintenance is only shown */
+    snprintf(s.maintenance, sizeof(s.maintenance), "next: Sat 22:00");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_MAJOR);
+
+    fill(&s);
+    s.now_unix_us -= STATUSPAGE_STALE_US + 1000000;
+    ck_assert(statuspage_stale(&s, unix_now_us()));
+    ck_assert_int_eq(eval(&s), STATUSPAGE_PARTIAL);
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_PARTIAL, "not updated");
+    memset(&s, 0, sizeof(s));
+    ck_assert(statuspage_stale(&s, unix_now_us()));
+}
+END_TEST
+
+START_TEST(lag_history)
+{
+    static struct status_lag_history h;
+    struct status_lag_sample v = {.flush_bytes = 10, .apply_bytes = 20, .flush_s = -1,
+                                  .apply_s = 0.5};
+    uint64_t t0 = 1000000000000ULL;
+
+    memset(&h, 0, sizeof(h));
+    status_lag_note(&h, t0, &v);
+    v.flush_bytes = 30; /* the worst of the interval wins */
+    v.flush_s = 0.25;
+    status_lag_note(&h, t0 + 5000000, &v);
+    v.flush_bytes = 1;
+    v.apply_s = 0.1;
+    status_lag_note(&h, t0 + 9000000, &v);
+    ck_assert_uint_eq(h.n, 0);
+    status_lag_note(&h, t0 + STATUS_LAG_EVERY_US, &v);
+    ck_assert_uint_eq(h.n, 1);
+    ck_assert_uint_eq(status_lag_at(&h, 0)->flush_bytes, 30);
+    ck_assert_uint_eq(status_lag_at(&h, 0)->apply_bytes, 20);
+    ck_assert_double_eq(status_lag_at(&h, 0)->flush_s, 0.25);
+    ck_assert_double_eq(status_lag_at(&h, 0)->apply_s, 0.5);
+    ck_assert_uint_eq(status_lag_at(&h, 0)->unix_us, t0 + STATUS_LAG_EVERY_US);
+    /* two hours of samples: the ring keeps the last hour, oldest first */
+    for (unsigned i = 0; i < 2 * STATUS_LAG_SAMPLES; i++) {
+        v.flush_bytes = i;
+        status_lag_note(&h, t0 + (2 + 2 * (uint64_t)i) * STATUS_LAG_EVERY_US, &v);
+        status_lag_note(&h, t0 + (3 + 2 * (uint64_t)i) * STATUS_LAG_EVERY_US, &v);
+    }
+    ck_assert_uint_eq(h.n, STATUS_LAG_SAMPLES);
+    for (unsigned i = 1; i < h.n; i++)
+        ck_assert_uint_gt(status_lag_at(&h, i)->unix_us, status_lag_at(&h, i - 1)->unix_us);
+    ck_assert_uint_eq(status_lag_at(&h, h.n - 1)->flush_bytes, 2 * STATUS_LAG_SAMPLES - 1);
+}
+END_TEST
+
+START_TEST(incident_log)
+{
+    static struct status_incidents l;
+
+    memset(&l, 0, sizeof(l));
+    for (int i = 0; i < STATUS_INCIDENTS_MAX + 5; i++) {
+        struct status_incident e = {.at_unix_us = (uint64_t)i, .unavailability_us = i * 1000};
+        snprintf(e.kind, sizeof(e.kind), "switchover");
+        status_incident_add(&l, &e);
+    }
+    ck_assert_uint_eq(l.n, STATUS_INCIDENTS_MAX);
+    ck_assert_uint_eq(status_incident_at(&l, 0)->at_unix_us, 5);
+    ck_assert_uint_eq(status_incident_at(&l, l.n - 1)->at_unix_us, STATUS_INCIDENTS_MAX + 4);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
+/* Over HTTP                                                                                 */
+
+static struct status_board board;
+static struct httpapi *api;
+static char base[64];
+static char *dir;
+
+/* A pair with history: site-a's view, the mirror degraded by its lag, two incidents. */
+static void
+publish_pair(void)
+{
+    static struct status_snapshot s;
+    uint64_t now = unix_now_us();
+
+    fill(&s);
+    s.apply_lag_bytes = 40ULL << 20; /* degraded */
+    s.apply_lag_s = 2.5;
+    s.switchovers = 1;
+    s.failovers = 1;
+    snprintf(s.maintenance, sizeof(s.maintenance), "next: 2026-11-28 22:00 America/Denver");
+    for (unsigned i = 0; i < 400; i++) {
+        struct status_lag_sample v = {.flush_bytes = (i % 40) * 100000ULL,
+                                      .apply_bytes = (i % 25) * 300000ULL,
+                                      .flush_s = 0.002,
+                                      .apply_s = 0.01};
+        /* the history's clock: 10 s apart, ending now */
+        status_lag_note(&s.metrics.lag, now - (400 - (uint64_t)i) * STATUS_LAG_EVERY_US, &v);
+    }
+    {
+        struct status_incident e = {.at_unix_us = now - 1800000000ULL,
+                                    .unavailability_us = 452000};
+        snprintf(e.kind, sizeof(e.kind), "switchover");
+        snprintf(e.text, sizeof(e.text), "site-b is the primary <and> site-a its standby");
+        status_incident_add(&s.metrics.incidents, &e);
+        e.at_unix_us = now - 600000000ULL;
+        e.unavailability_us = 3210000;
+        snprintf(e.kind, sizeof(e.kind), "failover");
+        snprintf(e.text, sizeof(e.text), "site-a promoted (epoch 4)");
+        status_incident_add(&s.metrics.incidents, &e);
+    }
+    status_publish(&board, &s);
+}
+
+static void
+setup(void)
+{
+    char err[256];
+
+    dir = tu_tmpdir("statuspage");
+    status_board_init(&board);
+    publish_pair();
+    ck_assert_int_eq(httpapi_start(&api, "127.0.0.1:0", NULL, &board, err, sizeof(err)), 0);
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", httpapi_port(api));
+}
+
+static void
+teardown(void)
+{
+    httpapi_stop(api);
+    status_board_destroy(&board);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+struct body {
+    char *data;
+    size_t len;
+};
+
+static size_t
+on_data(char *p, size_t size, size_t n, void *ud)
+{
+    struct body *b = ud;
+    char *more = realloc(b->data, b->len + size * n + 1);
+
+    if (more == NULL)
+        return 0;
+    b->data = more;
+    memcpy(b->data + b->len, p, size * n);
+    b->len += size * n;
+    b->data[b->len] = '\0';
+    return size * n;
+}
+
+/* GET path: returns the HTTP code; the body in *b (malloc'd). */
+static long
+get(const char *path, struct body *b, char *ctype, size_t ctcap)
+{
+    CURL *c = curl_easy_init();
+    char url[256];
+    long code = 0;
+    char *ct = NULL;
+
+    memset(b, 0, sizeof(*b));
+    ck_assert_ptr_nonnull(c);
+    snprintf(url, sizeof(url), "%s%s", base, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
+    snprintf(ctype, ctcap, "%s", ct != NULL ? ct : "");
+    curl_easy_cleanup(c);
+    ck_assert_ptr_nonnull(b->data);
+    return code;
+}
+
+START_TEST(summary_json)
+{
+    struct body b;
+    char ctype[128];
+    json_error_t jerr;
+    json_t *o, *comps_j, *st;
+    static const char *const names[] = {"site-a database", "site-b mirror", "replication link"};
+    static const char *const states[] = {"operational", "degraded_performance", "operational"};
+
+    ck_assert_int_eq(get("/api/v2/summary.json", &b, ctype, sizeof(ctype)), 200);
+    ck_assert_str_eq(ctype, "application/json");
+    o = json_loadb(b.data, b.len, 0, &jerr);
+    ck_assert_msg(o != NULL, "not JSON: %s", jerr.text);
+    ck_assert(json_is_object(json_object_get(o, "page")));
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "page"), "id")),
+                     "site-a");
+    ck_assert(json_is_string(json_object_get(json_object_get(o, "page"), "updated_at")));
+    comps_j = json_object_get(o, "components");
+    ck_assert(json_is_array(comps_j));
+    ck_assert_uint_eq(json_array_size(comps_j), 3);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *c = json_array_get(comps_j, i);
+        ck_assert(json_is_string(json_object_get(c, "id")));
+        ck_assert_str_eq(json_string_value(json_object_get(c, "name")), names[i]);
+        ck_assert_str_eq(json_string_value(json_object_get(c, "status")), states[i]);
+    }
+    ck_assert(json_is_array(json_object_get(o, "incidents")));
+    ck_assert_uint_eq(json_array_size(json_object_get(o, "incidents")), 0);
+    ck_assert(json_is_array(json_object_get(o, "scheduled_maintenances")));
+    st = json_object_get(o, "status");
+    ck_assert_str_eq(json_string_value(json_object_get(st, "indicator")), "minor");
+    ck_assert(json_is_string(json_object_get(st, "description")));
+    json_decref(o);
+    free(b.data);
+
+    /* a running switchover is an unresolved incident; a window in progress is listed */
+    {
+        static struct status_snapshot s;
+        status_read(&board, &s);
+        snprintf(s.operation, sizeof(s.operation), "switchover");
+        snprintf(s.op_step, sizeof(s.op_step), "stopping the primary");
+        s.op_id = 77;
+        status_publish(&board, &s);
+    }
+    ck_assert_int_eq(get("/api/v2/summary.json", &b, ctype, sizeof(ctype)), 200);
+    o = json_loadb(b.data, b.len, 0, &jerr);
+    ck_assert_ptr_nonnull(o);
+    ck_assert_uint_eq(json_array_size(json_object_get(o, "incidents")), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(o, "incidents"), 0), "id")),
+                     "op-77");
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "status"), "indicator")),
+                     "critical");
+    json_decref(o);
+    free(b.data);
+    {
+        static struct status_snapshot s;
+        status_read(&board, &s);
+        snprintf(s.maintenance, sizeof(s.maintenance), "active: hot fix");
+        status_publish(&board, &s);
+    }
+    ck_assert_int_eq(get("/api/v2/summary.json", &b, ctype, sizeof(ctype)), 200);
+    o = json_loadb(b.data, b.len, 0, &jerr);
+    ck_assert_ptr_nonnull(o);
+    ck_assert_uint_eq(json_array_size(json_object_get(o, "scheduled_maintenances")), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "status"), "indicator")),
+                     "maintenance");
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(o, "components"), 1), "status")),
+                     "under_maintenance");
+    json_decref(o);
+    free(b.data);
+}
+END_TEST
+
+START_TEST(page_served)
+{
+    struct body b;
+    char ctype[128];
+
+    ck_assert_int_eq(get("/", &b, ctype, sizeof(ctype)), 200);
+    ck_assert_str_eq(ctype, "text/html; charset=utf-8");
+    ck_assert_ptr_nonnull(strstr(b.data, "<meta http-equiv=\"refresh\""));
+    ck_assert_ptr_nonnull(strstr(b.data, "<svg id=\"lag-chart\""));
+    /* text from the snapshot is escaped */
+    ck_assert_ptr_nonnull(strstr(b.data, "site-b is the primary &lt;and&gt; site-a"));
+    ck_assert_ptr_null(strstr(b.data, "<and>"));
+    /* no external assets, no scripts */
+    ck_assert_ptr_null(strstr(b.data, "<script"));
+    ck_assert_ptr_null(strstr(b.data, "src="));
+    ck_assert_ptr_null(strstr(b.data, "<link"));
+    free(b.data);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
+/* Headless Chromium                                                                         */
+
+static char chromium[64];
+
+/* Finds a chromium that renders about:blank here; false if none. */
+static bool
+find_chromium(void)
+{
+    static const char *const names[] = {"chromium", "chromium-browser", "google-chrome"};
+    char *tmp = tu_tmpdir("chromium-probe");
+    bool ok = false;
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !ok; i++) {
+        if (tu_run("command -v %s >/dev/null 2>&1", names[i]) != 0)
+            continue;
+        snprintf(chromium, sizeof(chromium), "%s", names[i]);
+        ok = tu_run("timeout 60 %s --headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
+                    "--no-first-run --user-data-dir='%s/profile' --dump-dom about:blank "
+                    ">'%s/blank.html' 2>'%s/blank.err'",
+                    chromium, tmp, tmp, tmp) == 0;
+        if (!ok)
+            fprintf(stderr, "%s cannot render about:blank here (see its stderr below)\n",
+                    names[i]);
+    }
+    tu_rmtree(tmp);
+    free(tmp);
+    return ok;
+}
+
+/* Runs chromium with args on the page; returns its exit status. */
+static int
+run_chromium(const char *args, const char *out)
+{
+    return tu_run("timeout 90 %s --headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
+                  "--no-first-run --hide-scrollbars --user-data-dir='%s/profile' %s '%s/' "
+                  ">'%s' 2>>'%s/chromium.err'",
+                  chromium, dir, args, base, out, dir);
+}
+
+#define assert_in(text, s) ck_assert_msg(strstr((text), (s)) != NULL, "\"%s\" not in the DOM", (s))
+
+START_TEST(chromium_renders_page)
+{
+    char shot[4096], domfile[4096], arg[4200];
+    unsigned char *png;
+    char *dom;
+    size_t len;
+    const char *chart, *end;
+
+    snprintf(shot, sizeof(shot), "%s/status.png", dir);
+    snprintf(arg, sizeof(arg), "--window-size=900,1200 --screenshot='%s'", shot);
+    snprintf(domfile, sizeof(domfile), "%s/screenshot.out", dir);
+    ck_assert_int_eq(run_chromium(arg, domfile), 0);
+    png = tu_read_file(shot, &len);
+    ck_assert_msg(png != NULL, "no screenshot");
+    ck_assert_uint_gt(len, 1000);
+    ck_assert(memcmp(png, "\x89PNG\r\n\x1a\n", 8) == 0);
+    free(png);
+    if (getenv("WM_KEEP_SCREENSHOT") != NULL)
+        tu_run("cp '%s' '%s'", shot, getenv("WM_KEEP_SCREENSHOT"));
+
+    snprintf(domfile, sizeof(domfile), "%s/dom.html", dir);
+    ck_assert_int_eq(run_chromium("--dump-dom", domfile), 0);
+    dom = tu_read_file(domfile, &len);
+    ck_assert_ptr_nonnull(dom);
+    /* the components, their names and states as rendered */
+    assert_in(dom, "id=\"component-database\" data-status=\"operational\"");
+    assert_in(dom, "id=\"component-mirror\" data-status=\"degraded_performance\"");
+    assert_in(dom, "id=\"component-link\" data-status=\"operational\"");
+    assert_in(dom, "site-a database");
+    assert_in(dom, "site-b mirror");
+    assert_in(dom, "replication link");
+    assert_in(dom, "Degraded performance");
+    assert_in(dom, "behind: 40.0 MiB");
+    assert_in(dom, "class=\"banner state-degraded_performance\"");
+    /* the chart: an SVG element with both lines, in the rendered DOM */
+    chart = strstr(dom, "<svg id=\"lag-chart\"");
+    ck_assert_msg(chart != NULL, "no lag chart");
+    end = strstr(chart, "</svg>");
+    ck_assert_ptr_nonnull(end);
+    ck_assert_msg(strstr(chart, "class=\"lag-flush\"") != NULL &&
+                      strstr(chart, "class=\"lag-flush\"") < end,
+                  "no flush line in the chart");
+    ck_assert_msg(strstr(chart, "class=\"lag-apply\"") != NULL &&
+                      strstr(chart, "class=\"lag-apply\"") < end,
+                  "no apply line in the chart");
+    /* incident history, newest first, with the unavailability */
+    assert_in(dom, "failover</td><td>3.210 s");
+    assert_in(dom, "switchover</td><td>0.452 s");
+    ck_assert(strstr(dom, "failover</td>") < strstr(dom, "switchover</td>"));
+    assert_in(dom, "site-b is the primary &lt;and&gt; site-a its standby");
+    /* maintenance as the snapshot says it, and the refresh */
+    assert_in(dom, "next: 2026-11-28 22:00 America/Denver");
+    assert_in(dom, "http-equiv=\"refresh\"");
+    free(dom);
+}
+END_TEST
+
+static Suite *
+rules_suite(void)
+{
+    Suite *s = suite_create("statuspage");
+    TCase *tc = tcase_create("rules");
+
+    tcase_add_test(tc, rule_healthy_source);
+    tcase_add_test(tc, rule_lag_thresholds);
+    tcase_add_test(tc, rule_outages);
+    tcase_add_test(tc, rule_maintenance_and_stale);
+    tcase_add_test(tc, lag_history);
+    tcase_add_test(tc, incident_log);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("http");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, summary_json);
+    tcase_add_test(tc, page_served);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+static Suite *
+chromium_suite(void)
+{
+    Suite *s = suite_create("statuspage-chromium");
+    TCase *tc = tcase_create("chromium");
+
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, chromium_renders_page);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int
+main(int argc, char **argv)
+{
+    bool browser = argc > 1 && strcmp(argv[1], "chromium") == 0;
+    SRunner *sr;
+    int failed;
+
+    if (browser && !find_chromium()) {
+        fprintf(stderr, "skipped: no chromium that runs here (tools/install-deps.sh installs "
+                        "Debian's chromium)\n");
+        return 77;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return 1;
+    sr = srunner_create(browser ? chromium_suite() : rules_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? 0 : 1;
+}
