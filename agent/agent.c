@@ -1626,12 +1626,40 @@ failover_start(struct agent *a, uint64_t id, bool forced)
     op_step(a, STEP_K_WAIT_VOTE, "asking the witness for epoch %" PRIu64, a->state.epoch + 1);
 }
 
+/*
+ * CHECKPOINT on the new primary, refused while it is still in recovery: we may learn of the
+ * new epoch (from the witness's grant) before the peer's promotion has ended, and pg_rewind
+ * against a server whose control file still says the old timeline - a standby, or a primary
+ * before its first checkpoint - finds "no rewind required".
+ */
+static int
+rejoin_checkpoint(struct agent *a)
+{
+    char prog[4200], conninfo[4300];
+    char *argv[] = {pg_prog(prog, sizeof(prog), "psql"),
+                    "-X",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-d",
+                    conninfo,
+                    "-c",
+                    "DO $$BEGIN IF pg_is_in_recovery() THEN RAISE EXCEPTION "
+                    "'still in recovery: not promoted yet'; END IF; END$$",
+                    "-c",
+                    "CHECKPOINT",
+                    NULL};
+
+    snprintf(conninfo, sizeof(conninfo), "%s", a->cfg->peer_pg_conninfo);
+    if (op_run(a, "CHECKPOINT on the new primary", argv) < 0) {
+        op_end(a, false, "cannot run psql");
+        return -1;
+    }
+    return 0;
+}
+
 static void
 rejoin_start(struct agent *a, uint64_t id)
 {
-    char prog[4200], conninfo[4300];
-    char *argv[8];
-
     if (a->role != AGENT_FENCED) {
         op_refuse(a, OP_REJOIN, id, "%s is not fenced: it has nothing to rejoin",
                   a->cfg->node_name);
@@ -1652,20 +1680,8 @@ rejoin_start(struct agent *a, uint64_t id)
         return;
     }
     op_begin(a, OP_REJOIN, id);
-    /* pg_rewind against a just-promoted primary whose first checkpoint has not happened
-     * finds "no rewind required": checkpoint it first. */
-    snprintf(conninfo, sizeof(conninfo), "%s", a->cfg->peer_pg_conninfo);
-    argv[0] = pg_prog(prog, sizeof(prog), "psql");
-    argv[1] = "-X";
-    argv[2] = "-d";
-    argv[3] = conninfo;
-    argv[4] = "-c";
-    argv[5] = "CHECKPOINT";
-    argv[6] = NULL;
-    if (op_run(a, "CHECKPOINT on the new primary", argv) < 0) {
-        op_end(a, false, "cannot run psql");
+    if (rejoin_checkpoint(a) < 0)
         return;
-    }
     op_step(a, STEP_R_CHECKPOINT, "CHECKPOINT on %s's PostgreSQL", a->cfg->peer.name);
 }
 
@@ -1935,11 +1951,22 @@ op_tick(struct agent *a)
             rejoin_start(a, 0);
         return;
     case STEP_R_CHECKPOINT:
+        if (a->op.job.pid == 0 && a->op.polled_ms != 0) {
+            /* Waiting to try again: the new primary was not reachable or not promoted yet. */
+            if (clock_mono_ms() < a->op.polled_ms)
+                return;
+            a->op.polled_ms = 0;
+            if (rejoin_checkpoint(a) < 0)
+                return;
+        }
         if (!job_done(a, &code))
             return;
         if (code != 0) {
-            op_end(a, false, "CHECKPOINT on %s failed (exit %d); see %s/pg_ops.log",
-                   a->cfg->peer.name, code, a->cfg->state_dir);
+            /* Until the step's timeout: the peer may still be promoting. */
+            log_warning(a->comp, "CHECKPOINT on %s failed (exit %d; see %s/pg_ops.log): "
+                                 "trying again in a second", a->cfg->peer.name, code,
+                        a->cfg->state_dir);
+            a->op.polled_ms = clock_mono_ms() + 1000;
             return;
         }
         if (pgctl_save_configs(a->cfg->pgdata, saved, err, sizeof(err)) < 0) {
