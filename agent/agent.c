@@ -151,6 +151,7 @@ enum lag_stage {
 struct link {
     struct agent *a;
     struct conn *c;
+    bool inbound; /* accepted here (a source only accepts to refuse) */
     bool established;
     bool dead;
 };
@@ -861,12 +862,14 @@ on_peer_closed(void *ctx, int reason, const char *message)
 {
     struct link *l = ctx;
     struct agent *a = l->a;
+    bool was_active = a->active == l;
 
     if (l->established)
         log_warning(a->comp, "link to %s down: %s", a->cfg->peer.name, message);
     set_last_error(a, "link to %s: %.200s", a->cfg->peer.name, message);
     link_dead(l);
-    if (a->role == AGENT_SOURCE) {
+    /* A source's session is the link it made; one it accepted (and refused) is not. */
+    if (a->role == AGENT_SOURCE && (was_active || !l->inbound)) {
         if (a->streaming)
             a->src_dead = true; /* start over from what the sink holds */
         else
@@ -930,6 +933,7 @@ start_link(struct agent *a, int fd, bool acceptor)
         return -ENOMEM;
     }
     l->a = a;
+    l->inbound = acceptor;
     rc = conn_new(&l->c, a->loop, fd, acceptor, &cc, &peer_ops, l);
     if (rc < 0) {
         free(l);
