@@ -8,7 +8,7 @@
  * command parser (pgp_parse_command), a successful START_REPLICATION entering COPY BOTH where
  * 'd' carries 'r'/'h' standby messages and 'c' leaves it, 'p' through pgp_parse_sasl_initial,
  * 'X' ending the session.  Every error is turned into an ErrorResponse as the server does.
- * Separately the input up to its first NUL is given to pgp_parse_command as command text.
+ * Separately the whole input is given to pgp_parse_command as command text.
  *
  * Besides crashes and sanitizer reports, these break the codec's contract and abort:
  *   - a parser consuming more than it was given, or "need more" beyond the documented bounds
@@ -300,8 +300,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct pgp_err e;
     int n;
 
-    /* The command parser on its own, as if the input were a query's text. */
-    n = pgp_parse_command((const char *)data, strnlen((const char *)data, size), &cmd, &e);
+    /* The command parser on its own, as if the input were a query's text (NULs included:
+     * pgp_parse_command refuses them itself). */
+    n = pgp_parse_command((const char *)data, size, &cmd, &e);
     if (n < 0)
         check_err(n, &e);
     else

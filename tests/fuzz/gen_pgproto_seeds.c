@@ -175,6 +175,13 @@ main(int argc, char **argv)
         "BASE_BACKUP (LABEL 'x')",
         "SELECT pg_catalog.set_config('search_path', '', false);",
         "START_REPLICATION SLOT \"unterminated 0/0",
+        "CREATE_REPLICATION_SLOT s PHYSICAL (RESERVE_WAL 1, SNAPSHOT 'nothing', TWO_PHASE)",
+        "CREATE_REPLICATION_SLOT s PHYSICAL (reserve_wal 'it''s')",
+        "CREATE_REPLICATION_SLOT \"s\"\"q\" PHYSICAL (reserve_wal 0)",
+        "CREATE_REPLICATION_SLOT s PHYSICAL (reserve_wal false, reserve_wal)",
+        "SHOW a23456789.123456789.123456789.123456789.123456789.123456789.123456789."
+        "123456789.123456789.123456789.123456789.123456789.123456789.123456789",
+        "READ_REPLICATION_SLOT a123456789a123456789a123456789a123456789a123456789a123456789abcd",
         "  \t\nIDENTIFY_SYSTEM ;  \n",
         "",
     };
@@ -255,6 +262,25 @@ main(int argc, char **argv)
     memset(&s, 0, sizeof(s));
     startup(&s, (const char *const[]){"database", "postgres", NULL});
     write_seed(argv[1], "no-user", &s);
+
+    /* More start-up parameters than PGP_MAX_STARTUP_PARAMS (64). */
+    memset(&s, 0, sizeof(s));
+    {
+        size_t at = s.n;
+
+        put_u32(&s, 0);
+        put_u32(&s, 3u << 16);
+        put_str(&s, "user");
+        put_str(&s, "u");
+        for (int i = 0; i < 64; i++) {
+            snprintf(name, sizeof(name), "p%d", i);
+            put_str(&s, name);
+            put_str(&s, "v");
+        }
+        put_u8(&s, 0);
+        set_u32(&s, at, (uint32_t)(s.n - at));
+    }
+    write_seed(argv[1], "many-params", &s);
 
     /* The extended protocol, fastpath, unknown types, bad lengths. */
     memset(&s, 0, sizeof(s));
