@@ -2110,6 +2110,30 @@ format_lag(struct status_snapshot *st, uint64_t head, const struct lag_tracker *
     st->apply_lag_s = t != NULL ? lag_now(t, LAG_APPLY, now_us) : -1;
 }
 
+/*
+ * Lag in seconds on a sink: when each appended position was first seen (at a turn of the loop)
+ * until the spool wrote and flushed it and the standby replayed it.
+ */
+static void
+sink_lag_note(struct agent *a)
+{
+    uint64_t now = clock_mono_us();
+
+    if (a->appended < a->sink_lag_lsn) {
+        lag_reset(&a->sink_lag); /* a fresh spool */
+        a->sink_lag_lsn = 0;
+    }
+    /* A full ring takes no more samples (PostgreSQL's LagTracker lowers its sampling rate
+     * too): dropping the oldest would hide how long a stalled stage has waited. */
+    if (a->appended > a->sink_lag_lsn && a->sink_lag.n < LAG_SAMPLES) {
+        lag_sent(&a->sink_lag, a->appended, now);
+        a->sink_lag_lsn = a->appended;
+    }
+    lag_confirmed(&a->sink_lag, LAG_WRITE, a->written, now);
+    lag_confirmed(&a->sink_lag, LAG_FLUSH, a->flushed, now);
+    lag_confirmed(&a->sink_lag, LAG_APPLY, a->applied, now);
+}
+
 /* Metrics gathered at each status tick: the lag history, and an incident (with its
  * write-unavailability observed) for each switchover or fail-over completed since the last. */
 static void
@@ -2142,6 +2166,8 @@ status_tick(struct agent *a)
     struct conn *c = active_conn(a);
     unsigned req;
 
+    if (a->role == AGENT_SINK && a->spool != NULL)
+        sink_lag_note(a); /* at every turn: the lag in seconds is measured to within one */
     if (clock_mono_ms() - a->status_at_ms < AGENT_STATUS_EVERY_MS)
         return;
     a->status_at_ms = clock_mono_ms();
@@ -2212,21 +2238,6 @@ status_tick(struct agent *a)
         st.write_lsn = a->written;
         st.flush_lsn = a->flushed;
         st.apply_lsn = a->applied;
-        /* Seconds on a sink: since each position arrived (noted at each tick, so to within
-         * AGENT_STATUS_EVERY_MS) until the spool and the standby confirmed it. */
-        if (a->appended < a->sink_lag_lsn) {
-            lag_reset(&a->sink_lag); /* a fresh spool */
-            a->sink_lag_lsn = 0;
-        }
-        /* A full ring takes no more samples (PostgreSQL's LagTracker lowers its sampling
-         * rate too): dropping the oldest would hide how long a stalled stage has waited. */
-        if (a->appended > a->sink_lag_lsn && a->sink_lag.n < LAG_SAMPLES) {
-            lag_sent(&a->sink_lag, a->appended, clock_mono_us());
-            a->sink_lag_lsn = a->appended;
-        }
-        lag_confirmed(&a->sink_lag, LAG_WRITE, a->written, clock_mono_us());
-        lag_confirmed(&a->sink_lag, LAG_FLUSH, a->flushed, clock_mono_us());
-        lag_confirmed(&a->sink_lag, LAG_APPLY, a->applied, clock_mono_us());
         format_lag(&st, a->appended, &a->sink_lag, clock_mono_us());
         snprintf(st.sync_state, sizeof(st.sync_state), "%s", c != NULL ? "sync" : "down");
     }
