@@ -1,0 +1,221 @@
+/*
+ * test_status_live.c - integration test of the status system on a real pair (pairtest.h):
+ * site A's primary mirrored to site B, commits at synchronous_commit = on, then each agent's
+ * GET /metrics, /health, /primary, /standby?lag=, / and /api/v2/summary.json as the agents
+ * themselves fill them: the spool fsync histogram counts at B, the ACK round-trip histogram at
+ * A, the lag in seconds known on both sides, the load-balancer checks pointing at the right
+ * site, every component operational.  Exits 77 without PostgreSQL 15.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pairtest.h"
+
+struct body {
+    char *data;
+    size_t len;
+};
+
+static size_t
+on_data(char *p, size_t size, size_t n, void *ud)
+{
+    struct body *b = ud;
+    char *more = realloc(b->data, b->len + size * n + 1);
+
+    if (more == NULL)
+        return 0;
+    b->data = more;
+    memcpy(b->data + b->len, p, size * n);
+    b->len += size * n;
+    b->data[b->len] = '\0';
+    return size * n;
+}
+
+/* GET path from site s's API: the HTTP code (0 if unreachable); the body in *out (malloc'd,
+ * "" when none; the caller frees it). */
+static long
+get(const struct pt_site *s, const char *path, char **out)
+{
+    CURL *c = curl_easy_init();
+    struct body b = {0};
+    char url[256];
+    long code = 0;
+
+    ck_assert_ptr_nonnull(c);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", s->http_port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    *out = b.data != NULL ? b.data : strdup("");
+    ck_assert_ptr_nonnull(*out);
+    return code;
+}
+
+/* The value of the sample written exactly as key in site s's /metrics; -1 if absent. */
+static double
+metric(const struct pt_site *s, const char *key)
+{
+    char *text, *line, *save = NULL;
+    double v = -1;
+    size_t kl = strlen(key);
+
+    ck_assert_int_eq(get(s, "/metrics", &text), 200);
+    for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ' ')
+            v = strtod(line + kl + 1, NULL);
+    free(text);
+    return v;
+}
+
+/* Waits up to seconds for GET path on s to answer code. */
+static bool
+wait_code(const struct pt_site *s, const char *path, long code, double seconds)
+{
+    double until = pt_now_s() + seconds;
+    char *body = NULL;
+    long got = 0;
+
+    do {
+        free(body);
+        got = get(s, path, &body);
+        if (got == code) {
+            free(body);
+            return true;
+        }
+        usleep(200000);
+    } while (pt_now_s() < until);
+    fprintf(stderr, "GET %s on %s: %ld, expected %ld: %s\n", path, s->name, got, code, body);
+    free(body);
+    return false;
+}
+
+START_TEST(a_metrics_and_checks_on_a_live_pair)
+{
+    char *body;
+
+    ck_assert(pt_wait_sync(&A, 60));
+    /* 200 small commits, each waiting for B's flush: fsyncs at B, ACKs at A */
+    body = pt_sql1(&A, "CREATE TABLE status_live (i int)");
+    ck_assert_ptr_nonnull(body);
+    free(body);
+    for (int i = 0; i < 200; i++) {
+        char sql[96], *r;
+        snprintf(sql, sizeof(sql), "INSERT INTO status_live VALUES (%d)", i);
+        r = pt_sql1(&A, sql);
+        ck_assert_ptr_nonnull(r);
+        free(r);
+    }
+    ck_assert(pt_wait_replayed(&A, &B, 30));
+    usleep(300000); /* a status tick or three */
+
+    ck_assert_double_eq(metric(&A, "walmirror_role{role=\"source\"}"), 1);
+    ck_assert_double_eq(metric(&B, "walmirror_role{role=\"sink\"}"), 1);
+    ck_assert_double_eq(metric(&A, "walmirror_link_up"), 1);
+    ck_assert_double_ge(metric(&B, "walmirror_spool_fsync_duration_seconds_count"), 200);
+    ck_assert_double_gt(metric(&B, "walmirror_spool_fsync_duration_seconds_sum"), 0);
+    ck_assert_double_ge(metric(&A, "walmirror_ack_round_trip_seconds_count"), 200);
+    ck_assert_double_gt(metric(&A, "walmirror_ack_round_trip_seconds_sum"), 0);
+    ck_assert_double_eq(metric(&A, "walmirror_spool_fsync_duration_seconds_count"), 0);
+    ck_assert_double_ge(metric(&A, "walmirror_acks_total"), 200);
+    ck_assert_double_ge(metric(&B, "walmirror_acks_total"), 200);
+    ck_assert_double_gt(metric(&A, "walmirror_wal_raw_bytes_total"), 0);
+    ck_assert_double_gt(metric(&B, "walmirror_lsn_bytes{position=\"flush\"}"), 0);
+    /* lag in seconds is known on both sides, and small on an idle pair */
+    ck_assert_double_ge(metric(&A, "walmirror_lag_seconds{stage=\"flush\"}"), 0);
+    ck_assert_double_lt(metric(&A, "walmirror_lag_seconds{stage=\"flush\"}"), 5);
+    ck_assert_double_ge(metric(&B, "walmirror_lag_seconds{stage=\"apply\"}"), 0);
+    ck_assert_double_lt(metric(&B, "walmirror_lag_seconds{stage=\"apply\"}"), 5);
+    ck_assert_double_eq(metric(&A, "walmirror_switchovers_total"), 0);
+
+    /* the load balancers' view */
+    ck_assert(wait_code(&A, "/health", 200, 5));
+    ck_assert(wait_code(&B, "/health", 200, 5));
+    ck_assert(wait_code(&A, "/primary", 200, 5));
+    ck_assert(wait_code(&B, "/primary", 503, 5));
+    ck_assert(wait_code(&B, "/standby?lag=1GB", 200, 15));
+    ck_assert(wait_code(&B, "/standby?lag=10s", 200, 15));
+    ck_assert(wait_code(&A, "/standby", 503, 5));
+    ck_assert(wait_code(&B, "/standby?lag=fast", 400, 5));
+
+    /* people's view: all operational, from both sites */
+    ck_assert(wait_code(&A, "/", 200, 5));
+    ck_assert_int_eq(get(&A, "/", &body), 200);
+    ck_assert_msg(strstr(body, "id=\"component-database\" data-status=\"operational\"") &&
+                      strstr(body, "id=\"component-mirror\" data-status=\"operational\"") &&
+                      strstr(body, "id=\"component-link\" data-status=\"operational\""),
+                  "not all operational:\n%s", body);
+    ck_assert_ptr_nonnull(strstr(body, "site-a database"));
+    ck_assert_ptr_nonnull(strstr(body, "site-b mirror"));
+    free(body);
+    ck_assert_int_eq(get(&B, "/api/v2/summary.json", &body), 200);
+    ck_assert_msg(strstr(body, "\"indicator\": \"none\"") != NULL, "B's summary: %s", body);
+    ck_assert_ptr_nonnull(strstr(body, "site-a database"));
+    free(body);
+
+    /* B's agent stopped: A's mirror and link are down, A still takes writes at /primary */
+    pt_stop_agent(&B, SIGTERM);
+    ck_assert(wait_code(&A, "/primary", 200, 5));
+    {
+        double until = pt_now_s() + 15;
+        bool down = false;
+        while (!down && pt_now_s() < until) {
+            ck_assert_int_eq(get(&A, "/", &body), 200);
+            down = strstr(body, "id=\"component-mirror\" data-status=\"major_outage\"") != NULL &&
+                   strstr(body, "id=\"component-link\" data-status=\"major_outage\"") != NULL;
+            free(body);
+            if (!down)
+                usleep(200000);
+        }
+        ck_assert_msg(down, "A's page does not show the mirror down");
+    }
+    ck_assert_double_eq(metric(&A, "walmirror_link_up"), 0);
+    pt_start_agent(&B);
+    ck_assert(pt_wait_sync(&A, 60));
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("status_live");
+    TCase *tc = tcase_create("status_live");
+    SRunner *sr;
+    int failed;
+
+    if (!pgt_available()) {
+        fprintf(stderr, "PostgreSQL 15 not available: skipping\n");
+        return 77;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return 1;
+    owner = getpid();
+    atexit(pt_stop_all_agents);
+    if (pt_stand_up_pair(NULL) != 0) {
+        pt_stop_all_agents();
+        return 1;
+    }
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, a_metrics_and_checks_on_a_live_pair);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    pt_stop_all_agents();
+    pgt_destroy(&A.pg);
+    pgt_destroy(&B.pg);
+    tu_rmtree(certdir);
+    curl_global_cleanup();
+    return failed == 0 ? 0 : 1;
+}
