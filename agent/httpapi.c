@@ -326,11 +326,10 @@ snapshot_json(const struct status_snapshot *s)
          PUT_STR(o, s, peer_name) && PUT_STR(o, s, peer_addr) &&
          put(o, "link_up", json_boolean(s->link_up)) && put(o, "rtt_us", json_u64(s->rtt_us)) &&
          put(o, "wal_raw_bytes", json_u64(s->wal_raw_bytes)) &&
-         put(o, "wal_wire_bytes", json_u64(s->wal_wire_bytes)) &&
-         PUT_STR(o, s, operation) && PUT_STR(o, s, op_step) &&
-         put(o, "op_id", json_u64(s->op_id)) && put(o, "last_op_id", json_u64(s->last_op_id)) &&
-         PUT_STR(o, s, last_op) && put(o, "last_op_ok", json_boolean(s->last_op_ok)) &&
-         PUT_STR(o, s, last_op_result) &&
+         put(o, "wal_wire_bytes", json_u64(s->wal_wire_bytes)) && PUT_STR(o, s, operation) &&
+         PUT_STR(o, s, op_step) && put(o, "op_id", json_u64(s->op_id)) &&
+         put(o, "last_op_id", json_u64(s->last_op_id)) && PUT_STR(o, s, last_op) &&
+         put(o, "last_op_ok", json_boolean(s->last_op_ok)) && PUT_STR(o, s, last_op_result) &&
          put(o, "last_unavailability_us",
              s->last_unavailability_us < 0 ? json_null()
                                            : json_integer(s->last_unavailability_us)) &&
@@ -570,8 +569,7 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
         v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "to");
         if (v != NULL) {
             if (strlen(v) > STATUS_NAME_MAX)
-                return reply_json(c, MHD_HTTP_BAD_REQUEST, error_body("to: name too long"),
-                                  NULL);
+                return reply_json(c, MHD_HTTP_BAD_REQUEST, error_body("to: name too long"), NULL);
             snprintf(req.target, sizeof(req.target), "%s", v);
         }
         v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "max_lag");
@@ -598,8 +596,7 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
     status_request_op(h->board, &req);
     client_name(c, who, sizeof(who));
     log_info("http", "POST /%s from %s: %s requested (id %" PRIu64 "%s%s%s)", what, who, what,
-             req.id, req.target[0] != '\0' ? ", to " : "", req.target,
-             req.force ? ", forced" : "");
+             req.id, req.target[0] != '\0' ? ", to " : "", req.target, req.force ? ", forced" : "");
     status_read(h->board, &snap);
     o = json_object();
     if (o == NULL)
@@ -666,8 +663,9 @@ handle_health(struct MHD_Connection *c, const struct status_snapshot *s)
     if (s->role[0] == '\0' || s->now_unix_us == 0)
         return reply_check(c, s, false, "starting: no status published yet");
     if (statuspage_stale(s, clock_unix_us()))
-        return reply_check(c, s, false, "the agent's loop has not published its status for "
-                                        "over 5 s");
+        return reply_check(c, s, false,
+                           "the agent's loop has not published its status for "
+                           "over 5 s");
     return reply_check(c, s, true, "running");
 }
 
@@ -704,12 +702,21 @@ parse_lag(const char *text, bool *is_time, uint64_t *bytes, double *seconds, cha
         bool time;
         double mult;
     } units[] = {
-        {"", false, 1},          {"b", false, 1},         {"kb", false, 1024.0},
-        {"kib", false, 1024.0},  {"mb", false, 1048576.0}, {"mib", false, 1048576.0},
-        {"gb", false, 1073741824.0}, {"gib", false, 1073741824.0},
-        {"tb", false, 1099511627776.0}, {"tib", false, 1099511627776.0},
-        {"us", true, 1e-6},      {"ms", true, 1e-3},      {"s", true, 1},
-        {"min", true, 60},       {"h", true, 3600},
+        {"", false, 1},
+        {"b", false, 1},
+        {"kb", false, 1024.0},
+        {"kib", false, 1024.0},
+        {"mb", false, 1048576.0},
+        {"mib", false, 1048576.0},
+        {"gb", false, 1073741824.0},
+        {"gib", false, 1073741824.0},
+        {"tb", false, 1099511627776.0},
+        {"tib", false, 1099511627776.0},
+        {"us", true, 1e-6},
+        {"ms", true, 1e-3},
+        {"s", true, 1},
+        {"min", true, 60},
+        {"h", true, 3600},
     };
     char *end;
     double v;
@@ -741,8 +748,9 @@ parse_lag(const char *text, bool *is_time, uint64_t *bytes, double *seconds, cha
         *bytes = (uint64_t)(v * units[i].mult);
         return 0;
     }
-    snprintf(err, errlen, "lag: unknown unit \"%.16s\" (sizes: B, kB, MB, GB, TB; durations: "
-                          "us, ms, s, min, h)",
+    snprintf(err, errlen,
+             "lag: unknown unit \"%.16s\" (sizes: B, kB, MB, GB, TB; durations: "
+             "us, ms, s, min, h)",
              end);
     return -EINVAL;
 }

@@ -106,8 +106,7 @@ int
 metrics_render(const struct status_snapshot *s, char **out, size_t *len)
 {
     const struct status_metrics *m = &s->metrics;
-    const uint64_t lsns[] = {s->primary_lsn, s->sent_lsn, s->write_lsn, s->flush_lsn,
-                             s->apply_lsn};
+    const uint64_t lsns[] = {s->primary_lsn, s->sent_lsn, s->write_lsn, s->flush_lsn, s->apply_lsn};
     const char *const lsn_names[] = {"primary", "sent", "write", "flush", "apply"};
     const uint64_t lag_bytes[] = {s->write_lag_bytes, s->flush_lag_bytes, s->apply_lag_bytes};
     const double lag_s[] = {s->write_lag_s, s->flush_lag_s, s->apply_lag_s};
@@ -136,8 +135,8 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
         fprintf(f, "walmirror_role{role=\"%s\"} %d\n", roles[i],
                 field_is(s->role, sizeof(s->role), roles[i]) ? 1 : 0);
 
-    gauge_u64(f, "walmirror_epoch", "The fencing epoch this agent knows; it rises at each promotion.",
-              s->epoch);
+    gauge_u64(f, "walmirror_epoch",
+              "The fencing epoch this agent knows; it rises at each promotion.", s->epoch);
     gauge_u64(f, "walmirror_timeline", "The PostgreSQL timeline of the WAL mirrored.", s->timeline);
     gauge_double(f, "walmirror_start_time_seconds", "When the agent started, in Unix seconds.",
                  (double)s->started_unix_us / 1e6);
@@ -202,8 +201,8 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
                      "Write-unavailability of the last switchover or fail-over.",
                      (double)s->last_unavailability_us / 1e6);
 
-    counter_u64(f, "walmirror_switchovers_total",
-                "Switchovers completed since the agent started.", s->switchovers);
+    counter_u64(f, "walmirror_switchovers_total", "Switchovers completed since the agent started.",
+                s->switchovers);
     counter_u64(f, "walmirror_failovers_total", "Fail-overs completed since the agent started.",
                 s->failovers);
     gauge_u64(f, "walmirror_operation_running",

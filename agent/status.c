@@ -88,8 +88,7 @@ status_take_op(struct status_board *b, struct status_op_request *out)
 /* ---- metrics ---- */
 
 static const double hist_bounds[STATUS_HIST_COUNT][STATUS_HIST_BUCKETS] = {
-    [STATUS_HIST_FSYNC] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                           2.5},
+    [STATUS_HIST_FSYNC] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
     [STATUS_HIST_ACK_RTT] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                              2.5},
     [STATUS_HIST_UNAVAIL] = {0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300},

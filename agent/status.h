@@ -112,14 +112,14 @@ struct status_snapshot {
     uint64_t wal_wire_bytes; /* the same after compression */
 
     /* operations: the one running (operation "none" when idle) and the last one finished */
-    char operation[16];   /* "none", "switchover", "failover", "fencing", "rejoin" */
-    char op_step[160];    /* what it is doing now, for people */
-    uint64_t op_id;       /* the request id it serves (0: started by the agent itself) */
+    char operation[16]; /* "none", "switchover", "failover", "fencing", "rejoin" */
+    char op_step[160];  /* what it is doing now, for people */
+    uint64_t op_id;     /* the request id it serves (0: started by the agent itself) */
     uint64_t last_op_id;
     char last_op[16];
     bool last_op_ok;
     char last_op_result[256];
-    int64_t last_unavailability_us; /* of the last switchover or fail-over; -1 if none */
+    int64_t last_unavailability_us;  /* of the last switchover or fail-over; -1 if none */
     uint64_t switchovers, failovers; /* completed since the agent started */
     bool failover_paused;
     /* "none"; a value starting with "active" means a maintenance window is open now (the
@@ -151,8 +151,8 @@ struct status_op_request {
 struct status_board {
     pthread_mutex_t lock;
     struct status_snapshot snap;
-    unsigned requests; /* bit set of 1 << enum status_request */
-    struct status_op_request op;   /* pending operation request (op.id != 0) */
+    unsigned requests;           /* bit set of 1 << enum status_request */
+    struct status_op_request op; /* pending operation request (op.id != 0) */
     uint64_t next_op_id;
 };
 
@@ -176,7 +176,8 @@ void status_hist_observe(struct status_hist *h, enum status_hist_kind k, double 
 
 /* Notes the lag at now_us into the history: the worst value of each STATUS_LAG_EVERY_US
  * interval becomes one sample; the oldest samples go when the ring is full. */
-void status_lag_note(struct status_lag_history *h, uint64_t now_us, const struct status_lag_sample *v);
+void status_lag_note(struct status_lag_history *h, uint64_t now_us,
+                     const struct status_lag_sample *v);
 /* The i-th sample, oldest first (i < h->n). */
 const struct status_lag_sample *status_lag_at(const struct status_lag_history *h, unsigned i);
 

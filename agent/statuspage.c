@@ -22,18 +22,14 @@
 #define FIELD(f) (int)strnlen((f), sizeof(f)), (f)
 
 static const char *const state_names[] = {
-    [STATUSPAGE_OPERATIONAL] = "operational",
-    [STATUSPAGE_DEGRADED] = "degraded_performance",
-    [STATUSPAGE_PARTIAL] = "partial_outage",
-    [STATUSPAGE_MAJOR] = "major_outage",
+    [STATUSPAGE_OPERATIONAL] = "operational",       [STATUSPAGE_DEGRADED] = "degraded_performance",
+    [STATUSPAGE_PARTIAL] = "partial_outage",        [STATUSPAGE_MAJOR] = "major_outage",
     [STATUSPAGE_MAINTENANCE] = "under_maintenance",
 };
 
 static const char *const state_titles[] = {
-    [STATUSPAGE_OPERATIONAL] = "Operational",
-    [STATUSPAGE_DEGRADED] = "Degraded performance",
-    [STATUSPAGE_PARTIAL] = "Partial outage",
-    [STATUSPAGE_MAJOR] = "Major outage",
+    [STATUSPAGE_OPERATIONAL] = "Operational",       [STATUSPAGE_DEGRADED] = "Degraded performance",
+    [STATUSPAGE_PARTIAL] = "Partial outage",        [STATUSPAGE_MAJOR] = "Major outage",
     [STATUSPAGE_MAINTENANCE] = "Under maintenance",
 };
 
@@ -96,8 +92,8 @@ statuspage_components(const struct status_snapshot *s, uint64_t now_unix_us,
                                 *li = &out[STATUSPAGE_LINK];
     bool source = IS(s, role, "source"), sink = IS(s, role, "sink");
     bool writes_paused = IS(s, operation, "switchover") || IS(s, operation, "failover");
-    uint64_t lag_b = s->flush_lag_bytes > s->apply_lag_bytes ? s->flush_lag_bytes
-                                                               : s->apply_lag_bytes;
+    uint64_t lag_b =
+        s->flush_lag_bytes > s->apply_lag_bytes ? s->flush_lag_bytes : s->apply_lag_bytes;
     double lag_s = s->flush_lag_s > s->apply_lag_s ? s->flush_lag_s : s->apply_lag_s;
     enum statuspage_state worst = STATUSPAGE_OPERATIONAL;
     char lagtext[64];
@@ -119,8 +115,7 @@ statuspage_components(const struct status_snapshot *s, uint64_t now_unix_us,
 
     if (strncmp(s->maintenance, "active", 6) == 0) {
         for (int i = 0; i < STATUSPAGE_COMPONENTS; i++)
-            set(&out[i], STATUSPAGE_MAINTENANCE, "maintenance window: %.*s",
-                FIELD(s->maintenance));
+            set(&out[i], STATUSPAGE_MAINTENANCE, "maintenance window: %.*s", FIELD(s->maintenance));
         return STATUSPAGE_MAINTENANCE;
     }
     if (statuspage_stale(s, now_unix_us)) {
@@ -209,9 +204,8 @@ utc_text(char *buf, size_t cap, uint64_t unix_us, bool iso)
     time_t t = (time_t)(unix_us / 1000000);
     struct tm tm;
 
-    if (gmtime_r(&t, &tm) == NULL || strftime(buf, cap, iso ? "%Y-%m-%dT%H:%M:%SZ"
-                                                            : "%Y-%m-%d %H:%M:%S UTC",
-                                              &tm) == 0)
+    if (gmtime_r(&t, &tm) == NULL ||
+        strftime(buf, cap, iso ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
         snprintf(buf, cap, "?");
 }
 
@@ -234,8 +228,9 @@ chart_line(FILE *f, const struct status_lag_history *h, uint64_t from_us, double
         x = CHART_PAD + (double)(p->unix_us - from_us) / 3600e6 * (CHART_W - CHART_PAD - 8);
         y = 8 + (CHART_H - 28) * (1.0 - (v > ymax ? 1.0 : v / ymax));
         if (drawn++ == 0)
-            fprintf(f, "<polyline class=\"lag-%s\" fill=\"none\" stroke=\"%s\" "
-                       "stroke-width=\"2\" points=\"",
+            fprintf(f,
+                    "<polyline class=\"lag-%s\" fill=\"none\" stroke=\"%s\" "
+                    "stroke-width=\"2\" points=\"",
                     apply ? "apply" : "flush", color);
         fprintf(f, "%.1f,%.1f ", x, y);
     }
@@ -277,13 +272,14 @@ chart(FILE *f, const struct status_snapshot *s, uint64_t now_us)
             "<text x=\"%d\" y=\"%d\" font-size=\"11\">-30 min</text>\n"
             "<text x=\"%d\" y=\"%d\" font-size=\"11\">now</text>\n",
             CHART_W, CHART_H, CHART_W, CHART_H, CHART_PAD, CHART_W - CHART_PAD - 8, CHART_H - 28,
-            top, CHART_H - 20, CHART_PAD, CHART_H - 4, CHART_PAD + (CHART_W - CHART_PAD - 8) / 2 - 20,
-            CHART_H - 4, CHART_W - 30, CHART_H - 4);
+            top, CHART_H - 20, CHART_PAD, CHART_H - 4,
+            CHART_PAD + (CHART_W - CHART_PAD - 8) / 2 - 20, CHART_H - 4, CHART_W - 30, CHART_H - 4);
     chart_line(f, h, from, (double)max, false, "#1f6fb2");
     chart_line(f, h, from, (double)max, true, "#e06c00");
     if (shown == 0)
-        fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"13\" fill=\"#777\">no samples yet "
-                   "(one every %llu s)</text>\n",
+        fprintf(f,
+                "<text x=\"%d\" y=\"%d\" font-size=\"13\" fill=\"#777\">no samples yet "
+                "(one every %llu s)</text>\n",
                 CHART_PAD + 20, CHART_H / 2, (unsigned long long)(STATUS_LAG_EVERY_US / 1000000));
     fputs("</svg>\n<p class=\"legend\"><span style=\"color:#1f6fb2\">&#9632; flush lag</span> "
           "<span style=\"color:#e06c00\">&#9632; apply lag</span> (worst of each 10 s)</p>\n",
@@ -339,8 +335,9 @@ statuspage_html(const struct status_snapshot *s, uint64_t now_unix_us, char **ou
         fprintf(f, "<tr class=\"component\" id=\"component-%s\" data-status=\"%s\"><td>",
                 comps[i].id, state_names[comps[i].state]);
         HTML(f, comps[i].name);
-        fprintf(f, "</td><td class=\"state\" style=\"color:%s\">%s <small>(%s)</small></td>"
-                   "<td class=\"why\">",
+        fprintf(f,
+                "</td><td class=\"state\" style=\"color:%s\">%s <small>(%s)</small></td>"
+                "<td class=\"why\">",
                 state_colors[comps[i].state], state_titles[comps[i].state],
                 state_names[comps[i].state]);
         HTML(f, comps[i].why);
@@ -384,8 +381,7 @@ statuspage_html(const struct status_snapshot *s, uint64_t now_unix_us, char **ou
               "</tr>\n",
               f);
     utc_text(when, sizeof(when), s->now_unix_us, false);
-    fprintf(f,
-            "</table>\n<footer>As seen by the agent on ");
+    fprintf(f, "</table>\n<footer>As seen by the agent on ");
     HTML(f, s->node_name);
     fprintf(f,
             " (role %.*s, epoch %" PRIu64 ") at %s; this page reloads every %d s. "
@@ -429,8 +425,8 @@ json_t *
 statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us)
 {
     static const char *const indicators[] = {
-        [STATUSPAGE_OPERATIONAL] = "none",     [STATUSPAGE_DEGRADED] = "minor",
-        [STATUSPAGE_PARTIAL] = "major",        [STATUSPAGE_MAJOR] = "critical",
+        [STATUSPAGE_OPERATIONAL] = "none",        [STATUSPAGE_DEGRADED] = "minor",
+        [STATUSPAGE_PARTIAL] = "major",           [STATUSPAGE_MAJOR] = "critical",
         [STATUSPAGE_MAINTENANCE] = "maintenance",
     };
     static const char *const descriptions[] = {
@@ -457,8 +453,7 @@ statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us)
     ok = put(o, "page", page) && put(o, "components", list) && put(o, "incidents", incidents) &&
          put(o, "scheduled_maintenances", maint) && put(o, "status", status);
     utc_text(updated, sizeof(updated), s->now_unix_us != 0 ? s->now_unix_us : now_unix_us, true);
-    snprintf(name, sizeof(name), "walmirror %.*s / %.*s", FIELD(s->node_name),
-             FIELD(s->peer_name));
+    snprintf(name, sizeof(name), "walmirror %.*s / %.*s", FIELD(s->node_name), FIELD(s->peer_name));
     ok = ok && put(page, "id", JFIELD(s->node_name)) &&
          put(page, "name", jfield(name, sizeof(name))) && put(page, "url", json_string("/")) &&
          put(page, "time_zone", json_string("Etc/UTC")) &&
@@ -481,19 +476,16 @@ statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us)
         json_t *e = json_object();
         ok = e != NULL && json_array_append_new(incidents, e) == 0 &&
              put(e, "id", json_sprintf("op-%" PRIu64, s->op_id)) &&
-             put(e, "name", JFIELD(s->operation)) &&
-             put(e, "status", json_string("identified")) &&
-             put(e, "impact", json_string(indicators[overall == STATUSPAGE_MAINTENANCE
-                                                         ? STATUSPAGE_OPERATIONAL
-                                                         : overall])) &&
-             put(e, "updated_at", json_string(updated)) &&
-             put(e, "incident_updates", json_array());
+             put(e, "name", JFIELD(s->operation)) && put(e, "status", json_string("identified")) &&
+             put(e, "impact",
+                 json_string(indicators[overall == STATUSPAGE_MAINTENANCE ? STATUSPAGE_OPERATIONAL
+                                                                          : overall])) &&
+             put(e, "updated_at", json_string(updated)) && put(e, "incident_updates", json_array());
         if (ok) {
             json_t *u = json_object(), *ups = json_object_get(e, "incident_updates");
             ok = u != NULL && json_array_append_new(ups, u) == 0 &&
                  put(u, "status", json_string("identified")) &&
-                 put(u, "body", JFIELD(s->op_step)) &&
-                 put(u, "updated_at", json_string(updated));
+                 put(u, "body", JFIELD(s->op_step)) && put(u, "updated_at", json_string(updated));
         }
     }
     if (ok && strncmp(s->maintenance, "active", 6) == 0) {

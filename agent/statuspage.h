@@ -56,10 +56,10 @@ enum statuspage_state {
 enum { STATUSPAGE_DATABASE, STATUSPAGE_MIRROR, STATUSPAGE_LINK, STATUSPAGE_COMPONENTS };
 
 struct statuspage_component {
-    const char *id;     /* "database", "mirror", "link": stable */
-    char name[96];      /* "site-a database", "site-b mirror", "replication link" */
+    const char *id; /* "database", "mirror", "link": stable */
+    char name[96];  /* "site-a database", "site-b mirror", "replication link" */
     enum statuspage_state state;
-    char why[192];      /* the rule that applied, for people */
+    char why[192]; /* the rule that applied, for people */
 };
 
 /* Statuspage's name of a state: "operational", "degraded_performance", ... */

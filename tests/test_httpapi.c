@@ -806,7 +806,8 @@ parse_exposition(struct exposition *e, char *text)
 
     memset(e, 0, sizeof(*e));
     ck_assert_msg(text[0] != '\0' && text[strlen(text) - 1] == '\n', "no final newline");
-    for (char *line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r(text, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
         char name[128], rest[512];
 
         if (line[0] == '#') {
@@ -963,16 +964,13 @@ START_TEST(metrics_exposition)
                         1);
     ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"0.005\"}"),
                         2);
-    ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"2.5\"}"),
-                        3);
+    ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"2.5\"}"), 3);
     ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"+Inf\"}"),
                         4);
     ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_count"), 4);
-    ck_assert_double_eq_tol(sample(&e, "walmirror_spool_fsync_duration_seconds_sum"), 7.0037,
-                            1e-9);
+    ck_assert_double_eq_tol(sample(&e, "walmirror_spool_fsync_duration_seconds_sum"), 7.0037, 1e-9);
     ck_assert_double_eq(sample(&e, "walmirror_ack_round_trip_seconds_bucket{le=\"0.0005\"}"), 1);
-    ck_assert_double_eq(sample(&e, "walmirror_write_unavailability_seconds_bucket{le=\"0.5\"}"),
-                        1);
+    ck_assert_double_eq(sample(&e, "walmirror_write_unavailability_seconds_bucket{le=\"0.5\"}"), 1);
     ck_assert_double_eq(sample(&e, "walmirror_write_unavailability_seconds_bucket{le=\"5\"}"), 2);
     ck_assert_double_eq(sample(&e, "walmirror_write_unavailability_seconds_count"), 2);
 

@@ -68,10 +68,10 @@ eval(const struct status_snapshot *s)
 
 #define expect_state(i, st, why_part)                                                              \
     do {                                                                                           \
-        ck_assert_msg(comps[i].state == (st), "%s: %s, expected %s (%s)", comps[i].name,          \
+        ck_assert_msg(comps[i].state == (st), "%s: %s, expected %s (%s)", comps[i].name,           \
                       statuspage_state_name(comps[i].state), statuspage_state_name(st),            \
                       comps[i].why);                                                               \
-        ck_assert_msg(strstr(comps[i].why, (why_part)) != NULL, "%s: \"%s\" lacks \"%s\"",        \
+        ck_assert_msg(strstr(comps[i].why, (why_part)) != NULL, "%s: \"%s\" lacks \"%s\"",         \
                       comps[i].name, comps[i].why, (why_part));                                    \
     } while (0)
 
@@ -207,8 +207,8 @@ END_TEST
 START_TEST(lag_history)
 {
     static struct status_lag_history h;
-    struct status_lag_sample v = {.flush_bytes = 10, .apply_bytes = 20, .flush_s = -1,
-                                  .apply_s = 0.5};
+    struct status_lag_sample v = {
+        .flush_bytes = 10, .apply_bytes = 20, .flush_s = -1, .apply_s = 0.5};
     uint64_t t0 = 1000000000000ULL;
 
     memset(&h, 0, sizeof(h));
@@ -286,8 +286,7 @@ publish_pair(void)
         status_lag_note(&s.metrics.lag, now - (400 - (uint64_t)i) * STATUS_LAG_EVERY_US, &v);
     }
     {
-        struct status_incident e = {.at_unix_us = now - 1800000000ULL,
-                                    .unavailability_us = 452000};
+        struct status_incident e = {.at_unix_us = now - 1800000000ULL, .unavailability_us = 452000};
         snprintf(e.kind, sizeof(e.kind), "switchover");
         snprintf(e.text, sizeof(e.text), "site-b is the primary <and> site-a its standby");
         status_incident_add(&s.metrics.incidents, &e);
@@ -415,8 +414,8 @@ START_TEST(summary_json)
     o = json_loadb(b.data, b.len, 0, &jerr);
     ck_assert_ptr_nonnull(o);
     ck_assert_uint_eq(json_array_size(json_object_get(o, "incidents")), 1);
-    ck_assert_str_eq(json_string_value(json_object_get(
-                         json_array_get(json_object_get(o, "incidents"), 0), "id")),
+    ck_assert_str_eq(json_string_value(
+                         json_object_get(json_array_get(json_object_get(o, "incidents"), 0), "id")),
                      "op-77");
     ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "status"), "indicator")),
                      "critical");
@@ -484,8 +483,7 @@ find_chromium(void)
                     ">'%s/blank.html' 2>'%s/blank.err'",
                     chromium, tmp, tmp, tmp) == 0;
         if (!ok)
-            fprintf(stderr, "%s cannot render about:blank here (see its stderr below)\n",
-                    names[i]);
+            fprintf(stderr, "%s cannot render about:blank here (see its stderr below)\n", names[i]);
     }
     tu_rmtree(tmp);
     free(tmp);
