@@ -489,6 +489,8 @@ enum route {
     ROUTE_STANDBY,
     ROUTE_PAGE,
     ROUTE_SUMMARY,
+    ROUTE_SP_STATUS,
+    ROUTE_SP_INCIDENTS,
     ROUTE_PAUSE,
     ROUTE_RESUME,
     ROUTE_SWITCHOVER,
@@ -513,6 +515,10 @@ route_of(const char *url)
         return ROUTE_PAGE;
     if (strcmp(url, "/api/v2/summary.json") == 0)
         return ROUTE_SUMMARY;
+    if (strcmp(url, "/api/v2/status.json") == 0)
+        return ROUTE_SP_STATUS;
+    if (strcmp(url, "/api/v2/incidents.json") == 0)
+        return ROUTE_SP_INCIDENTS;
     if (strcmp(url, "/pause") == 0)
         return ROUTE_PAUSE;
     if (strcmp(url, "/resume") == 0)
@@ -826,6 +832,12 @@ handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
     case ROUTE_SUMMARY:
         ret = reply_json(c, MHD_HTTP_OK, statuspage_summary(snap, clock_unix_us()), NULL);
         break;
+    case ROUTE_SP_STATUS:
+        ret = reply_json(c, MHD_HTTP_OK, statuspage_status(snap, clock_unix_us()), NULL);
+        break;
+    case ROUTE_SP_INCIDENTS:
+        ret = reply_json(c, MHD_HTTP_OK, statuspage_incidents(snap, clock_unix_us()), NULL);
+        break;
     default:
         break;
     }
@@ -865,6 +877,8 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
     case ROUTE_STANDBY:
     case ROUTE_PAGE:
     case ROUTE_SUMMARY:
+    case ROUTE_SP_STATUS:
+    case ROUTE_SP_INCIDENTS:
         if (!get) {
             char msg[sizeof(path) + 40];
             snprintf(msg, sizeof(msg), "method not allowed: %s takes GET",

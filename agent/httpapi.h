@@ -10,7 +10,8 @@
  *                        200 on a mirror site whose standby streams, within the lag; 400 on a
  *                        bad lag; 503 otherwise (health checks answer JSON {"ok","reason",...})
  *   GET  /               the status page (statuspage.h), HTML
- *   GET  /api/v2/summary.json   the same in the shape of Statuspage's public summary
+ *   GET  /api/v2/summary.json   the same in the shape of Statuspage's public summary;
+ *        /api/v2/status.json, /api/v2/incidents.json as Statuspage's (the incident log)
  *   POST /pause          pause automatic fail-over   -> 202 {"requested":"pause"}
  *   POST /resume         resume it                   -> 202 {"requested":"resume"}
  *   anything else        404 / 405 with a JSON {"error": "..."} body

@@ -421,8 +421,10 @@ jfield(const char *s, size_t cap)
 }
 #define JFIELD(s) jfield((s), sizeof(s))
 
-json_t *
-statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us)
+/* The summary; with history, the incident log too (resolved, newest first) after any incident
+ * under way. */
+static json_t *
+build(const struct status_snapshot *s, uint64_t now_unix_us, bool history)
 {
     static const char *const indicators[] = {
         [STATUSPAGE_OPERATIONAL] = "none",        [STATUSPAGE_DEGRADED] = "minor",
@@ -488,6 +490,37 @@ statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us)
                  put(u, "body", JFIELD(s->op_step)) && put(u, "updated_at", json_string(updated));
         }
     }
+    for (unsigned i = s->metrics.incidents.n; ok && history && i-- > 0;) {
+        const struct status_incident *e = status_incident_at(&s->metrics.incidents, i);
+        uint64_t began = e->unavailability_us > 0 && (uint64_t)e->unavailability_us < e->at_unix_us
+                             ? e->at_unix_us - (uint64_t)e->unavailability_us
+                             : e->at_unix_us;
+        char created[40], resolved[40];
+        json_t *j = json_object(), *ups = NULL, *u = NULL;
+
+        utc_text(created, sizeof(created), began, true);
+        utc_text(resolved, sizeof(resolved), e->at_unix_us, true);
+        /* Each container goes into its parent before it is filled (see above). */
+        ok = j != NULL && json_array_append_new(incidents, j) == 0;
+        if (ok) {
+            ups = json_array();
+            ok = put(j, "incident_updates", ups);
+        }
+        if (ok) {
+            u = json_object();
+            ok = u != NULL && json_array_append_new(ups, u) == 0;
+        }
+        ok = ok && put(j, "id", json_sprintf("%.16s-%" PRIu64, e->kind, e->at_unix_us)) &&
+             put(j, "name", JFIELD(e->kind)) && put(j, "status", json_string("resolved")) &&
+             put(j, "impact", json_string("minor")) && put(j, "created_at", json_string(created)) &&
+             put(j, "resolved_at", json_string(resolved)) &&
+             put(j, "updated_at", json_string(resolved)) &&
+             put(j, "write_unavailability_s",
+                 e->unavailability_us >= 0 ? json_real((double)e->unavailability_us / 1e6)
+                                           : json_null()) &&
+             put(u, "status", json_string("resolved")) && put(u, "body", JFIELD(e->text)) &&
+             put(u, "created_at", json_string(resolved));
+    }
     if (ok && strncmp(s->maintenance, "active", 6) == 0) {
         json_t *w = json_object();
         ok = w != NULL && json_array_append_new(maint, w) == 0 &&
@@ -500,6 +533,38 @@ statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us)
     if (!ok) {
         json_decref(o);
         return NULL;
+    }
+    return o;
+}
+
+json_t *
+statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us)
+{
+    return build(s, now_unix_us, false);
+}
+
+json_t *
+statuspage_status(const struct status_snapshot *s, uint64_t now_unix_us)
+{
+    json_t *o = build(s, now_unix_us, false);
+
+    if (o != NULL) {
+        json_object_del(o, "components");
+        json_object_del(o, "incidents");
+        json_object_del(o, "scheduled_maintenances");
+    }
+    return o;
+}
+
+json_t *
+statuspage_incidents(const struct status_snapshot *s, uint64_t now_unix_us)
+{
+    json_t *o = build(s, now_unix_us, true);
+
+    if (o != NULL) {
+        json_object_del(o, "components");
+        json_object_del(o, "scheduled_maintenances");
+        json_object_del(o, "status");
     }
     return o;
 }

@@ -73,7 +73,14 @@ enum statuspage_state statuspage_components(const struct status_snapshot *s, uin
  * Returns 0 or -ENOMEM. */
 WM_MUSTCHECK int statuspage_html(const struct status_snapshot *s, uint64_t now_unix_us, char **out,
                                  size_t *len);
-/* The summary object (Statuspage API v2 summary.json); NULL when out of memory. */
+/* Statuspage API v2 documents; NULL when out of memory.
+ *   summary:   page, components, incidents (one under way), scheduled_maintenances (one in
+ *              progress), status {indicator, description}
+ *   status:    page, status
+ *   incidents: page, incidents: one under way, then the incident log (resolved, newest first,
+ *              with "write_unavailability_s") */
 json_t *statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us);
+json_t *statuspage_status(const struct status_snapshot *s, uint64_t now_unix_us);
+json_t *statuspage_incidents(const struct status_snapshot *s, uint64_t now_unix_us);
 
 #endif

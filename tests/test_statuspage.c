@@ -441,6 +441,48 @@ START_TEST(summary_json)
 }
 END_TEST
 
+START_TEST(status_and_incidents_json)
+{
+    struct body b;
+    char ctype[128];
+    json_error_t jerr;
+    json_t *o, *list, *e;
+
+    ck_assert_int_eq(get("/api/v2/status.json", &b, ctype, sizeof(ctype)), 200);
+    o = json_loadb(b.data, b.len, 0, &jerr);
+    ck_assert_msg(o != NULL, "not JSON: %s", jerr.text);
+    ck_assert_uint_eq(json_object_size(o), 2);
+    ck_assert(json_is_object(json_object_get(o, "page")));
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "status"), "indicator")),
+                     "minor");
+    json_decref(o);
+    free(b.data);
+
+    ck_assert_int_eq(get("/api/v2/incidents.json", &b, ctype, sizeof(ctype)), 200);
+    o = json_loadb(b.data, b.len, 0, &jerr);
+    ck_assert_msg(o != NULL, "not JSON: %s", jerr.text);
+    ck_assert_uint_eq(json_object_size(o), 2);
+    list = json_object_get(o, "incidents");
+    ck_assert_uint_eq(json_array_size(list), 2);
+    e = json_array_get(list, 0); /* newest first */
+    ck_assert_str_eq(json_string_value(json_object_get(e, "name")), "failover");
+    ck_assert_str_eq(json_string_value(json_object_get(e, "status")), "resolved");
+    ck_assert_double_eq_tol(json_real_value(json_object_get(e, "write_unavailability_s")), 3.21,
+                            1e-9);
+    ck_assert(json_is_string(json_object_get(e, "created_at")));
+    ck_assert(json_is_string(json_object_get(e, "resolved_at")));
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(e, "incident_updates"), 0), "body")),
+                     "site-a promoted (epoch 4)");
+    e = json_array_get(list, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "name")), "switchover");
+    ck_assert_double_eq_tol(json_real_value(json_object_get(e, "write_unavailability_s")), 0.452,
+                            1e-9);
+    json_decref(o);
+    free(b.data);
+}
+END_TEST
+
 START_TEST(page_served)
 {
     struct body b;
@@ -575,6 +617,7 @@ rules_suite(void)
     tc = tcase_create("http");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, summary_json);
+    tcase_add_test(tc, status_and_incidents_json);
     tcase_add_test(tc, page_served);
     suite_add_tcase(s, tc);
     return s;
