@@ -124,6 +124,26 @@ statuspage_components(const struct status_snapshot *s, uint64_t now_unix_us,
         return STATUSPAGE_PARTIAL;
     }
 
+    if (IS(s, role, "witness")) {
+        /* A witness sees only whom it hears: peer_name is the primary site, link_up whether it
+         * hears it, sync_state "sync" whether it hears both sites. */
+        bool both = IS(s, sync_state, "sync");
+        if (s->link_up)
+            set(db, STATUSPAGE_OPERATIONAL, "heard by the witness");
+        else
+            set(db, STATUSPAGE_PARTIAL, "not heard by the witness");
+        snprintf(mi->name, sizeof(mi->name), "standby site mirror");
+        for (int i = STATUSPAGE_MIRROR; i <= STATUSPAGE_LINK; i++)
+            if (both)
+                set(&out[i], STATUSPAGE_OPERATIONAL,
+                    "both sites heard by the witness (lag is on the sites' pages)");
+            else
+                set(&out[i], STATUSPAGE_PARTIAL, "the witness does not hear both sites");
+        for (int i = 0; i < STATUSPAGE_COMPONENTS; i++)
+            if (out[i].state > worst)
+                worst = out[i].state;
+        return worst;
+    }
     if (writes_paused)
         set(db, STATUSPAGE_MAJOR, "writes paused: %.*s in progress (%.*s)", FIELD(s->operation),
             FIELD(s->op_step));

@@ -24,6 +24,10 @@
  *                 degraded_performance catching up (more than 16 MB behind)
  *                 operational         otherwise
  *
+ * On a witness (which knows only whom it hears): database operational while the witness hears
+ * the primary site, else partial_outage; mirror and link operational while it hears both
+ * sites, else partial_outage.
+ *
  * The page's overall indicator is the worst component: critical (a major outage), major (a
  * partial outage), minor (degraded), maintenance, none.
  */

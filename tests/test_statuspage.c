@@ -180,6 +180,28 @@ START_TEST(rule_outages)
 }
 END_TEST
 
+START_TEST(rule_witness)
+{
+    static struct status_snapshot s;
+
+    fill(&s);
+    snprintf(s.node_name, sizeof(s.node_name), "witness");
+    snprintf(s.role, sizeof(s.role), "witness");
+    snprintf(s.pg_state, sizeof(s.pg_state), "unknown");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_OPERATIONAL);
+    ck_assert_str_eq(comps[STATUSPAGE_DATABASE].name, "site-b database"); /* the primary */
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_OPERATIONAL, "heard by the witness");
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_OPERATIONAL, "both sites");
+    snprintf(s.sync_state, sizeof(s.sync_state), "down");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_PARTIAL);
+    expect_state(STATUSPAGE_LINK, STATUSPAGE_PARTIAL, "does not hear both");
+    s.link_up = false;
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_OPERATIONAL, "heard"); /* not re-evaluated */
+    eval(&s);
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_PARTIAL, "not heard by the witness");
+}
+END_TEST
+
 START_TEST(rule_maintenance_and_stale)
 {
     static struct status_snapshot s;
@@ -610,6 +632,7 @@ rules_suite(void)
     tcase_add_test(tc, rule_healthy_source);
     tcase_add_test(tc, rule_lag_thresholds);
     tcase_add_test(tc, rule_outages);
+    tcase_add_test(tc, rule_witness);
     tcase_add_test(tc, rule_maintenance_and_stale);
     tcase_add_test(tc, lag_history);
     tcase_add_test(tc, incident_log);
