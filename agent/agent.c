@@ -2145,6 +2145,14 @@ status_metrics_tick(struct agent *a, const struct status_snapshot *st)
                                   .apply_s = st->apply_lag_s};
 
     status_lag_note(&a->metrics.lag, st->now_unix_us, &v);
+    /* Totals across links: a count below the last one seen is a new link, counting from 0. */
+    if (st->wal_raw_bytes < a->metrics.wal_raw_link ||
+        st->wal_wire_bytes < a->metrics.wal_wire_link)
+        a->metrics.wal_raw_link = a->metrics.wal_wire_link = 0;
+    a->metrics.wal_raw_total += st->wal_raw_bytes - a->metrics.wal_raw_link;
+    a->metrics.wal_wire_total += st->wal_wire_bytes - a->metrics.wal_wire_link;
+    a->metrics.wal_raw_link = st->wal_raw_bytes;
+    a->metrics.wal_wire_link = st->wal_wire_bytes;
     while (a->incidents_seen < a->switchovers + a->failovers) {
         struct status_incident e = {.at_unix_us = st->now_unix_us,
                                     .unavailability_us = a->last_unavailability_us};

@@ -175,13 +175,12 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
     gauge_double(f, "walmirror_link_rtt_seconds",
                  "Round-trip time of the peer link, from heartbeats.", (double)s->rtt_us / 1e6);
     counter_u64(f, "walmirror_wal_raw_bytes_total",
-                "WAL bytes through the current peer link before compression (restarts at 0 "
-                "with each link).",
-                s->wal_raw_bytes);
+                "WAL bytes through the peer links since the agent started, before compression.",
+                m->wal_raw_total);
     counter_u64(f, "walmirror_wal_wire_bytes_total",
-                "The same WAL as sent on the wire, after compression; raw / wire is the "
+                "The same WAL as it crossed the wire, after compression; raw / wire is the "
                 "compression ratio.",
-                s->wal_wire_bytes);
+                m->wal_wire_total);
     counter_u64(f, "walmirror_acks_total",
                 "Acknowledgements received from the sink (source) or sent to the source (sink).",
                 m->acks);

@@ -76,6 +76,10 @@ struct status_metrics {
     struct status_hist hist[STATUS_HIST_COUNT];
     uint64_t spool_flushes; /* completed spool flushes (the fsync histogram's count) */
     uint64_t acks;          /* ACKs received (source) or sent (sink) */
+    /* WAL through all links since the agent started, before and after compression (the
+     * snapshot's wal_*_bytes count the current link only); *_link: the current link's count
+     * when last added */
+    uint64_t wal_raw_total, wal_wire_total, wal_raw_link, wal_wire_link;
     struct status_lag_history lag;
     struct status_incidents incidents;
 };

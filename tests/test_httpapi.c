@@ -922,6 +922,8 @@ START_TEST(metrics_exposition)
     status_hist_observe(&m->hist[STATUS_HIST_UNAVAIL], STATUS_HIST_UNAVAIL, 0.45);
     status_hist_observe(&m->hist[STATUS_HIST_UNAVAIL], STATUS_HIST_UNAVAIL, 3.2);
     m->acks = 1234;
+    m->wal_raw_total = 5000000; /* all links; the snapshot's 1000000 is the current one */
+    m->wal_wire_total = 2000000;
     status_publish(&board, s);
 
     request(&r, "GET", "/metrics", NULL);
@@ -947,8 +949,8 @@ START_TEST(metrics_exposition)
     ck_assert_double_eq(sample(&e, "walmirror_sync_state{state=\"down\"}"), 0);
     ck_assert_double_eq(sample(&e, "walmirror_link_up"), 1);
     ck_assert_double_eq_tol(sample(&e, "walmirror_link_rtt_seconds"), 0.00042, 1e-12);
-    ck_assert_double_eq(sample(&e, "walmirror_wal_raw_bytes_total"), 1000000);
-    ck_assert_double_eq(sample(&e, "walmirror_wal_wire_bytes_total"), 400000);
+    ck_assert_double_eq(sample(&e, "walmirror_wal_raw_bytes_total"), 5000000);
+    ck_assert_double_eq(sample(&e, "walmirror_wal_wire_bytes_total"), 2000000);
     ck_assert_double_eq(sample(&e, "walmirror_acks_total"), 1234);
     ck_assert_double_eq(sample(&e, "walmirror_switchovers_total"), 3);
     ck_assert_double_eq(sample(&e, "walmirror_failovers_total"), 1);
