@@ -8,7 +8,8 @@
  * command parser (pgp_parse_command), a successful START_REPLICATION entering COPY BOTH where
  * 'd' carries 'r'/'h' standby messages and 'c' leaves it, 'p' through pgp_parse_sasl_initial,
  * 'X' ending the session.  Every error is turned into an ErrorResponse as the server does.
- * Separately the whole input is given to pgp_parse_command as command text.
+ * Separately the whole input is given to pgp_parse_command as command text and to
+ * pgp_parse_primary_copydata as a walsender's CopyData payload.
  *
  * Besides crashes and sanitizer reports, these break the codec's contract and abort:
  *   - a parser consuming more than it was given, or "need more" beyond the documented bounds
@@ -297,6 +298,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool ssl_done = false, gss_done = false;
     size_t off = 0;
     struct pgp_cmd cmd;
+    struct pgp_primary_msg pm;
     struct pgp_err e;
     int n;
 
@@ -307,6 +309,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_err(n, &e);
     else
         check_command(&cmd);
+
+    /* The walsender's CopyData parser (the primary-side agent's), on the same bytes. */
+    if (pgp_parse_primary_copydata(data, size, &pm, &e) < 0)
+        check_err(-EPROTO, &e);
+    else if (pm.kind == 'w' && (pm.data != data + PGP_XLOGDATA_INNER_HDR ||
+                                pm.data_len != size - PGP_XLOGDATA_INNER_HDR))
+        abort();
 
     /* The stream, as conn_process parses it. */
     while (off < size && st != FZ_CLOSED) {

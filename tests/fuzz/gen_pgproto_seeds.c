@@ -2,9 +2,9 @@
  * gen_pgproto_seeds.c - writes client byte streams as fuzz_pgproto's seed corpus: what a
  * PostgreSQL 15 walreceiver and pg_receivewal send to a walsender (start-up packets after
  * GSSENCRequest/SSLRequest, the replication commands, standby status updates, hot standby
- * feedback, CopyDone, Terminate), a CancelRequest, and every other command form of
- * pgp_parse_command, valid or not.  Run by tests/fuzz/run.sh before fuzzing; the seeds are
- * regenerated, not committed.  Needs only libc.
+ * feedback, CopyDone, Terminate), a CancelRequest, every other command form of
+ * pgp_parse_command, valid or not, and two walsender CopyData payloads ('w', 'k').  Run by
+ * tests/fuzz/run.sh before fuzzing; the seeds are regenerated, not committed.  Needs only libc.
  *   gen_pgproto_seeds DIR
  */
 #include <stdint.h>
@@ -179,8 +179,10 @@ main(int argc, char **argv)
         "CREATE_REPLICATION_SLOT s PHYSICAL (reserve_wal 'it''s')",
         "CREATE_REPLICATION_SLOT \"s\"\"q\" PHYSICAL (reserve_wal 0)",
         "CREATE_REPLICATION_SLOT s PHYSICAL (reserve_wal false, reserve_wal)",
-        "SHOW a23456789.123456789.123456789.123456789.123456789.123456789.123456789."
-        "123456789.123456789.123456789.123456789.123456789.123456789.123456789",
+        "SHOW a12345678.a12345678.a12345678.a12345678.a12345678.a12345678.a12345678."
+        "a12345678.a12345678.a12345678.a12345678.a12345678.a12345678.a12345678",
+        "CREATE_REPLICATION_SLOT s PHYSICAL (reserve_wal "
+        "'on345678901234567890123456789012345678901234567890123456789012345')",
         "READ_REPLICATION_SLOT a123456789a123456789a123456789a123456789a123456789a123456789abcd",
         "  \t\nIDENTIFY_SYSTEM ;  \n",
         "",
@@ -303,6 +305,22 @@ main(int argc, char **argv)
     put_u8(&s, 'Q');
     put_u32(&s, 0x7fffffff);
     write_seed(argv[1], "huge-query", &s);
+
+    /* Bare walsender CopyData payloads, for pgp_parse_primary_copydata. */
+    memset(&s, 0, sizeof(s));
+    put_u8(&s, 'w');
+    put_u64(&s, 0x3000000);
+    put_u64(&s, 0x3000100);
+    put_u64(&s, UINT64_C(848000000000000));
+    for (int i = 0; i < 256; i++)
+        put_u8(&s, (uint8_t)i);
+    write_seed(argv[1], "xlogdata", &s);
+    memset(&s, 0, sizeof(s));
+    put_u8(&s, 'k');
+    put_u64(&s, 0x3000100);
+    put_u64(&s, UINT64_C(848000000000000));
+    put_u8(&s, 1);
+    write_seed(argv[1], "keepalive", &s);
 
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         memset(&s, 0, sizeof(s));
