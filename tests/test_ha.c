@@ -21,6 +21,8 @@
  *      witness: B promotes, every acknowledged id is on B (so no commit on A was acknowledged
  *      after B's promotion: A's WAL after the cut never reached B), and once the links return
  *      A is fenced and rejoins.
+ *   d. stray plain connections to both agents' peer-link and WAL-server ports (a port scan,
+ *      a probe) leave the established link alone.
  * Every server and agent started is stopped at exit, also on failure.
  */
 #include <check.h>
@@ -42,6 +44,49 @@
 #include "testutil.h"
 
 /* ---- the tests ---- */
+
+/* Sends garbage to 127.0.0.1:port on a plain TCP connection and closes it. */
+static void
+stray_connection(int port)
+{
+    char cmd[256];
+
+    snprintf(cmd, sizeof(cmd),
+             "exec 3<>/dev/tcp/127.0.0.1/%d && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && "
+             "sleep 0.2; exec 3>&-",
+             port);
+    tu_run("bash -c \"%s\" 2>/dev/null", cmd);
+}
+
+/* Port scanners, load balancers' probes, a curl to the wrong port: the pair does not care. */
+START_TEST(d_stray_connections_keep_the_link)
+{
+    size_t la, lb;
+
+    ck_assert(pt_wait_sync(&B, 60));
+    free(tu_read_file(A.log, &la));
+    free(tu_read_file(B.log, &lb));
+    for (int i = 0; i < 3; i++) {
+        stray_connection(A.listen_port);
+        stray_connection(B.listen_port);
+        stray_connection(A.wal_port);
+        stray_connection(B.wal_port);
+    }
+    sleep(1);
+    ck_assert(pt_wait_sync(&B, 5));
+    for (int i = 0; i < 2; i++) {
+        struct pt_site *s = i == 0 ? &A : &B;
+        size_t len, from = i == 0 ? la : lb;
+        char *t = tu_read_file(s->log, &len);
+
+        ck_assert(t != NULL && len >= from);
+        ck_assert_msg(strstr(t + from, " down: ") == NULL &&
+                          strstr(t + from, "source restarting") == NULL,
+                      "%s's link went down after stray connections:\n%s", s->name, t + from);
+        free(t);
+    }
+}
+END_TEST
 
 START_TEST(a_switchover_round_trip_under_load)
 {
@@ -208,6 +253,7 @@ main(void)
     tcase_add_test(tc, a_switchover_round_trip_under_load);
     tcase_add_test(tc, b_failover_fencing_rejoin);
     tcase_add_test(tc, c_partitions);
+    tcase_add_test(tc, d_stray_connections_keep_the_link);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
