@@ -213,6 +213,7 @@ struct agent {
     char last_op_result[256];
     int64_t last_unavailability_us;
     uint64_t switchovers, failovers;
+    struct status_op_request scheduled; /* switchover --at, waiting for its time (id 0: none) */
     struct status_metrics metrics; /* histograms, lag history, incidents: see status_tick */
     uint64_t incidents_seen;       /* switchovers + failovers already in metrics.incidents */
     uint64_t flush_started_us;     /* SINK: when the pending spool_flush was asked; 0: none */
@@ -1744,10 +1745,32 @@ take_requests(struct agent *a)
 {
     struct status_op_request req;
 
+    if (a->scheduled.id != 0 && clock_unix_us() >= a->scheduled.at_unix_us) {
+        req = a->scheduled;
+        a->scheduled.id = 0;
+        log_info(a->comp, "the switchover scheduled for now (request %" PRIu64 ") starts",
+                 req.id);
+        switchover_start(a, &req);
+    }
     if (!status_take_op(&a->board, &req))
         return;
     switch (req.kind) {
     case STATUS_REQ_SWITCHOVER:
+        if (req.at_unix_us > clock_unix_us()) {
+            /* Kept until its time (in memory: an agent restarted before then forgets it). */
+            time_t t = (time_t)(req.at_unix_us / 1000000);
+            struct tm tm;
+            char when[64];
+
+            gmtime_r(&t, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+            if (a->scheduled.id != 0)
+                log_info(a->comp, "the switchover scheduled before (request %" PRIu64
+                                  ") is replaced", a->scheduled.id);
+            a->scheduled = req;
+            log_info(a->comp, "switchover scheduled for %s (request %" PRIu64 ")", when, req.id);
+            break;
+        }
         switchover_start(a, &req);
         break;
     case STATUS_REQ_FAILOVER:
@@ -2203,6 +2226,7 @@ status_tick(struct agent *a)
     snprintf(st.last_op_result, sizeof(st.last_op_result), "%s", a->last_op_result);
     st.last_unavailability_us = a->last_unavailability_us;
     st.switchovers = a->switchovers;
+    st.scheduled_switchover_unix_us = a->scheduled.id != 0 ? a->scheduled.at_unix_us : 0;
     st.failovers = a->failovers;
     st.started_unix_us = a->started_us;
     st.now_unix_us = clock_unix_us();

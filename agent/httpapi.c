@@ -335,6 +335,7 @@ snapshot_json(const struct status_snapshot *s)
                                            : json_integer(s->last_unavailability_us)) &&
          put(o, "switchovers", json_u64(s->switchovers)) &&
          put(o, "failovers", json_u64(s->failovers)) &&
+         put(o, "scheduled_switchover_unix_us", json_u64(s->scheduled_switchover_unix_us)) &&
          put(o, "failover_paused", json_boolean(s->failover_paused)) &&
          PUT_STR(o, s, maintenance) && PUT_STR(o, s, last_error);
     if (!ok) {
@@ -586,6 +587,17 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
             if (errno != 0 || end == v || *end != '\0')
                 return reply_json(c, MHD_HTTP_BAD_REQUEST,
                                   error_body("max_lag: a number of bytes expected"), NULL);
+        }
+        v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "at");
+        if (v != NULL) {
+            char *end;
+            unsigned long long at;
+            errno = 0;
+            at = strtoull(v, &end, 10);
+            if (errno != 0 || end == v || *end != '\0' || at > UINT64_MAX / 1000000)
+                return reply_json(c, MHD_HTTP_BAD_REQUEST,
+                                  error_body("at: seconds since the Unix epoch expected"), NULL);
+            req.at_unix_us = (uint64_t)at * 1000000;
         }
         break;
     case ROUTE_FAILOVER:

@@ -125,6 +125,7 @@ struct status_snapshot {
     char last_op_result[256];
     int64_t last_unavailability_us;  /* of the last switchover or fail-over; -1 if none */
     uint64_t switchovers, failovers; /* completed since the agent started */
+    uint64_t scheduled_switchover_unix_us; /* switchover --at: when it will start; 0: none */
     bool failover_paused;
     /* "none"; a value starting with "active" means a maintenance window is open now (the
      * status page shows under_maintenance); any other text is shown as it is */
@@ -150,6 +151,7 @@ struct status_op_request {
     char target[STATUS_NAME_MAX + 1]; /* switchover --to; "" for any */
     uint64_t max_lag_bytes;           /* switchover preflight */
     bool force;                       /* failover --force: without the arbiter */
+    uint64_t at_unix_us;              /* switchover --at: not before this time (0: now) */
 };
 
 struct status_board {

@@ -23,6 +23,7 @@
  *      A is fenced and rejoins.
  *   d. stray plain connections to both agents' peer-link and WAL-server ports (a port scan,
  *      a probe) leave the established link alone.
+ *   e. walmirrorctl switchover --at: scheduled, nothing happens before its time, then it runs.
  * Every server and agent started is stopped at exit, also on failure.
  */
 #include <check.h>
@@ -85,6 +86,28 @@ START_TEST(d_stray_connections_keep_the_link)
                       "%s's link went down after stray connections:\n%s", s->name, t + from);
         free(t);
     }
+}
+END_TEST
+
+/* switchover --at: scheduled, shown in the status, run at its time. */
+START_TEST(e_scheduled_switchover)
+{
+    char out[8192], args[64], *v;
+    long long at = (long long)time(NULL) + 4;
+
+    ck_assert(pt_wait_sync(&B, 60));
+    ck_assert(pt_wait_true(&A, "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
+                               "WHERE status = 'streaming'", 30));
+    snprintf(args, sizeof(args), "switchover --at @%lld", at);
+    ck_assert_int_eq(ha_ctl(out, sizeof(out), args), 0);
+    ck_assert_msg(strstr(out, "switchover scheduled for") != NULL, "%s", out);
+    v = pt_sql1(&B, "SELECT NOT pg_is_in_recovery()");
+    ck_assert_msg(v != NULL && strcmp(v, "t") == 0, "B stopped being the primary before the time");
+    free(v);
+    ck_assert_msg(pt_wait_true(&A, "SELECT NOT pg_is_in_recovery()", 40),
+                  "the scheduled switchover did not make A the primary");
+    ck_assert_msg((long long)time(NULL) >= at, "the switchover ran before its time");
+    ck_assert_msg(pt_wait_sync(&A, 60), "not synchronous after the scheduled switchover");
 }
 END_TEST
 
@@ -254,6 +277,7 @@ main(void)
     tcase_add_test(tc, b_failover_fencing_rejoin);
     tcase_add_test(tc, c_partitions);
     tcase_add_test(tc, d_stray_connections_keep_the_link);
+    tcase_add_test(tc, e_scheduled_switchover);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

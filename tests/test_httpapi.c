@@ -85,6 +85,7 @@ fill_snapshot(struct status_snapshot *s)
     snprintf(s->last_op_result, sizeof(s->last_op_result), "site-a promoted");
     s->last_unavailability_us = 812345;
     s->switchovers = 3;
+    s->scheduled_switchover_unix_us = 1800000000000000ULL;
     s->failovers = 1;
 }
 
@@ -325,8 +326,9 @@ START_TEST(status_fields)
     expect_int(o, "last_unavailability_us", 812345);
     expect_int(o, "switchovers", 3);
     expect_int(o, "failovers", 1);
-    /* every field of the snapshot, nothing more: 39 fields and 5 LSN texts */
-    ck_assert_uint_eq(json_object_size(o), 44);
+    expect_int(o, "scheduled_switchover_unix_us", 1800000000000000LL);
+    /* every field of the snapshot, nothing more: 40 fields and 5 LSN texts */
+    ck_assert_uint_eq(json_object_size(o), 45);
     json_decref(o);
 }
 END_TEST
@@ -404,6 +406,7 @@ START_TEST(operation_requests)
     ck_assert_uint_eq(req.id, (uint64_t)id);
     ck_assert_str_eq(req.target, "site-b");
     ck_assert_uint_eq(req.max_lag_bytes, 1048576);
+    ck_assert_uint_eq(req.at_unix_us, 0);
     ck_assert(!status_take_op(&board, &req)); /* taken once */
 
     request(&r, "POST", "/failover?force=1", NULL);
@@ -418,6 +421,13 @@ START_TEST(operation_requests)
     ck_assert(status_take_op(&board, &req));
     ck_assert_int_eq(req.kind, STATUS_REQ_REJOIN);
 
+    request(&r, "POST", "/switchover?at=1800000000", NULL);
+    ck_assert_int_eq(r.code, 202);
+    ck_assert(status_take_op(&board, &req));
+    ck_assert_uint_eq(req.at_unix_us, 1800000000000000ULL);
+    request(&r, "POST", "/switchover?at=tomorrow", NULL);
+    ck_assert_int_eq(r.code, 400);
+    expect_json_error(&r, "at: seconds");
     request(&r, "POST", "/switchover?max_lag=lots", NULL);
     ck_assert_int_eq(r.code, 400);
     expect_json_error(&r, "max_lag");
@@ -1304,6 +1314,9 @@ START_TEST(ctl_usage)
     ck_assert_int_eq(ctl("status --force"), 2);
     ck_assert_int_eq(ctl("failover --to site-b"), 2);
     ck_assert_int_eq(ctl("switchover --max-lag 12x"), 2);
+    ck_assert_int_eq(ctl("switchover --at tomorrow"), 2);
+    assert_has(err_text, "--at: \"tomorrow\" is not");
+    ck_assert_int_eq(ctl("failover --at 12:00"), 2);
     ck_assert_int_eq(ctl("--help"), 0);
     assert_has(out_text, "status [--json] [--watch [SECONDS]]");
     ck_assert_int_eq(ctl("--version"), 0);

@@ -98,10 +98,11 @@ usage(FILE *f)
             "                        JSON as an array; --watch refreshes every SECONDS (2)\n"
             "  pause                 pause automatic fail-over\n"
             "  resume                resume automatic fail-over\n"
-            "  switchover [--to NODE] [--max-lag BYTES]\n"
+            "  switchover [--to NODE] [--max-lag BYTES] [--at TIME]\n"
             "                        planned switchover, asked of the primary's agent (the\n"
             "                        source among those given); prints each step and the\n"
-            "                        measured write-unavailability\n"
+            "                        measured write-unavailability; --at \"YYYY-MM-DD HH:MM\",\n"
+            "                        \"HH:MM\" (local time) or @SECONDS schedules it instead\n"
             "  failover [--force]    promote the standby now; without --force the witness must\n"
             "                        agree that the primary site is gone\n"
             "  rejoin                make a fenced former primary a standby of the new primary\n"
@@ -820,8 +821,57 @@ cmd_action(const struct ctl *ctl, const char *action)
 struct op_args {
     const char *to;      /* switchover --to */
     const char *max_lag; /* switchover --max-lag BYTES */
+    long long at;        /* switchover --at: Unix seconds, 0 for now */
     bool force;          /* failover --force */
 };
+
+/*
+ * Parses --at: "YYYY-MM-DD HH:MM[:SS]" (or with a 'T'), "HH:MM" (the next such time), both in
+ * the local time zone (TZ), or "@SECONDS" since the Unix epoch.  Returns the Unix time, or -1.
+ */
+static long long
+parse_at(const char *v)
+{
+    struct tm tm;
+    const char *end;
+    time_t now = time(NULL), t;
+
+    if (v[0] == '@') {
+        char *e;
+        long long s;
+        errno = 0;
+        s = strtoll(v + 1, &e, 10);
+        return errno == 0 && e != v + 1 && *e == '\0' && s > 0 ? s : -1;
+    }
+    memset(&tm, 0, sizeof(tm));
+    if ((end = strptime(v, "%Y-%m-%d %H:%M", &tm)) != NULL ||
+        (end = strptime(v, "%Y-%m-%dT%H:%M", &tm)) != NULL) {
+        if (*end == ':' && (end = strptime(end, ":%S", &tm)) == NULL)
+            return -1;
+        if (*end != '\0')
+            return -1;
+        tm.tm_isdst = -1;
+        t = mktime(&tm);
+        return t == (time_t)-1 ? -1 : (long long)t;
+    }
+    memset(&tm, 0, sizeof(tm));
+    if ((end = strptime(v, "%H:%M", &tm)) != NULL && *end == '\0') {
+        int hour = tm.tm_hour, min = tm.tm_min;
+        localtime_r(&now, &tm);
+        tm.tm_hour = hour;
+        tm.tm_min = min;
+        tm.tm_sec = 0;
+        tm.tm_isdst = -1;
+        t = mktime(&tm);
+        if (t != (time_t)-1 && t <= now) {
+            tm.tm_mday++; /* tomorrow, at that local time */
+            tm.tm_isdst = -1;
+            t = mktime(&tm);
+        }
+        return t == (time_t)-1 ? -1 : (long long)t;
+    }
+    return -1;
+}
 
 /*
  * The agent that must run the operation: the one whose role is want_role among those given
@@ -860,7 +910,8 @@ pick_agent(const struct ctl *ctl, const char *want_role, const char *what)
  * that id has ended, printing each step.  Returns 0 when it succeeded, 1 otherwise.
  */
 static int
-run_operation(const struct ctl *ctl, const char *base, const char *op, const char *query)
+run_operation(const struct ctl *ctl, const char *base, const char *op, const char *query,
+              long long at)
 {
     char url[CTL_URL_MAX + 300], msg[512], why[512], last_step[256] = "";
     struct reply r;
@@ -894,6 +945,33 @@ run_operation(const struct ctl *ctl, const char *base, const char *op, const cha
     json_decref(o);
     free(r.body);
     fflush(stdout);
+    if (at > 0) {
+        /* Scheduled: confirmed once the agent shows it. */
+        for (int i = 0; i < 50 && !interrupted; i++) {
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+            bool shown;
+
+            nanosleep(&ts, NULL);
+            if (fetch_status(ctl, base, &o, why, sizeof(why)) < 0)
+                continue;
+            shown = (long long)json_integer_value(
+                        json_object_get(o, "scheduled_switchover_unix_us")) == at * 1000000;
+            json_decref(o);
+            if (shown) {
+                char when[64];
+                time_t t = (time_t)at;
+                struct tm tm;
+                localtime_r(&t, &tm);
+                strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %Z", &tm);
+                printf("switchover scheduled for %s; walmirrorctl status shows it, and its "
+                       "outcome once it has run\n",
+                       when);
+                return 0;
+            }
+        }
+        fprintf(stderr, "walmirrorctl: the agent did not confirm the schedule\n");
+        return 1;
+    }
     while (!interrupted && time(NULL) < deadline) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000 * 1000};
         const char *step, *result;
@@ -936,8 +1014,9 @@ cmd_operation(const struct ctl *ctl, const char *op, const struct op_args *args)
 
     if (strcmp(op, "switchover") == 0) {
         i = pick_agent(ctl, "source", "switchover (the primary's agent)");
-        snprintf(query, sizeof(query), "?to=%s&max_lag=%s", args->to != NULL ? args->to : "",
-                 args->max_lag != NULL ? args->max_lag : "0");
+        snprintf(query, sizeof(query), "?to=%s&max_lag=%s&at=%lld",
+                 args->to != NULL ? args->to : "", args->max_lag != NULL ? args->max_lag : "0",
+                 args->at);
     } else if (strcmp(op, "failover") == 0) {
         i = pick_agent(ctl, "sink", "failover (the standby's agent)");
         snprintf(query, sizeof(query), "%s", args->force ? "?force=1" : "");
@@ -946,7 +1025,7 @@ cmd_operation(const struct ctl *ctl, const char *op, const struct op_args *args)
     }
     if (i < 0)
         return 1;
-    return run_operation(ctl, ctl->urls[i], op, query);
+    return run_operation(ctl, ctl->urls[i], op, query, args->at);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1054,6 +1133,15 @@ main(int argc, char **argv)
             args.max_lag = v;
             continue;
         }
+        v = opt_value(argc, argv, &i, "--at", NULL, &matched);
+        if (matched) {
+            if (v == NULL || args.at != 0 || (args.at = parse_at(v)) < 0) {
+                fprintf(stderr, "walmirrorctl: --at: \"%s\" is not YYYY-MM-DD HH:MM[:SS], "
+                                "HH:MM or @SECONDS\n", v != NULL ? v : "");
+                goto bad_usage;
+            }
+            continue;
+        }
         if (strcmp(a, "--force") == 0) {
             args.force = true;
             continue;
@@ -1093,7 +1181,8 @@ main(int argc, char **argv)
         goto bad_usage;
     }
     if (extra || ((want_json || want_watch) && strcmp(command, "status") != 0) ||
-        ((args.to != NULL || args.max_lag != NULL) && strcmp(command, "switchover") != 0) ||
+        ((args.to != NULL || args.max_lag != NULL || args.at != 0) &&
+         strcmp(command, "switchover") != 0) ||
         (args.force && strcmp(command, "failover") != 0))
         goto bad_usage;
     ctl.json = want_json;
