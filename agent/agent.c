@@ -41,8 +41,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -214,6 +215,7 @@ struct agent {
     int64_t last_unavailability_us;
     uint64_t switchovers, failovers;
     struct status_op_request scheduled; /* switchover --at, waiting for its time (id 0: none) */
+    int64_t cert_not_after;             /* our certificate's expiry, -1 if unreadable */
     struct status_metrics metrics; /* histograms, lag history, incidents: see status_tick */
     uint64_t incidents_seen;       /* switchovers + failovers already in metrics.incidents */
     uint64_t flush_started_us;     /* SINK: when the pending spool_flush was asked; 0: none */
@@ -2227,6 +2229,13 @@ status_tick(struct agent *a)
     st.last_unavailability_us = a->last_unavailability_us;
     st.switchovers = a->switchovers;
     st.scheduled_switchover_unix_us = a->scheduled.id != 0 ? a->scheduled.at_unix_us : 0;
+    st.cert_not_after_unix = a->cert_not_after;
+    {
+        struct statvfs fs;
+        st.spool_free_bytes = statvfs(a->cfg->spool_dir, &fs) == 0
+                                  ? (int64_t)fs.f_bavail * (int64_t)fs.f_frsize
+                                  : -1;
+    }
     st.failovers = a->failovers;
     st.started_unix_us = a->started_us;
     st.now_unix_us = clock_unix_us();
@@ -2339,6 +2348,8 @@ agent_setup(struct agent *a)
     log_info(a->comp, "local PostgreSQL is a %s: acting as %s (epoch %" PRIu64 ")",
              a->role == AGENT_SOURCE ? "primary" : "standby",
              a->role == AGENT_SOURCE ? "source" : "sink", a->state.epoch);
+    if (tls_cert_not_after(a->cfg->tls_cert, &a->cert_not_after) < 0)
+        a->cert_not_after = -1;
     rc = tls_config_new(&a->tls_server, a->cfg->tls_ca, a->cfg->tls_cert, a->cfg->tls_key, true,
                         err, sizeof(err));
     if (rc == 0)

@@ -336,6 +336,10 @@ snapshot_json(const struct status_snapshot *s)
          put(o, "switchovers", json_u64(s->switchovers)) &&
          put(o, "failovers", json_u64(s->failovers)) &&
          put(o, "scheduled_switchover_unix_us", json_u64(s->scheduled_switchover_unix_us)) &&
+         put(o, "spool_free_bytes",
+             s->spool_free_bytes < 0 ? json_null() : json_integer(s->spool_free_bytes)) &&
+         put(o, "cert_not_after_unix",
+             s->cert_not_after_unix < 0 ? json_null() : json_integer(s->cert_not_after_unix)) &&
          put(o, "failover_paused", json_boolean(s->failover_paused)) &&
          PUT_STR(o, s, maintenance) && PUT_STR(o, s, last_error);
     if (!ok) {

@@ -126,6 +126,8 @@ struct status_snapshot {
     int64_t last_unavailability_us;  /* of the last switchover or fail-over; -1 if none */
     uint64_t switchovers, failovers; /* completed since the agent started */
     uint64_t scheduled_switchover_unix_us; /* switchover --at: when it will start; 0: none */
+    int64_t spool_free_bytes;   /* free space where the spool (or state) lives; -1: unknown */
+    int64_t cert_not_after_unix; /* this agent's TLS certificate expires then; -1: unknown */
     bool failover_paused;
     /* "none"; a value starting with "active" means a maintenance window is open now (the
      * status page shows under_maintenance); any other text is shown as it is */

@@ -86,6 +86,8 @@ fill_snapshot(struct status_snapshot *s)
     s->last_unavailability_us = 812345;
     s->switchovers = 3;
     s->scheduled_switchover_unix_us = 1800000000000000ULL;
+    s->spool_free_bytes = 50LL << 30;
+    s->cert_not_after_unix = 4102444800LL; /* 2100-01-01 */
     s->failovers = 1;
 }
 
@@ -327,8 +329,10 @@ START_TEST(status_fields)
     expect_int(o, "switchovers", 3);
     expect_int(o, "failovers", 1);
     expect_int(o, "scheduled_switchover_unix_us", 1800000000000000LL);
-    /* every field of the snapshot, nothing more: 40 fields and 5 LSN texts */
-    ck_assert_uint_eq(json_object_size(o), 45);
+    expect_int(o, "spool_free_bytes", 50LL << 30);
+    expect_int(o, "cert_not_after_unix", 4102444800LL);
+    /* every field of the snapshot, nothing more: 42 fields and 5 LSN texts */
+    ck_assert_uint_eq(json_object_size(o), 47);
     json_decref(o);
 }
 END_TEST
@@ -1298,6 +1302,57 @@ START_TEST(ctl_token_and_config)
 }
 END_TEST
 
+/* walmirrorctl check: Nagios states and perfdata from what the agent publishes. */
+START_TEST(ctl_check)
+{
+    struct status_snapshot s;
+    int rc;
+
+    /* As published: a switchover running and 48 MB of apply lag: WARNING. */
+    rc = ctl("check --url %s", base);
+    ck_assert_msg(rc == 1, "exit %d: %s%s", rc, out_text, err_text);
+    assert_has(out_text, "WALMIRROR WARNING - ");
+    assert_has(out_text, "site-a: switchover running (stopping the primary)");
+    assert_has(out_text, "site-a: apply lag 50331904B over 16777216B");
+    assert_has(out_text, "| 'site-a_apply_lag_bytes'=50331904B;16777216;1073741824 ");
+    assert_has(out_text, "'site-a_apply_lag_seconds'=1.500s;; ");
+
+    fill_snapshot(&s);
+    snprintf(s.operation, sizeof(s.operation), "none");
+    status_publish(&board, &s);
+    rc = ctl("check --url %s --lag-warning 100MB --lag-critical 1GB", base);
+    ck_assert_msg(rc == 0, "exit %d: %s%s", rc, out_text, err_text);
+    assert_has(out_text, "WALMIRROR OK - site-a source sync |");
+
+    /* Thresholds in seconds: 1.5 s of apply lag is over 1 s. */
+    rc = ctl("check --url %s --lag-warning 500ms --lag-critical 1s", base);
+    ck_assert_int_eq(rc, 2);
+    assert_has(out_text, "WALMIRROR CRITICAL - site-a: apply lag 1500ms over 1000ms");
+    assert_has(out_text, "'site-a_apply_lag_seconds'=1.500s;0.5;1 ");
+
+    s.link_up = false;
+    s.spool_free_bytes = 100LL << 20;
+    s.cert_not_after_unix = (int64_t)time(NULL) + 10 * 86400;
+    status_publish(&board, &s);
+    rc = ctl("check --url %s --lag-warning 100MB", base);
+    ck_assert_int_eq(rc, 2);
+    assert_has(out_text, "site-a: link to its peer down");
+    assert_has(out_text, "site-a: 100 MB free for the spool");
+    assert_has(out_text, "site-a: TLS certificate expires in 10 days");
+
+    snprintf(s.role, sizeof(s.role), "fenced");
+    status_publish(&board, &s);
+    ck_assert_int_eq(ctl("check --url %s", base), 2);
+    assert_has(out_text, "site-a is fenced");
+
+    /* An agent that cannot be reached is CRITICAL; bad arguments are UNKNOWN. */
+    ck_assert_int_eq(ctl("check --url http://127.0.0.1:1"), 2);
+    assert_has(out_text, "WALMIRROR CRITICAL - ");
+    ck_assert_int_eq(ctl("check --url %s --lag-warning lots", base), 3);
+    ck_assert_int_eq(ctl("check --url %s extra", base), 3);
+}
+END_TEST
+
 START_TEST(ctl_usage)
 {
     ck_assert_int_eq(ctl("%s", ""), 2);
@@ -1309,7 +1364,7 @@ START_TEST(ctl_usage)
     ck_assert_int_eq(ctl("status --url"), 2);
     ck_assert_int_eq(ctl("status --watch=0"), 2);
     ck_assert_int_eq(ctl("-c"), 2);
-    ck_assert_int_eq(ctl("check"), 1);
+    ck_assert_int_eq(ctl("report"), 1);
     assert_has(err_text, "not implemented yet");
     ck_assert_int_eq(ctl("status --force"), 2);
     ck_assert_int_eq(ctl("failover --to site-b"), 2);
@@ -1378,6 +1433,7 @@ httpapi_suite(void)
     tcase_add_test(tc, ctl_unreachable);
     tcase_add_test(tc, ctl_pause_resume);
     tcase_add_test(tc, ctl_token_and_config);
+    tcase_add_test(tc, ctl_check);
     tcase_add_test(tc, ctl_usage);
     tcase_add_test(tc, ctl_watch);
     suite_add_tcase(s, tc);

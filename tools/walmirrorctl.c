@@ -54,7 +54,7 @@
 
 static volatile sig_atomic_t interrupted;
 
-static const char *const not_implemented[] = {"maintenance", "check", "report"};
+static const char *const not_implemented[] = {"maintenance", "report"};
 
 struct ctl {
     char urls[CTL_MAX_AGENTS][CTL_URL_MAX]; /* base URLs, without a trailing '/' */
@@ -107,7 +107,14 @@ usage(FILE *f)
             "                        agree that the primary site is gone\n"
             "  rejoin                make a fenced former primary a standby of the new primary\n"
             "                        (pg_rewind, or a fresh base backup)\n"
-            "  maintenance, check, report: not implemented yet\n"
+            "  check [--lag-warning X] [--lag-critical Y]\n"
+            "                        readiness for monitoring (Nagios plugin conventions: exit\n"
+            "                        0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, one line with\n"
+            "                        perfdata): link, sync state, apply lag (X, Y: sizes like\n"
+            "                        16MB or durations like 5s; default 16MB and 1GB), running\n"
+            "                        operations, fenced nodes, spool free space, certificate\n"
+            "                        expiry; bad arguments exit 3\n"
+            "  maintenance, report: not implemented yet\n"
             "\n"
             "Without --url and -c, the agent at http://127.0.0.1:8008.  With -c alone, the table\n"
             "shows that agent and, below it, what it knows of its peer; give one --url per agent\n"
@@ -1029,6 +1036,166 @@ cmd_operation(const struct ctl *ctl, const char *op, const struct op_args *args)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* check: readiness for monitoring systems, Nagios plugin conventions                        */
+
+enum check_state { CHECK_OK = 0, CHECK_WARNING = 1, CHECK_CRITICAL = 2, CHECK_UNKNOWN = 3 };
+
+static const char *const check_names[] = {"OK", "WARNING", "CRITICAL", "UNKNOWN"};
+
+/* A lag threshold: bytes ("16MB") or seconds ("5s"); which one, in *is_time. */
+static bool
+parse_lag(const char *v, double *out, bool *is_time)
+{
+    static const struct {
+        const char *unit;
+        double mult;
+        bool time;
+    } units[] = {{"B", 1, false},        {"kB", 1024, false}, {"MB", 1048576, false},
+                 {"GB", 1073741824, false}, {"ms", 0.001, true}, {"s", 1, true},
+                 {"min", 60, true},       {"h", 3600, true}};
+    char *end;
+    double n;
+
+    if (v == NULL || v[0] < '0' || v[0] > '9')
+        return false;
+    errno = 0;
+    n = strtod(v, &end);
+    if (errno != 0 || !(n >= 0))
+        return false;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+        if (strcmp(end, units[i].unit) == 0) {
+            *out = n * units[i].mult;
+            *is_time = units[i].time;
+            return true;
+        }
+    return false;
+}
+
+struct check_args {
+    double warn, crit;
+    bool warn_time, crit_time;
+};
+
+static void
+worsen(enum check_state *s, enum check_state to, char *msg, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* Raises *s to `to` and appends a problem to msg. */
+static void
+worsen(enum check_state *s, enum check_state to, char *msg, size_t cap, const char *fmt, ...)
+{
+    size_t n = strlen(msg);
+    va_list ap;
+
+    if (to > *s)
+        *s = to;
+    if (n + 3 >= cap)
+        return;
+    if (n > 0)
+        n += (size_t)snprintf(msg + n, cap - n, "; ");
+    va_start(ap, fmt);
+    vsnprintf(msg + n, cap - n, fmt, ap);
+    va_end(ap);
+}
+
+static double
+json_num(json_t *o, const char *key, double dflt)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+static int
+cmd_check(const struct ctl *ctl, const struct check_args *ca)
+{
+    enum check_state state = CHECK_OK;
+    char problems[2048] = "", summary[1024] = "", perf[4096] = "", why[512];
+    size_t sn = 0, pn = 0;
+
+    for (int i = 0; i < ctl->n_urls; i++) {
+        json_t *o;
+        const char *node, *role, *sync, *op;
+        double lag_s, lag_b, free_b, cert;
+
+        if (fetch_status(ctl, ctl->urls[i], &o, why, sizeof(why)) < 0) {
+            worsen(&state, CHECK_CRITICAL, problems, sizeof(problems), "%s", why);
+            continue;
+        }
+        node = json_string_value(json_object_get(o, "node_name"));
+        role = json_string_value(json_object_get(o, "role"));
+        sync = json_string_value(json_object_get(o, "sync_state"));
+        op = json_string_value(json_object_get(o, "operation"));
+        node = node != NULL ? node : ctl->urls[i];
+        role = role != NULL ? role : "?";
+        lag_s = json_num(o, "apply_lag_s", -1);
+        lag_b = json_num(o, "apply_lag_bytes", 0);
+        free_b = json_num(o, "spool_free_bytes", -1);
+        cert = json_num(o, "cert_not_after_unix", -1);
+        if (sn < sizeof(summary))
+            sn += (size_t)snprintf(summary + sn, sizeof(summary) - sn, "%s%s %s %s",
+                                   sn > 0 ? ", " : "", node, role, sync != NULL ? sync : "?");
+        if (strcmp(role, "fenced") == 0)
+            worsen(&state, CHECK_CRITICAL, problems, sizeof(problems),
+                   "%s is fenced (a former primary that must rejoin)", node);
+        else if (strcmp(role, "witness") != 0) {
+            if (!json_is_true(json_object_get(o, "link_up")))
+                worsen(&state, CHECK_CRITICAL, problems, sizeof(problems),
+                       "%s: link to its peer down", node);
+            else if (sync != NULL && strcmp(sync, "sync") != 0)
+                worsen(&state, strcmp(sync, "down") == 0 ? CHECK_CRITICAL : CHECK_WARNING,
+                       problems, sizeof(problems), "%s: %s", node, sync);
+            /* The lag checked is the apply lag, in bytes or seconds as the thresholds say. */
+            for (int k = 0; k < 2; k++) {
+                double limit = k == 0 ? ca->crit : ca->warn;
+                bool is_time = k == 0 ? ca->crit_time : ca->warn_time;
+                double v = is_time ? lag_s : lag_b;
+                if (v >= 0 && v > limit) {
+                    worsen(&state, k == 0 ? CHECK_CRITICAL : CHECK_WARNING, problems,
+                           sizeof(problems), "%s: apply lag %.0f%s over %.0f%s", node,
+                           is_time ? v * 1000 : v, is_time ? "ms" : "B",
+                           is_time ? limit * 1000 : limit, is_time ? "ms" : "B");
+                    break;
+                }
+            }
+        }
+        if (op != NULL && strcmp(op, "none") != 0)
+            worsen(&state, CHECK_WARNING, problems, sizeof(problems), "%s: %s running (%s)",
+                   node, op, json_string_value(json_object_get(o, "op_step")));
+        if (free_b >= 0 && free_b < 1073741824.0)
+            worsen(&state, free_b < 268435456.0 ? CHECK_CRITICAL : CHECK_WARNING, problems,
+                   sizeof(problems), "%s: %.0f MB free for the spool", node, free_b / 1048576);
+        if (cert >= 0) {
+            double days = (cert - (double)time(NULL)) / 86400;
+            if (days < 30)
+                worsen(&state, days < 7 ? CHECK_CRITICAL : CHECK_WARNING, problems,
+                       sizeof(problems), "%s: TLS certificate %s %.0f days", node,
+                       days < 0 ? "expired" : "expires in", days < 0 ? -days : days);
+        }
+        if (pn < sizeof(perf)) {
+            char wb[32] = "", cb[32] = "", ws[32] = "", cs[32] = "";
+            /* Each threshold goes with the figure of its unit. */
+            snprintf(ca->warn_time ? ws : wb, 32, "%.15g", ca->warn);
+            snprintf(ca->crit_time ? cs : cb, 32, "%.15g", ca->crit);
+            pn += (size_t)snprintf(perf + pn, sizeof(perf) - pn,
+                                   "%s'%s_apply_lag_bytes'=%.0fB;%s;%s "
+                                   "'%s_apply_lag_seconds'=%.3fs;%s;%s '%s_rtt_seconds'=%.6fs "
+                                   "'%s_spool_free_bytes'=%.0fB",
+                                   pn > 0 ? " " : "", node, lag_b, wb, cb, node,
+                                   lag_s < 0 ? 0 : lag_s, ws, cs, node,
+                                   json_num(o, "rtt_us", 0) / 1e6, node, free_b < 0 ? 0 : free_b);
+        }
+        json_decref(o);
+    }
+    if (problems[0] != '\0')
+        printf("WALMIRROR %s - %s (%s) | %s\n", check_names[state], problems,
+               summary[0] != '\0' ? summary : "no agent", perf);
+    else
+        printf("WALMIRROR %s - %s | %s\n", check_names[state],
+               summary[0] != '\0' ? summary : "no agent", perf);
+    return (int)state;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* main                                                                                      */
 
 /* Parses a --watch interval: a number of seconds in (0, 86400]. */
@@ -1077,6 +1244,8 @@ main(int argc, char **argv)
     const char *config = NULL, *token_file = NULL, *command = NULL, *v;
     bool have_cfg = false, matched, want_json = false, want_watch = false, extra = false;
     struct op_args args = {0};
+    struct check_args check = {.warn = 16 * 1048576.0, .crit = 1073741824.0};
+    bool have_warn = false, have_crit = false;
     struct sigaction sa;
     int rc = 1;
 
@@ -1142,6 +1311,26 @@ main(int argc, char **argv)
             }
             continue;
         }
+        v = opt_value(argc, argv, &i, "--lag-warning", NULL, &matched);
+        if (matched) {
+            if (v == NULL || have_warn || !parse_lag(v, &check.warn, &check.warn_time)) {
+                fprintf(stderr, "walmirrorctl: --lag-warning: a size (16MB) or a duration "
+                                "(5s) expected\n");
+                return 3;
+            }
+            have_warn = true;
+            continue;
+        }
+        v = opt_value(argc, argv, &i, "--lag-critical", NULL, &matched);
+        if (matched) {
+            if (v == NULL || have_crit || !parse_lag(v, &check.crit, &check.crit_time)) {
+                fprintf(stderr, "walmirrorctl: --lag-critical: a size (1GB) or a duration "
+                                "(60s) expected\n");
+                return 3;
+            }
+            have_crit = true;
+            continue;
+        }
         if (strcmp(a, "--force") == 0) {
             args.force = true;
             continue;
@@ -1176,14 +1365,16 @@ main(int argc, char **argv)
         }
     if (strcmp(command, "status") != 0 && strcmp(command, "pause") != 0 &&
         strcmp(command, "resume") != 0 && strcmp(command, "switchover") != 0 &&
-        strcmp(command, "failover") != 0 && strcmp(command, "rejoin") != 0) {
+        strcmp(command, "failover") != 0 && strcmp(command, "rejoin") != 0 &&
+        strcmp(command, "check") != 0) {
         fprintf(stderr, "walmirrorctl: unknown command \"%s\"\n", command);
         goto bad_usage;
     }
     if (extra || ((want_json || want_watch) && strcmp(command, "status") != 0) ||
         ((args.to != NULL || args.max_lag != NULL || args.at != 0) &&
          strcmp(command, "switchover") != 0) ||
-        (args.force && strcmp(command, "failover") != 0))
+        (args.force && strcmp(command, "failover") != 0) ||
+        ((have_warn || have_crit) && strcmp(command, "check") != 0))
         goto bad_usage;
     ctl.json = want_json;
     ctl.watch = want_watch;
@@ -1217,6 +1408,8 @@ main(int argc, char **argv)
     }
     if (strcmp(command, "status") == 0)
         rc = cmd_status(&ctl);
+    else if (strcmp(command, "check") == 0)
+        rc = cmd_check(&ctl, &check);
     else if (strcmp(command, "pause") == 0 || strcmp(command, "resume") == 0)
         rc = cmd_action(&ctl, command);
     else
@@ -1233,5 +1426,6 @@ out:
 
 bad_usage:
     usage(stderr);
-    return 2;
+    /* A monitoring plugin's bad usage is UNKNOWN (3), as Nagios expects. */
+    return command != NULL && strcmp(command, "check") == 0 ? 3 : 2;
 }

@@ -851,3 +851,25 @@ tls_peer_name(const struct tls_session *s)
 {
     return s->established && s->failed == 0 ? s->peer_name : NULL;
 }
+
+int
+tls_cert_not_after(const char *cert_file, int64_t *not_after)
+{
+    FILE *f = fopen(cert_file, "r");
+    X509 *cert;
+    struct tm tm;
+    int rc = -EINVAL;
+
+    if (f == NULL)
+        return -ENOENT;
+    ERR_clear_error();
+    cert = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (cert != NULL && ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1) {
+        *not_after = (int64_t)timegm(&tm);
+        rc = 0;
+    }
+    X509_free(cert);
+    ERR_clear_error();
+    return rc;
+}

@@ -42,6 +42,10 @@ WM_MUSTCHECK int tls_config_new(struct tls_config **out, const char *ca_file, co
                                 const char *key_file, bool is_server, char *err, size_t errlen);
 void tls_config_free(struct tls_config *cfg);
 
+/* When the certificate in cert_file (PEM, the first one) expires: seconds since the Unix
+ * epoch in *not_after.  Returns 0, or -ENOENT / -EINVAL (unreadable or not a certificate). */
+WM_MUSTCHECK int tls_cert_not_after(const char *cert_file, int64_t *not_after);
+
 /* A session for one connection; peer_name is the name the peer's certificate must carry, or a
  * comma-separated list of names it may carry (a witness accepts either site);
  * tls_peer_name() then says which one it was. */
