@@ -3,7 +3,8 @@
 # run on this machine, with both links through the same wm-linkem settings.
 #
 #   sh bench/compare.sh BUILD_DIR [--quick] [--scenario loopback|wan20|wan60|bulk|all]
-#                       [--seconds N] [--scale N] [--clients N] [--bulk-mb N] [--out DIR]
+#                       [--seconds N] [--scale N] [--clients N] [--bulk-mb N]
+#                       [--bulk-timeout S] [--agent-env VAR=VALUE] [--report-only] [--out DIR]
 #
 # For each scenario it sets up, as the postgres user under a temporary directory:
 #   native:    a PostgreSQL 15 primary and a standby from pg_basebackup -R (application_name
@@ -26,7 +27,11 @@
 #     mostly shared buffers).
 # Scenarios: loopback (linkem without delay or cap), wan20 (10 ms each way, 50 Mbit/s each
 # way: 20 ms RTT), wan60 (30 ms, 10 Mbit/s), bulk (about --bulk-mb MB of WAL from COPY and
-# CREATE INDEX at 50 Mbit/s and 20 ms RTT, timed until the standby has replayed it).
+# CREATE INDEX at 50 Mbit/s and 20 ms RTT, timed until the standby has replayed it; a system
+# that has not finished after --bulk-timeout seconds, default 1200, is recorded as failed).
+# --agent-env VAR=VALUE (repeatable) starts the agents with that environment variable, e.g.
+# WALMIRROR_URING_SEND_ZC=0.
+# --report-only: no runs; the table and plots again from the CSV and raw samples in --out.
 # --quick: loopback only, scale 1, 3 s per run (the smoke test; under 2 minutes).
 #
 # Output: a table on stdout, results.csv (and bulk.csv) and PNG plots (gnuplot, when installed)
@@ -36,13 +41,13 @@
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 usage() {
-    echo "usage: sh bench/compare.sh BUILD_DIR [--quick] [--scenario loopback|wan20|wan60|bulk|all] [--seconds N] [--scale N] [--clients N] [--bulk-mb N] [--out DIR]" >&2
+    echo "usage: sh bench/compare.sh BUILD_DIR [--quick] [--scenario loopback|wan20|wan60|bulk|all] [--seconds N] [--scale N] [--clients N] [--bulk-mb N] [--bulk-timeout S] [--agent-env VAR=VALUE] [--report-only] [--out DIR]" >&2
     exit 2
 }
 [ $# -ge 1 ] || usage
 build=$(cd "$1" && pwd) || usage
 shift
-quick=0 scenarios="" secs="" scale="" clients=8 bulk_mb=1024 out=""
+report_only=0 agent_env="" quick=0 scenarios="" secs="" scale="" clients=8 bulk_mb=1024 bulk_timeout=1200 out=""
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=1 ;;
@@ -51,7 +56,10 @@ while [ $# -gt 0 ]; do
     --scale) [ $# -ge 2 ] || usage; scale=$2; shift ;;
     --clients) [ $# -ge 2 ] || usage; clients=$2; shift ;;
     --bulk-mb) [ $# -ge 2 ] || usage; bulk_mb=$2; shift ;;
+    --bulk-timeout) [ $# -ge 2 ] || usage; bulk_timeout=$2; shift ;;
     --out) [ $# -ge 2 ] || usage; out=$2; shift ;;
+    --report-only) report_only=1 ;;
+    --agent-env) [ $# -ge 2 ] || usage; agent_env="$agent_env $2"; shift ;;
     *) usage ;;
     esac
     shift
@@ -90,12 +98,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "compare: interrupted" >&2; exit 130' INT TERM
 
+if [ -n "$agent_env" ]; then
+    mkdir -p "$WM_TMP/bin"
+    printf '#!/bin/sh\nexec env %s %s "$@"\n' "$agent_env" "$agent_bin" >"$WM_TMP/bin/walmirror-agent"
+    chmod 755 "$WM_TMP/bin" "$WM_TMP/bin/walmirror-agent"
+    agent_bin=$WM_TMP/bin/walmirror-agent
+fi
 mkdir -p "$out/raw"
 runs=$WM_TMP/runs
 mkdir -p "$runs"
 [ "$(id -u)" -eq 0 ] && chown postgres: "$runs"
 csv=$out/results.csv
-echo "scenario,level,system,tps,lat_p50_ms,lat_p99_ms,lag_p50_ms,lag_p99_ms,lag_max_ms,lag_samples,wal_bytes,wire_bytes,status_wire_bytes,cpu_s,cpu_s_per_gb,rss_a_kb,rss_b_kb,transactions,seconds" >"$csv"
+[ "$report_only" = 1 ] || echo "scenario,level,system,tps,lat_p50_ms,lat_p99_ms,lag_p50_ms,lag_p99_ms,lag_max_ms,lag_samples,wal_bytes,wire_bytes,status_wire_bytes,cpu_s,cpu_s_per_gb,rss_a_kb,rss_b_kb,transactions,seconds" >"$csv"
 bulkcsv=$out/bulk.csv
 t_start=$(date +%s)
 clk=$(getconf CLK_TCK)
@@ -180,6 +194,10 @@ pair_teardown() {
 # bench_run SCENARIO SYSTEM LEVEL: one pgbench run; appends a line to the CSV.
 bench_run() {
     sc=$1 sys=$2 level=$3 tag=$1-$2-$3
+    if [ "$(eval echo "\${stuck_$sys:-0}")" = 1 ]; then
+        echo "$sc,$level,$sys,skipped,,,,,,,,,,,,,,," >>"$csv"
+        return 0
+    fi
     if [ "$sys" = native ]; then
         port=$pgna app=native link=native dir=b2a pids="$nws $nwr"
     else
@@ -204,7 +222,19 @@ SQL
         >"$runs/$tag.out" 2>&1 &
     pgb_pid=$!
     bgpids="$bgpids $pgb_pid"
+    t_run=$(date +%s)
     while kill -0 "$pgb_pid" 2>/dev/null; do
+        # Commits that wait for a standby that never acknowledges keep pgbench -T running.
+        if [ $(($(date +%s) - t_run)) -gt $((secs + 60)) ]; then
+            kill "$pgb_pid" "$sampler" 2>/dev/null || true
+            wait "$pgb_pid" 2>/dev/null || true
+            bgpids=""
+            echo >&2
+            echo "compare: $tag: commits stopped (pgbench still running $((secs + 60)) s after a $secs s run); recorded as stuck" >&2
+            echo "$sc,$level,$sys,stuck,,,,,,,,,,,,,,," >>"$csv"
+            eval "stuck_$sys=1"
+            return 0
+        fi
         last=$(grep '^progress' "$runs/$tag.out" | tail -1 | sed 's/^progress: \([0-9.]*\) s, \([0-9.]*\) tps.*/\1 s, \2 tps/')
         progress "$sc: $sys $level ($step/$nsteps): ${last:-starting} of $secs s"
         sleep 1
@@ -254,7 +284,15 @@ bulk_run() {
         -c "COPY bulk FROM '$runs/bulk.data'" -c "CREATE INDEX ON bulk (h)" >"$runs/bulk-$sys.out" 2>&1 &
     pid=$!
     bgpids="$bgpids $pid"
+    deadline=$(($(date +%s) + bulk_timeout))
     while kill -0 "$pid" 2>/dev/null; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            kill "$pid" 2>/dev/null || true
+            echo >&2
+            echo "compare: bulk: $sys did not finish in $bulk_timeout s; recorded as failed" >&2
+            echo "$sys,$(($(wal_lsn "$port") - lsn0)),,failed,failed," >>"$bulkcsv"
+            return 0
+        fi
         progress "bulk: $sys loading ($(( ($(wal_lsn "$port") - lsn0) / 1048576 )) MB of WAL so far)"
         sleep 1
     done
@@ -264,6 +302,10 @@ bulk_run() {
     while :; do
         behind=$(pg_psql 127.0.0.1 "$sport" "SELECT pg_wal_lsn_diff('$end', pg_last_wal_replay_lsn())")
         [ "${behind%.*}" -le 0 ] && break
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "$sys,$(($(wal_lsn "$port") - lsn0)),,$(echo "$t0 $t1" | awk '{printf "%.1f", $2 - $1}'),failed," >>"$bulkcsv"
+            return 0
+        fi
         progress "bulk: $sys: standby replaying, $((${behind%.*} / 1048576)) MB behind"
         sleep 0.1
     done
@@ -275,11 +317,12 @@ bulk_run() {
     echo "$sys,$((lsn1 - lsn0)),$((wire1 - wire0)),$(echo "$t0 $t1 $t2" | awk '{printf "%.1f,%.1f", $2 - $1, $3 - $1}'),$cpu" >>"$bulkcsv"
 }
 
+if [ "$report_only" = 0 ]; then
 nsteps=0
 for s in $scenarios; do [ "$s" = bulk ] && nsteps=$((nsteps + 2)) || nsteps=$((nsteps + 6)); done
 step=0
 echo "compare: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "compare: scenarios: $scenarios; pgbench -c $clients -j 2 -T $secs, scale $scale; results in $out"
+echo "compare: scenarios:$scenarios; pgbench -c $clients -j 2 -T $secs, scale $scale; agent environment:${agent_env:- none}; results in $out"
 for s in $scenarios; do
     pair_setup "$s"
     if [ "$s" = bulk ]; then
@@ -301,14 +344,17 @@ for s in $scenarios; do
         done
     fi
     pair_teardown
+    stuck_native=0 stuck_walmirror=0
 done
 printf '\r\033[K' >&2
 echo "compare: done in $(($(date +%s) - t_start)) s"
+fi
 
 # The table: one block per scenario and level, native and walmirror side by side.
 awk -F, 'NR == 1 {next}
-function r(a, b) { return (a + 0 > 0 && b != "") ? sprintf("%.2f", b / a) : "-" }
-function row(name, a, b, fmt) { printf "  %-26s %12s %12s %8s\n", name, (a == "" ? "-" : sprintf(fmt, a)), (b == "" ? "-" : sprintf(fmt, b)), r(a, b) }
+function r(a, b) { return (a + 0 > 0 && b ~ /^[0-9.]/) ? sprintf("%.2f", b / a) : "-" }
+function f(x, fmt) { return x == "" ? "-" : (x ~ /^[a-z]/ ? x : sprintf(fmt, x)) }
+function row(name, a, b, fmt) { printf "  %-26s %12s %12s %8s\n", name, f(a, fmt), f(b, fmt), r(a, b) }
 { k = $1 "," $2; if (!(k in seen)) { seen[k] = 1; order[++n] = k } for (i = 4; i <= NF; i++) v[k, $3, i] = $i }
 END {
     for (j = 1; j <= n; j++) {
@@ -328,13 +374,14 @@ END {
     }
 }' "$csv"
 if [ -f "$bulkcsv" ] && [ "$(wc -l <"$bulkcsv")" -gt 1 ]; then
-    awk -F, 'NR > 1 {w[$1] = $2; x[$1] = $3; p[$1] = $4; t[$1] = $5; c[$1] = $6}
+    awk -F, 'function q(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", b / a) : "-" }
+    NR > 1 {w[$1] = $2; x[$1] = $3; p[$1] = $4; t[$1] = $5; c[$1] = $6}
     END {
         printf "\n%-28s %12s %12s %8s\n", "bulk (50 Mbit/s, 20 ms RTT)", "native", "walmirror", "w/n"
         printf "  %-26s %12.1f %12.1f %8.2f\n", "WAL MB", w["native"] / 1e6, w["walmirror"] / 1e6, w["walmirror"] / w["native"]
-        printf "  %-26s %12.1f %12.1f %8.2f\n", "wire MB", x["native"] / 1e6, x["walmirror"] / 1e6, x["walmirror"] / x["native"]
-        printf "  %-26s %12.1f %12.1f %8.2f\n", "primary done s", p["native"], p["walmirror"], p["walmirror"] / p["native"]
-        printf "  %-26s %12.1f %12.1f %8.2f\n", "standby replayed s", t["native"], t["walmirror"], t["walmirror"] / t["native"]
+        printf "  %-26s %12.1f %12.1f %8.2f\n", "wire MB", x["native"] / 1e6, x["walmirror"] / 1e6, (x["native"] > 0 ? x["walmirror"] / x["native"] : 0)
+        printf "  %-26s %12s %12s %8s\n", "primary done s", p["native"], p["walmirror"], q(p["native"], p["walmirror"])
+        printf "  %-26s %12s %12s %8s\n", "standby replayed s", t["native"], t["walmirror"], q(t["native"], t["walmirror"])
         printf "  %-26s %12.1f %12.1f %8.2f\n", "CPU s (*)", c["native"], c["walmirror"], (c["native"] > 0 ? c["walmirror"] / c["native"] : 0)
     }' "$bulkcsv"
 fi
