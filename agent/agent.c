@@ -53,6 +53,7 @@
 #include "frame.h"
 #include "httpapi.h"
 #include "log.h"
+#include "maint.h"
 #include "pgctl.h"
 #include "setup.h"
 #include "state.h"
@@ -124,6 +125,10 @@ struct op {
 
 #define AGENT_MAX_LINKS 4
 #define AGENT_STATUS_EVERY_MS 100
+#define AGENT_MAINT_EVERY_MS 1000 /* maintenance windows are evaluated this often */
+/* A switchover window's switchover starts only this soon after the window opened (an agent
+ * started later in the window, or one that became the primary by it, does not start one). */
+#define AGENT_MAINT_SWITCHOVER_GRACE_S 60
 #define LAG_SAMPLES 256
 
 /*
@@ -215,6 +220,17 @@ struct agent {
     int64_t last_unavailability_us;
     uint64_t switchovers, failovers;
     struct status_op_request scheduled; /* switchover --at, waiting for its time (id 0: none) */
+    /* maintenance windows (maint.h): the store, the loop's copy, what maint_tick made of it */
+    struct maint_store *maint;
+    struct maint_window maint_w[MAINT_MAX];
+    unsigned maint_n;
+    bool maint_active;            /* a window is open: automatic fail-over is paused */
+    char maint_text[128];         /* the snapshot's maintenance */
+    uint64_t maint_at_ms;         /* last evaluation */
+    struct {
+        uint64_t id;
+        int64_t start;
+    } maint_seen[MAINT_MAX];      /* switchover windows: the last start seen open, per id */
     int64_t cert_not_after;             /* our certificate's expiry, -1 if unreadable */
     struct status_metrics metrics; /* histograms, lag history, incidents: see status_tick */
     uint64_t incidents_seen;       /* switchovers + failovers already in metrics.incidents */
@@ -2052,7 +2068,7 @@ static void
 failover_watch(struct agent *a)
 {
     if (a->role != AGENT_SINK || a->op.kind != OP_NONE || a->failover_paused ||
-        a->arbiter == NULL)
+        a->maint_active || a->arbiter == NULL)
         return;
     if (active_conn(a) != NULL) {
         a->link_lost_ms = clock_mono_ms();
@@ -2191,6 +2207,65 @@ status_metrics_tick(struct agent *a, const struct status_snapshot *st)
     }
 }
 
+/*
+ * Maintenance windows, every AGENT_MAINT_EVERY_MS: takes a copy of the store (keeping the last
+ * one while the API's thread saves), sets maint_text and maint_active (automatic fail-over
+ * pauses while a window is open), and at the start of a window marked switchover files a
+ * switchover request if this agent serves the primary.  Both agents note each switchover
+ * window's start as they see it open, so the agent that becomes the primary by that
+ * switchover does not start another one back.
+ */
+static void
+maint_tick(struct agent *a)
+{
+    int64_t now = (int64_t)(clock_unix_us() / 1000000);
+    bool was = a->maint_active;
+    int n;
+
+    if (a->maint == NULL) {
+        snprintf(a->maint_text, sizeof(a->maint_text), "none");
+        return;
+    }
+    if (a->maint_at_ms != 0 && clock_mono_ms() - a->maint_at_ms < AGENT_MAINT_EVERY_MS)
+        return;
+    a->maint_at_ms = clock_mono_ms();
+    n = maint_store_list(a->maint, a->maint_w, MAINT_MAX, false);
+    if (n >= 0)
+        a->maint_n = (unsigned)n;
+    a->maint_active = maint_describe(a->maint_w, a->maint_n, now, a->maint_text,
+                                     sizeof(a->maint_text));
+    if (a->maint_active != was)
+        log_info(a->comp, "%s", a->maint_active
+                                    ? "maintenance window open: automatic fail-over paused"
+                                    : "maintenance window closed: automatic fail-over resumes");
+    for (unsigned i = 0; i < a->maint_n; i++) {
+        const struct maint_window *w = &a->maint_w[i];
+        struct rrule_span act, next;
+        unsigned slot = MAINT_MAX;
+
+        if (!w->switchover || maint_window_eval(w, now, &act, &next) < 0 || act.start < 0)
+            continue;
+        for (unsigned j = 0; j < MAINT_MAX && slot == MAINT_MAX; j++)
+            if (a->maint_seen[j].id == w->id)
+                slot = j;
+        for (unsigned j = 0; j < MAINT_MAX && slot == MAINT_MAX; j++)
+            if (a->maint_seen[j].id == 0)
+                slot = j;
+        if (slot == MAINT_MAX)
+            slot = i; /* full of removed windows' entries: reuse one */
+        if (a->maint_seen[slot].id == w->id && a->maint_seen[slot].start == act.start)
+            continue;
+        a->maint_seen[slot].id = w->id;
+        a->maint_seen[slot].start = act.start;
+        if (a->role != AGENT_SOURCE || now - act.start >= AGENT_MAINT_SWITCHOVER_GRACE_S)
+            continue;
+        struct status_op_request req = {.kind = STATUS_REQ_SWITCHOVER,
+                                        .at_unix_us = (uint64_t)act.start * 1000000};
+        log_info(a->comp, "maintenance window %" PRIu64 " opens: switchover requested (id %"
+                          PRIu64 ")", w->id, status_request_op(&a->board, &req));
+    }
+}
+
 /* Publishes a snapshot for the HTTP API and takes its requests; every AGENT_STATUS_EVERY_MS. */
 static void
 status_tick(struct agent *a)
@@ -2216,7 +2291,8 @@ status_tick(struct agent *a)
     snprintf(st.node_name, sizeof(st.node_name), "%s", a->cfg->node_name);
     snprintf(st.peer_name, sizeof(st.peer_name), "%s", a->cfg->peer.name);
     snprintf(st.peer_addr, sizeof(st.peer_addr), "%s", a->cfg->peer.addr.text);
-    snprintf(st.maintenance, sizeof(st.maintenance), "none");
+    maint_tick(a);
+    snprintf(st.maintenance, sizeof(st.maintenance), "%s", a->maint_text);
     snprintf(st.last_error, sizeof(st.last_error), "%s", a->last_error);
     st.epoch = a->state.epoch;
     snprintf(st.operation, sizeof(st.operation), "%s", op_names[a->op.kind]);
@@ -2239,7 +2315,7 @@ status_tick(struct agent *a)
     st.failovers = a->failovers;
     st.started_unix_us = a->started_us;
     st.now_unix_us = clock_unix_us();
-    st.failover_paused = a->failover_paused;
+    st.failover_paused = a->failover_paused || a->maint_active; /* by an operator or a window */
     st.link_up = c != NULL;
     st.rtt_us = c != NULL ? conn_rtt_us(c) : 0;
     if (c != NULL) {
@@ -2342,6 +2418,11 @@ agent_setup(struct agent *a)
         log_error(a->comp, "%s", err);
         return rc;
     }
+    rc = maint_store_open(&a->maint, a->cfg->state_dir, err, sizeof(err));
+    if (rc < 0) {
+        log_error(a->comp, "maintenance windows: %s", err);
+        return rc;
+    }
     rc = decide_role(a);
     if (rc < 0)
         return rc;
@@ -2370,6 +2451,7 @@ agent_setup(struct agent *a)
         log_error(a->comp, "HTTP API on %s: %s", a->cfg->http_listen.text, err);
         return rc;
     }
+    httpapi_set_maint(a->http, a->maint);
     /* Both roles listen: the sink for its source, the source to refuse stale peers. */
     a->listen_fd = wio_listen_tcp(a->cfg->listen.text, 16, &port);
     if (a->listen_fd < 0) {
@@ -2431,6 +2513,7 @@ agent_teardown(struct agent *a)
     tls_config_free(a->tls_server);
     tls_config_free(a->tls_client);
     free(a->batch);
+    maint_store_close(a->maint); /* after httpapi_stop: its thread uses the store */
 }
 
 int

@@ -25,6 +25,7 @@
 #include "httpapi.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -48,6 +49,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "maint.h"
 #include "metrics.h"
 #include "statuspage.h"
 
@@ -64,6 +66,7 @@ struct httpapi {
     bool has_token;
     unsigned char token_digest[32]; /* SHA-256 of the token: compared in constant time */
     atomic_bool starting;           /* MHD messages go to start_msg too while true */
+    struct maint_store *_Atomic maint; /* maintenance windows; NULL: not on this agent */
     char start_msg[256];
 };
 
@@ -501,6 +504,8 @@ enum route {
     ROUTE_SWITCHOVER,
     ROUTE_FAILOVER,
     ROUTE_REJOIN,
+    ROUTE_MAINT,    /* /maintenance */
+    ROUTE_MAINT_ID, /* /maintenance/ID */
 };
 
 static enum route
@@ -534,6 +539,10 @@ route_of(const char *url)
         return ROUTE_FAILOVER;
     if (strcmp(url, "/rejoin") == 0)
         return ROUTE_REJOIN;
+    if (strcmp(url, "/maintenance") == 0)
+        return ROUTE_MAINT;
+    if (strncmp(url, "/maintenance/", 13) == 0)
+        return ROUTE_MAINT_ID;
     return ROUTE_NONE;
 }
 
@@ -629,6 +638,126 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
         return MHD_NO;
     }
     return reply_json(c, MHD_HTTP_ACCEPTED, o, NULL);
+}
+
+/*
+ * GET /maintenance: the windows with their next and active instants; POST /maintenance?rrule=
+ * &start=&from=&at=&duration=&tz=&class=&switchover=&id= adds one (201 with it; 400 with the
+ * validation message; 409 if id is taken); DELETE /maintenance/ID removes one (200; 404 if there is none).
+ */
+static enum MHD_Result
+handle_maint(struct httpapi *h, struct MHD_Connection *c, enum route r, const char *url,
+             const char *method)
+{
+    struct maint_store *m = atomic_load(&h->maint);
+    struct status_snapshot snap;
+    int64_t now = (int64_t)(clock_unix_us() / 1000000);
+    char who[CLIENT_NAME_MAX], err[512];
+    json_t *o, *list;
+    int rc;
+
+    if (m == NULL)
+        return reply_json(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                          error_body("this agent keeps no maintenance windows"), NULL);
+    client_name(c, who, sizeof(who));
+    status_read(h->board, &snap);
+    if (r == ROUTE_MAINT && (strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+                             strcmp(method, MHD_HTTP_METHOD_HEAD) == 0)) {
+        struct maint_window *w = calloc(MAINT_MAX, sizeof(*w));
+        int n = w != NULL ? maint_store_list(m, w, MAINT_MAX, true) : -ENOMEM;
+        bool ok;
+
+        o = json_object();
+        list = json_array();
+        ok = n >= 0 && o != NULL && list != NULL;
+        for (int i = 0; ok && i < n; i++)
+            ok = json_array_append_new(list, maint_window_json(&w[i], now)) == 0;
+        free(w);
+        if (!ok || !PUT_STR(o, &snap, node_name) || !put(o, "now", json_integer(now)) ||
+            !PUT_STR(o, &snap, maintenance) || !put(o, "windows", list)) {
+            if (!ok)
+                json_decref(list);
+            json_decref(o);
+            return MHD_NO;
+        }
+        return reply_json(c, MHD_HTTP_OK, o, NULL);
+    }
+    if (r == ROUTE_MAINT && strcmp(method, MHD_HTTP_METHOD_POST) == 0) {
+        struct maint_params p = {
+            .rrule = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "rrule"),
+            .start = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "start"),
+            .from = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "from"),
+            .at = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "at"),
+            .duration = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "duration"),
+            .tz = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "tz"),
+            .cls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "class"),
+            .switchover = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "switchover"),
+        };
+        struct maint_window w;
+
+        const char *idv = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "id");
+
+        rc = maint_window_parse(&w, &p, now, err, sizeof(err));
+        if (rc == 0 && idv != NULL) {
+            char *end;
+            errno = 0;
+            w.id = strtoull(idv, &end, 10);
+            if (errno != 0 || end == idv || *end != '\0' || !isdigit((unsigned char)idv[0]) ||
+                w.id == 0 || w.id > (1ULL << 53)) {
+                snprintf(err, sizeof(err), "id: a window number (1 or more) expected");
+                rc = -EINVAL;
+            }
+        }
+        if (rc == 0)
+            rc = maint_store_add(m, &w, err, sizeof(err));
+        if (rc < 0) {
+            log_warning("http", "POST /maintenance from %s refused: %s", who, err);
+            return reply_json(c, rc == -EINVAL   ? MHD_HTTP_BAD_REQUEST
+                                 : rc == -ENOSPC || rc == -EEXIST ? MHD_HTTP_CONFLICT
+                                                 : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                              error_body(err), NULL);
+        }
+        log_info("http", "POST /maintenance from %s: window %" PRIu64 " added (%s %s%s)", who,
+                 w.id, maint_class_name(w.cls), w.rrule[0] != '\0' ? w.rrule : "one-off",
+                 w.switchover ? ", switchover" : "");
+        o = json_object();
+        if (o == NULL || !PUT_STR(o, &snap, node_name) ||
+            !put(o, "added", maint_window_json(&w, now))) {
+            json_decref(o);
+            return MHD_NO;
+        }
+        return reply_json(c, MHD_HTTP_CREATED, o, NULL);
+    }
+    if (r == ROUTE_MAINT_ID && strcmp(method, MHD_HTTP_METHOD_DELETE) == 0) {
+        const char *v = url + 13;
+        char *end;
+        unsigned long long id;
+
+        errno = 0;
+        id = strtoull(v, &end, 10);
+        if (errno != 0 || end == v || *end != '\0' || !isdigit((unsigned char)v[0]) || id == 0)
+            return reply_json(c, MHD_HTTP_BAD_REQUEST,
+                              error_body("DELETE /maintenance/ID: ID is a window's number"), NULL);
+        rc = maint_store_remove(m, id, err, sizeof(err));
+        if (rc < 0)
+            return reply_json(c, rc == -ENOENT ? MHD_HTTP_NOT_FOUND
+                                               : MHD_HTTP_INTERNAL_SERVER_ERROR,
+                              error_body(err), NULL);
+        log_info("http", "DELETE /maintenance/%llu from %s: removed", id, who);
+        o = json_object();
+        if (o == NULL || !PUT_STR(o, &snap, node_name) ||
+            !put(o, "removed", json_integer((json_int_t)id))) {
+            json_decref(o);
+            return MHD_NO;
+        }
+        return reply_json(c, MHD_HTTP_OK, o, NULL);
+    }
+    return reply_json(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                      error_body(r == ROUTE_MAINT
+                                     ? "method not allowed: /maintenance takes GET or POST"
+                                     : "method not allowed: /maintenance/ID takes DELETE"),
+                      MHD_HTTP_HEADER_ALLOW, r == ROUTE_MAINT ? "GET, HEAD, POST" : "DELETE",
+                      NULL);
 }
 
 /* Queues buf (malloc'd, consumed) as a response of this content type. */
@@ -920,13 +1049,16 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
                               error_body("method not allowed: operations take POST"),
                               MHD_HTTP_HEADER_ALLOW, "POST", NULL);
         return handle_operation(h, c, r);
+    case ROUTE_MAINT:
+    case ROUTE_MAINT_ID:
+        return handle_maint(h, c, r, url, method);
     case ROUTE_NONE:
         break;
     }
     return reply_json(c, MHD_HTTP_NOT_FOUND,
                       error_body("no such endpoint (try GET /, /status, /metrics, /health, "
                                  "/primary, /standby, /api/v2/summary.json; POST /pause, "
-                                 "/resume, /switchover, /failover, /rejoin)"),
+                                 "/resume, /switchover, /failover, /rejoin; GET, POST /maintenance)"),
                       NULL);
 }
 
@@ -1036,6 +1168,12 @@ httpapi_start(struct httpapi **out, const char *hostport, const char *token_file
              h->has_token ? ", bearer token required" : "");
     *out = h;
     return 0;
+}
+
+void
+httpapi_set_maint(struct httpapi *h, struct maint_store *m)
+{
+    atomic_store(&h->maint, m);
 }
 
 int

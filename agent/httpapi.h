@@ -14,6 +14,10 @@
  *        /api/v2/status.json, /api/v2/incidents.json as Statuspage's (the incident log)
  *   POST /pause          pause automatic fail-over   -> 202 {"requested":"pause"}
  *   POST /resume         resume it                   -> 202 {"requested":"resume"}
+ *   GET  /maintenance    the maintenance windows (maint.h) with their next / active instants
+ *   POST /maintenance?rrule=R&start=HH:MM[&from=DATE] | ?at=DATE+HH:MM, &duration=D&tz=Z
+ *                        [&class=C][&switchover=1]  -> 201 {"added":{...}}; 400 {"error"}
+ *   DELETE /maintenance/ID                           -> 200 {"removed":ID}; 404 if none
  *   anything else        404 / 405 with a JSON {"error": "..."} body
  *
  * Access: when bound to a loopback address, no token is needed.  When http_listen is not a
@@ -33,6 +37,10 @@ struct httpapi;
  * On failure returns a negative errno with a message in err. */
 WM_MUSTCHECK int httpapi_start(struct httpapi **out, const char *hostport, const char *token_file,
                                struct status_board *board, char *err, size_t errlen);
+struct maint_store;
+/* Serves the maintenance windows of m (owned by the caller; must outlive the API, or be
+ * unset with NULL first).  Without one, /maintenance answers 503. */
+void httpapi_set_maint(struct httpapi *h, struct maint_store *m);
 /* The port actually bound. */
 int httpapi_port(const struct httpapi *h);
 void httpapi_stop(struct httpapi *h);

@@ -54,7 +54,7 @@
 
 static volatile sig_atomic_t interrupted;
 
-static const char *const not_implemented[] = {"maintenance", "report"};
+static const char *const not_implemented[] = {"report"};
 
 struct ctl {
     char urls[CTL_MAX_AGENTS][CTL_URL_MAX]; /* base URLs, without a trailing '/' */
@@ -114,7 +114,18 @@ usage(FILE *f)
             "                        16MB or durations like 5s; default 16MB and 1GB), running\n"
             "                        operations, fenced nodes, spool free space, certificate\n"
             "                        expiry; bad arguments exit 3\n"
-            "  maintenance, report: not implemented yet\n"
+            "  maintenance add (--rrule RULE --start HH:MM [--from YYYY-MM-DD] |\n"
+            "                   --at 'YYYY-MM-DD HH:MM') --duration D --tz ZONE\n"
+            "                  [--class routine|window|hotfix] [--switchover]\n"
+            "                        add a maintenance window on every agent given (the same\n"
+            "                        id on each); RULE: RRULE subset, e.g. 'FREQ=MONTHLY;\n"
+            "                        BYDAY=-1SA'; times are local in ZONE (e.g. America/Denver);\n"
+            "                        D like 4h, 90m, 1h30m; inside a window automatic fail-over\n"
+            "                        pauses; --switchover: a switchover at each window's start\n"
+            "  maintenance list [--json]\n"
+            "                        each agent's windows, with the next (or open) one\n"
+            "  maintenance remove ID remove window ID on every agent given\n"
+            "  report: not implemented yet\n"
             "\n"
             "Without --url and -c, the agent at http://127.0.0.1:8008.  With -c alone, the table\n"
             "shows that agent and, below it, what it knows of its peer; give one --url per agent\n"
@@ -317,9 +328,21 @@ on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, 
  * in *r when the agent answered (whatever the status), or -1 with r->why set when it could not
  * be reached.  The caller frees r->body.
  */
+static int http_request(const struct ctl *ctl, const char *url, const char *method,
+                        struct reply *r);
+
 static int
 http_call(const struct ctl *ctl, const char *url, bool post, struct reply *r)
 {
+    return http_request(ctl, url, post ? "POST" : "GET", r);
+}
+
+/* As http_call, with method "GET", "POST" (an empty body) or "DELETE". */
+static int
+http_request(const struct ctl *ctl, const char *url, const char *method, struct reply *r)
+{
+    bool post = strcmp(method, "POST") == 0;
+
     char errbuf[CURL_ERROR_SIZE] = "";
     struct curl_slist *headers = NULL, *more;
     char *auth = NULL;
@@ -363,7 +386,9 @@ http_call(const struct ctl *ctl, const char *url, bool post, struct reply *r)
         curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L) != CURLE_OK ||
         (post && (curl_easy_setopt(c, CURLOPT_POST, 1L) != CURLE_OK ||
                   curl_easy_setopt(c, CURLOPT_POSTFIELDS, "") != CURLE_OK ||
-                  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK))) {
+                  curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L) != CURLE_OK)) ||
+        (strcmp(method, "DELETE") == 0 &&
+         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "DELETE") != CURLE_OK)) {
         snprintf(r->why, sizeof(r->why), "cannot set up libcurl");
         goto out;
     }
@@ -1036,6 +1061,318 @@ cmd_operation(const struct ctl *ctl, const char *op, const struct op_args *args)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* maintenance: add, list, remove                                                            */
+
+static const char *opt_value(int argc, char **argv, int *i, const char *name,
+                             const char *shortname, bool *matched);
+
+struct maint_args {
+    const char *sub; /* "add", "list", "remove" */
+    const char *id;  /* remove ID */
+    const char *rrule, *start, *from, *at, *duration, *tz, *cls;
+    bool switchover;
+};
+
+/* Appends "&key=value" (value percent-encoded) to q; false if it does not fit. */
+static bool
+query_add(char *q, size_t cap, const char *key, const char *value)
+{
+    size_t n = strlen(q);
+    int k;
+
+    if (value == NULL)
+        return true;
+    k = snprintf(q + n, cap - n, "%c%s=", n == 0 ? '?' : '&', key);
+    if (k < 0 || (size_t)k >= cap - n)
+        return false;
+    n += (size_t)k;
+    for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
+        if (n + 4 >= cap)
+            return false;
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            strchr("-_.~", *p) != NULL)
+            q[n++] = (char)*p;
+        else
+            n += (size_t)snprintf(q + n, cap - n, "%%%02X", *p);
+    }
+    q[n] = '\0';
+    return true;
+}
+
+/* GET base/maintenance: the agent's JSON object in *out, or NULL with the reason printed. */
+static int
+fetch_maint(const struct ctl *ctl, const char *base, json_t **out)
+{
+    char url[CTL_URL_MAX + 16], msg[512];
+    struct reply r;
+
+    *out = NULL;
+    snprintf(url, sizeof(url), "%s/maintenance", base);
+    if (http_call(ctl, url, false, &r) < 0) {
+        fprintf(stderr, "walmirrorctl: cannot reach the agent at %s: %s\n", url, r.why);
+        return -1;
+    }
+    if (r.code != 200) {
+        describe_refusal(&r, msg, sizeof(msg));
+        fprintf(stderr, "walmirrorctl: the agent at %s answered %s\n", url, msg);
+        free(r.body);
+        return -1;
+    }
+    *out = json_loadb(r.body, r.len, 0, NULL);
+    free(r.body);
+    if (!json_is_object(*out) || !json_is_array(json_object_get(*out, "windows"))) {
+        fprintf(stderr, "walmirrorctl: the agent at %s sent no list of windows\n", url);
+        json_decref(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void
+print_window(const json_t *w)
+{
+    const char *rule = json_string_value(json_object_get(w, "rrule"));
+    json_int_t dur = json_integer_value(json_object_get(w, "duration_s"));
+    bool active = json_is_true(json_object_get(w, "active"));
+    const char *when = json_string_value(
+        json_object_get(w, active ? "active_end_utc" : "next_start_utc"));
+    char spec[400];
+
+    if (when == NULL)
+        when = "";
+    if (rule != NULL)
+        snprintf(spec, sizeof(spec), "%s at %s from %s", rule, jstr(w, "start"), jstr(w, "date"));
+    else
+        snprintf(spec, sizeof(spec), "once at %s %s", jstr(w, "date"), jstr(w, "start"));
+    printf("  %-4" JSON_INTEGER_FORMAT " %-8s %s %s, %" JSON_INTEGER_FORMAT "h%02" JSON_INTEGER_FORMAT
+           "m%s: %s%s\n",
+           json_integer_value(json_object_get(w, "id")), jstr(w, "class"), spec, jstr(w, "tz"),
+           dur / 3600, dur / 60 % 60, json_is_true(json_object_get(w, "switchover"))
+                                          ? ", switchover" : "",
+           active ? "ACTIVE until " : when[0] != '\0' ? "next " : "", when[0] != '\0' ? when : "over");
+}
+
+static int
+maint_list(const struct ctl *ctl)
+{
+    json_t *all = json_array();
+    int failed = 0;
+
+    for (int i = 0; i < ctl->n_urls; i++) {
+        json_t *o, *w;
+        size_t k;
+
+        if (fetch_maint(ctl, ctl->urls[i], &o) < 0) {
+            failed++;
+            continue;
+        }
+        if (ctl->json) {
+            json_object_set_new(o, "url", json_string(ctl->urls[i]));
+            json_array_append_new(all, o);
+            continue;
+        }
+        printf("%s (%s): %s\n", jstr(o, "node_name"), ctl->urls[i], jstr(o, "maintenance"));
+        if (json_array_size(json_object_get(o, "windows")) == 0)
+            printf("  no maintenance windows\n");
+        json_array_foreach(json_object_get(o, "windows"), k, w)
+            print_window(w);
+        json_decref(o);
+    }
+    if (ctl->json) {
+        char *text = json_dumps(all, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (text != NULL)
+            printf("%s\n", text);
+        free(text);
+    }
+    json_decref(all);
+    return failed == 0 ? 0 : 1;
+}
+
+/* The id for a new window: one past the highest on any agent, so every agent stores it under
+ * the same id; 0 if an agent cannot be asked. */
+static unsigned long long
+maint_next_id(const struct ctl *ctl)
+{
+    unsigned long long next = 1;
+
+    for (int i = 0; i < ctl->n_urls; i++) {
+        json_t *o, *w;
+        size_t k;
+
+        if (fetch_maint(ctl, ctl->urls[i], &o) < 0)
+            return 0;
+        json_array_foreach(json_object_get(o, "windows"), k, w) {
+            json_int_t id = json_integer_value(json_object_get(w, "id"));
+            if (id >= 0 && (unsigned long long)id >= next)
+                next = (unsigned long long)id + 1;
+        }
+        json_decref(o);
+    }
+    return next;
+}
+
+static int
+maint_change(const struct ctl *ctl, const struct maint_args *m)
+{
+    char query[2048] = "", url[CTL_URL_MAX + sizeof(query) + 32], msg[512], idtext[32];
+    bool add = strcmp(m->sub, "add") == 0;
+    int failed = 0;
+
+    if (add) {
+        unsigned long long id = maint_next_id(ctl);
+        if (id == 0)
+            return 1;
+        snprintf(idtext, sizeof(idtext), "%llu", id);
+        if (!query_add(query, sizeof(query), "rrule", m->rrule) ||
+            !query_add(query, sizeof(query), "start", m->start) ||
+            !query_add(query, sizeof(query), "from", m->from) ||
+            !query_add(query, sizeof(query), "at", m->at) ||
+            !query_add(query, sizeof(query), "duration", m->duration) ||
+            !query_add(query, sizeof(query), "tz", m->tz) ||
+            !query_add(query, sizeof(query), "class", m->cls) ||
+            !query_add(query, sizeof(query), "switchover", m->switchover ? "1" : NULL) ||
+            !query_add(query, sizeof(query), "id", idtext)) {
+            fprintf(stderr, "walmirrorctl: maintenance add: arguments too long\n");
+            return 2;
+        }
+    }
+    for (int i = 0; i < ctl->n_urls; i++) {
+        struct reply r;
+        json_t *o;
+        const char *node;
+
+        if (add)
+            snprintf(url, sizeof(url), "%s/maintenance%s", ctl->urls[i], query);
+        else
+            snprintf(url, sizeof(url), "%s/maintenance/%s", ctl->urls[i], m->id);
+        if (http_request(ctl, url, add ? "POST" : "DELETE", &r) < 0) {
+            fprintf(stderr, "walmirrorctl: cannot reach the agent at %s: %s\n", ctl->urls[i],
+                    r.why);
+            failed++;
+            continue;
+        }
+        if (r.code != (add ? 201 : 200)) {
+            describe_refusal(&r, msg, sizeof(msg));
+            fprintf(stderr, "walmirrorctl: the agent at %s answered %s\n", ctl->urls[i], msg);
+            free(r.body);
+            failed++;
+            /* a refused window is refused by every agent alike: stop at the first */
+            if (add && r.code == 400)
+                return 1;
+            continue;
+        }
+        o = json_loadb(r.body, r.len, 0, NULL);
+        free(r.body);
+        node = json_string_value(json_object_get(o, "node_name"));
+        if (node == NULL || node[0] == '\0')
+            node = ctl->urls[i];
+        if (add) {
+            printf("%s: window %s added\n", node, idtext);
+            print_window(json_object_get(o, "added"));
+        } else {
+            printf("%s: window %s removed\n", node, m->id);
+        }
+        json_decref(o);
+    }
+    if (failed > 0 && failed < ctl->n_urls)
+        fprintf(stderr, "walmirrorctl: the agents now disagree: repeat the command once all are "
+                        "reachable (walmirrorctl maintenance list shows each)\n");
+    return failed == 0 ? 0 : 1;
+}
+
+static int
+cmd_maintenance(const struct ctl *ctl, const struct maint_args *m)
+{
+    if (strcmp(m->sub, "list") == 0)
+        return maint_list(ctl);
+    return maint_change(ctl, m);
+}
+
+/*
+ * Parses the arguments after "maintenance" (argv[*i] is the word "maintenance"), up to the
+ * end; --url may come among them.  Returns 0, or -1 with a message for bad usage.
+ */
+static int
+parse_maint_args(int argc, char **argv, int *i, struct ctl *ctl, struct maint_args *m,
+                 bool *want_json)
+{
+    static const char *const names[] = {"--rrule", "--start", "--from", "--at",
+                                        "--duration", "--tz", "--class"};
+    const char **slots[] = {&m->rrule, &m->start, &m->from, &m->at, &m->duration, &m->tz,
+                            &m->cls};
+    bool matched;
+
+    for (++*i; *i < argc; ++*i) {
+        const char *a = argv[*i], *v;
+        bool done = false;
+
+        for (size_t k = 0; k < sizeof(names) / sizeof(names[0]) && !done; k++) {
+            v = opt_value(argc, argv, i, names[k], NULL, &matched);
+            if (!matched)
+                continue;
+            if (v == NULL || *slots[k] != NULL) {
+                fprintf(stderr, "walmirrorctl: maintenance: %s needs one value\n", names[k]);
+                return -1;
+            }
+            *slots[k] = v;
+            done = true;
+        }
+        if (done)
+            continue;
+        v = opt_value(argc, argv, i, "--url", NULL, &matched);
+        if (matched) {
+            if (v == NULL || add_url(ctl, v) < 0)
+                return -1;
+            continue;
+        }
+        if (strcmp(a, "--switchover") == 0) {
+            m->switchover = true;
+        } else if (strcmp(a, "--json") == 0) {
+            *want_json = true;
+        } else if (a[0] == '-') {
+            fprintf(stderr, "walmirrorctl: maintenance: unknown option \"%s\"\n", a);
+            return -1;
+        } else if (m->sub == NULL) {
+            m->sub = a;
+        } else if (m->id == NULL && strcmp(m->sub, "remove") == 0) {
+            m->id = a;
+        } else {
+            fprintf(stderr, "walmirrorctl: maintenance: unexpected \"%s\"\n", a);
+            return -1;
+        }
+    }
+    if (m->sub == NULL || (strcmp(m->sub, "add") != 0 && strcmp(m->sub, "list") != 0 &&
+                           strcmp(m->sub, "remove") != 0)) {
+        fprintf(stderr, "walmirrorctl: maintenance: add, list or remove expected\n");
+        return -1;
+    }
+    if (strcmp(m->sub, "add") != 0 &&
+        (m->rrule || m->start || m->from || m->at || m->duration || m->tz || m->cls ||
+         m->switchover)) {
+        fprintf(stderr, "walmirrorctl: maintenance %s takes no window options\n", m->sub);
+        return -1;
+    }
+    if (*want_json && strcmp(m->sub, "list") != 0) {
+        fprintf(stderr, "walmirrorctl: --json is for maintenance list\n");
+        return -1;
+    }
+    if (strcmp(m->sub, "remove") == 0 &&
+        (m->id == NULL || m->id[0] == '\0' || m->id[strspn(m->id, "0123456789")] != '\0')) {
+        fprintf(stderr, "walmirrorctl: maintenance remove: a window's ID expected\n");
+        return -1;
+    }
+    if (strcmp(m->sub, "add") == 0 &&
+        (m->duration == NULL || m->tz == NULL || (m->rrule == NULL) == (m->at == NULL) ||
+         (m->rrule != NULL && m->start == NULL))) {
+        fprintf(stderr, "walmirrorctl: maintenance add: --rrule with --start, or --at; and "
+                        "--duration and --tz\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* check: readiness for monitoring systems, Nagios plugin conventions                        */
 
 enum check_state { CHECK_OK = 0, CHECK_WARNING = 1, CHECK_CRITICAL = 2, CHECK_UNKNOWN = 3 };
@@ -1244,6 +1581,7 @@ main(int argc, char **argv)
     const char *config = NULL, *token_file = NULL, *command = NULL, *v;
     bool have_cfg = false, matched, want_json = false, want_watch = false, extra = false;
     struct op_args args = {0};
+    struct maint_args maint = {0};
     struct check_args check = {.warn = 16 * 1048576.0, .crit = 1073741824.0};
     bool have_warn = false, have_crit = false;
     struct sigaction sa;
@@ -1351,6 +1689,13 @@ main(int argc, char **argv)
             fprintf(stderr, "walmirrorctl: unknown option \"%s\"\n", a);
             goto bad_usage;
         }
+        if (command == NULL && strcmp(a, "maintenance") == 0) {
+            /* its own options (--at, --json, --url among them) up to the end */
+            command = a;
+            if (parse_maint_args(argc, argv, &i, &ctl, &maint, &want_json) < 0)
+                goto bad_usage;
+            break;
+        }
         if (command == NULL)
             command = a;
         else
@@ -1366,11 +1711,14 @@ main(int argc, char **argv)
     if (strcmp(command, "status") != 0 && strcmp(command, "pause") != 0 &&
         strcmp(command, "resume") != 0 && strcmp(command, "switchover") != 0 &&
         strcmp(command, "failover") != 0 && strcmp(command, "rejoin") != 0 &&
-        strcmp(command, "check") != 0) {
+        strcmp(command, "check") != 0 && strcmp(command, "maintenance") != 0) {
         fprintf(stderr, "walmirrorctl: unknown command \"%s\"\n", command);
         goto bad_usage;
     }
-    if (extra || ((want_json || want_watch) && strcmp(command, "status") != 0) ||
+    if (extra ||
+        ((want_json || want_watch) && strcmp(command, "status") != 0 &&
+         strcmp(command, "maintenance") != 0) ||
+        (want_watch && strcmp(command, "maintenance") == 0) ||
         ((args.to != NULL || args.max_lag != NULL || args.at != 0) &&
          strcmp(command, "switchover") != 0) ||
         (args.force && strcmp(command, "failover") != 0) ||
@@ -1412,6 +1760,8 @@ main(int argc, char **argv)
         rc = cmd_check(&ctl, &check);
     else if (strcmp(command, "pause") == 0 || strcmp(command, "resume") == 0)
         rc = cmd_action(&ctl, command);
+    else if (strcmp(command, "maintenance") == 0)
+        rc = cmd_maintenance(&ctl, &maint);
     else
         rc = cmd_operation(&ctl, command, &args);
     curl_global_cleanup();

@@ -7,6 +7,7 @@
 #   pgproto  the WAL server's parsing of a client's byte stream: start-up packets, messages,
 #            replication commands, standby messages (agent/pgproto.c)
 #   config   the configuration parser, config_parse_buffer (agent/config.c)
+#   rrule    the maintenance windows' RRULE parser and occurrence engine (agent/rrule.c)
 # Seeds: generated ones (gen_seeds.c, gen_pgproto_seeds.c), conf/*.conf for config, and the
 # files in tests/fuzz/corpus/TARGET/ (hand-written seeds and inputs of earlier crashes, kept as
 # regressions).  The corpus grows in WORK_DIR/corpus and is reused by the next run there.
@@ -16,6 +17,7 @@
 #   nice -n 10 sh tests/fuzz/run.sh . /tmp/fuzz-frame 3600 frame
 #   nice -n 10 sh tests/fuzz/run.sh . /tmp/fuzz-pgproto 3600 pgproto
 #   nice -n 10 sh tests/fuzz/run.sh . /tmp/fuzz-config 3600 config
+#   nice -n 10 sh tests/fuzz/run.sh . /tmp/fuzz-rrule 3600 rrule
 set -eu
 src=$1
 work=$2
@@ -50,8 +52,12 @@ config)
     done
     maxlen=16384
     ;;
+rrule)
+    "$cc" $flags $fuzz -o "$work/fuzz_rrule" "$src/tests/fuzz/fuzz_rrule.c" "$src/agent/rrule.c"
+    maxlen=512
+    ;;
 *)
-    echo "unknown target $target (frame, pgproto, config)" >&2
+    echo "unknown target $target (frame, pgproto, config, rrule)" >&2
     exit 2
     ;;
 esac
