@@ -26,9 +26,10 @@
 #   agent peak RSS (VmHWM of each agent; not measured for native, whose processes' RSS is
 #     mostly shared buffers).
 # Scenarios: loopback (linkem without delay or cap), wan20 (10 ms each way, 50 Mbit/s each
-# way: 20 ms RTT), wan60 (30 ms, 10 Mbit/s), bulk (about --bulk-mb MB of WAL from COPY and
-# CREATE INDEX at 50 Mbit/s and 20 ms RTT, timed until the standby has replayed it; a system
-# that has not finished after --bulk-timeout seconds, default 1200, is recorded as failed).
+# way: 20 ms RTT), wan60 (30 ms, 10 Mbit/s), bulk (a COPY of --bulk-mb x 3495 rows and a
+# CREATE INDEX, about 1 GB of WAL at the default 1600, at 50 Mbit/s and 20 ms RTT, timed
+# until the standby has replayed it; a system that has not finished after --bulk-timeout
+# seconds, default 1200, is recorded as failed).
 # --agent-env VAR=VALUE (repeatable) starts the agents with that environment variable, e.g.
 # WALMIRROR_URING_SEND_ZC=0.
 # --report-only: no runs; the table and plots again from the CSV and raw samples in --out.
@@ -47,7 +48,7 @@ usage() {
 [ $# -ge 1 ] || usage
 build=$(cd "$1" && pwd) || usage
 shift
-report_only=0 agent_env="" quick=0 scenarios="" secs="" scale="" clients=8 bulk_mb=1024 bulk_timeout=1200 out=""
+report_only=0 agent_env="" quick=0 scenarios="" secs="" scale="" clients=8 bulk_mb=1600 bulk_timeout=1200 out=""
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=1 ;;
