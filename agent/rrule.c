@@ -3,20 +3,18 @@
  *
  * Dates are handled as civil day numbers (days since 1970-01-01, proleptic Gregorian), so the
  * rule itself needs no time zone; only turning an occurrence's local date and start time into
- * Unix seconds does, through glibc under tz_lock (see rrule.h).
+ * Unix seconds does, with the zone's TZif file read here (see "time zones" below).
  */
 #include "rrule.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 enum rrule_freq { FREQ_DAILY, FREQ_WEEKLY, FREQ_MONTHLY };
 
@@ -75,6 +73,13 @@ days_to_civil(int64_t z, int *year, int *month, int *day)
     *year = (int)(yoe + era * 400 + (m <= 2));
     *month = m;
     *day = d;
+}
+
+static int64_t
+floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
 static bool
@@ -392,14 +397,272 @@ rrule_format(const struct rrule *r, char *buf, size_t len)
 
 /* ---- time zones ---- */
 
-static pthread_mutex_t tz_lock = PTHREAD_MUTEX_INITIALIZER;
+/*
+ * The zone's rules, read from its TZif file (RFC 8536; version 1 data, or the 64-bit data of
+ * versions 2 and later) and, for instants after its last transition, from the POSIX TZ string
+ * in its footer (e.g. "MST7MDT,M3.2.0,M11.1.0").  Leap second records are skipped.
+ */
+#define TZ_FILE_MAX (1 << 20)
+#define TZ_MAX_TIMES 4096
+#define TZ_MAX_TYPES 256
 
-bool
-rrule_tz_valid(const char *tz)
+struct tz_rule_date {
+    char kind; /* 'M': month.week.day, 'J': 1..365 without Feb 29, 'D': 0..365 */
+    int m, w, d, n;
+    int32_t secs; /* local time of the change, seconds after midnight (may be < 0 or > 24h) */
+};
+
+struct tz_posix {
+    bool ok;      /* a footer rule was read */
+    int32_t std;  /* UTC offset of standard time, seconds east */
+    bool has_dst;
+    int32_t dst;
+    struct tz_rule_date start, end;
+};
+
+struct rrule_zone {
+    int n_times, n_types;
+    int64_t times[TZ_MAX_TIMES];
+    uint8_t idx[TZ_MAX_TIMES];
+    int32_t utoff[TZ_MAX_TYPES];
+    struct tz_posix posix;
+};
+
+/* A bounds-checked reader over the file's bytes: every read fails on underrun. */
+struct tz_cursor {
+    const uint8_t *p;
+    size_t left;
+};
+
+static bool
+cur_skip(struct tz_cursor *c, size_t n)
 {
-    const char *dir = getenv("TZDIR");
-    char path[512];
-    struct stat st;
+    if (c->left < n)
+        return false;
+    c->p += n;
+    c->left -= n;
+    return true;
+}
+
+static bool
+cur_be(struct tz_cursor *c, size_t n, uint64_t *v)
+{
+    uint64_t x = 0;
+
+    if (c->left < n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        x = x << 8 | c->p[i];
+    *v = x;
+    return cur_skip(c, n);
+}
+
+/* The six counts of a TZif header (isutcnt, isstdcnt, leapcnt, timecnt, typecnt, charcnt). */
+static bool
+tz_header(struct tz_cursor *c, char *version, uint32_t cnt[6])
+{
+    uint64_t v;
+
+    if (c->left < 44 || memcmp(c->p, "TZif", 4) != 0)
+        return false;
+    *version = (char)c->p[4];
+    if (!cur_skip(c, 20))
+        return false;
+    for (int i = 0; i < 6; i++) {
+        if (!cur_be(c, 4, &v))
+            return false;
+        cnt[i] = (uint32_t)v;
+    }
+    return true;
+}
+
+/* [+-]hh[:mm[:ss]] (hh up to 167) at *s; advances *s.  Returns false if malformed. */
+static bool
+posix_time(const char **s, int32_t *out)
+{
+    const char *p = *s;
+    int sign = 1;
+    long part[3] = {0, 0, 0};
+
+    if (*p == '+' || *p == '-')
+        sign = *p++ == '-' ? -1 : 1;
+    for (int i = 0; i < 3; i++) {
+        int digits = 0;
+        if (i > 0) {
+            if (*p != ':')
+                break;
+            p++;
+        }
+        while (isdigit((unsigned char)*p) && digits < 3) {
+            part[i] = part[i] * 10 + (*p++ - '0');
+            digits++;
+        }
+        if (digits == 0 || (i > 0 && part[i] > 59) || part[0] > 167)
+            return false;
+    }
+    *out = (int32_t)(sign * (part[0] * 3600 + part[1] * 60 + part[2]));
+    *s = p;
+    return true;
+}
+
+static bool
+posix_name(const char **s)
+{
+    const char *p = *s;
+    size_t n = 0;
+
+    if (*p == '<') {
+        for (p++; *p != '>'; p++, n++)
+            if (*p == '\0' || (!isalnum((unsigned char)*p) && *p != '+' && *p != '-'))
+                return false;
+        p++;
+    } else {
+        for (; isalpha((unsigned char)*p); p++)
+            n++;
+    }
+    *s = p;
+    return n >= 3;
+}
+
+static bool
+posix_date(const char **s, struct tz_rule_date *r)
+{
+    const char *p = *s;
+    long v[3] = {0, 0, 0};
+
+    r->secs = 2 * 3600;
+    if (*p == 'M') {
+        p++;
+        for (int i = 0; i < 3; i++) {
+            int digits = 0;
+            if (i > 0 && *p++ != '.')
+                return false;
+            while (isdigit((unsigned char)*p) && digits < 2) {
+                v[i] = v[i] * 10 + (*p++ - '0');
+                digits++;
+            }
+            if (digits == 0)
+                return false;
+        }
+        if (v[0] < 1 || v[0] > 12 || v[1] < 1 || v[1] > 5 || v[2] > 6)
+            return false;
+        r->kind = 'M';
+        r->m = (int)v[0];
+        r->w = (int)v[1];
+        r->d = (int)v[2];
+    } else {
+        int digits = 0;
+        r->kind = *p == 'J' ? 'J' : 'D';
+        if (*p == 'J')
+            p++;
+        while (isdigit((unsigned char)*p) && digits < 3) {
+            v[0] = v[0] * 10 + (*p++ - '0');
+            digits++;
+        }
+        if (digits == 0 || v[0] > 365 || (r->kind == 'J' && v[0] < 1))
+            return false;
+        r->n = (int)v[0];
+    }
+    if (*p == '/') {
+        p++;
+        if (!posix_time(&p, &r->secs))
+            return false;
+    }
+    *s = p;
+    return true;
+}
+
+/* Parses a POSIX TZ string such as "MST7MDT,M3.2.0,M11.1.0" or "<+0330>-3:30". */
+static bool
+posix_parse(const char *s, struct tz_posix *z)
+{
+    int32_t off;
+
+    memset(z, 0, sizeof(*z));
+    if (!posix_name(&s) || !posix_time(&s, &off) || off < -25 * 3600 || off > 25 * 3600)
+        return false;
+    z->std = -off;
+    if (*s != '\0') {
+        if (!posix_name(&s))
+            return false;
+        z->has_dst = true;
+        z->dst = z->std + 3600;
+        if (*s != ',' && *s != '\0') {
+            if (!posix_time(&s, &off) || off < -25 * 3600 || off > 25 * 3600)
+                return false;
+            z->dst = -off;
+        }
+        if (*s != ',') /* no rule: the zone's own default rules are not known here */
+            return false;
+        s++;
+        if (!posix_date(&s, &z->start) || *s++ != ',' || !posix_date(&s, &z->end))
+            return false;
+    }
+    if (*s != '\0')
+        return false;
+    z->ok = true;
+    return true;
+}
+
+/* The civil day of a rule's date in year y. */
+static int64_t
+rule_day(int64_t y, const struct tz_rule_date *r)
+{
+    if (r->kind == 'J')
+        return civil_to_days(y, 1, 1) + r->n - 1 + (is_leap(y) && r->n >= 60 ? 1 : 0);
+    if (r->kind == 'D')
+        return civil_to_days(y, 1, 1) + r->n;
+    int64_t first = civil_to_days(y, r->m, 1);
+    int sun_first = (weekday(first) + 1) % 7; /* 0 = Sunday */
+    int64_t d = first + (r->d - sun_first + 7) % 7 + 7 * (r->w - 1);
+    while (d >= first + month_days(y, r->m))
+        d -= 7;
+    return d;
+}
+
+static int32_t
+posix_offset(const struct tz_posix *z, int64_t t)
+{
+    int y, m, d;
+
+    if (!z->has_dst)
+        return z->std;
+    days_to_civil(floor_div(t + z->std, 86400), &y, &m, &d);
+    /* the changes happen at local time: DST starts on standard time, ends on DST */
+    int64_t start = rule_day(y, &z->start) * 86400 + z->start.secs - z->std;
+    int64_t end = rule_day(y, &z->end) * 86400 + z->end.secs - z->dst;
+    bool dst = start < end ? t >= start && t < end : !(t >= end && t < start);
+    return dst ? z->dst : z->std;
+}
+
+/* The UTC offset (seconds east) in force at t. */
+static int32_t
+zone_offset(const struct rrule_zone *z, int64_t t)
+{
+    int lo = 0, hi = z->n_times;
+
+    if (z->n_times == 0 || t >= z->times[z->n_times - 1]) {
+        if (z->posix.ok)
+            return posix_offset(&z->posix, t);
+        if (z->n_times == 0)
+            return z->utoff[0];
+    }
+    if (t < z->times[0])
+        return z->utoff[0];
+    while (hi - lo > 1) { /* times[lo] <= t < times[hi] */
+        int mid = lo + (hi - lo) / 2;
+        if (z->times[mid] <= t)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return z->utoff[z->idx[lo]];
+}
+
+/* A name that may be looked up: relative, no "..", [A-Za-z0-9/_+-]. */
+static bool
+tz_name_ok(const char *tz)
+{
     size_t n = strlen(tz);
 
     if (n == 0 || n > 64 || tz[0] == '/' || tz[0] == '.' || strstr(tz, "..") != NULL)
@@ -407,83 +670,163 @@ rrule_tz_valid(const char *tz)
     for (size_t i = 0; i < n; i++)
         if (!isalnum((unsigned char)tz[i]) && strchr("/_+-", tz[i]) == NULL)
             return false;
+    return true;
+}
+
+/* Reads the zone tz from the tz database (TZDIR, else /usr/share/zoneinfo).  Returns a new
+ * zone (free()) or NULL if the name is bad or the file missing or malformed. */
+static struct rrule_zone *
+zone_load(const char *tz)
+{
+    const char *dir = getenv("TZDIR");
+    char path[512];
+    uint8_t *buf = NULL;
+    struct rrule_zone *z = NULL;
+    struct tz_cursor c;
+    uint32_t cnt[6];
+    char version;
+    size_t len = 0;
+    FILE *f;
+    struct stat st;
+    bool ok = false;
+
+    if (!tz_name_ok(tz))
+        return NULL;
     snprintf(path, sizeof(path), "%s/%s", dir != NULL && dir[0] != '\0' ? dir
                                                                         : "/usr/share/zoneinfo",
              tz);
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    f = fopen(path, "rbe");
+    if (f == NULL)
+        return NULL;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        st.st_size <= TZ_FILE_MAX)
+        buf = malloc((size_t)st.st_size);
+    if (buf != NULL)
+        len = fread(buf, 1, (size_t)st.st_size, f);
+    fclose(f);
+    z = calloc(1, sizeof(*z));
+    if (buf == NULL || z == NULL || len != (size_t)st.st_size)
+        goto out;
+    c = (struct tz_cursor){buf, len};
+    if (!tz_header(&c, &version, cnt))
+        goto out;
+    size_t tsize = 4;
+    if (version >= '2') {
+        /* skip the version 1 data: the 64-bit data follows with its own header */
+        if (!cur_skip(&c, (size_t)cnt[3] * 5 + (size_t)cnt[4] * 6 + cnt[5] +
+                              (size_t)cnt[2] * 8 + cnt[1] + cnt[0]) ||
+            !tz_header(&c, &version, cnt))
+            goto out;
+        tsize = 8;
+    }
+    if (cnt[3] > TZ_MAX_TIMES || cnt[4] == 0 || cnt[4] > TZ_MAX_TYPES)
+        goto out;
+    z->n_times = (int)cnt[3];
+    z->n_types = (int)cnt[4];
+    for (int i = 0; i < z->n_times; i++) {
+        uint64_t v;
+        if (!cur_be(&c, tsize, &v))
+            goto out;
+        z->times[i] = tsize == 8 ? (int64_t)v : (int64_t)(int32_t)(uint32_t)v;
+        if (i > 0 && z->times[i] <= z->times[i - 1])
+            goto out;
+    }
+    for (int i = 0; i < z->n_times; i++) {
+        uint64_t v;
+        if (!cur_be(&c, 1, &v) || v >= cnt[4])
+            goto out;
+        z->idx[i] = (uint8_t)v;
+    }
+    for (int i = 0; i < z->n_types; i++) {
+        uint64_t off, isdst, abbr;
+        if (!cur_be(&c, 4, &off) || !cur_be(&c, 1, &isdst) || !cur_be(&c, 1, &abbr))
+            goto out;
+        z->utoff[i] = (int32_t)(uint32_t)off;
+        if (z->utoff[i] <= -25 * 3600 || z->utoff[i] >= 26 * 3600)
+            goto out;
+    }
+    if (!cur_skip(&c, cnt[5] + (size_t)cnt[2] * (tsize + 4) + cnt[1] + cnt[0]))
+        goto out;
+    if (tsize == 8 && c.left >= 2 && c.p[0] == '\n') {
+        /* the footer: "\n<POSIX TZ string>\n" (empty: no rule beyond the last transition) */
+        char footer[128];
+        size_t n = 0;
+        while (n + 1 < c.left && c.p[1 + n] != '\n' && n < sizeof(footer) - 1) {
+            footer[n] = (char)c.p[1 + n];
+            n++;
+        }
+        footer[n] = '\0';
+        if (n > 0 && !posix_parse(footer, &z->posix))
+            goto out;
+    }
+    ok = true;
+out:
+    free(buf);
+    if (!ok) {
+        free(z);
+        return NULL;
+    }
+    return z;
 }
 
-/* Under tz_lock: sets TZ to tz (saving the old value in saved / *had), and back. */
-static void
-tz_enter(const char *tz, char *saved, size_t len, bool *had)
+/*
+ * Local time (seconds since 1970-01-01 in local civil time) to Unix seconds.  Of the offsets
+ * in force a day either side, the ones that give back the same local time are taken, the
+ * earlier instant if both do (a repeated hour: its first, daylight-saving pass); none do in a
+ * skipped hour, which is then read with the offset before the change (02:30 becomes 03:30).
+ */
+static int64_t
+zone_local_to_unix(const struct rrule_zone *z, int64_t local)
 {
-    const char *old;
+    int32_t before = zone_offset(z, local - 86400 - 26 * 3600);
+    int32_t after = zone_offset(z, local + 86400 + 26 * 3600);
+    int32_t cand[4] = {before, after, zone_offset(z, local - before),
+                       zone_offset(z, local - after)};
+    int64_t best = INT64_MAX;
 
-    pthread_mutex_lock(&tz_lock);
-    old = getenv("TZ");
-    *had = old != NULL;
-    snprintf(saved, len, "%s", old != NULL ? old : "");
-    setenv("TZ", tz, 1);
-    tzset();
+    for (int i = 0; i < 4; i++) {
+        int64_t t = local - cand[i];
+        if (zone_offset(z, t) == cand[i] && t < best)
+            best = t;
+    }
+    return best != INT64_MAX ? best : local - before;
 }
 
-static void
-tz_leave(const char *saved, bool had)
+bool
+rrule_tz_valid(const char *tz)
 {
-    if (had)
-        setenv("TZ", saved, 1);
-    else
-        unsetenv("TZ");
-    tzset();
-    pthread_mutex_unlock(&tz_lock);
+    struct rrule_zone *z = zone_load(tz);
+
+    free(z);
+    return z != NULL;
 }
 
 int
 rrule_local_to_unix(const char *tz, int year, int month, int day, int minute_of_day,
                     int64_t *out)
 {
-    char saved[256];
-    bool had;
-    struct tm tm = {0};
-    time_t t;
+    struct rrule_zone *z;
 
-    if (!date_valid(year, month, day) || minute_of_day < 0 || minute_of_day >= 24 * 60 ||
-        !rrule_tz_valid(tz))
+    if (!date_valid(year, month, day) || minute_of_day < 0 || minute_of_day >= 24 * 60)
         return -EINVAL;
-    tm.tm_year = year - 1900;
-    tm.tm_mon = month - 1;
-    tm.tm_mday = day;
-    tm.tm_hour = minute_of_day / 60;
-    tm.tm_min = minute_of_day % 60;
-    tm.tm_isdst = -1;
-    tz_enter(tz, saved, sizeof(saved), &had);
-    t = mktime(&tm);
-    tz_leave(saved, had);
-    if (t == (time_t)-1)
+    z = zone_load(tz);
+    if (z == NULL)
         return -EINVAL;
-    *out = (int64_t)t;
+    *out = zone_local_to_unix(z, civil_to_days(year, month, day) * 86400 +
+                                     (int64_t)minute_of_day * 60);
+    free(z);
     return 0;
 }
 
 int
 rrule_unix_to_local_date(const char *tz, int64_t t, int *year, int *month, int *day)
 {
-    char saved[256];
-    bool had;
-    struct tm tm;
-    time_t tt = (time_t)t;
-    bool ok;
+    struct rrule_zone *z = zone_load(tz);
 
-    if (!rrule_tz_valid(tz))
+    if (z == NULL)
         return -EINVAL;
-    tz_enter(tz, saved, sizeof(saved), &had);
-    ok = localtime_r(&tt, &tm) != NULL;
-    tz_leave(saved, had);
-    if (!ok)
-        return -EINVAL;
-    *year = tm.tm_year + 1900;
-    *month = tm.tm_mon + 1;
-    *day = tm.tm_mday;
+    days_to_civil(floor_div(t + zone_offset(z, t), 86400), year, month, day);
+    free(z);
     return 0;
 }
 
@@ -579,34 +922,24 @@ period_days(const struct rrule *r, int64_t start_day, int64_t k, int64_t days[31
     return n;
 }
 
-int
-rrule_windows(const struct rrule *r, const char *tz, int year, int month, int day,
-              int start_minute, int64_t duration_s, int64_t now, struct rrule_span *active,
-              struct rrule_span *next)
+/* rrule_windows in zone z from the civil day start_day. */
+static int
+windows_in(const struct rrule *r, const struct rrule_zone *z, int64_t start_day,
+           int start_minute, int64_t duration_s, int64_t now, struct rrule_span *active,
+           struct rrule_span *next)
 {
-    int64_t start_day, now_day, skip_before, horizon;
-    int ny, nm, nd;
+    int64_t now_day, skip_before, horizon;
     int count = 0;
 
-    active->start = active->end = -1;
-    next->start = next->end = -1;
-    if (!date_valid(year, month, day) || start_minute < 0 || start_minute >= 24 * 60 ||
-        duration_s <= 0 || duration_s > 366LL * 86400 || !rrule_tz_valid(tz))
-        return -EINVAL;
-    start_day = civil_to_days(year, month, day);
     if (r == NULL) {
-        int64_t s;
-        if (rrule_local_to_unix(tz, year, month, day, start_minute, &s) < 0)
-            return -EINVAL;
+        int64_t s = zone_local_to_unix(z, start_day * 86400 + (int64_t)start_minute * 60);
         if (s <= now && now < s + duration_s)
             *active = (struct rrule_span){s, s + duration_s};
         else if (s > now)
             *next = (struct rrule_span){s, s + duration_s};
         return 0;
     }
-    if (rrule_unix_to_local_date(tz, now, &ny, &nm, &nd) < 0)
-        return -EINVAL;
-    now_day = civil_to_days(ny, nm, nd);
+    now_day = floor_div(now + zone_offset(z, now), 86400);
     /* Occurrences on days before this cannot be open now (zone offsets stay within 2 days):
      * they are counted for COUNT but not converted. */
     skip_before = now_day - 3 - duration_s / 86400;
@@ -634,8 +967,7 @@ rrule_windows(const struct rrule *r, const char *tz, int year, int month, int da
             days_to_civil(d, &y, &m, &dd);
             if (y > 9999)
                 return 0;
-            if (rrule_local_to_unix(tz, y, m, dd, start_minute, &s) < 0)
-                return -EINVAL;
+            s = zone_local_to_unix(z, d * 86400 + (int64_t)start_minute * 60);
             if (r->until_kind == 2 && s > r->until_utc)
                 return 0;
             if (s <= now && now < s + duration_s)
@@ -651,4 +983,26 @@ rrule_windows(const struct rrule *r, const char *tz, int year, int month, int da
             (r->until_kind == 2 && (p1 - 2) * 86400 > r->until_utc))
             return 0;
     }
+}
+
+int
+rrule_windows(const struct rrule *r, const char *tz, int year, int month, int day,
+              int start_minute, int64_t duration_s, int64_t now, struct rrule_span *active,
+              struct rrule_span *next)
+{
+    struct rrule_zone *z;
+    int rc;
+
+    active->start = active->end = -1;
+    next->start = next->end = -1;
+    if (!date_valid(year, month, day) || start_minute < 0 || start_minute >= 24 * 60 ||
+        duration_s <= 0 || duration_s > 366LL * 86400)
+        return -EINVAL;
+    z = zone_load(tz);
+    if (z == NULL)
+        return -EINVAL;
+    rc = windows_in(r, z, civil_to_days(year, month, day), start_minute, duration_s, now, active,
+                    next);
+    free(z);
+    return rc;
 }

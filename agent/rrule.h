@@ -13,13 +13,15 @@
  * does not select is not itself an occurrence, unlike RFC 5545); COUNT counts them.  Weeks
  * start on Monday.  A monthly rule without BYDAY / BYMONTHDAY repeats on DTSTART's day of the
  * month and skips months without that day.  Each occurrence starts at the local start time in
- * the zone, so a 22:00 window stays at 22:00 local across DST changes; a start time that
- * falls in a DST gap or overlap is resolved as mktime() does (tm_isdst = -1).
+ * the zone, so a 22:00 window stays at 22:00 local across DST changes.  A start time in a
+ * repeated hour (DST ends) is its first pass; one in a skipped hour (DST starts) is read with
+ * the offset before the change (02:30 becomes 03:30).
  *
- * Time zones: converted with the system tz database through glibc (TZ + tzset + mktime /
- * localtime_r).  That is process-global state, so every conversion here holds one mutex,
- * sets TZ, converts, and puts TZ back as it was before unlocking.  Other code in the process
- * must not call localtime()/mktime() or touch TZ concurrently (the agent uses gmtime_r only).
+ * Time zones: each call reads the zone's file of the system tz database (TZDIR, else
+ * /usr/share/zoneinfo) itself - TZif data and its POSIX TZ footer for later years - rather than
+ * going through glibc's TZ / tzset / mktime, which are process-global (setting TZ from one
+ * thread races with getenv and fork in others).  Nothing here keeps state between calls or
+ * touches the environment, so every function is thread-safe.
  */
 #ifndef WALMIRROR_AGENT_RRULE_H
 #define WALMIRROR_AGENT_RRULE_H
@@ -47,12 +49,12 @@ void rrule_free(struct rrule *r);
  * snprintf would (>= len: truncated). */
 int rrule_format(const struct rrule *r, char *buf, size_t len);
 
-/* True if tz names a zone of the system tz database (e.g. "America/Denver", "UTC"). */
+/* True if tz names a readable zone of the system tz database ("America/Denver", "UTC"). */
 bool rrule_tz_valid(const char *tz);
 
 /*
- * Local date and time in tz to Unix seconds (mktime with tm_isdst = -1).  Returns 0 or
- * -EINVAL (bad zone, date or time).
+ * Local date and time in tz to Unix seconds (a repeated or skipped time as above).  Returns 0
+ * or -EINVAL (bad zone, date or time).
  */
 __attribute__((warn_unused_result)) int rrule_local_to_unix(const char *tz, int year, int month,
                                                             int day, int minute_of_day,

@@ -2,7 +2,8 @@
  * test_rrule.c - Check suite for agent/rrule.c: the RRULE subset of maintenance windows.
  * Exact UTC instants of the last Saturday of each month at 22:00 America/Denver across both
  * DST changes, INTERVAL with WEEKLY, negative BYMONTHDAY, ordinals, COUNT and UNTIL ending the
- * series, one-off windows, every rejection, the canonical form, and TZ left as it was.
+ * series, one-off windows, every rejection, the canonical form, TZ left as it was, and the
+ * module's own reading of zone files checked against glibc's in twelve zones over 50 years.
  */
 #include <check.h>
 #include <errno.h>
@@ -351,6 +352,77 @@ START_TEST(tz_left_alone)
 }
 END_TEST
 
+/* The zone reader against glibc's (TZ + mktime / localtime_r, fine in this single-threaded
+ * test): zones north and south, without DST, with half and quarter hours, with negative DST
+ * (Europe/Dublin), over 1995-2045 (the footer rule after the files' last transitions). */
+START_TEST(zones_agree_with_glibc)
+{
+    static const char *const zones[] = {
+        "America/Denver", "Europe/Berlin",    "Australia/Sydney", "Asia/Kolkata",
+        "America/St_Johns", "Pacific/Chatham", "Europe/Dublin",    "America/Santiago",
+        "Asia/Tehran",      "UTC",             "Australia/Lord_Howe", "America/Sao_Paulo",
+    };
+    static const int minutes[] = {2 * 60 + 30, 22 * 60};
+    int checked = 0, differ = 0, skipped = 0;
+
+    for (size_t zi = 0; zi < sizeof(zones) / sizeof(zones[0]); zi++) {
+        setenv("TZ", zones[zi], 1);
+        tzset();
+        for (int64_t t0 = utc(1995, 1, 1, 0, 0); t0 < utc(2045, 12, 31, 0, 0); t0 += 5 * 86400) {
+            struct tm day;
+            time_t tt = (time_t)t0;
+            gmtime_r(&tt, &day);
+            for (size_t mi = 0; mi < 2; mi++) {
+                struct tm want = {0}, got;
+                int64_t mine;
+                time_t theirs, back;
+
+                want.tm_year = day.tm_year;
+                want.tm_mon = day.tm_mon;
+                want.tm_mday = day.tm_mday;
+                want.tm_hour = minutes[mi] / 60;
+                want.tm_min = minutes[mi] % 60;
+                want.tm_isdst = -1;
+                theirs = mktime(&want);
+                ck_assert_int_eq(rrule_local_to_unix(zones[zi], day.tm_year + 1900,
+                                                     day.tm_mon + 1, day.tm_mday, minutes[mi],
+                                                     &mine), 0);
+                back = (time_t)mine;
+                localtime_r(&back, &got);
+                if (got.tm_hour * 60 + got.tm_min != minutes[mi] || got.tm_mday != day.tm_mday) {
+                    /* only in a skipped hour, and then an hour (or half) later */
+                    ck_assert_msg(theirs != (time_t)-1, "%s", zones[zi]);
+                    skipped++;
+                    continue;
+                }
+                /* a repeated hour may differ from glibc's pick, never by more than 1 h */
+                ck_assert_msg(mine == (int64_t)theirs || llabs(mine - (int64_t)theirs) <= 3600,
+                              "%s %04d-%02d-%02d %d: %lld vs %lld", zones[zi],
+                              day.tm_year + 1900, day.tm_mon + 1, day.tm_mday, minutes[mi],
+                              (long long)mine, (long long)theirs);
+                if (mine == (int64_t)theirs)
+                    checked++;
+                else
+                    differ++;
+                /* and back: the local date of an instant */
+                int y, m, d;
+                ck_assert_int_eq(rrule_unix_to_local_date(zones[zi], t0 + 3 * 3600 + 7, &y, &m,
+                                                          &d), 0);
+                tt = (time_t)(t0 + 3 * 3600 + 7);
+                localtime_r(&tt, &got);
+                ck_assert_msg(y == got.tm_year + 1900 && m == got.tm_mon + 1 && d == got.tm_mday,
+                              "%s: local date of %lld", zones[zi], (long long)tt);
+            }
+        }
+    }
+    unsetenv("TZ");
+    tzset();
+    /* 12 zones x 3700 days x 2 times; skipped and repeated hours are a few a year */
+    ck_assert_msg(checked > 85000 && differ + skipped < 1000, "%d same, %d differ, %d skipped",
+                  checked, differ, skipped);
+}
+END_TEST
+
 static Suite *
 rrule_suite(void)
 {
@@ -365,6 +437,8 @@ rrule_suite(void)
     tcase_add_test(tc, rejections);
     tcase_add_test(tc, canonical_form);
     tcase_add_test(tc, tz_left_alone);
+    tcase_add_test(tc, zones_agree_with_glibc);
+    tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     return s;
 }

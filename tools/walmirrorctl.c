@@ -623,7 +623,7 @@ fill_row(row_t row, const json_t *o)
         snprintf(row[COL_LINK], CELL_MAX, "up");
     else
         snprintf(row[COL_LINK], CELL_MAX, "down");
-    snprintf(row[COL_MAINT], CELL_MAX, "%.31s", jstr(o, "maintenance"));
+    snprintf(row[COL_MAINT], CELL_MAX, "%.47s", jstr(o, "maintenance"));
     snprintf(row[COL_FAILOVER], CELL_MAX, "%s",
              json_is_true(json_object_get(o, "failover_paused")) ? "paused" : "auto");
 }

@@ -10,11 +10,19 @@
  *     window not after now, or a length other than the duration asked.
  * The windows are computed in UTC and in America/Denver (two DST changes a year) for a start
  * date and a "now" taken from the input's length, so the corpus explores both.
+ *
+ * An input starting with "TZif" is a zone file instead: written to a private TZDIR and read
+ * through rrule_local_to_unix / rrule_unix_to_local_date (the TZif reader and the POSIX TZ
+ * footer parser), which must either refuse it (-EINVAL) or give a local date back that is
+ * within two days of the instant.
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "rrule.h"
 
@@ -36,6 +44,55 @@ check_windows(const struct rrule *r, const char *tz, size_t size)
         abort();
 }
 
+static char tzdir[64];
+static char zone_path[128];
+
+static void
+remove_tzdir(void)
+{
+    char sub[128];
+
+    unlink(zone_path);
+    snprintf(sub, sizeof(sub), "%s/Fuzz", tzdir);
+    rmdir(sub);
+    rmdir(tzdir);
+}
+
+/* A zone file: written as TZDIR/Fuzz/Zone, then converted both ways. */
+static void
+check_zone(const uint8_t *data, size_t size)
+{
+    char sub[128];
+    FILE *f;
+    int64_t t;
+    int y, m, d;
+
+    if (tzdir[0] == '\0') {
+        snprintf(tzdir, sizeof(tzdir), "/tmp/fuzz-rrule-tz.XXXXXX");
+        if (mkdtemp(tzdir) == NULL)
+            abort();
+        snprintf(sub, sizeof(sub), "%s/Fuzz", tzdir);
+        if (mkdir(sub, 0700) != 0)
+            abort();
+        snprintf(zone_path, sizeof(zone_path), "%s/Zone", sub);
+        atexit(remove_tzdir);
+    }
+    f = fopen(zone_path, "wb");
+    if (f == NULL || fwrite(data, 1, size, f) != size || fclose(f) != 0)
+        abort();
+    setenv("TZDIR", tzdir, 1); /* only for this input: the rules use the system's zones */
+    if (rrule_local_to_unix("Fuzz/Zone", 2026, 3, 8, 150, &t) == 0) {
+        int64_t local = 1772928000 + 150 * 60; /* 2026-03-08 02:30 as if in UTC */
+        if (t < local - 3 * 86400 || t > local + 3 * 86400)
+            abort();
+    }
+    /* 1788000000 is 2026-08-29 10:40 UTC */
+    if (rrule_unix_to_local_date("Fuzz/Zone", 1788000000, &y, &m, &d) == 0 &&
+        !(y == 2026 && ((m == 8 && d >= 27) || (m == 9 && d <= 2))))
+        abort();
+    unsetenv("TZDIR");
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -44,6 +101,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size < sizeof(text) - 1 ? size : sizeof(text) - 1;
     int rc;
 
+    if (size >= 4 && memcmp(data, "TZif", 4) == 0) {
+        check_zone(data, size);
+        return 0;
+    }
     memcpy(text, data, n);
     text[n] = '\0';
     rc = rrule_parse(text, &r, err, sizeof(err));

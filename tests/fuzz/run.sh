@@ -7,7 +7,8 @@
 #   pgproto  the WAL server's parsing of a client's byte stream: start-up packets, messages,
 #            replication commands, standby messages (agent/pgproto.c)
 #   config   the configuration parser, config_parse_buffer (agent/config.c)
-#   rrule    the maintenance windows' RRULE parser and occurrence engine (agent/rrule.c)
+#   rrule    the maintenance windows' RRULE parser and occurrence engine, and its reader of
+#            zone files (agent/rrule.c)
 # Seeds: generated ones (gen_seeds.c, gen_pgproto_seeds.c), conf/*.conf for config, and the
 # files in tests/fuzz/corpus/TARGET/ (hand-written seeds and inputs of earlier crashes, kept as
 # regressions).  The corpus grows in WORK_DIR/corpus and is reused by the next run there.
@@ -54,7 +55,7 @@ config)
     ;;
 rrule)
     "$cc" $flags $fuzz -o "$work/fuzz_rrule" "$src/tests/fuzz/fuzz_rrule.c" "$src/agent/rrule.c"
-    maxlen=512
+    maxlen=4096 # zone files (inputs starting with TZif) too
     ;;
 *)
     echo "unknown target $target (frame, pgproto, config, rrule)" >&2
