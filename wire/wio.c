@@ -14,7 +14,10 @@
  *     whose multishot recv fails with -EINVAL at run time falls back to single-shot recv.
  *     WALMIRROR_URING_RECV=single forces single-shot recv.
  *   - send_zc: IORING_OP_SEND_ZC per io_uring_get_probe_ring(), used for sends of at least
- *     WIO_SEND_ZC_MIN bytes; WALMIRROR_URING_SEND_ZC=0 disables it.
+ *     WIO_SEND_ZC_MIN bytes, only when WALMIRROR_URING_SEND_ZC=1: off by default.  Measured,
+ *     it is slower over loopback (its completion waits for the reader), and behind a slow
+ *     link the pages it pins pile up until the kernel refuses more (-ENOMEM / -ENOBUFS); a
+ *     stream that meets such a refusal falls back to plain sends for good.
  *   - accept_multishot: assumed where buffer rings exist (same kernel release), dropped at run
  *     time on -EINVAL.
  *
@@ -201,7 +204,7 @@ wio_loop_new(struct wio_loop **out, unsigned entries)
         0,
     };
     static const char *const single[] = {"single", "singleshot", "single-shot", NULL};
-    static const char *const off[] = {"0", "off", "no", "false", NULL};
+    static const char *const on[] = {"1", "on", "yes", "true", NULL};
     struct io_uring_probe *probe;
     struct wio_loop *loop;
     unsigned flags = 0;
@@ -230,8 +233,8 @@ wio_loop_new(struct wio_loop **out, unsigned entries)
         loop->feat.send_zc = io_uring_opcode_supported(probe, IORING_OP_SEND_ZC);
         io_uring_free_probe(probe);
     }
-    if (env_is("WALMIRROR_URING_SEND_ZC", off))
-        loop->feat.send_zc = false;
+    if (!env_is("WALMIRROR_URING_SEND_ZC", on))
+        loop->feat.send_zc = false; /* opt-in: see the header */
 
     ret = loop_setup_buf_ring(loop);
     if (ret < 0)
@@ -676,7 +679,8 @@ stream_send_cb(struct wio_op *op, int res, unsigned flags)
         } else if (res >= 0) {
             s->bytes_sent += (uint64_t)res;
             s->fly_off += (size_t)res;
-        } else if (s->last_zc && (res == -EOPNOTSUPP || res == -EINVAL)) {
+        } else if (s->last_zc && (res == -EOPNOTSUPP || res == -EINVAL || res == -ENOMEM ||
+                                  res == -ENOBUFS)) {
             log_info(WIO_COMPONENT, "stream fd %d: SEND_ZC refused (%s), using plain send", s->fd,
                      wire_strerror(res));
             s->zc_ok = false;
