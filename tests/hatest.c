@@ -35,9 +35,11 @@ ha_start_witness(void)
 static void
 ha_write_witness_conf(void)
 {
+    char *dir = tu_tmpdir("witness");
     FILE *f;
 
-    snprintf(W.dir, sizeof(W.dir), "%s", tu_tmpdir("witness"));
+    snprintf(W.dir, sizeof(W.dir), "%s", dir);
+    free(dir);
     tu_require(tu_run("chown postgres: '%s'", W.dir) == 0);
     snprintf(W.conf, sizeof(W.conf), "%s/witness.conf", W.dir);
     snprintf(W.log, sizeof(W.log), "%s/witness.log", W.dir);
