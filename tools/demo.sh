@@ -7,7 +7,8 @@
 # user in a temporary directory and is stopped at the end.
 #   sh tools/demo.sh                  (as root on a fresh Debian 12 machine)
 # Then it runs a planned switchover to site B and back with walmirrorctl, printing the
-# measured write-unavailability of each.
+# measured write-unavailability of each, schedules a monthly maintenance window on both sites
+# and shows it with the status page's summary.
 #   WALMIRROR_DEMO_SECONDS=60         a longer pgbench run (default 20)
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -79,4 +80,12 @@ ctl switchover --to site-b | sed 's/^/  /'
 ctl status | sed 's/^/  /'
 ctl switchover --to site-a | sed 's/^/  /'
 ctl status | sed 's/^/  /'
+echo "demo: a monthly maintenance window (last Saturday, 22:00-02:00 America/Denver) on both sites"
+ctl maintenance add --rrule 'FREQ=MONTHLY;BYDAY=-1SA' --start 22:00 --duration 4h \
+    --tz America/Denver --class window | sed 's/^/  /'
+ctl maintenance list | sed 's/^/  /'
+sleep 1.5
+echo "demo: the status page is http://127.0.0.1:$ha/ while the pair runs; its summary:"
+curl -s "http://127.0.0.1:$ha/api/v2/status.json" | sed 's/^/  /' || echo "  (could not read it)"
+ctl status | sed 's/^/  /' # the MAINT column names the next window
 echo "demo: agent logs in $WM_TMP (WALMIRROR_DEMO_KEEP=1 keeps them)"
