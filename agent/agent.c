@@ -821,11 +821,11 @@ on_peer_control(void *ctx, const struct msg_control *ctl)
             log_error(a->comp, "SWITCHOVER_DONE outside a switchover: ignored");
             return;
         }
-        /* The peer holds the new epoch; we become its sink (in the tick). */
+        /* The peer holds the new epoch; we become its sink (in the tick: still the source
+         * while STEP_R_STARTING has no job). */
         learn_epoch(a, ctl->value2, conn_peer_hello(l->c)->node_name);
-        a->op.step = STEP_R_STARTING;
-        a->op.job.pid = 0;
-        a->op.target_lsn = 0; /* marks "not yet a sink" for switchover_tick */
+        op_step(a, STEP_R_STARTING, "%s promoted: becoming its standby",
+                conn_peer_hello(l->c)->node_name);
         return;
     case MSG_CTL_SWITCHOVER_SYNCED:
         /* Ends the switchover in op_tick, once the local standby runs. */
@@ -1827,7 +1827,7 @@ op_tick(struct agent *a)
     if (a->op.kind == OP_NONE)
         return;
     snprintf(saved, sizeof(saved), "%s/pgconf.saved", a->cfg->state_dir);
-    if (clock_mono_ms() - a->op.step_at_ms > AGENT_OP_TIMEOUT_MS && a->op.step != STEP_R_STARTING) {
+    if (clock_mono_ms() - a->op.step_at_ms > AGENT_OP_TIMEOUT_MS) {
         op_end(a, false, "timed out while %s", a->op.step_text);
         return;
     }
@@ -1888,10 +1888,6 @@ op_tick(struct agent *a)
             }
             op_step(a, STEP_R_STARTING, "starting PostgreSQL as a standby of %s",
                     a->cfg->peer.name);
-            return;
-        }
-        if (clock_mono_ms() - a->op.step_at_ms > AGENT_OP_TIMEOUT_MS) {
-            op_end(a, false, "timed out while %s", a->op.step_text);
             return;
         }
         if (!job_done(a, &code))
