@@ -351,8 +351,6 @@ void
 ha_tear_down(void)
 {
     ha_stop_everything();
-    pgt_destroy(&A.pg);
-    pgt_destroy(&B.pg);
     tu_rmtree(W.dir);
-    tu_rmtree(certdir);
+    pt_tear_down();
 }

@@ -315,3 +315,37 @@ pt_stand_up_pair(pt_extra_fn extra)
     return 0;
 }
 
+
+int
+pt_stand_up(pt_extra_fn extra)
+{
+    owner = getpid();
+    atexit(pt_stop_all_agents);
+    if (pt_stand_up_pair(extra) != 0) {
+        pt_stop_all_agents();
+        return -1;
+    }
+    return 0;
+}
+
+void
+pt_tear_down(void)
+{
+    pt_stop_all_agents();
+    pgt_destroy(&A.pg);
+    pgt_destroy(&B.pg);
+    tu_rmtree(certdir);
+}
+
+int
+pt_run_in_order(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    int failed;
+
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed;
+}

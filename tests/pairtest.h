@@ -13,6 +13,7 @@
 #ifndef WALMIRROR_TESTS_PAIRTEST_H
 #define WALMIRROR_TESTS_PAIRTEST_H
 
+#include <check.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <sys/types.h>
@@ -71,5 +72,13 @@ typedef void (*pt_extra_fn)(const struct pt_site *s, const struct pt_site *peer,
 
 /* Stands up the pair (see above); extra (or NULL) adds lines to each agent's configuration. */
 int pt_stand_up_pair(pt_extra_fn extra);
+/* The same as a test's main() wants it: this process owns the agents (stopped at exit, or
+ * at once if the pair does not come up).  Returns 0 or -1. */
+int pt_stand_up(pt_extra_fn extra);
+/* Stops the agents, destroys both clusters, removes the certificates. */
+void pt_tear_down(void);
+/* Runs the suite's tests in order in this process (no fork, so that the agents' pids stay
+ * known); returns how many failed. */
+int pt_run_in_order(Suite *s);
 
 #endif

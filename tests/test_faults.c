@@ -197,7 +197,6 @@ main(void)
 {
     Suite *su = suite_create("faults");
     TCase *tc = tcase_create("faults");
-    SRunner *sr;
     const char *v;
     int failed;
 
@@ -217,11 +216,7 @@ main(void)
     tcase_add_test(tc, fault_cycles);
     tcase_set_timeout(tc, 0);
     suite_add_tcase(su, tc);
-    sr = srunner_create(su);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    failed = pt_run_in_order(su);
     ha_tear_down();
     if (failed != 0)
         fprintf(stderr, "faults: FAILED with seed %u\n", first_seed);

@@ -325,7 +325,6 @@ main(void)
 {
     Suite *s = suite_create("ha");
     TCase *tc = tcase_create("ha");
-    SRunner *sr;
     int failed;
 
     if (!pgt_available()) {
@@ -341,11 +340,7 @@ main(void)
     tcase_add_test(tc, e_scheduled_switchover);
     tcase_add_test(tc, f_capped_link_under_load);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    failed = pt_run_in_order(s);
     ha_tear_down();
     return failed == 0 ? 0 : 1;
 }

@@ -1140,7 +1140,6 @@ END_TEST
 /* ---------------------------------------------------------------------------------------- */
 /* walmirrorctl as a process                                                                 */
 
-static char out_path[4096], err_path[4096];
 static char *out_text, *err_text;
 
 /* Runs walmirrorctl with args; its stdout and stderr land in out_text and err_text. */
@@ -1149,24 +1148,12 @@ static int ctl(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int
 ctl(const char *fmt, ...)
 {
-    char args[2048];
-    size_t len;
     va_list ap;
     int rc;
 
     va_start(ap, fmt);
-    rc = vsnprintf(args, sizeof(args), fmt, ap);
+    rc = tu_vcapture(dir, &out_text, &err_text, CTL, fmt, ap);
     va_end(ap);
-    ck_assert(rc >= 0 && (size_t)rc < sizeof(args));
-    snprintf(out_path, sizeof(out_path), "%s/out", dir);
-    snprintf(err_path, sizeof(err_path), "%s/err", dir);
-    rc = tu_run("'%s' %s >'%s' 2>'%s' </dev/null", CTL, args, out_path, err_path);
-    free(out_text);
-    free(err_text);
-    out_text = tu_read_file(out_path, &len);
-    err_text = tu_read_file(err_path, &len);
-    ck_assert_ptr_nonnull(out_text);
-    ck_assert_ptr_nonnull(err_text);
     return rc;
 }
 
@@ -1386,11 +1373,11 @@ START_TEST(ctl_watch)
         "timeout --preserve-status -s INT 1.5 '%s' status --watch 0.5 --url %s >'%s/out' 2>&1", CTL,
         base, dir);
     size_t len;
-    char *text, *second;
+    char *text, *second, path[4200];
 
     ck_assert_int_eq(rc, 0);
-    snprintf(out_path, sizeof(out_path), "%s/out", dir);
-    text = tu_read_file(out_path, &len);
+    snprintf(path, sizeof(path), "%s/out", dir);
+    text = tu_read_file(path, &len);
     ck_assert_ptr_nonnull(text);
     ck_assert_ptr_null(strchr(text, '\033'));
     second = strstr(text, "site-a");

@@ -459,24 +459,12 @@ static int ctl(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int
 ctl(const char *fmt, ...)
 {
-    char args[2048], out_path[4300], err_path[4300];
-    size_t len;
     va_list ap;
     int rc;
 
     va_start(ap, fmt);
-    rc = vsnprintf(args, sizeof(args), fmt, ap);
+    rc = tu_vcapture(dir, &out_text, &err_text, CTL, fmt, ap);
     va_end(ap);
-    ck_assert(rc >= 0 && (size_t)rc < sizeof(args));
-    snprintf(out_path, sizeof(out_path), "%s/out", dir);
-    snprintf(err_path, sizeof(err_path), "%s/err", dir);
-    rc = tu_run("'%s' %s >'%s' 2>'%s' </dev/null", CTL, args, out_path, err_path);
-    free(out_text);
-    free(err_text);
-    out_text = tu_read_file(out_path, &len);
-    err_text = tu_read_file(err_path, &len);
-    ck_assert_ptr_nonnull(out_text);
-    ck_assert_ptr_nonnull(err_text);
     return rc;
 }
 

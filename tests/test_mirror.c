@@ -375,19 +375,14 @@ main(void)
 {
     Suite *s = suite_create("mirror");
     TCase *tc = tcase_create("mirror");
-    SRunner *sr;
     int failed;
 
     if (!pgt_available()) {
         fprintf(stderr, "PostgreSQL 15 not available: skipping\n");
         return 77;
     }
-    owner = getpid();
-    atexit(pt_stop_all_agents);
-    if (pt_stand_up_pair(NULL) != 0) {
-        pt_stop_all_agents();
+    if (pt_stand_up(NULL) != 0)
         return 1;
-    }
     tcase_add_test(tc, a_pgbench_sync_on);
     tcase_add_test(tc, d_spool_matches_pg_wal);
     tcase_add_test(tc, b_remote_apply_visible);
@@ -396,15 +391,8 @@ main(void)
     tcase_add_test(tc, f_wrong_cluster_and_wrong_name_refused);
     tcase_add_test(tc, g_status_through_the_http_api);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    /* One pair for all the tests, in order: agent pids must stay known. */
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    pt_stop_all_agents();
-    pgt_destroy(&A.pg);
-    pgt_destroy(&B.pg);
-    tu_rmtree(certdir);
+    /* One pair for all the tests, in order. */
+    failed = pt_run_in_order(s);
+    pt_tear_down();
     return failed == 0 ? 0 : 1;
 }

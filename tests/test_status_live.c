@@ -189,7 +189,6 @@ main(void)
 {
     Suite *s = suite_create("status_live");
     TCase *tc = tcase_create("status_live");
-    SRunner *sr;
     int failed;
 
     if (!pgt_available()) {
@@ -198,24 +197,13 @@ main(void)
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return 1;
-    owner = getpid();
-    atexit(pt_stop_all_agents);
-    if (pt_stand_up_pair(NULL) != 0) {
-        pt_stop_all_agents();
+    if (pt_stand_up(NULL) != 0)
         return 1;
-    }
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, a_metrics_and_checks_on_a_live_pair);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    pt_stop_all_agents();
-    pgt_destroy(&A.pg);
-    pgt_destroy(&B.pg);
-    tu_rmtree(certdir);
+    failed = pt_run_in_order(s);
+    pt_tear_down();
     curl_global_cleanup();
     return failed == 0 ? 0 : 1;
 }

@@ -72,6 +72,28 @@ tu_run(const char *fmt, ...)
 }
 
 int
+tu_vcapture(const char *dir, char **out, char **err, const char *prog, const char *fmt,
+            va_list ap)
+{
+    char args[2048], out_path[4300], err_path[4300];
+    size_t len;
+    int rc;
+
+    rc = vsnprintf(args, sizeof(args), fmt, ap);
+    ck_assert(rc >= 0 && (size_t)rc < sizeof(args));
+    snprintf(out_path, sizeof(out_path), "%s/out", dir);
+    snprintf(err_path, sizeof(err_path), "%s/err", dir);
+    rc = tu_run("'%s' %s >'%s' 2>'%s' </dev/null", prog, args, out_path, err_path);
+    free(*out);
+    free(*err);
+    *out = tu_read_file(out_path, &len);
+    *err = tu_read_file(err_path, &len);
+    ck_assert_ptr_nonnull(*out);
+    ck_assert_ptr_nonnull(*err);
+    return rc;
+}
+
+int
 tu_free_port(void)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

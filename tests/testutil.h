@@ -6,6 +6,7 @@
 #define WALMIRROR_TESTS_TESTUTIL_H
 
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stddef.h>
 
 /*
@@ -32,6 +33,14 @@ void tu_rmtree(const char *path);
 
 /* Runs a shell command built from fmt; returns its exit status (or -1 if it died). */
 int tu_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Runs the program prog with the arguments built from fmt (shell words), stdin from /dev/null,
+ * its stdout and stderr captured in dir/out and dir/err and read back into *out and *err
+ * (malloc'd; what they held before is freed).  Returns its exit status, as tu_run does.
+ */
+int tu_vcapture(const char *dir, char **out, char **err, const char *prog, const char *fmt,
+                va_list ap) __attribute__((format(printf, 5, 0)));
 
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
 int tu_free_port(void);
