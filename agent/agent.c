@@ -2448,6 +2448,12 @@ agent_setup(struct agent *a)
         return rc;
     }
     httpapi_set_maint(a->http, a->maint);
+    {
+        struct statuspage_thresholds th; /* the status_*_lag_* keys */
+
+        statuspage_thresholds_from_config(&th, a->cfg);
+        httpapi_set_thresholds(a->http, &th);
+    }
     /* Both roles listen: the sink for its source, the source to refuse stale peers. */
     a->listen_fd = wio_listen_tcp(a->cfg->listen.text, 16, &port);
     if (a->listen_fd < 0) {

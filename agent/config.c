@@ -63,6 +63,10 @@ enum key_id {
     K_WAL_SERVER_AUTH,
     K_STATE_DIR,
     K_PEER_PG_CONNINFO,
+    K_STATUS_DEGRADED_LAG_SIZE,
+    K_STATUS_DEGRADED_LAG_TIME,
+    K_STATUS_PARTIAL_LAG_SIZE,
+    K_STATUS_PARTIAL_LAG_TIME,
     K_COUNT
 };
 
@@ -98,6 +102,10 @@ static const struct key_def {
     [K_WAL_SERVER_AUTH] = {"wal_server_auth", ROLE_SITE, 0},
     [K_STATE_DIR] = {"state_dir", ROLE_ALL, ROLE_WITNESS},
     [K_PEER_PG_CONNINFO] = {"peer_pg_conninfo", ROLE_SITE, 0},
+    [K_STATUS_DEGRADED_LAG_SIZE] = {"status_degraded_lag_size", ROLE_SITE, 0},
+    [K_STATUS_DEGRADED_LAG_TIME] = {"status_degraded_lag_time", ROLE_SITE, 0},
+    [K_STATUS_PARTIAL_LAG_SIZE] = {"status_partial_lag_size", ROLE_SITE, 0},
+    [K_STATUS_PARTIAL_LAG_TIME] = {"status_partial_lag_time", ROLE_SITE, 0},
 };
 
 struct parser {
@@ -556,6 +564,24 @@ conv_duration(const char *v, size_t len, uint64_t *ms, char *why)
     return 0;
 }
 
+/* A size with a unit (a bare number is refused: bytes or segments?), at least 1 B. */
+static int
+conv_size(const char *v, size_t len, uint64_t *bytes, char *why)
+{
+    char s[SHOW_BUF], s2[SHOW_BUF];
+    bool has_unit;
+
+    if (conv_number_unit(v, len, size_units, "size", "B, kB, MB, GB, TB", bytes, &has_unit, why) <
+        0)
+        return -1;
+    if (!has_unit)
+        return why_set(why, "size \"%s\" needs a unit (B, kB, MB, GB or TB), e.g. '%sMB'",
+                       show(s, v, len), show(s2, v, len));
+    if (*bytes == 0)
+        return why_set(why, "size \"%s\" must be at least 1B", show(s, v, len));
+    return 0;
+}
+
 static int
 conv_bool(const char *v, bool *b, char *why)
 {
@@ -722,6 +748,18 @@ set_value(struct parser *ps, enum key_id k, unsigned long line, const char *v, s
         break;
     case K_PEER_PG_CONNINFO:
         rc = conv_string(v, len, &c->peer_pg_conninfo, why);
+        break;
+    case K_STATUS_DEGRADED_LAG_SIZE:
+        rc = conv_size(v, len, &c->status_degraded_lag_bytes, why);
+        break;
+    case K_STATUS_DEGRADED_LAG_TIME:
+        rc = conv_duration(v, len, &c->status_degraded_lag_ms, why);
+        break;
+    case K_STATUS_PARTIAL_LAG_SIZE:
+        rc = conv_size(v, len, &c->status_partial_lag_bytes, why);
+        break;
+    case K_STATUS_PARTIAL_LAG_TIME:
+        rc = conv_duration(v, len, &c->status_partial_lag_ms, why);
         break;
     case K_COUNT:
         break;
@@ -1033,6 +1071,43 @@ check_listeners(struct parser *ps)
     return 0;
 }
 
+/* n in the largest of units that divides it, as config_dump() writes it ("16MB", "1min"). */
+static const char *
+units_text(char *buf, size_t cap, uint64_t n, const struct unit *units)
+{
+    const struct unit *best = &units[0];
+
+    for (const struct unit *u = units; u->name != NULL; u++) {
+        if (n != 0 && n % u->mult == 0)
+            best = u;
+    }
+    snprintf(buf, cap, "%llu%s", (unsigned long long)(n / best->mult), best->name);
+    return buf;
+}
+
+/*
+ * A degraded threshold must not be above its partial one: names the key of the pair set later
+ * in the file (the one that made the pair wrong), or the one set when the other is a default.
+ */
+static int
+check_threshold_pair(struct parser *ps, enum key_id kd, uint64_t deg, enum key_id kp, uint64_t part,
+                     const struct unit *units)
+{
+    char d[48], p[48];
+    enum key_id k;
+
+    if (deg <= part)
+        return 0;
+    k = ps->line_of[kd] > ps->line_of[kp] ? kd : kp;
+    units_text(d, sizeof(d), deg, units);
+    units_text(p, sizeof(p), part, units);
+    return fail_key(ps, -EINVAL, ps->line_of[k], keys[k].name,
+                    "%s (%s%s) must not be above %s (%s%s): the mirror is degraded before it is "
+                    "in partial outage",
+                    keys[kd].name, d, ps->line_of[kd] == 0 ? ", the default" : "", keys[kp].name, p,
+                    ps->line_of[kp] == 0 ? ", the default" : "");
+}
+
 static int
 finish(struct parser *ps)
 {
@@ -1091,6 +1166,24 @@ finish(struct parser *ps)
         }
         if (ps->line_of[K_COMPRESSION] == 0)
             c->compression = CONFIG_COMPRESSION_LZ4;
+        /* statuspage.h's STATUSPAGE_DEGRADED_* and STATUSPAGE_PARTIAL_* */
+        if (ps->line_of[K_STATUS_DEGRADED_LAG_SIZE] == 0)
+            c->status_degraded_lag_bytes = 16ull * 1024 * 1024;
+        if (ps->line_of[K_STATUS_DEGRADED_LAG_TIME] == 0)
+            c->status_degraded_lag_ms = 5 * MS_PER_S;
+        if (ps->line_of[K_STATUS_PARTIAL_LAG_SIZE] == 0)
+            c->status_partial_lag_bytes = 1024ull * 1024 * 1024;
+        if (ps->line_of[K_STATUS_PARTIAL_LAG_TIME] == 0)
+            c->status_partial_lag_ms = 60 * MS_PER_S;
+        rc = check_threshold_pair(ps, K_STATUS_DEGRADED_LAG_SIZE, c->status_degraded_lag_bytes,
+                                  K_STATUS_PARTIAL_LAG_SIZE, c->status_partial_lag_bytes,
+                                  size_units);
+        if (rc == 0)
+            rc = check_threshold_pair(ps, K_STATUS_DEGRADED_LAG_TIME, c->status_degraded_lag_ms,
+                                      K_STATUS_PARTIAL_LAG_TIME, c->status_partial_lag_ms,
+                                      duration_units);
+        if (rc < 0)
+            return rc;
     }
 
     /* Names must tell the nodes apart: they are the certificate names. */
@@ -1295,13 +1388,9 @@ dump_string(FILE *f, const char *key, const char *v)
 static void
 dump_units(FILE *f, const char *key, uint64_t n, const struct unit *units)
 {
-    const struct unit *best = &units[0];
+    char buf[48];
 
-    for (const struct unit *u = units; u->name != NULL; u++) {
-        if (n != 0 && n % u->mult == 0)
-            best = u;
-    }
-    fprintf(f, "%s = %llu%s\n", key, (unsigned long long)(n / best->mult), best->name);
+    fprintf(f, "%s = %s\n", key, units_text(buf, sizeof(buf), n, units));
 }
 
 int
@@ -1352,6 +1441,10 @@ config_dump(FILE *f, const struct wm_config *c)
         fprintf(f, "compression = %s\n",
                 (unsigned)c->compression < 2 ? compression_names[c->compression] : "?");
         fputs("wal_server_auth = trust\n", f);
+        dump_units(f, "status_degraded_lag_size", c->status_degraded_lag_bytes, size_units);
+        dump_units(f, "status_degraded_lag_time", c->status_degraded_lag_ms, duration_units);
+        dump_units(f, "status_partial_lag_size", c->status_partial_lag_bytes, size_units);
+        dump_units(f, "status_partial_lag_time", c->status_partial_lag_ms, duration_units);
     }
     fprintf(f, "log_level = %s\n",
             c->log_level >= LOG_LEVEL_ERROR && c->log_level <= LOG_LEVEL_DEBUG

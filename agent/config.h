@@ -114,6 +114,11 @@ struct wm_config {
     uint64_t spool_keep;                         /* default 1 GB = 1073741824 bytes */
     enum config_compression compression;         /* default lz4 */
     enum config_wal_server_auth wal_server_auth; /* default trust */
+    /* the status page's mirror lag thresholds (statuspage.h); degraded <= partial */
+    uint64_t status_degraded_lag_bytes; /* default 16 MB */
+    uint64_t status_degraded_lag_ms;    /* default 5 s */
+    uint64_t status_partial_lag_bytes;  /* default 1 GB */
+    uint64_t status_partial_lag_ms;     /* default 60 s */
 
     /* the witness (role = witness) */
     struct config_endpoint sites[2];

@@ -36,6 +36,7 @@
 #include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -64,9 +65,11 @@ struct httpapi {
     int port;
     char listen[300]; /* hostport as given, for messages */
     bool has_token;
-    unsigned char token_digest[32]; /* SHA-256 of the token: compared in constant time */
-    atomic_bool starting;           /* MHD messages go to start_msg too while true */
+    unsigned char token_digest[32];    /* SHA-256 of the token: compared in constant time */
+    atomic_bool starting;              /* MHD messages go to start_msg too while true */
     struct maint_store *_Atomic maint; /* maintenance windows; NULL: not on this agent */
+    pthread_mutex_t th_lock;           /* guards th (set by the agent, read by requests) */
+    struct statuspage_thresholds th;   /* the status page's lag thresholds */
     char start_msg[256];
 };
 
@@ -947,12 +950,16 @@ handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
 {
     struct status_snapshot *snap = malloc(sizeof(*snap)); /* ~20 KB: not on MHD's stack */
     enum MHD_Result ret = MHD_NO;
+    struct statuspage_thresholds th;
     char *buf = NULL;
     size_t len = 0;
 
     if (snap == NULL)
         return MHD_NO;
     status_read(h->board, snap);
+    pthread_mutex_lock(&h->th_lock);
+    th = h->th;
+    pthread_mutex_unlock(&h->th_lock);
     switch (r) {
     case ROUTE_STATUS:
         ret = reply_json(c, MHD_HTTP_OK, snapshot_json(snap), NULL);
@@ -971,17 +978,17 @@ handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
         ret = handle_standby(c, snap);
         break;
     case ROUTE_PAGE:
-        if (statuspage_html(snap, clock_unix_us(), &buf, &len) == 0)
+        if (statuspage_html(snap, &th, clock_unix_us(), &buf, &len) == 0)
             ret = reply_buffer(c, MHD_HTTP_OK, "text/html; charset=utf-8", buf, len);
         break;
     case ROUTE_SUMMARY:
-        ret = reply_json(c, MHD_HTTP_OK, statuspage_summary(snap, clock_unix_us()), NULL);
+        ret = reply_json(c, MHD_HTTP_OK, statuspage_summary(snap, &th, clock_unix_us()), NULL);
         break;
     case ROUTE_SP_STATUS:
-        ret = reply_json(c, MHD_HTTP_OK, statuspage_status(snap, clock_unix_us()), NULL);
+        ret = reply_json(c, MHD_HTTP_OK, statuspage_status(snap, &th, clock_unix_us()), NULL);
         break;
     case ROUTE_SP_INCIDENTS:
-        ret = reply_json(c, MHD_HTTP_OK, statuspage_incidents(snap, clock_unix_us()), NULL);
+        ret = reply_json(c, MHD_HTTP_OK, statuspage_incidents(snap, &th, clock_unix_us()), NULL);
         break;
     default:
         break;
@@ -1121,10 +1128,13 @@ httpapi_start(struct httpapi **out, const char *hostport, const char *token_file
         return -ENOMEM;
     }
     h->board = board;
+    pthread_mutex_init(&h->th_lock, NULL);
+    statuspage_thresholds_default(&h->th);
     snprintf(h->listen, sizeof(h->listen), "%s", hostport);
     if (token_file != NULL) {
         rc = read_token(h, token_file, err, errlen);
         if (rc < 0) {
+            pthread_mutex_destroy(&h->th_lock);
             OPENSSL_cleanse(h, sizeof(*h));
             free(h);
             return rc;
@@ -1152,6 +1162,7 @@ httpapi_start(struct httpapi **out, const char *hostport, const char *token_file
                  rc != 0                   ? strerror(rc)
                  : h->start_msg[0] != '\0' ? h->start_msg
                                            : "libmicrohttpd failed");
+        pthread_mutex_destroy(&h->th_lock);
         OPENSSL_cleanse(h, sizeof(*h));
         free(h);
         return rc > 0 ? -rc : -EIO;
@@ -1160,6 +1171,7 @@ httpapi_start(struct httpapi **out, const char *hostport, const char *token_file
     if (info == NULL || info->port == 0) {
         snprintf(err, errlen, "http_listen %s: cannot read the bound port", hostport);
         MHD_stop_daemon(h->daemon);
+        pthread_mutex_destroy(&h->th_lock);
         free(h);
         return -EIO;
     }
@@ -1176,6 +1188,17 @@ httpapi_set_maint(struct httpapi *h, struct maint_store *m)
     atomic_store(&h->maint, m);
 }
 
+void
+httpapi_set_thresholds(struct httpapi *h, const struct statuspage_thresholds *th)
+{
+    pthread_mutex_lock(&h->th_lock);
+    if (th != NULL)
+        h->th = *th;
+    else
+        statuspage_thresholds_default(&h->th);
+    pthread_mutex_unlock(&h->th_lock);
+}
+
 int
 httpapi_port(const struct httpapi *h)
 {
@@ -1188,6 +1211,7 @@ httpapi_stop(struct httpapi *h)
     if (h == NULL)
         return;
     MHD_stop_daemon(h->daemon);
+    pthread_mutex_destroy(&h->th_lock);
     OPENSSL_cleanse(h->token_digest, sizeof(h->token_digest));
     free(h);
 }

@@ -30,6 +30,7 @@
 
 #include "err.h"
 #include "status.h"
+#include "statuspage.h"
 
 struct httpapi;
 
@@ -41,6 +42,9 @@ struct maint_store;
 /* Serves the maintenance windows of m (owned by the caller; must outlive the API, or be
  * unset with NULL first).  Without one, /maintenance answers 503. */
 void httpapi_set_maint(struct httpapi *h, struct maint_store *m);
+/* The lag thresholds of the status page (/, /api/v2/...): a copy of *th; NULL, or never
+ * called: statuspage.h's defaults. */
+void httpapi_set_thresholds(struct httpapi *h, const struct statuspage_thresholds *th);
 /* The port actually bound. */
 int httpapi_port(const struct httpapi *h);
 void httpapi_stop(struct httpapi *h);

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "config.h"
+
 /* A fixed-size snapshot field that may lack its NUL, for "%.*s". */
 #define FIELD(f) (int)strnlen((f), sizeof(f)), (f)
 
@@ -60,6 +62,37 @@ statuspage_stale(const struct status_snapshot *s, uint64_t now_unix_us)
     return now_unix_us > s->now_unix_us && now_unix_us - s->now_unix_us > STATUSPAGE_STALE_US;
 }
 
+void
+statuspage_thresholds_default(struct statuspage_thresholds *t)
+{
+    t->degraded_bytes = STATUSPAGE_DEGRADED_BYTES;
+    t->degraded_s = STATUSPAGE_DEGRADED_SECONDS;
+    t->partial_bytes = STATUSPAGE_PARTIAL_BYTES;
+    t->partial_s = STATUSPAGE_PARTIAL_SECONDS;
+}
+
+void
+statuspage_thresholds_from_config(struct statuspage_thresholds *t, const struct wm_config *cfg)
+{
+    statuspage_thresholds_default(t);
+    if (cfg == NULL || cfg->status_partial_lag_bytes == 0)
+        return; /* a witness's: the keys are a site's */
+    t->degraded_bytes = cfg->status_degraded_lag_bytes;
+    t->degraded_s = (double)cfg->status_degraded_lag_ms / 1000.0;
+    t->partial_bytes = cfg->status_partial_lag_bytes;
+    t->partial_s = (double)cfg->status_partial_lag_ms / 1000.0;
+}
+
+/* th, or the defaults in *buf when th is NULL. */
+static const struct statuspage_thresholds *
+thresholds_or_default(const struct statuspage_thresholds *th, struct statuspage_thresholds *buf)
+{
+    if (th != NULL)
+        return th;
+    statuspage_thresholds_default(buf);
+    return buf;
+}
+
 static void __attribute__((format(printf, 3, 4)))
 set(struct statuspage_component *c, enum statuspage_state st, const char *fmt, ...)
 {
@@ -85,9 +118,11 @@ human_bytes(char *buf, size_t cap, uint64_t v)
 }
 
 enum statuspage_state
-statuspage_components(const struct status_snapshot *s, uint64_t now_unix_us,
-                      struct statuspage_component *out)
+statuspage_components(const struct status_snapshot *s, const struct statuspage_thresholds *th,
+                      uint64_t now_unix_us, struct statuspage_component *out)
 {
+    struct statuspage_thresholds defaults;
+    const struct statuspage_thresholds *t = thresholds_or_default(th, &defaults);
     struct statuspage_component *db = &out[STATUSPAGE_DATABASE], *mi = &out[STATUSPAGE_MIRROR],
                                 *li = &out[STATUSPAGE_LINK];
     bool source = IS(s, role, "source"), sink = IS(s, role, "sink");
@@ -164,9 +199,9 @@ statuspage_components(const struct status_snapshot *s, uint64_t now_unix_us,
         set(mi, STATUSPAGE_MAJOR, "rejoining: %.*s", FIELD(s->op_step));
     else if (!s->link_up)
         set(mi, STATUSPAGE_MAJOR, "not receiving WAL: the link is down");
-    else if (lag_b >= STATUSPAGE_PARTIAL_BYTES || lag_s >= STATUSPAGE_PARTIAL_SECONDS)
+    else if (lag_b >= t->partial_bytes || lag_s >= t->partial_s)
         set(mi, STATUSPAGE_PARTIAL, "far behind: %s, %.1f s", lagtext, lag_s < 0 ? 0 : lag_s);
-    else if (lag_b >= STATUSPAGE_DEGRADED_BYTES || lag_s >= STATUSPAGE_DEGRADED_SECONDS)
+    else if (lag_b >= t->degraded_bytes || lag_s >= t->degraded_s)
         set(mi, STATUSPAGE_DEGRADED, "behind: %s, %.1f s", lagtext, lag_s < 0 ? 0 : lag_s);
     else if (sink && !IS(s, pg_state, "standby"))
         set(mi, STATUSPAGE_DEGRADED,
@@ -307,12 +342,15 @@ chart(FILE *f, const struct status_snapshot *s, uint64_t now_us)
 }
 
 int
-statuspage_html(const struct status_snapshot *s, uint64_t now_unix_us, char **out, size_t *len)
+statuspage_html(const struct status_snapshot *s, const struct statuspage_thresholds *th,
+                uint64_t now_unix_us, char **out, size_t *len)
 {
+    struct statuspage_thresholds defaults;
+    const struct statuspage_thresholds *t = thresholds_or_default(th, &defaults);
     struct statuspage_component comps[STATUSPAGE_COMPONENTS];
-    enum statuspage_state overall = statuspage_components(s, now_unix_us, comps);
+    enum statuspage_state overall = statuspage_components(s, t, now_unix_us, comps);
     const struct status_incidents *inc = &s->metrics.incidents;
-    char when[40], lagb[32];
+    char when[40], lagb[32], deg[32], part[32];
     char *buf = NULL;
     size_t size = 0;
     FILE *f;
@@ -403,13 +441,14 @@ statuspage_html(const struct status_snapshot *s, uint64_t now_unix_us, char **ou
     utc_text(when, sizeof(when), s->now_unix_us, false);
     fprintf(f, "</table>\n<footer>As seen by the agent on ");
     HTML(f, s->node_name);
+    human_bytes(deg, sizeof(deg), t->degraded_bytes);
+    human_bytes(part, sizeof(part), t->partial_bytes);
     fprintf(f,
             " (role %.*s, epoch %" PRIu64 ") at %s; this page reloads every %d s. "
-            "Rules: the mirror is degraded from %llu MiB or %.0f s of lag, in partial outage "
-            "from %llu MiB or %.0f s; see docs/operations.md.</footer>\n</body></html>\n",
-            FIELD(s->role), s->epoch, when, STATUSPAGE_REFRESH_S,
-            (unsigned long long)(STATUSPAGE_DEGRADED_BYTES >> 20), STATUSPAGE_DEGRADED_SECONDS,
-            (unsigned long long)(STATUSPAGE_PARTIAL_BYTES >> 20), STATUSPAGE_PARTIAL_SECONDS);
+            "<span id=\"rules\">Rules: the mirror is degraded from %s or %g s of lag, in partial "
+            "outage from %s or %g s</span>; see docs/operations.md.</footer>\n</body></html>\n",
+            FIELD(s->role), s->epoch, when, STATUSPAGE_REFRESH_S, deg, t->degraded_s, part,
+            t->partial_s);
     if (fclose(f) != 0 || buf == NULL) {
         free(buf);
         return -ENOMEM;
@@ -444,7 +483,8 @@ jfield(const char *s, size_t cap)
 /* The summary; with history, the incident log too (resolved, newest first) after any incident
  * under way. */
 static json_t *
-build(const struct status_snapshot *s, uint64_t now_unix_us, bool history)
+build(const struct status_snapshot *s, const struct statuspage_thresholds *th, uint64_t now_unix_us,
+      bool history)
 {
     static const char *const indicators[] = {
         [STATUSPAGE_OPERATIONAL] = "none",        [STATUSPAGE_DEGRADED] = "minor",
@@ -459,7 +499,7 @@ build(const struct status_snapshot *s, uint64_t now_unix_us, bool history)
         [STATUSPAGE_MAINTENANCE] = "Service Under Maintenance",
     };
     struct statuspage_component comps[STATUSPAGE_COMPONENTS];
-    enum statuspage_state overall = statuspage_components(s, now_unix_us, comps);
+    enum statuspage_state overall = statuspage_components(s, th, now_unix_us, comps);
     json_t *o = json_object(), *page, *list, *incidents, *maint, *status;
     char updated[40], name[160];
     bool ok;
@@ -558,15 +598,17 @@ build(const struct status_snapshot *s, uint64_t now_unix_us, bool history)
 }
 
 json_t *
-statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us)
+statuspage_summary(const struct status_snapshot *s, const struct statuspage_thresholds *th,
+                   uint64_t now_unix_us)
 {
-    return build(s, now_unix_us, false);
+    return build(s, th, now_unix_us, false);
 }
 
 json_t *
-statuspage_status(const struct status_snapshot *s, uint64_t now_unix_us)
+statuspage_status(const struct status_snapshot *s, const struct statuspage_thresholds *th,
+                  uint64_t now_unix_us)
 {
-    json_t *o = build(s, now_unix_us, false);
+    json_t *o = build(s, th, now_unix_us, false);
 
     if (o != NULL) {
         json_object_del(o, "components");
@@ -577,9 +619,10 @@ statuspage_status(const struct status_snapshot *s, uint64_t now_unix_us)
 }
 
 json_t *
-statuspage_incidents(const struct status_snapshot *s, uint64_t now_unix_us)
+statuspage_incidents(const struct status_snapshot *s, const struct statuspage_thresholds *th,
+                     uint64_t now_unix_us)
 {
-    json_t *o = build(s, now_unix_us, true);
+    json_t *o = build(s, th, now_unix_us, true);
 
     if (o != NULL) {
         json_object_del(o, "components");

@@ -15,9 +15,9 @@
  *                 operational         otherwise
  *   mirror        major_outage        fenced, rejoining, or the link is down (nothing mirrored;
  *   (the standby)                     synchronous commits wait)
- *                 partial_outage      lag >= STATUSPAGE_PARTIAL_BYTES or _SECONDS
- *                 degraded_performance lag >= STATUSPAGE_DEGRADED_BYTES or _SECONDS, or on
- *                                     the sink: its standby does not stream from the WAL server
+ *                 partial_outage      lag >= partial_bytes or partial_s
+ *                 degraded_performance lag >= degraded_bytes or degraded_s, or on the sink:
+ *                                     its standby does not stream from the WAL server
  *                 operational         otherwise
  *   replication   major_outage        the link is down
  *   link          partial_outage      the link is up but WAL does not flow (sync state down)
@@ -27,6 +27,12 @@
  * On a witness (which knows only whom it hears): database operational while the witness hears
  * the primary site, else partial_outage; mirror and link operational while it hears both
  * sites, else partial_outage.
+ *
+ * The lag thresholds are a struct statuspage_thresholds: the configuration keys
+ * status_degraded_lag_size / _time and status_partial_lag_size / _time (config.h), by default
+ * STATUSPAGE_DEGRADED_BYTES / _SECONDS (16 MiB, 5 s) and STATUSPAGE_PARTIAL_BYTES / _SECONDS
+ * (1 GiB, 60 s).  Every function below that evaluates the rule takes them; NULL stands for
+ * the defaults.
  *
  * The page's overall indicator is the worst component: critical (a major outage), major (a
  * partial outage), minor (degraded), maintenance, none.
@@ -41,12 +47,29 @@
 #include "err.h"
 #include "status.h"
 
+struct wm_config;
+
 #define STATUSPAGE_DEGRADED_BYTES (16ULL << 20)
 #define STATUSPAGE_DEGRADED_SECONDS 5.0
 #define STATUSPAGE_PARTIAL_BYTES (1ULL << 30)
 #define STATUSPAGE_PARTIAL_SECONDS 60.0
 #define STATUSPAGE_STALE_US 5000000ULL /* a snapshot older than this: the loop is stuck */
 #define STATUSPAGE_REFRESH_S 10        /* the page reloads itself this often */
+
+/* The mirror's lag thresholds; degraded_* <= partial_* (config.c checks the keys). */
+struct statuspage_thresholds {
+    uint64_t degraded_bytes;
+    double degraded_s;
+    uint64_t partial_bytes;
+    double partial_s;
+};
+
+/* The defaults (the constants above). */
+void statuspage_thresholds_default(struct statuspage_thresholds *t);
+/* The thresholds of a loaded configuration; the defaults for a configuration without them
+ * (a witness's: the keys are a site's). */
+void statuspage_thresholds_from_config(struct statuspage_thresholds *t,
+                                       const struct wm_config *cfg);
 
 /* Worse states have higher values, maintenance aside (it overrides). */
 enum statuspage_state {
@@ -70,21 +93,27 @@ struct statuspage_component {
 const char *statuspage_state_name(enum statuspage_state st);
 /* True if the snapshot is missing (never published) or older than STATUSPAGE_STALE_US. */
 bool statuspage_stale(const struct status_snapshot *s, uint64_t now_unix_us);
-/* Evaluates the rule above into out[STATUSPAGE_COMPONENTS]; returns the overall state. */
-enum statuspage_state statuspage_components(const struct status_snapshot *s, uint64_t now_unix_us,
-                                            struct statuspage_component *out);
+/* Evaluates the rule above with thresholds th (NULL: the defaults) into
+ * out[STATUSPAGE_COMPONENTS]; returns the overall state. */
+enum statuspage_state statuspage_components(const struct status_snapshot *s,
+                                            const struct statuspage_thresholds *th,
+                                            uint64_t now_unix_us, struct statuspage_component *out);
 /* The HTML page (inline CSS and SVG, no scripts, no external assets) in a malloc'd buffer.
  * Returns 0 or -ENOMEM. */
-WM_MUSTCHECK int statuspage_html(const struct status_snapshot *s, uint64_t now_unix_us, char **out,
-                                 size_t *len);
-/* Statuspage API v2 documents; NULL when out of memory.
+WM_MUSTCHECK int statuspage_html(const struct status_snapshot *s,
+                                 const struct statuspage_thresholds *th, uint64_t now_unix_us,
+                                 char **out, size_t *len);
+/* Statuspage API v2 documents (th as for statuspage_components); NULL when out of memory.
  *   summary:   page, components, incidents (one under way), scheduled_maintenances (one in
  *              progress), status {indicator, description}
  *   status:    page, status
  *   incidents: page, incidents: one under way, then the incident log (resolved, newest first,
  *              with "write_unavailability_s") */
-json_t *statuspage_summary(const struct status_snapshot *s, uint64_t now_unix_us);
-json_t *statuspage_status(const struct status_snapshot *s, uint64_t now_unix_us);
-json_t *statuspage_incidents(const struct status_snapshot *s, uint64_t now_unix_us);
+json_t *statuspage_summary(const struct status_snapshot *s, const struct statuspage_thresholds *th,
+                           uint64_t now_unix_us);
+json_t *statuspage_status(const struct status_snapshot *s, const struct statuspage_thresholds *th,
+                          uint64_t now_unix_us);
+json_t *statuspage_incidents(const struct status_snapshot *s,
+                             const struct statuspage_thresholds *th, uint64_t now_unix_us);
 
 #endif

@@ -252,6 +252,72 @@ START_TEST(test_site_defaults)
     ck_assert_int_eq(cfg.compression, CONFIG_COMPRESSION_LZ4);
     ck_assert_int_eq(cfg.log_level, LOG_LEVEL_INFO);
     ck_assert_int_eq(cfg.role, CONFIG_ROLE_AUTO);
+    /* statuspage.h's STATUSPAGE_DEGRADED_* and STATUSPAGE_PARTIAL_* */
+    ck_assert_uint_eq(cfg.status_degraded_lag_bytes, 16ull << 20);
+    ck_assert_uint_eq(cfg.status_degraded_lag_ms, 5000);
+    ck_assert_uint_eq(cfg.status_partial_lag_bytes, 1ull << 30);
+    ck_assert_uint_eq(cfg.status_partial_lag_ms, 60000);
+}
+END_TEST
+
+/* The status page's thresholds: sizes and durations with units, dumped and read back. */
+START_TEST(test_status_thresholds)
+{
+    struct wm_config again;
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    ck_assert_msg(load_site(NULL, "status_degraded_lag_size = 4MB\n"
+                                  "STATUS_DEGRADED_LAG_TIME = 1500ms\n"
+                                  "status_partial_lag_size = '256 MB'\n"
+                                  "status_partial_lag_time = 2min\n") == 0,
+                  "%s", err);
+    ck_assert_uint_eq(cfg.status_degraded_lag_bytes, 4ull << 20);
+    ck_assert_uint_eq(cfg.status_degraded_lag_ms, 1500);
+    ck_assert_uint_eq(cfg.status_partial_lag_bytes, 256ull << 20);
+    ck_assert_uint_eq(cfg.status_partial_lag_ms, 120000);
+    f = open_memstream(&out, &len);
+    ck_assert_int_eq(config_dump(f, &cfg), 0);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_msg(strstr(out, "status_degraded_lag_size = 4MB\n") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "status_degraded_lag_time = 1500ms\n") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "status_partial_lag_size = 256MB\n") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "status_partial_lag_time = 2min\n") != NULL, "%s", out);
+    ck_assert_msg(config_parse_buffer("dump", out, len, 0, &again, err, sizeof(err)) == 0, "%s",
+                  err);
+    ck_assert_uint_eq(again.status_degraded_lag_bytes, cfg.status_degraded_lag_bytes);
+    ck_assert_uint_eq(again.status_degraded_lag_ms, cfg.status_degraded_lag_ms);
+    ck_assert_uint_eq(again.status_partial_lag_bytes, cfg.status_partial_lag_bytes);
+    ck_assert_uint_eq(again.status_partial_lag_ms, cfg.status_partial_lag_ms);
+    config_free(&again);
+    free(out);
+    config_free(&cfg);
+
+    /* equal thresholds are allowed: the mirror goes straight to partial_outage */
+    ck_assert_msg(load_site(NULL, "status_degraded_lag_size = 1GB\n"
+                                  "status_partial_lag_time = 5s\n") == 0,
+                  "%s", err);
+    ck_assert_uint_eq(cfg.status_degraded_lag_bytes, cfg.status_partial_lag_bytes);
+    ck_assert_uint_eq(cfg.status_degraded_lag_ms, cfg.status_partial_lag_ms);
+}
+END_TEST
+
+/* degraded > partial: the message names the key of the pair set later in the file, its line,
+ * and both values. */
+START_TEST(test_status_thresholds_order)
+{
+    int rc = load_site(NULL, "status_partial_lag_size = 1MB\n"
+                             "status_degraded_lag_size = 2MB");
+
+    expect_key_err(rc, extra_line + 1, "status_degraded_lag_size",
+                   "status_degraded_lag_size (2MB) must not be above status_partial_lag_size "
+                   "(1MB)");
+    rc = load_site(NULL, "status_degraded_lag_time = 2min\n"
+                         "status_partial_lag_time = 90s");
+    expect_key_err(rc, extra_line + 1, "status_partial_lag_time",
+                   "status_degraded_lag_time (2min) must not be above status_partial_lag_time "
+                   "(90s)");
 }
 END_TEST
 
@@ -327,6 +393,9 @@ START_TEST(test_witness_errors)
     expect_key_err(load_text("w7.conf", text, strlen(text)), 4, "sites", "site 2:");
     text = witness_text("a@h:1,", NULL);
     expect_key_err(load_text("w8.conf", text, strlen(text)), 4, "sites", "empty entry");
+    text = witness_text(NULL, "status_partial_lag_size = 1GB");
+    expect_key_err(load_text("w10.conf", text, strlen(text)), 8, "status_partial_lag_size",
+                   "not used by a witness");
     text = witness_text(NULL, "http_listen = '[::1]:7010'");
     expect_key_err(load_text("w9.conf", text, strlen(text)), 8, "http_listen",
                    "clashes with listen");
@@ -527,6 +596,23 @@ static const struct key_case {
     {NULL, "statedir = /x", "statedir", "did you mean \"state_dir\"?"},
     {NULL, "peer_pg_conninfo = ''", "peer_pg_conninfo", "must not be empty"},
     {NULL, "peer_pg_connifo = 'host=x'", "peer_pg_connifo", "did you mean \"peer_pg_conninfo\"?"},
+    /* the status page's thresholds */
+    {NULL, "status_degraded_lag_size = 16", "status_degraded_lag_size", "needs a unit"},
+    {NULL, "status_degraded_lag_size = 0MB", "status_degraded_lag_size", "at least 1B"},
+    {NULL, "status_degraded_lag_size = 16Mb", "status_degraded_lag_size", "invalid unit \"Mb\""},
+    {NULL, "status_partial_lag_size = 1.5GB", "status_partial_lag_size", "whole number"},
+    {NULL, "status_partial_lag_size = -1GB", "status_partial_lag_size", "is not a size"},
+    {NULL, "status_degraded_lag_time = 5", "status_degraded_lag_time", "needs a unit"},
+    {NULL, "status_partial_lag_time = 0s", "status_partial_lag_time", "out of range 1ms..24h"},
+    {NULL, "status_partial_lag_time = 5 sec", "status_partial_lag_time", "unexpected"},
+    {NULL, "status_degraded_lag_siz = 16MB", "status_degraded_lag_siz",
+     "did you mean \"status_degraded_lag_size\"?"},
+    {NULL, "status_degraded_lag_size = 2GB", "status_degraded_lag_size",
+     "status_degraded_lag_size (2GB) must not be above status_partial_lag_size (1GB, the "
+     "default)"},
+    {NULL, "status_partial_lag_time = 2s", "status_partial_lag_time",
+     "status_degraded_lag_time (5s, the default) must not be above status_partial_lag_time "
+     "(2s)"},
 };
 
 START_TEST(test_key_errors)
@@ -917,6 +1003,7 @@ config_suite(void)
     tcase_add_test(tc, test_state_dir_and_peer_pg_conninfo);
     tcase_add_test(tc, test_witness_state_dir);
     tcase_add_test(tc, test_dump_new_keys_round_trip);
+    tcase_add_test(tc, test_status_thresholds);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
@@ -926,6 +1013,7 @@ config_suite(void)
                         (int)(sizeof(syntax_cases) / sizeof(syntax_cases[0])));
     tcase_add_test(tc, test_unknown_key_without_suggestion);
     tcase_add_test(tc, test_witness_errors);
+    tcase_add_test(tc, test_status_thresholds_order);
     tcase_add_test(tc, test_witness_missing_sites);
     tcase_add_test(tc, test_missing_required);
     tcase_add_test(tc, test_unreadable_file);

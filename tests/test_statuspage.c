@@ -2,9 +2,10 @@
  * test_statuspage.c - Check suite for agent/statuspage.c (the status page, GET /, and
  * GET /api/v2/summary.json) and the lag history and incident log of agent/status.c.
  *
- * Suite "rules" (the default): the components' rule of statuspage.h case by case, the lag
- * history's 10 s intervals and ring, the incident log's ring, and summary.json's shape read over
- * HTTP from an httpapi whose board the test fills.
+ * Suite "rules" (the default): the components' rule of statuspage.h case by case (with the
+ * default thresholds and with thresholds from a configuration), the lag history's 10 s
+ * intervals and ring, the incident log's ring, and summary.json's shape read over HTTP from an
+ * httpapi whose board the test fills.
  *
  * Suite "chromium" (argument "chromium"): the same API serves the page to headless Chromium,
  * which takes a screenshot (a PNG must come out) and dumps the rendered DOM; the assertions
@@ -21,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "httpapi.h"
 #include "status.h"
 #include "statuspage.h"
@@ -63,7 +65,7 @@ static struct statuspage_component comps[STATUSPAGE_COMPONENTS];
 static enum statuspage_state
 eval(const struct status_snapshot *s)
 {
-    return statuspage_components(s, unix_now_us(), comps);
+    return statuspage_components(s, NULL, unix_now_us(), comps);
 }
 
 #define expect_state(i, st, why_part)                                                              \
@@ -121,6 +123,74 @@ START_TEST(rule_lag_thresholds)
     snprintf(s.sync_state, sizeof(s.sync_state), "catchup");
     ck_assert_int_eq(eval(&s), STATUSPAGE_DEGRADED);
     expect_state(STATUSPAGE_LINK, STATUSPAGE_DEGRADED, "catching up");
+}
+END_TEST
+
+/* A site's configuration with the given threshold lines, parsed; its thresholds in *th. */
+static void
+thresholds_of(const char *lines, struct statuspage_thresholds *th)
+{
+    char text[2048], err[512];
+    struct wm_config cfg;
+    int rc;
+
+    snprintf(text, sizeof(text),
+             "node_name = site-a\nlisten = 127.0.0.1:7001\npeer = site-b@127.0.0.1:7002\n"
+             "tls_ca = ca.crt\ntls_cert = a.crt\ntls_key = a.key\npg_conninfo = 'host=x'\n"
+             "pgdata = /pg\nspool_dir = /spool\nwal_listen = 127.0.0.1:7003\n%s",
+             lines);
+    rc = config_parse_buffer("site.conf", text, strlen(text), CONFIG_NO_FILE_CHECKS, &cfg, err,
+                             sizeof(err));
+    ck_assert_msg(rc == 0, "%s", err);
+    statuspage_thresholds_from_config(th, &cfg);
+    config_free(&cfg);
+}
+
+/* The thresholds come from the configuration: a configured threshold moves the mirror's state
+ * where the default would not, and a configuration without the keys gives the defaults. */
+START_TEST(rule_thresholds_from_config)
+{
+    static struct status_snapshot s;
+    struct statuspage_thresholds th, def;
+
+    statuspage_thresholds_default(&def);
+    thresholds_of("", &th);
+    ck_assert_uint_eq(th.degraded_bytes, STATUSPAGE_DEGRADED_BYTES);
+    ck_assert(th.degraded_s == STATUSPAGE_DEGRADED_SECONDS);
+    ck_assert_uint_eq(th.partial_bytes, STATUSPAGE_PARTIAL_BYTES);
+    ck_assert(th.partial_s == STATUSPAGE_PARTIAL_SECONDS);
+    ck_assert(memcmp(&th, &def, sizeof(th)) == 0);
+    statuspage_thresholds_from_config(&th, NULL);
+    ck_assert(memcmp(&th, &def, sizeof(th)) == 0);
+
+    /* 2 MiB and 1.5 s behind: operational by the defaults */
+    fill(&s);
+    s.apply_lag_bytes = 2ULL << 20;
+    s.apply_lag_s = 1.5;
+    ck_assert_int_eq(statuspage_components(&s, &def, unix_now_us(), comps), STATUSPAGE_OPERATIONAL);
+
+    thresholds_of("status_degraded_lag_size = 1MB\n", &th);
+    ck_assert_uint_eq(th.degraded_bytes, 1ULL << 20);
+    ck_assert_int_eq(statuspage_components(&s, &th, unix_now_us(), comps), STATUSPAGE_DEGRADED);
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_DEGRADED, "behind: 2.0 MiB");
+
+    thresholds_of("status_degraded_lag_size = 512kB\nstatus_partial_lag_size = 2MB\n", &th);
+    ck_assert_int_eq(statuspage_components(&s, &th, unix_now_us(), comps), STATUSPAGE_PARTIAL);
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_PARTIAL, "far behind: 2.0 MiB");
+
+    thresholds_of("status_degraded_lag_time = 1s\n", &th);
+    ck_assert(th.degraded_s == 1.0);
+    ck_assert_int_eq(statuspage_components(&s, &th, unix_now_us(), comps), STATUSPAGE_DEGRADED);
+    thresholds_of("status_degraded_lag_time = 500ms\nstatus_partial_lag_time = 1500ms\n", &th);
+    ck_assert(th.partial_s == 1.5);
+    ck_assert_int_eq(statuspage_components(&s, &th, unix_now_us(), comps), STATUSPAGE_PARTIAL);
+
+    /* larger thresholds: what the defaults call degraded is operational */
+    s.apply_lag_bytes = 40ULL << 20;
+    ck_assert_int_eq(statuspage_components(&s, &def, unix_now_us(), comps), STATUSPAGE_DEGRADED);
+    thresholds_of("status_degraded_lag_size = 64MB\n", &th);
+    ck_assert_int_eq(statuspage_components(&s, &th, unix_now_us(), comps), STATUSPAGE_OPERATIONAL);
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_OPERATIONAL, "in sync");
 }
 END_TEST
 
@@ -505,6 +575,56 @@ START_TEST(status_and_incidents_json)
 }
 END_TEST
 
+/* The agent hands the API its configured thresholds: the page and the summary use them. */
+START_TEST(summary_uses_configured_thresholds)
+{
+    struct statuspage_thresholds th;
+    struct body b;
+    char ctype[128];
+    json_error_t jerr;
+    json_t *o;
+
+    /* publish_pair's 40 MiB of apply lag is degraded by the defaults; not from 64 MB up */
+    statuspage_thresholds_default(&th);
+    th.degraded_bytes = 64ULL << 20;
+    httpapi_set_thresholds(api, &th);
+    ck_assert_int_eq(get("/api/v2/summary.json", &b, ctype, sizeof(ctype)), 200);
+    o = json_loadb(b.data, b.len, 0, &jerr);
+    ck_assert_msg(o != NULL, "not JSON: %s", jerr.text);
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(o, "components"), 1), "status")),
+                     "operational");
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(o, "status"), "indicator")),
+                     "none");
+    json_decref(o);
+    free(b.data);
+    ck_assert_int_eq(get("/", &b, ctype, sizeof(ctype)), 200);
+    ck_assert_msg(strstr(b.data, "degraded from 64.0 MiB or 5 s of lag, in partial outage from "
+                                 "1.0 GiB or 60 s") != NULL,
+                  "%s", b.data);
+    free(b.data);
+
+    /* and a partial threshold below the lag makes it a partial outage */
+    th.degraded_bytes = 8ULL << 20;
+    th.partial_bytes = 32ULL << 20;
+    httpapi_set_thresholds(api, &th);
+    ck_assert_int_eq(get("/api/v2/summary.json", &b, ctype, sizeof(ctype)), 200);
+    o = json_loadb(b.data, b.len, 0, &jerr);
+    ck_assert_ptr_nonnull(o);
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(o, "components"), 1), "status")),
+                     "partial_outage");
+    json_decref(o);
+    free(b.data);
+
+    /* NULL: the defaults again */
+    httpapi_set_thresholds(api, NULL);
+    ck_assert_int_eq(get("/api/v2/summary.json", &b, ctype, sizeof(ctype)), 200);
+    ck_assert_ptr_nonnull(strstr(b.data, "degraded_performance"));
+    free(b.data);
+}
+END_TEST
+
 START_TEST(page_served)
 {
     struct body b;
@@ -631,6 +751,7 @@ rules_suite(void)
 
     tcase_add_test(tc, rule_healthy_source);
     tcase_add_test(tc, rule_lag_thresholds);
+    tcase_add_test(tc, rule_thresholds_from_config);
     tcase_add_test(tc, rule_outages);
     tcase_add_test(tc, rule_witness);
     tcase_add_test(tc, rule_maintenance_and_stale);
@@ -641,6 +762,7 @@ rules_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, summary_json);
     tcase_add_test(tc, status_and_incidents_json);
+    tcase_add_test(tc, summary_uses_configured_thresholds);
     tcase_add_test(tc, page_served);
     suite_add_tcase(s, tc);
     return s;
