@@ -7,6 +7,8 @@
  *
  *   status [--json] [--watch [SECONDS]]   GET /status from every agent named, one table row each
  *   pause | resume                        POST /pause or /resume to every agent named
+ *   report --statuspage URL ...           push the state to a Statuspage-compatible service,
+ *                                         every interval until stopped (report.h)
  *
  * Which agents: each --url (repeatable, "http://host:port" or "host:port") names one agent.
  * Without --url, -c FILE names the agent whose configuration it is (its http_listen; a wildcard
@@ -26,7 +28,7 @@
  * per line.
  *
  * Exit status: 0 success, 1 failure (an agent unreachable or refusing, for status even when
- * others answered; a command not implemented yet), 2 bad usage or a bad configuration file.
+ * others answered), 2 bad usage or a bad configuration file.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -44,6 +46,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "report.h"
 
 #define CTL_MAX_AGENTS 8
 #define CTL_URL_MAX 1024
@@ -53,8 +56,6 @@
 #define CTL_TIMEOUT_MS 5000L
 
 static volatile sig_atomic_t interrupted;
-
-static const char *const not_implemented[] = {"report"};
 
 struct ctl {
     char urls[CTL_MAX_AGENTS][CTL_URL_MAX]; /* base URLs, without a trailing '/' */
@@ -125,7 +126,14 @@ usage(FILE *f)
             "  maintenance list [--json]\n"
             "                        each agent's windows, with the next (or open) one\n"
             "  maintenance remove ID remove window ID on every agent given\n"
-            "  report: not implemented yet\n"
+            "  report --statuspage URL --page-id ID --component-id ID --api-key-file FILE\n"
+            "         [--metric-id ID] [--interval 60s] [--component overall|database|\n"
+            "          mirror|link] [--once]\n"
+            "                        push the component's status (worst of the agents given)\n"
+            "                        to a Statuspage-compatible API when it changes, and with\n"
+            "                        --metric-id the lag in seconds every interval, until\n"
+            "                        SIGINT or SIGTERM; --once: one round, exit 1 if a push\n"
+            "                        failed (see docs/operations.md)\n"
             "\n"
             "Without --url and -c, the agent at http://127.0.0.1:8008.  With -c alone, the table\n"
             "shows that agent and, below it, what it knows of its peer; give one --url per agent\n"
@@ -1533,6 +1541,19 @@ cmd_check(const struct ctl *ctl, const struct check_args *ca)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* report: tools/report.c                                                                    */
+
+static int
+cmd_report(const struct ctl *ctl, const struct report_args *a)
+{
+    const char *urls[CTL_MAX_AGENTS];
+
+    for (int i = 0; i < ctl->n_urls; i++)
+        urls[i] = ctl->urls[i];
+    return report_run(a, urls, ctl->n_urls, ctl->token, &interrupted);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* main                                                                                      */
 
 /* Parses a --watch interval: a number of seconds in (0, 86400]. */
@@ -1583,11 +1604,13 @@ main(int argc, char **argv)
     struct op_args args = {0};
     struct maint_args maint = {0};
     struct check_args check = {.warn = 16 * 1048576.0, .crit = 1073741824.0};
+    struct report_args report;
     bool have_warn = false, have_crit = false;
     struct sigaction sa;
-    int rc = 1;
+    int rc = 1, taken;
 
     memset(&cfg, 0, sizeof(cfg));
+    report_args_init(&report);
     ctl.watch_s = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1685,6 +1708,11 @@ main(int argc, char **argv)
                 i++;
             continue;
         }
+        taken = report_option(&report, argc, argv, &i);
+        if (taken < 0)
+            goto bad_usage;
+        if (taken > 0)
+            continue;
         if (a[0] == '-') {
             fprintf(stderr, "walmirrorctl: unknown option \"%s\"\n", a);
             goto bad_usage;
@@ -1703,15 +1731,11 @@ main(int argc, char **argv)
     }
     if (command == NULL)
         goto bad_usage;
-    for (size_t k = 0; k < sizeof(not_implemented) / sizeof(not_implemented[0]); k++)
-        if (strcmp(command, not_implemented[k]) == 0) {
-            fprintf(stderr, "walmirrorctl: \"%s\" is not implemented yet\n", command);
-            return 1;
-        }
     if (strcmp(command, "status") != 0 && strcmp(command, "pause") != 0 &&
         strcmp(command, "resume") != 0 && strcmp(command, "switchover") != 0 &&
         strcmp(command, "failover") != 0 && strcmp(command, "rejoin") != 0 &&
-        strcmp(command, "check") != 0 && strcmp(command, "maintenance") != 0) {
+        strcmp(command, "check") != 0 && strcmp(command, "maintenance") != 0 &&
+        strcmp(command, "report") != 0) {
         fprintf(stderr, "walmirrorctl: unknown command \"%s\"\n", command);
         goto bad_usage;
     }
@@ -1722,7 +1746,9 @@ main(int argc, char **argv)
         ((args.to != NULL || args.max_lag != NULL || args.at != 0) &&
          strcmp(command, "switchover") != 0) ||
         (args.force && strcmp(command, "failover") != 0) ||
-        ((have_warn || have_crit) && strcmp(command, "check") != 0))
+        ((have_warn || have_crit) && strcmp(command, "check") != 0) ||
+        (report.given && strcmp(command, "report") != 0) ||
+        (strcmp(command, "report") == 0 && report_args_check(&report) < 0))
         goto bad_usage;
     ctl.json = want_json;
     ctl.watch = want_watch;
@@ -1762,6 +1788,8 @@ main(int argc, char **argv)
         rc = cmd_action(&ctl, command);
     else if (strcmp(command, "maintenance") == 0)
         rc = cmd_maintenance(&ctl, &maint);
+    else if (strcmp(command, "report") == 0)
+        rc = cmd_report(&ctl, &report);
     else
         rc = cmd_operation(&ctl, command, &args);
     curl_global_cleanup();
