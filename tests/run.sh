@@ -4,8 +4,9 @@
 #   1. builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs the unit and
 #      integration tests there (the fuzzing runs, the benchmark smoke test and the
 #      fault-injection cycles are left to step 2);
-#   2. builds the release tree with -Werror and runs every test under CTest - its summary
-#      closes the output.
+#   2. builds the release tree with -Werror, runs every unit suite again under valgrind
+#      memcheck (the tests labelled memcheck, two at a time: about 2.5 minutes), then every
+#      other test under CTest; its summary and the memcheck one close the output.
 # Integration tests start real PostgreSQL 15 servers as the postgres user on free loopback
 # ports and stop them, even on failure.
 #   sh tests/run.sh                        (as root on a fresh Debian 12 machine)
@@ -33,4 +34,23 @@ cmake --build "$build" -j"$jobs"
 # The postgres user runs the servers the tests start: let it reach the build tree.
 chmod o+rx "$build" 2>/dev/null || true
 cd "$build"
-ctest --output-on-failure --timeout 900
+echo "== valgrind memcheck (unit suites) =="
+if ! command -v valgrind >/dev/null; then
+    echo "run.sh: valgrind is missing (tools/install-deps.sh installs it)" >&2
+    exit 1
+fi
+memcheck=0
+ctest --output-on-failure --timeout 600 -L memcheck -j"$jobs" >"$build/memcheck.txt" 2>&1 ||
+    memcheck=$?
+cat "$build/memcheck.txt"
+# No memcheck test registered (valgrind not found when CMake ran) is a failure too.
+grep -q 'tests passed' "$build/memcheck.txt" || memcheck=1
+echo "== all other tests =="
+ctest --output-on-failure --timeout 900 -LE memcheck || status=$?
+echo "== memcheck summary =="
+grep -E 'tests passed|^memcheck +=' "$build/memcheck.txt" | sed 's/^/valgrind memcheck: /'
+if [ "$memcheck" != 0 ]; then
+    echo "run.sh: valgrind memcheck FAILED (see above)" >&2
+    exit 1
+fi
+exit "${status:-0}"

@@ -2117,6 +2117,7 @@ main(void)
         free(mnt_parent);
     }
     free(mnt_dir);
+    mnt_dir = NULL; /* unmount_tmpfs runs again at exit (atexit) */
     if (wal_dir != NULL)
         tu_rmtree(wal_dir);
     free(wal_dir);

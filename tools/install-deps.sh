@@ -15,6 +15,7 @@ apt-get install -y -qq --no-install-recommends \
     postgresql-15 postgresql-client-15 openssl ca-certificates util-linux procps \
     chromium fonts-dejavu-core \
     gnuplot-nox curl \
+    valgrind \
     >/dev/null
 # Debian's postgresql-common creates and starts a default cluster; walmirror's tests and demo
 # run their own clusters in temporary directories, so the default one is left as it is.
