@@ -1351,8 +1351,8 @@ START_TEST(ctl_usage)
     ck_assert_int_eq(ctl("status --url"), 2);
     ck_assert_int_eq(ctl("status --watch=0"), 2);
     ck_assert_int_eq(ctl("-c"), 2);
-    ck_assert_int_eq(ctl("report"), 1);
-    assert_has(err_text, "not implemented yet");
+    ck_assert_int_eq(ctl("report"), 2);
+    assert_has(err_text, "report needs --statuspage");
     ck_assert_int_eq(ctl("status --force"), 2);
     ck_assert_int_eq(ctl("failover --to site-b"), 2);
     ck_assert_int_eq(ctl("switchover --max-lag 12x"), 2);
