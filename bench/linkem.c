@@ -47,7 +47,10 @@
  *       reset                       close every relayed connection with a RST, both sides
  *       set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE buffer=DUR
  *                                   (any subset; applies to the bytes that enter afterwards)
- *       stats                       connections, bytes each way, queued bytes, settings
+ *       corrupt [a2b|b2a|both] N    flip one random bit in each of the next N chunks that
+ *                                   enter the direction (0 cancels what is pending)
+ *       stats                       connections, bytes each way, queued bytes, settings,
+ *                                   chunks corrupted and still to corrupt
  *   `wm-linkem --control PATH --send cut` is the client (exit 0 on "ok", 1 otherwise) for
  *   shells without socat.  Signals: SIGUSR1 = cut, SIGUSR2 = restore, SIGHUP = reset,
  *   SIGINT / SIGTERM = close everything and exit 0.
@@ -62,6 +65,12 @@
  *   own level-triggered epoll loop, whose waits take a nanosecond deadline (epoll_pwait2) on
  *   CLOCK_MONOTONIC with the timer slack set to 1 ns, and whose only timer structure is a
  *   binary heap of the directions waiting for their next release.  No threads.
+ *
+ * Corruption: `corrupt` models bit errors that got past the link layer's and TCP's checksums,
+ *   for tests of what sits above TCP (walmirror's TLS must catch them).  A chunk here is the
+ *   bytes of one read(2) from the source, before it is split into packets; the bit is chosen
+ *   uniformly among them with the --seed generator, and each corrupted chunk is logged at
+ *   info level.  Chunks are counted over all connections, in the order they are read.
  *
  * Lifetime: a connection is HELD (accepted during a cut), CONNECTING (B's connect in flight),
  *   OPEN, then CLOSED; a closed
@@ -235,6 +244,8 @@ struct lk {
     uint64_t link_free_ns[2];   /* when each direction's link has serialized all it took */
     bool link_waiters[2];       /* some connection waits for room in the link's buffer */
     bool cut[2];
+    uint64_t corrupt_pending[2]; /* chunks still to corrupt, per direction */
+    uint64_t corrupted[2];       /* chunks corrupted so far */
     size_t queue_limit;
     int sockbuf; /* > 0: SO_RCVBUF and an MSS of LK_MSS for every relayed socket */
     uint64_t rng;
@@ -959,6 +970,23 @@ dir_reschedule(struct lk *lk, struct lk_dir *d, uint64_t now)
             dir_schedule(lk, d, ch->arrival_ns > now ? ch->arrival_ns : now, ch->len - ch->off);
 }
 
+/* Flips one random bit of the chunk buf[n] that entered direction s (see "Corruption"). */
+static void
+corrupt_chunk(struct lk *lk, struct lk_conn *c, unsigned s, unsigned char *buf, size_t n)
+{
+    uint64_t r = lk_random(lk);
+    size_t at = (size_t)(r % n);
+    unsigned bit = (unsigned)((r / n) % 8);
+
+    buf[at] ^= (unsigned char)(1u << bit);
+    lk->corrupt_pending[s]--;
+    lk->corrupted[s]++;
+    log_info(LK_COMPONENT,
+             "conn %" PRIu64 ": %s chunk of %zu bytes corrupted: bit %u of byte %zu flipped "
+             "(%" PRIu64 " more to corrupt)",
+             c->id, lk_dir_names[s], n, bit, at, lk->corrupt_pending[s]);
+}
+
 static void
 side_read(struct lk *lk, struct lk_conn *c, unsigned s)
 {
@@ -980,6 +1008,8 @@ side_read(struct lk *lk, struct lk_conn *c, unsigned s)
         n = recv(sd->fd, lk->scratch, max, MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n > 0) {
+        if (lk->corrupt_pending[s] > 0)
+            corrupt_chunk(lk, c, s, lk->scratch, (size_t)n);
         dir_input(lk, &c->dir[s], lk->scratch, (size_t)n, mono_ns());
     } else if (n == 0) {
         log_debug(LK_COMPONENT, "conn %" PRIu64 ": side %c sent FIN", c->id, "AB"[s]);
@@ -1273,6 +1303,42 @@ ctl_stats(struct lk *lk, char *out, size_t cap)
             lk->params[i].delay_ns / LK_NS_PER_US, lk_dir_names[i],
             lk->params[i].jitter_ns / LK_NS_PER_US, lk_dir_names[i], lk->params[i].rate_bps,
             lk_dir_names[i], lk->params[i].buffer_ns / LK_NS_PER_US);
+    for (unsigned i = 0; i < 2 && n < cap; i++)
+        n += (size_t)snprintf(
+            out + n, cap - n, " %s_corrupted=%" PRIu64 " %s_corrupt_pending=%" PRIu64,
+            lk_dir_names[i], lk->corrupted[i], lk_dir_names[i], lk->corrupt_pending[i]);
+}
+
+/* `corrupt [DIR] N`: one flipped bit in each of the next N chunks of the direction(s). */
+static void
+ctl_corrupt(struct lk *lk, char **words, int n, char *out, size_t cap)
+{
+    unsigned mask = LK_DIR_MASK_BOTH;
+    char *end;
+    unsigned long long count;
+
+    if (n == 2 && parse_dir_word(words[0], &mask) == 0) {
+        words++;
+        n--;
+    }
+    if (n != 1 || words[0][0] < '0' || words[0][0] > '9') {
+        snprintf(out, cap, "error: usage: corrupt [a2b|b2a|both] N");
+        return;
+    }
+    errno = 0;
+    count = strtoull(words[0], &end, 10);
+    if (*end != '\0' || errno != 0 || count > 1000000000ull) {
+        snprintf(out, cap, "error: corrupt: '%s' is not a count of chunks (0 to 1000000000)",
+                 words[0]);
+        return;
+    }
+    for (unsigned d = 0; d < 2; d++)
+        if (mask & (1u << d))
+            lk->corrupt_pending[d] = count;
+    log_info(LK_COMPONENT, "corrupt: a2b %" PRIu64 " chunks, b2a %" PRIu64 " chunks",
+             lk->corrupt_pending[LK_A2B], lk->corrupt_pending[LK_B2A]);
+    snprintf(out, cap, "ok a2b_corrupt_pending=%" PRIu64 " b2a_corrupt_pending=%" PRIu64,
+             lk->corrupt_pending[LK_A2B], lk->corrupt_pending[LK_B2A]);
 }
 
 /* `set [DIR] key=value...`: all settings are checked before any is applied. */
@@ -1368,12 +1434,15 @@ ctl_execute(struct lk *lk, char *line, char *out, size_t cap)
         snprintf(out, cap, "ok closed=%" PRIu64, lk_reset(lk));
     } else if (strcmp(words[0], "set") == 0) {
         ctl_set(lk, words + 1, n - 1, out, cap);
+    } else if (strcmp(words[0], "corrupt") == 0) {
+        ctl_corrupt(lk, words + 1, n - 1, out, cap);
     } else if (strcmp(words[0], "stats") == 0 && n == 1) {
         ctl_stats(lk, out, cap);
     } else if (strcmp(words[0], "help") == 0 && n == 1) {
         snprintf(out, cap,
                  "ok commands: cut [a2b|b2a|both]; restore [a2b|b2a|both]; reset; "
-                 "set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE buffer=DUR; stats; help");
+                 "set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE buffer=DUR; "
+                 "corrupt [a2b|b2a|both] N; stats; help");
     } else {
         snprintf(out, cap, "error: unknown command '%s' (try help)", words[0]);
     }
@@ -1740,7 +1809,8 @@ usage(FILE *f)
             "--queue: bytes held per direction and connection at most, with k, m or g\n"
             "       (default 64m)\n"
             "COMMAND: cut [a2b|b2a|both], restore [a2b|b2a|both], reset, stats, help,\n"
-            "         set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE buffer=DUR\n"
+            "         set [a2b|b2a|both] delay=DUR jitter=DUR rate=RATE buffer=DUR,\n"
+            "         corrupt [a2b|b2a|both] N (one flipped bit in each of the next N chunks)\n"
             "Signals: SIGUSR1 cut, SIGUSR2 restore, SIGHUP reset, SIGTERM/SIGINT exit.\n");
 }
 

@@ -1040,6 +1040,68 @@ START_TEST(test_listen_in_use)
 }
 END_TEST
 
+static int
+bits_differing(const unsigned char *x, const unsigned char *y, size_t len)
+{
+    int bits = 0;
+
+    for (size_t i = 0; i < len; i++)
+        bits += __builtin_popcount((unsigned)(x[i] ^ y[i]));
+    return bits;
+}
+
+/* `corrupt a2b 3`: exactly one bit flipped in each of the next three chunks, then none; b2a is
+ * left alone; the counters say so. */
+START_TEST(test_corrupt)
+{
+    struct lkproc p;
+    int port, lfd = listen_any(&port), a, b, bits = 0;
+    unsigned char msg[1000], got[1000];
+    const char *r;
+
+    for (size_t i = 0; i < sizeof(msg); i++)
+        msg[i] = (unsigned char)(i * 31 + 7);
+    lk_start(&p, port, "--seed", "7", NULL);
+    pair_up(&p, lfd, &a, &b);
+    round_trip(a, b);
+
+    ck_assert_str_eq(ctl(&p, "corrupt"), "error: usage: corrupt [a2b|b2a|both] N");
+    ck_assert_str_eq(ctl(&p, "corrupt a2b"), "error: usage: corrupt [a2b|b2a|both] N");
+    ck_assert(strncmp(ctl(&p, "corrupt a2b 3x"), "error: corrupt: '3x'", 20) == 0);
+    ck_assert_str_eq(ctl(&p, "corrupt a2b 3"), "ok a2b_corrupt_pending=3 b2a_corrupt_pending=0");
+    /* Five messages, each read by linkem as one chunk or more: three bits in all, and the
+     * last two messages intact whatever the split. */
+    for (int m = 0; m < 5; m++) {
+        int k;
+
+        send_all(a, msg, sizeof(msg));
+        ck_assert_uint_eq(recv_within(b, got, sizeof(got), 5000), sizeof(got));
+        k = bits_differing(msg, got, sizeof(msg));
+        bits += k;
+        if (m >= 3)
+            ck_assert_msg(k == 0, "message %d: %d bits flipped after the corruption ended", m, k);
+        /* the other direction is not corrupted */
+        send_all(b, msg, sizeof(msg));
+        ck_assert_uint_eq(recv_within(a, got, sizeof(got), 5000), sizeof(got));
+        ck_assert_int_eq(bits_differing(msg, got, sizeof(msg)), 0);
+    }
+    ck_assert_int_eq(bits, 3);
+    r = ctl(&p, "stats");
+    ck_assert_uint_eq(stat_u64(r, "a2b_corrupted"), 3);
+    ck_assert_uint_eq(stat_u64(r, "a2b_corrupt_pending"), 0);
+    ck_assert_uint_eq(stat_u64(r, "b2a_corrupted"), 0);
+
+    /* Pending corruption can be cancelled. */
+    ck_assert_str_eq(ctl(&p, "corrupt both 5"), "ok a2b_corrupt_pending=5 b2a_corrupt_pending=5");
+    ck_assert_str_eq(ctl(&p, "corrupt 0"), "ok a2b_corrupt_pending=0 b2a_corrupt_pending=0");
+    round_trip(a, b);
+    close(a);
+    close(b);
+    close(lfd);
+    lk_stop(&p);
+}
+END_TEST
+
 static Suite *
 linkem_suite(void)
 {
@@ -1070,6 +1132,7 @@ linkem_suite(void)
     tcase_add_test(tc, test_cut_holds_fin);
     tcase_add_test(tc, test_connect_during_cut);
     tcase_add_test(tc, test_reset);
+    tcase_add_test(tc, test_corrupt);
     tcase_add_test(tc, test_control_client);
     tcase_add_test(tc, test_bad_arguments);
     tcase_add_test(tc, test_listen_in_use);
