@@ -11,10 +11,15 @@
  *     commit was lost, and no stale primary got a commit acknowledged (such a commit would be
  *     missing from the primary that won);
  *   - the ledger makes progress again.
- * Faults: kill -9 of the source's agent, of the sink's agent, of the primary PostgreSQL (a
- * fail-over follows, and the old primary rejoins by itself), of the standby PostgreSQL; a cut of site A's link to B shorter than the
- * fail-over timeout; a slow link (30 ms each way) for a few seconds.
- * The first six cycles apply each kind of fault once, in a random order; then at random.
+ * Faults (the table fault_kinds[]: a name and a function each; adding a kind is one function
+ * and one line there): kill -9 of the source's agent, of the sink's agent, of the primary
+ * PostgreSQL (a fail-over follows, and the old primary rejoins by itself), of the standby
+ * PostgreSQL; a cut of site A's link to B shorter than the fail-over timeout; a slow link
+ * (30 ms each way) for a few seconds; corrupted bytes on the A-B link under pgbench load (one
+ * flipped bit in a few chunks each way: TLS must refuse each record - bad record MAC - and the
+ * link reconnects; nothing corrupt reaches the spool, which the standby proves by replaying
+ * everything the primary wrote, every record's CRC checked).
+ * The first cycles apply each kind of fault once, in a random order; then at random.
  *   WALMIRROR_FAULT_CYCLES=N   cycles (default 10; the long run in docs uses 50)
  *   WALMIRROR_FAULT_SEED=S     replay a run: the seed is printed at the start and the end
  * The summary names the cycles, the faults by kind, the commits acknowledged and lost (0).
@@ -35,24 +40,8 @@
 #include "pgtest.h"
 #include "testutil.h"
 
-enum fault {
-    F_KILL_SOURCE_AGENT,
-    F_KILL_SINK_AGENT,
-    F_KILL_PRIMARY_PG,
-    F_KILL_STANDBY_PG,
-    F_CUT_LINK,
-    F_SLOW_LINK,
-    F_N,
-};
-
-static const char *const fault_names[F_N] = {
-    "kill -9 source agent", "kill -9 sink agent", "kill -9 primary PostgreSQL",
-    "kill -9 standby PostgreSQL", "cut A-B link 2 s", "slow A-B link (30 ms) 5 s",
-};
-
 static unsigned seed, first_seed;
 static int cycles = 10;
-static int done_by_kind[F_N];
 
 /* The site whose PostgreSQL takes writes now, or NULL. */
 static struct pt_site *
@@ -88,8 +77,10 @@ restart_postmaster(struct pt_site *s)
     }
     tu_run("rm -f '%s/postmaster.pid'", s->pg.pgdata);
     if (pgt_start(&s->pg) != 0)
-        fprintf(stderr, "faults: %s's PostgreSQL did not start (its agent may be rewinding "
-                        "it)\n", s->name);
+        fprintf(stderr,
+                "faults: %s's PostgreSQL did not start (its agent may be rewinding "
+                "it)\n",
+                s->name);
 }
 
 /* Waits until one primary and one standby, synchronous; returns the primary. */
@@ -102,92 +93,239 @@ settle(double seconds)
         struct pt_site *p = primary_now();
         struct pt_site *other = p == &A ? &B : &A;
 
-        if (p != NULL && pt_sql_true(other, "SELECT pg_is_in_recovery()") &&
-            pt_wait_sync(p, 1))
+        if (p != NULL && pt_sql_true(other, "SELECT pg_is_in_recovery()") && pt_wait_sync(p, 1))
             return p;
         usleep(200000);
     }
     return NULL;
 }
 
+/*
+ * The kinds of fault.  Each applies its fault to the pair whose primary is p and standby s
+ * (settled, synchronous), in cycle c, and does what recovery it calls for; the cycle then
+ * waits for the pair to be synchronous again and checks the ledger.
+ */
+
+static void
+fault_kill_source_agent(int c, struct pt_site *p, struct pt_site *s)
+{
+    (void)c, (void)s;
+    pt_stop_agent(p, SIGKILL);
+    usleep(500000);
+    pt_start_agent(p);
+}
+
+static void
+fault_kill_sink_agent(int c, struct pt_site *p, struct pt_site *s)
+{
+    (void)c, (void)p;
+    pt_stop_agent(s, SIGKILL);
+    usleep(500000);
+    pt_start_agent(s);
+}
+
+static void
+fault_kill_primary_pg(int c, struct pt_site *p, struct pt_site *s)
+{
+    kill_postmaster(p);
+    /* The standby site takes over (failover_timeout, then the witness's vote). */
+    ck_assert_msg(pt_wait_true(s, "SELECT NOT pg_is_in_recovery()", 60),
+                  "cycle %d: %s was not promoted", c, s->name);
+    /* p's agent learns the new epoch from the witness and, its PostgreSQL being down, rewinds
+     * it (pg_rewind recovers the crashed server first) and rejoins. */
+}
+
+static void
+fault_kill_standby_pg(int c, struct pt_site *p, struct pt_site *s)
+{
+    (void)c, (void)p;
+    kill_postmaster(s);
+    usleep(500000);
+    restart_postmaster(s);
+}
+
+static void
+fault_cut_link(int c, struct pt_site *p, struct pt_site *s)
+{
+    (void)c, (void)p, (void)s;
+    ha_linkem_send(&L_ab, "cut");
+    sleep(2);
+    ha_linkem_send(&L_ab, "restore");
+}
+
+static void
+fault_slow_link(int c, struct pt_site *p, struct pt_site *s)
+{
+    (void)c, (void)p, (void)s;
+    ha_linkem_send(&L_ab, "set delay=30ms");
+    sleep(5);
+    ha_linkem_send(&L_ab, "set delay=0");
+}
+
+/* The value of key=NUMBER in L_ab's stats, or -1. */
+static long long
+linkem_stat(const char *key)
+{
+    char path[4200], pat[64];
+    const char *at;
+    long long v = -1;
+    size_t len;
+    char *text;
+
+    snprintf(path, sizeof(path), "%s/linkem-stats.out", A.pg.dir);
+    if (tu_run("'%s' --control '%s' --send stats > '%s'", LINKEM, L_ab.control, path) != 0)
+        return -1;
+    text = tu_read_file(path, &len);
+    snprintf(pat, sizeof(pat), " %s=", key);
+    if (text != NULL && (at = strstr(text, pat)) != NULL)
+        v = strtoll(at + strlen(pat), NULL, 10);
+    free(text);
+    return v;
+}
+
+/* Lines of the log at path, after byte from, that contain needle. */
+static int
+log_count_after(const char *path, size_t from, const char *needle)
+{
+    size_t len;
+    char *text = tu_read_file(path, &len);
+    int n = 0;
+
+    for (const char *at = text != NULL && from < len ? text + from : NULL;
+         at != NULL && (at = strstr(at, needle)) != NULL; at += strlen(needle))
+        n++;
+    free(text);
+    return n;
+}
+
+static size_t
+log_size(const char *path)
+{
+    size_t len = 0;
+    char *text = tu_read_file(path, &len);
+
+    free(text);
+    return text != NULL ? len : 0;
+}
+
+/*
+ * Corrupted bytes in transit: one flipped bit in each of a few chunks each way on the A-B
+ * link, under pgbench load.  The agents' link crosses L_ab only when A's agent dials B, that is
+ * when A is the primary (a source dials its sink), so a switchover makes A the primary first.
+ * TLS must refuse each corrupted record, the link reconnects, and nothing corrupt reaches the
+ * spool: the standby, whose PostgreSQL checks every record's CRC, replays all the primary
+ * wrote.
+ */
+static void
+fault_corrupt(int c, struct pt_site *p, struct pt_site *s)
+{
+    size_t from_a, from_b;
+    int tls_a, tls_b, mac;
+    char out[4096];
+    pid_t bench;
+    int status;
+
+    if (p != &A) {
+        ck_assert_msg(ha_ctl(out, sizeof(out), "switchover") == 0,
+                      "cycle %d: switchover to A failed", c);
+        ck_assert_msg(pt_wait_true(&A, "SELECT NOT pg_is_in_recovery()", 60),
+                      "cycle %d: A is not the primary after the switchover", c);
+        ck_assert_msg(settle(120) == &A, "cycle %d: no synchronous pair after the switchover", c);
+        p = &A;
+        s = &B;
+    }
+    from_a = log_size(A.log);
+    from_b = log_size(B.log);
+    bench = ha_pgbench_in_background(p, 8);
+    sleep(1);
+    ha_linkem_send(&L_ab, "corrupt a2b 3");
+    ha_linkem_send(&L_ab, "corrupt b2a 2");
+    /* Traffic (WAL, ACKs, heartbeats) takes every pending corruption within seconds. */
+    for (int i = 0; i < 300 && (linkem_stat("a2b_corrupt_pending") != 0 ||
+                                linkem_stat("b2a_corrupt_pending") != 0);
+         i++)
+        usleep(100000);
+    ck_assert_msg(linkem_stat("a2b_corrupt_pending") == 0 &&
+                      linkem_stat("b2a_corrupt_pending") == 0,
+                  "cycle %d: the corruption was not applied (no traffic on the A-B link?)", c);
+    ck_assert_int_eq(waitpid(bench, &status, 0), bench);
+    /* TLS caught it: the receiving agents dropped the link on a TLS failure. */
+    tls_a = log_count_after(A.log, from_a, "TLS failure");
+    tls_b = log_count_after(B.log, from_b, "TLS failure");
+    mac = log_count_after(A.log, from_a, "bad record mac") +
+          log_count_after(B.log, from_b, "bad record mac");
+    fprintf(stderr,
+            "faults: cycle %d: corrupted chunks a2b %lld, b2a %lld; TLS failures logged by "
+            "A %d, B %d (\"bad record mac\" %d times)\n",
+            c + 1, linkem_stat("a2b_corrupted"), linkem_stat("b2a_corrupted"), tls_a, tls_b, mac);
+    ck_assert_msg(tls_a + tls_b >= 1, "cycle %d: no TLS failure logged after corruption", c);
+    /* Nothing corrupt in the spool: the standby replays everything from it. */
+    ck_assert_msg(settle(180) == &A, "cycle %d: not synchronous again after corruption", c);
+    ck_assert_msg(pt_wait_replayed(&A, s, 120),
+                  "cycle %d: the standby does not replay all the primary wrote", c);
+}
+
+struct fault_kind {
+    const char *name;
+    void (*apply)(int c, struct pt_site *p, struct pt_site *s);
+};
+
+static const struct fault_kind fault_kinds[] = {
+    {"kill -9 source agent", fault_kill_source_agent},
+    {"kill -9 sink agent", fault_kill_sink_agent},
+    {"kill -9 primary PostgreSQL", fault_kill_primary_pg},
+    {"kill -9 standby PostgreSQL", fault_kill_standby_pg},
+    {"cut A-B link 2 s", fault_cut_link},
+    {"slow A-B link (30 ms) 5 s", fault_slow_link},
+    {"corrupt A-B link (5 chunks)", fault_corrupt},
+};
+
+#define F_N ((int)(sizeof(fault_kinds) / sizeof(fault_kinds[0])))
+
+static int done_by_kind[F_N];
+
 START_TEST(fault_cycles)
 {
     long long gap;
     int acked = 0;
 
-    enum fault order[F_N];
+    int order[F_N];
 
     /* Every kind once, in a random order, then at random. */
     for (int k = 0; k < F_N; k++)
-        order[k] = (enum fault)k;
+        order[k] = k;
     for (int k = F_N - 1; k > 0; k--) {
         int j = (int)(rand_r(&seed) % (unsigned)(k + 1));
-        enum fault t = order[k];
+        int t = order[k];
         order[k] = order[j];
         order[j] = t;
     }
     ck_assert_msg(settle(60) != NULL, "the pair is not synchronous at the start");
     for (int c = 0; c < cycles; c++) {
-        enum fault f = c < F_N ? order[c] : (enum fault)(rand_r(&seed) % F_N);
+        int f = c < F_N ? order[c] : (int)(rand_r(&seed) % (unsigned)F_N);
         struct pt_site *p = settle(120), *s;
         int before;
 
         ck_assert_msg(p != NULL, "cycle %d: no synchronous pair before the fault", c);
         s = p == &A ? &B : &A;
         before = ha_ledger_count();
-        fprintf(stderr, "faults: cycle %d: %s (primary %s)\n", c + 1, fault_names[f], p->name);
-        switch (f) {
-        case F_KILL_SOURCE_AGENT:
-            pt_stop_agent(p, SIGKILL);
-            usleep(500000);
-            pt_start_agent(p);
-            break;
-        case F_KILL_SINK_AGENT:
-            pt_stop_agent(s, SIGKILL);
-            usleep(500000);
-            pt_start_agent(s);
-            break;
-        case F_KILL_PRIMARY_PG:
-            kill_postmaster(p);
-            /* The standby site takes over (failover_timeout, then the witness's vote). */
-            ck_assert_msg(pt_wait_true(s, "SELECT NOT pg_is_in_recovery()", 60),
-                          "cycle %d: %s was not promoted", c, s->name);
-            /* p's agent learns the new epoch from the witness and, its PostgreSQL being
-             * down, rewinds it (pg_rewind recovers the crashed server first) and rejoins. */
-            break;
-        case F_KILL_STANDBY_PG:
-            kill_postmaster(s);
-            usleep(500000);
-            restart_postmaster(s);
-            break;
-        case F_CUT_LINK:
-            ha_linkem_send(&L_ab, "cut");
-            sleep(2);
-            ha_linkem_send(&L_ab, "restore");
-            break;
-        case F_SLOW_LINK:
-            ha_linkem_send(&L_ab, "set delay=30ms");
-            sleep(5);
-            ha_linkem_send(&L_ab, "set delay=0");
-            break;
-        default:
-            break;
-        }
+        fprintf(stderr, "faults: cycle %d: %s (primary %s)\n", c + 1, fault_kinds[f].name, p->name);
+        fault_kinds[f].apply(c, p, s);
         done_by_kind[f]++;
         p = settle(180);
-        ck_assert_msg(p != NULL, "cycle %d (%s): the pair did not become synchronous again",
-                      c, fault_names[f]);
+        ck_assert_msg(p != NULL, "cycle %d (%s): the pair did not become synchronous again", c,
+                      fault_kinds[f].name);
         acked = ha_check_ledger(p, &gap);
         for (int i = 0; i < 300 && ha_ledger_count() < before + 20; i++)
             usleep(100000);
         ck_assert_msg(ha_ledger_count() >= before + 20,
-                      "cycle %d (%s): the ledger makes no progress", c, fault_names[f]);
+                      "cycle %d (%s): the ledger makes no progress", c, fault_kinds[f].name);
         fprintf(stderr, "faults: cycle %d done: primary %s, %d ids acknowledged, all there\n",
                 c + 1, p->name, acked);
     }
     fprintf(stderr, "faults: summary: seed %u, %d cycles:", first_seed, cycles);
     for (int k = 0; k < F_N; k++)
-        fprintf(stderr, " %s x%d;", fault_names[k], done_by_kind[k]);
+        fprintf(stderr, " %s x%d;", fault_kinds[k].name, done_by_kind[k]);
     fprintf(stderr, " commits acknowledged %d, commits lost 0\n", ha_ledger_count());
 }
 END_TEST
@@ -209,8 +347,8 @@ main(void)
         cycles = atoi(v);
     v = getenv("WALMIRROR_FAULT_SEED");
     seed = first_seed = v != NULL ? (unsigned)strtoul(v, NULL, 10) : (unsigned)time(NULL);
-    fprintf(stderr, "faults: seed %u (WALMIRROR_FAULT_SEED=%u replays it), %d cycles\n", seed,
-            seed, cycles);
+    fprintf(stderr, "faults: seed %u (WALMIRROR_FAULT_SEED=%u replays it), %d cycles\n", seed, seed,
+            cycles);
     if (ha_stand_up() != 0)
         return 1;
     tcase_add_test(tc, fault_cycles);
