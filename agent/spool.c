@@ -19,6 +19,13 @@
  *              need no metadata change.
  *   PREP_FAILED creating or zero-filling failed; the file is removed.  Not yet fatal (the
  *              segment may never be needed); fatal (on_failed) as soon as WAL is due in it.
+ *   NOSPACE    creating or zero-filling failed for want of space (ENOSPC, EDQUOT); the file is
+ *              removed.  Not a failure: WAL due in the segment waits in its queue, in memory,
+ *              unwritten and so never acknowledged, and the spool is stalled (spool_stalled).
+ *              Every NOSPACE_RETRY_MS the spool looks at the file system's free space and, once
+ *              a segment fits, prepares the segment again from scratch -> PREPARING.  This is
+ *              not the retry of a failed write that STYLE.md forbids: the file never held WAL,
+ *              it is deleted, and a new one is written and fsynced before any WAL goes in.
  *   OPEN       WAL writes (IORING_OP_WRITE, one per append piece, many per submit).
  *   RENAMING   flush_lsn passed the segment's end and nothing of it is in flight: renameat
  *              NAME.partial -> NAME, then fsync of the directory -> COMPLETE (fd closed).
@@ -88,6 +95,8 @@
  *   normally - the FIFO, and so write_lsn and flush_lsn, advance as before - and an orphan is
  *   freed when nothing of it is in flight.  Nothing turns the loop, so no callback runs inside
  *   spool_set_timeline.
+ *   A switch is refused (-EAGAIN) while the spool is stalled for space: the owner gives it
+ *   again once the WAL before it is written.
  *   Recovery handles a crash between the steps: segment files of a timeline newer than
  *   spool.meta's are removed (step 3 did not happen: the old timeline's files are intact); of
  *   two files of one segment the newer timeline's is used and the other removed (step 4 did
@@ -116,6 +125,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -131,6 +141,7 @@
 #define ZERO_BUF_SIZE (1u << 20) /* one zero-fill write */
 #define ZERO_PARALLEL 8          /* zero-fill writes in flight per segment */
 #define CLOSE_WAIT_MS 30000      /* spool_close: how long to wait for SQEs in flight */
+#define NOSPACE_RETRY_MS 1000    /* a segment that did not fit is tried again this often */
 #define FILE_NAME_MAX (WALFMT_NAME_LEN + sizeof(WALFMT_PARTIAL_SUFFIX))
 #define HISTORY_SUFFIX ".history"
 #define HISTORY_TMP_SUFFIX ".history.tmp"
@@ -143,6 +154,7 @@
 enum seg_state {
     SEG_PREPARING,
     SEG_PREP_FAILED,
+    SEG_NOSPACE,
     SEG_OPEN,
     SEG_RENAMING,
     SEG_COMPLETE,
@@ -162,6 +174,7 @@ struct seg {
     unsigned zero_inflight;
     unsigned sync_left;                 /* preparation fsyncs (file, directory) outstanding */
     struct wreq *wait_head, *wait_tail; /* writes waiting for the preparation */
+    int nospace_err; /* -ENOSPC/-EDQUOT while NOSPACE or being prepared again after it */
     struct seg *orphan_next;            /* replaced by a timeline switch: see "Timeline switch" */
 };
 
@@ -210,6 +223,12 @@ struct sop {
     char to[FILE_NAME_MAX];
 };
 
+/* The no-space retry timer, apart from the spool so that it may outlive it (conn.c's way). */
+struct spool_timer {
+    struct wio_timer t; /* first */
+    struct spool *s;    /* NULL once the spool is gone */
+};
+
 struct spool {
     struct wio_loop *loop;
     const struct spool_ops *ops;
@@ -255,6 +274,11 @@ struct spool {
     bool failed;
     int fail_err;
     char fail_msg[384];
+
+    struct spool_timer *retry; /* armed while a segment is NOSPACE; NULL: never needed */
+    int stall_err;             /* WAL waits for space: -ENOSPC or -EDQUOT; 0: not stalled */
+    uint64_t stall_since_ms;   /* monotonic */
+    char stall_msg[384];
 };
 
 static void spool_destroy(struct spool *s);
@@ -497,6 +521,13 @@ chunk_unref(struct spool *s, struct chunk *c)
 /* ---- segment preparation ---- */
 
 static void prep_continue(struct spool *s, struct seg *g);
+static void nospace_enter(struct spool *s, struct seg *g);
+
+static bool
+is_nospace(int err)
+{
+    return err == -ENOSPC || err == -EDQUOT;
+}
 
 /* Ends a failed preparation once nothing of it is in flight. */
 static void
@@ -504,9 +535,14 @@ prep_fail_settle(struct spool *s, struct seg *g)
 {
     char name[FILE_NAME_MAX];
 
-    if (g->zero_inflight > 0 || g->sync_left > 0 || g->state == SEG_PREP_FAILED)
+    if (g->zero_inflight > 0 || g->sync_left > 0 || g->state == SEG_PREP_FAILED ||
+        g->state == SEG_NOSPACE)
         return;
     seg_file_name(s, g, true, name);
+    if (is_nospace(g->prep_err) && !s->closing && !s->failed) {
+        nospace_enter(s, g);
+        return;
+    }
     g->state = SEG_PREP_FAILED;
     if (s->closing && g->prep_err == 0) {
         /* Closed before it was ready; recovery removes the file (it holds no WAL). */
@@ -535,6 +571,168 @@ prep_error(struct spool *s, struct seg *g, int err)
     if (g->prep_err == 0)
         g->prep_err = err;
     prep_fail_settle(s, g);
+}
+
+/* ---- no space: stall, look again, resume ---- */
+
+static uint64_t
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * Recomputes whether WAL waits for space (a segment NOSPACE, or being prepared again after it,
+ * with writes waiting); logs the change, and reports the end of a stall to the owner.  A stall
+ * begins inside spool_append (the owner asks spool_stalled) or in a completion; it ends only in
+ * a completion (prep_done), so on_unstalled always comes from the loop.
+ */
+static void
+stall_update(struct spool *s)
+{
+    const struct seg *w = NULL;
+    char name[FILE_NAME_MAX];
+
+    for (size_t i = first_live(s); i < s->nsegs && w == NULL; i++)
+        if (s->segs[i]->wait_head != NULL && s->segs[i]->nospace_err != 0)
+            w = s->segs[i];
+    if (w != NULL && s->stall_err == 0) {
+        seg_file_name(s, w, true, name);
+        s->stall_err = w->nospace_err;
+        s->stall_since_ms = mono_ms();
+        snprintf(s->stall_msg, sizeof(s->stall_msg),
+                 "no space for the spool in %s: cannot prepare %s (%s); WAL from " WALFMT_LSN_FMT
+                 " waits, unwritten and unacknowledged, until a segment's worth is free",
+                 s->dir, name, strerror(-w->nospace_err), WALFMT_LSN_ARGS(w->wait_head->lsn));
+        log_error(SPOOL_COMPONENT, "%s", s->stall_msg);
+    } else if (w == NULL && s->stall_err != 0) {
+        log_info(SPOOL_COMPONENT,
+                 "the spool in %s has space again after %.1f s: writing the WAL that waited",
+                 s->dir, (double)(mono_ms() - s->stall_since_ms) / 1000.0);
+        s->stall_err = 0;
+        s->stall_msg[0] = '\0';
+        if (s->ops->on_unstalled != NULL)
+            s->ops->on_unstalled(s->ctx);
+    }
+}
+
+static void retry_fire(struct wio_timer *t);
+
+static void
+retry_release(struct wio_timer *t)
+{
+    free((struct spool_timer *)t);
+}
+
+/* Arms the retry timer unless it is armed. */
+static void
+retry_arm(struct spool *s)
+{
+    if (s->retry == NULL) {
+        s->retry = calloc(1, sizeof(*s->retry));
+        if (s->retry == NULL) {
+            fail(s, -ENOMEM, "out of memory for the spool's retry timer");
+            return;
+        }
+        s->retry->s = s;
+    }
+    if (s->retry->t.armed)
+        return;
+    if (wio_timer_arm(s->loop, &s->retry->t, NOSPACE_RETRY_MS, retry_fire) < 0)
+        fail(s, -EBUSY, "cannot arm the spool's retry timer");
+}
+
+/* The preparation of g found no space: the file is gone (prep_fail_settle); try again later. */
+static void
+nospace_enter(struct spool *s, struct seg *g)
+{
+    char name[FILE_NAME_MAX];
+
+    seg_file_name(s, g, true, name);
+    if (g->fd >= 0) {
+        close_fd(g->fd, name);
+        g->fd = -1;
+        if (unlinkat(s->dirfd, name, 0) != 0 && errno != ENOENT)
+            log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", s->dir, name, strerror(errno));
+    }
+    if (g->nospace_err == 0 && g->wait_head == NULL)
+        log_warning(SPOOL_COMPONENT,
+                    "the spool in %s is nearly full: cannot prepare %s ahead (%s); trying again "
+                    "every %u ms",
+                    s->dir, name, strerror(-g->prep_err), NOSPACE_RETRY_MS);
+    else
+        log_debug(SPOOL_COMPONENT, "%s/%s still does not fit: %s", s->dir, name,
+                  strerror(-g->prep_err));
+    g->state = SEG_NOSPACE;
+    g->nospace_err = g->prep_err;
+    g->prep_err = 0;
+    g->zero_next = 0;
+    stall_update(s);
+    retry_arm(s);
+}
+
+/* Starts preparing g (PREPARING, its file created empty); errors settle as in any preparation. */
+static void
+prep_start(struct spool *s, struct seg *g)
+{
+    char name[FILE_NAME_MAX];
+
+    seg_file_name(s, g, true, name);
+    g->state = SEG_PREPARING;
+    g->fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (g->fd < 0) {
+        g->prep_err = -errno;
+        log_debug(SPOOL_COMPONENT, "cannot create %s/%s: %s", s->dir, name, strerror(errno));
+        prep_fail_settle(s, g);
+        return;
+    }
+    log_debug(SPOOL_COMPONENT, "preparing %s for " WALFMT_LSN_FMT, name,
+              WALFMT_LSN_ARGS(seg_start_lsn(s, g)));
+    prep_continue(s, g);
+}
+
+/* Every NOSPACE_RETRY_MS while a segment is NOSPACE: prepare it again if it now fits. */
+static void
+retry_fire(struct wio_timer *t)
+{
+    struct spool *s = ((struct spool_timer *)t)->s;
+    struct statvfs fs;
+    bool waiting = false;
+
+    if (s == NULL || s->closing || s->failed)
+        return;
+    if (fstatvfs(s->dirfd, &fs) == 0 &&
+        (uint64_t)fs.f_bavail * fs.f_frsize < (uint64_t)s->id.seg_size) {
+        retry_arm(s); /* a segment does not fit yet: do not fill the disk with zeros again */
+        return;
+    }
+    s->in_cb++;
+    for (size_t i = first_live(s); i < s->nsegs; i++) {
+        struct seg *g = s->segs[i];
+
+        if (g->state != SEG_NOSPACE)
+            continue;
+        if (waiting) {
+            retry_arm(s); /* one segment at a time: the first may take all there is */
+            break;
+        }
+        prep_start(s, g);
+        waiting = true;
+    }
+    s->in_cb--;
+    if (s->zombie && s->inflight == 0 && s->in_cb == 0)
+        spool_destroy(s);
+}
+
+int
+spool_stalled(const struct spool *s, const char **what)
+{
+    if (what != NULL)
+        *what = s->stall_msg;
+    return s->stall_err;
 }
 
 static int
@@ -574,6 +772,11 @@ prep_done(struct spool *s, struct seg *g)
                  WALFMT_LSN_ARGS(w->lsn), name);
     }
     g->wait_tail = NULL;
+    if (g->nospace_err != 0) {
+        g->nospace_err = 0;
+        log_info(SPOOL_COMPONENT, "%s/%s prepared: there is space again", s->dir, name);
+        stall_update(s);
+    }
 }
 
 /* Issues zero-fill writes up to ZERO_PARALLEL in flight, then the fsyncs. */
@@ -618,7 +821,6 @@ prep_continue(struct spool *s, struct seg *g)
 static int
 seg_create(struct spool *s, uint64_t segno, struct seg **out)
 {
-    char name[FILE_NAME_MAX];
     struct seg *g = calloc(1, sizeof(*g));
     int ret;
 
@@ -632,17 +834,7 @@ seg_create(struct spool *s, uint64_t segno, struct seg **out)
         free(g);
         return ret;
     }
-    seg_file_name(s, g, true, name);
-    g->fd = openat(s->dirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (g->fd < 0) {
-        g->prep_err = -errno;
-        log_debug(SPOOL_COMPONENT, "cannot create %s/%s: %s", s->dir, name, strerror(errno));
-        prep_fail_settle(s, g);
-    } else {
-        log_debug(SPOOL_COMPONENT, "preparing %s for " WALFMT_LSN_FMT, name,
-                  WALFMT_LSN_ARGS(seg_start_lsn(s, g)));
-        prep_continue(s, g);
-    }
+    prep_start(s, g);
     *out = g;
     return 0;
 }
@@ -759,12 +951,14 @@ queue_write(struct spool *s, struct seg *g, uint64_t lsn, const uint8_t *p, uint
     else
         s->fifo_head = w;
     s->fifo_tail = w;
-    if (g->state == SEG_PREPARING) {
+    if (g->state == SEG_PREPARING || g->state == SEG_NOSPACE) {
         if (g->wait_tail != NULL)
             g->wait_tail->wait_next = w;
         else
             g->wait_head = w;
         g->wait_tail = w;
+        if (g->nospace_err != 0 && s->stall_err == 0)
+            stall_update(s);
         return 0;
     }
     if (wreq_submit(s, w) < 0) {
@@ -843,7 +1037,7 @@ spool_append(struct spool *s, uint64_t lsn, const void *data, size_t len)
                  WALFMT_LSN_ARGS(lsn), strerror(-g->prep_err));
             return s->fail_err;
         }
-        if (g->state != SEG_PREPARING && g->state != SEG_OPEN) {
+        if (g->state != SEG_PREPARING && g->state != SEG_NOSPACE && g->state != SEG_OPEN) {
             log_error(SPOOL_COMPONENT, "WAL at " WALFMT_LSN_FMT " for completed segment %" PRIu64,
                       WALFMT_LSN_ARGS(lsn), segno);
             return -EINVAL;
@@ -2009,6 +2203,11 @@ spool_set_timeline(struct spool *s, uint32_t tli, uint64_t switch_lsn, const cha
 
     if (s->failed)
         return s->fail_err;
+    if (s->stall_err != 0) {
+        log_warning(SPOOL_COMPONENT, "timeline %u not taken while the spool waits for space",
+                    (unsigned)tli);
+        return -EAGAIN;
+    }
     if (s->id.system_id == 0) {
         log_error(SPOOL_COMPONENT, "timeline %u given to the spool in %s before its identity",
                   (unsigned)tli, s->dir);
@@ -2959,6 +3158,14 @@ spool_destroy(struct spool *s)
         if (g->fd >= 0)
             close_fd(g->fd, "a replaced spool segment");
         free(g);
+    }
+    if (s->retry != NULL) {
+        s->retry->s = NULL;
+        wio_timer_cancel(&s->retry->t);
+        if (wio_timer_busy(&s->retry->t))
+            s->retry->t.release = retry_release; /* frees it once the loop is done with it */
+        else
+            free(s->retry);
     }
     free(s->tls);
     rd_cache_drop(s);

@@ -16,6 +16,15 @@
  * retried: on_failed is called, the spool refuses everything afterwards, and the owner must
  * stop acknowledging and exit (PostgreSQL's walreceiver PANICs in the same case).
  *
+ * No space (ENOSPC, EDQUOT) is not a failure when it strikes where no WAL has been written: the
+ * preparation of a new segment file (created and zero-filled before WAL goes in, so the WAL
+ * writes into it never need space).  The file is removed; WAL due in that segment waits,
+ * unwritten, in memory, so write and flush positions stop at the segment's start and nothing
+ * past it is acknowledged; spool_stalled() reports it with a message for the operator.  Once a
+ * second the spool checks the file system's free space and, when a segment fits, prepares the
+ * segment again from scratch; when it is ready the waiting WAL is written and on_unstalled is
+ * called.  The owner should stop appending while stalled (what it appends waits in memory).
+ *
  * Recovery (spool_open): the last segment is scanned record by record (page headers, record
  * lengths, CRC-32C of each XLogRecord) from its start; the durable end is the end of the last
  * whole valid record.  Everything after it - a torn tail - is zeroed and never served.  All
@@ -65,6 +74,8 @@ struct spool_ops {
     void (*on_flushed)(void *ctx, uint64_t flush_lsn);
     /* A write or fdatasync failed (err: negative errno); what names the file and LSN. */
     void (*on_failed)(void *ctx, int err, const char *what);
+    /* Optional: the stall for space (spool_stalled) is over; called from the loop. */
+    void (*on_unstalled)(void *ctx);
 };
 
 struct spool_identity {
@@ -115,6 +126,7 @@ WM_MUSTCHECK int spool_set_identity(struct spool *s, const struct spool_identity
  *    it may be called from any callback.  Afterwards appends go to new-timeline files;
  *    on_written/on_flushed still reach switch_lsn as the old timeline's writes complete.
  *  - tli < the spool's timeline: -EINVAL.
+ *  - while the spool is stalled for space: -EAGAIN (give it again after on_unstalled).
  * An I/O failure fails the spool (on_failed) and is returned.
  */
 WM_MUSTCHECK int spool_set_timeline(struct spool *s, uint32_t tli, uint64_t switch_lsn,
@@ -182,5 +194,14 @@ void spool_set_retain_lsn(struct spool *s, uint64_t lsn);
 
 /* True after on_failed: nothing more is accepted. */
 bool spool_failed(const struct spool *s);
+
+/*
+ * 0, or the negative errno (-ENOSPC, -EDQUOT) while WAL waits for a segment the spool has no
+ * space to prepare; *what (if not NULL) then points to a message naming the directory, the
+ * segment, the error and the LSN that waits ("" when not stalled), valid until the next call
+ * into the spool.  A stall begins inside spool_append or a completion, and ends with
+ * on_unstalled.
+ */
+int spool_stalled(const struct spool *s, const char **what);
 
 #endif

@@ -51,6 +51,7 @@ struct cbs {
     unsigned n_written, n_flushed, n_failed;
     int fail_err;
     char fail_msg[512];
+    unsigned n_unstalled;
     bool mark; /* write markers into the (captured) log */
 };
 
@@ -92,7 +93,15 @@ cb_failed(void *ctx, int err, const char *what)
     snprintf(c->fail_msg, sizeof(c->fail_msg), "%s", what);
 }
 
-static const struct spool_ops cb_ops = {cb_written, cb_flushed, cb_failed};
+static void
+cb_unstalled(void *ctx)
+{
+    struct cbs *c = ctx;
+
+    c->n_unstalled++;
+}
+
+static const struct spool_ops cb_ops = {cb_written, cb_flushed, cb_failed, cb_unstalled};
 
 /* ---- helpers ---- */
 
@@ -1160,15 +1169,15 @@ unmount_tmpfs(void)
 
 START_TEST(test_disk_full)
 {
-    const uint64_t base = SEG16;
-    const size_t total = 40 * MIB;
+    const uint64_t base = SEG16, seg2 = 2 * (uint64_t)SEG16;
+    const size_t total = 20 * MIB; /* the first segment, and 4 MB into the second */
     uint8_t *data;
     struct wio_loop *loop;
     struct cbs cb = {0};
     struct spool *s;
     char dir[4096], name[40];
+    const char *what = NULL;
     uint64_t pos = base;
-    int ret = 0;
     uint8_t *file;
     size_t len;
 
@@ -1186,45 +1195,66 @@ START_TEST(test_disk_full)
     ck_assert_int_eq(wio_loop_new(&loop, 256), 0);
     s = open_spool(loop, dir, UINT64_MAX, &cb);
     set_identity(s, 42, SEG16);
-    while (pos < base + total && cb.n_failed == 0) {
-        ret = spool_append(s, pos, data + (pos - base), 256 * 1024);
-        if (ret < 0)
-            break;
+
+    /* The first segment fits (20 MB) and becomes durable; the second cannot be prepared. */
+    while (pos < seg2) {
+        ck_assert_int_eq(spool_append(s, pos, data + (pos - base), 256 * 1024), 0);
         pos += 256 * 1024;
         ck_assert_int_eq(spool_flush(s), 0);
-        /* Wait for durability, so that the first segment fills up and is acknowledged. */
-        while (cb.flushed < pos && cb.n_failed == 0)
-            ck_assert_int_ge(wio_run_once(loop, 100), 0);
+        run_until(loop, &cb, &cb.flushed, pos, 30);
     }
-    run_for(loop, 300);
-    fprintf(stderr, "full disk: append returned %d at %X/%X; on_failed: %s\n", ret, LSN(pos),
-            cb.fail_msg);
-    ck_assert_uint_eq(cb.n_failed, 1);
-    ck_assert_int_eq(cb.fail_err, -ENOSPC);
-    seg_name(name, base / SEG16 + 1, SEG16, true);
-    ck_assert_msg(strstr(cb.fail_msg, name) != NULL, "message does not name %s: %s", name,
-                  cb.fail_msg);
-    ck_assert_msg(strstr(cb.fail_msg, "No space left on device") != NULL, "%s", cb.fail_msg);
-    ck_assert_msg(strstr(cb.fail_msg, "0/2000000") != NULL, "message lacks the LSN: %s",
-                  cb.fail_msg);
-    ck_assert(spool_failed(s));
-    /* Nothing reported durable beyond the first segment (the second never got space). */
-    ck_assert_uint_le(cb.flushed, 2 * (uint64_t)SEG16);
-    ck_assert_uint_le(spool_flush_lsn(s), 2 * (uint64_t)SEG16);
-    /* What was reported durable is in the file. */
-    seg_name(name, base / SEG16, SEG16, cb.flushed < 2 * (uint64_t)SEG16);
-    if (!exists(dir, name))
-        seg_name(name, base / SEG16, SEG16, cb.flushed >= 2 * (uint64_t)SEG16);
+    ck_assert_int_eq(spool_stalled(s, NULL), 0); /* nothing waits yet */
+    /* WAL due in the second segment: it waits, the spool is stalled, not failed. */
+    while (pos < base + total) {
+        ck_assert_int_eq(spool_append(s, pos, data + (pos - base), 256 * 1024), 0);
+        pos += 256 * 1024;
+        ck_assert_int_eq(spool_flush(s), 0);
+    }
+    run_for(loop, 2500); /* two looks at the free space */
+    ck_assert_msg(cb.n_failed == 0, "a full disk failed the spool: %s", cb.fail_msg);
+    ck_assert_int_eq(spool_stalled(s, &what), -ENOSPC);
+    fprintf(stderr, "full disk: %s\n", what);
+    seg_name(name, seg2 / SEG16, SEG16, true);
+    ck_assert_msg(strstr(what, name) != NULL, "message does not name %s: %s", name, what);
+    ck_assert_msg(strstr(what, "No space left on device") != NULL, "%s", what);
+    ck_assert_msg(strstr(what, dir) != NULL, "message does not name %s: %s", dir, what);
+    ck_assert_msg(strstr(what, "0/2000000") != NULL, "message lacks the LSN: %s", what);
+    ck_assert(!spool_failed(s));
+    ck_assert(!exists(dir, name)); /* the attempt's file is gone */
+    /* Nothing past the first segment is reported written or durable. */
+    ck_assert_uint_eq(cb.flushed, seg2);
+    ck_assert_uint_eq(cb.written, seg2);
+    ck_assert_uint_eq(spool_flush_lsn(s), seg2);
+    ck_assert_uint_eq(cb.n_unstalled, 0);
+    ck_assert_int_eq(spool_set_timeline(s, 2, base + total, "1\t0/2400000\tno recovery target\n",
+                                        sizeof("1\t0/2400000\tno recovery target\n") - 1),
+                     -EAGAIN);
+
+    /* Space returns: the segment is prepared, the waiting WAL written and made durable. */
+    ck_assert_int_eq(tu_run("mount -o remount,size=40m '%s'", mnt_dir), 0);
+    ck_assert_int_eq(spool_flush(s), 0);
+    run_until(loop, &cb, &cb.flushed, pos, 30);
+    ck_assert_uint_eq(cb.n_unstalled, 1);
+    ck_assert_int_eq(spool_stalled(s, &what), 0);
+    ck_assert_str_eq(what, "");
+    ck_assert_uint_eq(cb.n_failed, 0);
+    spool_close(s);
+
+    /* No corruption: every byte is in its file, and recovery finds the same end. */
+    seg_name(name, base / SEG16, SEG16, false);
     file = slurp_file(dir, name, &len);
-    ck_assert_msg(file != NULL, "%s/%s missing", dir, name);
-    ck_assert_uint_eq(cb.flushed, 2 * (uint64_t)SEG16); /* all of the first segment */
-    ck_assert(memcmp(file, data, (size_t)(cb.flushed - base)) == 0);
+    ck_assert_msg(file != NULL && len == SEG16, "%s/%s missing or short", dir, name);
+    ck_assert(memcmp(file, data, SEG16) == 0);
     free(file);
-    /* Everything later is refused; on_failed is not called again. */
-    ck_assert_int_lt(spool_append(s, pos, data, 10), 0);
-    ck_assert_int_lt(spool_flush(s), 0);
-    run_for(loop, 100);
-    ck_assert_uint_eq(cb.n_failed, 1);
+    seg_name(name, seg2 / SEG16, SEG16, true);
+    file = slurp_file(dir, name, &len);
+    ck_assert_msg(file != NULL && len == SEG16, "%s/%s missing or short", dir, name);
+    ck_assert(memcmp(file, data + SEG16, total - SEG16) == 0);
+    free(file);
+    memset(&cb, 0, sizeof(cb));
+    s = open_spool(loop, dir, UINT64_MAX, &cb);
+    ck_assert_uint_ge(spool_flush_lsn(s), seg2); /* synthetic bytes: the scan stops early */
+    ck_assert_int_eq(spool_stalled(s, NULL), 0);
     spool_close(s);
     wio_loop_free(loop);
     free(data);
