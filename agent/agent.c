@@ -248,6 +248,11 @@ struct agent {
     uint64_t flush_requested; /* appended position covered by the last spool_flush */
     bool ack_dirty;
     struct msg_ack last_ack;
+    /* The spool has no space (spool_stalled): WAL from the link is dropped, unacknowledged,
+     * and the link is restarted once there is space, so the source sends it again. */
+    bool wal_dropped;         /* on the active link since the stall began */
+    uint64_t stall_dropped;   /* bytes dropped so, for the log */
+    uint64_t stall_since_us;  /* unix time the stall was noticed; 0: none */
     uint64_t want_start;    /* an empty spool asks the source for WAL from here ... */
     uint32_t want_tli;      /* ... on this timeline (0: the source's choice) */
     bool src_clean_end;     /* SOURCE: the primary shut down cleanly (on_closed err 0) */
@@ -675,6 +680,7 @@ on_peer_established(void *ctx)
     }
     a->active = l;
     a->peer = *conn_peer_hello(l->c);
+    a->wal_dropped = false; /* a new stream starts from what the spool holds */
     if (a->role == AGENT_SINK)
         a->ack_dirty = true; /* tell the new source where we are */
 }
@@ -706,6 +712,29 @@ flush_batch(struct agent *a)
         source_pause(a->src, true);
 }
 
+/*
+ * True while the spool waits for space (spool.h).  The stall may begin inside spool_append or
+ * in one of its completions; whoever sees it first logs it and shows it in /status.
+ */
+static bool
+sink_stalled(struct agent *a)
+{
+    const char *what;
+
+    if (a->spool == NULL || spool_stalled(a->spool, &what) == 0)
+        return false;
+    if (a->stall_since_us == 0) {
+        a->stall_since_us = clock_unix_us();
+        a->stall_dropped = 0;
+        log_error(a->comp,
+                  "commits are not acknowledged past %X/%X until the spool has space; WAL "
+                  "that arrives meanwhile is dropped and sent again afterwards",
+                  LSN_ARGS(a->flushed));
+        set_last_error(a, "spool: %.240s", what);
+    }
+    return true;
+}
+
 static void
 on_peer_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
 {
@@ -715,6 +744,12 @@ on_peer_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
 
     if (a->role != AGENT_SINK || a->failed || l != a->active)
         return;
+    if (sink_stalled(a)) {
+        /* It would wait in memory: dropped, and sent again after the link restarts. */
+        a->wal_dropped = true;
+        a->stall_dropped += len;
+        return;
+    }
     rc = spool_append(a->spool, lsn, data, len);
     if (rc < 0) {
         char msg[160];
@@ -724,6 +759,7 @@ on_peer_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
         return;
     }
     a->appended = max_u64(a->appended, lsn + len);
+    (void)sink_stalled(a);
 }
 
 static void
@@ -855,6 +891,10 @@ on_peer_timeline(void *ctx, const struct msg_timeline *tl)
 
     if (a->role != AGENT_SINK || a->failed || l != a->active)
         return;
+    if (sink_stalled(a)) {
+        a->wal_dropped = true; /* comes again with the restarted stream */
+        return;
+    }
     rc = spool_set_timeline(a->spool, tl->tli, tl->switch_lsn, tl->history, tl->history_len);
     if (rc < 0) {
         char msg[200];
@@ -1241,10 +1281,29 @@ on_spool_failed(void *ctx, int err, const char *what)
     a->exit_status = 1;
 }
 
+/* The spool has space again (it wrote what waited): the dropped WAL must come again. */
+static void
+on_spool_unstalled(void *ctx)
+{
+    struct agent *a = ctx;
+
+    log_info(a->comp, "the spool has space again after %.1f s (%" PRIu64 " bytes of WAL dropped)%s",
+             a->stall_since_us != 0 ? (double)(clock_unix_us() - a->stall_since_us) / 1e6 : 0.0,
+             a->stall_dropped, a->wal_dropped ? ": restarting the stream" : "");
+    a->stall_since_us = 0;
+    if (strncmp(a->last_error, "spool: ", 7) == 0)
+        a->last_error[0] = '\0';
+    if (a->wal_dropped && active_conn(a) != NULL)
+        conn_close(active_conn(a), WIRE_EPROTO,
+                   "the sink's spool has space again: restarting the stream from what it holds");
+    a->wal_dropped = false;
+}
+
 static const struct spool_ops spool_cb = {
     .on_written = on_spool_written,
     .on_flushed = on_spool_flushed,
     .on_failed = on_spool_failed,
+    .on_unstalled = on_spool_unstalled,
 };
 
 static void
@@ -1274,6 +1333,7 @@ sink_tick(struct agent *a)
 
     if (a->failed)
         return;
+    (void)sink_stalled(a);
     /* Group flush: one fdatasync for everything appended since the last one completed. */
     if (a->appended > a->flush_requested && a->flushed >= a->flush_requested) {
         rc = spool_flush(a->spool);
@@ -2302,6 +2362,13 @@ status_tick(struct agent *a)
     st.switchovers = a->switchovers;
     st.scheduled_switchover_unix_us = a->scheduled.id != 0 ? a->scheduled.at_unix_us : 0;
     st.cert_not_after_unix = a->cert_not_after;
+    if (a->spool != NULL && spool_stalled(a->spool, NULL) != 0) {
+        const char *what;
+
+        spool_stalled(a->spool, &what);
+        snprintf(st.spool_stall, sizeof(st.spool_stall), "%s", what);
+        st.spool_stalled_since_unix_us = a->stall_since_us;
+    }
     {
         struct statvfs fs;
         st.spool_free_bytes = statvfs(a->cfg->spool_dir, &fs) == 0

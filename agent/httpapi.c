@@ -346,6 +346,10 @@ snapshot_json(const struct status_snapshot *s)
              s->spool_free_bytes < 0 ? json_null() : json_integer(s->spool_free_bytes)) &&
          put(o, "cert_not_after_unix",
              s->cert_not_after_unix < 0 ? json_null() : json_integer(s->cert_not_after_unix)) &&
+         put(o, "spool_stall",
+             s->spool_stall[0] != '\0' ? json_fixed_string(s->spool_stall, sizeof(s->spool_stall))
+                                        : json_null()) &&
+         put(o, "spool_stalled_since_unix_us", json_u64(s->spool_stalled_since_unix_us)) &&
          put(o, "failover_paused", json_boolean(s->failover_paused)) &&
          PUT_STR(o, s, maintenance) && PUT_STR(o, s, last_error);
     if (!ok) {

@@ -212,6 +212,9 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
                   : 1);
     gauge_u64(f, "walmirror_failover_paused", "1 while automatic fail-over is paused.",
               s->failover_paused ? 1 : 0);
+    gauge_u64(f, "walmirror_spool_stalled",
+              "1 while WAL waits for space in the spool (commits are not acknowledged).",
+              s->spool_stall[0] != '\0' ? 1 : 0);
     gauge_u64(f, "walmirror_maintenance",
               "1 while a maintenance window is open (automatic fail-over is paused).",
               strncmp(s->maintenance, "active", 6) == 0 ? 1 : 0);

@@ -128,6 +128,10 @@ struct status_snapshot {
     uint64_t scheduled_switchover_unix_us; /* switchover --at: when it will start; 0: none */
     int64_t spool_free_bytes;   /* free space where the spool (or state) lives; -1: unknown */
     int64_t cert_not_after_unix; /* this agent's TLS certificate expires then; -1: unknown */
+    /* SINK: why WAL waits for space in the spool (commits are not acknowledged); "" if it
+     * does not, and since when (unix us; 0 if unknown) */
+    char spool_stall[384];
+    uint64_t spool_stalled_since_unix_us;
     bool failover_paused;
     /* "none"; a value starting with "active" means a maintenance window is open now (the
      * status page shows under_maintenance); any other text is shown as it is */

@@ -199,6 +199,8 @@ statuspage_components(const struct status_snapshot *s, const struct statuspage_t
         set(mi, STATUSPAGE_MAJOR, "rejoining: %.*s", FIELD(s->op_step));
     else if (!s->link_up)
         set(mi, STATUSPAGE_MAJOR, "not receiving WAL: the link is down");
+    else if (s->spool_stall[0] != '\0')
+        set(mi, STATUSPAGE_MAJOR, "the spool has no space: synchronous commits wait");
     else if (lag_b >= t->partial_bytes || lag_s >= t->partial_s)
         set(mi, STATUSPAGE_PARTIAL, "far behind: %s, %.1f s", lagtext, lag_s < 0 ? 0 : lag_s);
     else if (lag_b >= t->degraded_bytes || lag_s >= t->degraded_s)

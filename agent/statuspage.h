@@ -13,8 +13,9 @@
  *                 partial_outage      on the sink: the link is down (the primary is not seen
  *                                     from here); on a fenced agent: not observed from here
  *                 operational         otherwise
- *   mirror        major_outage        fenced, rejoining, or the link is down (nothing mirrored;
- *   (the standby)                     synchronous commits wait)
+ *   mirror        major_outage        fenced, rejoining, the link is down, or on the sink: the
+ *   (the standby)                     spool has no space (spool_stall; nothing is mirrored and
+ *                                     synchronous commits wait)
  *                 partial_outage      lag >= partial_bytes or partial_s
  *                 degraded_performance lag >= degraded_bytes or degraded_s, or on the sink:
  *                                     its standby does not stream from the WAL server

@@ -277,9 +277,14 @@ expect_real(const json_t *o, const char *key, double v)
 
 START_TEST(status_fields)
 {
+    struct status_snapshot s;
     struct resp r;
     json_t *o;
 
+    fill_snapshot(&s);
+    snprintf(s.spool_stall, sizeof(s.spool_stall), "no space for the spool in /spool");
+    s.spool_stalled_since_unix_us = 1700000000000000ULL;
+    status_publish(&board, &s);
     request(&r, "GET", "/status", NULL);
     ck_assert_int_eq(r.code, 200);
     ck_assert_str_eq(r.ctype, "application/json");
@@ -331,8 +336,10 @@ START_TEST(status_fields)
     expect_int(o, "scheduled_switchover_unix_us", 1800000000000000LL);
     expect_int(o, "spool_free_bytes", 50LL << 30);
     expect_int(o, "cert_not_after_unix", 4102444800LL);
-    /* every field of the snapshot, nothing more: 42 fields and 5 LSN texts */
-    ck_assert_uint_eq(json_object_size(o), 47);
+    expect_str(o, "spool_stall", "no space for the spool in /spool");
+    expect_int(o, "spool_stalled_since_unix_us", 1700000000000000LL);
+    /* every field of the snapshot, nothing more: 44 fields and 5 LSN texts */
+    ck_assert_uint_eq(json_object_size(o), 49);
     json_decref(o);
 }
 END_TEST
@@ -350,6 +357,7 @@ START_TEST(status_edge_values)
     s.apply_lag_s = 0;
     memcpy(s.node_name, "site-\xff", 7);             /* not UTF-8 */
     memset(s.last_error, 'x', sizeof(s.last_error)); /* no NUL */
+    memset(s.spool_stall, 'y', sizeof(s.spool_stall)); /* no NUL */
     status_publish(&board, &s);
     request(&r, "GET", "/status", NULL);
     ck_assert_int_eq(r.code, 200);
@@ -362,6 +370,8 @@ START_TEST(status_edge_values)
     expect_str(o, "node_name", "site-?");
     ck_assert_uint_eq(strlen(json_string_value(json_object_get(o, "last_error"))),
                       sizeof(s.last_error));
+    ck_assert_uint_eq(strlen(json_string_value(json_object_get(o, "spool_stall"))),
+                      sizeof(s.spool_stall));
     json_decref(o);
 }
 END_TEST
@@ -1331,6 +1341,13 @@ START_TEST(ctl_check)
     status_publish(&board, &s);
     ck_assert_int_eq(ctl("check --url %s", base), 2);
     assert_has(out_text, "site-a is fenced");
+
+    fill_snapshot(&s);
+    snprintf(s.operation, sizeof(s.operation), "none");
+    snprintf(s.spool_stall, sizeof(s.spool_stall), "no space for the spool in /spool");
+    status_publish(&board, &s);
+    ck_assert_int_eq(ctl("check --url %s --lag-warning 100MB", base), 2);
+    assert_has(out_text, "site-a: spool stalled, commits wait (no space for the spool in /spool)");
 
     /* An agent that cannot be reached is CRITICAL; bad arguments are UNKNOWN. */
     ck_assert_int_eq(ctl("check --url http://127.0.0.1:1"), 2);

@@ -234,6 +234,12 @@ START_TEST(rule_outages)
     snprintf(s.pg_state, sizeof(s.pg_state), "unknown");
     ck_assert_int_eq(eval(&s), STATUSPAGE_DEGRADED);
     expect_state(STATUSPAGE_MIRROR, STATUSPAGE_DEGRADED, "standby does not stream");
+    snprintf(s.pg_state, sizeof(s.pg_state), "standby");
+    snprintf(s.spool_stall, sizeof(s.spool_stall), "no space for the spool in /spool");
+    ck_assert_int_eq(eval(&s), STATUSPAGE_MAJOR);
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_MAJOR, "spool has no space");
+    expect_state(STATUSPAGE_DATABASE, STATUSPAGE_OPERATIONAL, "");
+    s.spool_stall[0] = '\0';
     s.link_up = false;
     ck_assert_int_eq(eval(&s), STATUSPAGE_MAJOR);
     expect_state(STATUSPAGE_DATABASE, STATUSPAGE_PARTIAL, "not seen from this site");

@@ -113,8 +113,8 @@ usage(FILE *f)
             "                        0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, one line with\n"
             "                        perfdata): link, sync state, apply lag (X, Y: sizes like\n"
             "                        16MB or durations like 5s; default 16MB and 1GB), running\n"
-            "                        operations, fenced nodes, spool free space, certificate\n"
-            "                        expiry; bad arguments exit 3\n"
+            "                        operations, fenced nodes, spool free space and stalls,\n"
+            "                        certificate expiry; bad arguments exit 3\n"
             "  maintenance add (--rrule RULE --start HH:MM [--from YYYY-MM-DD] |\n"
             "                   --at 'YYYY-MM-DD HH:MM') --duration D --tz ZONE\n"
             "                  [--class routine|window|hotfix] [--switchover]\n"
@@ -1506,6 +1506,10 @@ cmd_check(const struct ctl *ctl, const struct check_args *ca)
         if (op != NULL && strcmp(op, "none") != 0)
             worsen(&state, CHECK_WARNING, problems, sizeof(problems), "%s: %s running (%s)",
                    node, op, json_string_value(json_object_get(o, "op_step")));
+        if (json_is_string(json_object_get(o, "spool_stall")))
+            worsen(&state, CHECK_CRITICAL, problems, sizeof(problems),
+                   "%s: spool stalled, commits wait (%s)", node,
+                   json_string_value(json_object_get(o, "spool_stall")));
         if (free_b >= 0 && free_b < 1073741824.0)
             worsen(&state, free_b < 268435456.0 ? CHECK_CRITICAL : CHECK_WARNING, problems,
                    sizeof(problems), "%s: %.0f MB free for the spool", node, free_b / 1048576);
