@@ -7,6 +7,7 @@
 #include "pairtest.h"
 
 #include <check.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -242,12 +243,198 @@ pt_log_contains(const char *path, const char *needle, double seconds)
     return false;
 }
 
+PGconn *
+pt_send(struct pt_site *s, const char *sql)
+{
+    PGconn *pg = pt_connect_to(s);
+
+    tu_require(PQsendQuery(pg, sql) == 1, "cannot send \"%s\": %s", sql, PQerrorMessage(pg));
+    return pg;
+}
+
+bool
+pt_finished_within(PGconn *pg, double seconds)
+{
+    double end = pt_now_s() + seconds;
+
+    while (pt_now_s() < end) {
+        tu_require(PQconsumeInput(pg) == 1, "%s", PQerrorMessage(pg));
+        if (!PQisBusy(pg)) {
+            PGresult *r;
+            bool ok = true;
+            while ((r = PQgetResult(pg)) != NULL) {
+                if (PQresultStatus(r) != PGRES_COMMAND_OK &&
+                    PQresultStatus(r) != PGRES_TUPLES_OK)
+                    ok = false;
+                PQclear(r);
+            }
+            return ok;
+        }
+        usleep(20000);
+    }
+    return false;
+}
+
+void
+pt_close_segment(struct pt_site *primary)
+{
+    free(pt_sql1(primary, "SELECT pg_switch_wal()"));
+    /* A commit that wrote WAL waits for the mirror (txid_current's would not: it is
+     * asynchronous when the transaction wrote nothing else). */
+    free(pt_sql1(primary, "CREATE TABLE IF NOT EXISTS wm_segment_probe(n int); "
+                          "INSERT INTO wm_segment_probe VALUES (1)"));
+}
+
+int
+pt_assert_spool_matches_wal(struct pt_site *primary, struct pt_site *sink)
+{
+    char cmd[8192], name[64], out[4096];
+    int identical = 0;
+    char *first = NULL, *dump;
+    unsigned tli, hi, lo;
+    size_t len;
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "ls '%s' | grep -E '^[0-9A-F]{24}$'", sink->spool);
+    p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    while (fgets(name, sizeof(name), p) != NULL) {
+        name[strcspn(name, "\n")] = '\0';
+        if (tu_run("test -f '%s/pg_wal/%s'", primary->pg.pgdata, name) != 0)
+            continue; /* recycled on the primary */
+        ck_assert_msg(tu_run("cmp -s '%s/%s' '%s/pg_wal/%s'", sink->spool, name,
+                             primary->pg.pgdata, name) == 0,
+                      "spool segment %s differs from the primary's", name);
+        identical++;
+    }
+    pclose(p);
+    fprintf(stderr, "%d completed spool segments byte-identical to pg_wal\n", identical);
+
+    /* pg_waldump reads the whole spool: it must stop only at the normal end of WAL. */
+    snprintf(cmd, sizeof(cmd), "ls '%s' | grep -E '^[0-9A-F]{24}' | head -1", sink->spool);
+    p = popen(cmd, "r");
+    ck_assert(p != NULL);
+    if (fgets(name, sizeof(name), p) != NULL) {
+        name[strcspn(name, "\n")] = '\0';
+        first = name;
+    }
+    pclose(p);
+    ck_assert_msg(first != NULL, "no segment in %s", sink->spool);
+    /* From the first segment's start to the end of WAL (16 MiB segments here). */
+    tu_require(sscanf(first, "%8X%8X%8X", &tli, &hi, &lo) == 3);
+    /* The segment being written is NAME.partial: link every file under its plain name, so
+     * that pg_waldump reads the partial segment too, to the real end.  A segment prepared
+     * ahead holds no page header yet; pg_waldump takes the segment size from whichever file
+     * it reads first, so such a file stays out. */
+    tu_require(tu_run("rm -rf '%s/dump' && mkdir '%s/dump' && for f in '%s'/0*; do "
+                      "cmp -s -n 24 \"$f\" /dev/zero && continue; "
+                      "ln -s \"$f\" '%s/dump/'$(basename \"$f\" .partial); done",
+                      primary->pg.dir, primary->pg.dir, sink->spool, primary->pg.dir) == 0);
+    snprintf(out, sizeof(out), "%s/waldump.out", primary->pg.dir);
+    tu_run("'%s/pg_waldump' -p '%s/dump' -t %u -s %X/%X > '%s' 2>&1", pgt_bindir(),
+           primary->pg.dir, tli, hi, lo << 24, out);
+    dump = tu_read_file(out, &len);
+    ck_assert(dump != NULL);
+    ck_assert_msg(strstr(dump, "rmgr: ") != NULL, "pg_waldump read no records");
+    ck_assert_msg(strstr(dump, "invalid record length") != NULL && strstr(dump, "got 0") != NULL,
+                  "pg_waldump did not end at the normal end of WAL: %s",
+                  len > 400 ? dump + len - 400 : dump);
+    free(dump);
+    return identical;
+}
+
+/* ---- HTTP ---- */
+
+struct http_body {
+    char *data;
+    size_t len;
+};
+
+static size_t
+http_on_data(char *p, size_t size, size_t n, void *ud)
+{
+    struct http_body *b = ud;
+    char *more = realloc(b->data, b->len + size * n + 1);
+
+    if (more == NULL)
+        return 0;
+    b->data = more;
+    memcpy(b->data + b->len, p, size * n);
+    b->len += size * n;
+    b->data[b->len] = '\0';
+    return size * n;
+}
+
+long
+pt_http_get(const struct pt_site *s, const char *path, char **out)
+{
+    CURL *c = curl_easy_init();
+    struct http_body b = {0};
+    char url[256];
+    long code = 0;
+
+    ck_assert_ptr_nonnull(c);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", s->http_port, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    *out = b.data != NULL ? b.data : strdup("");
+    ck_assert_ptr_nonnull(*out);
+    return code;
+}
+
+double
+pt_metric(const struct pt_site *s, const char *key)
+{
+    char *text, *line, *save = NULL;
+    double v = -1;
+    size_t kl = strlen(key);
+
+    ck_assert_int_eq(pt_http_get(s, "/metrics", &text), 200);
+    for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save))
+        if (strncmp(line, key, kl) == 0 && line[kl] == ' ')
+            v = strtod(line + kl + 1, NULL);
+    free(text);
+    return v;
+}
+
+const char *pt_spool_fs_size;
+
+static void
+unmount_spools(void)
+{
+    if (owner != getpid())
+        return;
+    pt_stop_all_agents(); /* they hold the spools open */
+    if (A.spool[0] != '\0')
+        (void)tu_run("umount '%s' 2>/dev/null", A.spool);
+    if (B.spool[0] != '\0')
+        (void)tu_run("umount '%s' 2>/dev/null", B.spool);
+}
+
 void
 pt_prepare_site(struct pt_site *s)
 {
     snprintf(s->conf, sizeof(s->conf), "%s/agent.conf", s->pg.dir);
     snprintf(s->log, sizeof(s->log), "%s/agent.log", s->pg.dir);
     snprintf(s->spool, sizeof(s->spool), "%s/spool", s->pg.dir);
+    if (pt_spool_fs_size != NULL) {
+        static bool registered;
+
+        tu_require(tu_run("mkdir -p '%s' && mount -t tmpfs -o size=%s,mode=0700 tmpfs '%s' && "
+                          "chown postgres: '%s'",
+                          s->spool, pt_spool_fs_size, s->spool, s->spool) == 0,
+                   "cannot mount a tmpfs of %s on %s", pt_spool_fs_size, s->spool);
+        if (!registered) {
+            registered = true;
+            atexit(unmount_spools);
+        }
+    }
     s->listen_port = tu_free_port();
     s->wal_port = tu_free_port();
     s->http_port = tu_free_port();
@@ -332,6 +519,8 @@ void
 pt_tear_down(void)
 {
     pt_stop_all_agents();
+    if (pt_spool_fs_size != NULL)
+        unmount_spools();
     pgt_destroy(&A.pg);
     pgt_destroy(&B.pg);
     tu_rmtree(certdir);

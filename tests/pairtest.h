@@ -41,6 +41,9 @@ struct pt_site {
 extern struct pt_site A, B;
 extern char *certdir; /* copies of the test certificates, readable by postgres */
 extern pid_t owner;   /* the test process: only it stops agents at exit */
+/* Set before pt_stand_up to give each site's spool_dir a file system of its own: a tmpfs of
+ * this size ("64m"), mounted by pt_prepare_site, unmounted by pt_tear_down (and at exit). */
+extern const char *pt_spool_fs_size;
 
 double pt_now_s(void);
 
@@ -65,6 +68,23 @@ bool pt_wait_replayed(struct pt_site *primary, struct pt_site *standby, double s
 char *pt_pgbench_digest(struct pt_site *s);
 void pt_assert_tables_equal(struct pt_site *primary, struct pt_site *standby);
 bool pt_log_contains(const char *path, const char *needle, double seconds);
+/* Ends the primary's current WAL segment (pg_switch_wal) and commits a write in the next, at
+ * synchronous_commit = on: the sink holds a completed segment and the next one's start. */
+void pt_close_segment(struct pt_site *primary);
+/* The sink's completed spool segments are byte-identical to the primary's pg_wal files of the
+ * same name (where it still has them), and pg_waldump reads the whole spool to the normal end
+ * of WAL.  Returns how many segments were compared. */
+int pt_assert_spool_matches_wal(struct pt_site *primary, struct pt_site *sink);
+/* GET path from site s's HTTP API: the HTTP code (0 if unreachable); the body in *out
+ * (malloc'd, "" when none; the caller frees it).  The caller initialises libcurl. */
+long pt_http_get(const struct pt_site *s, const char *path, char **out);
+/* The value of the sample written exactly as key in site s's /metrics; -1 if absent. */
+double pt_metric(const struct pt_site *s, const char *key);
+/* Sends sql (no results wanted but success) on a new connection to s; the query is left in
+ * flight: see pt_finished_within.  The caller PQfinish()es it. */
+PGconn *pt_send(struct pt_site *s, const char *sql);
+/* Waits up to seconds for the query in flight on pg; true if it finished, and succeeded. */
+bool pt_finished_within(PGconn *pg, double seconds);
 
 /* More configuration lines for site s (whose peer is peer), written into buf[cap]. */
 typedef void (*pt_extra_fn)(const struct pt_site *s, const struct pt_site *peer, char *buf,

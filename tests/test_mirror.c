@@ -56,65 +56,10 @@ END_TEST
 
 START_TEST(d_spool_matches_pg_wal)
 {
-    char cmd[8192];
-    int identical = 0;
-    FILE *p;
-    char name[64];
-
     /* Close the current segment so that the spool has completed ones to compare. */
-    free(pt_sql1(&A, "SELECT pg_switch_wal()"));
-    free(pt_sql1(&A, "SELECT txid_current()"));
+    pt_close_segment(&A);
     ck_assert(pt_wait_replayed(&A, &B, 30));
-    snprintf(cmd, sizeof(cmd), "ls '%s' | grep -E '^[0-9A-F]{24}$'", B.spool);
-    p = popen(cmd, "r");
-    ck_assert(p != NULL);
-    while (fgets(name, sizeof(name), p) != NULL) {
-        name[strcspn(name, "\n")] = '\0';
-        if (tu_run("test -f '%s/pg_wal/%s'", A.pg.pgdata, name) != 0)
-            continue; /* recycled on A */
-        ck_assert_msg(tu_run("cmp -s '%s/%s' '%s/pg_wal/%s'", B.spool, name, A.pg.pgdata, name) ==
-                          0,
-                      "spool segment %s differs from the primary's", name);
-        identical++;
-    }
-    pclose(p);
-    ck_assert_msg(identical >= 2, "only %d completed spool segments to compare", identical);
-    fprintf(stderr, "%d completed spool segments byte-identical to pg_wal\n", identical);
-    /* pg_waldump reads the whole spool: it must stop only at the normal end of WAL. */
-    {
-        char *first = NULL, out[4096];
-        size_t len;
-        char *dump;
-        snprintf(cmd, sizeof(cmd), "ls '%s' | grep -E '^[0-9A-F]{24}' | head -1", B.spool);
-        p = popen(cmd, "r");
-        if (fgets(name, sizeof(name), p) != NULL) {
-            name[strcspn(name, "\n")] = '\0';
-            first = name;
-        }
-        pclose(p);
-        ck_assert(first != NULL);
-        {
-            /* From the first segment's start to the end of WAL (16 MiB segments here). */
-            unsigned tli, hi, lo;
-            tu_require(sscanf(first, "%8X%8X%8X", &tli, &hi, &lo) == 3);
-            /* The segment being written is NAME.partial: link every file under its plain
-             * name, so that pg_waldump reads the partial segment too, to the real end. */
-            tu_require(tu_run("rm -rf '%s/dump' && mkdir '%s/dump' && for f in '%s'/0*; do "
-                              "ln -s \"$f\" '%s/dump/'$(basename \"$f\" .partial); done",
-                              A.pg.dir, A.pg.dir, B.spool, A.pg.dir) == 0);
-            snprintf(out, sizeof(out), "%s/waldump.out", A.pg.dir);
-            tu_run("'%s/pg_waldump' -p '%s/dump' -t %u -s %X/%X > '%s' 2>&1", pgt_bindir(),
-                   A.pg.dir, tli, hi, lo << 24, out);
-        }
-        dump = tu_read_file(out, &len);
-        ck_assert(dump != NULL);
-        ck_assert_msg(strstr(dump, "rmgr: ") != NULL, "pg_waldump read no records");
-        ck_assert_msg(strstr(dump, "invalid record length") != NULL &&
-                          strstr(dump, "got 0") != NULL,
-                      "pg_waldump did not end at the normal end of WAL: %s",
-                      len > 400 ? dump + len - 400 : dump);
-        free(dump);
-    }
+    ck_assert_int_ge(pt_assert_spool_matches_wal(&A, &B), 2);
 }
 END_TEST
 
@@ -151,36 +96,11 @@ END_TEST
 static PGconn *
 send_insert(const char *level, int id)
 {
-    PGconn *pg = pt_connect_to(&A);
     char sql[160];
 
     snprintf(sql, sizeof(sql), "SET synchronous_commit = %s; INSERT INTO ledger VALUES (%d)", level,
              id);
-    ck_assert(PQsendQuery(pg, sql) == 1);
-    return pg;
-}
-
-/* Waits up to seconds for the query to finish; true if it did (and succeeded). */
-static bool
-finished_within(PGconn *pg, double seconds)
-{
-    double end = pt_now_s() + seconds;
-
-    while (pt_now_s() < end) {
-        ck_assert(PQconsumeInput(pg) == 1);
-        if (!PQisBusy(pg)) {
-            PGresult *r;
-            bool ok = true;
-            while ((r = PQgetResult(pg)) != NULL) {
-                if (PQresultStatus(r) != PGRES_COMMAND_OK)
-                    ok = false;
-                PQclear(r);
-            }
-            return ok;
-        }
-        usleep(20000);
-    }
-    return false;
+    return pt_send(&A, sql);
 }
 
 START_TEST(c_stopped_sink_blocks_commits)
@@ -191,11 +111,11 @@ START_TEST(c_stopped_sink_blocks_commits)
     ck_assert_int_eq(kill(B.agent, SIGSTOP), 0);
     on = send_insert("on", 100001);
     local = send_insert("local", 100002);
-    ck_assert_msg(finished_within(local, 5), "a commit at synchronous_commit=local blocked");
-    ck_assert_msg(!finished_within(on, 5), "a commit at synchronous_commit=on returned while "
+    ck_assert_msg(pt_finished_within(local, 5), "a commit at synchronous_commit=local blocked");
+    ck_assert_msg(!pt_finished_within(on, 5), "a commit at synchronous_commit=on returned while "
                                            "the sink was stopped");
     ck_assert_int_eq(kill(B.agent, SIGCONT), 0);
-    ck_assert_msg(finished_within(on, 30), "the blocked commit did not return after SIGCONT");
+    ck_assert_msg(pt_finished_within(on, 30), "the blocked commit did not return after SIGCONT");
     PQfinish(on);
     PQfinish(local);
     ck_assert(pt_wait_true(&B, "SELECT count(*) = 2 FROM ledger WHERE id IN (100001, 100002)", 30));

@@ -16,67 +16,6 @@
 
 #include "pairtest.h"
 
-struct body {
-    char *data;
-    size_t len;
-};
-
-static size_t
-on_data(char *p, size_t size, size_t n, void *ud)
-{
-    struct body *b = ud;
-    char *more = realloc(b->data, b->len + size * n + 1);
-
-    if (more == NULL)
-        return 0;
-    b->data = more;
-    memcpy(b->data + b->len, p, size * n);
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
-/* GET path from site s's API: the HTTP code (0 if unreachable); the body in *out (malloc'd,
- * "" when none; the caller frees it). */
-static long
-get(const struct pt_site *s, const char *path, char **out)
-{
-    CURL *c = curl_easy_init();
-    struct body b = {0};
-    char url[256];
-    long code = 0;
-
-    ck_assert_ptr_nonnull(c);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", s->http_port, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(c);
-    *out = b.data != NULL ? b.data : strdup("");
-    ck_assert_ptr_nonnull(*out);
-    return code;
-}
-
-/* The value of the sample written exactly as key in site s's /metrics; -1 if absent. */
-static double
-metric(const struct pt_site *s, const char *key)
-{
-    char *text, *line, *save = NULL;
-    double v = -1;
-    size_t kl = strlen(key);
-
-    ck_assert_int_eq(get(s, "/metrics", &text), 200);
-    for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save))
-        if (strncmp(line, key, kl) == 0 && line[kl] == ' ')
-            v = strtod(line + kl + 1, NULL);
-    free(text);
-    return v;
-}
-
 /* Waits up to seconds for GET path on s to answer code. */
 static bool
 wait_code(const struct pt_site *s, const char *path, long code, double seconds)
@@ -87,7 +26,7 @@ wait_code(const struct pt_site *s, const char *path, long code, double seconds)
 
     do {
         free(body);
-        got = get(s, path, &body);
+        got = pt_http_get(s, path, &body);
         if (got == code) {
             free(body);
             return true;
@@ -118,24 +57,24 @@ START_TEST(a_metrics_and_checks_on_a_live_pair)
     ck_assert(pt_wait_replayed(&A, &B, 30));
     usleep(300000); /* a status tick or three */
 
-    ck_assert_double_eq(metric(&A, "walmirror_role{role=\"source\"}"), 1);
-    ck_assert_double_eq(metric(&B, "walmirror_role{role=\"sink\"}"), 1);
-    ck_assert_double_eq(metric(&A, "walmirror_link_up"), 1);
-    ck_assert_double_ge(metric(&B, "walmirror_spool_fsync_duration_seconds_count"), 200);
-    ck_assert_double_gt(metric(&B, "walmirror_spool_fsync_duration_seconds_sum"), 0);
-    ck_assert_double_ge(metric(&A, "walmirror_ack_round_trip_seconds_count"), 200);
-    ck_assert_double_gt(metric(&A, "walmirror_ack_round_trip_seconds_sum"), 0);
-    ck_assert_double_eq(metric(&A, "walmirror_spool_fsync_duration_seconds_count"), 0);
-    ck_assert_double_ge(metric(&A, "walmirror_acks_total"), 200);
-    ck_assert_double_ge(metric(&B, "walmirror_acks_total"), 200);
-    ck_assert_double_gt(metric(&A, "walmirror_wal_raw_bytes_total"), 0);
-    ck_assert_double_gt(metric(&B, "walmirror_lsn_bytes{position=\"flush\"}"), 0);
+    ck_assert_double_eq(pt_metric(&A, "walmirror_role{role=\"source\"}"), 1);
+    ck_assert_double_eq(pt_metric(&B, "walmirror_role{role=\"sink\"}"), 1);
+    ck_assert_double_eq(pt_metric(&A, "walmirror_link_up"), 1);
+    ck_assert_double_ge(pt_metric(&B, "walmirror_spool_fsync_duration_seconds_count"), 200);
+    ck_assert_double_gt(pt_metric(&B, "walmirror_spool_fsync_duration_seconds_sum"), 0);
+    ck_assert_double_ge(pt_metric(&A, "walmirror_ack_round_trip_seconds_count"), 200);
+    ck_assert_double_gt(pt_metric(&A, "walmirror_ack_round_trip_seconds_sum"), 0);
+    ck_assert_double_eq(pt_metric(&A, "walmirror_spool_fsync_duration_seconds_count"), 0);
+    ck_assert_double_ge(pt_metric(&A, "walmirror_acks_total"), 200);
+    ck_assert_double_ge(pt_metric(&B, "walmirror_acks_total"), 200);
+    ck_assert_double_gt(pt_metric(&A, "walmirror_wal_raw_bytes_total"), 0);
+    ck_assert_double_gt(pt_metric(&B, "walmirror_lsn_bytes{position=\"flush\"}"), 0);
     /* lag in seconds is known on both sides, and small on an idle pair */
-    ck_assert_double_ge(metric(&A, "walmirror_lag_seconds{stage=\"flush\"}"), 0);
-    ck_assert_double_lt(metric(&A, "walmirror_lag_seconds{stage=\"flush\"}"), 5);
-    ck_assert_double_ge(metric(&B, "walmirror_lag_seconds{stage=\"apply\"}"), 0);
-    ck_assert_double_lt(metric(&B, "walmirror_lag_seconds{stage=\"apply\"}"), 5);
-    ck_assert_double_eq(metric(&A, "walmirror_switchovers_total"), 0);
+    ck_assert_double_ge(pt_metric(&A, "walmirror_lag_seconds{stage=\"flush\"}"), 0);
+    ck_assert_double_lt(pt_metric(&A, "walmirror_lag_seconds{stage=\"flush\"}"), 5);
+    ck_assert_double_ge(pt_metric(&B, "walmirror_lag_seconds{stage=\"apply\"}"), 0);
+    ck_assert_double_lt(pt_metric(&B, "walmirror_lag_seconds{stage=\"apply\"}"), 5);
+    ck_assert_double_eq(pt_metric(&A, "walmirror_switchovers_total"), 0);
 
     /* the load balancers' view */
     ck_assert(wait_code(&A, "/health", 200, 5));
@@ -149,7 +88,7 @@ START_TEST(a_metrics_and_checks_on_a_live_pair)
 
     /* people's view: all operational, from both sites */
     ck_assert(wait_code(&A, "/", 200, 5));
-    ck_assert_int_eq(get(&A, "/", &body), 200);
+    ck_assert_int_eq(pt_http_get(&A, "/", &body), 200);
     ck_assert_msg(strstr(body, "id=\"component-database\" data-status=\"operational\"") &&
                       strstr(body, "id=\"component-mirror\" data-status=\"operational\"") &&
                       strstr(body, "id=\"component-link\" data-status=\"operational\""),
@@ -157,7 +96,7 @@ START_TEST(a_metrics_and_checks_on_a_live_pair)
     ck_assert_ptr_nonnull(strstr(body, "site-a database"));
     ck_assert_ptr_nonnull(strstr(body, "site-b mirror"));
     free(body);
-    ck_assert_int_eq(get(&B, "/api/v2/summary.json", &body), 200);
+    ck_assert_int_eq(pt_http_get(&B, "/api/v2/summary.json", &body), 200);
     ck_assert_msg(strstr(body, "\"indicator\": \"none\"") != NULL, "B's summary: %s", body);
     ck_assert_ptr_nonnull(strstr(body, "site-a database"));
     free(body);
@@ -169,7 +108,7 @@ START_TEST(a_metrics_and_checks_on_a_live_pair)
         double until = pt_now_s() + 15;
         bool down = false;
         while (!down && pt_now_s() < until) {
-            ck_assert_int_eq(get(&A, "/", &body), 200);
+            ck_assert_int_eq(pt_http_get(&A, "/", &body), 200);
             down = strstr(body, "id=\"component-mirror\" data-status=\"major_outage\"") != NULL &&
                    strstr(body, "id=\"component-link\" data-status=\"major_outage\"") != NULL;
             free(body);
@@ -178,7 +117,7 @@ START_TEST(a_metrics_and_checks_on_a_live_pair)
         }
         ck_assert_msg(down, "A's page does not show the mirror down");
     }
-    ck_assert_double_eq(metric(&A, "walmirror_link_up"), 0);
+    ck_assert_double_eq(pt_metric(&A, "walmirror_link_up"), 0);
     pt_start_agent(&B);
     ck_assert(pt_wait_sync(&A, 60));
 }
