@@ -227,6 +227,7 @@ struct agent {
     bool maint_active;            /* a window is open: automatic fail-over is paused */
     char maint_text[128];         /* the snapshot's maintenance */
     uint64_t maint_at_ms;         /* last evaluation */
+    bool maint_was_source;        /* the source at the last evaluation */
     struct {
         uint64_t id;
         int64_t start;
@@ -2267,15 +2268,15 @@ status_metrics_tick(struct agent *a, const struct status_snapshot *st)
  * Maintenance windows, every AGENT_MAINT_EVERY_MS: takes a copy of the store (keeping the last
  * one while the API's thread saves), sets maint_text and maint_active (automatic fail-over
  * pauses while a window is open), and at the start of a window marked switchover files a
- * switchover request if this agent serves the primary.  Both agents note each switchover
- * window's start as they see it open, so the agent that becomes the primary by that
- * switchover does not start another one back.
+ * switchover request if this agent serves the primary and did at its last evaluation too.
+ * Both agents note each switchover window's start as they see it open, so the agent that
+ * becomes the primary by that switchover does not start another one back.
  */
 static void
 maint_tick(struct agent *a)
 {
     int64_t now = (int64_t)(clock_unix_us() / 1000000);
-    bool was = a->maint_active;
+    bool was = a->maint_active, was_source = a->maint_was_source || a->maint_at_ms == 0;
     int n;
 
     if (a->maint == NULL) {
@@ -2313,13 +2314,17 @@ maint_tick(struct agent *a)
             continue;
         a->maint_seen[slot].id = w->id;
         a->maint_seen[slot].start = act.start;
-        if (a->role != AGENT_SOURCE || now - act.start >= AGENT_MAINT_SWITCHOVER_GRACE_S)
+        /* Not by an agent that became the source since its last evaluation: the other one's
+         * switchover for this window can run whole between two (it takes under a second). */
+        if (a->role != AGENT_SOURCE || !was_source ||
+            now - act.start >= AGENT_MAINT_SWITCHOVER_GRACE_S)
             continue;
         struct status_op_request req = {.kind = STATUS_REQ_SWITCHOVER,
                                         .at_unix_us = (uint64_t)act.start * 1000000};
         log_info(a->comp, "maintenance window %" PRIu64 " opens: switchover requested (id %"
                           PRIu64 ")", w->id, status_request_op(&a->board, &req));
     }
+    a->maint_was_source = a->role == AGENT_SOURCE;
 }
 
 /* Publishes a snapshot for the HTTP API and takes its requests; every AGENT_STATUS_EVERY_MS. */
