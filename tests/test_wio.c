@@ -750,17 +750,22 @@ START_TEST(test_timer_rearm)
     ck_assert_int_eq(tt.fired, 1);
     ck_assert(!wio_timer_busy(&tt.t));
 
-    /* Re-armed just as it expires: never fires twice. */
+    /* Re-armed just as it expires: never fires twice for one arming.  (On a slow machine -
+     * under valgrind - the first timeout can complete inside wio_run_once() already: it has
+     * fired then before the re-arm, and the re-armed one fires once more.) */
     for (int i = 0; i < 20; i++) {
+        int before;
+
         memset(&tt, 0, sizeof(tt));
         ck_assert_int_eq(wio_timer_arm(loop, &tt.t, 1, ttimer_fire), 0);
         ck_assert_int_ge(wio_run_once(loop, 0), 0);
         usleep(2000); /* the first timeout has expired, its CQE may be waiting */
+        before = tt.fired;
         ck_assert_int_eq(wio_timer_arm(loop, &tt.t, 5, ttimer_fire), 0);
         RUN_UNTIL(loop, !wio_timer_busy(&tt.t), 5000);
-        ck_assert_int_le(tt.fired, 1);
+        ck_assert_int_le(tt.fired - before, 1);
         run_for(loop, 10);
-        ck_assert_int_le(tt.fired, 1);
+        ck_assert_int_le(tt.fired - before, 1);
     }
     wio_loop_free(loop);
 }
