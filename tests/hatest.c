@@ -109,6 +109,9 @@ ha_site_extra(const struct pt_site *s, const struct pt_site *peer, char *buf, si
              "auto_rejoin = on\n"
              "peer_pg_conninfo = 'host=127.0.0.1 port=%d user=postgres dbname=postgres'\n",
              witness_port, HA_FAILOVER_TIMEOUT_S, peer->pg.port);
+    /* A spool on a small file system of its own (pt_spool_fs_size) keeps little. */
+    if (pt_spool_fs_size != NULL)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "spool_keep = 32MB\n");
 }
 
 /* ---- the ledger client ---- */

@@ -9,10 +9,12 @@
 #include <check.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -404,6 +406,26 @@ pt_metric(const struct pt_site *s, const char *key)
 }
 
 const char *pt_spool_fs_size;
+
+long long
+pt_fill_spool_fs(const struct pt_site *s, char *path, size_t cap)
+{
+    struct statvfs fs;
+    long long free_bytes, n;
+    int fd, ret;
+
+    tu_require(statvfs(s->spool, &fs) == 0, "statvfs %s: %s", s->spool, strerror(errno));
+    free_bytes = (long long)fs.f_bavail * (long long)fs.f_frsize;
+    n = free_bytes - (8ll << 20); /* less than half a 16 MB segment left */
+    tu_require(n > 0, "only %lld bytes free in %s", free_bytes, s->spool);
+    tu_require(snprintf(path, cap, "%s/filler", s->spool) < (int)cap);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    tu_require(fd >= 0, "%s: %s", path, strerror(errno));
+    ret = posix_fallocate(fd, 0, n);
+    tu_require(ret == 0, "fallocate %s: %s", path, strerror(ret));
+    tu_require(close(fd) == 0);
+    return n;
+}
 
 static void
 unmount_spools(void)

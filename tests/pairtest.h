@@ -44,6 +44,9 @@ extern pid_t owner;   /* the test process: only it stops agents at exit */
 /* Set before pt_stand_up to give each site's spool_dir a file system of its own: a tmpfs of
  * this size ("64m"), mounted by pt_prepare_site, unmounted by pt_tear_down (and at exit). */
 extern const char *pt_spool_fs_size;
+/* Fills s's spool file system (pt_spool_fs_size) with a file until less than half a WAL segment
+ * is free; the file's path goes to path[cap].  Returns its size. */
+long long pt_fill_spool_fs(const struct pt_site *s, char *path, size_t cap);
 
 double pt_now_s(void);
 

@@ -18,7 +18,9 @@
  * (30 ms each way) for a few seconds; corrupted bytes on the A-B link under pgbench load (one
  * flipped bit in a few chunks each way: TLS must refuse each record - bad record MAC - and the
  * link reconnects; nothing corrupt reaches the spool, which the standby proves by replaying
- * everything the primary wrote, every record's CRC checked).
+ * everything the primary wrote, every record's CRC checked); a full spool disk at the sink
+ * (each site's spool is a 256 MB tmpfs of its own; filled, commits stand still until the
+ * space returns).
  * The first cycles apply each kind of fault once, in a random order; then at random.
  *   WALMIRROR_FAULT_CYCLES=N   cycles (default 10; the long run in docs uses 50)
  *   WALMIRROR_FAULT_SEED=S     replay a run: the seed is printed at the start and the end
@@ -275,6 +277,45 @@ fault_corrupt(int c, struct pt_site *p, struct pt_site *s)
                   "cycle %d: the standby does not replay all the primary wrote", c + 1);
 }
 
+/*
+ * A full spool disk at the sink: its spool's file system (a tmpfs of its own) is filled until
+ * less than half a segment is free, and the primary's WAL moved on (pg_switch_wal) until a
+ * segment cannot be prepared.  The sink must say so (walmirror_spool_stalled) and acknowledge
+ * nothing more - the ledger stands still - until the space returns; the cycle then checks, as
+ * after every fault, that mirroring is synchronous again and no acknowledged id is missing.
+ */
+static void
+fault_spool_full(int c, struct pt_site *p, struct pt_site *s)
+{
+    char filler[4200];
+    bool stalled = false;
+    int before, after;
+
+    pt_fill_spool_fs(s, filler, sizeof(filler));
+    for (int i = 0; i < 6 && !stalled; i++) {
+        free(pt_sql1(p, "SELECT pg_switch_wal()"));
+        for (int k = 0; k < 30 && !stalled; k++) {
+            stalled = pt_metric(s, "walmirror_spool_stalled") == 1;
+            if (!stalled)
+                usleep(100000);
+        }
+    }
+    if (!stalled)
+        unlink(filler);
+    ck_assert_msg(stalled, "cycle %d: %s's spool did not stall on a full disk", c, s->name);
+    /* What was written before the stall may still be acknowledged; then nothing more. */
+    sleep(1);
+    before = ha_ledger_count();
+    sleep(3);
+    after = ha_ledger_count();
+    fprintf(stderr, "faults: cycle %d: %s's spool full: ledger at %d, %d after 3 s\n", c + 1,
+            s->name, before, after);
+    ck_assert_int_eq(unlink(filler), 0);
+    ck_assert_msg(after == before,
+                  "cycle %d: %d commits acknowledged while %s's spool had no space", c,
+                  after - before, s->name);
+}
+
 struct fault_kind {
     const char *name;
     void (*apply)(int c, struct pt_site *p, struct pt_site *s);
@@ -288,6 +329,7 @@ static const struct fault_kind fault_kinds[] = {
     {"cut A-B link 2 s", fault_cut_link},
     {"slow A-B link (30 ms) 5 s", fault_slow_link},
     {"corrupt A-B link (5 chunks)", fault_corrupt},
+    {"full spool disk at the sink", fault_spool_full},
 };
 
 #define F_N ((int)(sizeof(fault_kinds) / sizeof(fault_kinds[0])))
@@ -359,6 +401,11 @@ main(void)
     seed = first_seed = v != NULL ? (unsigned)strtoul(v, NULL, 10) : (unsigned)time(NULL);
     fprintf(stderr, "faults: seed %u (WALMIRROR_FAULT_SEED=%u replays it), %d cycles\n", seed, seed,
             cycles);
+    if (geteuid() != 0) {
+        fprintf(stderr, "not root (each spool is a tmpfs mounted here): skipping\n");
+        return 77;
+    }
+    pt_spool_fs_size = "256m";
     if (ha_stand_up() != 0)
         return 1;
     tcase_add_test(tc, fault_cycles);
