@@ -414,13 +414,13 @@ pt_fill_spool_fs(const struct pt_site *s, char *path, size_t cap)
     long long free_bytes, n;
     int fd, ret;
 
+    tu_require(snprintf(path, cap, "%s/filler", s->spool) < (int)cap);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600); /* a second call tops it up */
+    tu_require(fd >= 0, "%s: %s", path, strerror(errno));
     tu_require(statvfs(s->spool, &fs) == 0, "statvfs %s: %s", s->spool, strerror(errno));
     free_bytes = (long long)fs.f_bavail * (long long)fs.f_frsize;
     n = free_bytes - (8ll << 20); /* less than half a 16 MB segment left */
     tu_require(n > 0, "only %lld bytes free in %s", free_bytes, s->spool);
-    tu_require(snprintf(path, cap, "%s/filler", s->spool) < (int)cap);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    tu_require(fd >= 0, "%s: %s", path, strerror(errno));
     ret = posix_fallocate(fd, 0, n);
     tu_require(ret == 0, "fallocate %s: %s", path, strerror(ret));
     tu_require(close(fd) == 0);
@@ -433,10 +433,17 @@ unmount_spools(void)
     if (owner != getpid())
         return;
     pt_stop_all_agents(); /* they hold the spools open */
-    if (A.spool[0] != '\0')
-        (void)tu_run("umount '%s' 2>/dev/null", A.spool);
-    if (B.spool[0] != '\0')
-        (void)tu_run("umount '%s' 2>/dev/null", B.spool);
+    /* A killed agent's io_uring may hold its files a moment after it is gone: retry, then
+     * detach the mount (the kernel frees it when the last file is closed). */
+    for (int i = 0; i < 2; i++) {
+        const char *dir = i == 0 ? A.spool : B.spool;
+
+        if (dir[0] != '\0' && tu_run("mountpoint -q '%s'", dir) == 0 &&
+            tu_run("for i in $(seq 50); do umount '%s' 2>/dev/null && exit 0; sleep 0.1; done; "
+                   "umount -l '%s'",
+                   dir, dir) != 0)
+            fprintf(stderr, "cannot unmount %s\n", dir);
+    }
 }
 
 void
@@ -541,8 +548,14 @@ void
 pt_tear_down(void)
 {
     pt_stop_all_agents();
-    if (pt_spool_fs_size != NULL)
+    if (pt_spool_fs_size != NULL) {
+        /* A server its agent started logs into state_dir, which is the spool: stop it first
+         * (whoever started it last: the test or the agent). */
+        A.pg.running = B.pg.running = true;
+        pgt_stop(&A.pg, "immediate");
+        pgt_stop(&B.pg, "immediate");
         unmount_spools();
+    }
     pgt_destroy(&A.pg);
     pgt_destroy(&B.pg);
     tu_rmtree(certdir);

@@ -45,7 +45,8 @@ extern pid_t owner;   /* the test process: only it stops agents at exit */
  * this size ("64m"), mounted by pt_prepare_site, unmounted by pt_tear_down (and at exit). */
 extern const char *pt_spool_fs_size;
 /* Fills s's spool file system (pt_spool_fs_size) with a file until less than half a WAL segment
- * is free; the file's path goes to path[cap].  Returns its size. */
+ * is free; the file's path goes to path[cap].  Called again, it tops the same file up (the
+ * spool's retention may have freed space meanwhile).  Returns its size. */
 long long pt_fill_spool_fs(const struct pt_site *s, char *path, size_t cap);
 
 double pt_now_s(void);

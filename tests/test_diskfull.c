@@ -58,12 +58,13 @@ START_TEST(a_full_spool_disk_stalls_commits_then_resumes)
 
     ck_assert(pt_wait_sync(&A, 30));
     free(pt_sql1(&A, "CREATE TABLE ledger(id int PRIMARY KEY)"));
-    fprintf(stderr, "filled %lld bytes of %s\n", pt_fill_spool_fs(&B, filler, sizeof(filler)),
-            B.spool);
-
     /* Each round commits one id and moves the WAL into a new segment. */
     for (int id = 1; id <= 8 && stalled == NULL; id++) {
         PGconn *pg;
+
+        /* Retention frees a segment as the standby replays: fill again each round. */
+        fprintf(stderr, "filled %lld bytes of %s\n",
+                pt_fill_spool_fs(&B, filler, sizeof(filler)), B.spool);
 
         snprintf(sql, sizeof(sql),
                  "SET synchronous_commit = on; INSERT INTO ledger VALUES (%d); "
