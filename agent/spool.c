@@ -138,6 +138,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 #include "walfmt.h"
 
@@ -183,8 +184,8 @@ struct seg {
     unsigned zero_inflight;
     unsigned sync_left;                 /* preparation fsyncs (file, directory) outstanding */
     struct wreq *wait_head, *wait_tail; /* writes waiting for the preparation */
-    int nospace_err; /* -ENOSPC/-EDQUOT while NOSPACE or being prepared again after it */
-    struct seg *orphan_next;            /* replaced by a timeline switch: see "Timeline switch" */
+    int nospace_err;         /* -ENOSPC/-EDQUOT while NOSPACE or being prepared again after it */
+    struct seg *orphan_next; /* replaced by a timeline switch: see "Timeline switch" */
 };
 
 struct chunk {
@@ -589,15 +590,6 @@ prep_error(struct spool *s, struct seg *g, int err)
 
 /* ---- no space: stall, look again, resume ---- */
 
-static uint64_t
-mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /*
  * Recomputes whether WAL waits for space (a segment NOSPACE, or being prepared again after it,
  * with writes waiting); logs the change, and reports the end of a stall to the owner.  A stall
@@ -616,7 +608,7 @@ stall_update(struct spool *s)
     if (w != NULL && s->stall_err == 0) {
         seg_file_name(s, w, true, name);
         s->stall_err = w->nospace_err;
-        s->stall_since_ms = mono_ms();
+        s->stall_since_ms = clock_mono_ms();
         snprintf(s->stall_msg, sizeof(s->stall_msg),
                  "no space for the spool in %s: cannot prepare %s (%s); WAL from " WALFMT_LSN_FMT
                  " waits, unwritten and unacknowledged, until a segment's worth is free",
@@ -625,7 +617,7 @@ stall_update(struct spool *s)
     } else if (w == NULL && s->stall_err != 0) {
         log_info(SPOOL_COMPONENT,
                  "the spool in %s has space again after %.1f s: writing the WAL that waited",
-                 s->dir, (double)(mono_ms() - s->stall_since_ms) / 1000.0);
+                 s->dir, (double)(clock_mono_ms() - s->stall_since_ms) / 1000.0);
         s->stall_err = 0;
         s->stall_msg[0] = '\0';
         if (s->ops->on_unstalled != NULL)

@@ -347,31 +347,11 @@ pt_assert_spool_matches_wal(struct pt_site *primary, struct pt_site *sink)
 
 /* ---- HTTP ---- */
 
-struct http_body {
-    char *data;
-    size_t len;
-};
-
-static size_t
-http_on_data(char *p, size_t size, size_t n, void *ud)
-{
-    struct http_body *b = ud;
-    char *more = realloc(b->data, b->len + size * n + 1);
-
-    if (more == NULL)
-        return 0;
-    b->data = more;
-    memcpy(b->data + b->len, p, size * n);
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
 long
 pt_http_get(const struct pt_site *s, const char *path, char **out)
 {
     CURL *c = curl_easy_init();
-    struct http_body b = {0};
+    struct tu_buf b = {0};
     char url[256];
     long code = 0;
 
@@ -380,7 +360,7 @@ pt_http_get(const struct pt_site *s, const char *path, char **out)
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tu_buf_append);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
     if (curl_easy_perform(c) == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);

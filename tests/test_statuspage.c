@@ -418,29 +418,9 @@ teardown(void)
     free(dir);
 }
 
-struct body {
-    char *data;
-    size_t len;
-};
-
-static size_t
-on_data(char *p, size_t size, size_t n, void *ud)
-{
-    struct body *b = ud;
-    char *more = realloc(b->data, b->len + size * n + 1);
-
-    if (more == NULL)
-        return 0;
-    b->data = more;
-    memcpy(b->data + b->len, p, size * n);
-    b->len += size * n;
-    b->data[b->len] = '\0';
-    return size * n;
-}
-
 /* GET path: returns the HTTP code; the body in *b (malloc'd). */
 static long
-get(const char *path, struct body *b, char *ctype, size_t ctcap)
+get(const char *path, struct tu_buf *b, char *ctype, size_t ctcap)
 {
     CURL *c = curl_easy_init();
     char url[256];
@@ -453,7 +433,7 @@ get(const char *path, struct body *b, char *ctype, size_t ctcap)
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tu_buf_append);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
     ck_assert_int_eq(curl_easy_perform(c), CURLE_OK);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
@@ -466,7 +446,7 @@ get(const char *path, struct body *b, char *ctype, size_t ctcap)
 
 START_TEST(summary_json)
 {
-    struct body b;
+    struct tu_buf b;
     char ctype[128];
     json_error_t jerr;
     json_t *o, *comps_j, *st;
@@ -541,7 +521,7 @@ END_TEST
 
 START_TEST(status_and_incidents_json)
 {
-    struct body b;
+    struct tu_buf b;
     char ctype[128];
     json_error_t jerr;
     json_t *o, *list, *e;
@@ -585,7 +565,7 @@ END_TEST
 START_TEST(summary_uses_configured_thresholds)
 {
     struct statuspage_thresholds th;
-    struct body b;
+    struct tu_buf b;
     char ctype[128];
     json_error_t jerr;
     json_t *o;
@@ -633,7 +613,7 @@ END_TEST
 
 START_TEST(page_served)
 {
-    struct body b;
+    struct tu_buf b;
     char ctype[128];
 
     ck_assert_int_eq(get("/", &b, ctype, sizeof(ctype)), 200);

@@ -176,3 +176,18 @@ tu_read_file(const char *path, size_t *len)
     }
     return buf;
 }
+
+size_t
+tu_buf_append(char *p, size_t size, size_t n, void *ud)
+{
+    struct tu_buf *b = ud;
+    char *more = realloc(b->data, b->len + size * n + 1);
+
+    if (more == NULL)
+        return 0;
+    b->data = more;
+    memcpy(b->data + b->len, p, size * n);
+    b->len += size * n;
+    b->data[b->len] = '\0';
+    return size * n;
+}

@@ -59,4 +59,12 @@ const char *tu_cert(const char *file);
 /* Reads a whole file; returns malloc'd contents and sets *len, or NULL. */
 void *tu_read_file(const char *path, size_t *len);
 
+/* A growing buffer, NUL-terminated, for what a libcurl transfer received: tu_buf_append is a
+ * CURLOPT_WRITEFUNCTION with the tu_buf as its CURLOPT_WRITEDATA.  Start from {0}; free data. */
+struct tu_buf {
+    char *data;
+    size_t len;
+};
+size_t tu_buf_append(char *p, size_t size, size_t n, void *ud);
+
 #endif
