@@ -4,9 +4,9 @@
  * Everything runs on one io_uring loop (wio.h).  Callbacks only record what happened; the
  * decisions that change state - starting a session, flushing the spool, sending an ACK,
  * freeing a dead connection - are taken in agent_tick(), once per turn of the loop, after all
- * the completions of that turn were dispatched.  That is where the durability loop of
- * STYLE.md lives: drain what the link delivered, write it, one fdatasync, one ACK for the
- * highest contiguous durable position.
+ * the completions of that turn were dispatched.  That is where the durability loop lives:
+ * drain what the link delivered, write it, one fdatasync, one ACK for the highest contiguous
+ * durable position, never going backwards.
  *
  * Positions: the sink's ACK carries write = bytes written to the spool, flush = bytes made
  * durable by fdatasync, apply = the local standby's replay position (never above flush).  Each
@@ -56,17 +56,17 @@
 #include "maint.h"
 #include "pgctl.h"
 #include "setup.h"
-#include "state.h"
 #include "source.h"
 #include "spool.h"
+#include "state.h"
 #include "status.h"
 #include "tls.h"
+#include "util.h"
 #include "walsrv.h"
 #include "wio.h"
 
 #define AGENT_RETRY_MS 1000
 #define AGENT_BACKLOG_PAUSE (32u * 1024 * 1024)
-#define LSN_ARGS(lsn) (unsigned)((lsn) >> 32), (unsigned)(lsn)
 
 enum agent_role {
     AGENT_SOURCE,
@@ -1275,7 +1275,9 @@ on_spool_failed(void *ctx, int err, const char *what)
 {
     struct agent *a = ctx;
 
-    /* Never retried, never acknowledged: the process ends (STYLE.md, walreceiver's PANIC). */
+    /* A failed WAL write or fdatasync is never retried (the kernel may have dropped the dirty
+     * pages: a retry can report success for data that is gone) and nothing more is
+     * acknowledged: the process ends, as PostgreSQL's walreceiver PANICs. */
     log_error(a->comp, "spool failure, stopping: %s: %s", what, wire_strerror(err));
     set_last_error(a, "spool: %.200s: %s", what, wire_strerror(err));
     a->failed = true;

@@ -2,8 +2,8 @@
  * arbiter.h - the site agent's question "is the primary site gone? may I promote?", and the
  * fencing news that comes back, behind one interface.
  *
- * Implementations sit behind a const ops table (STYLE.md), chosen by arbiter_new() from the
- * configuration:
+ * Implementations sit behind a const ops table (a new backend is a new table, not new branches),
+ * chosen by arbiter_new() from the configuration:
  *   - witness: cfg->has_witness.  A TLS 1.3 client link (conn.h) to the witness agent at
  *     cfg->witness.addr, whose certificate must be issued to cfg->witness.name.  It connects
  *     once the agent has said what it is (the first arbiter_report(): until then it does not

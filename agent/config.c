@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 #define KEY_MAX 63 /* longest key the parser reads */
 
@@ -207,12 +208,6 @@ show(char *out, const char *s, size_t len)
 /* ---------------------------------------------------------------------------------------------
  * Character classes (ASCII only, independent of the locale)
  */
-
-static bool
-is_space(char c)
-{
-    return c == ' ' || c == '\t';
-}
 
 static bool
 is_alpha(char c)
@@ -446,9 +441,9 @@ conv_sites(const char *v, size_t len, struct config_endpoint sites[2], char *why
         const char *b = p;
         char sub[WHY_LEN];
 
-        while (b < e && is_space(*b))
+        while (b < e && wm_is_blank(*b))
             b++;
-        while (e > b && is_space(e[-1]))
+        while (e > b && wm_is_blank(e[-1]))
             e--;
         if (b == e)
             return why_set(why, "empty entry in the list; expected "
@@ -526,7 +521,7 @@ conv_number_unit(const char *v, size_t len, const struct unit *units, const char
     if (*u == '.' || *u == ',')
         return why_set(why, "%s \"%s\" must be a whole number; use a smaller unit (%s)", kind,
                        show(s, v, len), unit_list);
-    while (is_space(*u))
+    while (wm_is_blank(*u))
         u++;
     *has_unit = *u != '\0';
     if (!*has_unit) {
@@ -875,7 +870,7 @@ scan_value(struct parser *ps, unsigned long line, const char *key, const char *p
             p++;
             break;
         }
-        if (!quoted && (is_space(c) || c == '#'))
+        if (!quoted && (wm_is_blank(c) || c == '#'))
             break;
         if (c == '\0')
             return fail_key(ps, -EINVAL, line, key, "value contains a NUL byte");
@@ -907,7 +902,7 @@ parse_line(struct parser *ps, unsigned long line, const char *p, const char *end
     const char *start = p;
     int k, vlen;
 
-    while (p < end && is_space(*p))
+    while (p < end && wm_is_blank(*p))
         p++;
     if (p == end || *p == '#')
         return 0;
@@ -920,7 +915,7 @@ parse_line(struct parser *ps, unsigned long line, const char *p, const char *end
         key[klen++] = to_lower(*p++);
     }
     key[klen] = '\0';
-    if (p < end && !is_space(*p) && *p != '=' && *p != '#' && *p != '\'' && *p != '"')
+    if (p < end && !wm_is_blank(*p) && *p != '=' && *p != '#' && *p != '\'' && *p != '"')
         return fail_syntax(ps, line, "%s in key \"%s\" at column %zu", describe_byte(cb, *p), key,
                            (size_t)(p - start) + 1);
 
@@ -935,18 +930,18 @@ parse_line(struct parser *ps, unsigned long line, const char *p, const char *end
                         "set twice, on lines %lu and %lu; a key may be set only once",
                         ps->line_of[k], line);
 
-    while (p < end && is_space(*p))
+    while (p < end && wm_is_blank(*p))
         p++;
     if (p < end && *p == '=')
         p++;
-    while (p < end && is_space(*p))
+    while (p < end && wm_is_blank(*p))
         p++;
     if (p == end || *p == '#')
         return fail_key(ps, -EINVAL, line, key, "missing value");
     vlen = scan_value(ps, line, key, p, end, val, &p);
     if (vlen < 0)
         return vlen;
-    while (p < end && is_space(*p))
+    while (p < end && wm_is_blank(*p))
         p++;
     if (p < end && *p != '#')
         return fail_key(ps, -EINVAL, line, key,

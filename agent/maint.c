@@ -2,6 +2,7 @@
  * maint.c - maintenance windows and their store (maint.h).
  */
 #include "maint.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -22,17 +23,6 @@ const char *
 maint_class_name(enum maint_class c)
 {
     return (unsigned)c < 3 ? class_names[c] : "window";
-}
-
-static int
-fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
 }
 
 /* "HH:MM" -> minutes after midnight, or -1. */
@@ -101,15 +91,15 @@ maint_window_parse(struct maint_window *w, const struct maint_params *p, int64_t
     memset(w, 0, sizeof(*w));
     err[0] = '\0';
     if (p->tz == NULL)
-        return fail(err, errlen, "tz: required (an IANA zone, e.g. America/Denver or UTC)");
+        return wm_einval(err, errlen, "tz: required (an IANA zone, e.g. America/Denver or UTC)");
     if (strlen(p->tz) >= sizeof(w->tz) || !rrule_tz_valid(p->tz))
-        return fail(err, errlen, "tz: unknown time zone '%.64s'", p->tz);
+        return wm_einval(err, errlen, "tz: unknown time zone '%.64s'", p->tz);
     snprintf(w->tz, sizeof(w->tz), "%s", p->tz);
     if (p->duration == NULL)
-        return fail(err, errlen, "duration: required (e.g. 4h, 90m)");
+        return wm_einval(err, errlen, "duration: required (e.g. 4h, 90m)");
     w->duration_s = parse_duration(p->duration);
     if (w->duration_s <= 0)
-        return fail(err, errlen, "duration: bad value '%.40s' (e.g. 4h, 90m, 1h30m; at most 31d)",
+        return wm_einval(err, errlen, "duration: bad value '%.40s' (e.g. 4h, 90m, 1h30m; at most 31d)",
                     p->duration);
     w->cls = MAINT_WINDOW;
     if (p->cls != NULL) {
@@ -118,7 +108,7 @@ maint_window_parse(struct maint_window *w, const struct maint_params *p, int64_t
             if (strcmp(p->cls, class_names[i]) == 0)
                 c = i;
         if (c < 0)
-            return fail(err, errlen, "class: bad value '%.40s' (routine, window or hotfix)",
+            return wm_einval(err, errlen, "class: bad value '%.40s' (routine, window or hotfix)",
                         p->cls);
         w->cls = (enum maint_class)c;
     }
@@ -126,18 +116,18 @@ maint_window_parse(struct maint_window *w, const struct maint_params *p, int64_t
         if (strcmp(p->switchover, "1") == 0 || strcmp(p->switchover, "true") == 0)
             w->switchover = true;
         else if (strcmp(p->switchover, "0") != 0 && strcmp(p->switchover, "false") != 0)
-            return fail(err, errlen, "switchover: bad value '%.40s' (1 or 0)", p->switchover);
+            return wm_einval(err, errlen, "switchover: bad value '%.40s' (1 or 0)", p->switchover);
     }
     if ((p->rrule == NULL) == (p->at == NULL))
-        return fail(err, errlen, "give either rrule (with start) or at, not %s",
+        return wm_einval(err, errlen, "give either rrule (with start) or at, not %s",
                     p->rrule == NULL ? "neither" : "both");
     if (p->at != NULL) {
         if (p->start != NULL || p->from != NULL)
-            return fail(err, errlen, "at: start and from are only for a recurring window");
+            return wm_einval(err, errlen, "at: start and from are only for a recurring window");
         if (strlen(p->at) != 16 || (p->at[10] != ' ' && p->at[10] != 'T') ||
             !parse_date(p->at, &w->year, &w->month, &w->day) ||
             (w->start_minute = parse_hhmm(p->at + 11)) < 0)
-            return fail(err, errlen, "at: bad value '%.40s' (expected 'YYYY-MM-DD HH:MM')",
+            return wm_einval(err, errlen, "at: bad value '%.40s' (expected 'YYYY-MM-DD HH:MM')",
                         p->at);
     } else {
         struct rrule *r;
@@ -145,32 +135,32 @@ maint_window_parse(struct maint_window *w, const struct maint_params *p, int64_t
         if (rc == -EINVAL) {
             char msg[256];
             snprintf(msg, sizeof(msg), "%s", err);
-            return fail(err, errlen, "rrule: %s", msg);
+            return wm_einval(err, errlen, "rrule: %s", msg);
         }
         if (rc < 0)
             return rc;
         rc = rrule_format(r, w->rrule, sizeof(w->rrule));
         rrule_free(r);
         if (rc < 0 || (size_t)rc >= sizeof(w->rrule))
-            return fail(err, errlen, "rrule: too long");
+            return wm_einval(err, errlen, "rrule: too long");
         if (p->start == NULL || (w->start_minute = parse_hhmm(p->start)) < 0)
-            return fail(err, errlen, "start: %s '%.40s' (expected HH:MM, local time in tz)",
+            return wm_einval(err, errlen, "start: %s '%.40s' (expected HH:MM, local time in tz)",
                         p->start == NULL ? "required" : "bad value",
                         p->start == NULL ? "" : p->start);
         if (p->from != NULL) {
             if (strlen(p->from) != 10 || !parse_date(p->from, &w->year, &w->month, &w->day))
-                return fail(err, errlen, "from: bad value '%.40s' (expected YYYY-MM-DD)",
+                return wm_einval(err, errlen, "from: bad value '%.40s' (expected YYYY-MM-DD)",
                             p->from);
         } else if (rrule_unix_to_local_date(w->tz, now, &w->year, &w->month, &w->day) < 0) {
-            return fail(err, errlen, "tz: cannot convert the current time");
+            return wm_einval(err, errlen, "tz: cannot convert the current time");
         }
     }
     rc = maint_window_eval(w, now, &act, &next);
     if (rc < 0)
-        return fail(err, errlen, "%s: no such local date or time in %s",
+        return wm_einval(err, errlen, "%s: no such local date or time in %s",
                     p->at != NULL ? "at" : "from", w->tz);
     if (act.start < 0 && next.start < 0)
-        return fail(err, errlen, "the window is over: %s has no occurrence now or later",
+        return wm_einval(err, errlen, "the window is over: %s has no occurrence now or later",
                     p->at != NULL ? "at" : "rrule");
     return 0;
 }

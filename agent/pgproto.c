@@ -761,8 +761,10 @@ struct lex {
     struct pgp_err *e;
 };
 
+/* The replication command scanner's whitespace (repl_scanner.l: [ \t\n\r\f], no \v, so not
+ * wm_is_space): what PostgreSQL would skip, and nothing more. */
 static bool
-is_space(char ch)
+repl_is_space(char ch)
 {
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f';
 }
@@ -784,7 +786,7 @@ is_ident_cont(char ch)
 static void
 skip_ws(struct lex *lx)
 {
-    while (lx->pos < lx->len && is_space(lx->s[lx->pos]))
+    while (lx->pos < lx->len && repl_is_space(lx->s[lx->pos]))
         lx->pos++;
 }
 
@@ -836,7 +838,7 @@ found(struct lex *lx, char *buf, size_t bufsz)
     skip_ws(lx);
     if (lx->pos >= lx->len)
         return "end of command";
-    while (lx->pos + n < lx->len && !is_space(lx->s[lx->pos + n]))
+    while (lx->pos + n < lx->len && !repl_is_space(lx->s[lx->pos + n]))
         n++;
     excerpt(ex, sizeof(ex), lx->s + lx->pos, n, 32);
     snprintf(buf, bufsz, "\"%s\"", ex);
@@ -963,7 +965,8 @@ scan_lsn(struct lex *lx, uint64_t *lsn)
     char ex[48];
 
     skip_ws(lx);
-    while (lx->pos + n < lx->len && !is_space(lx->s[lx->pos + n]) && lx->s[lx->pos + n] != ';')
+    while (lx->pos + n < lx->len && !repl_is_space(lx->s[lx->pos + n]) &&
+           lx->s[lx->pos + n] != ';')
         n++;
     if (n == 0)
         return syntax_error(lx, "a WAL location (X/X)");

@@ -6,6 +6,7 @@
  * Unix seconds does, with the zone's TZif file read here (see "time zones" below).
  */
 #include "rrule.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -111,17 +112,6 @@ date_valid(int y, int m, int d)
 
 /* ---- parsing ---- */
 
-static int
-fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -EINVAL;
-}
-
 /* A decimal integer filling [s, s+n) exactly, optionally signed, within [lo, hi]. */
 static bool
 parse_int(const char *s, size_t n, bool sign_ok, long lo, long hi, long *out)
@@ -168,15 +158,15 @@ parse_byday(struct rrule *r, const char *v, size_t n, char *err, size_t errlen)
                     wd = k;
         }
         if (wd < 0 || (len > 2 && (!parse_int(item, len - 2, true, -5, 5, &ord) || ord == 0)))
-            return fail(err, errlen,
+            return wm_einval(err, errlen,
                         "BYDAY: bad value '%.*s' (expected MO..SU with an optional ordinal "
                         "1..5 or -1..-5, e.g. -1SA)",
                         (int)(len > 40 ? 40 : len), item);
         for (int k = 0; k < r->n_byday; k++)
             if (r->byday[k].wd == wd && r->byday[k].ord == ord)
-                return fail(err, errlen, "BYDAY: '%.*s' is given twice", (int)len, item);
+                return wm_einval(err, errlen, "BYDAY: '%.*s' is given twice", (int)len, item);
         if (r->n_byday == RRULE_MAX_BYDAY)
-            return fail(err, errlen, "BYDAY: too many values (at most %d)", RRULE_MAX_BYDAY);
+            return wm_einval(err, errlen, "BYDAY: too many values (at most %d)", RRULE_MAX_BYDAY);
         r->byday[r->n_byday].wd = wd;
         r->byday[r->n_byday].ord = (int)ord;
         r->n_byday++;
@@ -196,13 +186,13 @@ parse_bymonthday(struct rrule *r, const char *v, size_t n, char *err, size_t err
             j++;
         long d;
         if (!parse_int(v + i, j - i, true, -31, 31, &d) || d == 0)
-            return fail(err, errlen, "BYMONTHDAY: bad value '%.*s' (expected 1..31 or -31..-1)",
+            return wm_einval(err, errlen, "BYMONTHDAY: bad value '%.*s' (expected 1..31 or -31..-1)",
                         (int)(j - i > 40 ? 40 : j - i), v + i);
         for (int k = 0; k < r->n_bymonthday; k++)
             if (r->bymonthday[k] == d)
-                return fail(err, errlen, "BYMONTHDAY: %ld is given twice", d);
+                return wm_einval(err, errlen, "BYMONTHDAY: %ld is given twice", d);
         if (r->n_bymonthday == RRULE_MAX_BYMONTHDAY)
-            return fail(err, errlen, "BYMONTHDAY: too many values");
+            return wm_einval(err, errlen, "BYMONTHDAY: too many values");
         r->bymonthday[r->n_bymonthday++] = (int)d;
         i = j + 1;
     }
@@ -220,7 +210,7 @@ parse_until(struct rrule *r, const char *v, size_t n, char *err, size_t errlen)
         (n == 16 && (v[8] != 'T' || v[15] != 'Z' || !parse_int(v + 9, 2, false, 0, 23, &h) ||
                      !parse_int(v + 11, 2, false, 0, 59, &mi) ||
                      !parse_int(v + 13, 2, false, 0, 59, &s))))
-        return fail(err, errlen,
+        return wm_einval(err, errlen,
                     "UNTIL: bad value '%.*s' (expected a date YYYYMMDD or a UTC time "
                     "YYYYMMDDTHHMMSSZ)",
                     (int)(n > 40 ? 40 : n), v);
@@ -252,17 +242,17 @@ parse_part(struct rrule *r, const char *key, size_t klen, const char *v, size_t 
     if (k < 0) {
         for (size_t i = 0; i < sizeof(unsupported) / sizeof(unsupported[0]); i++)
             if (strlen(unsupported[i]) == klen && memcmp(unsupported[i], key, klen) == 0)
-                return fail(err, errlen,
+                return wm_einval(err, errlen,
                             "%s is not supported (supported: FREQ, INTERVAL, BYDAY, "
                             "BYMONTHDAY, COUNT, UNTIL)",
                             unsupported[i]);
-        return fail(err, errlen, "unknown part '%.*s'", (int)(klen > 40 ? 40 : klen), key);
+        return wm_einval(err, errlen, "unknown part '%.*s'", (int)(klen > 40 ? 40 : klen), key);
     }
     if (*seen & (1u << k))
-        return fail(err, errlen, "%s is given twice", keys[k]);
+        return wm_einval(err, errlen, "%s is given twice", keys[k]);
     *seen |= 1u << k;
     if (vlen == 0)
-        return fail(err, errlen, "%s has no value", keys[k]);
+        return wm_einval(err, errlen, "%s has no value", keys[k]);
     switch (k) {
     case 0:
         for (int f = 0; f < 3; f++)
@@ -270,11 +260,11 @@ parse_part(struct rrule *r, const char *key, size_t klen, const char *v, size_t 
                 r->freq = (enum rrule_freq)f;
                 return 0;
             }
-        return fail(err, errlen, "FREQ=%.*s is not supported (DAILY, WEEKLY or MONTHLY)",
+        return wm_einval(err, errlen, "FREQ=%.*s is not supported (DAILY, WEEKLY or MONTHLY)",
                     (int)(vlen > 40 ? 40 : vlen), v);
     case 1:
         if (!parse_int(v, vlen, false, 1, RRULE_MAX_INTERVAL, &num))
-            return fail(err, errlen, "INTERVAL: bad value '%.*s' (expected 1..%d)",
+            return wm_einval(err, errlen, "INTERVAL: bad value '%.*s' (expected 1..%d)",
                         (int)(vlen > 40 ? 40 : vlen), v, RRULE_MAX_INTERVAL);
         r->interval = (int)num;
         return 0;
@@ -284,7 +274,7 @@ parse_part(struct rrule *r, const char *key, size_t klen, const char *v, size_t 
         return parse_bymonthday(r, v, vlen, err, errlen);
     case 4:
         if (!parse_int(v, vlen, false, 1, RRULE_MAX_COUNT, &num))
-            return fail(err, errlen, "COUNT: bad value '%.*s' (expected 1..%d)",
+            return wm_einval(err, errlen, "COUNT: bad value '%.*s' (expected 1..%d)",
                         (int)(vlen > 40 ? 40 : vlen), v, RRULE_MAX_COUNT);
         r->count = (int)num;
         return 0;
@@ -306,7 +296,7 @@ rrule_parse(const char *text, struct rrule **out, char *err, size_t errlen)
     if (strncmp(p, "RRULE:", 6) == 0)
         p += 6;
     if (*p == '\0')
-        return fail(err, errlen, "empty rule (expected e.g. FREQ=MONTHLY;BYDAY=-1SA)");
+        return wm_einval(err, errlen, "empty rule (expected e.g. FREQ=MONTHLY;BYDAY=-1SA)");
     r = calloc(1, sizeof(*r));
     if (r == NULL)
         return -ENOMEM;
@@ -317,9 +307,9 @@ rrule_parse(const char *text, struct rrule **out, char *err, size_t errlen)
         const char *eq = memchr(p, '=', len);
 
         if (len == 0)
-            rc = fail(err, errlen, "empty part (two ';' in a row, or a trailing ';')");
+            rc = wm_einval(err, errlen, "empty part (two ';' in a row, or a trailing ';')");
         else if (eq == NULL)
-            rc = fail(err, errlen, "part '%.*s' has no '='", (int)(len > 40 ? 40 : len), p);
+            rc = wm_einval(err, errlen, "part '%.*s' has no '='", (int)(len > 40 ? 40 : len), p);
         else
             rc = parse_part(r, p, (size_t)(eq - p), eq + 1, len - (size_t)(eq - p) - 1, &seen,
                             err, errlen);
@@ -328,18 +318,18 @@ rrule_parse(const char *text, struct rrule **out, char *err, size_t errlen)
         p = end + 1;
     }
     if (rc == 0 && !(seen & 1u))
-        rc = fail(err, errlen, "FREQ is missing");
+        rc = wm_einval(err, errlen, "FREQ is missing");
     if (rc == 0 && r->count != 0 && r->until_kind != 0)
-        rc = fail(err, errlen, "COUNT and UNTIL cannot both be given");
+        rc = wm_einval(err, errlen, "COUNT and UNTIL cannot both be given");
     if (rc == 0 && r->freq != FREQ_MONTHLY)
         for (int i = 0; i < r->n_byday; i++)
             if (r->byday[i].ord != 0) {
-                rc = fail(err, errlen, "BYDAY: an ordinal (%d%s) needs FREQ=MONTHLY",
+                rc = wm_einval(err, errlen, "BYDAY: an ordinal (%d%s) needs FREQ=MONTHLY",
                           r->byday[i].ord, wd_names[r->byday[i].wd]);
                 break;
             }
     if (rc == 0 && r->freq == FREQ_WEEKLY && r->n_bymonthday > 0)
-        rc = fail(err, errlen, "BYMONTHDAY cannot be used with FREQ=WEEKLY");
+        rc = wm_einval(err, errlen, "BYMONTHDAY cannot be used with FREQ=WEEKLY");
     if (rc != 0) {
         free(r);
         return rc;

@@ -44,7 +44,7 @@
  *   The last triple sent is kept; source_report() sends an 'r' when the effective triple
  *   changes, a keepalive with replyRequested forces one, and the STATUS deadline sends one if
  *   nothing went out for SOURCE_STATUS_INTERVAL_MS.  A position the owner reports as 0 is sent
- *   as the start position (pitfall 3: 0 means "unset" in syncrep.c).  One 'r' goes out as soon
+ *   as the start position (syncrep.c reads a 0 position as "not set").  One 'r' goes out as soon
  *   as the stream starts, as the walreceiver does.
  *
  * Timeline switches (checked as receivelog.c does)
@@ -90,6 +90,7 @@
 #include "cursor.h"
 #include "log.h"
 #include "pgproto.h"
+#include "util.h"
 
 #define SOURCE_STATUS_INTERVAL_MS 10000u /* wal_receiver_status_interval */
 #define SOURCE_READ_BUDGET (8u << 20)    /* WAL bytes delivered per loop turn at most */
@@ -98,8 +99,6 @@
 #define SOURCE_SEG_MIN (1u << 20)
 #define SOURCE_SEG_MAX (1u << 30)
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-#define LSN_ARGS(lsn) (unsigned)((lsn) >> 32), (unsigned)(lsn)
 
 enum source_state {
     SOURCE_CONNECTING,

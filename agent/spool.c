@@ -24,7 +24,7 @@
  *              unwritten and so never acknowledged, and the spool is stalled (spool_stalled).
  *              Every NOSPACE_RETRY_MS the spool looks at the file system's free space and, once
  *              a segment fits, prepares the segment again from scratch -> PREPARING.  This is
- *              not the retry of a failed write that STYLE.md forbids: the file never held WAL,
+ *              not the retry of a failed write, which is never done: the file never held WAL,
  *              it is deleted, and a new one is written and fsynced before any WAL goes in.
  *   OPEN       WAL writes (IORING_OP_WRITE, one per append piece, many per submit).
  *   RENAMING   flush_lsn passed the segment's end and nothing of it is in flight: renameat
@@ -140,6 +140,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "util.h"
 #include "walfmt.h"
 
 #define SPOOL_COMPONENT "spool"
@@ -159,7 +160,6 @@
 #define HISTORY_MAX (1u << 20)    /* a history file is a few lines; refuse absurd ones */
 #define HISTORY_MAX_ENTRIES 65536 /* lines of history accepted */
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 enum seg_state {
     SEG_PREPARING,
@@ -399,12 +399,12 @@ fsync_dir(struct spool *s)
 
 static void notify_owner_failed(struct spool *s);
 
-static void fail(struct spool *s, int err, const char *fmt, ...)
+static void spool_fail(struct spool *s, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Fails the spool once: logs, refuses everything afterwards, and tells the owner. */
 static void
-fail(struct spool *s, int err, const char *fmt, ...)
+spool_fail(struct spool *s, int err, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -419,8 +419,8 @@ fail(struct spool *s, int err, const char *fmt, ...)
     if (n < 0)
         snprintf(s->fail_msg, sizeof(s->fail_msg), "spool failure: %s", strerror(-s->fail_err));
     log_error(SPOOL_COMPONENT,
-              "%s; the spool in %s accepts nothing more (durable up to " WALFMT_LSN_FMT ")",
-              s->fail_msg, s->dir, WALFMT_LSN_ARGS(s->flush_lsn));
+              "%s; the spool in %s accepts nothing more (durable up to " LSN_FMT ")",
+              s->fail_msg, s->dir, LSN_ARGS(s->flush_lsn));
     if (s->closing)
         return;
     if (s->in_cb > 0) {
@@ -573,8 +573,8 @@ prep_fail_settle(struct spool *s, struct seg *g)
             log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", s->dir, name, strerror(errno));
     }
     if (g->wait_head != NULL)
-        fail(s, g->prep_err, "preparing %s for WAL at " WALFMT_LSN_FMT " failed: %s", name,
-             WALFMT_LSN_ARGS(seg_start_lsn(s, g)), strerror(-g->prep_err));
+        spool_fail(s, g->prep_err, "preparing %s for WAL at " LSN_FMT " failed: %s", name,
+             LSN_ARGS(seg_start_lsn(s, g)), strerror(-g->prep_err));
     else
         log_warning(SPOOL_COMPONENT, "preparing %s failed: %s (fatal once WAL is due in it)", name,
                     strerror(-g->prep_err));
@@ -610,9 +610,9 @@ stall_update(struct spool *s)
         s->stall_err = w->nospace_err;
         s->stall_since_ms = clock_mono_ms();
         snprintf(s->stall_msg, sizeof(s->stall_msg),
-                 "no space for the spool in %s: cannot prepare %s (%s); WAL from " WALFMT_LSN_FMT
+                 "no space for the spool in %s: cannot prepare %s (%s); WAL from " LSN_FMT
                  " waits, unwritten and unacknowledged, until a segment's worth is free",
-                 s->dir, name, strerror(-w->nospace_err), WALFMT_LSN_ARGS(w->wait_head->lsn));
+                 s->dir, name, strerror(-w->nospace_err), LSN_ARGS(w->wait_head->lsn));
         log_error(SPOOL_COMPONENT, "%s", s->stall_msg);
     } else if (w == NULL && s->stall_err != 0) {
         log_info(SPOOL_COMPONENT,
@@ -640,7 +640,7 @@ retry_arm(struct spool *s)
     if (s->retry == NULL) {
         s->retry = calloc(1, sizeof(*s->retry));
         if (s->retry == NULL) {
-            fail(s, -ENOMEM, "out of memory for the spool's retry timer");
+            spool_fail(s, -ENOMEM, "out of memory for the spool's retry timer");
             return;
         }
         s->retry->s = s;
@@ -648,7 +648,7 @@ retry_arm(struct spool *s)
     if (s->retry->t.armed)
         return;
     if (wio_timer_arm(s->loop, &s->retry->t, NOSPACE_RETRY_MS, retry_fire) < 0)
-        fail(s, -EBUSY, "cannot arm the spool's retry timer");
+        spool_fail(s, -EBUSY, "cannot arm the spool's retry timer");
 }
 
 /* The preparation of g found no space: the file is gone (prep_fail_settle); try again later. */
@@ -695,8 +695,8 @@ prep_start(struct spool *s, struct seg *g)
         prep_fail_settle(s, g);
         return;
     }
-    log_debug(SPOOL_COMPONENT, "preparing %s for " WALFMT_LSN_FMT, name,
-              WALFMT_LSN_ARGS(seg_start_lsn(s, g)));
+    log_debug(SPOOL_COMPONENT, "preparing %s for " LSN_FMT, name,
+              LSN_ARGS(seg_start_lsn(s, g)));
     prep_continue(s, g);
 }
 
@@ -752,8 +752,8 @@ wreq_submit(struct spool *s, struct wreq *w)
                         walfmt_seg_offset(w->lsn, s->id.seg_size) + (uint64_t)w->done);
     s->inflight++;
     w->seg->inflight++;
-    log_debug(SPOOL_COMPONENT, "write " WALFMT_LSN_FMT " +%u to segment %" PRIu64,
-              WALFMT_LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done), w->seg->segno);
+    log_debug(SPOOL_COMPONENT, "write " LSN_FMT " +%u to segment %" PRIu64,
+              LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done), w->seg->segno);
     return 0;
 }
 
@@ -774,8 +774,8 @@ prep_done(struct spool *s, struct seg *g)
         if (s->failed || s->closing)
             continue; /* left in the FIFO, never written */
         if (wreq_submit(s, w) < 0)
-            fail(s, -EBUSY, "cannot queue the write of " WALFMT_LSN_FMT " to %s",
-                 WALFMT_LSN_ARGS(w->lsn), name);
+            spool_fail(s, -EBUSY, "cannot queue the write of " LSN_FMT " to %s",
+                 LSN_ARGS(w->lsn), name);
     }
     g->wait_tail = NULL;
     if (g->nospace_err != 0) {
@@ -890,23 +890,23 @@ wreq_cb(struct wio_op *op, int res, unsigned flags)
             seg_file_name(s, g, true, name);
             if (s->closing)
                 log_error(SPOOL_COMPONENT,
-                          "write of " WALFMT_LSN_FMT " (%u bytes) to %s failed while closing: %s",
-                          WALFMT_LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done), name,
+                          "write of " LSN_FMT " (%u bytes) to %s failed while closing: %s",
+                          LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done), name,
                           strerror(-err));
             else
-                fail(s, err, "write of " WALFMT_LSN_FMT " (%u bytes) to %s failed: %s",
-                     WALFMT_LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done), name,
+                spool_fail(s, err, "write of " LSN_FMT " (%u bytes) to %s failed: %s",
+                     LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done), name,
                      strerror(-err));
         }
         w->complete = true; /* released; never counted as written */
     } else if ((uint32_t)res < w->len - w->done) {
         w->done += (uint32_t)res;
-        log_debug(SPOOL_COMPONENT, "short write at " WALFMT_LSN_FMT ": resubmitting %u bytes",
-                  WALFMT_LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done));
+        log_debug(SPOOL_COMPONENT, "short write at " LSN_FMT ": resubmitting %u bytes",
+                  LSN_ARGS(w->lsn + w->done), (unsigned)(w->len - w->done));
         if (wreq_submit(s, w) < 0) {
             w->complete = true;
-            fail(s, -EBUSY, "cannot queue the rest of the write at " WALFMT_LSN_FMT,
-                 WALFMT_LSN_ARGS(w->lsn + w->done));
+            spool_fail(s, -EBUSY, "cannot queue the rest of the write at " LSN_FMT,
+                 LSN_ARGS(w->lsn + w->done));
         }
     } else {
         w->done = w->len;
@@ -942,8 +942,8 @@ write_inline(struct spool *s, struct wreq *w)
         char name[FILE_NAME_MAX];
 
         seg_file_name(s, w->seg, true, name);
-        fail(s, ret, "write of " WALFMT_LSN_FMT " (%u bytes) to %s failed: %s",
-             WALFMT_LSN_ARGS(w->lsn), (unsigned)w->len, name, strerror(-ret));
+        spool_fail(s, ret, "write of " LSN_FMT " (%u bytes) to %s failed: %s",
+             LSN_ARGS(w->lsn), (unsigned)w->len, name, strerror(-ret));
         return s->fail_err;
     }
     w->done = w->len;
@@ -954,8 +954,8 @@ write_inline(struct spool *s, struct wreq *w)
         struct io_uring_sqe *sqe = o != NULL ? sop_sqe(s, o) : NULL;
 
         if (sqe == NULL) {
-            fail(s, o == NULL ? -ENOMEM : -EBUSY, "cannot queue the report of the write of "
-                 WALFMT_LSN_FMT, WALFMT_LSN_ARGS(w->lsn));
+            spool_fail(s, o == NULL ? -ENOMEM : -EBUSY, "cannot queue the report of the write of "
+                 LSN_FMT, LSN_ARGS(w->lsn));
             return s->fail_err;
         }
         io_uring_prep_nop(sqe);
@@ -1014,7 +1014,7 @@ queue_write(struct spool *s, struct seg *g, uint64_t lsn, const uint8_t *p, uint
         char name[FILE_NAME_MAX];
 
         seg_file_name(s, g, true, name);
-        fail(s, -EBUSY, "cannot queue the write of " WALFMT_LSN_FMT " to %s", WALFMT_LSN_ARGS(lsn),
+        spool_fail(s, -EBUSY, "cannot queue the write of " LSN_FMT " to %s", LSN_ARGS(lsn),
              name);
         return s->fail_err;
     }
@@ -1032,8 +1032,8 @@ spool_append(struct spool *s, uint64_t lsn, const void *data, size_t len)
         return s->fail_err;
     if (s->id.system_id == 0) {
         log_error(SPOOL_COMPONENT,
-                  "WAL at " WALFMT_LSN_FMT " appended to %s before its identity is known",
-                  WALFMT_LSN_ARGS(lsn), s->dir);
+                  "WAL at " LSN_FMT " appended to %s before its identity is known",
+                  LSN_ARGS(lsn), s->dir);
         return -EINVAL;
     }
     if (len == 0)
@@ -1045,19 +1045,19 @@ spool_append(struct spool *s, uint64_t lsn, const void *data, size_t len)
         if (walfmt_seg_offset(lsn, seg_size) != 0) {
             log_error(SPOOL_COMPONENT,
                       "the empty spool in %s must start at a segment boundary, got WAL "
-                      "at " WALFMT_LSN_FMT,
-                      s->dir, WALFMT_LSN_ARGS(lsn));
+                      "at " LSN_FMT,
+                      s->dir, LSN_ARGS(lsn));
             return -EINVAL;
         }
         s->positioned = true;
         s->start_lsn = s->append_end = s->write_lsn = s->flush_lsn = s->flush_req = lsn;
-        log_info(SPOOL_COMPONENT, "spool in %s starts at " WALFMT_LSN_FMT, s->dir,
-                 WALFMT_LSN_ARGS(lsn));
+        log_info(SPOOL_COMPONENT, "spool in %s starts at " LSN_FMT, s->dir,
+                 LSN_ARGS(lsn));
     }
     if (lsn > s->append_end) {
         log_error(SPOOL_COMPONENT,
-                  "gap: WAL at " WALFMT_LSN_FMT " but the spool in %s ends at " WALFMT_LSN_FMT,
-                  WALFMT_LSN_ARGS(lsn), s->dir, WALFMT_LSN_ARGS(s->append_end));
+                  "gap: WAL at " LSN_FMT " but the spool in %s ends at " LSN_FMT,
+                  LSN_ARGS(lsn), s->dir, LSN_ARGS(s->append_end));
         return -EINVAL;
     }
     if (end <= s->append_end)
@@ -1082,13 +1082,13 @@ spool_append(struct spool *s, uint64_t lsn, const void *data, size_t len)
             char name[FILE_NAME_MAX];
 
             seg_file_name(s, g, true, name);
-            fail(s, g->prep_err, "preparing %s for WAL at " WALFMT_LSN_FMT " failed: %s", name,
-                 WALFMT_LSN_ARGS(lsn), strerror(-g->prep_err));
+            spool_fail(s, g->prep_err, "preparing %s for WAL at " LSN_FMT " failed: %s", name,
+                 LSN_ARGS(lsn), strerror(-g->prep_err));
             return s->fail_err;
         }
         if (g->state != SEG_PREPARING && g->state != SEG_NOSPACE && g->state != SEG_OPEN) {
-            log_error(SPOOL_COMPONENT, "WAL at " WALFMT_LSN_FMT " for completed segment %" PRIu64,
-                      WALFMT_LSN_ARGS(lsn), segno);
+            log_error(SPOOL_COMPONENT, "WAL at " LSN_FMT " for completed segment %" PRIu64,
+                      LSN_ARGS(lsn), segno);
             return -EINVAL;
         }
         if (n64 > seg_end - lsn)
@@ -1124,7 +1124,7 @@ batch_done(struct spool *s)
     s->batch_active = false;
     if (s->batch_target > s->flush_lsn) {
         s->flush_lsn = s->batch_target;
-        log_debug(SPOOL_COMPONENT, "durable up to " WALFMT_LSN_FMT, WALFMT_LSN_ARGS(s->flush_lsn));
+        log_debug(SPOOL_COMPONENT, "durable up to " LSN_FMT, LSN_ARGS(s->flush_lsn));
         s->ops->on_flushed(s->ctx, s->flush_lsn);
         if (s->closing || s->failed)
             return;
@@ -1159,8 +1159,8 @@ maybe_start_batch(struct spool *s)
             char name[FILE_NAME_MAX];
 
             seg_file_name(s, g, true, name);
-            fail(s, -EBUSY, "cannot queue the fdatasync of %s (flush to " WALFMT_LSN_FMT ")", name,
-                 WALFMT_LSN_ARGS(s->batch_target));
+            spool_fail(s, -EBUSY, "cannot queue the fdatasync of %s (flush to " LSN_FMT ")", name,
+                 LSN_ARGS(s->batch_target));
             return;
         }
         s->batch_left++;
@@ -1173,16 +1173,16 @@ maybe_start_batch(struct spool *s)
         struct io_uring_sqe *sqe = o != NULL ? sop_sqe(s, o) : NULL;
 
         if (sqe == NULL) {
-            fail(s, o == NULL ? -ENOMEM : -EBUSY,
-                 "cannot queue the completion of the flush to " WALFMT_LSN_FMT,
-                 WALFMT_LSN_ARGS(s->batch_target));
+            spool_fail(s, o == NULL ? -ENOMEM : -EBUSY,
+                 "cannot queue the completion of the flush to " LSN_FMT,
+                 LSN_ARGS(s->batch_target));
             return;
         }
         io_uring_prep_nop(sqe);
         s->batch_left = 1;
     }
-    log_debug(SPOOL_COMPONENT, "flush to " WALFMT_LSN_FMT ": %u fdatasync issued",
-              WALFMT_LSN_ARGS(s->batch_target), n);
+    log_debug(SPOOL_COMPONENT, "flush to " LSN_FMT ": %u fdatasync issued",
+              LSN_ARGS(s->batch_target), n);
 }
 
 int
@@ -1222,7 +1222,7 @@ start_renames(struct spool *s)
         char name[FILE_NAME_MAX];
 
         seg_file_name(s, g, true, name);
-        fail(s, o == NULL ? -ENOMEM : -EBUSY, "cannot queue the rename of %s", name);
+        spool_fail(s, o == NULL ? -ENOMEM : -EBUSY, "cannot queue the rename of %s", name);
         return;
     }
     seg_file_name(s, g, true, o->from);
@@ -1239,8 +1239,8 @@ rename_done(struct spool *s, struct seg *g, const char *name)
     g->fd = -1;
     g->state = SEG_COMPLETE;
     s->rename_active = false;
-    log_info(SPOOL_COMPONENT, "%s complete and durable (" WALFMT_LSN_FMT " .. " WALFMT_LSN_FMT ")",
-             name, WALFMT_LSN_ARGS(seg_start_lsn(s, g)), WALFMT_LSN_ARGS(seg_end_lsn(s, g)));
+    log_info(SPOOL_COMPONENT, "%s complete and durable (" LSN_FMT " .. " LSN_FMT ")",
+             name, LSN_ARGS(seg_start_lsn(s, g)), LSN_ARGS(seg_end_lsn(s, g)));
     start_renames(s);
     run_retention(s);
 }
@@ -1306,8 +1306,8 @@ sop_cb(struct wio_op *op, int res, unsigned flags)
                 log_error(SPOOL_COMPONENT, "fdatasync of %s failed while closing: %s", name,
                           strerror(-res));
             else
-                fail(s, res, "fdatasync of %s (flush to " WALFMT_LSN_FMT ") failed: %s", name,
-                     WALFMT_LSN_ARGS(s->batch_target), strerror(-res));
+                spool_fail(s, res, "fdatasync of %s (flush to " LSN_FMT ") failed: %s", name,
+                     LSN_ARGS(s->batch_target), strerror(-res));
         } else {
             if (g != NULL)
                 log_debug(SPOOL_COMPONENT, "fdatasync of %s done", name);
@@ -1321,14 +1321,14 @@ sop_cb(struct wio_op *op, int res, unsigned flags)
                 log_error(SPOOL_COMPONENT, "renaming %s to %s failed while closing: %s", o->from,
                           o->to, strerror(-res));
             else
-                fail(s, res, "renaming %s to %s failed: %s", o->from, o->to, strerror(-res));
+                spool_fail(s, res, "renaming %s to %s failed: %s", o->from, o->to, strerror(-res));
         } else if (s->closing || s->failed) {
             /* Renamed; its directory fsync will not happen, which recovery copes with. */
             g->state = SEG_COMPLETE;
             close_fd(g->fd, o->to);
             g->fd = -1;
         } else if (sop_fsync(s, g, s->dirfd, SOP_RENAME_DIRSYNC, false) < 0) {
-            fail(s, -EBUSY, "cannot queue the fsync of %s after renaming %s", s->dir, o->to);
+            spool_fail(s, -EBUSY, "cannot queue the fsync of %s after renaming %s", s->dir, o->to);
         }
         break;
     case SOP_RENAME_DIRSYNC: {
@@ -1336,7 +1336,7 @@ sop_cb(struct wio_op *op, int res, unsigned flags)
 
         seg_file_name(s, g, false, done);
         if (res < 0 && !s->closing) {
-            fail(s, res, "fsync of directory %s after renaming %s failed: %s", s->dir, done,
+            spool_fail(s, res, "fsync of directory %s after renaming %s failed: %s", s->dir, done,
                  strerror(-res));
         } else if (s->closing || s->failed) {
             g->state = SEG_COMPLETE;
@@ -1406,12 +1406,12 @@ run_retention(struct spool *s)
             break;
         }
         log_info(SPOOL_COMPONENT,
-                 "removed %s (" WALFMT_LSN_FMT " .. " WALFMT_LSN_FMT
-                 "): durable up to " WALFMT_LSN_FMT ", keeping %" PRIu64
-                 " bytes, standby needs %s" WALFMT_LSN_FMT,
-                 name, WALFMT_LSN_ARGS(seg_start_lsn(s, g)), WALFMT_LSN_ARGS(end),
-                 WALFMT_LSN_ARGS(s->flush_lsn), s->keep_bytes,
-                 s->retain_lsn != 0 ? "" : "(not set) ", WALFMT_LSN_ARGS(s->retain_lsn));
+                 "removed %s (" LSN_FMT " .. " LSN_FMT
+                 "): durable up to " LSN_FMT ", keeping %" PRIu64
+                 " bytes, standby needs %s" LSN_FMT,
+                 name, LSN_ARGS(seg_start_lsn(s, g)), LSN_ARGS(end),
+                 LSN_ARGS(s->flush_lsn), s->keep_bytes,
+                 s->retain_lsn != 0 ? "" : "(not set) ", LSN_ARGS(s->retain_lsn));
         if (s->rd_fd >= 0 && s->rd_segno == g->segno)
             rd_cache_drop(s);
         free(g);
@@ -1500,8 +1500,8 @@ spool_read(struct spool *s, uint64_t lsn, void *buf, size_t len)
             int err = r < 0 ? -errno : -EIO;
 
             seg_file_name(s, g, seg_is_partial(g), name);
-            log_error(SPOOL_COMPONENT, "read of " WALFMT_LSN_FMT " from %s failed: %s",
-                      WALFMT_LSN_ARGS(pos), name, r < 0 ? strerror(-err) : "file too short");
+            log_error(SPOOL_COMPONENT, "read of " LSN_FMT " from %s failed: %s",
+                      LSN_ARGS(pos), name, r < 0 ? strerror(-err) : "file too short");
             return err;
         }
         done += (size_t)r;
@@ -1510,26 +1510,6 @@ spool_read(struct spool *s, uint64_t lsn, void *buf, size_t len)
 }
 
 /* ---- identity ---- */
-
-static int
-write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 /* Writes spool.meta atomically: temporary file, fsync, rename, directory fsync. */
 static int
@@ -1553,7 +1533,7 @@ meta_write(struct spool *s, const struct spool_identity *id)
                   strerror(-ret));
         return ret;
     }
-    ret = write_all(fd, text, (size_t)n);
+    ret = wm_write_all(fd, text, (size_t)n);
     if (ret == 0 && fsync(fd) != 0)
         ret = -errno;
     if (close(fd) != 0 && ret == 0)
@@ -1788,12 +1768,6 @@ parse_num(const char **p, const char *end, unsigned base, uint64_t max, uint64_t
     return true;
 }
 
-static bool
-is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
-
 /*
  * Parses the history file of timeline tli as readTimeLineHistory does: per line, leading
  * whitespace skipped, blank and '#' lines ignored, then "parentTLI<whitespace>X/X" and a
@@ -1824,22 +1798,22 @@ history_parse(const char *text, size_t len, uint32_t tli, struct spool_timeline 
         if (eol == NULL)
             eol = end;
         lineno++;
-        while (q < eol && is_space(*q))
+        while (q < eol && wm_is_space(*q))
             q++;
         if (q == eol || *q == '#') {
             p = eol < end ? eol + 1 : end;
             continue;
         }
-        if (!parse_num(&q, eol, 10, UINT32_MAX, &t) || q == eol || !is_space(*q)) {
+        if (!parse_num(&q, eol, 10, UINT32_MAX, &t) || q == eol || !wm_is_space(*q)) {
             snprintf(why, whylen, "line %u is not \"parentTLI<TAB>X/X<TAB>reason\": \"%.*s\"",
                      lineno, (int)(eol - p > 80 ? 80 : eol - p), p);
             free(v);
             return -EINVAL;
         }
-        while (q < eol && is_space(*q))
+        while (q < eol && wm_is_space(*q))
             q++;
         if (!parse_num(&q, eol, 16, UINT32_MAX, &hi) || q == eol || *q != '/' ||
-            (q++, !parse_num(&q, eol, 16, UINT32_MAX, &lo)) || (q < eol && !is_space(*q))) {
+            (q++, !parse_num(&q, eol, 16, UINT32_MAX, &lo)) || (q < eol && !wm_is_space(*q))) {
             snprintf(why, whylen, "line %u has no switch point X/X: \"%.*s\"", lineno,
                      (int)(eol - p > 80 ? 80 : eol - p), p);
             free(v);
@@ -2012,10 +1986,10 @@ history_store(struct spool *s, uint32_t tli, const char *text, size_t len)
     fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) {
         ret = -errno;
-        fail(s, ret, "cannot create %s/%s: %s", s->dir, tmp, strerror(-ret));
+        spool_fail(s, ret, "cannot create %s/%s: %s", s->dir, tmp, strerror(-ret));
         return ret;
     }
-    ret = write_all(fd, text, len);
+    ret = wm_write_all(fd, text, len);
     if (ret == 0 && fsync(fd) != 0)
         ret = -errno;
     if (close(fd) != 0 && ret == 0)
@@ -2025,7 +1999,7 @@ history_store(struct spool *s, uint32_t tli, const char *text, size_t len)
     if (ret == 0 && fsync(s->dirfd) != 0)
         ret = -errno;
     if (ret < 0) {
-        fail(s, ret, "cannot write %s/%s durably: %s", s->dir, name, strerror(-ret));
+        spool_fail(s, ret, "cannot write %s/%s durably: %s", s->dir, name, strerror(-ret));
         return ret;
     }
     log_info(SPOOL_COMPONENT, "%s/%s written (%zu bytes)", s->dir, name, len);
@@ -2130,8 +2104,8 @@ seg_copy_start(struct spool *s, uint32_t tli, uint64_t segno, int src_fd, uint32
             log_warning(SPOOL_COMPONENT, "cannot remove %s/%s: %s", s->dir, name, strerror(errno));
         return ret;
     }
-    log_info(SPOOL_COMPONENT, "%s/%s started with %u bytes of WAL (up to " WALFMT_LSN_FMT ")",
-             s->dir, name, (unsigned)len, WALFMT_LSN_ARGS(base + len));
+    log_info(SPOOL_COMPONENT, "%s/%s started with %u bytes of WAL (up to " LSN_FMT ")",
+             s->dir, name, (unsigned)len, LSN_ARGS(base + len));
     return fd;
 }
 
@@ -2173,8 +2147,8 @@ timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *
     int fd, ret;
 
     if (off > 0 && (old == NULL || old->fd < 0)) {
-        fail(s, -EIO, "timeline switch at " WALFMT_LSN_FMT ": the segment holding it is not open",
-             WALFMT_LSN_ARGS(switch_lsn));
+        spool_fail(s, -EIO, "timeline switch at " LSN_FMT ": the segment holding it is not open",
+             LSN_ARGS(switch_lsn));
         return s->fail_err;
     }
     /* Memory first, so that nothing fails for want of it once the files changed. */
@@ -2199,8 +2173,8 @@ timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *
     if (fd < 0) {
         free(g);
         walfmt_seg_name(name, tli, segno, seg_size);
-        fail(s, fd, "starting %s for the timeline switch at " WALFMT_LSN_FMT " failed: %s", name,
-             WALFMT_LSN_ARGS(switch_lsn), strerror(-fd));
+        spool_fail(s, fd, "starting %s for the timeline switch at " LSN_FMT " failed: %s", name,
+             LSN_ARGS(switch_lsn), strerror(-fd));
         return s->fail_err;
     }
     next.timeline = tli;
@@ -2208,7 +2182,7 @@ timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *
     if (ret < 0) {
         close_fd(fd, "the new timeline's segment");
         free(g);
-        fail(s, ret, "recording timeline %u in %s/%s failed: %s", (unsigned)tli, s->dir, META_NAME,
+        spool_fail(s, ret, "recording timeline %u in %s/%s failed: %s", (unsigned)tli, s->dir, META_NAME,
              strerror(-ret));
         return s->fail_err;
     }
@@ -2247,10 +2221,10 @@ timeline_switch(struct spool *s, uint32_t tli, uint64_t switch_lsn, const char *
     s->tls = tls;
     s->ntls = ntls;
     log_info(SPOOL_COMPONENT,
-             "spool in %s: timeline %u -> %u at " WALFMT_LSN_FMT " (written " WALFMT_LSN_FMT
-             ", durable " WALFMT_LSN_FMT ")",
-             s->dir, (unsigned)old_tli, (unsigned)tli, WALFMT_LSN_ARGS(switch_lsn),
-             WALFMT_LSN_ARGS(s->write_lsn), WALFMT_LSN_ARGS(s->flush_lsn));
+             "spool in %s: timeline %u -> %u at " LSN_FMT " (written " LSN_FMT
+             ", durable " LSN_FMT ")",
+             s->dir, (unsigned)old_tli, (unsigned)tli, LSN_ARGS(switch_lsn),
+             LSN_ARGS(s->write_lsn), LSN_ARGS(s->flush_lsn));
     return 0;
 }
 
@@ -2301,7 +2275,7 @@ spool_set_timeline(struct spool *s, uint32_t tli, uint64_t switch_lsn, const cha
         if (ret == 0 && tli != s->id.timeline) {
             ret = meta_write(s, &next);
             if (ret < 0)
-                fail(s, ret, "recording timeline %u in %s/%s failed: %s", (unsigned)tli, s->dir,
+                spool_fail(s, ret, "recording timeline %u in %s/%s failed: %s", (unsigned)tli, s->dir,
                      META_NAME, strerror(-ret));
         }
         if (ret < 0) {
@@ -2342,23 +2316,23 @@ spool_set_timeline(struct spool *s, uint32_t tli, uint64_t switch_lsn, const cha
     }
     if (switch_lsn != s->append_end) {
         log_error(SPOOL_COMPONENT,
-                  "timeline %u starts at " WALFMT_LSN_FMT " but the spool in %s holds timeline %u "
-                  "up to " WALFMT_LSN_FMT ": a switch must be at the end of the WAL held",
-                  (unsigned)tli, WALFMT_LSN_ARGS(switch_lsn), s->dir, (unsigned)s->id.timeline,
-                  WALFMT_LSN_ARGS(s->append_end));
+                  "timeline %u starts at " LSN_FMT " but the spool in %s holds timeline %u "
+                  "up to " LSN_FMT ": a switch must be at the end of the WAL held",
+                  (unsigned)tli, LSN_ARGS(switch_lsn), s->dir, (unsigned)s->id.timeline,
+                  LSN_ARGS(s->append_end));
         free(tls);
         return -EINVAL;
     }
     /* tls[ntls - 2] is the history's last line: the parent and the switch point. */
     if (ntls < 2 || tls[ntls - 2].tli != s->id.timeline || tls[ntls - 2].end != switch_lsn) {
         log_error(SPOOL_COMPONENT,
-                  "the history of timeline %u ends with %s%u at " WALFMT_LSN_FMT
-                  ", not with the switch from the spool's timeline %u at " WALFMT_LSN_FMT
+                  "the history of timeline %u ends with %s%u at " LSN_FMT
+                  ", not with the switch from the spool's timeline %u at " LSN_FMT
                   " (spool in %s)",
                   (unsigned)tli, ntls < 2 ? "no parent: " : "timeline ",
                   ntls < 2 ? 0u : (unsigned)tls[ntls - 2].tli,
-                  WALFMT_LSN_ARGS(ntls < 2 ? 0 : tls[ntls - 2].end), (unsigned)s->id.timeline,
-                  WALFMT_LSN_ARGS(switch_lsn), s->dir);
+                  LSN_ARGS(ntls < 2 ? 0 : tls[ntls - 2].end), (unsigned)s->id.timeline,
+                  LSN_ARGS(switch_lsn), s->dir);
         free(tls);
         return -EINVAL;
     }
@@ -2959,9 +2933,9 @@ recover(struct spool *s, char *err, size_t errlen)
         if (end < last_complete_end)
             end = last_complete_end;
         log_info(SPOOL_COMPONENT,
-                 "%s: %" PRIu64 " valid records from " WALFMT_LSN_FMT
-                 ", valid WAL ends at " WALFMT_LSN_FMT " (%s: %s)",
-                 s->dir, sc.records, WALFMT_LSN_ARGS(sp.start), WALFMT_LSN_ARGS(sc.end_lsn),
+                 "%s: %" PRIu64 " valid records from " LSN_FMT
+                 ", valid WAL ends at " LSN_FMT " (%s: %s)",
+                 s->dir, sc.records, LSN_ARGS(sp.start), LSN_ARGS(sc.end_lsn),
                  walfmt_stop_name(sc.stop), sc.why);
     }
     rd_cache_drop(s);
@@ -2994,14 +2968,14 @@ recover(struct spool *s, char *err, size_t errlen)
 
             ret = zero_tail(s, g, end, &torn);
             if (ret < 0) {
-                snprintf(err, errlen, "cannot zero the tail of %s/%s after " WALFMT_LSN_FMT ": %s",
-                         s->dir, pname, WALFMT_LSN_ARGS(end), strerror(-ret));
+                snprintf(err, errlen, "cannot zero the tail of %s/%s after " LSN_FMT ": %s",
+                         s->dir, pname, LSN_ARGS(end), strerror(-ret));
                 goto out;
             }
             log_info(SPOOL_COMPONENT,
-                     "recovered %s up to " WALFMT_LSN_FMT ", %" PRIu64
+                     "recovered %s up to " LSN_FMT ", %" PRIu64
                      " bytes of torn tail discarded",
-                     pname, WALFMT_LSN_ARGS(end), torn);
+                     pname, LSN_ARGS(end), torn);
             i++;
         } else {
             close_fd(g->fd, pname);
@@ -3012,8 +2986,8 @@ recover(struct spool *s, char *err, size_t errlen)
                 goto out;
             }
             log_info(SPOOL_COMPONENT,
-                     "removed %s: nothing in it precedes the durable end " WALFMT_LSN_FMT, pname,
-                     WALFMT_LSN_ARGS(end));
+                     "removed %s: nothing in it precedes the durable end " LSN_FMT, pname,
+                     LSN_ARGS(end));
             free(g);
             memmove(s->segs + i, s->segs + i + 1, (s->nsegs - i - 1) * sizeof(*s->segs));
             s->nsegs--;
@@ -3049,9 +3023,9 @@ recover(struct spool *s, char *err, size_t errlen)
                 goto out;
             }
             log_info(SPOOL_COMPONENT,
-                     "recovered %s: timeline %u ends at " WALFMT_LSN_FMT
+                     "recovered %s: timeline %u ends at " LSN_FMT
                      " in it, so the spool's timeline %u goes on in a file of its own",
-                     oname, (unsigned)old_tli, WALFMT_LSN_ARGS(spool_timeline_end(s, old_tli)),
+                     oname, (unsigned)old_tli, LSN_ARGS(spool_timeline_end(s, old_tli)),
                      (unsigned)s->id.timeline);
         }
     }
@@ -3178,10 +3152,10 @@ spool_open(struct spool **out, struct wio_loop *loop, const char *dir, uint64_t 
     }
     if (s->positioned)
         log_info(SPOOL_COMPONENT,
-                 "spool in %s: system %" PRIu64 ", timeline %u, %zu segments, holds " WALFMT_LSN_FMT
-                 " .. " WALFMT_LSN_FMT " (durable)",
+                 "spool in %s: system %" PRIu64 ", timeline %u, %zu segments, holds " LSN_FMT
+                 " .. " LSN_FMT " (durable)",
                  dir, s->id.system_id, (unsigned)s->id.timeline, s->nsegs,
-                 WALFMT_LSN_ARGS(s->start_lsn), WALFMT_LSN_ARGS(s->flush_lsn));
+                 LSN_ARGS(s->start_lsn), LSN_ARGS(s->flush_lsn));
     else
         log_info(SPOOL_COMPONENT, "spool in %s is empty%s", dir,
                  s->id.system_id != 0 ? "" : " and has no identity yet");
@@ -3252,8 +3226,8 @@ spool_close(struct spool *s)
         return;
     s->closing = true;
     log_info(SPOOL_COMPONENT,
-             "closing the spool in %s: written " WALFMT_LSN_FMT ", durable " WALFMT_LSN_FMT, s->dir,
-             WALFMT_LSN_ARGS(s->write_lsn), WALFMT_LSN_ARGS(s->flush_lsn));
+             "closing the spool in %s: written " LSN_FMT ", durable " LSN_FMT, s->dir,
+             LSN_ARGS(s->write_lsn), LSN_ARGS(s->flush_lsn));
     if (s->in_cb > 0) {
         s->zombie = true; /* freed when the handler unwinds */
         return;

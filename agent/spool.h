@@ -8,7 +8,8 @@
  * written atomically) records the cluster's system identifier, segment size and timeline, so a
  * spool is never mixed with another cluster's WAL.
  *
- * Durability loop (the invariant of STYLE.md): the owner appends what the link delivered
+ * Durability loop (the invariant: nothing is acknowledged before it is durable, and positions
+ * never go backwards): the owner appends what the link delivered
  * (spool_append; writes go to io_uring at once, many per submit), and when the input is
  * drained it calls spool_flush(): one fdatasync for everything written so far (group flush).
  * on_written / on_flushed report the highest contiguous position whose bytes are written /

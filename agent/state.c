@@ -8,6 +8,7 @@
  * retried.
  */
 #include "state.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -338,24 +339,6 @@ out:
 }
 
 /* Writes all of buf to fd; returns 0 or -errno (-EIO for a write that makes no progress). */
-static int
-write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 int
 state_save(const char *dir, const struct wm_state *st, char *err, size_t errlen)
 {
@@ -392,7 +375,7 @@ state_save(const char *dir, const struct wm_state *st, char *err, size_t errlen)
         put_err(err, errlen, "%s: cannot create: %s", tmp, strerror(-rc));
         return rc;
     }
-    rc = write_all(fd, text, (size_t)n);
+    rc = wm_write_all(fd, text, (size_t)n);
     if (rc < 0) {
         put_err(err, errlen, "%s: cannot write: %s", tmp, strerror(-rc));
         goto fail_open;

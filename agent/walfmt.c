@@ -145,47 +145,47 @@ walfmt_page_header_check(const struct walfmt_page_header *ph, uint64_t page_lsn,
     uint32_t offset = walfmt_seg_offset(page_lsn, seg_size);
 
     if (ph->magic != WALFMT_PAGE_MAGIC) {
-        snprintf(why, whylen, "invalid magic number %04X in page at " WALFMT_LSN_FMT,
-                 (unsigned)ph->magic, WALFMT_LSN_ARGS(page_lsn));
+        snprintf(why, whylen, "invalid magic number %04X in page at " LSN_FMT,
+                 (unsigned)ph->magic, LSN_ARGS(page_lsn));
         return false;
     }
     if ((ph->info & ~WALFMT_XLP_ALL_FLAGS) != 0) {
-        snprintf(why, whylen, "invalid info bits %04X in page at " WALFMT_LSN_FMT,
-                 (unsigned)ph->info, WALFMT_LSN_ARGS(page_lsn));
+        snprintf(why, whylen, "invalid info bits %04X in page at " LSN_FMT,
+                 (unsigned)ph->info, LSN_ARGS(page_lsn));
         return false;
     }
     if (ph->info & WALFMT_XLP_LONG_HEADER) {
         if (sysid != 0 && ph->sysid != sysid) {
             snprintf(why, whylen,
-                     "WAL at " WALFMT_LSN_FMT " is from a different database system: "
+                     "WAL at " LSN_FMT " is from a different database system: "
                      "system identifier %" PRIu64 ", expected %" PRIu64,
-                     WALFMT_LSN_ARGS(page_lsn), ph->sysid, sysid);
+                     LSN_ARGS(page_lsn), ph->sysid, sysid);
             return false;
         }
         if (ph->seg_size != seg_size) {
             snprintf(why, whylen,
-                     "WAL at " WALFMT_LSN_FMT " has segment size %u in its page header, "
+                     "WAL at " LSN_FMT " has segment size %u in its page header, "
                      "expected %u",
-                     WALFMT_LSN_ARGS(page_lsn), (unsigned)ph->seg_size, (unsigned)seg_size);
+                     LSN_ARGS(page_lsn), (unsigned)ph->seg_size, (unsigned)seg_size);
             return false;
         }
         if (ph->xlog_blcksz != WALFMT_BLCKSZ) {
             snprintf(why, whylen,
-                     "WAL at " WALFMT_LSN_FMT " has page size %u in its page header, "
+                     "WAL at " LSN_FMT " has page size %u in its page header, "
                      "expected %u",
-                     WALFMT_LSN_ARGS(page_lsn), (unsigned)ph->xlog_blcksz, WALFMT_BLCKSZ);
+                     LSN_ARGS(page_lsn), (unsigned)ph->xlog_blcksz, WALFMT_BLCKSZ);
             return false;
         }
     } else if (offset == 0) {
         snprintf(why, whylen,
-                 "invalid info bits %04X in page at " WALFMT_LSN_FMT
+                 "invalid info bits %04X in page at " LSN_FMT
                  " (a segment's first page has a long header)",
-                 (unsigned)ph->info, WALFMT_LSN_ARGS(page_lsn));
+                 (unsigned)ph->info, LSN_ARGS(page_lsn));
         return false;
     }
     if (ph->pageaddr != page_lsn) {
-        snprintf(why, whylen, "unexpected pageaddr " WALFMT_LSN_FMT " in page at " WALFMT_LSN_FMT,
-                 WALFMT_LSN_ARGS(ph->pageaddr), WALFMT_LSN_ARGS(page_lsn));
+        snprintf(why, whylen, "unexpected pageaddr " LSN_FMT " in page at " LSN_FMT,
+                 LSN_ARGS(ph->pageaddr), LSN_ARGS(page_lsn));
         return false;
     }
     return true;
@@ -451,8 +451,8 @@ scan_page(struct scanner *sc, uint64_t page_lsn, const uint8_t **page, size_t *a
     *avail = (size_t)n;
     hdr = walfmt_page_header_parse(*page, *avail, ph);
     if (hdr < 0 || (size_t)hdr > *avail) {
-        scan_stop(sc, WALFMT_STOP_END_OF_DATA, "end of data at " WALFMT_LSN_FMT,
-                  WALFMT_LSN_ARGS(page_lsn + *avail));
+        scan_stop(sc, WALFMT_STOP_END_OF_DATA, "end of data at " LSN_FMT,
+                  LSN_ARGS(page_lsn + *avail));
         return PAGE_STOPPED;
     }
     if (!walfmt_page_header_check(ph, page_lsn, sc->p->seg_size, sc->p->sysid, why, sizeof(why))) {
@@ -462,8 +462,8 @@ scan_page(struct scanner *sc, uint64_t page_lsn, const uint8_t **page, size_t *a
     if (page_lsn > sc->latest_page) {
         if (ph->tli < sc->latest_tli) {
             scan_stop(sc, WALFMT_STOP_PAGE,
-                      "out-of-sequence timeline ID %u (after %u) in page at " WALFMT_LSN_FMT,
-                      (unsigned)ph->tli, (unsigned)sc->latest_tli, WALFMT_LSN_ARGS(page_lsn));
+                      "out-of-sequence timeline ID %u (after %u) in page at " LSN_FMT,
+                      (unsigned)ph->tli, (unsigned)sc->latest_tli, LSN_ARGS(page_lsn));
             return PAGE_STOPPED;
         }
         sc->latest_page = page_lsn;
@@ -496,9 +496,9 @@ scan_skip_continuation(struct scanner *sc, uint64_t *pos)
         if (!(ph.info & WALFMT_XLP_FIRST_IS_CONTRECORD)) {
             if (expect != 0) {
                 scan_stop(sc, WALFMT_STOP_RECORD,
-                          "there is no contrecord flag at " WALFMT_LSN_FMT
+                          "there is no contrecord flag at " LSN_FMT
                           " (%u bytes of a record expected)",
-                          WALFMT_LSN_ARGS(page_lsn), (unsigned)expect);
+                          LSN_ARGS(page_lsn), (unsigned)expect);
                 return 1;
             }
             *pos = page_lsn + (uint64_t)hdr;
@@ -506,8 +506,8 @@ scan_skip_continuation(struct scanner *sc, uint64_t *pos)
         }
         if (ph.rem_len == 0 || (expect != 0 && ph.rem_len != expect)) {
             scan_stop(sc, WALFMT_STOP_RECORD,
-                      "invalid contrecord length %u (expected %u) at " WALFMT_LSN_FMT,
-                      (unsigned)ph.rem_len, (unsigned)expect, WALFMT_LSN_ARGS(page_lsn));
+                      "invalid contrecord length %u (expected %u) at " LSN_FMT,
+                      (unsigned)ph.rem_len, (unsigned)expect, LSN_ARGS(page_lsn));
             return 1;
         }
         sc->out->skipped_cont = true;
@@ -560,21 +560,21 @@ scan_record(struct scanner *sc, uint64_t *pos, uint64_t prev, uint64_t *rec_star
         rec += (uint64_t)hdr;
         off = (uint32_t)hdr;
     } else if (off < (uint32_t)hdr) {
-        scan_stop(sc, WALFMT_STOP_RECORD, "invalid record offset at " WALFMT_LSN_FMT,
-                  WALFMT_LSN_ARGS(rec));
+        scan_stop(sc, WALFMT_STOP_RECORD, "invalid record offset at " LSN_FMT,
+                  LSN_ARGS(rec));
         sc->out->next_lsn = rec;
         return REC_STOPPED;
     }
     sc->out->next_lsn = rec;
     *rec_start = rec;
     if ((ph.info & WALFMT_XLP_FIRST_IS_CONTRECORD) && off == (uint32_t)hdr) {
-        scan_stop(sc, WALFMT_STOP_RECORD, "contrecord is requested by " WALFMT_LSN_FMT,
-                  WALFMT_LSN_ARGS(rec));
+        scan_stop(sc, WALFMT_STOP_RECORD, "contrecord is requested by " LSN_FMT,
+                  LSN_ARGS(rec));
         return REC_STOPPED;
     }
     if (avail < off + 4) {
-        scan_stop(sc, WALFMT_STOP_END_OF_DATA, "end of data at " WALFMT_LSN_FMT,
-                  WALFMT_LSN_ARGS(page_lsn + avail));
+        scan_stop(sc, WALFMT_STOP_END_OF_DATA, "end of data at " LSN_FMT,
+                  LSN_ARGS(page_lsn + avail));
         return REC_STOPPED;
     }
     {
@@ -585,13 +585,13 @@ scan_record(struct scanner *sc, uint64_t *pos, uint64_t prev, uint64_t *rec_star
     }
     if (tot_len < WALFMT_RECORD_HDR_SIZE) {
         scan_stop(sc, tot_len == 0 ? WALFMT_STOP_ZERO : WALFMT_STOP_RECORD,
-                  "invalid record length at " WALFMT_LSN_FMT ": wanted %u, got %u",
-                  WALFMT_LSN_ARGS(rec), WALFMT_RECORD_HDR_SIZE, (unsigned)tot_len);
+                  "invalid record length at " LSN_FMT ": wanted %u, got %u",
+                  LSN_ARGS(rec), WALFMT_RECORD_HDR_SIZE, (unsigned)tot_len);
         return REC_STOPPED;
     }
     if (tot_len > WALFMT_MAX_RECORD_LEN) {
-        scan_stop(sc, WALFMT_STOP_RECORD, "record length %u at " WALFMT_LSN_FMT " too long",
-                  (unsigned)tot_len, WALFMT_LSN_ARGS(rec));
+        scan_stop(sc, WALFMT_STOP_RECORD, "record length %u at " LSN_FMT " too long",
+                  (unsigned)tot_len, LSN_ARGS(rec));
         return REC_STOPPED;
     }
 
@@ -602,9 +602,9 @@ scan_record(struct scanner *sc, uint64_t *pos, uint64_t prev, uint64_t *rec_star
             n = WALFMT_BLCKSZ - off;
         if (avail < off + n) {
             scan_stop(sc, WALFMT_STOP_END_OF_DATA,
-                      "record at " WALFMT_LSN_FMT
-                      " is incomplete: the data ends at " WALFMT_LSN_FMT,
-                      WALFMT_LSN_ARGS(rec), WALFMT_LSN_ARGS(page_lsn + avail));
+                      "record at " LSN_FMT
+                      " is incomplete: the data ends at " LSN_FMT,
+                      LSN_ARGS(rec), LSN_ARGS(page_lsn + avail));
             return REC_STOPPED;
         }
         {
@@ -619,15 +619,15 @@ scan_record(struct scanner *sc, uint64_t *pos, uint64_t prev, uint64_t *rec_star
                         return -EFAULT;
                     if (rh->rmid > WALFMT_RM_MAX_BUILTIN_ID && rh->rmid < WALFMT_RM_MIN_CUSTOM_ID) {
                         scan_stop(sc, WALFMT_STOP_RECORD,
-                                  "invalid resource manager ID %u at " WALFMT_LSN_FMT,
-                                  (unsigned)rh->rmid, WALFMT_LSN_ARGS(rec));
+                                  "invalid resource manager ID %u at " LSN_FMT,
+                                  (unsigned)rh->rmid, LSN_ARGS(rec));
                         return REC_STOPPED;
                     }
                     if (prev != 0 ? rh->prev != prev : !(rh->prev < rec)) {
                         scan_stop(sc, WALFMT_STOP_RECORD,
-                                  "record with incorrect prev-link " WALFMT_LSN_FMT
-                                  " at " WALFMT_LSN_FMT,
-                                  WALFMT_LSN_ARGS(rh->prev), WALFMT_LSN_ARGS(rec));
+                                  "record with incorrect prev-link " LSN_FMT
+                                  " at " LSN_FMT,
+                                  LSN_ARGS(rh->prev), LSN_ARGS(rec));
                         return REC_STOPPED;
                     }
                 }
@@ -647,9 +647,9 @@ scan_record(struct scanner *sc, uint64_t *pos, uint64_t prev, uint64_t *rec_star
         if (hdr == PAGE_STOPPED) {
             if (sc->out->stop == WALFMT_STOP_END_OF_DATA)
                 scan_stop(sc, WALFMT_STOP_END_OF_DATA,
-                          "record at " WALFMT_LSN_FMT
-                          " is incomplete: the data ends at " WALFMT_LSN_FMT,
-                          WALFMT_LSN_ARGS(rec), WALFMT_LSN_ARGS(page_lsn + avail));
+                          "record at " LSN_FMT
+                          " is incomplete: the data ends at " LSN_FMT,
+                          LSN_ARGS(rec), LSN_ARGS(page_lsn + avail));
             return REC_STOPPED;
         }
         if (ph.info & WALFMT_XLP_FIRST_IS_OVERWRITE_CONTRECORD) {
@@ -659,15 +659,15 @@ scan_record(struct scanner *sc, uint64_t *pos, uint64_t prev, uint64_t *rec_star
         }
         if (!(ph.info & WALFMT_XLP_FIRST_IS_CONTRECORD)) {
             scan_stop(sc, WALFMT_STOP_RECORD,
-                      "there is no contrecord flag at " WALFMT_LSN_FMT " (record at " WALFMT_LSN_FMT
+                      "there is no contrecord flag at " LSN_FMT " (record at " LSN_FMT
                       ")",
-                      WALFMT_LSN_ARGS(page_lsn), WALFMT_LSN_ARGS(rec));
+                      LSN_ARGS(page_lsn), LSN_ARGS(rec));
             return REC_STOPPED;
         }
         if (ph.rem_len == 0 || ph.rem_len != tot_len - got) {
             scan_stop(sc, WALFMT_STOP_RECORD,
-                      "invalid contrecord length %u (expected %u) at " WALFMT_LSN_FMT,
-                      (unsigned)ph.rem_len, (unsigned)(tot_len - got), WALFMT_LSN_ARGS(page_lsn));
+                      "invalid contrecord length %u (expected %u) at " LSN_FMT,
+                      (unsigned)ph.rem_len, (unsigned)(tot_len - got), LSN_ARGS(page_lsn));
             return REC_STOPPED;
         }
         off = (uint32_t)hdr;
@@ -676,8 +676,8 @@ scan_record(struct scanner *sc, uint64_t *pos, uint64_t prev, uint64_t *rec_star
     crc = walfmt_crc32c_final(walfmt_crc32c_update(crc, hbuf, WALFMT_RECORD_CRC_OFFSET));
     if (crc != rh->crc) {
         scan_stop(sc, WALFMT_STOP_CRC,
-                  "incorrect resource manager data checksum in record at " WALFMT_LSN_FMT,
-                  WALFMT_LSN_ARGS(rec));
+                  "incorrect resource manager data checksum in record at " LSN_FMT,
+                  LSN_ARGS(rec));
         return REC_STOPPED;
     }
     *pos = page_lsn + off;
@@ -721,8 +721,8 @@ walfmt_scan(const struct walfmt_scan_params *params, struct walfmt_scan *out)
 
         out->next_lsn = pos;
         if (pos >= sc.limit) {
-            scan_stop(&sc, WALFMT_STOP_END_OF_DATA, "end of data at " WALFMT_LSN_FMT,
-                      WALFMT_LSN_ARGS(pos));
+            scan_stop(&sc, WALFMT_STOP_END_OF_DATA, "end of data at " LSN_FMT,
+                      LSN_ARGS(pos));
             break;
         }
         ret = scan_record(&sc, &pos, prev, &rec, &rh);

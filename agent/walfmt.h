@@ -30,6 +30,7 @@
 #include <sys/types.h>
 
 #include "err.h"
+#include "util.h" /* LSN_FMT, LSN_ARGS for printing positions */
 
 #define WALFMT_BLCKSZ 8192u
 #define WALFMT_PAGE_MAGIC 0xD110u         /* XLOG_PAGE_MAGIC of PostgreSQL 15 */
@@ -57,10 +58,6 @@
 #define WALFMT_PARTIAL_SUFFIX ".partial"
 
 #define WALFMT_MAXALIGN(x) (((uint64_t)(x) + 7) & ~(uint64_t)7)
-
-/* printf of an LSN as PostgreSQL shows it: printf("at " WALFMT_LSN_FMT, WALFMT_LSN_ARGS(l)). */
-#define WALFMT_LSN_FMT "%X/%X"
-#define WALFMT_LSN_ARGS(lsn) (unsigned)((uint64_t)(lsn) >> 32), (unsigned)(uint32_t)(lsn)
 
 /* ---- segments and positions ---- */
 

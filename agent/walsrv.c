@@ -92,6 +92,7 @@
 #include "clock.h"
 #include "log.h"
 #include "pgproto.h"
+#include "util.h"
 
 #define WALSRV_COMPONENT "walsrv"
 
@@ -119,9 +120,7 @@
 
 /* An LSN as PostgreSQL prints it: log_debug(..., "at " LSN_FMT, LSN_ARGS(lsn)). */
 #define LSN_FMT "%X/%X"
-#define LSN_ARGS(lsn) (unsigned)((uint64_t)(lsn) >> 32), (unsigned)(uint32_t)(lsn)
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 enum walsrv_state {
     WALSRV_STARTUP = 0, /* waiting for SSLRequest / GSSENCRequest / StartupMessage */
@@ -293,7 +292,7 @@ conn_set_state(struct walsrv_conn *c, enum walsrv_state to)
 }
 
 static void
-conn_free(struct walsrv_conn *c)
+walsrv_conn_free(struct walsrv_conn *c)
 {
     pgp_buf_free(&c->in);
     pgp_buf_free(&c->out);
@@ -306,7 +305,7 @@ conn_free(struct walsrv_conn *c)
  * conn_leave when a handler of this connection is still running.
  */
 static void
-conn_close(struct walsrv_conn *c, bool graceful)
+walsrv_conn_close(struct walsrv_conn *c, bool graceful)
 {
     struct walsrv *w = c->w;
     bool was_streaming = in_copy(c->state);
@@ -329,7 +328,7 @@ conn_close(struct walsrv_conn *c, bool graceful)
     if (was_streaming)
         walsrv_update_retain(w);
     if (c->busy == 0)
-        conn_free(c);
+        walsrv_conn_free(c);
 }
 
 static void
@@ -342,7 +341,7 @@ static void
 conn_leave(struct walsrv_conn *c)
 {
     if (--c->busy == 0 && c->state == WALSRV_CLOSED)
-        conn_free(c);
+        walsrv_conn_free(c);
 }
 
 /* Queues the bytes built in c->out.  On failure the connection is closed; returns < 0. */
@@ -359,7 +358,7 @@ conn_send_out(struct walsrv_conn *c)
     pgp_buf_reset(&c->out);
     if (rc < 0) {
         log_info(c->prefix, "cannot queue output: %s", wire_strerror(rc));
-        conn_close(c, false);
+        walsrv_conn_close(c, false);
         return rc;
     }
     c->last_tx_us = (int64_t)clock_mono_us();
@@ -372,7 +371,7 @@ conn_build_failed(struct walsrv_conn *c, int rc, const char *what)
 {
     log_warning(c->prefix, "cannot build %s: %s; closing the connection", what, wire_strerror(rc));
     pgp_buf_reset(&c->out);
-    conn_close(c, false);
+    walsrv_conn_close(c, false);
     return rc;
 }
 
@@ -387,7 +386,7 @@ conn_fatal_detail(struct walsrv_conn *c, const char *sqlstate, const char *msg, 
     rc = pgp_put_error(&c->out, "FATAL", sqlstate, msg, detail, NULL);
     if (rc >= 0 && conn_send_out(c) < 0)
         return -1;
-    conn_close(c, rc >= 0);
+    walsrv_conn_close(c, rc >= 0);
     return -1;
 }
 
@@ -534,7 +533,7 @@ conn_initial(struct walsrv_conn *c, const uint8_t *buf, size_t len)
     }
     case PGP_INITIAL_CANCEL:
         log_debug(c->prefix, "CancelRequest ignored (nothing to cancel)");
-        conn_close(c, true);
+        walsrv_conn_close(c, true);
         return -1;
     case PGP_INITIAL_STARTUP:
         return conn_startup(c, &ini) < 0 ? -1 : n;
@@ -889,7 +888,7 @@ conn_pump(struct walsrv_conn *c)
         p = wio_stream_reserve(c->stream, PGP_XLOGDATA_HDR_LEN + (size_t)(end - c->sent_lsn));
         if (p == NULL) {
             log_info(c->prefix, "cannot queue WAL: %s", strerror(errno));
-            conn_close(c, false);
+            walsrv_conn_close(c, false);
             return;
         }
         n = spool_read(w->spool, c->sent_lsn, p + PGP_XLOGDATA_HDR_LEN,
@@ -1015,7 +1014,7 @@ conn_message(struct walsrv_conn *c, const uint8_t *buf, size_t len)
             log_info(c->prefix, "standby ended the session at " LSN_FMT, LSN_ARGS(c->sent_lsn));
         else
             log_debug(c->prefix, "Terminate");
-        conn_close(c, true);
+        walsrv_conn_close(c, true);
         return -1;
     }
     if (c->state == WALSRV_IDLE) {
@@ -1094,13 +1093,13 @@ conn_on_data(void *ctx, const void *data, size_t len)
     if (len > WALSRV_IN_LIMIT - c->in.len) {
         log_warning(c->prefix, "more than %zu bytes of unprocessed input; closing the connection",
                     WALSRV_IN_LIMIT);
-        conn_close(c, false);
+        walsrv_conn_close(c, false);
         goto out;
     }
     rc = pgp_buf_append(&c->in, data, len);
     if (rc < 0) {
         log_warning(c->prefix, "cannot buffer input: %s", wire_strerror(rc));
-        conn_close(c, false);
+        walsrv_conn_close(c, false);
         goto out;
     }
     conn_process(c);
@@ -1119,7 +1118,7 @@ conn_on_close(void *ctx, int res)
                  wire_strerror(res));
     else
         log_debug(c->prefix, "connection ended: %s", wire_strerror(res));
-    conn_close(c, false);
+    walsrv_conn_close(c, false);
     conn_leave(c);
 }
 
@@ -1201,7 +1200,7 @@ walsrv_new_conn(struct walsrv *w, int fd)
     if (rc < 0) {
         log_warning(c->prefix, "cannot set up the connection: %s", wire_strerror(rc));
         close(fd);
-        conn_free(c);
+        walsrv_conn_free(c);
         return;
     }
     c->next = w->conns;
@@ -1249,7 +1248,7 @@ walsrv_tick_conn(struct walsrv_conn *c, int64_t now)
         if ((now - c->accepted_us) / 1000 >= WALSRV_STARTUP_TIMEOUT_MS) {
             log_info(c->prefix, "no start-up packet within %u ms; closing",
                      WALSRV_STARTUP_TIMEOUT_MS);
-            conn_close(c, false);
+            walsrv_conn_close(c, false);
         }
         return;
     }
@@ -1260,7 +1259,7 @@ walsrv_tick_conn(struct walsrv_conn *c, int64_t now)
                     "terminating: nothing received from the standby for %" PRId64
                     " ms (replication timeout)",
                     quiet_ms);
-        conn_close(c, false);
+        walsrv_conn_close(c, false);
         return;
     }
     conn_pay_keepalive(c);
@@ -1405,7 +1404,7 @@ walsrv_free(struct walsrv *w)
     while (w->conns != NULL) {
         struct walsrv_conn *c = w->conns;
 
-        conn_close(c, false);
+        walsrv_conn_close(c, false);
     }
     an = w->anchor;
     an->w = NULL;

@@ -27,11 +27,11 @@
 #include "state.h"
 #include "status.h"
 #include "tls.h"
+#include "util.h"
 #include "wio.h"
 
 #define WITNESS_MAX_LINKS 8
 #define WITNESS_STATUS_EVERY_MS 100
-#define LSN_ARGS(lsn) (unsigned)((lsn) >> 32), (unsigned)(lsn)
 
 struct witness;
 

@@ -531,7 +531,7 @@ side_wants_read(const struct lk *lk, const struct lk_conn *c, unsigned s)
     return !out->src_done && !out->paused_queue && !out->paused_link && !lk->cut[s];
 }
 
-static void conn_close(struct lk *lk, struct lk_conn *c, bool abort, const char *why);
+static void lk_conn_close(struct lk *lk, struct lk_conn *c, bool abort, const char *why);
 
 /* Registers with epoll what each side of c waits for now; nothing at all when it waits for
  * nothing, so that a hang-up we are not ready to handle does not wake the loop in vain. */
@@ -557,7 +557,7 @@ conn_update_events(struct lk *lk, struct lk_conn *c)
         ret = epoll_ctl(lk->epfd, op, sd->fd, &ev);
         if (ret != 0) {
             log_error(LK_COMPONENT, "conn %" PRIu64 ": epoll_ctl: %s", c->id, strerror(errno));
-            conn_close(lk, c, true, "epoll_ctl failed");
+            lk_conn_close(lk, c, true, "epoll_ctl failed");
             return;
         }
         sd->events = want;
@@ -620,7 +620,7 @@ conn_set_state(struct lk_conn *c, enum lk_conn_state state, const char *why)
 /* Closes both sides (with a RST if abort) and retires c; idempotent.  c stays allocated until
  * the end of the loop turn. */
 static void
-conn_close(struct lk *lk, struct lk_conn *c, bool abort, const char *why)
+lk_conn_close(struct lk *lk, struct lk_conn *c, bool abort, const char *why)
 {
     if (c->state == LK_CLOSED)
         return;
@@ -650,7 +650,7 @@ conn_check_done(struct lk *lk, struct lk_conn *c)
 {
     if (c->state == LK_OPEN && c->dir[0].closed && c->dir[1].closed && c->dir[0].head == NULL &&
         c->dir[1].head == NULL)
-        conn_close(lk, c, false, "both sides closed");
+        lk_conn_close(lk, c, false, "both sides closed");
 }
 
 /*
@@ -713,7 +713,7 @@ side_failed(struct lk *lk, struct lk_conn *c, unsigned s, int err, uint64_t now)
     log_info(LK_COMPONENT, "conn %" PRIu64 ": side %c failed: %s", c->id, "AB"[s],
              wire_strerror(err));
     if (c->state != LK_OPEN || c->side[s ^ 1].fd < 0) {
-        conn_close(lk, c, true, "side failed");
+        lk_conn_close(lk, c, true, "side failed");
         return;
     }
     side_close_fd(sd, true);
@@ -731,7 +731,7 @@ dir_mark(struct lk *lk, struct lk_dir *d, enum lk_chunk_kind kind, uint64_t now)
 
     d->src_done = true;
     if (ch == NULL) {
-        conn_close(lk, d->conn, true, "out of memory");
+        lk_conn_close(lk, d->conn, true, "out of memory");
         return;
     }
     *ch = (struct lk_chunk){.arrival_ns = now, .kind = kind};
@@ -845,7 +845,7 @@ dir_input(struct lk *lk, struct lk_dir *d, const unsigned char *buf, size_t n, u
         }
         ch = malloc(sizeof(*ch) + len);
         if (ch == NULL) {
-            conn_close(lk, c, true, "out of memory");
+            lk_conn_close(lk, c, true, "out of memory");
             return;
         }
         *ch = (struct lk_chunk){
@@ -922,7 +922,7 @@ dir_service(struct lk *lk, struct lk_dir *d, uint64_t now)
             continue;
         }
         if (ch->kind == LK_CHUNK_RST) {
-            conn_close(lk, c, true, "reset by the other side");
+            lk_conn_close(lk, c, true, "reset by the other side");
             return;
         }
         for (; ch != NULL && ch->kind == LK_CHUNK_DATA && ch->release_ns <= now &&
@@ -1033,7 +1033,7 @@ conn_connected(struct lk *lk, struct lk_conn *c, uint64_t now)
         lk->n_connect_failed++;
         log_warning(LK_COMPONENT, "conn %" PRIu64 ": connect to %s failed: %s", c->id, lk->dst_name,
                     strerror(err));
-        conn_close(lk, c, true, "connect failed");
+        lk_conn_close(lk, c, true, "connect failed");
         return;
     }
     conn_set_state(c, LK_OPEN, "connected");
@@ -1087,7 +1087,7 @@ conn_connect(struct lk *lk, struct lk_conn *c)
     bfd = socket(lk->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (bfd < 0) {
         log_error(LK_COMPONENT, "conn %" PRIu64 ": socket: %s", c->id, strerror(errno));
-        conn_close(lk, c, true, "no socket");
+        lk_conn_close(lk, c, true, "no socket");
         return;
     }
     c->side[LK_B].fd = bfd;
@@ -1099,7 +1099,7 @@ conn_connect(struct lk *lk, struct lk_conn *c)
         lk->n_connect_failed++;
         log_warning(LK_COMPONENT, "conn %" PRIu64 ": connect to %s failed: %s", c->id, lk->dst_name,
                     strerror(errno));
-        conn_close(lk, c, true, "connect failed");
+        lk_conn_close(lk, c, true, "connect failed");
         return;
     }
     if (ret == 0) {
@@ -1241,7 +1241,7 @@ lk_reset(struct lk *lk)
     uint64_t n = 0;
 
     while (lk->conns != NULL) {
-        conn_close(lk, lk->conns, true, "reset");
+        lk_conn_close(lk, lk->conns, true, "reset");
         n++;
     }
     lk->n_reset += n;
@@ -1847,7 +1847,7 @@ static void
 lk_free(struct lk *lk)
 {
     while (lk->conns != NULL)
-        conn_close(lk, lk->conns, true, "exiting");
+        lk_conn_close(lk, lk->conns, true, "exiting");
     graveyard_free(lk);
     while (lk->ctl_clients != NULL)
         ctl_client_free(lk, lk->ctl_clients);

@@ -33,7 +33,7 @@
 #define SEG16 (16u * MIB)
 #define MIN_WAL_BYTES (56u * MIB)
 #define WALDUMP "/usr/lib/postgresql/15/bin/pg_waldump"
-#define LSN(l) WALFMT_LSN_ARGS(l)
+#define LSN(l) LSN_ARGS(l)
 
 /* ---- the real WAL made in main() ---- */
 

@@ -96,7 +96,7 @@ fmt_into(char *dst, size_t cap, const char *fmt, ...)
 
 /* Records a fatal failure: code and message become sticky.  Returns code. */
 static int __attribute__((format(printf, 3, 4)))
-fail(struct tls_session *s, int code, const char *fmt, ...)
+tls_fail(struct tls_session *s, int code, const char *fmt, ...)
 {
     va_list ap;
 
@@ -312,27 +312,27 @@ ssl_failure(struct tls_session *s, int ret)
     ssl_reason(e, why, sizeof(why));
 
     if (s->verify_err != 0)
-        return fail(s, WIRE_ETLS_VERIFY, "%s", s->verify_msg);
+        return tls_fail(s, WIRE_ETLS_VERIFY, "%s", s->verify_msg);
     if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED)
-        return fail(s, WIRE_ETLS_VERIFY, "peer certificate verification failed: %s",
+        return tls_fail(s, WIRE_ETLS_VERIFY, "peer certificate verification failed: %s",
                     X509_verify_cert_error_string(SSL_get_verify_result(s->ssl)));
     if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
-        return fail(s, WIRE_ETLS_VERIFY,
+        return tls_fail(s, WIRE_ETLS_VERIFY,
                     "peer certificate verification failed: the peer presented no certificate");
     if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
         /* OpenSSL reports a received fatal alert as SSL_AD_REASON_OFFSET + alert number. */
         if (!s->established || alert_is_rejection(reason - SSL_AD_REASON_OFFSET))
-            return fail(s, WIRE_ETLS_REJECTED, "peer rejected the handshake: %s", why);
-        return fail(s, WIRE_ETLS, "peer aborted the TLS session: %s", why);
+            return tls_fail(s, WIRE_ETLS_REJECTED, "peer rejected the handshake: %s", why);
+        return tls_fail(s, WIRE_ETLS, "peer aborted the TLS session: %s", why);
     }
     if (reason == SSL_R_UNSUPPORTED_PROTOCOL || reason == SSL_R_NO_PROTOCOLS_AVAILABLE)
-        return fail(s, WIRE_ETLS,
+        return tls_fail(s, WIRE_ETLS,
                     "TLS handshake failed: peer does not offer TLS 1.3, the only version "
                     "walmirror accepts (%s)",
                     why);
     if (kind == SSL_ERROR_SYSCALL && e == 0)
-        return fail(s, WIRE_ETLS, "TLS failure: unexpected end of the TLS stream");
-    return fail(s, WIRE_ETLS, "%s: %s",
+        return tls_fail(s, WIRE_ETLS, "TLS failure: unexpected end of the TLS stream");
+    return tls_fail(s, WIRE_ETLS, "%s: %s",
                 s->established ? "TLS record error" : "TLS handshake failed", why);
 }
 
@@ -382,7 +382,7 @@ check_readable(const char *what, const char *path, char *err, size_t errlen)
 }
 
 static int
-config_load(struct tls_config *cfg, const char *ca_file, const char *cert_file,
+tls_load_files(struct tls_config *cfg, const char *ca_file, const char *cert_file,
             const char *key_file, char *err, size_t errlen)
 {
     SSL_CTX *ctx = cfg->ctx;
@@ -496,7 +496,7 @@ tls_config_new(struct tls_config **out, const char *ca_file, const char *cert_fi
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
 
-    rc = config_load(cfg, ca_file, cert_file, key_file, err, errlen);
+    rc = tls_load_files(cfg, ca_file, cert_file, key_file, err, errlen);
     if (rc < 0) {
         tls_config_free(cfg);
         return rc;
@@ -615,7 +615,7 @@ fail_plaintext(struct tls_session *s)
     for (size_t i = 0; i < s->head_len; i++)
         shown[i] = s->head[i] >= 0x20 && s->head[i] < 0x7f ? (char)s->head[i] : '.';
     shown[s->head_len] = '\0';
-    return fail(s, WIRE_ETLS_PLAINTEXT,
+    return tls_fail(s, WIRE_ETLS_PLAINTEXT,
                 "peer does not speak TLS (first bytes look like plaintext: \"%s\"); is the peer "
                 "a walmirror agent with TLS enabled?",
                 shown);
@@ -666,13 +666,13 @@ check_peer(struct tls_session *s)
     char name[256];
 
     if (peer == NULL)
-        return fail(s, WIRE_ETLS_VERIFY,
+        return tls_fail(s, WIRE_ETLS_VERIFY,
                     "peer certificate verification failed: the peer presented no certificate");
     if (vr != X509_V_OK)
-        return fail(s, WIRE_ETLS_VERIFY, "peer certificate verification failed: %s",
+        return tls_fail(s, WIRE_ETLS_VERIFY, "peer certificate verification failed: %s",
                     X509_verify_cert_error_string(vr));
     if (SSL_version(s->ssl) != TLS1_3_VERSION)
-        return fail(s, WIRE_ETLS, "TLS handshake failed: negotiated %s instead of TLS 1.3",
+        return tls_fail(s, WIRE_ETLS, "TLS handshake failed: negotiated %s instead of TLS 1.3",
                     SSL_get_version(s->ssl));
     /* Belt and braces: SSL_set1_host made OpenSSL check the name; check it again here. */
     {
@@ -689,7 +689,7 @@ check_peer(struct tls_session *s)
         if (ok != 1) {
             cert_label(peer, name, sizeof(name));
             OPENSSL_free(matched);
-            return fail(s, WIRE_ETLS_VERIFY,
+            return tls_fail(s, WIRE_ETLS_VERIFY,
                         "peer certificate name mismatch: expected %s, certificate is for %s",
                         s->expected, name);
         }
@@ -796,7 +796,7 @@ tls_write(struct tls_session *s, const void *buf, size_t len)
         if (rc != 1) {
             /* A memory BIO never fills up, so "want" here is unexpected: treat it as fatal. */
             rc = ssl_failure(s, rc);
-            return rc < 0 ? rc : fail(s, WIRE_ETLS, "TLS write stalled unexpectedly");
+            return rc < 0 ? rc : tls_fail(s, WIRE_ETLS, "TLS write stalled unexpectedly");
         }
         p += n;
         len -= n;

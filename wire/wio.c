@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 /*
  * Memcheck cannot see the kernel write a completed recv into our buffers (io_uring fills them
@@ -83,7 +84,6 @@
 #define WIO_BUF_KEEP (4 * 1024 * 1024) /* send buffers larger than this are freed when idle */
 #define WIO_DRAIN_MS 2000              /* wio_loop_free: how long to wait for stream SQEs */
 
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 struct wio_loop {
     struct io_uring ring;
