@@ -1703,9 +1703,13 @@ failover_start(struct agent *a, uint64_t id, bool forced)
                 LSN_ARGS(a->flushed));
         return;
     }
+    struct arbiter_request req = {.ask = ARBITER_PROMOTE,
+                                  .epoch = a->state.epoch,
+                                  .durable_lsn = a->flushed,
+                                  .failover_timeout_ms = a->cfg->failover_timeout_ms};
+
     if (a->arbiter == NULL || !arbiter_reachable(a->arbiter) ||
-        arbiter_request_promotion(a->arbiter, a->state.epoch, a->flushed,
-                                  a->cfg->failover_timeout_ms) < 0) {
+        arbiter_request(a->arbiter, &req) < 0) {
         op_end(a, false, "no arbiter reachable: not promoting (failover --force overrides)");
         return;
     }
@@ -2143,10 +2147,13 @@ failover_watch(struct agent *a)
 }
 
 static void
-on_arbiter_verdict(void *ctx, bool granted, uint64_t epoch, const char *why)
+on_arbiter_verdict(void *ctx, const struct arbiter_request *req, bool granted,
+                   const struct wm_state *rec, const char *why)
 {
     struct agent *a = ctx;
+    uint64_t epoch = rec->epoch;
 
+    (void)req;
     if (a->op.kind != OP_FAILOVER || a->op.step != STEP_K_WAIT_VOTE)
         return;
     if (!granted) {
@@ -2166,14 +2173,14 @@ on_arbiter_verdict(void *ctx, bool granted, uint64_t epoch, const char *why)
 }
 
 static void
-on_arbiter_fenced(void *ctx, uint64_t epoch, const char *holder)
+on_arbiter_epoch_news(void *ctx, const struct wm_state *rec)
 {
-    learn_epoch(ctx, epoch, holder);
+    learn_epoch(ctx, rec->epoch, rec->primary);
 }
 
 static const struct arbiter_cb arbiter_cb = {
     .on_verdict = on_arbiter_verdict,
-    .on_fenced = on_arbiter_fenced,
+    .on_epoch_news = on_arbiter_epoch_news,
 };
 
 /* ---- lifecycle ---- */
@@ -2431,12 +2438,16 @@ status_tick(struct agent *a)
     status_metrics_tick(a, &st);
     st.metrics = a->metrics;
     status_publish(&a->board, &st);
-    if (a->arbiter != NULL)
-        arbiter_report(a->arbiter,
-                       a->role == AGENT_SOURCE && a->src_identified ? MSG_ROLE_SOURCE
-                       : a->role == AGENT_SINK ? MSG_ROLE_SINK
-                                               : MSG_ROLE_UNKNOWN,
-                       a->state.epoch, a->role == AGENT_SINK ? a->flushed : a->ack_flush);
+    if (a->arbiter != NULL) {
+        struct arbiter_report r = {
+            .role = a->role == AGENT_SOURCE && a->src_identified ? MSG_ROLE_SOURCE
+                    : a->role == AGENT_SINK                     ? MSG_ROLE_SINK
+                                                                : MSG_ROLE_UNKNOWN,
+            .epoch = a->state.epoch,
+            .durable_lsn = a->role == AGENT_SINK ? a->flushed : a->ack_flush,
+            .mark = &a->state};
+        arbiter_report(a->arbiter, &r);
+    }
 }
 
 /* Frees the links that died during the last turn (never from inside their callbacks). */

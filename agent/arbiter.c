@@ -1,24 +1,24 @@
 /*
  * arbiter.c - the site agent's arbiter; contract in arbiter.h.
  *
- * struct arbiter is the base every implementation embeds first; its const ops table is the
- * implementation.  Two live here: "none" (no witness configured) and "witness", a client of
- * the witness agent (witness.h) over conn.h.
+ * struct arbiter (arbiter_impl.h) is the base every implementation embeds first; its const
+ * ops table is the implementation.  Two live here: "none" (no arbiter configured) and
+ * "witness", a client of the witness agent (witness.h) over conn.h.
  *
  * The witness arbiter is a small state machine over its link:
  *     IDLE --(first report; retry time reached)--> CONNECTING --(TCP up)--> HELLO
  *     HELLO --(witness accepted us)--> UP --(closed)--> IDLE
  * A periodic timer (WA_TICK_MS) frees a dead connection, starts the next attempt, sends the
- * STATE report every heartbeat interval, and times out a vote request.  News of a newer epoch
- * (conn's on_epoch) is held until it can be told with its holder: a FENCE control, the
- * refusal's text, or the next tick while the link is up; an epoch rise that is the grant we
- * are waiting for is never reported as fencing.
+ * STATE report every heartbeat interval, and times out a request.  News of a newer epoch
+ * (conn's on_epoch) is held until it can be told with its holder and mark: a FENCE control,
+ * the refusal's text, or the next tick while the link is up; an epoch rise that is the grant
+ * we are waiting for is never reported as news.
  *
  * The timer and the TCP connector live apart from the arbiter (as conn.c's timer does): a
  * cancelled timeout or a connect in flight may complete after arbiter_free, and frees itself
  * then.
  */
-#include "arbiter.h"
+#include "arbiter_impl.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -33,28 +33,12 @@
 #include "log.h"
 #include "msg.h"
 #include "tls.h"
+#include "util.h"
 #include "witness.h"
 
 #define WA_TICK_MS 100
 #define WA_RETRY_MS 1000
 #define WA_RETRY_FENCED_MS 5000
-
-struct arbiter_ops {
-    const char *name;
-    bool (*reachable)(const struct arbiter *a);
-    void (*report)(struct arbiter *a, uint8_t role, uint64_t epoch, uint64_t durable_lsn);
-    int (*request)(struct arbiter *a, uint64_t epoch, uint64_t durable_lsn,
-                   uint64_t failover_timeout_ms);
-    const char *(*describe)(const struct arbiter *a);
-    void (*destroy)(struct arbiter *a);
-};
-
-/* The base of every implementation (embedded first). */
-struct arbiter {
-    const struct arbiter_ops *ops;
-    const struct arbiter_cb *cb;
-    void *ctx;
-};
 
 /* ---- none: no arbiter configured ---- */
 
@@ -66,29 +50,32 @@ none_reachable(const struct arbiter *a)
 }
 
 static void
-none_report(struct arbiter *a, uint8_t role, uint64_t epoch, uint64_t durable_lsn)
+none_report(struct arbiter *a, const struct arbiter_report *r)
 {
     (void)a;
-    (void)role;
-    (void)epoch;
-    (void)durable_lsn;
+    (void)r;
 }
 
 static int
-none_request(struct arbiter *a, uint64_t epoch, uint64_t durable_lsn, uint64_t fo_ms)
+none_request(struct arbiter *a, const struct arbiter_request *req)
 {
     (void)a;
-    (void)epoch;
-    (void)durable_lsn;
-    (void)fo_ms;
+    (void)req;
     return -ENOTCONN;
+}
+
+static enum arbiter_state
+none_state(const struct arbiter *a)
+{
+    (void)a;
+    return ARBITER_STATE_NONE;
 }
 
 static const char *
 none_describe(const struct arbiter *a)
 {
     (void)a;
-    return "none (no witness configured: automatic fail-over is off)";
+    return "none (no arbiter configured: automatic fail-over is off)";
 }
 
 static void
@@ -98,10 +85,11 @@ none_destroy(struct arbiter *a)
 }
 
 static const struct arbiter_ops none_ops = {
-    .name = "none",
+    .kind = "none",
     .reachable = none_reachable,
     .report = none_report,
     .request = none_request,
+    .state = none_state,
     .describe = none_describe,
     .destroy = none_destroy,
 };
@@ -151,19 +139,20 @@ struct warb {
     uint8_t role;
     uint64_t epoch; /* ours: reported or granted, never lower */
     uint64_t durable_lsn;
+    uint64_t mark_lsn, mark_unix_us; /* our epoch's mark, as we know it */
     bool state_dirty;
     uint64_t state_at_ms;
 
-    /* the vote request in flight */
+    /* the request in flight */
     bool pending;
-    uint64_t req_epoch;
+    struct arbiter_request req;
+    uint64_t req_epoch; /* req.epoch + 1 */
     uint64_t req_deadline_ms;
 
     /* epochs learnt from the witness */
     uint64_t witness_epoch;
-    uint64_t fence_epoch; /* newest epoch above ours, 0: none */
-    char fence_holder[CONFIG_NAME_MAX + 1];
-    uint64_t fence_reported;
+    struct wm_state fence; /* the newest epoch above ours (fence.epoch 0: none), as known */
+    struct wm_state told;  /* what on_epoch_news was last given */
 
     char desc[640];
 };
@@ -183,10 +172,10 @@ wa_update_desc(struct warb *a)
 {
     uint64_t e = a->witness_epoch > a->epoch ? a->witness_epoch : a->epoch;
 
-    if (a->fence_epoch > a->epoch)
+    if (a->fence.epoch > a->epoch)
         snprintf(a->desc, sizeof(a->desc), "%s fenced: epoch %" PRIu64 " is held by %s",
-                 a->where, a->fence_epoch,
-                 a->fence_holder[0] != '\0' ? a->fence_holder : "another node");
+                 a->where, a->fence.epoch,
+                 a->fence.primary[0] != '\0' ? a->fence.primary : "another node");
     else if (a->link == WA_UP)
         snprintf(a->desc, sizeof(a->desc), "%s up, epoch %" PRIu64, a->where, e);
     else if (!a->reported)
@@ -196,45 +185,73 @@ wa_update_desc(struct warb *a)
                  a->down_why[0] != '\0' ? a->down_why : wa_link_names[a->link], e);
 }
 
+/* The verdict on the request in flight: granted with epoch as recorded, or denied. */
 static void
-wa_verdict(struct warb *a, bool granted, uint64_t epoch, const char *why)
+wa_verdict(struct warb *a, bool granted, const struct wm_state *epoch, const char *why)
 {
+    struct arbiter_request req = a->req;
+
     a->pending = false;
-    log_info(a->comp, "vote for epoch %" PRIu64 " %s: %s", epoch,
+    log_info(a->comp, "%s (epoch %" PRIu64 ") %s: %s", arbiter_ask_name(req.ask), a->req_epoch,
              granted ? "granted" : "denied", why);
-    if (a->base.cb->on_verdict != NULL)
-        a->base.cb->on_verdict(a->base.ctx, granted, epoch, why);
+    arbiter_tell_verdict(&a->base, &req, granted, epoch, why);
 }
 
-/* An epoch newer than ours was seen; holder is NULL or "" when not said. */
+/* A denial that did not come from the witness (a timeout, the link lost). */
 static void
-wa_fence_seen(struct warb *a, uint64_t epoch, const char *holder)
+wa_verdict_no_answer(struct warb *a, const char *why)
 {
-    if (epoch <= a->epoch)
+    struct wm_state unknown = {0};
+
+    wa_verdict(a, false, &unknown, why);
+}
+
+/*
+ * The witness's record of an epoch: newer than ours, or ours held by another node with another
+ * mark than we reported (arbiter.h).  holder is NULL or "" when not said; mark NULL when the
+ * message carried none.
+ */
+static void
+wa_fence_seen(struct warb *a, uint64_t epoch, const char *holder, const struct msg_control *mark)
+{
+    if (epoch < a->epoch)
         return;
-    if (epoch > a->fence_epoch) {
-        a->fence_epoch = epoch;
-        a->fence_holder[0] = '\0';
+    if (epoch == a->epoch &&
+        (holder == NULL || holder[0] == '\0' || strcmp(holder, a->cfg->node_name) == 0 ||
+         mark == NULL ||
+         (mark->mark_lsn == a->mark_lsn && mark->mark_unix_us == a->mark_unix_us)))
+        return;
+    if (epoch > a->fence.epoch) {
+        memset(&a->fence, 0, sizeof(a->fence));
+        a->fence.epoch = epoch;
     }
-    if (epoch == a->fence_epoch && holder != NULL && holder[0] != '\0')
-        snprintf(a->fence_holder, sizeof(a->fence_holder), "%.*s", CONFIG_NAME_MAX, holder);
+    if (epoch == a->fence.epoch && holder != NULL && holder[0] != '\0')
+        snprintf(a->fence.primary, sizeof(a->fence.primary), "%.*s", STATE_NAME_MAX, holder);
+    if (epoch == a->fence.epoch && mark != NULL) {
+        a->fence.exposed_lsn = mark->mark_lsn;
+        a->fence.exposed_unix_us = mark->mark_unix_us;
+    }
     wa_update_desc(a);
 }
 
-/* Tells the agent of a newer epoch, once per epoch, unless it may be the grant we await. */
+/*
+ * Tells the agent of a newer epoch, unless it may be the grant we await: once per epoch, and
+ * again when what is known of it grows (its holder or mark arrived after the bare number).
+ */
 static void
 wa_fence_report(struct warb *a)
 {
-    if (a->fence_epoch <= a->epoch || a->fence_epoch <= a->fence_reported)
+    if (a->fence.epoch < a->epoch || a->fence.epoch < a->told.epoch || a->fence.epoch == 0)
         return;
-    if (a->pending && a->fence_epoch == a->req_epoch)
+    if (a->fence.epoch == a->told.epoch && memcmp(&a->fence, &a->told, sizeof(a->fence)) == 0)
         return;
-    a->fence_reported = a->fence_epoch;
-    log_warning(a->comp, "fenced: epoch %" PRIu64 " is held by %s; ours is %" PRIu64,
-                a->fence_epoch, a->fence_holder[0] != '\0' ? a->fence_holder : "another node",
-                a->epoch);
-    if (a->base.cb->on_fenced != NULL)
-        a->base.cb->on_fenced(a->base.ctx, a->fence_epoch, a->fence_holder);
+    if (a->pending && a->fence.epoch == a->req_epoch)
+        return;
+    a->told = a->fence;
+    log_warning(a->comp, "epoch %" PRIu64 " is held by %s%s; ours is %" PRIu64, a->fence.epoch,
+                a->fence.primary[0] != '\0' ? a->fence.primary : "another node",
+                state_exposed(&a->fence) ? ", running exposed" : "", a->epoch);
+    arbiter_tell_epoch_news(&a->base, &a->fence);
 }
 
 /* The holder named in a witness's refusal "fenced: epoch E is held by NODE since ...". */
@@ -265,7 +282,9 @@ wa_send_state(struct warb *a)
     struct msg_control ctl = {.kind = MSG_CTL_STATE,
                               .lsn = a->durable_lsn,
                               .value = a->epoch,
-                              .value2 = a->role};
+                              .value2 = a->role,
+                              .mark_lsn = a->mark_lsn,
+                              .mark_unix_us = a->mark_unix_us};
     int rc = conn_send_control(a->c, &ctl);
 
     if (rc < 0)
@@ -317,24 +336,40 @@ wa_on_control(void *ctx, const struct msg_control *ctl)
         /* Ours from now on.  The link keeps carrying the old epoch in its frame headers (the
          * witness does the same for it): raising either end of a live link would make it
          * refuse the other's frames already in flight.  The next connection says the new one. */
-        if (ctl->value > a->epoch)
-            a->epoch = ctl->value;
-        if (a->witness_epoch < a->epoch)
-            a->witness_epoch = a->epoch;
-        a->state_dirty = true;
-        wa_update_desc(a);
-        wa_verdict(a, true, ctl->value, ctl->text);
+        {
+            struct wm_state granted = {.epoch = ctl->value,
+                                       .changed_unix_us = clock_unix_us(),
+                                       .exposed_lsn = ctl->mark_lsn,
+                                       .exposed_unix_us = ctl->mark_unix_us};
+
+            snprintf(granted.primary, sizeof(granted.primary), "%s", a->cfg->node_name);
+            if (ctl->value > a->epoch)
+                a->epoch = ctl->value;
+            a->mark_lsn = ctl->mark_lsn;
+            a->mark_unix_us = ctl->mark_unix_us;
+            if (a->witness_epoch < a->epoch)
+                a->witness_epoch = a->epoch;
+            a->state_dirty = true;
+            wa_update_desc(a);
+            wa_verdict(a, true, &granted, ctl->text);
+        }
         return;
     case MSG_CTL_VOTE_DENY:
         if (!a->pending) {
             log_warning(a->comp, "ignoring an unexpected VOTE_DENY: %s", ctl->text);
             return;
         }
-        wa_verdict(a, false, a->req_epoch, ctl->text);
+        {
+            struct wm_state theirs = {.epoch = ctl->value,
+                                      .exposed_lsn = ctl->mark_lsn,
+                                      .exposed_unix_us = ctl->mark_unix_us};
+
+            wa_verdict(a, false, &theirs, ctl->text);
+        }
         wa_fence_report(a); /* an epoch rise held back for the request is news now */
         return;
     case MSG_CTL_FENCE:
-        wa_fence_seen(a, ctl->value, ctl->text);
+        wa_fence_seen(a, ctl->value, ctl->text, ctl);
         wa_fence_report(a);
         return;
     default:
@@ -355,7 +390,7 @@ wa_on_epoch(void *ctx, uint64_t epoch)
         conn_set_epoch(a->c, epoch);
         return;
     }
-    wa_fence_seen(a, epoch, NULL); /* told once the holder is known, or at the next tick */
+    wa_fence_seen(a, epoch, NULL, NULL); /* told once the holder is known, or at the next tick */
 }
 
 static void
@@ -378,14 +413,15 @@ wa_on_closed(void *ctx, int reason, const char *message)
     if (conn_peer_epoch(a->c) > a->witness_epoch)
         a->witness_epoch = conn_peer_epoch(a->c);
     holder_from(message, holder, sizeof(holder));
-    wa_fence_seen(a, conn_peer_epoch(a->c), holder);
-    a->retry_at_ms = clock_mono_ms() + (a->fence_epoch > a->epoch ? WA_RETRY_FENCED_MS
+    if (conn_peer_epoch(a->c) > a->epoch)
+        wa_fence_seen(a, conn_peer_epoch(a->c), holder, NULL);
+    a->retry_at_ms = clock_mono_ms() + (a->fence.epoch > a->epoch ? WA_RETRY_FENCED_MS
                                                                    : WA_RETRY_MS);
     wa_update_desc(a);
     if (a->pending) {
         snprintf(why, sizeof(why), "the link to the witness was lost before it answered: %.200s",
                  message);
-        wa_verdict(a, false, a->req_epoch, why);
+        wa_verdict_no_answer(a, why);
     }
     wa_fence_report(a);
 }
@@ -514,7 +550,7 @@ wa_tick(struct wio_timer *t)
         char why[96];
         snprintf(why, sizeof(why), "no answer from the witness within %.1f s",
                  ARBITER_VOTE_TIMEOUT_MS / 1000.0);
-        wa_verdict(a, false, a->req_epoch, why);
+        wa_verdict_no_answer(a, why);
     }
     if (a->link == WA_UP)
         wa_fence_report(a); /* an epoch rise seen without a FENCE to name its holder */
@@ -537,27 +573,33 @@ wa_reachable(const struct arbiter *base)
 }
 
 static void
-wa_report(struct arbiter *base, uint8_t role, uint64_t epoch, uint64_t durable_lsn)
+wa_report(struct arbiter *base, const struct arbiter_report *r)
 {
     struct warb *a = (struct warb *)base;
     bool first = !a->reported;
 
     a->reported = true;
-    if (role != a->role) {
-        a->role = role;
+    if (r->role != a->role) {
+        a->role = r->role;
         a->state_dirty = true;
     }
-    if (epoch > a->epoch) {
-        a->epoch = epoch;
+    if (r->epoch > a->epoch) {
+        a->epoch = r->epoch;
         a->state_dirty = true;
         /* Only where the witness's frames carry it already (see VOTE_GRANT); else the STATE
          * tells the witness, and the next connection carries it. */
-        if (a->c != NULL && !a->c_dead && conn_peer_epoch(a->c) >= epoch)
-            conn_set_epoch(a->c, epoch);
-        if (a->fence_epoch != 0 && a->fence_epoch <= epoch && a->link == WA_IDLE)
+        if (a->c != NULL && !a->c_dead && conn_peer_epoch(a->c) >= r->epoch)
+            conn_set_epoch(a->c, r->epoch);
+        if (a->fence.epoch != 0 && a->fence.epoch <= r->epoch && a->link == WA_IDLE)
             a->retry_at_ms = clock_mono_ms(); /* rejoined: no need to wait */
     }
-    a->durable_lsn = durable_lsn;
+    if (r->epoch == a->epoch && r->mark != NULL && r->mark->epoch == a->epoch &&
+        (r->mark->exposed_lsn != a->mark_lsn || r->mark->exposed_unix_us != a->mark_unix_us)) {
+        a->mark_lsn = r->mark->exposed_lsn;
+        a->mark_unix_us = r->mark->exposed_unix_us;
+        a->state_dirty = true;
+    }
+    a->durable_lsn = r->durable_lsn;
     if (a->state_dirty && a->link == WA_UP)
         wa_send_state(a);
     if (first) {
@@ -569,13 +611,18 @@ wa_report(struct arbiter *base, uint8_t role, uint64_t epoch, uint64_t durable_l
 }
 
 static int
-wa_request(struct arbiter *base, uint64_t epoch, uint64_t durable_lsn, uint64_t fo_ms)
+wa_request(struct arbiter *base, const struct arbiter_request *req)
 {
+    static const uint8_t kinds[] = {[ARBITER_PROMOTE] = MSG_CTL_VOTE_REQUEST,
+                                    [ARBITER_EXPOSE] = MSG_CTL_EXPOSE_REQUEST,
+                                    [ARBITER_RESYNC] = MSG_CTL_RESYNC_REQUEST};
     struct warb *a = (struct warb *)base;
-    struct msg_control ctl = {.kind = MSG_CTL_VOTE_REQUEST,
-                              .lsn = durable_lsn,
-                              .value = epoch + 1,
-                              .value2 = fo_ms};
+    struct msg_control ctl = {.kind = kinds[req->ask],
+                              .lsn = req->durable_lsn,
+                              .value = req->epoch + 1,
+                              .value2 = req->ask == ARBITER_PROMOTE ? req->failover_timeout_ms
+                                        : req->ask == ARBITER_EXPOSE ? req->standby_lsn
+                                                                     : 0};
     int rc;
 
     if (a->link != WA_UP)
@@ -586,11 +633,22 @@ wa_request(struct arbiter *base, uint64_t epoch, uint64_t durable_lsn, uint64_t 
     if (rc < 0)
         return rc;
     a->pending = true;
-    a->req_epoch = epoch + 1;
+    a->req = *req;
+    a->req_epoch = req->epoch + 1;
     a->req_deadline_ms = clock_mono_ms() + ARBITER_VOTE_TIMEOUT_MS;
-    log_info(a->comp, "asking the witness for epoch %" PRIu64 " (durable %X/%X)", epoch + 1,
-             (unsigned)(durable_lsn >> 32), (unsigned)durable_lsn);
+    log_info(a->comp, "asking the witness for epoch %" PRIu64 ": %s (durable " LSN_FMT ")",
+             req->epoch + 1, arbiter_ask_name(req->ask), LSN_ARGS(req->durable_lsn));
     return 0;
+}
+
+static enum arbiter_state
+wa_state(const struct arbiter *base)
+{
+    const struct warb *a = (const struct warb *)base;
+
+    if (a->fence.epoch > a->epoch && a->link != WA_UP)
+        return ARBITER_STATE_FENCED;
+    return a->link == WA_UP ? ARBITER_STATE_UP : ARBITER_STATE_DOWN;
 }
 
 static const char *
@@ -625,16 +683,17 @@ wa_destroy(struct arbiter *base)
 }
 
 static const struct arbiter_ops witness_ops = {
-    .name = "witness",
+    .kind = "witness",
     .reachable = wa_reachable,
     .report = wa_report,
     .request = wa_request,
+    .state = wa_state,
     .describe = wa_describe,
     .destroy = wa_destroy,
 };
 
-static int
-witness_arbiter_new(struct arbiter **out, struct wio_loop *loop, const struct wm_config *cfg)
+int
+arbiter_witness_new(struct arbiter **out, struct wio_loop *loop, const struct wm_config *cfg)
 {
     struct warb *a = calloc(1, sizeof(*a));
     char err[512];
@@ -684,7 +743,7 @@ arbiter_new(struct arbiter **out, struct wio_loop *loop, const struct wm_config 
     int rc;
 
     if (cfg->has_witness) {
-        rc = witness_arbiter_new(&a, loop, cfg);
+        rc = arbiter_witness_new(&a, loop, cfg);
         if (rc < 0)
             return rc;
     } else {
@@ -715,23 +774,50 @@ arbiter_reachable(const struct arbiter *a)
 }
 
 void
-arbiter_report(struct arbiter *a, uint8_t role, uint64_t epoch, uint64_t durable_lsn)
+arbiter_report(struct arbiter *a, const struct arbiter_report *r)
 {
     if (a != NULL)
-        a->ops->report(a, role, epoch, durable_lsn);
+        a->ops->report(a, r);
 }
 
 int
-arbiter_request_promotion(struct arbiter *a, uint64_t epoch, uint64_t durable_lsn,
-                          uint64_t failover_timeout_ms)
+arbiter_request(struct arbiter *a, const struct arbiter_request *req)
 {
     if (a == NULL)
         return -ENOTCONN;
-    return a->ops->request(a, epoch, durable_lsn, failover_timeout_ms);
+    if ((unsigned)req->ask > ARBITER_RESYNC)
+        return -EINVAL;
+    return a->ops->request(a, req);
+}
+
+enum arbiter_state
+arbiter_state(const struct arbiter *a)
+{
+    return a != NULL ? a->ops->state(a) : ARBITER_STATE_NONE;
+}
+
+const char *
+arbiter_kind(const struct arbiter *a)
+{
+    return a != NULL ? a->ops->kind : none_ops.kind;
 }
 
 const char *
 arbiter_describe(const struct arbiter *a)
 {
     return a != NULL ? a->ops->describe(a) : none_describe(NULL);
+}
+
+const char *
+arbiter_ask_name(enum arbiter_ask ask)
+{
+    switch (ask) {
+    case ARBITER_PROMOTE:
+        return "promotion";
+    case ARBITER_EXPOSE:
+        return "exposure";
+    case ARBITER_RESYNC:
+        return "resync";
+    }
+    return "request";
 }

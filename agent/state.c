@@ -8,7 +8,6 @@
  * retried.
  */
 #include "state.h"
-#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +21,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define STATE_VERSION 1
+#include "pgproto.h"
+#include "util.h"
+
+#define STATE_VERSION 2     /* written; 1 (no exposure keys) is read too */
 #define STATE_FILE_MAX 65536 /* bytes: ours are ~150 */
 #define STATE_LINE_MAX 255
 #define STATE_TMP_SUFFIX ".tmp"
@@ -115,6 +117,8 @@ enum state_key {
     SK_EPOCH,
     SK_PRIMARY,
     SK_CHANGED,
+    SK_EXPOSED_LSN,
+    SK_EXPOSED_AT,
     SK_CHECKSUM,
     SK_COUNT
 };
@@ -124,6 +128,8 @@ static const char *const key_names[SK_COUNT] = {
     [SK_EPOCH] = "epoch",
     [SK_PRIMARY] = "primary",
     [SK_CHANGED] = "changed_unix_us",
+    [SK_EXPOSED_LSN] = "exposed_lsn",
+    [SK_EXPOSED_AT] = "exposed_unix_us",
     [SK_CHECKSUM] = "checksum",
 };
 
@@ -206,9 +212,11 @@ parse(const char *path, const char *buf, size_t len, struct wm_state *st, char *
         line_of[key] = line;
         switch ((enum state_key)key) {
         case SK_VERSION:
-            if (!parse_u64(v, (size_t)(ve - v), &version) || version != STATE_VERSION) {
-                put_err(err, errlen, "%s:%u: version \"%.*s\" is not one this build reads (%d)",
-                        path, line, (int)(ve - v), v, STATE_VERSION);
+            if (!parse_u64(v, (size_t)(ve - v), &version) || version < 1 ||
+                version > STATE_VERSION) {
+                put_err(err, errlen,
+                        "%s:%u: version \"%.*s\" is not one this build reads (1 to %d)", path,
+                        line, (int)(ve - v), v, STATE_VERSION);
                 return -EINVAL;
             }
             break;
@@ -231,6 +239,20 @@ parse(const char *path, const char *buf, size_t len, struct wm_state *st, char *
         case SK_CHANGED:
             if (!parse_u64(v, (size_t)(ve - v), &st->changed_unix_us)) {
                 put_err(err, errlen, "%s:%u: changed_unix_us \"%.*s\" is not a number", path,
+                        line, (int)(ve - v), v);
+                return -EINVAL;
+            }
+            break;
+        case SK_EXPOSED_LSN:
+            if (pgp_lsn_parse(v, (size_t)(ve - v), &st->exposed_lsn) < 0) {
+                put_err(err, errlen, "%s:%u: exposed_lsn \"%.*s\" is not an LSN (X/X)", path,
+                        line, (int)(ve - v), v);
+                return -EINVAL;
+            }
+            break;
+        case SK_EXPOSED_AT:
+            if (!parse_u64(v, (size_t)(ve - v), &st->exposed_unix_us)) {
+                put_err(err, errlen, "%s:%u: exposed_unix_us \"%.*s\" is not a number", path,
                         line, (int)(ve - v), v);
                 return -EINVAL;
             }
@@ -267,6 +289,18 @@ parse(const char *path, const char *buf, size_t len, struct wm_state *st, char *
     if (line_of[SK_VERSION] == 0 || line_of[SK_EPOCH] == 0) {
         put_err(err, errlen, "%s: missing key \"%s\"", path,
                 line_of[SK_VERSION] == 0 ? "version" : "epoch");
+        return -EINVAL;
+    }
+    /* Version 2 says whether the epoch's holder runs exposed; version 1 predates exposure. */
+    if (version >= 2 && (line_of[SK_EXPOSED_LSN] == 0 || line_of[SK_EXPOSED_AT] == 0)) {
+        put_err(err, errlen, "%s: missing key \"%s\"", path,
+                line_of[SK_EXPOSED_LSN] == 0 ? "exposed_lsn" : "exposed_unix_us");
+        return -EINVAL;
+    }
+    if (version < 2 && (line_of[SK_EXPOSED_LSN] != 0 || line_of[SK_EXPOSED_AT] != 0)) {
+        put_err(err, errlen, "%s:%u: key \"%s\" is not part of a version 1 file", path,
+                line_of[SK_EXPOSED_LSN] != 0 ? line_of[SK_EXPOSED_LSN] : line_of[SK_EXPOSED_AT],
+                line_of[SK_EXPOSED_LSN] != 0 ? "exposed_lsn" : "exposed_unix_us");
         return -EINVAL;
     }
     return 0;
@@ -338,7 +372,6 @@ out:
     return rc;
 }
 
-/* Writes all of buf to fd; returns 0 or -errno (-EIO for a write that makes no progress). */
 int
 state_save(const char *dir, const struct wm_state *st, char *err, size_t errlen)
 {
@@ -363,8 +396,11 @@ state_save(const char *dir, const struct wm_state *st, char *err, size_t errlen)
                  "version = %d\n"
                  "epoch = %" PRIu64 "\n"
                  "primary = %s\n"
-                 "changed_unix_us = %" PRIu64 "\n",
-                 STATE_VERSION, st->epoch, st->primary, st->changed_unix_us);
+                 "changed_unix_us = %" PRIu64 "\n"
+                 "exposed_lsn = " LSN_FMT "\n"
+                 "exposed_unix_us = %" PRIu64 "\n",
+                 STATE_VERSION, st->epoch, st->primary, st->changed_unix_us,
+                 LSN_ARGS(st->exposed_lsn), st->exposed_unix_us);
     m = snprintf(text + n, sizeof(text) - (size_t)n, "checksum = %016" PRIx64 "\n",
                  (uint64_t)XXH3_64bits(text, (size_t)n));
     n += m;

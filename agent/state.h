@@ -6,15 +6,24 @@
  *   epoch            the fencing token (>= 1; 1 while the file does not exist yet)
  *   primary          the node that holds that epoch ("" when not known)
  *   changed_unix_us  when epoch / primary last changed (microseconds since the Unix epoch)
+ *   exposed_lsn      the epoch's mark: when exposed_unix_us is not 0, its holder runs EXPOSED -
+ *   exposed_unix_us  commits are acknowledged without the other site since then, and the other
+ *                    site holds durably only what it held at exposed_lsn (or a little more):
+ *                    it is stale and must not be promoted by itself.  0 and 0: the holder's
+ *                    standby is synchronous (or the holder is a switchover's new primary).
  *
  * The file is text, one `key = value` a line, written by this module only:
  *
  *     # walmirror agent state: written by walmirror-agent, do not edit
- *     version = 1
+ *     version = 2
  *     epoch = 2
  *     primary = site-b
  *     changed_unix_us = 1700000000000000
+ *     exposed_lsn = 0/3000000
+ *     exposed_unix_us = 1700000000000000
  *     checksum = 0123456789abcdef
+ *
+ * Version 1 files (written before exposure existed: no exposed_* keys) are read as not exposed.
  *
  * The last line is the XXH3-64 of every byte before it, so a file cut short or damaged is
  * refused rather than read as an older epoch.  Unknown keys, keys set twice, malformed values,
@@ -32,6 +41,7 @@
 #ifndef WALMIRROR_AGENT_STATE_H
 #define WALMIRROR_AGENT_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,7 +54,16 @@ struct wm_state {
     uint64_t epoch;                    /* >= 1 */
     char primary[STATE_NAME_MAX + 1];  /* [A-Za-z0-9_.-]*, may be empty */
     uint64_t changed_unix_us;          /* 0: never changed */
+    uint64_t exposed_lsn;              /* the mark (see above): where the WAL at risk begins */
+    uint64_t exposed_unix_us;          /* 0: not exposed */
 };
+
+/* Whether st's holder runs exposed (the other site is stale). */
+static inline bool
+state_exposed(const struct wm_state *st)
+{
+    return st->exposed_unix_us != 0;
+}
 
 /* The state of a node that has never saved one: epoch 1, no primary. */
 void state_init(struct wm_state *st);

@@ -52,6 +52,8 @@ struct wsite {
     uint8_t role;           /* last reported, enum msg_role */
     uint64_t epoch;         /* last reported */
     uint64_t durable_lsn;   /* last reported */
+    uint64_t mark_lsn, mark_unix_us; /* its epoch's mark, as last reported */
+    struct wm_state told;   /* the record last sent to it as news on its current link */
     uint64_t heard_us;      /* last frame counted as hearing it; 0: never */
     uint64_t source_us;     /* last time heard while reporting role source; 0: never */
     uint64_t state_us;      /* last STATE on the current link; 0: none yet */
@@ -161,14 +163,23 @@ save_state(struct witness *w, const struct wm_state *next)
     return 0;
 }
 
-/* Raises every live link but skip to our epoch (skip may be NULL). */
+/* Raises every live link but skip, and but those of standbys, to our epoch (skip may be NULL):
+ * an old primary that still talks is refused from its next frame on. */
 static void
 raise_links(struct witness *w, const struct wlink *skip)
 {
     for (int i = 0; i < WITNESS_MAX_LINKS; i++) {
         struct wlink *l = w->links[i];
-        if (l != NULL && !l->dead && l != skip)
-            conn_set_epoch(l->c, w->st.epoch);
+        const struct wsite *s;
+
+        if (l == NULL || l->dead || l == skip)
+            continue;
+        /* A standby's frames stay welcome: it only adopts the epoch (told by FENCE), and its
+         * link should not drop over a STATE that crossed the news. */
+        s = link_site(l);
+        if (s != NULL && l->established && s->role == MSG_ROLE_SINK)
+            continue;
+        conn_set_epoch(l->c, w->st.epoch);
     }
 }
 
@@ -181,7 +192,7 @@ raise_links(struct witness *w, const struct wlink *skip)
  */
 static int
 adopt_epoch(struct witness *w, struct wsite *s, uint64_t epoch, uint8_t role,
-            const struct wlink *from)
+            const struct msg_control *mark, const struct wlink *from)
 {
     struct wm_state next;
     int rc;
@@ -203,11 +214,16 @@ adopt_epoch(struct witness *w, struct wsite *s, uint64_t epoch, uint8_t role,
     next.changed_unix_us = clock_unix_us();
     if (role == MSG_ROLE_SOURCE)
         snprintf(next.primary, sizeof(next.primary), "%s", s->name);
+    if (mark != NULL) {
+        next.exposed_lsn = mark->mark_lsn;
+        next.exposed_unix_us = mark->mark_unix_us;
+    }
     rc = save_state(w, &next);
     if (rc < 0)
         return rc;
-    log_info(w->comp, "%s reports epoch %" PRIu64 ", newer than the witness's: adopted, held by %s",
-             s->name, epoch, next.primary[0] != '\0' ? next.primary : "an unknown node");
+    log_info(w->comp, "%s reports epoch %" PRIu64 ", newer than the witness's: adopted, held by %s%s",
+             s->name, epoch, next.primary[0] != '\0' ? next.primary : "an unknown node",
+             state_exposed(&next) ? ", running exposed" : "");
     raise_links(w, from); /* not the reporter's link: see vote() */
     return 0;
 }
@@ -244,7 +260,7 @@ on_site_hello(void *ctx, const struct msg_hello *peer, char *why, size_t whylen)
                  format_time(when, sizeof(when), w->st.changed_unix_us));
         return WIRE_EPROTO; /* conn logs the refusal */
     }
-    if (adopt_epoch(w, s, peer->epoch, peer->role, NULL) < 0) {
+    if (adopt_epoch(w, s, peer->epoch, peer->role, NULL, NULL) < 0) {
         snprintf(why, whylen, "the witness cannot record its state");
         return -EIO;
     }
@@ -275,14 +291,57 @@ on_site_established(void *ctx)
     }
     s->link = l;
     s->state_us = 0;
+    memset(&s->told, 0, sizeof(s->told)); /* a new link has been told nothing */
     log_info(w->comp, "%s up (%s, epoch %" PRIu64 ", durable %X/%X)", s->name,
              msg_role_name(s->role), s->epoch, LSN_ARGS(s->durable_lsn));
 }
 
+/* Sends our record of the current epoch (holder, mark) to l's site as a FENCE: news. */
 static void
-send_verdict(struct witness *w, struct wlink *l, uint8_t kind, uint64_t epoch, const char *text)
+send_record(struct witness *w, struct wlink *l)
 {
-    struct msg_control ctl = {.kind = kind, .value = epoch};
+    struct wsite *s = link_site(l);
+    struct msg_control news = {.kind = MSG_CTL_FENCE,
+                               .value = w->st.epoch,
+                               .mark_lsn = w->st.exposed_lsn,
+                               .mark_unix_us = w->st.exposed_unix_us};
+
+    snprintf(news.text, sizeof(news.text), "%s", w->st.primary);
+    if (conn_send_control(l->c, &news) < 0) {
+        log_warning(w->comp, "cannot send FENCE to %s", s->name);
+        return;
+    }
+    s->told = w->st;
+}
+
+/*
+ * A site that reports our epoch with another mark than our record's (it learnt the epoch from
+ * its peer, or from a refusal, before it learnt the mark) is sent the record, once per link
+ * and record.
+ */
+static void
+tell_record(struct witness *w, struct wlink *l)
+{
+    struct wsite *s = link_site(l);
+
+    if (s == NULL || !l->established || s->epoch != w->st.epoch ||
+        (s->mark_lsn == w->st.exposed_lsn && s->mark_unix_us == w->st.exposed_unix_us) ||
+        memcmp(&s->told, &w->st, sizeof(w->st)) == 0)
+        return;
+    log_info(w->comp, "%s reports epoch %" PRIu64 " with another mark than the witness's: telling it "
+             "the record (held by %s%s)", s->name, w->st.epoch,
+             w->st.primary[0] != '\0' ? w->st.primary : "an unknown node",
+             state_exposed(&w->st) ? ", running exposed" : "");
+    send_record(w, l);
+}
+
+static void
+send_verdict(struct witness *w, struct wlink *l, uint8_t kind, const char *text)
+{
+    struct msg_control ctl = {.kind = kind,
+                              .value = w->st.epoch,
+                              .mark_lsn = w->st.exposed_lsn,
+                              .mark_unix_us = w->st.exposed_unix_us};
     int rc;
 
     snprintf(ctl.text, sizeof(ctl.text), "%s", text);
@@ -292,8 +351,16 @@ send_verdict(struct witness *w, struct wlink *l, uint8_t kind, uint64_t epoch, c
                     w->sites[l->site].name, wire_strerror(rc));
 }
 
-static void __attribute__((format(printf, 4, 5)))
-deny(struct witness *w, struct wlink *l, uint64_t epoch, const char *fmt, ...)
+static const char *
+ask_name(uint8_t kind)
+{
+    return kind == MSG_CTL_EXPOSE_REQUEST   ? "exposure"
+           : kind == MSG_CTL_RESYNC_REQUEST ? "resync"
+                                            : "promotion";
+}
+
+static void __attribute__((format(printf, 5, 6)))
+deny(struct witness *w, struct wlink *l, uint8_t kind, uint64_t epoch, const char *fmt, ...)
 {
     char why[512];
     va_list ap;
@@ -301,11 +368,11 @@ deny(struct witness *w, struct wlink *l, uint64_t epoch, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    log_info(w->comp, "vote for epoch %" PRIu64 " denied to %s: %s", epoch,
+    log_info(w->comp, "%s (epoch %" PRIu64 ") denied to %s: %s", ask_name(kind), epoch,
              w->sites[l->site].name, why);
-    set_last_error(w, "vote for epoch %" PRIu64 " denied to %s: %.180s", epoch,
+    set_last_error(w, "%s (epoch %" PRIu64 ") denied to %s: %.180s", ask_name(kind), epoch,
                    w->sites[l->site].name, why);
-    send_verdict(w, l, MSG_CTL_VOTE_DENY, epoch, why);
+    send_verdict(w, l, MSG_CTL_VOTE_DENY, why);
 }
 
 /*
@@ -342,105 +409,174 @@ silence_needed_us(const struct witness *w, const struct wsite *p, uint64_t failo
     return need;
 }
 
+/*
+ * PROMOTE: whether s may take epoch asked from the primary p (see witness.h).  Returns true,
+ * or false after denying with why.
+ */
+static bool
+promotion_allowed(struct witness *w, struct wlink *l, const struct msg_control *req,
+                  struct wsite *p)
+{
+    struct wsite *s = link_site(l);
+    uint64_t asked = req->value, now = clock_mono_us(), since, need;
+    char since_when[64];
+
+    if (w->paused) {
+        deny(w, l, req->kind, asked,
+             "automatic fail-over is paused at the witness (POST /resume)");
+        return false;
+    }
+    if (p == s) {
+        deny(w, l, req->kind, asked, "%s is the primary: it holds epoch %" PRIu64 " already",
+             s->name, w->st.epoch);
+        return false;
+    }
+    if (state_exposed(&w->st)) {
+        /* A stale standby: the primary has acknowledged commits without it since the mark. */
+        deny(w, l, req->kind, asked,
+             "%s is stale: %s runs exposed since " LSN_FMT " (%s); %s holds WAL up to " LSN_FMT
+             " and %s last reported " LSN_FMT ": up to %" PRIu64 " bytes acknowledged by %s "
+             "may be missing (walmirrorctl failover --force --accept-data-loss overrides)",
+             s->name, p->name, LSN_ARGS(w->st.exposed_lsn),
+             format_time(since_when, sizeof(since_when), w->st.exposed_unix_us), s->name,
+             LSN_ARGS(req->lsn), p->name, LSN_ARGS(p->durable_lsn),
+             p->durable_lsn > req->lsn ? p->durable_lsn - req->lsn : 0, p->name);
+        return false;
+    }
+    need = silence_needed_us(w, p, req->value2);
+    since = p->source_us > w->started_us ? p->source_us : w->started_us;
+    if (now - since >= need)
+        return true;
+    if (p->source_us > w->started_us && p->role == MSG_ROLE_SOURCE)
+        deny(w, l, req->kind, asked,
+             "the primary %s was heard %.1f s ago (link %s); a fail-over needs %.1f s of "
+             "silence",
+             p->name, secs(now - since), p->link != NULL ? "up" : "down", secs(need));
+    else if (p->source_us > w->started_us)
+        deny(w, l, req->kind, asked,
+             "the primary %s reported itself the source %.1f s ago (now %s, link %s); a "
+             "fail-over needs %.1f s since",
+             p->name, secs(now - since), msg_role_name(p->role),
+             p->link != NULL ? "up" : "down", secs(need));
+    else
+        deny(w, l, req->kind, asked,
+             "the witness started %.1f s ago and has not heard the primary %s since; a "
+             "fail-over needs %.1f s of silence",
+             secs(now - since), p->name, secs(need));
+    return false;
+}
+
 static void
 vote(struct witness *w, struct wlink *l, const struct msg_control *req)
 {
     struct wsite *s = link_site(l);
-    uint64_t asked = req->value, now = clock_mono_us(), since, need;
+    uint64_t asked = req->value, now = clock_mono_us();
     struct wm_state next;
     struct wsite *p;
     char when[64], text[512];
 
-    log_info(w->comp, "%s asks for epoch %" PRIu64 " (durable %X/%X, failover_timeout %" PRIu64
-             " ms)", s->name, asked, LSN_ARGS(req->lsn), req->value2);
-    if (w->paused) {
-        deny(w, l, asked, "automatic fail-over is paused at the witness (POST /resume)");
-        return;
-    }
+    if (req->kind == MSG_CTL_VOTE_REQUEST)
+        log_info(w->comp, "%s asks for epoch %" PRIu64 ": promotion (durable " LSN_FMT
+                 ", failover_timeout %" PRIu64 " ms)", s->name, asked, LSN_ARGS(req->lsn),
+                 req->value2);
+    else
+        log_info(w->comp, "%s asks for epoch %" PRIu64 ": %s (durable " LSN_FMT ", standby "
+                 LSN_FMT ")", s->name, asked, ask_name(req->kind), LSN_ARGS(req->lsn),
+                 LSN_ARGS(req->value2));
     if (asked == w->st.epoch && strcmp(w->st.primary, s->name) == 0) {
         /* Asked again by its holder (the grant lost with a link, or an agent that restarted
          * before it recorded it): the same grant, not a new one. */
         snprintf(text, sizeof(text), "epoch %" PRIu64 " is %s's already: granted at %s",
                  asked, s->name, format_time(when, sizeof(when), w->st.changed_unix_us));
         log_info(w->comp, "%s", text);
-        send_verdict(w, l, MSG_CTL_VOTE_GRANT, asked, text);
+        send_verdict(w, l, MSG_CTL_VOTE_GRANT, text);
         return;
     }
     if (asked != w->st.epoch + 1) {
         if (asked <= w->st.epoch)
-            deny(w, l, asked, "epoch %" PRIu64 " is already taken: the witness is at epoch %" PRIu64
-                 ", held by %s since %s", asked, w->st.epoch,
-                 w->st.primary[0] != '\0' ? w->st.primary : "an unknown node",
-                 format_time(when, sizeof(when), w->st.changed_unix_us));
+            deny(w, l, req->kind, asked,
+                 "epoch %" PRIu64 " is already taken: the witness is at epoch %" PRIu64
+                 ", held by %s since %s%s",
+                 asked, w->st.epoch, w->st.primary[0] != '\0' ? w->st.primary : "an unknown node",
+                 format_time(when, sizeof(when), w->st.changed_unix_us),
+                 state_exposed(&w->st) ? ", running exposed" : "");
         else
-            deny(w, l, asked, "epoch %" PRIu64 " skips ahead: the witness is at epoch %" PRIu64,
-                 asked, w->st.epoch);
+            deny(w, l, req->kind, asked,
+                 "epoch %" PRIu64 " skips ahead: the witness is at epoch %" PRIu64, asked,
+                 w->st.epoch);
         return;
     }
     p = &w->sites[primary_site(w, l->site)];
-    if (p == s) {
-        deny(w, l, asked, "%s is the primary: it holds epoch %" PRIu64 " already", s->name,
-             w->st.epoch);
-        return;
-    }
-    need = silence_needed_us(w, p, req->value2);
-    since = p->source_us > w->started_us ? p->source_us : w->started_us;
-    if (now - since < need) {
-        if (p->source_us > w->started_us && p->role == MSG_ROLE_SOURCE)
-            deny(w, l, asked,
-                 "the primary %s was heard %.1f s ago (link %s); a fail-over needs %.1f s of "
-                 "silence",
-                 p->name, secs(now - since), p->link != NULL ? "up" : "down", secs(need));
-        else if (p->source_us > w->started_us)
-            deny(w, l, asked,
-                 "the primary %s reported itself the source %.1f s ago (now %s, link %s); a "
-                 "fail-over needs %.1f s since",
-                 p->name, secs(now - since), msg_role_name(p->role),
-                 p->link != NULL ? "up" : "down", secs(need));
-        else
-            deny(w, l, asked,
-                 "the witness started %.1f s ago and has not heard the primary %s since; a "
-                 "fail-over needs %.1f s of silence",
-                 secs(now - since), p->name, secs(need));
-        return;
-    }
-
-    /* Granted: on disk first, then told. */
     state_init(&next);
     next.epoch = asked;
     next.changed_unix_us = clock_unix_us();
     snprintf(next.primary, sizeof(next.primary), "%s", s->name);
-    if (save_state(w, &next) < 0) {
-        deny(w, l, asked, "the witness cannot record the vote");
+    switch (req->kind) {
+    case MSG_CTL_VOTE_REQUEST:
+        if (!promotion_allowed(w, l, req, p))
+            return;
+        /* The new primary has no standby until the old site rejoins and catches up. */
+        next.exposed_lsn = req->lsn;
+        next.exposed_unix_us = next.changed_unix_us;
+        if (p->source_us > w->started_us)
+            snprintf(text, sizeof(text),
+                     "epoch %" PRIu64 " granted to %s: the primary %s was last heard as the "
+                     "source %.1f s ago",
+                     asked, s->name, p->name,
+                     secs(now - (p->source_us > w->started_us ? p->source_us : w->started_us)));
+        else
+            snprintf(text, sizeof(text),
+                     "epoch %" PRIu64 " granted to %s: the primary %s has not been heard as the "
+                     "source since the witness started %.1f s ago",
+                     asked, s->name, p->name, secs(now - w->started_us));
+        break;
+    case MSG_CTL_EXPOSE_REQUEST:
+    case MSG_CTL_RESYNC_REQUEST:
+        /* Only the primary may change its own standby's standing: the holder of the current
+         * epoch, or with none on record the site that reports itself the source. */
+        if (p != s || (w->st.primary[0] == '\0' && s->role != MSG_ROLE_SOURCE)) {
+            deny(w, l, req->kind, asked,
+                 "%s is not the primary: epoch %" PRIu64 " is held by %s", s->name, w->st.epoch,
+                 w->st.primary[0] != '\0' ? w->st.primary : p->name);
+            return;
+        }
+        if (req->kind == MSG_CTL_EXPOSE_REQUEST) {
+            next.exposed_lsn = req->value2;
+            next.exposed_unix_us = next.changed_unix_us;
+            snprintf(text, sizeof(text),
+                     "epoch %" PRIu64 " granted to %s: it runs exposed; the standby %s is stale "
+                     "below " LSN_FMT " and cannot be promoted until it is synchronous again",
+                     asked, s->name, w->sites[1 - l->site].name, LSN_ARGS(req->value2));
+        } else {
+            snprintf(text, sizeof(text),
+                     "epoch %" PRIu64 " granted to %s: its standby %s is synchronous again",
+                     asked, s->name, w->sites[1 - l->site].name);
+        }
+        break;
+    default:
         return;
     }
-    if (p->source_us > w->started_us)
-        snprintf(text, sizeof(text),
-                 "epoch %" PRIu64 " granted to %s: the primary %s was last heard as the source "
-                 "%.1f s ago",
-                 asked, s->name, p->name, secs(now - since));
-    else
-        snprintf(text, sizeof(text),
-                 "epoch %" PRIu64 " granted to %s: the primary %s has not been heard as the "
-                 "source since the witness started %.1f s ago",
-                 asked, s->name, p->name, secs(now - since));
-    log_info(w->comp, "%s (durable %X/%X; %s last reported durable %X/%X)", text,
+
+    /* Granted: on disk first, then told. */
+    if (save_state(w, &next) < 0) {
+        deny(w, l, req->kind, asked, "the witness cannot record the grant");
+        return;
+    }
+    log_info(w->comp, "%s (durable " LSN_FMT "; %s last reported durable " LSN_FMT ")", text,
              LSN_ARGS(req->lsn), p->name, LSN_ARGS(p->durable_lsn));
-    send_verdict(w, l, MSG_CTL_VOTE_GRANT, asked, text);
-    /* Fence everyone else now.  Not the requester's link: raising a live link's epoch at one
+    send_verdict(w, l, MSG_CTL_VOTE_GRANT, text);
+    s->told = w->st;
+    /* Tell everyone else now.  Not the requester's link: raising a live link's epoch at one
      * end makes it refuse the other end's frames already in flight (a STATE sent before the
      * grant arrived), so that link keeps its epoch in the frame headers - the requester's
      * next connection carries the new one, and its STATE reports say it meanwhile. */
     raise_links(w, l);
     for (int i = 0; i < WITNESS_MAX_LINKS; i++) {
         struct wlink *o = w->links[i];
-        struct msg_control fence = {.kind = MSG_CTL_FENCE, .value = asked};
 
-        if (o == NULL || o->dead || o == l || !o->established)
+        if (o == NULL || o->dead || o == l || !o->established || link_site(o) == NULL)
             continue;
-        snprintf(fence.text, sizeof(fence.text), "%s", s->name);
-        if (conn_send_control(o->c, &fence) < 0)
-            log_warning(w->comp, "cannot send FENCE to %s", w->sites[o->site].name);
+        send_record(w, o);
     }
 }
 
@@ -466,11 +602,18 @@ on_site_control(void *ctx, const struct msg_control *ctl)
         s->role = (uint8_t)ctl->value2;
         s->epoch = ctl->value;
         s->durable_lsn = ctl->lsn;
+        s->mark_lsn = ctl->mark_lsn;
+        s->mark_unix_us = ctl->mark_unix_us;
         heard(s);
-        if (adopt_epoch(w, s, ctl->value, s->role, l) < 0)
+        if (adopt_epoch(w, s, ctl->value, s->role, ctl, l) < 0) {
             conn_close(l->c, -EIO, "the witness cannot record its state");
+            return;
+        }
+        tell_record(w, l);
         return;
     case MSG_CTL_VOTE_REQUEST:
+    case MSG_CTL_EXPOSE_REQUEST:
+    case MSG_CTL_RESYNC_REQUEST:
         heard(s);
         vote(w, l, ctl);
         return;

@@ -295,7 +295,8 @@ START_TEST(test_msg_timeline_and_control)
                              .history_len = sizeof(hist) - 1};
     struct msg_timeline t2;
     struct msg_control c = {.kind = MSG_CTL_SWITCHOVER_PROMOTE, .lsn = 0x5000028,
-                            .value = 1234567, .value2 = 9};
+                            .value = 1234567, .value2 = 9, .mark_lsn = 0x2F00000,
+                            .mark_unix_us = 1700000000000001ull};
     struct msg_control c2;
     ssize_t n;
 
@@ -334,8 +335,19 @@ START_TEST(test_msg_timeline_and_control)
     ck_assert_uint_eq(c2.value2, 9);
     ck_assert_str_eq(c2.text, c.text);
     ck_assert_str_eq(msg_ctl_name(c2.kind), "SWITCHOVER_PROMOTE");
+    ck_assert_uint_eq(c2.mark_lsn, 0x2F00000);
+    ck_assert_uint_eq(c2.mark_unix_us, 1700000000000001ull);
+    /* Every cut is malformed but one: the body as it was before the mark was appended, which
+     * decodes with no mark. */
     for (ssize_t cut = 0; cut < n; cut++)
-        ck_assert_int_eq(msg_decode_control(buf, (size_t)cut, &c2), WIRE_EMESSAGE);
+        if (cut != n - 16)
+            ck_assert_int_eq(msg_decode_control(buf, (size_t)cut, &c2), WIRE_EMESSAGE);
+    ck_assert_int_eq(msg_decode_control(buf, (size_t)n - 16, &c2), 0);
+    ck_assert_str_eq(c2.text, c.text);
+    ck_assert_uint_eq(c2.mark_lsn, 0);
+    ck_assert_uint_eq(c2.mark_unix_us, 0);
+    ck_assert_str_eq(msg_ctl_name(MSG_CTL_EXPOSE_REQUEST), "EXPOSE_REQUEST");
+    ck_assert_str_eq(msg_ctl_name(MSG_CTL_RESYNC_REQUEST), "RESYNC_REQUEST");
     c.kind = 0;
     n = msg_encode_control(&c, buf, sizeof(buf));
     ck_assert_int_eq(msg_decode_control(buf, (size_t)n, &c2), WIRE_EMESSAGE);

@@ -126,6 +126,7 @@ START_TEST(test_round_trip)
     ck_assert_uint_eq(back.epoch, 7);
     ck_assert_str_eq(back.primary, "site-b");
     ck_assert_uint_eq(back.changed_unix_us, 1700000000123456ull);
+    ck_assert(!state_exposed(&back));
     ck_assert_int_eq(stat(path, &sb), 0);
     ck_assert_int_eq(sb.st_mode & 0777, 0600);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -140,6 +141,37 @@ START_TEST(test_round_trip)
     ck_assert_uint_eq(back.epoch, UINT64_MAX);
     ck_assert_str_eq(back.primary, "");
     ck_assert_uint_eq(back.changed_unix_us, 0);
+
+    /* the exposure mark: the holder runs without its standby since (LSN, time) */
+    st = sample();
+    st.exposed_lsn = 0x1600000000ull | 0xB374D848u;
+    st.exposed_unix_us = 1700000000999999ull;
+    ck_assert_msg(state_save(dir, &st, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(state_load(dir, &back, err, sizeof(err)), 1);
+    ck_assert(state_exposed(&back));
+    ck_assert_uint_eq(back.exposed_lsn, st.exposed_lsn);
+    ck_assert_uint_eq(back.exposed_unix_us, 1700000000999999ull);
+    {
+        size_t n;
+        char *text = tu_read_file(path, &n);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_msg(strstr(text, "exposed_lsn = 16/B374D848\n") != NULL, "%s", text);
+        free(text);
+    }
+}
+END_TEST
+
+/* A file written before exposure existed (version 1) reads as not exposed. */
+START_TEST(test_version_1_read)
+{
+    struct wm_state st;
+
+    write_with_checksum("version = 1\nepoch = 5\nprimary = site-a\nchanged_unix_us = 7\n");
+    ck_assert_msg(state_load(dir, &st, err, sizeof(err)) == 1, "%s", err);
+    ck_assert_uint_eq(st.epoch, 5);
+    ck_assert_str_eq(st.primary, "site-a");
+    ck_assert(!state_exposed(&st));
+    ck_assert_uint_eq(st.exposed_lsn, 0);
 }
 END_TEST
 
@@ -233,7 +265,7 @@ START_TEST(test_damaged_file_refused)
         ck_assert_ptr_nonnull(e);
         e[8] = '8';
         write_file(path, text, len);
-        expect_load_error(-EINVAL, ":6: checksum mismatch");
+        expect_load_error(-EINVAL, ":8: checksum mismatch"); /* the last of 8 lines */
         e[8] = '7';
     }
     write_file(path, junk, sizeof(junk) - 1);
@@ -264,8 +296,20 @@ START_TEST(test_bad_keys_named)
     write_with_checksum("version = 1\nepoch = 2\nepoch = 3\n");
     expect_load_error(-EINVAL, ":3: key \"epoch\" set twice, on lines 2 and 3");
 
-    write_with_checksum("version = 2\nepoch = 2\n");
-    expect_load_error(-EINVAL, ":1: version \"2\" is not one this build reads");
+    write_with_checksum("version = 3\nepoch = 2\n");
+    expect_load_error(-EINVAL, ":1: version \"3\" is not one this build reads (1 to 2)");
+
+    write_with_checksum("version = 2\nepoch = 2\nexposed_unix_us = 5\n");
+    expect_load_error(-EINVAL, "missing key \"exposed_lsn\"");
+
+    write_with_checksum("version = 2\nepoch = 2\nexposed_lsn = 0/0\n");
+    expect_load_error(-EINVAL, "missing key \"exposed_unix_us\"");
+
+    write_with_checksum("version = 2\nepoch = 2\nexposed_lsn = 0/30G\nexposed_unix_us = 5\n");
+    expect_load_error(-EINVAL, ":3: exposed_lsn \"0/30G\" is not an LSN (X/X)");
+
+    write_with_checksum("version = 1\nepoch = 2\nexposed_lsn = 0/3000000\n");
+    expect_load_error(-EINVAL, ":3: key \"exposed_lsn\" is not part of a version 1 file");
 
     write_with_checksum("version = 1\nepoch = 0\n");
     expect_load_error(-EINVAL, ":2: epoch \"0\" is not a number >= 1");
@@ -417,6 +461,7 @@ state_suite(void)
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_round_trip);
+    tcase_add_test(tc, test_version_1_read);
     tcase_add_test(tc, test_stores_what_it_is_given);
     tcase_add_test(tc, test_missing_file_and_directory);
     tcase_add_test(tc, test_torn_file_refused);

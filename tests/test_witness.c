@@ -10,15 +10,20 @@
  *   b. site-a's arbiter freed (its link gone): at once still denied; after the silence
  *      threshold site-b is granted epoch 2, and the state file says epoch 2, primary site-b;
  *      site-b's link survives the grant;
- *   c. site-a connecting at epoch 1 is refused and told on_fenced(2, "site-b"), its request
- *      is -ENOTCONN; once it has adopted epoch 2 (as a sink) it connects, and its requests
- *      for epoch 2 (taken) and 3 (site-b alive) are denied;
- *   d. the witness killed (SIGKILL) and restarted: still epoch 2, site-b reconnects at
- *      epoch 2, a site-a at epoch 1 is still fenced;
+ *      epoch 2 is recorded exposed (the new primary has no standby yet);
+ *   c. site-a connecting at epoch 1 is refused and told on_epoch_news(2, "site-b"), its
+ *      request is -ENOTCONN; once it has adopted epoch 2 (as a sink) it connects, is told the
+ *      epoch's mark (exposed), and its requests for epoch 2 (taken) and 3 (stale) are denied;
+ *   h. exposure and resync: only the primary may ask; RESYNC clears the mark (site-a becomes
+ *      promotable), EXPOSE sets it and site-a's promotion is denied naming the exposure's
+ *      start; the holder asking again gets the same grant; one grant per epoch when an
+ *      exposure and a promotion race;
+ *   d. the witness killed (SIGKILL) and restarted: still epoch 7, site-b reconnects at
+ *      epoch 7, a site-a at epoch 1 is still fenced;
  *   f. certificates for another name, or from another CA, are refused by the witness;
  *   g. a primary whose PostgreSQL died (it reports role unknown) is taken over while its
- *      link is up: site-a gets epoch 3, and site-b's arbiter is told on_fenced(3, "site-a")
- *      through the live link;
+ *      link is up: site-a gets epoch 8, and site-b's arbiter is told on_epoch_news(8,
+ *      "site-a") through the live link;
  *   e. a witness that does not answer (SIGSTOP): the request is denied; unreachable:
  *      -ENOTCONN; SIGTERM stops it cleanly (exit 0, which under ASan also means no leak);
  *      without a witness configured the "none" arbiter says -ENOTCONN.
@@ -27,6 +32,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -57,10 +63,12 @@ struct client {
     int verdicts;
     bool granted;
     uint64_t verdict_epoch;
+    struct wm_state verdict; /* the record the last verdict carried */
     char why[1100];
-    int fenced;
+    int fenced; /* on_epoch_news calls */
     uint64_t fenced_epoch;
     char holder[64];
+    struct wm_state news; /* the record the last news carried */
 };
 
 static struct wio_loop *loop;
@@ -225,27 +233,55 @@ log_has(const char *what)
 /* ---- site clients: the real arbiter ---- */
 
 static void
-on_verdict(void *ctx, bool granted, uint64_t epoch, const char *why)
+on_verdict(void *ctx, const struct arbiter_request *req, bool granted, const struct wm_state *e,
+           const char *why)
 {
     struct client *c = ctx;
 
+    (void)req;
     c->verdicts++;
     c->granted = granted;
-    c->verdict_epoch = epoch;
+    c->verdict_epoch = e->epoch;
+    c->verdict = *e;
     snprintf(c->why, sizeof(c->why), "%s", why);
 }
 
 static void
-on_fenced(void *ctx, uint64_t epoch, const char *holder)
+on_epoch_news(void *ctx, const struct wm_state *e)
 {
     struct client *c = ctx;
 
     c->fenced++;
-    c->fenced_epoch = epoch;
-    snprintf(c->holder, sizeof(c->holder), "%s", holder);
+    c->fenced_epoch = e->epoch;
+    c->news = *e;
+    snprintf(c->holder, sizeof(c->holder), "%s", e->primary);
 }
 
-static const struct arbiter_cb client_cb = {.on_verdict = on_verdict, .on_fenced = on_fenced};
+static const struct arbiter_cb client_cb = {.on_verdict = on_verdict,
+                                            .on_epoch_news = on_epoch_news};
+
+/* What a site says of itself; mark: its record of the epoch (NULL: none). */
+static void
+report(struct client *c, uint8_t role, uint64_t epoch, uint64_t durable,
+       const struct wm_state *mark)
+{
+    struct arbiter_report r = {.role = role, .epoch = epoch, .durable_lsn = durable, .mark = mark};
+
+    arbiter_report(c->arb, &r);
+}
+
+static int
+request(struct client *c, enum arbiter_ask ask, uint64_t epoch, uint64_t durable,
+        uint64_t standby)
+{
+    struct arbiter_request req = {.ask = ask,
+                                  .epoch = epoch,
+                                  .durable_lsn = durable,
+                                  .standby_lsn = standby,
+                                  .failover_timeout_ms = FAILOVER_MS};
+
+    return arbiter_request(c->arb, &req);
+}
 
 /* A site's configuration as the arbiter reads it; cert names the certificate's file stem. */
 static void
@@ -281,7 +317,7 @@ client_start(struct client *c, const char *cert, uint8_t role, uint64_t epoch)
     c->holder[0] = c->why[0] = '\0';
     client_config(c, cert);
     ck_assert_int_eq(arbiter_new(&c->arb, loop, &c->cfg, &client_cb, c), 0);
-    arbiter_report(c->arb, role, epoch, 0x3000000);
+    report(c, role, epoch, 0x3000000, NULL);
 }
 
 static void
@@ -337,15 +373,22 @@ is_fenced(const struct client *c)
 
 /* Asks for epoch + 1 and waits for the verdict. */
 static void
-ask(struct client *c, uint64_t epoch)
+ask_for(struct client *c, enum arbiter_ask what, uint64_t epoch, uint64_t standby)
 {
     int rc;
 
     c->verdicts = 0;
-    rc = arbiter_request_promotion(c->arb, epoch, 0x3000000, FAILOVER_MS);
+    rc = request(c, what, epoch, 0x3000000, standby);
     ck_assert_msg(rc == 0, "%s: request failed: %s", c->name, strerror(-rc));
     ck_assert_msg(run_until(has_verdict, c, 5), "%s: no verdict", c->name);
     ck_assert_int_eq(c->verdicts, 1);
+}
+
+/* A promotion: epoch + 1, and waits for the verdict. */
+static void
+ask(struct client *c, uint64_t epoch)
+{
+    ask_for(c, ARBITER_PROMOTE, epoch, 0);
 }
 
 /*
@@ -377,6 +420,21 @@ expect_denied(struct client *c, const char *what)
                   c->why, what);
 }
 
+/* The witness's state file: epoch, holder, and exposed since exposed_lsn (0: not exposed). */
+static void
+expect_record(uint64_t epoch, const char *primary, uint64_t exposed_lsn)
+{
+    struct wm_state st;
+    char err[512];
+
+    ck_assert_msg(state_load(state_dir, &st, err, sizeof(err)) == 1, "%s", err);
+    ck_assert_uint_eq(st.epoch, epoch);
+    ck_assert_str_eq(st.primary, primary);
+    ck_assert_msg(state_exposed(&st) == (exposed_lsn != 0), "epoch %" PRIu64 " is%s exposed",
+                  st.epoch, state_exposed(&st) ? "" : " not");
+    ck_assert_uint_eq(st.exposed_lsn, exposed_lsn);
+}
+
 static void
 expect_state(uint64_t epoch, const char *primary)
 {
@@ -386,6 +444,29 @@ expect_state(uint64_t epoch, const char *primary)
     ck_assert_msg(state_load(state_dir, &st, err, sizeof(err)) == 1, "%s", err);
     ck_assert_uint_eq(st.epoch, epoch);
     ck_assert_str_eq(st.primary, primary);
+}
+
+static bool
+news_of_epoch(const struct client *c, uint64_t epoch)
+{
+    return c->fenced > 0 && c->fenced_epoch == epoch;
+}
+
+/* Runs until c has been told of epoch (held by holder, exposed since lsn or 0 for not). */
+static void
+expect_news(struct client *c, uint64_t epoch, const char *holder, uint64_t exposed_lsn)
+{
+    double end = now_s() + 5;
+
+    while (!(news_of_epoch(c, epoch) && state_exposed(&c->news) == (exposed_lsn != 0)) &&
+           now_s() < end)
+        ck_assert_int_ge(wio_run_once(loop, 20), 0);
+    ck_assert_msg(news_of_epoch(c, epoch), "%s was not told of epoch %" PRIu64 " (last: %" PRIu64
+                  ")", c->name, epoch, c->fenced_epoch);
+    ck_assert_str_eq(c->news.primary, holder);
+    ck_assert_msg(state_exposed(&c->news) == (exposed_lsn != 0), "%s: epoch %" PRIu64 " %s",
+                  c->name, epoch, state_exposed(&c->news) ? "exposed" : "not exposed");
+    ck_assert_uint_eq(c->news.exposed_lsn, exposed_lsn);
 }
 
 static void
@@ -414,14 +495,14 @@ START_TEST(a_primary_alive_denies)
 
     ask(&B, 1);
     expect_denied(&B, "the primary site-a was heard");
-    ck_assert_uint_eq(B.verdict_epoch, 2);
+    ck_assert_uint_eq(B.verdict_epoch, 1); /* a denial carries the witness's epoch */
     ask(&A, 1);
     expect_denied(&A, "site-a is the primary");
 
     /* one request at a time */
     B.verdicts = 0;
-    ck_assert_int_eq(arbiter_request_promotion(B.arb, 1, 0, FAILOVER_MS), 0);
-    ck_assert_int_eq(arbiter_request_promotion(B.arb, 1, 0, FAILOVER_MS), -EBUSY);
+    ck_assert_int_eq(request(&B, ARBITER_PROMOTE, 1, 0, 0), 0);
+    ck_assert_int_eq(request(&B, ARBITER_PROMOTE, 1, 0, 0), -EBUSY);
     ck_assert(run_until(has_verdict, &B, 5));
 
     {
@@ -446,7 +527,11 @@ START_TEST(b_primary_gone_grants)
 
     ask_until_granted(&B, 1, gone);
     ck_assert_msg(strstr(B.why, "epoch 2 granted to site-b") != NULL, "%s", B.why);
-    expect_state(2, "site-b");
+    /* the new primary has no standby yet: exposed since what it held */
+    expect_record(2, "site-b", 0x3000000);
+    ck_assert(state_exposed(&B.verdict));
+    ck_assert_uint_eq(B.verdict.exposed_lsn, 0x3000000);
+    ck_assert_str_eq(B.verdict.primary, "site-b");
     ck_assert(log_has("epoch 2 granted to site-b"));
     /* asked again by its holder: the same grant, not a new epoch */
     ask(&B, 1);
@@ -455,7 +540,7 @@ START_TEST(b_primary_gone_grants)
     expect_state(2, "site-b");
 
     /* the agent promotes and says so; its link survives the grant (no self-fencing) */
-    arbiter_report(B.arb, MSG_ROLE_SOURCE, 2, 0x4000000);
+    report(&B, MSG_ROLE_SOURCE, 2, 0x4000000, &B.verdict);
     run_for(0.6);
     ck_assert(arbiter_reachable(B.arb));
     ck_assert_int_eq(B.fenced, 0);
@@ -473,20 +558,107 @@ START_TEST(c_old_primary_fenced)
     ck_assert_uint_eq(A.fenced_epoch, 2);
     ck_assert_str_eq(A.holder, "site-b");
     ck_assert(!arbiter_reachable(A.arb));
-    ck_assert_int_eq(arbiter_request_promotion(A.arb, 1, 0, FAILOVER_MS), -ENOTCONN);
+    ck_assert_int_eq(request(&A, ARBITER_PROMOTE, 1, 0, 0), -ENOTCONN);
+    ck_assert_int_eq(arbiter_state(A.arb), ARBITER_STATE_FENCED);
     snprintf(want, sizeof(want), "witness@127.0.0.1:%d fenced: epoch 2 is held by site-b",
              witness_port);
     ck_assert_str_eq(arbiter_describe(A.arb), want);
     ck_assert(log_has("fenced: epoch 2 is held by site-b since"));
 
-    /* rejoined as a sink at epoch 2: accepted again; epoch 2 is not granted twice */
-    arbiter_report(A.arb, MSG_ROLE_SINK, 2, 0x3000000);
+    /* rejoined as a sink at epoch 2 (the refusal did not say the mark): accepted again, and
+     * told the record: site-b runs exposed, site-a is stale */
+    report(&A, MSG_ROLE_SINK, 2, 0x3000000, NULL);
     ck_assert_msg(run_until(reachable, &A, 5), "%s", arbiter_describe(A.arb));
+    ck_assert_int_eq(arbiter_state(A.arb), ARBITER_STATE_UP);
+    expect_news(&A, 2, "site-b", 0x3000000);
+    ck_assert_int_eq(A.fenced, 2);
+    report(&A, MSG_ROLE_SINK, 2, 0x3000000, &A.news);
+    /* epoch 2 is not granted twice; a stale standby is not promoted */
     ask(&A, 1);
     expect_denied(&A, "epoch 2 is already taken: the witness is at epoch 2, held by site-b");
     ask(&A, 2);
-    expect_denied(&A, "the primary site-b was heard");
-    ck_assert_int_eq(A.fenced, 1);
+    expect_denied(&A, "site-a is stale: site-b runs exposed since 0/3000000");
+    expect_denied(&A, "may be missing");
+    run_for(0.5);
+    ck_assert_int_eq(A.fenced, 2); /* told once */
+}
+END_TEST
+
+/* Exposure and resync, with site-b the primary (epoch 2, exposed since its promotion) and
+ * site-a its standby (a sink at epoch 2, told the mark in c). */
+START_TEST(h_exposure_and_resync)
+{
+    /* only the primary may ask */
+    ask_for(&A, ARBITER_EXPOSE, 2, 0x3000000);
+    expect_denied(&A, "site-a is not the primary: epoch 2 is held by site-b");
+    ask_for(&A, ARBITER_RESYNC, 2, 0);
+    expect_denied(&A, "site-a is not the primary");
+    expect_record(2, "site-b", 0x3000000);
+
+    /* site-a caught up: site-b is synchronous again, site-a promotable */
+    ask_for(&B, ARBITER_RESYNC, 2, 0);
+    ck_assert_msg(B.granted, "%s", B.why);
+    ck_assert_uint_eq(B.verdict_epoch, 3);
+    ck_assert(!state_exposed(&B.verdict));
+    ck_assert_msg(strstr(B.why, "its standby site-a is synchronous again") != NULL, "%s", B.why);
+    expect_record(3, "site-b", 0);
+    expect_news(&A, 3, "site-b", 0);
+    report(&A, MSG_ROLE_SINK, 3, 0x4000000, &A.news);
+    report(&B, MSG_ROLE_SOURCE, 3, 0x4200000, &B.verdict);
+    run_for(0.3);
+    ask(&A, 3);
+    expect_denied(&A, "the primary site-b was heard"); /* not stale: only alive */
+
+    /* site-a lost for standby_loss_timeout: site-b runs exposed since site-a's 0/4100000 */
+    ask_for(&B, ARBITER_EXPOSE, 3, 0x4100000);
+    ck_assert_msg(B.granted, "%s", B.why);
+    ck_assert_uint_eq(B.verdict_epoch, 4);
+    ck_assert(state_exposed(&B.verdict));
+    ck_assert_uint_eq(B.verdict.exposed_lsn, 0x4100000);
+    ck_assert_msg(strstr(B.why, "the standby site-a is stale below 0/4100000") != NULL, "%s",
+                  B.why);
+    expect_record(4, "site-b", 0x4100000);
+    ck_assert(log_has("epoch 4 granted to site-b: it runs exposed"));
+    expect_news(&A, 4, "site-b", 0x4100000);
+    report(&A, MSG_ROLE_SINK, 4, 0x4100000, &A.news);
+    report(&B, MSG_ROLE_SOURCE, 4, 0x4800000, &B.verdict);
+    run_for(0.3);
+    /* a stale standby is never promoted: the denial says what may be lost */
+    ask(&A, 4);
+    expect_denied(&A, "site-a is stale: site-b runs exposed since 0/4100000");
+    expect_denied(&A, "site-b last reported 0/4800000");
+    ck_assert(arbiter_reachable(A.arb)); /* a standby's link survives the news */
+    /* the holder asking again gets the same grant */
+    ask_for(&B, ARBITER_EXPOSE, 3, 0x4100000);
+    ck_assert_msg(B.granted && B.verdict_epoch == 4, "%s", B.why);
+    ck_assert_msg(strstr(B.why, "epoch 4 is site-b's already") != NULL, "%s", B.why);
+    expect_record(4, "site-b", 0x4100000);
+
+    /* back to synchronous */
+    ask_for(&B, ARBITER_RESYNC, 4, 0);
+    ck_assert_msg(B.granted && B.verdict_epoch == 5, "%s", B.why);
+    expect_record(5, "site-b", 0);
+    expect_news(&A, 5, "site-b", 0);
+    report(&A, MSG_ROLE_SINK, 5, 0x4900000, &A.news);
+    report(&B, MSG_ROLE_SOURCE, 5, 0x4900000, &B.verdict);
+
+    /* one grant per epoch: an exposure and a promotion race for epoch 6 */
+    ask_for(&B, ARBITER_EXPOSE, 5, 0x4900000);
+    ck_assert_msg(B.granted && B.verdict_epoch == 6, "%s", B.why);
+    ask(&A, 5);
+    expect_denied(&A, "epoch 6 is already taken: the witness is at epoch 6, held by site-b");
+    expect_denied(&A, "running exposed");
+    expect_news(&A, 6, "site-b", 0x4900000);
+    report(&A, MSG_ROLE_SINK, 6, 0x4900000, &A.news);
+    report(&B, MSG_ROLE_SOURCE, 6, 0x4900000, &B.verdict);
+    ask_for(&B, ARBITER_RESYNC, 6, 0);
+    ck_assert_msg(B.granted && B.verdict_epoch == 7, "%s", B.why);
+    expect_record(7, "site-b", 0);
+    expect_news(&A, 7, "site-b", 0);
+    report(&A, MSG_ROLE_SINK, 7, 0x4900000, &A.news);
+    report(&B, MSG_ROLE_SOURCE, 7, 0x4900000, &B.verdict);
+    run_for(0.5);
+    ck_assert(arbiter_reachable(A.arb) && arbiter_reachable(B.arb));
 }
 END_TEST
 
@@ -498,20 +670,20 @@ START_TEST(d_restart_keeps_epoch)
     ck_assert(run_until(unreachable, &B, 5));
     ck_assert(run_until(unreachable, &A, 5));
     start_witness();
-    expect_status(2, "site-b", false);
+    expect_status(7, "site-b", false);
     ck_assert_msg(run_until(reachable, &B, 5), "site-b: %s", arbiter_describe(B.arb));
     ck_assert_msg(run_until(reachable, &A, 5), "site-a: %s", arbiter_describe(A.arb));
     ck_assert_int_eq(B.fenced, 0);
     run_for(0.3);
-    expect_status(2, "site-b", true);
+    expect_status(7, "site-b", true);
 
     client_start(&A1, "site-a", MSG_ROLE_SOURCE, 1);
     ck_assert(run_until(is_fenced, &A1, 5));
-    ck_assert_uint_eq(A1.fenced_epoch, 2);
+    ck_assert_uint_eq(A1.fenced_epoch, 7);
     ck_assert_str_eq(A1.holder, "site-b");
     client_stop(&A1);
     config_free(&A1.cfg);
-    expect_state(2, "site-b");
+    expect_record(7, "site-b", 0);
 }
 END_TEST
 
@@ -523,10 +695,10 @@ START_TEST(f_wrong_certificates_refused)
     for (int i = 0; i < 2; i++) {
         struct client C = {.name = i == 0 ? "site-a" : "site-b"};
 
-        client_start(&C, certs[i], MSG_ROLE_SINK, 2);
+        client_start(&C, certs[i], MSG_ROLE_SINK, 7);
         run_for(1.2);
         ck_assert_msg(!arbiter_reachable(C.arb), "%s accepted", certs[i]);
-        ck_assert_int_eq(arbiter_request_promotion(C.arb, 2, 0, FAILOVER_MS), -ENOTCONN);
+        ck_assert_int_eq(request(&C, ARBITER_PROMOTE, 2, 0, 0), -ENOTCONN);
         ck_assert_msg(strstr(arbiter_describe(C.arb), " down (") != NULL, "%s",
                       arbiter_describe(C.arb));
         ck_assert_int_eq(C.fenced, 0);
@@ -543,25 +715,27 @@ START_TEST(g_dead_primary_fenced_on_live_link)
 {
     double lost;
 
+    int a_told = A.fenced, b_told = B.fenced;
+
     /* site-b's PostgreSQL died: its agent says so, its link stays up */
-    arbiter_report(B.arb, MSG_ROLE_UNKNOWN, 2, 0x4000000);
+    report(&B, MSG_ROLE_UNKNOWN, 7, 0x4000000, NULL);
     lost = now_s();
     run_for(0.1);
-    ask(&A, 2);
+    ask(&A, 7);
     expect_denied(&A, "the primary site-b reported itself the source");
-    ask_until_granted(&A, 2, lost);
-    expect_state(3, "site-a");
+    ask_until_granted(&A, 7, lost);
+    expect_record(8, "site-a", 0x3000000);
 
     ck_assert_msg(run_until(is_fenced, &B, 3), "site-b not told");
-    ck_assert_uint_eq(B.fenced_epoch, 3);
+    ck_assert_uint_eq(B.fenced_epoch, 8);
     ck_assert_str_eq(B.holder, "site-a");
-    ck_assert(run_until(unreachable, &B, 3)); /* its next STATE, at epoch 2, was refused */
+    ck_assert(run_until(unreachable, &B, 3)); /* its next STATE, at epoch 7, was refused */
 
-    arbiter_report(A.arb, MSG_ROLE_SOURCE, 3, 0x5000000);
+    report(&A, MSG_ROLE_SOURCE, 8, 0x5000000, &A.verdict);
     run_for(0.6);
     ck_assert(arbiter_reachable(A.arb));
-    ck_assert_int_eq(A.fenced, 1); /* only c's */
-    ck_assert_int_eq(B.fenced, 1);
+    ck_assert_int_eq(A.fenced, a_told);
+    ck_assert_int_eq(B.fenced, b_told + 1);
 }
 END_TEST
 
@@ -573,11 +747,13 @@ START_TEST(e_witness_unreachable)
     /* stopped: no answer */
     ck_assert_int_eq(kill(witness_pid, SIGSTOP), 0);
     A.verdicts = 0;
-    ck_assert_int_eq(arbiter_request_promotion(A.arb, 3, 0, FAILOVER_MS), 0);
+    ck_assert_int_eq(request(&A, ARBITER_EXPOSE, 8, 0x5000000, 0x4000000), 0);
     ck_assert(run_until(has_verdict, &A, ARBITER_VOTE_TIMEOUT_MS / 1000.0 + 2));
     ck_assert(!A.granted);
     ck_assert(run_until(unreachable, &A, 3));
-    ck_assert_int_eq(arbiter_request_promotion(A.arb, 3, 0, FAILOVER_MS), -ENOTCONN);
+    /* an isolated primary never gets to run exposed */
+    ck_assert_int_eq(request(&A, ARBITER_EXPOSE, 8, 0x5000000, 0x4000000), -ENOTCONN);
+    ck_assert_int_eq(arbiter_state(A.arb), ARBITER_STATE_DOWN);
     ck_assert_msg(strstr(arbiter_describe(A.arb), " down (") != NULL, "%s",
                   arbiter_describe(A.arb));
 
@@ -588,21 +764,30 @@ START_TEST(e_witness_unreachable)
                   "the witness did not stop cleanly (status %d); see %s", status, log_path);
     run_for(1.2);
     ck_assert(!arbiter_reachable(A.arb));
-    ck_assert_int_eq(arbiter_request_promotion(A.arb, 3, 0, FAILOVER_MS), -ENOTCONN);
+    ck_assert_int_eq(request(&A, ARBITER_PROMOTE, 8, 0, 0), -ENOTCONN);
 
     /* no witness configured */
     memset(&N.cfg, 0, sizeof(N.cfg));
     ck_assert_int_eq(arbiter_new(&N.arb, loop, &N.cfg, &client_cb, &N), 0);
-    arbiter_report(N.arb, MSG_ROLE_SINK, 1, 0);
+    report(&N, MSG_ROLE_SINK, 1, 0, NULL);
     ck_assert(!arbiter_reachable(N.arb));
-    ck_assert_int_eq(arbiter_request_promotion(N.arb, 1, 0, FAILOVER_MS), -ENOTCONN);
+    ck_assert_int_eq(request(&N, ARBITER_PROMOTE, 1, 0, 0), -ENOTCONN);
+    ck_assert_int_eq(request(&N, ARBITER_EXPOSE, 1, 0, 0), -ENOTCONN);
+    ck_assert_int_eq(arbiter_state(N.arb), ARBITER_STATE_NONE);
+    ck_assert_str_eq(arbiter_kind(N.arb), "none");
     ck_assert_msg(strncmp(arbiter_describe(N.arb), "none", 4) == 0, "%s",
                   arbiter_describe(N.arb));
     arbiter_free(N.arb);
     /* NULL behaves as none */
-    arbiter_report(NULL, MSG_ROLE_SINK, 1, 0);
+    {
+        struct arbiter_report r = {.role = MSG_ROLE_SINK, .epoch = 1};
+        struct arbiter_request q = {.ask = ARBITER_PROMOTE, .epoch = 1};
+
+        arbiter_report(NULL, &r);
+        ck_assert_int_eq(arbiter_request(NULL, &q), -ENOTCONN);
+    }
     ck_assert(!arbiter_reachable(NULL));
-    ck_assert_int_eq(arbiter_request_promotion(NULL, 1, 0, FAILOVER_MS), -ENOTCONN);
+    ck_assert_int_eq(arbiter_state(NULL), ARBITER_STATE_NONE);
     ck_assert_msg(strncmp(arbiter_describe(NULL), "none", 4) == 0, "%s", arbiter_describe(NULL));
     arbiter_free(NULL);
 }
@@ -639,6 +824,7 @@ main(void)
     tcase_add_test(tc, a_primary_alive_denies);
     tcase_add_test(tc, b_primary_gone_grants);
     tcase_add_test(tc, c_old_primary_fenced);
+    tcase_add_test(tc, h_exposure_and_resync);
     tcase_add_test(tc, d_restart_keeps_epoch);
     tcase_add_test(tc, f_wrong_certificates_refused);
     tcase_add_test(tc, g_dead_primary_fenced_on_live_link);

@@ -162,7 +162,8 @@ msg_encode_control(const struct msg_control *m, uint8_t *out, size_t cap)
 
     if (!wbuf_put_u8(&w, m->kind) || !wbuf_put_u64le(&w, m->lsn) ||
         !wbuf_put_u64le(&w, m->value) || !wbuf_put_u64le(&w, m->value2) ||
-        !put_str(&w, m->text, MSG_TEXT_MAX))
+        !put_str(&w, m->text, MSG_TEXT_MAX) || !wbuf_put_u64le(&w, m->mark_lsn) ||
+        !wbuf_put_u64le(&w, m->mark_unix_us))
         return -EMSGSIZE;
     return (ssize_t)w.len;
 }
@@ -175,6 +176,11 @@ msg_decode_control(const void *body, size_t len, struct msg_control *m)
     if (!cur_get_u8(&c, &m->kind) || !cur_get_u64le(&c, &m->lsn) ||
         !cur_get_u64le(&c, &m->value) || !cur_get_u64le(&c, &m->value2) ||
         !get_str(&c, m->text, MSG_TEXT_MAX))
+        return WIRE_EMESSAGE;
+    /* The mark came later: a body that ends before it has none; one cut inside it is bad. */
+    m->mark_lsn = m->mark_unix_us = 0;
+    if (cur_left(&c) > 0 &&
+        (!cur_get_u64le(&c, &m->mark_lsn) || !cur_get_u64le(&c, &m->mark_unix_us)))
         return WIRE_EMESSAGE;
     if (m->kind == 0 || m->kind > MSG_CTL_LAST)
         return WIRE_EMESSAGE;
@@ -195,6 +201,8 @@ msg_ctl_name(uint8_t kind)
         [MSG_CTL_VOTE_GRANT] = "VOTE_GRANT",
         [MSG_CTL_VOTE_DENY] = "VOTE_DENY",
         [MSG_CTL_SWITCHOVER_SYNCED] = "SWITCHOVER_SYNCED",
+        [MSG_CTL_EXPOSE_REQUEST] = "EXPOSE_REQUEST",
+        [MSG_CTL_RESYNC_REQUEST] = "RESYNC_REQUEST",
     };
 
     return kind > 0 && kind <= MSG_CTL_LAST ? names[kind] : "unknown";

@@ -97,13 +97,24 @@ struct msg_timeline {
  * acknowledgement from the new sink it sends SWITCHOVER_SYNCED (value: the write-unavailability
  * it measured, in microseconds, from PROMOTE's commit time to that acknowledgement).  Either side may send SWITCHOVER_ABORT (text: why) before
  * PROMOTE; after PROMOTE there is no way back but forward.
- * FENCE (value: the sender's epoch; text: the node that holds it): the receiver's epoch is
- * older; it must stop acting as source or sink and keep its PostgreSQL from taking writes.
+ * FENCE (value: the sender's epoch; text: the node that holds it; mark: that epoch's): news of
+ * an epoch newer than the receiver's.  A receiver acting as the source must stop and keep its
+ * PostgreSQL from taking writes; a sink adopts it, with its mark.
  * Witness: a site sends STATE (value: its epoch; value2: its role, enum msg_role; lsn: its
- * durable / flushed position) whenever it changes and with each heartbeat interval; the sink
- * asks VOTE_REQUEST (value: the epoch it would take, its current + 1; lsn: its durable end) and
- * the witness answers VOTE_GRANT (value: the epoch granted, recorded durably before it is
- * sent) or VOTE_DENY (text: why, e.g. "the primary site-a was heard 0.4 s ago").
+ * durable / flushed position; mark: its epoch's, as it knows it) whenever it changes and with
+ * each heartbeat interval.  It asks for the next epoch (value: its current + 1) with
+ *   VOTE_REQUEST    a sink, to promote (lsn: its durable end; value2: its failover_timeout ms);
+ *   EXPOSE_REQUEST  the source, to run without its standby (lsn: the primary's flush position;
+ *                   value2: the standby's last durable LSN, where the WAL at risk begins);
+ *   RESYNC_REQUEST  the source, whose standby is synchronous again (lsn: the primary's flush);
+ * and the witness answers VOTE_GRANT (value: the epoch granted, recorded durably before it is
+ * sent; mark: the one recorded with it) or VOTE_DENY (text: why, e.g. "the primary site-a was
+ * heard 0.4 s ago"; value: the witness's epoch).
+ *
+ * The mark (mark_lsn, mark_unix_us) of an epoch says whether its holder runs exposed: with
+ * mark_unix_us != 0 it acknowledges commits without the other site since that time, the other
+ * site holding durably what it held at mark_lsn: that site is stale.  It is appended after the
+ * text; a body without it decodes as "not exposed".
  */
 enum msg_ctl {
     MSG_CTL_SWITCHOVER_BEGIN = 1,
@@ -116,8 +127,10 @@ enum msg_ctl {
     MSG_CTL_VOTE_GRANT = 8,
     MSG_CTL_VOTE_DENY = 9,
     MSG_CTL_SWITCHOVER_SYNCED = 10,
+    MSG_CTL_EXPOSE_REQUEST = 11,
+    MSG_CTL_RESYNC_REQUEST = 12,
 };
-#define MSG_CTL_LAST MSG_CTL_SWITCHOVER_SYNCED
+#define MSG_CTL_LAST MSG_CTL_RESYNC_REQUEST
 
 struct msg_control {
     uint8_t kind; /* enum msg_ctl */
@@ -125,6 +138,8 @@ struct msg_control {
     uint64_t value;
     uint64_t value2;
     char text[MSG_TEXT_MAX + 1];
+    uint64_t mark_lsn;     /* FENCE, STATE, VOTE_GRANT: the epoch's mark (see above) */
+    uint64_t mark_unix_us; /* 0: not exposed */
 };
 
 /* Largest encoded body of any of these messages but TIMELINE (MSG_HISTORY_MAX + 32). */
