@@ -16,7 +16,9 @@ apt-get install -y -qq --no-install-recommends \
     chromium fonts-dejavu-core \
     gnuplot-nox curl \
     valgrind \
+    man-db groff-base \
     >/dev/null
+# man-db and groff-base check the man pages.
 # Debian's postgresql-common creates and starts a default cluster; walmirror's tests and demo
 # run their own clusters in temporary directories, so the default one is left as it is.
 echo "install-deps: dependencies installed"
