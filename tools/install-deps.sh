@@ -16,9 +16,11 @@ apt-get install -y -qq --no-install-recommends \
     chromium fonts-dejavu-core \
     gnuplot-nox curl \
     valgrind \
-    man-db groff-base \
+    man-db groff-base prometheus \
     >/dev/null
-# man-db and groff-base check the man pages.
+# man-db and groff-base check the man pages; prometheus brings promtool, which checks and
+# unit-tests the alert rules (the package also holds the Prometheus server, which this project
+# does not use).
 # Debian's postgresql-common creates and starts a default cluster; walmirror's tests and demo
 # run their own clusters in temporary directories, so the default one is left as it is.
 echo "install-deps: dependencies installed"
