@@ -2,7 +2,7 @@
 # test_package.sh SRC WORKDIR - the Debian package as a DBA meets it, on this machine:
 #   1. builds it from SRC with tools/build-deb.sh (dpkg-buildpackage) into WORKDIR;
 #   2. checks the package: its dependencies (the shared libraries' packages, postgresql-common;
-#      PostgreSQL 15 only recommended) and its files (no live configuration in /etc);
+#      PostgreSQL 15 only recommended), its files (no live configuration in /etc), and lintian;
 #   3. installs it with dpkg -i and checks the result: programs, man pages, examples,
 #      /var/lib/walmirror owned by postgres, the systemd units (`systemd-analyze verify`, and
 #      `systemd-analyze security` within a bound);
@@ -120,6 +120,13 @@ grep '^/etc/.' "$WM_TMP/contents" | grep -vx /etc/walmirror >"$WM_TMP/etc" || tr
 grep -vE '^/(usr/bin|usr/share/doc/walmirror|usr/share/man|lib/systemd/system|etc/walmirror|var/lib/walmirror)(/|$)' \
     "$WM_TMP/contents" | grep -vxE '/(usr|usr/share|usr/share/doc|lib|lib/systemd|etc|var|var/lib)?' >"$WM_TMP/stray" || true
 [ -s "$WM_TMP/stray" ] && fail "unexpected paths in the package: $(cat "$WM_TMP/stray")"
+
+# Debian's own checks of a package against its policy: no error, no warning.
+lintian --fail-on error,warning "$deb" >"$WM_TMP/lintian.log" 2>&1 || {
+    cat "$WM_TMP/lintian.log"
+    fail "lintian"
+}
+step "lintian: no error, no warning"
 
 # --- 3. install -----------------------------------------------------------------------------
 dpkg -i "$deb" >"$WM_TMP/dpkg-i.log" 2>&1 || {
