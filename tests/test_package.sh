@@ -52,6 +52,8 @@ step() { echo "test_package: $*"; }
 etc_new=1 var_new=1
 [ -e /etc/walmirror ] && etc_new=0
 [ -e /var/lib/walmirror ] && var_new=0
+cat_new=1
+ls /var/cache/man/cat?/walmirror* >/dev/null 2>&1 && cat_new=0
 dba_files="$WM_TMP/dba-files"
 : >"$dba_files"
 cleanup() {
@@ -66,6 +68,9 @@ cleanup() {
         rm -f /etc/systemd/system/multi-user.target.wants/walmirror-agent@site-a.service
     fi
     [ "$etc_new" = 1 ] && rm -rf /etc/walmirror
+    # The formatted pages man-db cached when systemd-analyze verify read the man pages.
+    [ "$cat_new" = 1 ] && rm -f /var/cache/man/cat1/walmirrorctl.1.gz \
+        /var/cache/man/cat5/walmirror.conf.5.gz /var/cache/man/cat8/walmirror-agent.8.gz
     [ "$var_new" = 1 ] && rm -rf /var/lib/walmirror
     if [ "${WALMIRROR_KEEP_TMP:-0}" = 1 ]; then echo "test_package: kept $WM_TMP"; else rm -rf "$WM_TMP"; fi
     exit "$rc"
