@@ -54,10 +54,34 @@
 #include "metrics.h"
 #include "statuspage.h"
 
-#define HTTPAPI_TOKEN_MAX 4096  /* bytes in a token file */
-#define HTTPAPI_CONN_LIMIT 32   /* concurrent connections */
-#define HTTPAPI_PER_IP_LIMIT 16 /* concurrent connections from one address */
-#define HTTPAPI_TIMEOUT_S 10    /* idle connection timeout */
+#define HTTPAPI_TOKEN_MAX 4096 /* bytes in a token file */
+/* Admission (see "Connections" below): at most HTTPAPI_CONN_LIMIT connections at a time, at
+ * most HTTPAPI_PER_ADDR_LIMIT of them from one client address, and the last HTTPAPI_RESERVE
+ * slots only for addresses that hold fewer than HTTPAPI_RESERVE_HOLDS; a connection idle for
+ * HTTPAPI_TIMEOUT_S seconds is closed. */
+#define HTTPAPI_CONN_LIMIT 64
+#define HTTPAPI_PER_ADDR_LIMIT 8
+#define HTTPAPI_RESERVE 16
+#define HTTPAPI_RESERVE_HOLDS 2
+#define HTTPAPI_TIMEOUT_S 3
+#define HTTPAPI_ADDR_MAX (INET6_ADDRSTRLEN + 16) /* a numeric address, with an IPv6 zone */
+
+/* One client address that holds connections, and its current burst of refusals. */
+struct admit_addr {
+    char addr[HTTPAPI_ADDR_MAX]; /* "" = a free entry */
+    unsigned held;
+    uint64_t refused;       /* refused since its burst began (0: no burst) */
+    uint64_t burst_mono_us; /* when the burst began */
+};
+
+/* Who holds the connections; guarded by lock (MHD's thread, and httpapi_stop's). */
+struct admission {
+    pthread_mutex_t lock;
+    unsigned held;                               /* connections open, all addresses */
+    struct admit_addr addrs[HTTPAPI_CONN_LIMIT]; /* no more addresses than connections */
+    uint64_t full_refused;                       /* refused while every slot was taken */
+    uint64_t full_mono_us;
+};
 
 struct httpapi {
     struct MHD_Daemon *daemon;
@@ -70,6 +94,7 @@ struct httpapi {
     struct maint_store *_Atomic maint; /* maintenance windows; NULL: not on this agent */
     pthread_mutex_t th_lock;           /* guards th (set by the agent, read by requests) */
     struct statuspage_thresholds th;   /* the status page's lag thresholds */
+    struct admission adm;
     char start_msg[256];
 };
 
@@ -130,10 +155,10 @@ is_loopback(const struct sockaddr *sa)
 /*
  * Reads the token from path: the whole file less trailing whitespace, 1..HTTPAPI_TOKEN_MAX
  * printable ASCII bytes without spaces, in a file that other users cannot read or write.
- * Stores its SHA-256 in h->token_digest.
+ * Stores its SHA-256 in digest[32].
  */
 static int
-read_token(struct httpapi *h, const char *path, char *err, size_t errlen)
+read_token(const char *path, unsigned char *digest, char *err, size_t errlen)
 {
     char buf[HTTPAPI_TOKEN_MAX + 2];
     struct stat st;
@@ -199,28 +224,64 @@ read_token(struct httpapi *h, const char *path, char *err, size_t errlen)
                      "http_token_file %s: the token must be printable ASCII without spaces", path);
             goto out;
         }
-    if (EVP_Digest(buf, n, h->token_digest, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+    if (EVP_Digest(buf, n, digest, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
         rc = -ENOMEM;
         snprintf(err, errlen, "http_token_file %s: SHA-256 failed", path);
         goto out;
     }
-    h->has_token = true;
 out:
     OPENSSL_cleanse(buf, sizeof(buf));
     close(fd);
     return rc;
 }
 
-/* MHD's error log: to log.h; during start-up, into start_msg for httpapi_start() instead. */
+/*
+ * Copies src into dst[cap] without its HTML markup: each tag is dropped, and text on either
+ * side of tags is joined by ": " ("<title>Request malformed</title><body>Your request..."
+ * becomes "Request malformed: Your request...").  libmicrohttpd puts the HTML body of its
+ * error responses into its log messages.
+ */
+static void
+strip_html(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+    bool in_tag = false, after_tag = false;
+
+    for (; *src != '\0' && n + 3 < cap; src++) {
+        if (*src == '<') {
+            in_tag = true;
+            continue;
+        }
+        if (in_tag) {
+            if (*src == '>') {
+                in_tag = false;
+                after_tag = true;
+            }
+            continue;
+        }
+        if (after_tag && n > 0 && dst[n - 1] != '(' && dst[n - 1] != '\'' && *src != '\'' &&
+            *src != ')') {
+            dst[n++] = ':';
+            dst[n++] = ' ';
+        }
+        after_tag = false;
+        dst[n++] = *src;
+    }
+    dst[n] = '\0';
+}
+
+/* MHD's error log: one plain line to log.h; during start-up, into start_msg for
+ * httpapi_start() instead. */
 static void
 mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     struct httpapi *h = cls;
-    char msg[512], line[512];
+    char msg[512], text[512], line[512];
 
     if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
         return;
-    log_one_line(line, sizeof(line), msg);
+    strip_html(text, sizeof(text), msg);
+    log_one_line(line, sizeof(line), text);
     if (atomic_load(&h->starting)) {
         /* httpapi_start() reports it; a log line too would say the same thing twice */
         size_t n = strlen(line);
@@ -430,8 +491,31 @@ error_body(const char *msg)
     return o;
 }
 
-#define CLIENT_HOST_MAX (INET6_ADDRSTRLEN + 16) /* with a zone */
-#define CLIENT_NAME_MAX (CLIENT_HOST_MAX + 8 + 4)
+#define CLIENT_NAME_MAX (HTTPAPI_ADDR_MAX + 8)
+
+/* The numeric host of sa ("127.0.0.1", "::1"; an IPv4-mapped IPv6 address as IPv4) into
+ * host[HTTPAPI_ADDR_MAX] and its port into *port; false (host "?") for another family. */
+static bool
+addr_host(const struct sockaddr *sa, char *host, unsigned *port)
+{
+    bool ok = false;
+
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        *port = ntohs(in->sin_port);
+        ok = inet_ntop(AF_INET, &in->sin_addr, host, HTTPAPI_ADDR_MAX) != NULL;
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        *port = ntohs(in6->sin6_port);
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            ok = inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, HTTPAPI_ADDR_MAX) != NULL;
+        else
+            ok = inet_ntop(AF_INET6, &in6->sin6_addr, host, HTTPAPI_ADDR_MAX) != NULL;
+    }
+    if (!ok)
+        snprintf(host, HTTPAPI_ADDR_MAX, "?");
+    return ok;
+}
 
 /* "ADDR:PORT" or "[ADDR]:PORT" of the client, for log lines; "?" if unknown. */
 static void
@@ -439,21 +523,141 @@ client_name(struct MHD_Connection *c, char *buf, size_t cap)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    char host[CLIENT_HOST_MAX], serv[8];
-    socklen_t len;
+    char host[HTTPAPI_ADDR_MAX];
+    unsigned port = 0;
 
-    snprintf(buf, cap, "?");
-    if (ci == NULL || ci->client_addr == NULL)
-        return;
-    len = ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                 : sizeof(struct sockaddr_in);
-    if (getnameinfo(ci->client_addr, len, host, sizeof(host), serv, sizeof(serv),
-                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-        return;
-    if (ci->client_addr->sa_family == AF_INET6)
-        snprintf(buf, cap, "[%s]:%s", host, serv);
+    if (ci == NULL || !addr_host(ci->client_addr, host, &port))
+        snprintf(buf, cap, "?");
+    else if (strchr(host, ':') != NULL)
+        snprintf(buf, cap, "[%s]:%u", host, port);
     else
-        snprintf(buf, cap, "%s:%s", host, serv);
+        snprintf(buf, cap, "%s:%u", host, port);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Connections                                                                               */
+
+/*
+ * Which connections the API takes: decided in MHD's accept policy callback, before MHD
+ * allocates anything for the connection, from the counts that the connection notifications
+ * keep (MHD calls all three from its one thread, one accepted connection at a time).  A
+ * connection is refused - closed at once - when HTTPAPI_CONN_LIMIT are open, when its
+ * address holds HTTPAPI_PER_ADDR_LIMIT, or when fewer than HTTPAPI_RESERVE slots are free and
+ * its address holds HTTPAPI_RESERVE_HOLDS or more: one client cannot take every slot, and
+ * health checks from other addresses keep getting in.  Refusals are logged once per burst
+ * (a warning naming the address when the first is refused; a line counting them when that
+ * address has closed its last connection), never once per connection.
+ */
+
+/* The entry of addr; with create, a free one made for it; NULL if none. */
+static struct admit_addr *
+admit_find(struct admission *a, const char *addr, bool create)
+{
+    struct admit_addr *free_slot = NULL;
+
+    for (int i = 0; i < HTTPAPI_CONN_LIMIT; i++) {
+        if (strcmp(a->addrs[i].addr, addr) == 0)
+            return &a->addrs[i];
+        if (free_slot == NULL && a->addrs[i].addr[0] == '\0')
+            free_slot = &a->addrs[i];
+    }
+    if (!create || free_slot == NULL)
+        return NULL;
+    memset(free_slot, 0, sizeof(*free_slot));
+    snprintf(free_slot->addr, sizeof(free_slot->addr), "%s", addr);
+    return free_slot;
+}
+
+static enum MHD_Result
+on_accept_policy(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    struct httpapi *h = cls;
+    struct admission *a = &h->adm;
+    char addr[HTTPAPI_ADDR_MAX];
+    struct admit_addr *e;
+    unsigned port = 0, holds, free_slots;
+    enum MHD_Result ret = MHD_YES;
+
+    (void)len;
+    (void)addr_host(sa, addr, &port);
+    pthread_mutex_lock(&a->lock);
+    e = admit_find(a, addr, false);
+    holds = e != NULL ? e->held : 0;
+    free_slots = a->held < HTTPAPI_CONN_LIMIT ? HTTPAPI_CONN_LIMIT - a->held : 0;
+    if (free_slots == 0) {
+        ret = MHD_NO;
+        if (a->full_refused++ == 0) {
+            a->full_mono_us = clock_mono_us();
+            log_warning("http",
+                        "refusing connections: all %d are taken (this one from %s); further "
+                        "refusals are counted, not logged, until half are free",
+                        HTTPAPI_CONN_LIMIT, addr);
+        }
+    } else if (holds >= HTTPAPI_PER_ADDR_LIMIT ||
+               (free_slots <= HTTPAPI_RESERVE && holds >= HTTPAPI_RESERVE_HOLDS)) {
+        ret = MHD_NO;
+        if (e->refused++ == 0) {
+            e->burst_mono_us = clock_mono_us();
+            if (holds >= HTTPAPI_PER_ADDR_LIMIT)
+                log_warning("http",
+                            "refusing connections from %s: it holds %u, the most one address "
+                            "may; further refusals are counted, not logged, until it has "
+                            "closed them",
+                            addr, holds);
+            else
+                log_warning("http",
+                            "refusing connections from %s: it holds %u and only %u of %d are "
+                            "free, kept for addresses that hold fewer than %d; further "
+                            "refusals are counted, not logged, until it has closed them",
+                            addr, holds, free_slots, HTTPAPI_CONN_LIMIT, HTTPAPI_RESERVE_HOLDS);
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+    return ret;
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+              enum MHD_ConnectionNotificationCode what)
+{
+    struct httpapi *h = cls;
+    struct admission *a = &h->adm;
+    const union MHD_ConnectionInfo *ci;
+    char addr[HTTPAPI_ADDR_MAX];
+    struct admit_addr *e;
+    unsigned port = 0;
+
+    pthread_mutex_lock(&a->lock);
+    if (what == MHD_CONNECTION_NOTIFY_STARTED) {
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        (void)addr_host(ci != NULL ? ci->client_addr : NULL, addr, &port);
+        e = admit_find(a, addr, true);
+        if (e != NULL)
+            e->held++;
+        *socket_context = e;
+        a->held++;
+    } else if (what == MHD_CONNECTION_NOTIFY_CLOSED) {
+        e = *socket_context;
+        *socket_context = NULL;
+        if (a->held > 0)
+            a->held--;
+        if (e != NULL && e->held > 0 && --e->held == 0) {
+            if (e->refused > 0)
+                log_info("http",
+                         "%s has closed its last connection: %" PRIu64
+                         " connections from it were refused in %.1f s",
+                         e->addr, e->refused, (double)(clock_mono_us() - e->burst_mono_us) / 1e6);
+            e->addr[0] = '\0';
+        }
+        if (a->full_refused > 0 && a->held <= HTTPAPI_CONN_LIMIT / 2) {
+            log_info("http",
+                     "half the connections are free again: %" PRIu64
+                     " connections were refused in %.1f s",
+                     a->full_refused, (double)(clock_mono_us() - a->full_mono_us) / 1e6);
+            a->full_refused = 0;
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
 }
 
 /* A copy of client-supplied text for a log line: at most cap - 1 bytes, each byte outside
@@ -1076,21 +1280,23 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 /* ---------------------------------------------------------------------------------------- */
 /* Start and stop                                                                            */
 
-int
-httpapi_start(struct httpapi **out, const char *hostport, const char *token_file,
-              struct status_board *board, char *err, size_t errlen)
+/*
+ * Everything httpapi_start checks before it binds: hostport parses and resolves to an IPv4 or
+ * IPv6 address (into *addr), a non-loopback address has a token file, and the token file is
+ * good (its SHA-256 into digest[32] when there is one).  Returns 0 or a negative errno with
+ * the message in err.
+ */
+static int
+prepare(const char *hostport, const char *token_file, struct sockaddr_storage *addr,
+        unsigned char *digest, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG};
     struct addrinfo *ai = NULL;
-    struct sockaddr_storage addr;
-    const union MHD_DaemonInfo *info;
-    struct httpapi *h;
     char host[300], portstr[8];
-    unsigned port, flags;
+    unsigned port;
     int rc, n;
 
-    *out = NULL;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (split_hostport(hostport, host, sizeof(host), &port) < 0) {
@@ -1111,52 +1317,86 @@ httpapi_start(struct httpapi **out, const char *hostport, const char *token_file
                  gai_strerror(rc));
         return rc == EAI_MEMORY ? -ENOMEM : -EADDRNOTAVAIL;
     }
-    if (ai->ai_addrlen > sizeof(addr) || (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)) {
+    if (ai->ai_addrlen > sizeof(*addr) || (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)) {
         freeaddrinfo(ai);
         snprintf(err, errlen, "http_listen %s: not an IPv4 or IPv6 address", hostport);
         return -EAFNOSUPPORT;
     }
-    memset(&addr, 0, sizeof(addr));
-    memcpy(&addr, ai->ai_addr, ai->ai_addrlen);
+    memset(addr, 0, sizeof(*addr));
+    memcpy(addr, ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(ai);
 
-    if (!is_loopback((struct sockaddr *)&addr) && token_file == NULL) {
+    if (!is_loopback((struct sockaddr *)addr) && token_file == NULL) {
         snprintf(err, errlen, "http_listen %s is not a loopback address: set http_token_file",
                  hostport);
         return -EPERM;
     }
+    return token_file != NULL ? read_token(token_file, digest, err, errlen) : 0;
+}
 
+int
+httpapi_check(const char *hostport, const char *token_file, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    unsigned char digest[32];
+    int rc = prepare(hostport, token_file, &addr, digest, err, errlen);
+
+    OPENSSL_cleanse(digest, sizeof(digest));
+    return rc;
+}
+
+/* Releases h, made by httpapi_start, whose daemon is stopped or was never started. */
+static void
+destroy(struct httpapi *h)
+{
+    pthread_mutex_destroy(&h->th_lock);
+    pthread_mutex_destroy(&h->adm.lock);
+    OPENSSL_cleanse(h, sizeof(*h));
+    free(h);
+}
+
+int
+httpapi_start(struct httpapi **out, const char *hostport, const char *token_file,
+              struct status_board *board, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    const union MHD_DaemonInfo *info;
+    struct httpapi *h;
+    unsigned flags;
+    int rc;
+
+    *out = NULL;
     h = calloc(1, sizeof(*h));
     if (h == NULL) {
         snprintf(err, errlen, "http_listen %s: out of memory", hostport);
         return -ENOMEM;
     }
+    rc = prepare(hostport, token_file, &addr, h->token_digest, err, errlen);
+    if (rc < 0) {
+        OPENSSL_cleanse(h, sizeof(*h));
+        free(h);
+        return rc;
+    }
+    h->has_token = token_file != NULL;
     h->board = board;
     pthread_mutex_init(&h->th_lock, NULL);
+    pthread_mutex_init(&h->adm.lock, NULL);
     statuspage_thresholds_default(&h->th);
     snprintf(h->listen, sizeof(h->listen), "%s", hostport);
-    if (token_file != NULL) {
-        rc = read_token(h, token_file, err, errlen);
-        if (rc < 0) {
-            pthread_mutex_destroy(&h->th_lock);
-            OPENSSL_cleanse(h, sizeof(*h));
-            free(h);
-            return rc;
-        }
-    }
 
     flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     atomic_store(&h->starting, true);
     errno = 0;
-    /* The logger first, so that MHD sends every message through it. */
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                 mhd_logger, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTPAPI_CONN_LIMIT,
-                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTPAPI_PER_IP_LIMIT,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPAPI_TIMEOUT_S,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_END);
+    /* The logger first, so that MHD sends every message through it.  MHD's own connection
+     * limit sits above the admission's, which decides (see "Connections"). */
+    h->daemon = MHD_start_daemon(
+        flags, 0, on_accept_policy, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, h,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        h, MHD_OPTION_CONNECTION_LIMIT, (unsigned)(2 * HTTPAPI_CONN_LIMIT),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPAPI_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_END);
     rc = errno;
     atomic_store(&h->starting, false);
     if (h->daemon == NULL) {
@@ -1166,17 +1406,14 @@ httpapi_start(struct httpapi **out, const char *hostport, const char *token_file
                  rc != 0                   ? strerror(rc)
                  : h->start_msg[0] != '\0' ? h->start_msg
                                            : "libmicrohttpd failed");
-        pthread_mutex_destroy(&h->th_lock);
-        OPENSSL_cleanse(h, sizeof(*h));
-        free(h);
+        destroy(h);
         return rc > 0 ? -rc : -EIO;
     }
     info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (info == NULL || info->port == 0) {
         snprintf(err, errlen, "http_listen %s: cannot read the bound port", hostport);
         MHD_stop_daemon(h->daemon);
-        pthread_mutex_destroy(&h->th_lock);
-        free(h);
+        destroy(h);
         return -EIO;
     }
     h->port = info->port;
@@ -1215,7 +1452,5 @@ httpapi_stop(struct httpapi *h)
     if (h == NULL)
         return;
     MHD_stop_daemon(h->daemon);
-    pthread_mutex_destroy(&h->th_lock);
-    OPENSSL_cleanse(h->token_digest, sizeof(h->token_digest));
-    free(h);
+    destroy(h);
 }

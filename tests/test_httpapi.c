@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -182,11 +184,16 @@ on_header(char *data, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* method "GET" or "POST"; auth: a full "Authorization: ..." header line, or NULL. */
+/*
+ * One request through libcurl.  method "GET", "POST" (no body and no Content-Type unless
+ * headers give one; body: sent with it), or another sent as a custom method; src: the local
+ * address to send from (NULL: any); headers: full header lines, NULL-terminated (NULL: none).
+ */
 static void
-request(struct resp *r, const char *method, const char *path, const char *auth)
+request_full(struct resp *r, const char *src, const char *method, const char *path,
+             const char *body, const char *const *headers)
 {
-    char url[256];
+    char url[256], iface[64];
     struct curl_slist *h = NULL;
     CURL *c = curl_easy_init();
     CURLcode rc;
@@ -194,11 +201,22 @@ request(struct resp *r, const char *method, const char *path, const char *auth)
     memset(r, 0, sizeof(*r));
     ck_assert_ptr_nonnull(c);
     snprintf(url, sizeof(url), "%s%s", base, path);
-    if (auth != NULL) {
-        h = curl_slist_append(NULL, auth);
+    for (; headers != NULL && *headers != NULL; headers++) {
+        h = curl_slist_append(h, *headers);
         ck_assert_ptr_nonnull(h);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     }
+    if (strcmp(method, "POST") == 0 && body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    }
+    if (src != NULL) {
+        snprintf(iface, sizeof(iface), "host!%s", src);
+        curl_easy_setopt(c, CURLOPT_INTERFACE, iface);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
@@ -206,18 +224,20 @@ request(struct resp *r, const char *method, const char *path, const char *auth)
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    if (strcmp(method, "POST") == 0) {
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
-    } else if (strcmp(method, "GET") != 0) {
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    }
     rc = curl_easy_perform(c);
     ck_assert_msg(rc == CURLE_OK, "%s %s: %s", method, url, curl_easy_strerror(rc));
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->code);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
+}
+
+/* method "GET" or "POST" (no body); auth: a full "Authorization: ..." header line, or NULL. */
+static void
+request(struct resp *r, const char *method, const char *path, const char *auth)
+{
+    const char *const headers[] = {auth, NULL};
+
+    request_full(r, NULL, method, path, NULL, headers);
 }
 
 static json_t *
@@ -1148,6 +1168,171 @@ START_TEST(standby_check)
 END_TEST
 
 /* ---------------------------------------------------------------------------------------- */
+/* Connection abuse                                                                          */
+
+static double
+mono_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#define ABUSE_SOCKETS 200
+
+/*
+ * 200 idle connections from 127.0.0.1 (any local user can open them): /health still answers
+ * at once from another address (127.0.0.2: all of 127/8 is loopback), the log names the
+ * abusing address in one line (not one per connection refused), the connections beyond its
+ * share are closed at once, and the ones it holds are closed as idle within a few seconds.
+ */
+START_TEST(connection_abuse)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)httpapi_port(api)),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fds[ABUSE_SOCKETS], open_left = 0, held;
+    char first[512], *log;
+    struct resp r;
+    double t0, took, idle_closed_after;
+
+    publish_health("source", "primary", "none", true);
+    tu_log_capture_start(dir);
+    for (int i = 0; i < ABUSE_SOCKETS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fds[i], 0);
+        ck_assert_int_eq(connect(fds[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
+    }
+    /* MHD accepts them in its own thread: give it a moment to go through the backlog. */
+    usleep(300 * 1000);
+
+    t0 = mono_s();
+    request_full(&r, "127.0.0.2", "GET", "/health", NULL, NULL);
+    took = mono_s() - t0;
+    ck_assert_msg(r.code == 200, "/health from 127.0.0.2: %ld %s", r.code, r.body);
+    ck_assert_msg(took < 1.0, "/health took %.3f s", took);
+
+    /* Which sockets did the API keep?  The others were closed at once (EOF, or a reset). */
+    for (int i = 0; i < ABUSE_SOCKETS; i++) {
+        char b;
+        ssize_t n = recv(fds[i], &b, 1, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            open_left++;
+            continue;
+        }
+        close(fds[i]);
+        fds[i] = -1;
+    }
+    held = open_left;
+    ck_assert_msg(held > 0 && held <= 16, "127.0.0.1 holds %d connections", held);
+
+    /* Idle: closed by the API within a few seconds (never sent a byte). */
+    t0 = mono_s();
+    while (open_left > 0 && mono_s() - t0 < 8) {
+        for (int i = 0; i < ABUSE_SOCKETS; i++) {
+            char b;
+            ssize_t n;
+
+            if (fds[i] < 0)
+                continue;
+            n = recv(fds[i], &b, 1, MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                continue;
+            close(fds[i]);
+            fds[i] = -1;
+            open_left--;
+        }
+        usleep(50 * 1000);
+    }
+    idle_closed_after = mono_s() - t0;
+    for (int i = 0; i < ABUSE_SOCKETS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    /* and the address may connect again */
+    request(&r, "GET", "/health", NULL);
+    ck_assert_int_eq(r.code, 200);
+    usleep(100 * 1000); /* the summary line comes from the API's thread */
+    log = tu_log_capture_end();
+    fprintf(stderr,
+            "connection_abuse: 127.0.0.1 held %d; idle ones closed after %.1f s; "
+            "/health from 127.0.0.2 in %.3f s\n",
+            held, idle_closed_after, took);
+    ck_assert_msg(open_left == 0, "%d idle connections still open after 8 s", open_left);
+    ck_assert_msg(idle_closed_after < 5.0, "idle connections closed after %.1f s",
+                  idle_closed_after);
+    ck_assert_int_eq(tu_log_lines(log, NULL, 0, "Server reached connection limit", NULL), 0);
+    ck_assert_msg(tu_log_lines(log, first, sizeof(first), "refusing", "127.0.0.1", NULL) == 1,
+                  "not one line naming 127.0.0.1:\n%s", log);
+    ck_assert_msg(strstr(first, "WARNING") != NULL, "%s", first);
+    /* and one at the end of the burst, counting the refusals: two lines in all */
+    ck_assert_msg(tu_log_lines(log, NULL, 0, "127.0.0.1", NULL) == 2,
+                  "not two lines naming 127.0.0.1:\n%s", log);
+    {
+        char want[64];
+        snprintf(want, sizeof(want), "%d connections", ABUSE_SOCKETS - held);
+        ck_assert_msg(tu_log_lines(log, NULL, 0, "127.0.0.1", want, "refused", NULL) == 1,
+                      "no line counting %s refused:\n%s", want, log);
+    }
+    free(log);
+}
+END_TEST
+
+/* Sends raw bytes on a fresh connection from 127.0.0.1 and returns what came back (at most
+ * cap - 1 bytes, NUL-terminated) once the API closed the connection or 2 s passed. */
+static size_t
+raw_exchange(const char *bytes, size_t len, char *got, size_t cap)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)httpapi_port(api)),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = 2};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    size_t n = 0;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    ck_assert_int_eq(send(fd, bytes, len, MSG_NOSIGNAL), (ssize_t)len);
+    while (n + 1 < cap) {
+        ssize_t r = recv(fd, got + n, cap - 1 - n, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    got[n] = '\0';
+    close(fd);
+    return n;
+}
+
+/* A request MHD cannot parse: a 400 for the client, one plain line in the log. */
+START_TEST(parse_error_log)
+{
+    static const char *const bad[] = {
+        "GET /status HTTP/1.1\r\nHost: x\r\nBad header without colon\r\n\r\n",
+        "GET /status HTTP/7.2\r\n\r\n",
+    };
+    char got[4096], *log, line[512];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tu_log_capture_start(dir);
+        raw_exchange(bad[i], strlen(bad[i]), got, sizeof(got));
+        usleep(50 * 1000);
+        log = tu_log_capture_end();
+        ck_assert_msg(strncmp(got, "HTTP/1.1 400", 12) == 0 ||
+                          strncmp(got, "HTTP/1.1 505", 12) == 0,
+                      "case %zu: %s", i, got);
+        ck_assert_msg(strchr(log, '<') == NULL, "HTML in the log:\n%s", log);
+        ck_assert_msg(tu_log_lines(log, line, sizeof(line), " http: ", NULL) == 1, "%s", log);
+        ck_assert_msg(strstr(line, "WARNING") != NULL &&
+                          strstr(line, "HTTP response code is") != NULL,
+                      "%s", line);
+        free(log);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
 /* walmirrorctl as a process                                                                 */
 
 static char *out_text, *err_text;
@@ -1427,6 +1612,8 @@ httpapi_suite(void)
     tcase_add_test(tc, health_check);
     tcase_add_test(tc, primary_check);
     tcase_add_test(tc, standby_check);
+    tcase_add_test(tc, connection_abuse);
+    tcase_add_test(tc, parse_error_log);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("walmirrorctl");

@@ -386,42 +386,7 @@ peer_pump(struct peer *p)
     peer_flush(p);
 }
 
-/* ---- the log, captured ---- */
-
-static int saved_stderr = -1;
-static char log_path[4200];
-
-static void
-log_capture_start(const char *dir)
-{
-    int fd;
-
-    snprintf(log_path, sizeof(log_path), "%s/acceptor.log", dir);
-    fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    ck_assert_int_ge(fd, 0);
-    fflush(stderr);
-    saved_stderr = dup(STDERR_FILENO);
-    ck_assert_int_ge(saved_stderr, 0);
-    ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-    close(fd);
-}
-
-/* Restores stderr, echoes the captured log there, and returns it (malloc'd). */
-static char *
-log_capture_end(void)
-{
-    size_t len;
-    char *text;
-
-    fflush(stderr);
-    ck_assert_int_eq(dup2(saved_stderr, STDERR_FILENO), STDERR_FILENO);
-    close(saved_stderr);
-    saved_stderr = -1;
-    text = tu_read_file(log_path, &len);
-    ck_assert_ptr_nonnull(text);
-    fprintf(stderr, "%s", text);
-    return text;
-}
+/* ---- the log ---- */
 
 /* The lines at warning level or above: how many, and the first one in first[cap]. */
 static int
@@ -497,7 +462,7 @@ START_TEST(test_misuse)
     afd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
     ck_assert_int_ge(afd, 0);
 
-    log_capture_start(dir);
+    tu_log_capture_start(dir);
     ck_assert_int_eq(conn_new(&a.c, loop, afd, true, &cfg, &acc_ops, &a), 0);
     /* The owner has WAL ready before the peer is even known: it cannot be sent. */
     try_early_send(&a);
@@ -520,7 +485,7 @@ START_TEST(test_misuse)
         conn_close(a.c, 0, "test done");
     for (int i = 0; i < 5; i++)
         ck_assert_int_ge(wio_run_once(loop, 10), 0);
-    log = log_capture_end();
+    log = tu_log_capture_end();
 
     fprintf(stderr,
             "%s: acceptor %s (%s); early sends refused %d; client: %zu bytes received, TLS "
