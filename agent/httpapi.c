@@ -710,6 +710,7 @@ enum route {
     ROUTE_SUMMARY,
     ROUTE_SP_STATUS,
     ROUTE_SP_INCIDENTS,
+    /* from here on, the routes of requests that change something (see cross_site_refusal) */
     ROUTE_PAUSE,
     ROUTE_RESUME,
     ROUTE_SWITCHOVER,
@@ -1205,6 +1206,79 @@ handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
     return ret;
 }
 
+/* True if host ("HOST" or "HOST:PORT", "[V6]:PORT") names an IP address or localhost: a name
+ * that no DNS answer can point elsewhere. */
+static bool
+host_is_literal(const char *host)
+{
+    char name[HTTPAPI_ADDR_MAX];
+    struct in6_addr a6;
+    const char *end;
+    size_t n;
+
+    if (host[0] == '[') {
+        end = strchr(host, ']');
+        host++;
+    } else {
+        end = strchr(host, ':');
+        if (end == NULL)
+            end = host + strlen(host);
+    }
+    if (end == NULL || (size_t)(end - host) >= sizeof(name))
+        return false;
+    n = (size_t)(end - host);
+    memcpy(name, host, n);
+    name[n] = '\0';
+    return strcasecmp(name, "localhost") == 0 || inet_pton(AF_INET, name, &a6) == 1 ||
+           inet_pton(AF_INET6, name, &a6) == 1;
+}
+
+/*
+ * The requests that change something (every method but GET and HEAD) come from walmirrorctl,
+ * curl and scripts, never from a web page: a browser sends a page's form posts and "simple"
+ * cross-site requests without asking the server first, and the harm is done whether or not
+ * the page can read the answer.  So such a request is refused when
+ *   - it has an Origin header other than this API's own: "http://" + its Host header, that
+ *     Host being an IP address or localhost (a DNS name could be rebound by a hostile page to
+ *     the agent's address, making its requests look same-origin): 403;
+ *   - its Content-Type is anything but application/json (the endpoints take no body; the
+ *     form and text types are those a browser sends without a CORS preflight): 415.
+ * Returns 0 when the request may go on, else the status with the reason in why.
+ */
+static unsigned
+cross_site_refusal(struct MHD_Connection *c, char *why, size_t cap)
+{
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    const char *ctype =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    char text[128];
+    size_t n;
+
+    if (origin != NULL &&
+        (host == NULL || !host_is_literal(host) || strncasecmp(origin, "http://", 7) != 0 ||
+         strcasecmp(origin + 7, host) != 0)) {
+        snprintf(why, cap,
+                 "cross-site request refused: Origin %s is not this API's own; requests that "
+                 "change something come from walmirrorctl or curl, not from web pages",
+                 printable(text, sizeof(text), origin));
+        return MHD_HTTP_FORBIDDEN;
+    }
+    if (ctype != NULL) {
+        while (*ctype == ' ' || *ctype == '\t')
+            ctype++;
+        n = strcspn(ctype, "; \t");
+        if (n != 16 || strncasecmp(ctype, "application/json", 16) != 0) {
+            snprintf(why, cap,
+                     "Content-Type %s is not accepted: this request takes no body (send none, "
+                     "or application/json)",
+                     printable(text, sizeof(text), ctype));
+            return MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
+        }
+    }
+    return 0;
+}
+
 static enum MHD_Result
 on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
            const char *version, const char *upload_data, size_t *upload_data_size, void **req)
@@ -1228,6 +1302,17 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
                     printable(m, sizeof(m), method), printable(path, sizeof(path), url), who);
         return reply_json(c, MHD_HTTP_UNAUTHORIZED, error_body("missing or wrong bearer token"),
                           MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"walmirror\"", NULL);
+    }
+    if (!get && r >= ROUTE_PAUSE) {
+        char why[300];
+        unsigned code = cross_site_refusal(c, why, sizeof(why));
+
+        if (code != 0) {
+            client_name(c, who, sizeof(who));
+            log_warning("http", "%s %s from %s refused: %s", printable(m, sizeof(m), method),
+                        printable(path, sizeof(path), url), who, why);
+            return reply_json(c, code, error_body(why), NULL);
+        }
     }
     switch (r) {
     case ROUTE_STATUS:

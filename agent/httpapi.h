@@ -20,10 +20,12 @@
  *   DELETE /maintenance/ID                           -> 200 {"removed":ID}; 404 if none
  *   anything else        404 / 405 with a JSON {"error": "..."} body
  *
- * Access: when bound to a loopback address, no token is needed.  When http_listen is not a
- * loopback address, http_token_file is required (httpapi_start refuses otherwise) and every
- * request must carry "Authorization: Bearer <token>" (compared in constant time), else 401.
- * POST requests are refused on any address unless they carry the token when one is set.
+ * Access: when bound to a loopback address, a token is optional.  When http_listen is not a
+ * loopback address, http_token_file is required (httpapi_start refuses otherwise).  With a
+ * token, every request on any address must carry "Authorization: Bearer <token>" (compared in
+ * constant time), else 401.  Requests that change something (every method but GET and HEAD)
+ * are refused when they carry a foreign Origin (403) or a Content-Type other than
+ * application/json (415): what a web page can make a browser send cross-site.
  *
  * Connections: at most 64 at a time, at most 8 from one client address, and the last 16 only
  * for addresses that hold fewer than 2 (so that one client cannot hold every slot and health

@@ -471,6 +471,87 @@ START_TEST(operation_requests)
 }
 END_TEST
 
+/*
+ * Requests that change something refuse what a web page could send: a foreign Origin (403), a
+ * form or text Content-Type (415: the types a browser sends cross-site without a preflight).
+ * Nothing reaches the board then.
+ */
+START_TEST(cross_site_refused)
+{
+    struct status_op_request req;
+    char same[128], host[128], rebound[128], rebound_host[128];
+    struct resp r;
+
+    snprintf(same, sizeof(same), "Origin: http://127.0.0.1:%d", httpapi_port(api));
+    snprintf(host, sizeof(host), "Host: 127.0.0.1:%d", httpapi_port(api));
+    snprintf(rebound, sizeof(rebound), "Origin: http://evil.example:%d", httpapi_port(api));
+    snprintf(rebound_host, sizeof(rebound_host), "Host: evil.example:%d", httpapi_port(api));
+    {
+        /* the issue's request: curl -X POST -H 'Origin: http://evil.example'
+         * -H 'Content-Type: text/plain' .../pause */
+        const char *const hd[] = {"Origin: http://evil.example", "Content-Type: text/plain", NULL};
+        request_full(&r, NULL, "POST", "/pause", "", hd);
+        ck_assert_int_eq(r.code, 403);
+        expect_json_error(&r, "cross-site request refused: Origin http://evil.example");
+    }
+    {
+        const char *const hd[] = {"Origin: null", NULL};
+        request_full(&r, NULL, "POST", "/resume", NULL, hd);
+        ck_assert_int_eq(r.code, 403);
+    }
+    {
+        /* DNS rebinding: the page's origin and Host agree, but name no address */
+        const char *const hd[] = {rebound, rebound_host, NULL};
+        request_full(&r, NULL, "POST", "/pause", NULL, hd);
+        ck_assert_int_eq(r.code, 403);
+    }
+    {
+        static const char *const types[] = {"Content-Type: text/plain",
+                                            "Content-Type: application/x-www-form-urlencoded",
+                                            "Content-Type: multipart/form-data; boundary=x",
+                                            "Content-Type: TEXT/PLAIN;charset=UTF-8"};
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+            const char *const hd[] = {types[i], NULL};
+            request_full(&r, NULL, "POST", "/switchover?to=site-b", "", hd);
+            ck_assert_msg(r.code == 415, "%s: %ld", types[i], r.code);
+            expect_json_error(&r, "is not accepted: this request takes no body");
+        }
+    }
+    {
+        const char *const hd[] = {"Origin: http://evil.example", NULL};
+        request_full(&r, NULL, "DELETE", "/maintenance/1", NULL, hd);
+        ck_assert_int_eq(r.code, 403);
+        request_full(&r, NULL, "POST", "/maintenance?at=2099-01-01%2002:00&duration=1h&tz=UTC",
+                     NULL, hd);
+        ck_assert_int_eq(r.code, 403);
+    }
+    ck_assert_uint_eq(status_take(&board), 0);
+    ck_assert(!status_take_op(&board, &req));
+
+    /* what walmirrorctl and curl send: no body, or JSON; the API's own origin by address */
+    {
+        const char *const hd[] = {"Content-Type: application/json; charset=utf-8", NULL};
+        request_full(&r, NULL, "POST", "/pause", "", hd);
+        ck_assert_int_eq(r.code, 202);
+    }
+    {
+        const char *const hd[] = {same, host, NULL};
+        request_full(&r, NULL, "POST", "/resume", NULL, hd);
+        ck_assert_int_eq(r.code, 202);
+    }
+    request(&r, "POST", "/rejoin", NULL);
+    ck_assert_int_eq(r.code, 202);
+    ck_assert_uint_eq(status_take(&board), (1u << STATUS_REQ_PAUSE) | (1u << STATUS_REQ_RESUME));
+    ck_assert(status_take_op(&board, &req));
+    /* reads stay open to any page, as before: they change nothing */
+    {
+        const char *const hd[] = {"Origin: http://evil.example", NULL};
+        request_full(&r, NULL, "GET", "/status", NULL, hd);
+        ck_assert_int_eq(r.code, 200);
+    }
+}
+END_TEST
+
 START_TEST(wrong_method_and_path)
 {
     struct resp r;
@@ -1602,6 +1683,7 @@ httpapi_suite(void)
     tcase_add_test(tc, status_edge_values);
     tcase_add_test(tc, pause_resume);
     tcase_add_test(tc, operation_requests);
+    tcase_add_test(tc, cross_site_refused);
     tcase_add_test(tc, wrong_method_and_path);
     tcase_add_test(tc, loopback_rule);
     tcase_add_test(tc, ipv6_loopback);

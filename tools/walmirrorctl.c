@@ -366,6 +366,15 @@ http_request(const struct ctl *ctl, const char *url, const char *method, struct 
         return -1;
     }
     headers = curl_slist_append(NULL, "Accept: application/json");
+    /* A POST carries no body and no Content-Type (libcurl would add a form's, which the API
+     * refuses as a browser's cross-site request). */
+    if (headers != NULL && post) {
+        more = curl_slist_append(headers, "Content-Type:");
+        if (more == NULL) {
+            curl_slist_free_all(headers);
+            headers = NULL;
+        }
+    }
     if (headers != NULL && ctl->token != NULL) {
         if (asprintf(&auth, "Authorization: Bearer %s", ctl->token) < 0) {
             auth = NULL;
