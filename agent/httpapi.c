@@ -367,6 +367,13 @@ put_lsn(json_t *o, const char *key, uint64_t lsn)
 
 #define PUT_STR(o, s, field) put((o), #field, json_fixed_string((s)->field, sizeof((s)->field)))
 
+static bool
+snap_is(const char *field, size_t cap, const char *v)
+{
+    return strnlen(field, cap) == strlen(v) && strncmp(field, v, cap) == 0;
+}
+#define SNAP_IS(s, field, v) snap_is((s)->field, sizeof((s)->field), (v))
+
 /* The snapshot as a JSON object; NULL when out of memory. */
 static json_t *
 snapshot_json(const struct status_snapshot *s)
@@ -781,6 +788,44 @@ handle_action(struct httpapi *h, struct MHD_Connection *c, enum route r)
 }
 
 /*
+ * A switchover's target, checked when it is asked for: one of the two sites' node names, as
+ * the agent publishes them in its status (node_name, peer_name, from its configuration), and
+ * not this node when it is already the primary.  Returns 0, or the status (400; 503 while the
+ * agent has published nothing) with the reason in why.
+ */
+static unsigned
+check_target(struct httpapi *h, const char *to, char *why, size_t cap)
+{
+    struct status_snapshot *s = malloc(sizeof(*s)); /* ~20 KB: not on MHD's stack */
+    char name[STATUS_NAME_MAX + 1];
+    unsigned code = 0;
+
+    if (s == NULL) {
+        snprintf(why, cap, "out of memory");
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    status_read(h->board, s);
+    printable(name, sizeof(name), to);
+    if (s->node_name[0] == '\0') {
+        snprintf(why, cap, "the agent is starting: it cannot check the target %s yet", name);
+        code = MHD_HTTP_SERVICE_UNAVAILABLE;
+    } else if (SNAP_IS(s, node_name, to) && SNAP_IS(s, role, "source")) {
+        snprintf(why, cap,
+                 "to: %s is this node, the primary already: a switchover moves the primary to "
+                 "its peer, %.*s",
+                 name, (int)strnlen(s->peer_name, sizeof(s->peer_name)), s->peer_name);
+        code = MHD_HTTP_BAD_REQUEST;
+    } else if (!SNAP_IS(s, node_name, to) && !SNAP_IS(s, peer_name, to)) {
+        snprintf(why, cap, "to: unknown node \"%s\" (the nodes are %.*s, this one, and %.*s)", name,
+                 (int)strnlen(s->node_name, sizeof(s->node_name)), s->node_name,
+                 (int)strnlen(s->peer_name, sizeof(s->peer_name)), s->peer_name);
+        code = MHD_HTTP_BAD_REQUEST;
+    }
+    free(s);
+    return code;
+}
+
+/*
  * POST /switchover[?to=NODE&max_lag=BYTES], /failover[?force=1], /rejoin: files the request
  * for the agent's loop and answers 202 with its id; the outcome shows in /status (op_id,
  * operation, op_step, then last_op_id, last_op_ok, last_op_result).
@@ -791,7 +836,7 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
     struct status_op_request req = {0};
     struct status_snapshot snap;
     const char *v, *what;
-    char who[CLIENT_NAME_MAX];
+    char who[CLIENT_NAME_MAX], why[300];
     json_t *o;
 
     switch (r) {
@@ -799,9 +844,10 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
         what = "switchover";
         req.kind = STATUS_REQ_SWITCHOVER;
         v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "to");
-        if (v != NULL) {
-            if (strlen(v) > STATUS_NAME_MAX)
-                return reply_json(c, MHD_HTTP_BAD_REQUEST, error_body("to: name too long"), NULL);
+        if (v != NULL && v[0] != '\0') {
+            unsigned code = check_target(h, v, why, sizeof(why));
+            if (code != 0)
+                return reply_json(c, code, error_body(why), NULL);
             snprintf(req.target, sizeof(req.target), "%s", v);
         }
         v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "max_lag");
@@ -1011,13 +1057,6 @@ reply_check(struct MHD_Connection *c, const struct status_snapshot *s, bool ok, 
     }
     return reply_json(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, o, NULL);
 }
-
-static bool
-snap_is(const char *field, size_t cap, const char *v)
-{
-    return strnlen(field, cap) == strlen(v) && strncmp(field, v, cap) == 0;
-}
-#define SNAP_IS(s, field, v) snap_is((s)->field, sizeof((s)->field), (v))
 
 /* GET /health: the agent's loop publishes its status (it runs and has not stopped). */
 static enum MHD_Result

@@ -49,14 +49,18 @@ parse_date(const char *s, int *y, int *m, int *d)
     return *y >= 1970 && *m >= 1 && *m <= 12 && *d >= 1 && *d <= 31;
 }
 
-/* "4h", "90m", "1h30m", "3600s", "2d", "3600" -> seconds, or -1. */
-static int64_t
-parse_duration(const char *s)
+/*
+ * "4h", "90m", "1h30m", "3600s", "2d" -> *out seconds (1 .. MAINT_MAX_DURATION_S).  Every
+ * number needs its unit: a bare "4" could mean hours as well as seconds, so it is refused as
+ * the configuration file refuses a duration without a unit.  Returns 0 or -EINVAL with the
+ * message in err.
+ */
+static int
+parse_duration(const char *text, int64_t *out, char *err, size_t errlen)
 {
+    const char *s = text;
     int64_t total = 0;
 
-    if (*s == '\0')
-        return -1;
     while (*s != '\0') {
         int64_t v = 0;
         int digits = 0;
@@ -65,20 +69,42 @@ parse_duration(const char *s)
             digits++;
         }
         if (digits == 0 || isdigit((unsigned char)*s))
-            return -1;
+            break;
         switch (*s) {
-        case 'd': v *= 86400; s++; break;
-        case 'h': v *= 3600; s++; break;
-        case 'm': v *= 60; s++; break;
-        case 's': s++; break;
-        case '\0': break;
-        default: return -1;
+        case 'd':
+            v *= 86400;
+            break;
+        case 'h':
+            v *= 3600;
+            break;
+        case 'm':
+            v *= 60;
+            break;
+        case 's':
+            break;
+        case '\0':
+            if (s - digits == text)
+                return wm_einval(err, errlen,
+                                 "duration: %.9s has no unit (write %.9sh, %.9sm, %.9ss or %.9sd)",
+                                 text, text, text, text, text);
+            return wm_einval(err, errlen,
+                             "duration: '%.40s': %.9s has no unit (write %.9sm or %.9ss)", text,
+                             s - digits, s - digits, s - digits);
+        default:
+            return wm_einval(err, errlen,
+                             "duration: bad value '%.40s' (e.g. 4h, 90m, 1h30m; at most 31d)",
+                             text);
         }
+        s++;
         total += v;
         if (total > MAINT_MAX_DURATION_S)
-            return -1;
+            return wm_einval(err, errlen, "duration: bad value '%.40s' (longer than 31d)", text);
     }
-    return total;
+    if (*s != '\0' || total <= 0)
+        return wm_einval(err, errlen,
+                         "duration: bad value '%.40s' (e.g. 4h, 90m, 1h30m; at most 31d)", text);
+    *out = total;
+    return 0;
 }
 
 int
@@ -97,10 +123,9 @@ maint_window_parse(struct maint_window *w, const struct maint_params *p, int64_t
     snprintf(w->tz, sizeof(w->tz), "%s", p->tz);
     if (p->duration == NULL)
         return wm_einval(err, errlen, "duration: required (e.g. 4h, 90m)");
-    w->duration_s = parse_duration(p->duration);
-    if (w->duration_s <= 0)
-        return wm_einval(err, errlen, "duration: bad value '%.40s' (e.g. 4h, 90m, 1h30m; at most 31d)",
-                    p->duration);
+    rc = parse_duration(p->duration, &w->duration_s, err, errlen);
+    if (rc < 0)
+        return rc;
     w->cls = MAINT_WINDOW;
     if (p->cls != NULL) {
         int c = -1;

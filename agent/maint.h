@@ -54,7 +54,8 @@ struct maint_window {
 
 /* A request to add a window, as strings (NULL: not given), e.g. from HTTP query parameters:
  * rrule + start ("HH:MM") [+ from ("YYYY-MM-DD"; default: today in tz)], or at
- * ("YYYY-MM-DD HH:MM"); duration ("4h", "90m", "1h30m", "3600s", "2d"); tz (required);
+ * ("YYYY-MM-DD HH:MM"); duration ("4h", "90m", "1h30m", "3600s", "2d": each number with its
+ * unit, a bare number is refused); tz (required);
  * class (routine | window | hotfix; default window); switchover ("1", "true", "0", "false"). */
 struct maint_params {
     const char *rrule, *start, *from, *at, *duration, *tz, *cls, *switchover;

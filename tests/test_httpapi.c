@@ -465,6 +465,14 @@ START_TEST(operation_requests)
     request(&r, "POST", "/switchover?max_lag=lots", NULL);
     ck_assert_int_eq(r.code, 400);
     expect_json_error(&r, "max_lag");
+    /* the target is checked when asked: the two sites' names, not this primary itself */
+    request(&r, "POST", "/switchover?to=nowhere", NULL);
+    ck_assert_int_eq(r.code, 400);
+    expect_json_error(&r, "to: unknown node \"nowhere\" (the nodes are site-a, this one, and "
+                          "site-b)");
+    request(&r, "POST", "/switchover?to=site-a", NULL);
+    ck_assert_int_eq(r.code, 400);
+    expect_json_error(&r, "to: site-a is this node, the primary already");
     request(&r, "GET", "/failover", NULL);
     ck_assert_int_eq(r.code, 405);
     ck_assert(!status_take_op(&board, &req));
@@ -1623,6 +1631,25 @@ START_TEST(ctl_check)
 }
 END_TEST
 
+/* Bad requests are refused when made, each with a clear error and the usage exit status. */
+START_TEST(ctl_refuses_bad_requests)
+{
+    ck_assert_int_eq(ctl("--url %s switchover --to nowhere", base), 2);
+    assert_has(err_text, "unknown node \"nowhere\"");
+    assert_has(err_text, "site-b");
+    /* a bare number is no duration, as in the configuration file */
+    ck_assert_int_eq(
+        ctl("--url %s maintenance add --at '2099-01-01 02:00' --duration 4 --tz UTC", base), 2);
+    assert_has(err_text, "duration: 4 has no unit");
+    ck_assert_int_eq(ctl("--url %s check --lag-warning 5s --lag-critical 1s", base), 3);
+    assert_has(err_text, "--lag-warning 5s is above --lag-critical 1s");
+    ck_assert_int_eq(ctl("--url %s check --lag-warning 2GB", base), 3);
+    assert_has(err_text, "--lag-warning 2GB is above --lag-critical 1GB (the default)");
+    /* a size and a duration are not compared */
+    ck_assert_int_ne(ctl("--url %s check --lag-warning 5s --lag-critical 1MB", base), 3);
+}
+END_TEST
+
 START_TEST(ctl_usage)
 {
     ck_assert_int_eq(ctl("%s", ""), 2);
@@ -1707,6 +1734,7 @@ httpapi_suite(void)
     tcase_add_test(tc, ctl_pause_resume);
     tcase_add_test(tc, ctl_token_and_config);
     tcase_add_test(tc, ctl_check);
+    tcase_add_test(tc, ctl_refuses_bad_requests);
     tcase_add_test(tc, ctl_usage);
     tcase_add_test(tc, ctl_watch);
     suite_add_tcase(s, tc);

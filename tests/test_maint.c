@@ -107,13 +107,22 @@ START_TEST(window_refusals)
         {{.rrule = "FREQ=DAILY", .start = "22:00", .tz = "UTC"}, "duration: required"},
         {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "4x", .tz = "UTC"},
          "duration: bad value '4x'"},
+        {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "4", .tz = "UTC"},
+         "duration: 4 has no unit (write 4h, 4m, 4s or 4d)"},
+        {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "3600", .tz = "UTC"},
+         "duration: 3600 has no unit"},
+        {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "1h30", .tz = "UTC"},
+         "duration: '1h30': 30 has no unit (write 30m or 30s)"},
         {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "32d", .tz = "UTC"},
          "duration: bad value"},
         {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "0m", .tz = "UTC"},
          "duration: bad value"},
         {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "4h", .tz = "UTC", .cls = "big"},
          "class: bad value 'big'"},
-        {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "4h", .tz = "UTC",
+        {{.rrule = "FREQ=DAILY",
+          .start = "22:00",
+          .duration = "4h",
+          .tz = "UTC",
           .switchover = "yes"},
          "switchover: bad value"},
         {{.duration = "4h", .tz = "UTC"}, "either rrule (with start) or at, not neither"},
@@ -124,18 +133,27 @@ START_TEST(window_refusals)
         {{.rrule = "FREQ=DAILY", .duration = "4h", .tz = "UTC"}, "start: required"},
         {{.rrule = "FREQ=DAILY", .start = "24:00", .duration = "4h", .tz = "UTC"},
          "start: bad value '24:00'"},
-        {{.rrule = "FREQ=DAILY", .start = "22:00", .from = "2026-13-01", .duration = "4h",
+        {{.rrule = "FREQ=DAILY",
+          .start = "22:00",
+          .from = "2026-13-01",
+          .duration = "4h",
           .tz = "UTC"},
          "from: bad value"},
-        {{.rrule = "FREQ=DAILY", .start = "22:00", .from = "2026-02-30", .duration = "4h",
+        {{.rrule = "FREQ=DAILY",
+          .start = "22:00",
+          .from = "2026-02-30",
+          .duration = "4h",
           .tz = "UTC"},
          "from: no such local date"},
         {{.at = "2026-05-01", .duration = "4h", .tz = "UTC"}, "at: bad value '2026-05-01'"},
         {{.at = "2026-05-01 02:00", .start = "02:00", .duration = "4h", .tz = "UTC"},
          "at: start and from are only for a recurring window"},
         {{.at = "2026-02-01 02:00", .duration = "4h", .tz = "UTC"}, "the window is over"},
-        {{.rrule = "FREQ=DAILY;COUNT=2", .start = "22:00", .from = "2026-01-01",
-          .duration = "1h", .tz = "UTC"},
+        {{.rrule = "FREQ=DAILY;COUNT=2",
+          .start = "22:00",
+          .from = "2026-01-01",
+          .duration = "1h",
+          .tz = "UTC"},
          "the window is over: rrule"},
     };
     int64_t now = utc(2026, 3, 1, 0, 0);
@@ -518,11 +536,18 @@ START_TEST(ctl_maintenance)
     ck_assert_int_eq(rc, 1);
     assert_has(err_text, "404 no maintenance window 5");
 
-    /* refused by the agent: the message, and no agent changed */
+    /* refused by the agents' rules before any agent is asked: the message, exit 2, and no
+     * agent changed */
     rc = ctl("maintenance add --url %s --url %s --rrule 'FREQ=YEARLY' --start 22:00 "
              "--duration 4h --tz UTC", a, b);
-    ck_assert_int_eq(rc, 1);
-    assert_has(err_text, "400 rrule: FREQ=YEARLY is not supported");
+    ck_assert_int_eq(rc, 2);
+    assert_has(err_text, "maintenance add: rrule: FREQ=YEARLY is not supported");
+    ck_assert_int_eq(maint_store_list(sites[1].store, got, MAINT_MAX, true), 2);
+    rc = ctl("maintenance add --url %s --url %s --at '2099-01-01 02:00' --duration 4 --tz UTC", a,
+             b);
+    ck_assert_int_eq(rc, 2);
+    assert_has(err_text, "maintenance add: duration: 4 has no unit");
+    ck_assert_int_eq(maint_store_list(sites[0].store, got, MAINT_MAX, true), 1);
     ck_assert_int_eq(maint_store_list(sites[1].store, got, MAINT_MAX, true), 2);
 
     /* bad usage */

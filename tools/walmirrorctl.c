@@ -28,7 +28,8 @@
  * per line.
  *
  * Exit status: 0 success, 1 failure (an agent unreachable or refusing, for status even when
- * others answered), 2 bad usage or a bad configuration file.
+ * others answered), 2 bad usage, a bad configuration file, or a request refused as bad (an
+ * agent's 400, or a maintenance window maint.h's rules refuse); check uses 3 for bad usage.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -46,6 +47,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "maint.h"
 #include "report.h"
 
 #define CTL_MAX_AGENTS 8
@@ -139,7 +141,8 @@ usage(FILE *f)
             "shows that agent and, below it, what it knows of its peer; give one --url per agent\n"
             "for a row each.\n"
             "\n"
-            "Exit status: 0 success, 1 failure (any agent unreachable), 2 bad usage.\n");
+            "Exit status: 0 success, 1 failure (any agent unreachable), 2 bad usage or a\n"
+            "request an agent refused as bad (400); check: 3 for bad usage.\n");
 }
 
 static void
@@ -982,7 +985,7 @@ run_operation(const struct ctl *ctl, const char *base, const char *op, const cha
         describe_refusal(&r, msg, sizeof(msg));
         fprintf(stderr, "walmirrorctl: the agent at %s answered %s\n", url, msg);
         free(r.body);
-        return 1;
+        return r.code == 400 ? 2 : 1; /* 400: a bad argument, refused as it was made */
     }
     o = json_loadb(r.body, r.len, 0, NULL);
     id = (uint64_t)json_integer_value(json_object_get(o, "id"));
@@ -1276,7 +1279,7 @@ maint_change(const struct ctl *ctl, const struct maint_args *m)
             failed++;
             /* a refused window is refused by every agent alike: stop at the first */
             if (add && r.code == 400)
-                return 1;
+                return 2;
             continue;
         }
         o = json_loadb(r.body, r.len, 0, NULL);
@@ -1308,7 +1311,8 @@ cmd_maintenance(const struct ctl *ctl, const struct maint_args *m)
 
 /*
  * Parses the arguments after "maintenance" (argv[*i] is the word "maintenance"), up to the
- * end; --url may come among them.  Returns 0, or -1 with a message for bad usage.
+ * end; --url may come among them.  Returns 0, -1 with a message for bad usage, or -2 with a
+ * message for a window that maint_window_parse refuses.
  */
 static int
 parse_maint_args(int argc, char **argv, int *i, struct ctl *ctl, struct maint_args *m,
@@ -1386,6 +1390,25 @@ parse_maint_args(int argc, char **argv, int *i, struct ctl *ctl, struct maint_ar
                         "--duration and --tz\n");
         return -1;
     }
+    if (strcmp(m->sub, "add") == 0) {
+        /* The agents' own rules (maint.h), applied here first: a bad window is refused before
+         * any agent is asked, with the same message. */
+        struct maint_params p = {.rrule = m->rrule,
+                                 .start = m->start,
+                                 .from = m->from,
+                                 .at = m->at,
+                                 .duration = m->duration,
+                                 .tz = m->tz,
+                                 .cls = m->cls,
+                                 .switchover = m->switchover ? "1" : NULL};
+        struct maint_window w;
+        char err[512];
+
+        if (maint_window_parse(&w, &p, (int64_t)time(NULL), err, sizeof(err)) < 0) {
+            fprintf(stderr, "walmirrorctl: maintenance add: %s\n", err);
+            return -2;
+        }
+    }
     return 0;
 }
 
@@ -1428,7 +1451,23 @@ parse_lag(const char *v, double *out, bool *is_time)
 struct check_args {
     double warn, crit;
     bool warn_time, crit_time;
+    const char *warn_text, *crit_text; /* as given; NULL: the default */
 };
+
+/* A warning threshold above its critical one (both sizes or both durations) is refused: the
+ * lag would be critical before it is warned about.  Returns 0, or -1 with the message. */
+static int
+check_thresholds(const struct check_args *ca, bool have_warn, bool have_crit)
+{
+    if (ca->warn_time != ca->crit_time || ca->warn <= ca->crit || (!have_warn && !have_crit))
+        return 0;
+    fprintf(stderr,
+            "walmirrorctl: --lag-warning %s%s is above --lag-critical %s%s: the lag would be "
+            "critical before it is warned about\n",
+            ca->warn_text != NULL ? ca->warn_text : "16MB", have_warn ? "" : " (the default)",
+            ca->crit_text != NULL ? ca->crit_text : "1GB", have_crit ? "" : " (the default)");
+    return -1;
+}
 
 static void
 worsen(enum check_state *s, enum check_state to, char *msg, size_t cap, const char *fmt, ...)
@@ -1693,6 +1732,7 @@ main(int argc, char **argv)
                 return 3;
             }
             have_warn = true;
+            check.warn_text = v;
             continue;
         }
         v = opt_value(argc, argv, &i, "--lag-critical", NULL, &matched);
@@ -1703,6 +1743,7 @@ main(int argc, char **argv)
                 return 3;
             }
             have_crit = true;
+            check.crit_text = v;
             continue;
         }
         if (strcmp(a, "--force") == 0) {
@@ -1733,7 +1774,10 @@ main(int argc, char **argv)
         if (command == NULL && strcmp(a, "maintenance") == 0) {
             /* its own options (--at, --json, --url among them) up to the end */
             command = a;
-            if (parse_maint_args(argc, argv, &i, &ctl, &maint, &want_json) < 0)
+            taken = parse_maint_args(argc, argv, &i, &ctl, &maint, &want_json);
+            if (taken == -2)
+                return 2; /* a bad window: its message is enough, without the usage */
+            if (taken < 0)
                 goto bad_usage;
             break;
         }
@@ -1744,6 +1788,8 @@ main(int argc, char **argv)
     }
     if (command == NULL)
         goto bad_usage;
+    if (check_thresholds(&check, have_warn, have_crit) < 0)
+        return 3;
     if (strcmp(command, "status") != 0 && strcmp(command, "pause") != 0 &&
         strcmp(command, "resume") != 0 && strcmp(command, "switchover") != 0 &&
         strcmp(command, "failover") != 0 && strcmp(command, "rejoin") != 0 &&
