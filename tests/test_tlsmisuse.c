@@ -20,8 +20,9 @@
  * handshake before the acceptor has checked its certificate) is empty, and, fed to a frame
  * decoder with LZ4, yields no frame - so neither the WAL nor its decompressed content is
  * reachable; and that the acceptor logged exactly one line at warning level or above, naming
- * the cause.  A control case - a good site-b client that speaks the session protocol - shows
- * that the same checks do see the WAL when it is sent.
+ * the cause and the client's address, and saying that it is not (yet) site-b: anyone may
+ * connect to the port.  A control case - a good site-b client that speaks the session protocol -
+ * shows that the same checks do see the WAL when it is sent.
  */
 #include <check.h>
 #include <errno.h>
@@ -515,8 +516,23 @@ START_TEST(test_misuse)
         lines = log_serious_lines(log, serious, sizeof(serious));
         ck_assert_msg(lines == 1, "%s: %d log lines at warning level or above, expected 1",
                       mc->what, lines);
-        ck_assert_msg(strstr(serious, "ERROR peer[site-b]: ") != NULL, "%s: \"%s\"", mc->what,
-                      serious);
+        /* naming where it came from, and that it is not (yet) site-b */
+        {
+            struct sockaddr_in me;
+            socklen_t melen = sizeof(me);
+            char want[128];
+
+            ck_assert_int_eq(getsockname(p.fd, (struct sockaddr *)&me, &melen), 0);
+            snprintf(want, sizeof(want), "ERROR peer[127.0.0.1:%u]: ", ntohs(me.sin_port));
+            ck_assert_msg(strstr(serious, want) != NULL, "%s: \"%s\" lacks \"%s\"", mc->what,
+                          serious, want);
+            snprintf(want, sizeof(want),
+                     "TLS handshake with 127.0.0.1:%u failed (an incoming connection, not "
+                     "verified as site-b): ",
+                     ntohs(me.sin_port));
+            ck_assert_msg(strstr(serious, want) != NULL, "%s: \"%s\" lacks \"%s\"", mc->what,
+                          serious, want);
+        }
         ck_assert_msg(strstr(serious, mc->cause) != NULL, "%s: \"%s\" lacks \"%s\"", mc->what,
                       serious, mc->cause);
         ck_assert_msg(mc->cause2 == NULL || strstr(serious, mc->cause2) != NULL,
