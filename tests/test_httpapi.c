@@ -1044,6 +1044,7 @@ START_TEST(metrics_exposition)
     ck_assert_ptr_nonnull(s);
     fill_snapshot(s);
     m = &s->metrics;
+    s->started_unix_us = 1700000000123456ULL;
     snprintf(s->peer_name, sizeof(s->peer_name), "site-\"b\"\\");
     /* fsync: 0.7 ms, 3 ms, 2 s and 5 s (beyond the last bound) */
     status_hist_observe(&m->hist[STATUS_HIST_FSYNC], STATUS_HIST_FSYNC, 0.0007);
@@ -1062,6 +1063,9 @@ START_TEST(metrics_exposition)
     request(&r, "GET", "/metrics", NULL);
     ck_assert_int_eq(r.code, 200);
     ck_assert_str_eq(r.ctype, "text/plain; version=0.0.4; charset=utf-8");
+    /* the start time to the microsecond, as text (before parsing cuts the body up) */
+    ck_assert_msg(strstr(r.body, "\nwalmirror_start_time_seconds 1700000000.123456\n") != NULL,
+                  "%s", r.body);
     parse_exposition(&e, r.body);
 
     ck_assert(has_sample(&e, "walmirror_info{node=\"site-a\",peer=\"site-\\\"b\\\"\\\\\"}"));
@@ -1092,6 +1096,9 @@ START_TEST(metrics_exposition)
     ck_assert_double_eq(sample(&e, "walmirror_operation_running"), 1);
     ck_assert_double_eq(sample(&e, "walmirror_failover_paused"), 0);
     ck_assert_double_eq(sample(&e, "walmirror_maintenance"), 0);
+    /* what /status shows of the spool's space and the certificate, here too */
+    ck_assert_double_eq(sample(&e, "walmirror_spool_free_bytes"), 50.0 * (1 << 30));
+    ck_assert_double_eq(sample(&e, "walmirror_cert_expiry_timestamp_seconds"), 4102444800.0);
     /* the fsync histogram: cumulative, the 5 s observation only in +Inf */
     ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"0.0005\"}"),
                         0);
@@ -1121,6 +1128,14 @@ START_TEST(metrics_exposition)
     ck_assert_double_eq(sample(&e, "walmirror_role{role=\"source\"}"), 0);
     ck_assert_double_eq(sample(&e, "walmirror_maintenance"), 1);
     ck_assert(!has_sample(&e, "walmirror_last_write_unavailability_seconds"));
+    /* unknown space and certificate: absent, as an unknown lag in seconds */
+    s->spool_free_bytes = -1;
+    s->cert_not_after_unix = -1;
+    status_publish(&board, s);
+    request(&r, "GET", "/metrics", NULL);
+    parse_exposition(&e, r.body);
+    ck_assert(!has_sample(&e, "walmirror_spool_free_bytes"));
+    ck_assert(!has_sample(&e, "walmirror_cert_expiry_timestamp_seconds"));
 
     request(&r, "POST", "/metrics", NULL);
     ck_assert_int_eq(r.code, 405);
