@@ -1565,3 +1565,19 @@ config_dump(FILE *f, const struct wm_config *c)
         return -EIO;
     return 0;
 }
+
+const char *
+config_size_text(uint64_t bytes, char *buf, size_t cap)
+{
+    const struct unit *u = &size_units[0];
+    double v;
+
+    while (u[1].name != NULL && bytes >= u[1].mult)
+        u++;
+    v = (double)bytes / (double)u->mult;
+    if (u->mult == 1)
+        snprintf(buf, cap, "%llu B", (unsigned long long)bytes);
+    else
+        snprintf(buf, cap, v < 9.95 ? "%.1f %s" : "%.0f %s", v, u->name);
+    return buf;
+}

@@ -1197,13 +1197,25 @@ static enum MHD_Result
 handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
 {
     struct status_snapshot *snap = malloc(sizeof(*snap)); /* ~20 KB: not on MHD's stack */
+    struct maint_store *m = atomic_load(&h->maint);
+    struct maint_window *w = NULL; /* the page and summary list the windows */
     enum MHD_Result ret = MHD_NO;
     struct statuspage_thresholds th;
     char *buf = NULL;
     size_t len = 0;
+    int n = 0;
 
     if (snap == NULL)
         return MHD_NO;
+    if (m != NULL && (r == ROUTE_PAGE || r == ROUTE_SUMMARY)) {
+        w = calloc(MAINT_MAX, sizeof(*w));
+        n = w != NULL ? maint_store_list(m, w, MAINT_MAX, true) : -ENOMEM;
+        if (n < 0) {
+            free(snap);
+            free(w);
+            return MHD_NO;
+        }
+    }
     status_read(h->board, snap);
     pthread_mutex_lock(&h->th_lock);
     th = h->th;
@@ -1226,11 +1238,12 @@ handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
         ret = handle_standby(c, snap);
         break;
     case ROUTE_PAGE:
-        if (statuspage_html(snap, &th, clock_unix_us(), &buf, &len) == 0)
+        if (statuspage_html(snap, &th, w, (unsigned)n, clock_unix_us(), &buf, &len) == 0)
             ret = reply_buffer(c, MHD_HTTP_OK, "text/html; charset=utf-8", buf, len);
         break;
     case ROUTE_SUMMARY:
-        ret = reply_json(c, MHD_HTTP_OK, statuspage_summary(snap, &th, clock_unix_us()), NULL);
+        ret = reply_json(c, MHD_HTTP_OK,
+                         statuspage_summary(snap, &th, w, (unsigned)n, clock_unix_us()), NULL);
         break;
     case ROUTE_SP_STATUS:
         ret = reply_json(c, MHD_HTTP_OK, statuspage_status(snap, &th, clock_unix_us()), NULL);
@@ -1242,6 +1255,7 @@ handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
         break;
     }
     free(snap);
+    free(w);
     return ret;
 }
 

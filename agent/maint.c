@@ -221,6 +221,72 @@ utc_text(int64_t t, char *buf, size_t len)
         snprintf(buf, len, "%" PRId64, t);
 }
 
+int
+maint_window_next(const struct maint_window *w, int64_t now, struct rrule_span *out, int max)
+{
+    struct rrule_span act, next;
+    int n = 0;
+
+    if (max <= 0 || maint_window_eval(w, now, &act, &next) < 0)
+        return 0;
+    if (act.start >= 0)
+        out[n++] = act;
+    /* At an occurrence's start it is the open one, and the next is the one after it. */
+    while (n < max && next.start >= 0) {
+        out[n++] = next;
+        if (maint_window_eval(w, next.start, &act, &next) < 0)
+            break;
+    }
+    return n;
+}
+
+/* "Sat 2026-11-28 22:00" and, when the end falls on another date, its date: the moment t as
+ * local time in tz (UTC when tz is NULL); false if tz cannot be read. */
+static bool
+moment_text(const char *tz, int64_t t, bool with_date, char *buf, size_t cap)
+{
+    static const char *const wdays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    struct tm tm = {0};
+    int y, m, d, minute;
+
+    if (tz == NULL) {
+        time_t tt = (time_t)t;
+        if (gmtime_r(&tt, &tm) == NULL)
+            return false;
+        y = tm.tm_year + 1900, m = tm.tm_mon + 1, d = tm.tm_mday;
+        minute = tm.tm_hour * 60 + tm.tm_min;
+    } else if (rrule_unix_to_local(tz, t, &y, &m, &d, &minute) < 0) {
+        return false;
+    }
+    tm = (struct tm){.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d, .tm_hour = 12};
+    if (timegm(&tm) == (time_t)-1)
+        return false;
+    if (with_date)
+        snprintf(buf, cap, "%s %04d-%02d-%02d %02d:%02d", wdays[tm.tm_wday % 7], y % 10000, m, d,
+                 minute / 60, minute % 60);
+    else
+        snprintf(buf, cap, "%02d:%02d", minute / 60, minute % 60);
+    return true;
+}
+
+void
+maint_span_text(const struct maint_window *w, const struct rrule_span *sp, bool utc, char *buf,
+                size_t cap)
+{
+    const char *tz = utc ? NULL : w->tz;
+    char from[48], to[48];
+
+    if (!moment_text(tz, sp->start, true, from, sizeof(from)) ||
+        !moment_text(tz, sp->end, true, to, sizeof(to))) {
+        snprintf(buf, cap, "?");
+        return;
+    }
+    /* the end's date only when it differs from the start's: both begin "Www YYYY-MM-DD" */
+    if (strncmp(from, to, 14) == 0)
+        (void)moment_text(tz, sp->end, false, to, sizeof(to));
+    snprintf(buf, cap, "%s - %s %s", from, to, utc ? "UTC" : w->tz);
+}
+
 /* Adds key: v to o, consuming v; false on failure. */
 static bool
 put(json_t *o, const char *key, json_t *v)
@@ -259,14 +325,30 @@ maint_window_json(const struct maint_window *w, int64_t now)
          put(o, "duration_s", json_integer(w->duration_s)) && put(o, "tz", json_string(w->tz)) &&
          put(o, "switchover", json_boolean(w->switchover));
     if (ok && now >= 0) {
-        struct rrule_span act, next;
+        struct rrule_span act, next, occ[MAINT_NEXT];
+        int n = maint_window_next(w, now, occ, MAINT_NEXT);
+        json_t *list = NULL;
+
         if (maint_window_eval(w, now, &act, &next) < 0)
             act.start = act.end = next.start = next.end = -1;
         ok = put(o, "active", json_boolean(act.start >= 0)) &&
              put_time(o, "active_start", "active_start_utc", act.start) &&
              put_time(o, "active_end", "active_end_utc", act.end) &&
              put_time(o, "next_start", "next_start_utc", next.start) &&
-             put_time(o, "next_end", "next_end_utc", next.end);
+             put_time(o, "next_end", "next_end_utc", next.end) &&
+             put(o, "occurrences", list = json_array());
+        for (int i = 0; ok && i < n; i++) {
+            char local[160], utc[160];
+            json_t *e = json_object();
+
+            maint_span_text(w, &occ[i], false, local, sizeof(local));
+            maint_span_text(w, &occ[i], true, utc, sizeof(utc));
+            ok = e != NULL && json_array_append_new(list, e) == 0 &&
+                 put(e, "start", json_integer(occ[i].start)) &&
+                 put(e, "end", json_integer(occ[i].end)) &&
+                 put(e, "active", json_boolean(occ[i].start <= now && now < occ[i].end)) &&
+                 put(e, "local", json_string(local)) && put(e, "utc", json_string(utc));
+        }
     }
     if (!ok) {
         json_decref(o);
@@ -275,12 +357,29 @@ maint_window_json(const struct maint_window *w, int64_t now)
     return o;
 }
 
+/* The moment t of window w for the status text: its local time in w's zone, and the same in
+ * UTC unless the zone is at UTC then ("Sat 2026-02-28 22:00 America/Denver (2026-03-01 05:00
+ * UTC)", "Tue 2026-03-10 12:00 UTC"). */
+static void
+describe_moment(const struct maint_window *w, int64_t t, char *buf, size_t len)
+{
+    char local[48], utc[48];
+
+    utc_text(t, utc, sizeof(utc));
+    if (!moment_text(w->tz, t, true, local, sizeof(local)))
+        snprintf(buf, len, "%s", utc);
+    else if (strncmp(local + 4, utc, 16) == 0) /* "YYYY-MM-DD HH:MM": the zone is at UTC */
+        snprintf(buf, len, "%s UTC", local);
+    else
+        snprintf(buf, len, "%s %s (%s)", local, w->tz, utc);
+}
+
 bool
 maint_describe(const struct maint_window *w, unsigned n, int64_t now, char *buf, size_t len)
 {
     const struct maint_window *act_w = NULL, *next_w = NULL;
     int64_t act_end = -1, next_start = -1;
-    char when[64];
+    char when[48 + sizeof(w->tz) + 48 + 8]; /* describe_moment: local, zone, UTC */
 
     for (unsigned i = 0; i < n; i++) {
         struct rrule_span a, nx;
@@ -296,12 +395,12 @@ maint_describe(const struct maint_window *w, unsigned n, int64_t now, char *buf,
         }
     }
     if (act_w != NULL) {
-        utc_text(act_end, when, sizeof(when));
+        describe_moment(act_w, act_end, when, sizeof(when));
         snprintf(buf, len, "active %s until %s", maint_class_name(act_w->cls), when);
         return true;
     }
     if (next_w != NULL) {
-        utc_text(next_start, when, sizeof(when));
+        describe_moment(next_w, next_start, when, sizeof(when));
         snprintf(buf, len, "next %s at %s", maint_class_name(next_w->cls), when);
     } else {
         snprintf(buf, len, "none");

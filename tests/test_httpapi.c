@@ -1471,8 +1471,10 @@ START_TEST(ctl_status_table)
     assert_has(out_text, "primary");
     assert_has(out_text, "0/3000060");
     assert_has(out_text, "1/2A");
-    assert_has(out_text, "160B 0.250s"); /* write lag */
-    assert_has(out_text, "256B -");      /* flush lag, seconds unknown */
+    /* lags in bytes as a DBA reads them: the configuration's units, 1024-based */
+    assert_has(out_text, "160 B 0.250s"); /* write lag */
+    assert_has(out_text, "256 B -");      /* flush lag, seconds unknown */
+    assert_has(out_text, "48 MB 1.500s"); /* apply lag: 50331904 bytes */
     assert_has(out_text, "up 0.42ms");
     assert_has(out_text, "auto");
     /* the peer, not queried */
@@ -1599,7 +1601,7 @@ START_TEST(ctl_check)
     ck_assert_msg(rc == 1, "exit %d: %s%s", rc, out_text, err_text);
     assert_has(out_text, "WALMIRROR WARNING - ");
     assert_has(out_text, "site-a: switchover running (stopping the primary)");
-    assert_has(out_text, "site-a: apply lag 50331904B over 16777216B");
+    assert_has(out_text, "site-a: apply lag 48 MB over 16 MB");
     assert_has(out_text, "| 'site-a_apply_lag_bytes'=50331904B;16777216;1073741824 ");
     assert_has(out_text, "'site-a_apply_lag_seconds'=1.500s;; ");
 

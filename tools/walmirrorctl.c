@@ -587,11 +587,11 @@ cell_lsn(char *cell, const json_t *o, const char *key)
         snprintf(cell, CELL_MAX, "%.24s", jstr(o, textkey));
 }
 
-/* "1234B 0.004s"; "-" for unknown seconds. */
+/* "31 kB 0.004s" (config_size_text's units); "-" for unknown seconds. */
 static void
 cell_lag(char *cell, const json_t *o, const char *stage)
 {
-    char kb[32], ks[32], secs[32];
+    char kb[32], ks[32], secs[32], size[32];
     const json_t *js;
     uint64_t bytes;
 
@@ -603,7 +603,7 @@ cell_lag(char *cell, const json_t *o, const char *stage)
     else
         snprintf(secs, sizeof(secs), "-");
     if (ju64(o, kb, &bytes))
-        snprintf(cell, CELL_MAX, "%" PRIu64 "B %s", bytes, secs);
+        snprintf(cell, CELL_MAX, "%s %s", config_size_text(bytes, size, sizeof(size)), secs);
     else
         snprintf(cell, CELL_MAX, "- %s", secs);
 }
@@ -1149,15 +1149,23 @@ fetch_maint(const struct ctl *ctl, const char *base, json_t **out)
     return 0;
 }
 
+/*
+ * One window: its id, class, rule or date, zone, duration; then its next occurrences (the open
+ * one first), each in the window's own zone and in UTC, as the agent wrote them.  An agent
+ * that sends no "occurrences" gets the next start in UTC on the first line.
+ */
 static void
 print_window(const json_t *w)
 {
     const char *rule = json_string_value(json_object_get(w, "rrule"));
     json_int_t dur = json_integer_value(json_object_get(w, "duration_s"));
     bool active = json_is_true(json_object_get(w, "active"));
+    const json_t *occ = json_object_get(w, "occurrences"), *e;
     const char *when = json_string_value(
         json_object_get(w, active ? "active_end_utc" : "next_start_utc"));
     char spec[400];
+    size_t i;
+    bool first_next = true;
 
     if (when == NULL)
         when = "";
@@ -1165,12 +1173,31 @@ print_window(const json_t *w)
         snprintf(spec, sizeof(spec), "%s at %s from %s", rule, jstr(w, "start"), jstr(w, "date"));
     else
         snprintf(spec, sizeof(spec), "once at %s %s", jstr(w, "date"), jstr(w, "start"));
-    printf("  %-4" JSON_INTEGER_FORMAT " %-8s %s %s, %" JSON_INTEGER_FORMAT "h%02" JSON_INTEGER_FORMAT
-           "m%s: %s%s\n",
+    printf("  %-4" JSON_INTEGER_FORMAT " %-8s %s %s, %" JSON_INTEGER_FORMAT
+           "h%02" JSON_INTEGER_FORMAT "m%s",
            json_integer_value(json_object_get(w, "id")), jstr(w, "class"), spec, jstr(w, "tz"),
-           dur / 3600, dur / 60 % 60, json_is_true(json_object_get(w, "switchover"))
-                                          ? ", switchover" : "",
-           active ? "ACTIVE until " : when[0] != '\0' ? "next " : "", when[0] != '\0' ? when : "over");
+           dur / 3600, dur / 60 % 60,
+           json_is_true(json_object_get(w, "switchover")) ? ", switchover" : "");
+    if (!json_is_array(occ)) {
+        printf(": %s%s\n",
+               active            ? "ACTIVE until "
+               : when[0] != '\0' ? "next "
+                                 : "",
+               when[0] != '\0' ? when : "over");
+        return;
+    }
+    printf("%s\n", json_array_size(occ) == 0 ? ": over" : "");
+    json_array_foreach(occ, i, e)
+    {
+        bool open = json_is_true(json_object_get(e, "active"));
+        printf("       %-5s %s (%s)\n",
+               open         ? "NOW"
+               : first_next ? "next"
+                            : "then",
+               jstr(e, "local"), jstr(e, "utc"));
+        if (!open)
+            first_next = false;
+    }
 }
 
 static int
@@ -1543,10 +1570,17 @@ cmd_check(const struct ctl *ctl, const struct check_args *ca)
                 bool is_time = k == 0 ? ca->crit_time : ca->warn_time;
                 double v = is_time ? lag_s : lag_b;
                 if (v >= 0 && v > limit) {
+                    char vt[32], lt[32];
+
+                    if (is_time) {
+                        snprintf(vt, sizeof(vt), "%.0fms", v * 1000);
+                        snprintf(lt, sizeof(lt), "%.0fms", limit * 1000);
+                    } else {
+                        config_size_text((uint64_t)v, vt, sizeof(vt));
+                        config_size_text((uint64_t)limit, lt, sizeof(lt));
+                    }
                     worsen(&state, k == 0 ? CHECK_CRITICAL : CHECK_WARNING, problems,
-                           sizeof(problems), "%s: apply lag %.0f%s over %.0f%s", node,
-                           is_time ? v * 1000 : v, is_time ? "ms" : "B",
-                           is_time ? limit * 1000 : limit, is_time ? "ms" : "B");
+                           sizeof(problems), "%s: apply lag %s over %s", node, vt, lt);
                     break;
                 }
             }
