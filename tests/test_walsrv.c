@@ -1587,6 +1587,9 @@ static char *tl_history;   /* its content */
 static size_t tl_history_len;
 static uint64_t tl_sysid;
 static char *tl_backup_dir;   /* holds data/: R's base backup */
+/* P (timeline 1, stopped cleanly at the switch) and S (promoted to timeline 2), kept stopped
+ * for test_rejoin_role_grants; destroyed at exit */
+static struct pgt_cluster tl_p, tl_s;
 static char tl_expected[128]; /* on S after the promotion: see TL_EXPECTED_SQL */
 
 #define TL_EXPECTED_SQL                                                                            \
@@ -1723,8 +1726,8 @@ make_tl_wal(void)
             "timelines: 1 from %" PRIX64 ", switch at %" PRIX64 ", 2 up to %" PRIX64 " (%" PRIu64
             " segments), after the switch: %s\n",
             tl1_first, tl_switch, tl2_end, (tl2_end - tl2_first) / seg_size, tl_expected);
-    pgt_destroy(&p);
-    pgt_destroy(&s);
+    tl_p = p;
+    tl_s = s;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -2291,6 +2294,84 @@ START_TEST(test_tl_live_switch_protocol)
 }
 END_TEST
 
+/* Exit status of psql running sql on c's server as role (trust authentication). */
+static int
+psql_as(struct pgt_cluster *c, const char *role, const char *sql)
+{
+    return pgt_sh(c,
+                  "psql -X -v ON_ERROR_STOP=1 -d 'host=127.0.0.1 port=%d user=%s "
+                  "dbname=postgres' -c \"%s\"",
+                  c->port, role, sql);
+}
+
+/* pg_rewind of P from S, as the agent's rejoin runs it, with role; its output in
+ * P's directory, rewind.out.  Returns its exit status. */
+static int
+rewind_as(const char *role)
+{
+    return pgt_sh(&tl_p,
+                  "pg_rewind --target-pgdata=\"$PGDATA\" --source-server='host=127.0.0.1 "
+                  "port=%d user=%s dbname=postgres' >'%s/rewind.out' 2>&1",
+                  tl_s.port, role, tl_p.dir);
+}
+
+/*
+ * The role docs/setup.md gives the agents instead of a superuser is enough for what they run
+ * on the other site's PostgreSQL (peer_pg_conninfo) in a rejoin - the DO block and CHECKPOINT
+ * on the new primary, pg_rewind --source-server - and on their own after a fail-over (ALTER
+ * SYSTEM SET synchronous_standby_names, pg_reload_conf()); a role without those grants is
+ * refused each of them.  On P and S of the timeline switch: P, the old primary, takes one more
+ * commit after S's promotion, and is rewound from S.
+ */
+START_TEST(test_rejoin_role_grants)
+{
+    static const char *const grants =
+        "CREATE ROLE wm_granted LOGIN REPLICATION;"
+        "CREATE ROLE wm_plain LOGIN REPLICATION;"
+        "GRANT pg_checkpoint TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, "
+        "boolean) TO wm_granted;"
+        "GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_reload_conf() TO wm_granted";
+    const char *in_recovery = "DO \\$\\$BEGIN IF pg_is_in_recovery() THEN RAISE EXCEPTION "
+                              "'still in recovery'; END IF; END\\$\\$";
+    char *v;
+
+    ck_assert_int_eq(pgt_start(&tl_s), 0);
+    free(query_must(&tl_s, grants));
+    /* P, never told of the promotion, commits once more: the sites have diverged */
+    ck_assert_int_eq(pgt_start(&tl_p), 0);
+    free(query_must(&tl_p, "INSERT INTO tl_before VALUES (-1)"));
+    ck_assert_int_eq(pgt_stop(&tl_p, "fast"), 0);
+
+    /* what the rejoin runs first on the new primary */
+    ck_assert_int_ne(psql_as(&tl_s, "wm_plain", "CHECKPOINT"), 0);
+    ck_assert_int_eq(psql_as(&tl_s, "wm_granted", in_recovery), 0);
+    ck_assert_int_eq(psql_as(&tl_s, "wm_granted", "CHECKPOINT"), 0);
+    /* what a new primary's agent runs after a fail-over */
+    ck_assert_int_ne(psql_as(&tl_s, "wm_plain", "ALTER SYSTEM SET synchronous_standby_names = ''"),
+                     0);
+    ck_assert_int_eq(
+        psql_as(&tl_s, "wm_granted", "ALTER SYSTEM SET synchronous_standby_names = ''"), 0);
+    ck_assert_int_ne(psql_as(&tl_s, "wm_plain", "SELECT pg_reload_conf()"), 0);
+    ck_assert_int_eq(psql_as(&tl_s, "wm_granted", "SELECT pg_reload_conf()"), 0);
+
+    /* pg_rewind from S as each role: refused without the grants, done with them */
+    ck_assert_int_ne(rewind_as("wm_plain"), 0);
+    ck_assert_msg(rewind_as("wm_granted") == 0, "pg_rewind as wm_granted failed (see %s)",
+                  tl_p.dir);
+    v = slurp(tl_p.dir, "rewind.out");
+    ck_assert_msg(strstr(v, "servers diverged at WAL location") != NULL &&
+                      strstr(v, "Done!") != NULL,
+                  "pg_rewind did not rewind: %s", v);
+    free(v);
+    ck_assert_int_eq(pgt_stop(&tl_s, "fast"), 0);
+}
+END_TEST
+
 static void
 teardown_fx(void)
 {
@@ -2347,6 +2428,7 @@ main(void)
     tcase_add_test(tc_timelines, test_tl_pg_receivewal);
     tcase_add_test(tc_timelines, test_tl_standby_follows);
     tcase_add_test(tc_timelines, test_tl_live_switch_standby);
+    tcase_add_test(tc_timelines, test_rejoin_role_grants);
     suite_add_tcase(s, tc_timelines);
 
     sr = srunner_create(s);
@@ -2358,6 +2440,8 @@ main(void)
         tu_rmtree(standby_dir);
         tu_rmtree(tl_backup_dir);
     }
+    pgt_destroy(&tl_p);
+    pgt_destroy(&tl_s);
     free(wal);
     free(tl1);
     free(tl2);
