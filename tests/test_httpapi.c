@@ -1065,7 +1065,10 @@ START_TEST(metrics_exposition)
     ck_assert_str_eq(r.ctype, "text/plain; version=0.0.4; charset=utf-8");
     /* the start time to the microsecond, as text (before parsing cuts the body up) */
     ck_assert_msg(strstr(r.body, "\nwalmirror_start_time_seconds 1700000000.123456\n") != NULL,
-                  "%s", r.body);
+                  "no exact start time: %.80s",
+                  strstr(r.body, "\nwalmirror_start_time_seconds ") != NULL
+                      ? strstr(r.body, "\nwalmirror_start_time_seconds ") + 1
+                      : "(none)");
     parse_exposition(&e, r.body);
 
     ck_assert(has_sample(&e, "walmirror_info{node=\"site-a\",peer=\"site-\\\"b\\\"\\\\\"}"));

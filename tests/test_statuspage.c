@@ -590,7 +590,7 @@ START_TEST(summary_uses_configured_thresholds)
     ck_assert_int_eq(get("/", &b, ctype, sizeof(ctype)), 200);
     ck_assert_msg(strstr(b.data, "degraded from 64 MB or 5 s of lag, in partial outage from "
                                  "1.0 GB or 60 s") != NULL,
-                  "%s", b.data);
+                  "%.300s", strstr(b.data, "<footer>") != NULL ? strstr(b.data, "<footer>") : "");
     free(b.data);
 
     /* and a partial threshold below the lag makes it a partial outage */
