@@ -219,8 +219,8 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
               s->spool_stall[0] != '\0' ? 1 : 0);
     if (s->spool_free_bytes >= 0)
         gauge_u64(f, "walmirror_spool_free_bytes",
-                  "Bytes free for unprivileged users on the file system of the spool (of the "
-                  "state directory on a witness); absent while unknown.",
+                  "Bytes free for unprivileged users on the file system of the spool; absent "
+                  "while unknown.",
                   (uint64_t)s->spool_free_bytes);
     /* 0 (1970) is no certificate's expiry: a snapshot that never set the field */
     if (s->cert_not_after_unix > 0)

@@ -1643,6 +1643,18 @@ START_TEST(ctl_check)
     ck_assert_int_eq(ctl("check --url %s --lag-warning 100MB", base), 2);
     assert_has(out_text, "site-a: spool stalled, commits wait (no space for the spool in /spool)");
 
+    /* The witness keeps no spool, and publishes 0 for the fields it does not know: no
+     * "0 MB free for the spool", no certificate "expired" in 1970. */
+    fill_snapshot(&s);
+    snprintf(s.role, sizeof(s.role), "witness");
+    snprintf(s.operation, sizeof(s.operation), "none");
+    s.spool_free_bytes = 0;
+    s.cert_not_after_unix = 0;
+    status_publish(&board, &s);
+    rc = ctl("check --url %s", base);
+    ck_assert_msg(rc == 0, "exit %d: %s%s", rc, out_text, err_text);
+    assert_has(out_text, "WALMIRROR OK - site-a witness sync");
+
     /* An agent that cannot be reached is CRITICAL; bad arguments are UNKNOWN. */
     ck_assert_int_eq(ctl("check --url http://127.0.0.1:1"), 2);
     assert_has(out_text, "WALMIRROR CRITICAL - ");

@@ -1592,10 +1592,11 @@ cmd_check(const struct ctl *ctl, const struct check_args *ca)
             worsen(&state, CHECK_CRITICAL, problems, sizeof(problems),
                    "%s: spool stalled, commits wait (%s)", node,
                    json_string_value(json_object_get(o, "spool_stall")));
-        if (free_b >= 0 && free_b < 1073741824.0)
+        /* a witness keeps no spool; an expiry of 0 (1970) is a field its agent never set */
+        if (strcmp(role, "witness") != 0 && free_b >= 0 && free_b < 1073741824.0)
             worsen(&state, free_b < 268435456.0 ? CHECK_CRITICAL : CHECK_WARNING, problems,
                    sizeof(problems), "%s: %.0f MB free for the spool", node, free_b / 1048576);
-        if (cert >= 0) {
+        if (cert > 0) {
             double days = (cert - (double)time(NULL)) / 86400;
             if (days < 30)
                 worsen(&state, days < 7 ? CHECK_CRITICAL : CHECK_WARNING, problems,
