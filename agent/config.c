@@ -15,10 +15,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1082,6 +1085,117 @@ check_listeners(struct parser *ps)
     return 0;
 }
 
+/* True for "localhost", an IPv4 address in 127/8 and ::1. */
+static bool
+is_loopback_host(const char *host)
+{
+    unsigned char a[16];
+
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, a) == 1)
+        return a[0] == 127;
+    return inet_pton(AF_INET6, host, a) == 1 && memcmp(a, &in6addr_loopback, 16) == 0;
+}
+
+/* True if host is an address of one of this machine's interfaces. */
+static bool
+is_local_address(const char *host)
+{
+    unsigned char want[16], have[16];
+    struct ifaddrs *ifs, *i;
+    int family = inet_pton(AF_INET, host, want) == 1    ? AF_INET
+                 : inet_pton(AF_INET6, host, want) == 1 ? AF_INET6
+                                                        : AF_UNSPEC;
+    bool found = false;
+
+    if (family == AF_UNSPEC || getifaddrs(&ifs) != 0)
+        return false;
+    for (i = ifs; i != NULL && !found; i = i->ifa_next) {
+        if (i->ifa_addr == NULL || i->ifa_addr->sa_family != family)
+            continue;
+        if (family == AF_INET)
+            memcpy(have, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, 4);
+        else
+            memcpy(have, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16);
+        found = memcmp(want, have, family == AF_INET ? 4 : 16) == 0;
+    }
+    freeifaddrs(ifs);
+    return found;
+}
+
+/*
+ * True if a connection to remote would reach the listener mine of this node: the same port,
+ * and the same host, or a loopback name for a loopback or wildcard listener, or (with
+ * machine, when the checks may look at this machine) any of this machine's addresses for a
+ * wildcard listener.
+ */
+static bool
+reaches_listener(const struct config_hostport *remote, const struct config_hostport *mine,
+                 bool machine)
+{
+    if (remote->port != mine->port)
+        return false;
+    if (strcasecmp(remote->host, mine->host) == 0)
+        return true;
+    if (is_wildcard(mine->host))
+        return is_loopback_host(remote->host) || (machine && is_local_address(remote->host));
+    /* "localhost" reaches a listener on 127.0.0.1 or ::1 */
+    return strcasecmp(remote->host, "localhost") == 0 && is_loopback_host(mine->host) &&
+           (strcmp(mine->host, "127.0.0.1") == 0 || strcmp(mine->host, "::1") == 0);
+}
+
+/* The other agents this node connects to (its peer and witness; a witness's sites) must not
+ * be this node itself: an address that reaches one of its own listeners is refused, naming
+ * whichever of the two keys is set later in the file. */
+static int
+check_not_self(struct parser *ps)
+{
+    struct wm_config *c = ps->cfg;
+    const struct listener mine[3] = {
+        {K_LISTEN, &c->listen},
+        {K_HTTP_LISTEN, &c->http_listen},
+        {K_WAL_LISTEN, c->role != CONFIG_ROLE_WITNESS ? &c->wal_listen : NULL}};
+    struct {
+        enum key_id k;
+        const struct config_endpoint *ep;
+    } remote[2];
+    bool machine = !(ps->flags & CONFIG_NO_FILE_CHECKS);
+    int n = 0;
+
+    if (c->role == CONFIG_ROLE_WITNESS) {
+        remote[n].k = K_SITES, remote[n++].ep = &c->sites[0];
+        remote[n].k = K_SITES, remote[n++].ep = &c->sites[1];
+    } else {
+        remote[n].k = K_PEER, remote[n++].ep = &c->peer;
+        if (c->has_witness)
+            remote[n].k = K_WITNESS, remote[n++].ep = &c->witness;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *what = remote[i].k == K_PEER      ? "the peer"
+                           : remote[i].k == K_WITNESS ? "the witness"
+                                                      : "a site";
+        for (int j = 0; j < 3; j++) {
+            const struct listener *l = &mine[j];
+
+            if (l->hp == NULL || !reaches_listener(&remote[i].ep->addr, l->hp, machine))
+                continue;
+            if (ps->line_of[l->k] > ps->line_of[remote[i].k])
+                return fail_key(ps, -EINVAL, ps->line_of[l->k], keys[l->k].name,
+                                "address %s is where %s %s is said to be (%s = %s@%s): %s runs "
+                                "elsewhere, with its own address",
+                                l->hp->text, what, remote[i].ep->name, keys[remote[i].k].name,
+                                remote[i].ep->name, remote[i].ep->addr.text, what);
+            return fail_key(ps, -EINVAL, ps->line_of[remote[i].k], keys[remote[i].k].name,
+                            "%s at %s is this node's own address (%s = %s): %s runs elsewhere, "
+                            "with its own address",
+                            remote[i].ep->name, remote[i].ep->addr.text, keys[l->k].name,
+                            l->hp->text, what);
+        }
+    }
+    return 0;
+}
+
 /* n in the largest of units that divides it, as config_dump() writes it ("16MB", "1min"). */
 static const char *
 units_text(char *buf, size_t cap, uint64_t n, const struct unit *units)
@@ -1231,6 +1345,8 @@ finish(struct parser *ps)
                         (unsigned long long)c->peer_timeout_ms);
     }
     rc = check_listeners(ps);
+    if (rc == 0)
+        rc = check_not_self(ps);
     if (rc < 0)
         return rc;
 
@@ -1472,4 +1588,20 @@ config_dump(FILE *f, const struct wm_config *c)
     if (fflush(f) != 0 || ferror(f))
         return -EIO;
     return 0;
+}
+
+const char *
+config_size_text(uint64_t bytes, char *buf, size_t cap)
+{
+    const struct unit *u = &size_units[0];
+    double v;
+
+    while (u[1].name != NULL && bytes >= u[1].mult)
+        u++;
+    v = (double)bytes / (double)u->mult;
+    if (u->mult == 1)
+        snprintf(buf, cap, "%llu B", (unsigned long long)bytes);
+    else
+        snprintf(buf, cap, v < 9.95 ? "%.1f %s" : "%.0f %s", v, u->name);
+    return buf;
 }

@@ -167,4 +167,11 @@ int config_dump(FILE *f, const struct wm_config *cfg) WM_MUSTCHECK;
 /* "auto" or "witness". */
 const char *config_role_name(enum config_role role);
 
+/*
+ * A byte count for people, in the units sizes take in the file (B, kB, MB, GB, TB: powers of
+ * 1024, as PostgreSQL's): "512 B", "31 kB", "1.5 MB" (one decimal below 10 of a unit).
+ * Returns buf.
+ */
+const char *config_size_text(uint64_t bytes, char *buf, size_t cap);
+
 #endif

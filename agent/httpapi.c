@@ -54,10 +54,34 @@
 #include "metrics.h"
 #include "statuspage.h"
 
-#define HTTPAPI_TOKEN_MAX 4096  /* bytes in a token file */
-#define HTTPAPI_CONN_LIMIT 32   /* concurrent connections */
-#define HTTPAPI_PER_IP_LIMIT 16 /* concurrent connections from one address */
-#define HTTPAPI_TIMEOUT_S 10    /* idle connection timeout */
+#define HTTPAPI_TOKEN_MAX 4096 /* bytes in a token file */
+/* Admission (see "Connections" below): at most HTTPAPI_CONN_LIMIT connections at a time, at
+ * most HTTPAPI_PER_ADDR_LIMIT of them from one client address, and the last HTTPAPI_RESERVE
+ * slots only for addresses that hold fewer than HTTPAPI_RESERVE_HOLDS; a connection idle for
+ * HTTPAPI_TIMEOUT_S seconds is closed. */
+#define HTTPAPI_CONN_LIMIT 64
+#define HTTPAPI_PER_ADDR_LIMIT 8
+#define HTTPAPI_RESERVE 16
+#define HTTPAPI_RESERVE_HOLDS 2
+#define HTTPAPI_TIMEOUT_S 3
+#define HTTPAPI_ADDR_MAX (INET6_ADDRSTRLEN + 16) /* a numeric address, with an IPv6 zone */
+
+/* One client address that holds connections, and its current burst of refusals. */
+struct admit_addr {
+    char addr[HTTPAPI_ADDR_MAX]; /* "" = a free entry */
+    unsigned held;
+    uint64_t refused;       /* refused since its burst began (0: no burst) */
+    uint64_t burst_mono_us; /* when the burst began */
+};
+
+/* Who holds the connections; guarded by lock (MHD's thread, and httpapi_stop's). */
+struct admission {
+    pthread_mutex_t lock;
+    unsigned held;                               /* connections open, all addresses */
+    struct admit_addr addrs[HTTPAPI_CONN_LIMIT]; /* no more addresses than connections */
+    uint64_t full_refused;                       /* refused while every slot was taken */
+    uint64_t full_mono_us;
+};
 
 struct httpapi {
     struct MHD_Daemon *daemon;
@@ -70,6 +94,7 @@ struct httpapi {
     struct maint_store *_Atomic maint; /* maintenance windows; NULL: not on this agent */
     pthread_mutex_t th_lock;           /* guards th (set by the agent, read by requests) */
     struct statuspage_thresholds th;   /* the status page's lag thresholds */
+    struct admission adm;
     char start_msg[256];
 };
 
@@ -130,10 +155,10 @@ is_loopback(const struct sockaddr *sa)
 /*
  * Reads the token from path: the whole file less trailing whitespace, 1..HTTPAPI_TOKEN_MAX
  * printable ASCII bytes without spaces, in a file that other users cannot read or write.
- * Stores its SHA-256 in h->token_digest.
+ * Stores its SHA-256 in digest[32].
  */
 static int
-read_token(struct httpapi *h, const char *path, char *err, size_t errlen)
+read_token(const char *path, unsigned char *digest, char *err, size_t errlen)
 {
     char buf[HTTPAPI_TOKEN_MAX + 2];
     struct stat st;
@@ -199,28 +224,64 @@ read_token(struct httpapi *h, const char *path, char *err, size_t errlen)
                      "http_token_file %s: the token must be printable ASCII without spaces", path);
             goto out;
         }
-    if (EVP_Digest(buf, n, h->token_digest, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+    if (EVP_Digest(buf, n, digest, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
         rc = -ENOMEM;
         snprintf(err, errlen, "http_token_file %s: SHA-256 failed", path);
         goto out;
     }
-    h->has_token = true;
 out:
     OPENSSL_cleanse(buf, sizeof(buf));
     close(fd);
     return rc;
 }
 
-/* MHD's error log: to log.h; during start-up, into start_msg for httpapi_start() instead. */
+/*
+ * Copies src into dst[cap] without its HTML markup: each tag is dropped, and text on either
+ * side of tags is joined by ": " ("<title>Request malformed</title><body>Your request..."
+ * becomes "Request malformed: Your request...").  libmicrohttpd puts the HTML body of its
+ * error responses into its log messages.
+ */
+static void
+strip_html(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+    bool in_tag = false, after_tag = false;
+
+    for (; *src != '\0' && n + 3 < cap; src++) {
+        if (*src == '<') {
+            in_tag = true;
+            continue;
+        }
+        if (in_tag) {
+            if (*src == '>') {
+                in_tag = false;
+                after_tag = true;
+            }
+            continue;
+        }
+        if (after_tag && n > 0 && dst[n - 1] != '(' && dst[n - 1] != '\'' && *src != '\'' &&
+            *src != ')') {
+            dst[n++] = ':';
+            dst[n++] = ' ';
+        }
+        after_tag = false;
+        dst[n++] = *src;
+    }
+    dst[n] = '\0';
+}
+
+/* MHD's error log: one plain line to log.h; during start-up, into start_msg for
+ * httpapi_start() instead. */
 static void
 mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     struct httpapi *h = cls;
-    char msg[512], line[512];
+    char msg[512], text[512], line[512];
 
     if (vsnprintf(msg, sizeof(msg), fmt, ap) < 0)
         return;
-    log_one_line(line, sizeof(line), msg);
+    strip_html(text, sizeof(text), msg);
+    log_one_line(line, sizeof(line), text);
     if (atomic_load(&h->starting)) {
         /* httpapi_start() reports it; a log line too would say the same thing twice */
         size_t n = strlen(line);
@@ -305,6 +366,13 @@ put_lsn(json_t *o, const char *key, uint64_t lsn)
 }
 
 #define PUT_STR(o, s, field) put((o), #field, json_fixed_string((s)->field, sizeof((s)->field)))
+
+static bool
+snap_is(const char *field, size_t cap, const char *v)
+{
+    return strnlen(field, cap) == strlen(v) && strncmp(field, v, cap) == 0;
+}
+#define SNAP_IS(s, field, v) snap_is((s)->field, sizeof((s)->field), (v))
 
 /* The snapshot as a JSON object; NULL when out of memory. */
 static json_t *
@@ -439,8 +507,31 @@ error_body(const char *msg)
     return o;
 }
 
-#define CLIENT_HOST_MAX (INET6_ADDRSTRLEN + 16) /* with a zone */
-#define CLIENT_NAME_MAX (CLIENT_HOST_MAX + 8 + 4)
+#define CLIENT_NAME_MAX (HTTPAPI_ADDR_MAX + 8)
+
+/* The numeric host of sa ("127.0.0.1", "::1"; an IPv4-mapped IPv6 address as IPv4) into
+ * host[HTTPAPI_ADDR_MAX] and its port into *port; false (host "?") for another family. */
+static bool
+addr_host(const struct sockaddr *sa, char *host, unsigned *port)
+{
+    bool ok = false;
+
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        *port = ntohs(in->sin_port);
+        ok = inet_ntop(AF_INET, &in->sin_addr, host, HTTPAPI_ADDR_MAX) != NULL;
+    } else if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        *port = ntohs(in6->sin6_port);
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            ok = inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], host, HTTPAPI_ADDR_MAX) != NULL;
+        else
+            ok = inet_ntop(AF_INET6, &in6->sin6_addr, host, HTTPAPI_ADDR_MAX) != NULL;
+    }
+    if (!ok)
+        snprintf(host, HTTPAPI_ADDR_MAX, "?");
+    return ok;
+}
 
 /* "ADDR:PORT" or "[ADDR]:PORT" of the client, for log lines; "?" if unknown. */
 static void
@@ -448,21 +539,141 @@ client_name(struct MHD_Connection *c, char *buf, size_t cap)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    char host[CLIENT_HOST_MAX], serv[8];
-    socklen_t len;
+    char host[HTTPAPI_ADDR_MAX];
+    unsigned port = 0;
 
-    snprintf(buf, cap, "?");
-    if (ci == NULL || ci->client_addr == NULL)
-        return;
-    len = ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                 : sizeof(struct sockaddr_in);
-    if (getnameinfo(ci->client_addr, len, host, sizeof(host), serv, sizeof(serv),
-                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-        return;
-    if (ci->client_addr->sa_family == AF_INET6)
-        snprintf(buf, cap, "[%s]:%s", host, serv);
+    if (ci == NULL || !addr_host(ci->client_addr, host, &port))
+        snprintf(buf, cap, "?");
+    else if (strchr(host, ':') != NULL)
+        snprintf(buf, cap, "[%s]:%u", host, port);
     else
-        snprintf(buf, cap, "%s:%s", host, serv);
+        snprintf(buf, cap, "%s:%u", host, port);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Connections                                                                               */
+
+/*
+ * Which connections the API takes: decided in MHD's accept policy callback, before MHD
+ * allocates anything for the connection, from the counts that the connection notifications
+ * keep (MHD calls all three from its one thread, one accepted connection at a time).  A
+ * connection is refused - closed at once - when HTTPAPI_CONN_LIMIT are open, when its
+ * address holds HTTPAPI_PER_ADDR_LIMIT, or when fewer than HTTPAPI_RESERVE slots are free and
+ * its address holds HTTPAPI_RESERVE_HOLDS or more: one client cannot take every slot, and
+ * health checks from other addresses keep getting in.  Refusals are logged once per burst
+ * (a warning naming the address when the first is refused; a line counting them when that
+ * address has closed its last connection), never once per connection.
+ */
+
+/* The entry of addr; with create, a free one made for it; NULL if none. */
+static struct admit_addr *
+admit_find(struct admission *a, const char *addr, bool create)
+{
+    struct admit_addr *free_slot = NULL;
+
+    for (int i = 0; i < HTTPAPI_CONN_LIMIT; i++) {
+        if (strcmp(a->addrs[i].addr, addr) == 0)
+            return &a->addrs[i];
+        if (free_slot == NULL && a->addrs[i].addr[0] == '\0')
+            free_slot = &a->addrs[i];
+    }
+    if (!create || free_slot == NULL)
+        return NULL;
+    memset(free_slot, 0, sizeof(*free_slot));
+    snprintf(free_slot->addr, sizeof(free_slot->addr), "%s", addr);
+    return free_slot;
+}
+
+static enum MHD_Result
+on_accept_policy(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    struct httpapi *h = cls;
+    struct admission *a = &h->adm;
+    char addr[HTTPAPI_ADDR_MAX];
+    struct admit_addr *e;
+    unsigned port = 0, holds, free_slots;
+    enum MHD_Result ret = MHD_YES;
+
+    (void)len;
+    (void)addr_host(sa, addr, &port);
+    pthread_mutex_lock(&a->lock);
+    e = admit_find(a, addr, false);
+    holds = e != NULL ? e->held : 0;
+    free_slots = a->held < HTTPAPI_CONN_LIMIT ? HTTPAPI_CONN_LIMIT - a->held : 0;
+    if (free_slots == 0) {
+        ret = MHD_NO;
+        if (a->full_refused++ == 0) {
+            a->full_mono_us = clock_mono_us();
+            log_warning("http",
+                        "refusing connections: all %d are taken (this one from %s); further "
+                        "refusals are counted, not logged, until half are free",
+                        HTTPAPI_CONN_LIMIT, addr);
+        }
+    } else if (holds >= HTTPAPI_PER_ADDR_LIMIT ||
+               (free_slots <= HTTPAPI_RESERVE && holds >= HTTPAPI_RESERVE_HOLDS)) {
+        ret = MHD_NO;
+        if (e->refused++ == 0) {
+            e->burst_mono_us = clock_mono_us();
+            if (holds >= HTTPAPI_PER_ADDR_LIMIT)
+                log_warning("http",
+                            "refusing connections from %s: it holds %u, the most one address "
+                            "may; further refusals are counted, not logged, until it has "
+                            "closed them",
+                            addr, holds);
+            else
+                log_warning("http",
+                            "refusing connections from %s: it holds %u and only %u of %d are "
+                            "free, kept for addresses that hold fewer than %d; further "
+                            "refusals are counted, not logged, until it has closed them",
+                            addr, holds, free_slots, HTTPAPI_CONN_LIMIT, HTTPAPI_RESERVE_HOLDS);
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+    return ret;
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+              enum MHD_ConnectionNotificationCode what)
+{
+    struct httpapi *h = cls;
+    struct admission *a = &h->adm;
+    const union MHD_ConnectionInfo *ci;
+    char addr[HTTPAPI_ADDR_MAX];
+    struct admit_addr *e;
+    unsigned port = 0;
+
+    pthread_mutex_lock(&a->lock);
+    if (what == MHD_CONNECTION_NOTIFY_STARTED) {
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        (void)addr_host(ci != NULL ? ci->client_addr : NULL, addr, &port);
+        e = admit_find(a, addr, true);
+        if (e != NULL)
+            e->held++;
+        *socket_context = e;
+        a->held++;
+    } else if (what == MHD_CONNECTION_NOTIFY_CLOSED) {
+        e = *socket_context;
+        *socket_context = NULL;
+        if (a->held > 0)
+            a->held--;
+        if (e != NULL && e->held > 0 && --e->held == 0) {
+            if (e->refused > 0)
+                log_info("http",
+                         "%s has closed its last connection: %" PRIu64
+                         " connections from it were refused in %.1f s",
+                         e->addr, e->refused, (double)(clock_mono_us() - e->burst_mono_us) / 1e6);
+            e->addr[0] = '\0';
+        }
+        if (a->full_refused > 0 && a->held <= HTTPAPI_CONN_LIMIT / 2) {
+            log_info("http",
+                     "half the connections are free again: %" PRIu64
+                     " connections were refused in %.1f s",
+                     a->full_refused, (double)(clock_mono_us() - a->full_mono_us) / 1e6);
+            a->full_refused = 0;
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
 }
 
 /* A copy of client-supplied text for a log line: at most cap - 1 bytes, each byte outside
@@ -515,6 +726,7 @@ enum route {
     ROUTE_SUMMARY,
     ROUTE_SP_STATUS,
     ROUTE_SP_INCIDENTS,
+    /* from here on, the routes of requests that change something (see cross_site_refusal) */
     ROUTE_PAUSE,
     ROUTE_RESUME,
     ROUTE_SWITCHOVER,
@@ -585,6 +797,44 @@ handle_action(struct httpapi *h, struct MHD_Connection *c, enum route r)
 }
 
 /*
+ * A switchover's target, checked when it is asked for: one of the two sites' node names, as
+ * the agent publishes them in its status (node_name, peer_name, from its configuration), and
+ * not this node when it is already the primary.  Returns 0, or the status (400; 503 while the
+ * agent has published nothing) with the reason in why.
+ */
+static unsigned
+check_target(struct httpapi *h, const char *to, char *why, size_t cap)
+{
+    struct status_snapshot *s = malloc(sizeof(*s)); /* ~20 KB: not on MHD's stack */
+    char name[STATUS_NAME_MAX + 1];
+    unsigned code = 0;
+
+    if (s == NULL) {
+        snprintf(why, cap, "out of memory");
+        return MHD_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    status_read(h->board, s);
+    printable(name, sizeof(name), to);
+    if (s->node_name[0] == '\0') {
+        snprintf(why, cap, "the agent is starting: it cannot check the target %s yet", name);
+        code = MHD_HTTP_SERVICE_UNAVAILABLE;
+    } else if (SNAP_IS(s, node_name, to) && SNAP_IS(s, role, "source")) {
+        snprintf(why, cap,
+                 "to: %s is this node, the primary already: a switchover moves the primary to "
+                 "its peer, %.*s",
+                 name, (int)strnlen(s->peer_name, sizeof(s->peer_name)), s->peer_name);
+        code = MHD_HTTP_BAD_REQUEST;
+    } else if (!SNAP_IS(s, node_name, to) && !SNAP_IS(s, peer_name, to)) {
+        snprintf(why, cap, "to: unknown node \"%s\" (the nodes are %.*s, this one, and %.*s)", name,
+                 (int)strnlen(s->node_name, sizeof(s->node_name)), s->node_name,
+                 (int)strnlen(s->peer_name, sizeof(s->peer_name)), s->peer_name);
+        code = MHD_HTTP_BAD_REQUEST;
+    }
+    free(s);
+    return code;
+}
+
+/*
  * POST /switchover[?to=NODE&max_lag=BYTES], /failover[?force=1[&accept_data_loss=1]], /rejoin:
  * files the request
  * for the agent's loop and answers 202 with its id; the outcome shows in /status (op_id,
@@ -596,7 +846,7 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
     struct status_op_request req = {0};
     struct status_snapshot snap;
     const char *v, *what;
-    char who[CLIENT_NAME_MAX];
+    char who[CLIENT_NAME_MAX], why[300];
     json_t *o;
 
     switch (r) {
@@ -604,9 +854,10 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
         what = "switchover";
         req.kind = STATUS_REQ_SWITCHOVER;
         v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "to");
-        if (v != NULL) {
-            if (strlen(v) > STATUS_NAME_MAX)
-                return reply_json(c, MHD_HTTP_BAD_REQUEST, error_body("to: name too long"), NULL);
+        if (v != NULL && v[0] != '\0') {
+            unsigned code = check_target(h, v, why, sizeof(why));
+            if (code != 0)
+                return reply_json(c, code, error_body(why), NULL);
             snprintf(req.target, sizeof(req.target), "%s", v);
         }
         v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "max_lag");
@@ -825,13 +1076,6 @@ reply_check(struct MHD_Connection *c, const struct status_snapshot *s, bool ok, 
     return reply_json(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, o, NULL);
 }
 
-static bool
-snap_is(const char *field, size_t cap, const char *v)
-{
-    return strnlen(field, cap) == strlen(v) && strncmp(field, v, cap) == 0;
-}
-#define SNAP_IS(s, field, v) snap_is((s)->field, sizeof((s)->field), (v))
-
 /* GET /health: the agent's loop publishes its status (it runs and has not stopped). */
 static enum MHD_Result
 handle_health(struct MHD_Connection *c, const struct status_snapshot *s)
@@ -981,13 +1225,25 @@ static enum MHD_Result
 handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
 {
     struct status_snapshot *snap = malloc(sizeof(*snap)); /* ~20 KB: not on MHD's stack */
+    struct maint_store *m = atomic_load(&h->maint);
+    struct maint_window *w = NULL; /* the page and summary list the windows */
     enum MHD_Result ret = MHD_NO;
     struct statuspage_thresholds th;
     char *buf = NULL;
     size_t len = 0;
+    int n = 0;
 
     if (snap == NULL)
         return MHD_NO;
+    if (m != NULL && (r == ROUTE_PAGE || r == ROUTE_SUMMARY)) {
+        w = calloc(MAINT_MAX, sizeof(*w));
+        n = w != NULL ? maint_store_list(m, w, MAINT_MAX, true) : -ENOMEM;
+        if (n < 0) {
+            free(snap);
+            free(w);
+            return MHD_NO;
+        }
+    }
     status_read(h->board, snap);
     pthread_mutex_lock(&h->th_lock);
     th = h->th;
@@ -1010,11 +1266,12 @@ handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
         ret = handle_standby(c, snap);
         break;
     case ROUTE_PAGE:
-        if (statuspage_html(snap, &th, clock_unix_us(), &buf, &len) == 0)
+        if (statuspage_html(snap, &th, w, (unsigned)n, clock_unix_us(), &buf, &len) == 0)
             ret = reply_buffer(c, MHD_HTTP_OK, "text/html; charset=utf-8", buf, len);
         break;
     case ROUTE_SUMMARY:
-        ret = reply_json(c, MHD_HTTP_OK, statuspage_summary(snap, &th, clock_unix_us()), NULL);
+        ret = reply_json(c, MHD_HTTP_OK,
+                         statuspage_summary(snap, &th, w, (unsigned)n, clock_unix_us()), NULL);
         break;
     case ROUTE_SP_STATUS:
         ret = reply_json(c, MHD_HTTP_OK, statuspage_status(snap, &th, clock_unix_us()), NULL);
@@ -1026,7 +1283,81 @@ handle_read(struct httpapi *h, struct MHD_Connection *c, enum route r)
         break;
     }
     free(snap);
+    free(w);
     return ret;
+}
+
+/* True if host ("HOST" or "HOST:PORT", "[V6]:PORT") names an IP address or localhost: a name
+ * that no DNS answer can point elsewhere. */
+static bool
+host_is_literal(const char *host)
+{
+    char name[HTTPAPI_ADDR_MAX];
+    struct in6_addr a6;
+    const char *end;
+    size_t n;
+
+    if (host[0] == '[') {
+        end = strchr(host, ']');
+        host++;
+    } else {
+        end = strchr(host, ':');
+        if (end == NULL)
+            end = host + strlen(host);
+    }
+    if (end == NULL || (size_t)(end - host) >= sizeof(name))
+        return false;
+    n = (size_t)(end - host);
+    memcpy(name, host, n);
+    name[n] = '\0';
+    return strcasecmp(name, "localhost") == 0 || inet_pton(AF_INET, name, &a6) == 1 ||
+           inet_pton(AF_INET6, name, &a6) == 1;
+}
+
+/*
+ * The requests that change something (every method but GET and HEAD) come from walmirrorctl,
+ * curl and scripts, never from a web page: a browser sends a page's form posts and "simple"
+ * cross-site requests without asking the server first, and the harm is done whether or not
+ * the page can read the answer.  So such a request is refused when
+ *   - it has an Origin header other than this API's own: "http://" + its Host header, that
+ *     Host being an IP address or localhost (a DNS name could be rebound by a hostile page to
+ *     the agent's address, making its requests look same-origin): 403;
+ *   - its Content-Type is anything but application/json (the endpoints take no body; the
+ *     form and text types are those a browser sends without a CORS preflight): 415.
+ * Returns 0 when the request may go on, else the status with the reason in why.
+ */
+static unsigned
+cross_site_refusal(struct MHD_Connection *c, char *why, size_t cap)
+{
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    const char *ctype =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    char text[128];
+    size_t n;
+
+    if (origin != NULL &&
+        (host == NULL || !host_is_literal(host) || strncasecmp(origin, "http://", 7) != 0 ||
+         strcasecmp(origin + 7, host) != 0)) {
+        snprintf(why, cap,
+                 "cross-site request refused: Origin %s is not this API's own; requests that "
+                 "change something come from walmirrorctl or curl, not from web pages",
+                 printable(text, sizeof(text), origin));
+        return MHD_HTTP_FORBIDDEN;
+    }
+    if (ctype != NULL) {
+        while (*ctype == ' ' || *ctype == '\t')
+            ctype++;
+        n = strcspn(ctype, "; \t");
+        if (n != 16 || strncasecmp(ctype, "application/json", 16) != 0) {
+            snprintf(why, cap,
+                     "Content-Type %s is not accepted: this request takes no body (send none, "
+                     "or application/json)",
+                     printable(text, sizeof(text), ctype));
+            return MHD_HTTP_UNSUPPORTED_MEDIA_TYPE;
+        }
+    }
+    return 0;
 }
 
 static enum MHD_Result
@@ -1052,6 +1383,17 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
                     printable(m, sizeof(m), method), printable(path, sizeof(path), url), who);
         return reply_json(c, MHD_HTTP_UNAUTHORIZED, error_body("missing or wrong bearer token"),
                           MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"walmirror\"", NULL);
+    }
+    if (!get && r >= ROUTE_PAUSE) {
+        char why[300];
+        unsigned code = cross_site_refusal(c, why, sizeof(why));
+
+        if (code != 0) {
+            client_name(c, who, sizeof(who));
+            log_warning("http", "%s %s from %s refused: %s", printable(m, sizeof(m), method),
+                        printable(path, sizeof(path), url), who, why);
+            return reply_json(c, code, error_body(why), NULL);
+        }
     }
     switch (r) {
     case ROUTE_STATUS:
@@ -1104,21 +1446,23 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 /* ---------------------------------------------------------------------------------------- */
 /* Start and stop                                                                            */
 
-int
-httpapi_start(struct httpapi **out, const char *hostport, const char *token_file,
-              struct status_board *board, char *err, size_t errlen)
+/*
+ * Everything httpapi_start checks before it binds: hostport parses and resolves to an IPv4 or
+ * IPv6 address (into *addr), a non-loopback address has a token file, and the token file is
+ * good (its SHA-256 into digest[32] when there is one).  Returns 0 or a negative errno with
+ * the message in err.
+ */
+static int
+prepare(const char *hostport, const char *token_file, struct sockaddr_storage *addr,
+        unsigned char *digest, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG};
     struct addrinfo *ai = NULL;
-    struct sockaddr_storage addr;
-    const union MHD_DaemonInfo *info;
-    struct httpapi *h;
     char host[300], portstr[8];
-    unsigned port, flags;
+    unsigned port;
     int rc, n;
 
-    *out = NULL;
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (split_hostport(hostport, host, sizeof(host), &port) < 0) {
@@ -1139,52 +1483,86 @@ httpapi_start(struct httpapi **out, const char *hostport, const char *token_file
                  gai_strerror(rc));
         return rc == EAI_MEMORY ? -ENOMEM : -EADDRNOTAVAIL;
     }
-    if (ai->ai_addrlen > sizeof(addr) || (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)) {
+    if (ai->ai_addrlen > sizeof(*addr) || (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)) {
         freeaddrinfo(ai);
         snprintf(err, errlen, "http_listen %s: not an IPv4 or IPv6 address", hostport);
         return -EAFNOSUPPORT;
     }
-    memset(&addr, 0, sizeof(addr));
-    memcpy(&addr, ai->ai_addr, ai->ai_addrlen);
+    memset(addr, 0, sizeof(*addr));
+    memcpy(addr, ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(ai);
 
-    if (!is_loopback((struct sockaddr *)&addr) && token_file == NULL) {
+    if (!is_loopback((struct sockaddr *)addr) && token_file == NULL) {
         snprintf(err, errlen, "http_listen %s is not a loopback address: set http_token_file",
                  hostport);
         return -EPERM;
     }
+    return token_file != NULL ? read_token(token_file, digest, err, errlen) : 0;
+}
 
+int
+httpapi_check(const char *hostport, const char *token_file, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    unsigned char digest[32];
+    int rc = prepare(hostport, token_file, &addr, digest, err, errlen);
+
+    OPENSSL_cleanse(digest, sizeof(digest));
+    return rc;
+}
+
+/* Releases h, made by httpapi_start, whose daemon is stopped or was never started. */
+static void
+destroy(struct httpapi *h)
+{
+    pthread_mutex_destroy(&h->th_lock);
+    pthread_mutex_destroy(&h->adm.lock);
+    OPENSSL_cleanse(h, sizeof(*h));
+    free(h);
+}
+
+int
+httpapi_start(struct httpapi **out, const char *hostport, const char *token_file,
+              struct status_board *board, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    const union MHD_DaemonInfo *info;
+    struct httpapi *h;
+    unsigned flags;
+    int rc;
+
+    *out = NULL;
     h = calloc(1, sizeof(*h));
     if (h == NULL) {
         snprintf(err, errlen, "http_listen %s: out of memory", hostport);
         return -ENOMEM;
     }
+    rc = prepare(hostport, token_file, &addr, h->token_digest, err, errlen);
+    if (rc < 0) {
+        OPENSSL_cleanse(h, sizeof(*h));
+        free(h);
+        return rc;
+    }
+    h->has_token = token_file != NULL;
     h->board = board;
     pthread_mutex_init(&h->th_lock, NULL);
+    pthread_mutex_init(&h->adm.lock, NULL);
     statuspage_thresholds_default(&h->th);
     snprintf(h->listen, sizeof(h->listen), "%s", hostport);
-    if (token_file != NULL) {
-        rc = read_token(h, token_file, err, errlen);
-        if (rc < 0) {
-            pthread_mutex_destroy(&h->th_lock);
-            OPENSSL_cleanse(h, sizeof(*h));
-            free(h);
-            return rc;
-        }
-    }
 
     flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     atomic_store(&h->starting, true);
     errno = 0;
-    /* The logger first, so that MHD sends every message through it. */
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-                                 mhd_logger, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTPAPI_CONN_LIMIT,
-                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTPAPI_PER_IP_LIMIT,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPAPI_TIMEOUT_S,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_END);
+    /* The logger first, so that MHD sends every message through it.  MHD's own connection
+     * limit sits above the admission's, which decides (see "Connections"). */
+    h->daemon = MHD_start_daemon(
+        flags, 0, on_accept_policy, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, h,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        h, MHD_OPTION_CONNECTION_LIMIT, (unsigned)(2 * HTTPAPI_CONN_LIMIT),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPAPI_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_END);
     rc = errno;
     atomic_store(&h->starting, false);
     if (h->daemon == NULL) {
@@ -1194,17 +1572,14 @@ httpapi_start(struct httpapi **out, const char *hostport, const char *token_file
                  rc != 0                   ? strerror(rc)
                  : h->start_msg[0] != '\0' ? h->start_msg
                                            : "libmicrohttpd failed");
-        pthread_mutex_destroy(&h->th_lock);
-        OPENSSL_cleanse(h, sizeof(*h));
-        free(h);
+        destroy(h);
         return rc > 0 ? -rc : -EIO;
     }
     info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (info == NULL || info->port == 0) {
         snprintf(err, errlen, "http_listen %s: cannot read the bound port", hostport);
         MHD_stop_daemon(h->daemon);
-        pthread_mutex_destroy(&h->th_lock);
-        free(h);
+        destroy(h);
         return -EIO;
     }
     h->port = info->port;
@@ -1243,7 +1618,5 @@ httpapi_stop(struct httpapi *h)
     if (h == NULL)
         return;
     MHD_stop_daemon(h->daemon);
-    pthread_mutex_destroy(&h->th_lock);
-    OPENSSL_cleanse(h->token_digest, sizeof(h->token_digest));
-    free(h);
+    destroy(h);
 }

@@ -20,10 +20,17 @@
  *   DELETE /maintenance/ID                           -> 200 {"removed":ID}; 404 if none
  *   anything else        404 / 405 with a JSON {"error": "..."} body
  *
- * Access: when bound to a loopback address, no token is needed.  When http_listen is not a
- * loopback address, http_token_file is required (httpapi_start refuses otherwise) and every
- * request must carry "Authorization: Bearer <token>" (compared in constant time), else 401.
- * POST requests are refused on any address unless they carry the token when one is set.
+ * Access: when bound to a loopback address, a token is optional.  When http_listen is not a
+ * loopback address, http_token_file is required (httpapi_start refuses otherwise).  With a
+ * token, every request on any address must carry "Authorization: Bearer <token>" (compared in
+ * constant time), else 401.  Requests that change something (every method but GET and HEAD)
+ * are refused when they carry a foreign Origin (403) or a Content-Type other than
+ * application/json (415): what a web page can make a browser send cross-site.
+ *
+ * Connections: at most 64 at a time, at most 8 from one client address, and the last 16 only
+ * for addresses that hold fewer than 2 (so that one client cannot hold every slot and health
+ * checks from elsewhere keep getting in); one idle for 3 s is closed.  Refusals are logged once
+ * per burst, naming the address.
  */
 #ifndef WALMIRROR_AGENT_HTTPAPI_H
 #define WALMIRROR_AGENT_HTTPAPI_H
@@ -38,6 +45,15 @@ struct httpapi;
  * On failure returns a negative errno with a message in err. */
 WM_MUSTCHECK int httpapi_start(struct httpapi **out, const char *hostport, const char *token_file,
                                struct status_board *board, char *err, size_t errlen);
+/*
+ * The checks httpapi_start makes before it starts anything, for walmirror-agent to make at
+ * start-up and with --check-config: hostport parses and resolves, a non-loopback address has
+ * a token file, the token file is a regular file that other users cannot read or write and
+ * holds 1 to 4096 printable ASCII bytes without spaces (trailing whitespace aside).  Returns 0
+ * or a negative errno with one line in err.
+ */
+WM_MUSTCHECK int httpapi_check(const char *hostport, const char *token_file, char *err,
+                               size_t errlen);
 struct maint_store;
 /* Serves the maintenance windows of m (owned by the caller; must outlive the API, or be
  * unset with NULL first).  Without one, /maintenance answers 503. */

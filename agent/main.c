@@ -3,9 +3,14 @@
  *
  *   walmirror-agent -c FILE                 run (role follows the local PostgreSQL, or
  *                                           the witness with role = witness: witness.h)
- *   walmirror-agent -c FILE --check-config  validate FILE and print the effective settings
+ *   walmirror-agent --check-config FILE     validate FILE as starting would, and print the
+ *   walmirror-agent -c FILE --check-config  effective settings
  *   walmirror-agent -c FILE init-standby --primary CONNINFO
  *                                           make this site's standby from the primary
+ *
+ * Running and --check-config check the configuration alike (load_checked): the file's own
+ * rules (config.h), then what the agent's start-up would refuse about it: the HTTP API's
+ * address and token file (httpapi_check) and the TLS files (tls_config_new).
  *
  * Exit status: 0 success, 1 failure, 2 bad usage or bad configuration.
  */
@@ -16,8 +21,10 @@
 
 #include "agent.h"
 #include "config.h"
+#include "httpapi.h"
 #include "log.h"
 #include "setup.h"
+#include "tls.h"
 #include "witness.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -35,11 +42,14 @@ usage(FILE *f)
     fprintf(f, "walmirror-agent - synchronous PostgreSQL WAL mirroring between two sites\n"
                "\n"
                "usage: walmirror-agent -c FILE [--check-config]\n"
+               "       walmirror-agent --check-config FILE\n"
                "       walmirror-agent -c FILE init-standby --primary CONNINFO\n"
                "       walmirror-agent --help | --version\n"
                "\n"
                "  -c, --config FILE     configuration file (docs/configuration.md)\n"
-               "      --check-config    validate FILE, print the effective settings, and exit\n"
+               "      --check-config    check FILE as starting would (its keys, the HTTP API's\n"
+               "                        address and token file, the TLS files), print the\n"
+               "                        effective settings, and exit: 0 if good, 2 if not\n"
                "  init-standby          make this site's standby from a base backup of the\n"
                "                        primary named by --primary (docs/setup.md)\n"
                "  -h, --help            this text\n"
@@ -49,11 +59,37 @@ usage(FILE *f)
                "primary, the sink beside a standby; with role = witness, the witness.\n");
 }
 
+/*
+ * Loads the configuration at path and checks it as starting needs it: config_load's rules,
+ * then what the HTTP API and the TLS set-up refuse at start.  Returns 0 with *cfg filled, or
+ * a negative errno with one line in err and nothing to free.
+ */
+static int
+load_checked(const char *path, struct wm_config *cfg, char *err, size_t errlen)
+{
+    struct tls_config *tls = NULL;
+    char why[768];
+    int rc = config_load(path, cfg, err, errlen);
+
+    if (rc < 0)
+        return rc;
+    rc = httpapi_check(cfg->http_listen.text, cfg->http_token_file, why, sizeof(why));
+    if (rc == 0) {
+        rc = tls_config_new(&tls, cfg->tls_ca, cfg->tls_cert, cfg->tls_key, true, why, sizeof(why));
+        tls_config_free(tls);
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        config_free(cfg);
+    }
+    return rc;
+}
+
 int
 main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},  {"check-config", no_argument, NULL, 'k'},
+        {"config", required_argument, NULL, 'c'},  {"check-config", optional_argument, NULL, 'k'},
         {"primary", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
     const char *path = NULL, *primary = NULL, *command = NULL;
@@ -69,6 +105,13 @@ main(int argc, char **argv)
             path = optarg;
             break;
         case 'k':
+            /* --check-config=FILE; --check-config FILE is taken below */
+            if (optarg != NULL && path != NULL) {
+                usage(stderr);
+                return 2;
+            }
+            if (optarg != NULL)
+                path = optarg;
             check = true;
             break;
         case 'p':
@@ -85,15 +128,20 @@ main(int argc, char **argv)
             return 2;
         }
     }
+    if (check && path == NULL && optind < argc)
+        path = argv[optind++]; /* the documented form: --check-config FILE */
     if (optind < argc)
         command = argv[optind++];
-    if (path == NULL || optind != argc ||
+    if (path == NULL || optind != argc || (check && command != NULL) ||
         (command != NULL && strcmp(command, "init-standby") != 0) ||
         ((command != NULL) != (primary != NULL))) {
         usage(stderr);
         return 2;
     }
-    if (config_load(path, &cfg, err, sizeof(err)) < 0) {
+    /* init-standby needs the file's own rules only: the agent does not run. */
+    rc = command != NULL ? config_load(path, &cfg, err, sizeof(err))
+                         : load_checked(path, &cfg, err, sizeof(err));
+    if (rc < 0) {
         fprintf(stderr, "walmirror-agent: %s\n", err);
         return 2;
     }

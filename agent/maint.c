@@ -49,14 +49,18 @@ parse_date(const char *s, int *y, int *m, int *d)
     return *y >= 1970 && *m >= 1 && *m <= 12 && *d >= 1 && *d <= 31;
 }
 
-/* "4h", "90m", "1h30m", "3600s", "2d", "3600" -> seconds, or -1. */
-static int64_t
-parse_duration(const char *s)
+/*
+ * "4h", "90m", "1h30m", "3600s", "2d" -> *out seconds (1 .. MAINT_MAX_DURATION_S).  Every
+ * number needs its unit: a bare "4" could mean hours as well as seconds, so it is refused as
+ * the configuration file refuses a duration without a unit.  Returns 0 or -EINVAL with the
+ * message in err.
+ */
+static int
+parse_duration(const char *text, int64_t *out, char *err, size_t errlen)
 {
+    const char *s = text;
     int64_t total = 0;
 
-    if (*s == '\0')
-        return -1;
     while (*s != '\0') {
         int64_t v = 0;
         int digits = 0;
@@ -65,20 +69,42 @@ parse_duration(const char *s)
             digits++;
         }
         if (digits == 0 || isdigit((unsigned char)*s))
-            return -1;
+            break;
         switch (*s) {
-        case 'd': v *= 86400; s++; break;
-        case 'h': v *= 3600; s++; break;
-        case 'm': v *= 60; s++; break;
-        case 's': s++; break;
-        case '\0': break;
-        default: return -1;
+        case 'd':
+            v *= 86400;
+            break;
+        case 'h':
+            v *= 3600;
+            break;
+        case 'm':
+            v *= 60;
+            break;
+        case 's':
+            break;
+        case '\0':
+            if (s - digits == text)
+                return wm_einval(err, errlen,
+                                 "duration: %.9s has no unit (write %.9sh, %.9sm, %.9ss or %.9sd)",
+                                 text, text, text, text, text);
+            return wm_einval(err, errlen,
+                             "duration: '%.40s': %.9s has no unit (write %.9sm or %.9ss)", text,
+                             s - digits, s - digits, s - digits);
+        default:
+            return wm_einval(err, errlen,
+                             "duration: bad value '%.40s' (e.g. 4h, 90m, 1h30m; at most 31d)",
+                             text);
         }
+        s++;
         total += v;
         if (total > MAINT_MAX_DURATION_S)
-            return -1;
+            return wm_einval(err, errlen, "duration: bad value '%.40s' (longer than 31d)", text);
     }
-    return total;
+    if (*s != '\0' || total <= 0)
+        return wm_einval(err, errlen,
+                         "duration: bad value '%.40s' (e.g. 4h, 90m, 1h30m; at most 31d)", text);
+    *out = total;
+    return 0;
 }
 
 int
@@ -97,10 +123,9 @@ maint_window_parse(struct maint_window *w, const struct maint_params *p, int64_t
     snprintf(w->tz, sizeof(w->tz), "%s", p->tz);
     if (p->duration == NULL)
         return wm_einval(err, errlen, "duration: required (e.g. 4h, 90m)");
-    w->duration_s = parse_duration(p->duration);
-    if (w->duration_s <= 0)
-        return wm_einval(err, errlen, "duration: bad value '%.40s' (e.g. 4h, 90m, 1h30m; at most 31d)",
-                    p->duration);
+    rc = parse_duration(p->duration, &w->duration_s, err, errlen);
+    if (rc < 0)
+        return rc;
     w->cls = MAINT_WINDOW;
     if (p->cls != NULL) {
         int c = -1;
@@ -196,6 +221,72 @@ utc_text(int64_t t, char *buf, size_t len)
         snprintf(buf, len, "%" PRId64, t);
 }
 
+int
+maint_window_next(const struct maint_window *w, int64_t now, struct rrule_span *out, int max)
+{
+    struct rrule_span act, next;
+    int n = 0;
+
+    if (max <= 0 || maint_window_eval(w, now, &act, &next) < 0)
+        return 0;
+    if (act.start >= 0)
+        out[n++] = act;
+    /* At an occurrence's start it is the open one, and the next is the one after it. */
+    while (n < max && next.start >= 0) {
+        out[n++] = next;
+        if (maint_window_eval(w, next.start, &act, &next) < 0)
+            break;
+    }
+    return n;
+}
+
+/* "Sat 2026-11-28 22:00" and, when the end falls on another date, its date: the moment t as
+ * local time in tz (UTC when tz is NULL); false if tz cannot be read. */
+static bool
+moment_text(const char *tz, int64_t t, bool with_date, char *buf, size_t cap)
+{
+    static const char *const wdays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    struct tm tm = {0};
+    int y, m, d, minute;
+
+    if (tz == NULL) {
+        time_t tt = (time_t)t;
+        if (gmtime_r(&tt, &tm) == NULL)
+            return false;
+        y = tm.tm_year + 1900, m = tm.tm_mon + 1, d = tm.tm_mday;
+        minute = tm.tm_hour * 60 + tm.tm_min;
+    } else if (rrule_unix_to_local(tz, t, &y, &m, &d, &minute) < 0) {
+        return false;
+    }
+    tm = (struct tm){.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d, .tm_hour = 12};
+    if (timegm(&tm) == (time_t)-1)
+        return false;
+    if (with_date)
+        snprintf(buf, cap, "%s %04d-%02d-%02d %02d:%02d", wdays[tm.tm_wday % 7], y % 10000, m, d,
+                 minute / 60, minute % 60);
+    else
+        snprintf(buf, cap, "%02d:%02d", minute / 60, minute % 60);
+    return true;
+}
+
+void
+maint_span_text(const struct maint_window *w, const struct rrule_span *sp, bool utc, char *buf,
+                size_t cap)
+{
+    const char *tz = utc ? NULL : w->tz;
+    char from[48], to[48];
+
+    if (!moment_text(tz, sp->start, true, from, sizeof(from)) ||
+        !moment_text(tz, sp->end, true, to, sizeof(to))) {
+        snprintf(buf, cap, "?");
+        return;
+    }
+    /* the end's date only when it differs from the start's: both begin "Www YYYY-MM-DD" */
+    if (strncmp(from, to, 14) == 0)
+        (void)moment_text(tz, sp->end, false, to, sizeof(to));
+    snprintf(buf, cap, "%s - %s %s", from, to, utc ? "UTC" : w->tz);
+}
+
 /* Adds key: v to o, consuming v; false on failure. */
 static bool
 put(json_t *o, const char *key, json_t *v)
@@ -234,14 +325,30 @@ maint_window_json(const struct maint_window *w, int64_t now)
          put(o, "duration_s", json_integer(w->duration_s)) && put(o, "tz", json_string(w->tz)) &&
          put(o, "switchover", json_boolean(w->switchover));
     if (ok && now >= 0) {
-        struct rrule_span act, next;
+        struct rrule_span act, next, occ[MAINT_NEXT];
+        int n = maint_window_next(w, now, occ, MAINT_NEXT);
+        json_t *list = NULL;
+
         if (maint_window_eval(w, now, &act, &next) < 0)
             act.start = act.end = next.start = next.end = -1;
         ok = put(o, "active", json_boolean(act.start >= 0)) &&
              put_time(o, "active_start", "active_start_utc", act.start) &&
              put_time(o, "active_end", "active_end_utc", act.end) &&
              put_time(o, "next_start", "next_start_utc", next.start) &&
-             put_time(o, "next_end", "next_end_utc", next.end);
+             put_time(o, "next_end", "next_end_utc", next.end) &&
+             put(o, "occurrences", list = json_array());
+        for (int i = 0; ok && i < n; i++) {
+            char local[160], utc[160];
+            json_t *e = json_object();
+
+            maint_span_text(w, &occ[i], false, local, sizeof(local));
+            maint_span_text(w, &occ[i], true, utc, sizeof(utc));
+            ok = e != NULL && json_array_append_new(list, e) == 0 &&
+                 put(e, "start", json_integer(occ[i].start)) &&
+                 put(e, "end", json_integer(occ[i].end)) &&
+                 put(e, "active", json_boolean(occ[i].start <= now && now < occ[i].end)) &&
+                 put(e, "local", json_string(local)) && put(e, "utc", json_string(utc));
+        }
     }
     if (!ok) {
         json_decref(o);
@@ -250,12 +357,29 @@ maint_window_json(const struct maint_window *w, int64_t now)
     return o;
 }
 
+/* The moment t of window w for the status text: its local time in w's zone, and the same in
+ * UTC unless the zone is at UTC then ("Sat 2026-02-28 22:00 America/Denver (2026-03-01 05:00
+ * UTC)", "Tue 2026-03-10 12:00 UTC"). */
+static void
+describe_moment(const struct maint_window *w, int64_t t, char *buf, size_t len)
+{
+    char local[48], utc[48];
+
+    utc_text(t, utc, sizeof(utc));
+    if (!moment_text(w->tz, t, true, local, sizeof(local)))
+        snprintf(buf, len, "%s", utc);
+    else if (strncmp(local + 4, utc, 16) == 0) /* "YYYY-MM-DD HH:MM": the zone is at UTC */
+        snprintf(buf, len, "%s UTC", local);
+    else
+        snprintf(buf, len, "%s %s (%s)", local, w->tz, utc);
+}
+
 bool
 maint_describe(const struct maint_window *w, unsigned n, int64_t now, char *buf, size_t len)
 {
     const struct maint_window *act_w = NULL, *next_w = NULL;
     int64_t act_end = -1, next_start = -1;
-    char when[64];
+    char when[48 + sizeof(w->tz) + 48 + 8]; /* describe_moment: local, zone, UTC */
 
     for (unsigned i = 0; i < n; i++) {
         struct rrule_span a, nx;
@@ -271,12 +395,12 @@ maint_describe(const struct maint_window *w, unsigned n, int64_t now, char *buf,
         }
     }
     if (act_w != NULL) {
-        utc_text(act_end, when, sizeof(when));
+        describe_moment(act_w, act_end, when, sizeof(when));
         snprintf(buf, len, "active %s until %s", maint_class_name(act_w->cls), when);
         return true;
     }
     if (next_w != NULL) {
-        utc_text(next_start, when, sizeof(when));
+        describe_moment(next_w, next_start, when, sizeof(when));
         snprintf(buf, len, "next %s at %s", maint_class_name(next_w->cls), when);
     } else {
         snprintf(buf, len, "none");

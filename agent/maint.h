@@ -54,7 +54,8 @@ struct maint_window {
 
 /* A request to add a window, as strings (NULL: not given), e.g. from HTTP query parameters:
  * rrule + start ("HH:MM") [+ from ("YYYY-MM-DD"; default: today in tz)], or at
- * ("YYYY-MM-DD HH:MM"); duration ("4h", "90m", "1h30m", "3600s", "2d"); tz (required);
+ * ("YYYY-MM-DD HH:MM"); duration ("4h", "90m", "1h30m", "3600s", "2d": each number with its
+ * unit, a bare number is refused); tz (required);
  * class (routine | window | hotfix; default window); switchover ("1", "true", "0", "false"). */
 struct maint_params {
     const char *rrule, *start, *from, *at, *duration, *tz, *cls, *switchover;
@@ -74,15 +75,31 @@ WM_MUSTCHECK int maint_window_parse(struct maint_window *w, const struct maint_p
 WM_MUSTCHECK int maint_window_eval(const struct maint_window *w, int64_t now,
                                    struct rrule_span *active, struct rrule_span *next);
 
+#define MAINT_NEXT 3 /* occurrences listed ahead (the open one counts) */
+
+/* The window's occurrences from now: the one open at now (if any), then the next ones, soonest
+ * first, at most max into out.  Returns how many (0: none left, or a zone that cannot be
+ * read). */
+int maint_window_next(const struct maint_window *w, int64_t now, struct rrule_span *out, int max);
+
+/* One occurrence for people, in the window's own zone ("Sat 2026-11-28 22:00 -
+ * Sun 2026-11-29 02:00 America/Denver") or with utc in UTC ("Sun 2026-11-29 05:00 - 09:00
+ * UTC"): the end's date only when it differs from the start's. */
+void maint_span_text(const struct maint_window *w, const struct rrule_span *sp, bool utc, char *buf,
+                     size_t cap);
+
 /* The window as JSON (the file's fields); with now >= 0 also "active", "active_start",
  * "active_end", "next_start", "next_end" (Unix seconds, or null) and their UTC text
- * ("..._utc").  NULL on allocation failure. */
+ * ("..._utc"), and "occurrences": the next MAINT_NEXT (maint_window_next), each {"start",
+ * "end", "active", "local", "utc"} with maint_span_text's two texts.  NULL on allocation
+ * failure. */
 json_t *maint_window_json(const struct maint_window *w, int64_t now);
 
 /*
  * The maintenance state for /status: "active <class> until <time>" while a window is open
- * (the one ending last), else "next <class> at <time>", else "none"; times as
- * "YYYY-MM-DD HH:MM UTC".  Returns true if a window is open.
+ * (the one ending last), else "next <class> at <time>", else "none"; times in the window's
+ * own zone and in UTC, "Sat 2026-02-28 22:00 America/Denver (2026-03-01 05:00 UTC)" (only
+ * "Tue 2026-03-10 12:00 UTC" for a zone at UTC then).  Returns true if a window is open.
  */
 bool maint_describe(const struct maint_window *w, unsigned n, int64_t now, char *buf,
                     size_t len);

@@ -139,8 +139,10 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
     gauge_u64(f, "walmirror_epoch",
               "The fencing epoch this agent knows; it rises at each promotion.", s->epoch);
     gauge_u64(f, "walmirror_timeline", "The PostgreSQL timeline of the WAL mirrored.", s->timeline);
-    gauge_double(f, "walmirror_start_time_seconds", "When the agent started, in Unix seconds.",
-                 (double)s->started_unix_us / 1e6);
+    /* exact to the microsecond: a double printed with %g would round to a second or more */
+    family(f, "walmirror_start_time_seconds", "gauge", "When the agent started, in Unix seconds.");
+    fprintf(f, "walmirror_start_time_seconds %" PRIu64 ".%06" PRIu64 "\n",
+            s->started_unix_us / 1000000, s->started_unix_us % 1000000);
 
     family(f, "walmirror_lsn_bytes", "gauge",
            "WAL positions as byte offsets: primary = what the primary has given the source, "
@@ -217,6 +219,17 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
     gauge_u64(f, "walmirror_spool_stalled",
               "1 while WAL waits for space in the spool (commits are not acknowledged).",
               s->spool_stall[0] != '\0' ? 1 : 0);
+    if (s->spool_free_bytes >= 0)
+        gauge_u64(f, "walmirror_spool_free_bytes",
+                  "Bytes free for unprivileged users on the file system of the spool; absent "
+                  "while unknown.",
+                  (uint64_t)s->spool_free_bytes);
+    /* 0 (1970) is no certificate's expiry: a snapshot that never set the field */
+    if (s->cert_not_after_unix > 0)
+        gauge_u64(f, "walmirror_cert_expiry_timestamp_seconds",
+                  "When this agent's TLS certificate expires (its notAfter), in Unix seconds; "
+                  "absent while unknown.",
+                  (uint64_t)s->cert_not_after_unix);
     gauge_u64(f, "walmirror_maintenance",
               "1 while a maintenance window is open (automatic fail-over is paused).",
               strncmp(s->maintenance, "active", 6) == 0 ? 1 : 0);

@@ -811,11 +811,22 @@ rrule_local_to_unix(const char *tz, int year, int month, int day, int minute_of_
 int
 rrule_unix_to_local_date(const char *tz, int64_t t, int *year, int *month, int *day)
 {
+    int minute;
+
+    return rrule_unix_to_local(tz, t, year, month, day, &minute);
+}
+
+int
+rrule_unix_to_local(const char *tz, int64_t t, int *year, int *month, int *day, int *minute_of_day)
+{
     struct rrule_zone *z = zone_load(tz);
+    int64_t local;
 
     if (z == NULL)
         return -EINVAL;
-    days_to_civil(floor_div(t + zone_offset(z, t), 86400), year, month, day);
+    local = t + zone_offset(z, t);
+    days_to_civil(floor_div(local, 86400), year, month, day);
+    *minute_of_day = (int)((local - floor_div(local, 86400) * 86400) / 60);
     free(z);
     return 0;
 }

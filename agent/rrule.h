@@ -63,6 +63,10 @@ __attribute__((warn_unused_result)) int rrule_local_to_unix(const char *tz, int 
 __attribute__((warn_unused_result)) int rrule_unix_to_local_date(const char *tz, int64_t t,
                                                                  int *year, int *month,
                                                                  int *day);
+/* Unix seconds to the local date and time (minutes after midnight) in tz.  Returns 0 or
+ * -EINVAL. */
+__attribute__((warn_unused_result)) int
+rrule_unix_to_local(const char *tz, int64_t t, int *year, int *month, int *day, int *minute_of_day);
 
 /*
  * The windows of a series: occurrences of r (NULL: a one-off, the single occurrence on the

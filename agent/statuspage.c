@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "maint.h"
 
 /* A fixed-size snapshot field that may lack its NUL, for "%.*s". */
 #define FIELD(f) (int)strnlen((f), sizeof(f)), (f)
@@ -106,19 +107,6 @@ set(struct statuspage_component *c, enum statuspage_state st, const char *fmt, .
     va_end(ap);
 }
 
-static void
-human_bytes(char *buf, size_t cap, uint64_t v)
-{
-    if (v >= (1ULL << 30))
-        snprintf(buf, cap, "%.1f GiB", (double)v / (double)(1ULL << 30));
-    else if (v >= (1ULL << 20))
-        snprintf(buf, cap, "%.1f MiB", (double)v / (double)(1ULL << 20));
-    else if (v >= 1024)
-        snprintf(buf, cap, "%.1f KiB", (double)v / 1024.0);
-    else
-        snprintf(buf, cap, "%" PRIu64 " B", v);
-}
-
 enum statuspage_state
 statuspage_components(const struct status_snapshot *s, const struct statuspage_thresholds *th,
                       uint64_t now_unix_us, struct statuspage_component *out)
@@ -148,7 +136,7 @@ statuspage_components(const struct status_snapshot *s, const struct statuspage_t
         snprintf(mi->name, sizeof(mi->name), "%.*s mirror", FIELD(s->node_name));
     }
     snprintf(li->name, sizeof(li->name), "replication link");
-    human_bytes(lagtext, sizeof(lagtext), lag_b);
+    config_size_text(lag_b, lagtext, sizeof(lagtext));
 
     if (strncmp(s->maintenance, "active", 6) == 0) {
         for (int i = 0; i < STATUSPAGE_COMPONENTS; i++)
@@ -328,7 +316,7 @@ chart(FILE *f, const struct status_snapshot *s, uint64_t now_us)
     }
     if (max < 1024 * 1024)
         max = 1024 * 1024; /* at least 1 MiB high: a quiet pair shows a flat line at 0 */
-    human_bytes(top, sizeof(top), max);
+    config_size_text(max, top, sizeof(top));
     fprintf(f,
             "<svg id=\"lag-chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" "
             "height=\"%d\" viewBox=\"0 0 %d %d\" role=\"img\">\n"
@@ -355,9 +343,58 @@ chart(FILE *f, const struct status_snapshot *s, uint64_t now_us)
           f);
 }
 
+/* The windows with their next occurrences, each in its own zone and in UTC. */
+static void
+windows_html(FILE *f, const struct maint_window *w, unsigned n, uint64_t now_unix_us)
+{
+    int64_t now = (int64_t)(now_unix_us / 1000000);
+
+    if (n == 0)
+        return;
+    fputs("<ul id=\"windows\">\n", f);
+    for (unsigned i = 0; i < n; i++) {
+        struct rrule_span occ[MAINT_NEXT];
+        int k = maint_window_next(&w[i], now, occ, MAINT_NEXT);
+        int64_t d = w[i].duration_s;
+
+        fprintf(f, "<li class=\"window\" id=\"window-%" PRIu64 "\">%s window %" PRIu64 ": ",
+                w[i].id, maint_class_name(w[i].cls), w[i].id);
+        if (w[i].rrule[0] != '\0') {
+            HTML(f, w[i].rrule);
+            fprintf(f, " at %02d:%02d from %04d-%02d-%02d", w[i].start_minute / 60 % 100,
+                    w[i].start_minute % 60, w[i].year % 10000, w[i].month % 100, w[i].day % 100);
+        } else {
+            fprintf(f, "once at %04d-%02d-%02d %02d:%02d", w[i].year % 10000, w[i].month % 100,
+                    w[i].day % 100, w[i].start_minute / 60 % 100, w[i].start_minute % 60);
+        }
+        fputc(' ', f);
+        HTML(f, w[i].tz);
+        fprintf(f, ", %" PRId64 "h%02" PRId64 "m%s", d / 3600, d / 60 % 60,
+                w[i].switchover ? ", with a switchover at its start" : "");
+        if (k == 0)
+            fputs(": over", f);
+        fputs("\n<ul>\n", f);
+        for (int j = 0; j < k; j++) {
+            char local[160], utc[160];
+            bool open = occ[j].start <= now && now < occ[j].end;
+
+            maint_span_text(&w[i], &occ[j], false, local, sizeof(local));
+            maint_span_text(&w[i], &occ[j], true, utc, sizeof(utc));
+            fprintf(f, "<li class=\"occurrence%s\">%s", open ? " open" : "", open ? "now: " : "");
+            HTML(f, local);
+            fputs(" (", f);
+            HTML(f, utc);
+            fputs(")</li>\n", f);
+        }
+        fputs("</ul></li>\n", f);
+    }
+    fputs("</ul>\n", f);
+}
+
 int
 statuspage_html(const struct status_snapshot *s, const struct statuspage_thresholds *th,
-                uint64_t now_unix_us, char **out, size_t *len)
+                const struct maint_window *windows, unsigned n, uint64_t now_unix_us, char **out,
+                size_t *len)
 {
     struct statuspage_thresholds defaults;
     const struct statuspage_thresholds *t = thresholds_or_default(th, &defaults);
@@ -407,21 +444,19 @@ statuspage_html(const struct status_snapshot *s, const struct statuspage_thresho
         fprintf(f, "<tr class=\"component\" id=\"component-%s\" data-status=\"%s\"><td>",
                 comps[i].id, state_names[comps[i].state]);
         HTML(f, comps[i].name);
-        fprintf(f,
-                "</td><td class=\"state\" style=\"color:%s\">%s <small>(%s)</small></td>"
-                "<td class=\"why\">",
-                state_colors[comps[i].state], state_titles[comps[i].state],
-                state_names[comps[i].state]);
+        /* the state once, as people read it; its API name is in data-status above */
+        fprintf(f, "</td><td class=\"state\" style=\"color:%s\">%s</td><td class=\"why\">",
+                state_colors[comps[i].state], state_titles[comps[i].state]);
         HTML(f, comps[i].why);
         fputs("</td></tr>\n", f);
     }
     fputs("</table>\n<h2>Replication lag, last hour</h2>\n", f);
     chart(f, s, now_unix_us);
-    human_bytes(lagb, sizeof(lagb), s->flush_lag_bytes);
+    config_size_text(s->flush_lag_bytes, lagb, sizeof(lagb));
     fprintf(f, "<p id=\"lag-now\">Now: flush lag %s", lagb);
     if (s->flush_lag_s >= 0)
         fprintf(f, " (%.3f s)", s->flush_lag_s);
-    human_bytes(lagb, sizeof(lagb), s->apply_lag_bytes);
+    config_size_text(s->apply_lag_bytes, lagb, sizeof(lagb));
     fprintf(f, ", apply lag %s", lagb);
     if (s->apply_lag_s >= 0)
         fprintf(f, " (%.3f s)", s->apply_lag_s);
@@ -433,6 +468,7 @@ statuspage_html(const struct status_snapshot *s, const struct statuspage_thresho
     else
         HTML(f, s->maintenance);
     fprintf(f, "<br>Automatic fail-over: %s.</p>\n", s->failover_paused ? "paused" : "on");
+    windows_html(f, windows, n, now_unix_us);
     fputs("<h2>Incident history</h2>\n<table id=\"incidents\">\n"
           "<tr><th>completed</th><th>what</th><th>write-unavailability</th><th>result</th></tr>\n",
           f);
@@ -455,8 +491,8 @@ statuspage_html(const struct status_snapshot *s, const struct statuspage_thresho
     utc_text(when, sizeof(when), s->now_unix_us, false);
     fprintf(f, "</table>\n<footer>As seen by the agent on ");
     HTML(f, s->node_name);
-    human_bytes(deg, sizeof(deg), t->degraded_bytes);
-    human_bytes(part, sizeof(part), t->partial_bytes);
+    config_size_text(t->degraded_bytes, deg, sizeof(deg));
+    config_size_text(t->partial_bytes, part, sizeof(part));
     fprintf(f,
             " (role %.*s, epoch %" PRIu64 ") at %s; this page reloads every %d s. "
             "<span id=\"rules\">Rules: the mirror is degraded from %s or %g s of lag, in partial "
@@ -496,9 +532,84 @@ jfield(const char *s, size_t cap)
 
 /* The summary; with history, the incident log too (resolved, newest first) after any incident
  * under way. */
+/* One occurrence of a window, for scheduled_maintenances. */
+struct occurrence {
+    const struct maint_window *w;
+    struct rrule_span span;
+};
+
+static int
+occurrence_cmp(const void *a, const void *b)
+{
+    const struct occurrence *x = a, *y = b;
+
+    return x->span.start < y->span.start ? -1 : x->span.start > y->span.start;
+}
+
+/* Appends to list the windows' next occurrences, soonest first, as Statuspage's scheduled
+ * maintenances; false when out of memory. */
+static bool
+scheduled_json(json_t *list, const struct maint_window *w, unsigned n,
+               const struct statuspage_component *comps, const char *updated, int64_t now)
+{
+    struct occurrence *occ = calloc((size_t)n * MAINT_NEXT + 1, sizeof(*occ));
+    size_t total = 0;
+    bool ok = occ != NULL;
+
+    for (unsigned i = 0; ok && i < n; i++) {
+        struct rrule_span sp[MAINT_NEXT];
+        int k = maint_window_next(&w[i], now, sp, MAINT_NEXT);
+        for (int j = 0; j < k; j++)
+            occ[total++] = (struct occurrence){&w[i], sp[j]};
+    }
+    if (ok)
+        qsort(occ, total, sizeof(*occ), occurrence_cmp);
+    for (size_t i = 0; ok && i < total; i++) {
+        const struct maint_window *win = occ[i].w;
+        bool open = occ[i].span.start <= now && now < occ[i].span.end;
+        char from[40], until[40], local[160], utc[160], body[360], name[96];
+        json_t *e = json_object(), *ups = NULL, *u = NULL, *cs = NULL;
+
+        utc_text(from, sizeof(from), (uint64_t)occ[i].span.start * 1000000, true);
+        utc_text(until, sizeof(until), (uint64_t)occ[i].span.end * 1000000, true);
+        maint_span_text(win, &occ[i].span, false, local, sizeof(local));
+        maint_span_text(win, &occ[i].span, true, utc, sizeof(utc));
+        snprintf(body, sizeof(body), "%s (%s)%s", local, utc,
+                 win->switchover ? "; a switchover at its start" : "");
+        if (win->cls == MAINT_WINDOW)
+            snprintf(name, sizeof(name), "maintenance window %" PRIu64, win->id);
+        else
+            snprintf(name, sizeof(name), "%s (window %" PRIu64 ")",
+                     win->cls == MAINT_HOTFIX ? "hotfix" : "routine maintenance", win->id);
+        /* Each container goes into its parent before it is filled (see build). */
+        ok =
+            e != NULL && json_array_append_new(list, e) == 0 &&
+            put(e, "incident_updates", ups = json_array()) &&
+            put(e, "components", cs = json_array()) &&
+            put(e, "id", json_sprintf("window-%" PRIu64 "-%" PRId64, win->id, occ[i].span.start)) &&
+            put(e, "name", json_string(name)) &&
+            put(e, "status", json_string(open ? "in_progress" : "scheduled")) &&
+            put(e, "impact", json_string("maintenance")) &&
+            put(e, "scheduled_for", json_string(from)) &&
+            put(e, "scheduled_until", json_string(until)) &&
+            put(e, "updated_at", json_string(updated)) &&
+            json_array_append_new(ups, u = json_object()) == 0 &&
+            put(u, "status", json_string(open ? "in_progress" : "scheduled")) &&
+            put(u, "body", json_string(body)) && put(u, "updated_at", json_string(updated));
+        for (int c = 0; ok && c < STATUSPAGE_COMPONENTS; c++) {
+            json_t *cj = json_object();
+            ok = cj != NULL && json_array_append_new(cs, cj) == 0 &&
+                 put(cj, "id", json_string(comps[c].id)) &&
+                 put(cj, "name", jfield(comps[c].name, sizeof(comps[c].name)));
+        }
+    }
+    free(occ);
+    return ok;
+}
+
 static json_t *
-build(const struct status_snapshot *s, const struct statuspage_thresholds *th, uint64_t now_unix_us,
-      bool history)
+build(const struct status_snapshot *s, const struct statuspage_thresholds *th,
+      const struct maint_window *windows, unsigned n_windows, uint64_t now_unix_us, bool history)
 {
     static const char *const indicators[] = {
         [STATUSPAGE_OPERATIONAL] = "none",        [STATUSPAGE_DEGRADED] = "minor",
@@ -600,7 +711,10 @@ build(const struct status_snapshot *s, const struct statuspage_thresholds *th, u
              put(u, "status", json_string("resolved")) && put(u, "body", JFIELD(e->text)) &&
              put(u, "created_at", json_string(resolved));
     }
-    if (ok && strncmp(s->maintenance, "active", 6) == 0) {
+    if (ok && windows != NULL)
+        ok = scheduled_json(maint, windows, n_windows, comps, updated,
+                            (int64_t)(now_unix_us / 1000000));
+    else if (ok && strncmp(s->maintenance, "active", 6) == 0) {
         json_t *w = json_object();
         ok = w != NULL && json_array_append_new(maint, w) == 0 &&
              put(w, "id", json_string("maintenance")) && put(w, "name", JFIELD(s->maintenance)) &&
@@ -618,16 +732,16 @@ build(const struct status_snapshot *s, const struct statuspage_thresholds *th, u
 
 json_t *
 statuspage_summary(const struct status_snapshot *s, const struct statuspage_thresholds *th,
-                   uint64_t now_unix_us)
+                   const struct maint_window *windows, unsigned n, uint64_t now_unix_us)
 {
-    return build(s, th, now_unix_us, false);
+    return build(s, th, windows, n, now_unix_us, false);
 }
 
 json_t *
 statuspage_status(const struct status_snapshot *s, const struct statuspage_thresholds *th,
                   uint64_t now_unix_us)
 {
-    json_t *o = build(s, th, now_unix_us, false);
+    json_t *o = build(s, th, NULL, 0, now_unix_us, false);
 
     if (o != NULL) {
         json_object_del(o, "components");
@@ -641,7 +755,7 @@ json_t *
 statuspage_incidents(const struct status_snapshot *s, const struct statuspage_thresholds *th,
                      uint64_t now_unix_us)
 {
-    json_t *o = build(s, th, now_unix_us, true);
+    json_t *o = build(s, th, NULL, 0, now_unix_us, true);
 
     if (o != NULL) {
         json_object_del(o, "components");

@@ -49,6 +49,7 @@
 #include "status.h"
 
 struct wm_config;
+struct maint_window;
 
 #define STATUSPAGE_DEGRADED_BYTES (16ULL << 20)
 #define STATUSPAGE_DEGRADED_SECONDS 5.0
@@ -99,19 +100,27 @@ bool statuspage_stale(const struct status_snapshot *s, uint64_t now_unix_us);
 enum statuspage_state statuspage_components(const struct status_snapshot *s,
                                             const struct statuspage_thresholds *th,
                                             uint64_t now_unix_us, struct statuspage_component *out);
-/* The HTML page (inline CSS and SVG, no scripts, no external assets) in a malloc'd buffer.
- * Returns 0 or -ENOMEM. */
+/*
+ * The HTML page (inline CSS and SVG, no scripts, no external assets) in a malloc'd buffer.
+ * windows[n] are the agent's maintenance windows (maint.h; NULL and 0 where none are kept):
+ * the page lists each with its next MAINT_NEXT occurrences in its own zone and in UTC.
+ * Returns 0 or -ENOMEM.
+ */
 WM_MUSTCHECK int statuspage_html(const struct status_snapshot *s,
-                                 const struct statuspage_thresholds *th, uint64_t now_unix_us,
-                                 char **out, size_t *len);
+                                 const struct statuspage_thresholds *th,
+                                 const struct maint_window *windows, unsigned n,
+                                 uint64_t now_unix_us, char **out, size_t *len);
 /* Statuspage API v2 documents (th as for statuspage_components); NULL when out of memory.
- *   summary:   page, components, incidents (one under way), scheduled_maintenances (one in
- *              progress), status {indicator, description}
+ *   summary:   page, components, incidents (one under way), scheduled_maintenances (each
+ *              window's next MAINT_NEXT occurrences from windows[n], soonest first, the open
+ *              one "in_progress" and the others "scheduled", with scheduled_for and
+ *              scheduled_until; with windows NULL, only a window that the snapshot's
+ *              maintenance text says is open), status {indicator, description}
  *   status:    page, status
  *   incidents: page, incidents: one under way, then the incident log (resolved, newest first,
  *              with "write_unavailability_s") */
 json_t *statuspage_summary(const struct status_snapshot *s, const struct statuspage_thresholds *th,
-                           uint64_t now_unix_us);
+                           const struct maint_window *windows, unsigned n, uint64_t now_unix_us);
 json_t *statuspage_status(const struct status_snapshot *s, const struct statuspage_thresholds *th,
                           uint64_t now_unix_us);
 json_t *statuspage_incidents(const struct status_snapshot *s,

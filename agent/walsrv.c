@@ -144,6 +144,7 @@ struct walsrv_conn {
     char user[WALSRV_NAME_LEN];             /* sanitised */
     char app[WALSRV_NAME_LEN];              /* sanitised application_name */
     char client_encoding[WALSRV_NAME_LEN];  /* echoed */
+    char temp_slot[PGP_NAME_MAX + 1];       /* this session's temporary slot, "" if none */
     bool ssl_done, gss_done;
 
     struct pgp_buf in;  /* received, not yet parsed */
@@ -604,9 +605,18 @@ cmd_show(struct walsrv_conn *c, const struct pgp_cmd *cmd)
 }
 
 /*
- * Slots: walmirror keeps none.  Every slot name is accepted; READ_REPLICATION_SLOT reports a
- * physical slot whose WAL is reserved from the oldest position the spool holds, which lets
- * pg_receivewal --slot start from there.
+ * Slots: walmirror keeps none; the spool's own retention (spool_keep, and the position of
+ * every streaming client) stands in for them.
+ *   CREATE_REPLICATION_SLOT ... TEMPORARY PHYSICAL: accepted and remembered for the session
+ *     (what a temporary slot does - keep WAL for this session's stream - the spool does for
+ *     every streaming client); a walreceiver with wal_receiver_create_temp_slot = on sends it.
+ *   CREATE_REPLICATION_SLOT (persistent): refused with 0A000 (feature_not_supported), as
+ *     PostgreSQL refuses what it does not implement: a slot that outlived the session would
+ *     have to hold WAL in the spool, which walmirror does not do.
+ *   DROP_REPLICATION_SLOT: the session's temporary slot; any other name gets 42704
+ *     (undefined_object) "replication slot ... does not exist", as from PostgreSQL.
+ *   READ_REPLICATION_SLOT: any name reports a physical slot whose WAL is reserved from the
+ *     oldest position the spool holds, which lets pg_receivewal --slot start from there.
  */
 static int
 cmd_slot(struct walsrv_conn *c, const struct pgp_cmd *cmd)
@@ -630,13 +640,40 @@ cmd_slot(struct walsrv_conn *c, const struct pgp_cmd *cmd)
     case PGP_CMD_CREATE_REPLICATION_SLOT:
         if (pgp_slot_name_check(cmd->slot, &e) < 0)
             return conn_error(c, e.sqlstate, e.msg, NULL, NULL);
-        log_info(c->prefix, "CREATE_REPLICATION_SLOT \"%s\" accepted (walmirror keeps no slots)",
+        if (!cmd->temporary) {
+            char msg[PGP_ERRMSG_LEN];
+
+            snprintf(msg, sizeof(msg),
+                     "cannot create replication slot \"%s\": walmirror's WAL server keeps no "
+                     "replication slots",
+                     cmd->slot);
+            return conn_error(c, PGP_SQLSTATE_FEATURE_NOT_SUPPORTED, msg,
+                              "The spool keeps WAL for spool_keep bytes behind what the standby "
+                              "has replayed, and for every client while it streams.",
+                              "Stream without a slot, or with a TEMPORARY one.");
+        }
+        if (c->temp_slot[0] != '\0' && strcmp(c->temp_slot, cmd->slot) != 0)
+            return conn_errorf(c, PGP_SQLSTATE_PROGRAM_LIMIT_EXCEEDED,
+                               "this session already has the temporary replication slot "
+                               "\"%s\"",
+                               c->temp_slot);
+        if (strcmp(c->temp_slot, cmd->slot) == 0)
+            return conn_errorf(c, PGP_SQLSTATE_DUPLICATE_OBJECT,
+                               "replication slot \"%s\" already exists", cmd->slot);
+        snprintf(c->temp_slot, sizeof(c->temp_slot), "%s", cmd->slot);
+        log_info(c->prefix,
+                 "temporary replication slot \"%s\" accepted for this session (the spool keeps "
+                 "its WAL while it streams)",
                  cmd->slot);
         rc = pgp_put_create_slot(&c->out, cmd->slot, 0);
         break;
     default: /* PGP_CMD_DROP_REPLICATION_SLOT */
         if (pgp_slot_name_check(cmd->slot, &e) < 0)
             return conn_error(c, e.sqlstate, e.msg, NULL, NULL);
+        if (c->temp_slot[0] == '\0' || strcmp(c->temp_slot, cmd->slot) != 0)
+            return conn_errorf(c, PGP_SQLSTATE_UNDEFINED_OBJECT,
+                               "replication slot \"%s\" does not exist", cmd->slot);
+        c->temp_slot[0] = '\0';
         rc = pgp_put_command_complete(&c->out, cmd->tag);
         break;
     }
@@ -750,10 +787,11 @@ cmd_start_replication(struct walsrv_conn *c, const struct pgp_cmd *cmd)
     if (rc < 0)
         return conn_build_failed(c, rc, "CopyBothResponse");
     if (cmd->lsn > flush) {
-        /* As PostgreSQL: CopyBothResponse, then the error, and the session goes on. */
+        /* As PostgreSQL 15's walsender (StartReplication): CopyBothResponse first, then the
+         * error - an ereport(ERROR) without errcode, so XX000 - and the session goes on. */
         if (conn_send_out(c) < 0)
             return -1;
-        return conn_errorf(c, PGP_SQLSTATE_INVALID_PARAMETER_VALUE,
+        return conn_errorf(c, PGP_SQLSTATE_INTERNAL_ERROR,
                            "requested starting point %s is ahead of the WAL flush position of "
                            "this server %s",
                            s_lsn, f_lsn);

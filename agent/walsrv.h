@@ -8,8 +8,11 @@
  * IDENTIFY_SYSTEM (the primary's system identifier, the spool's current timeline and flush
  * position), TIMELINE_HISTORY n (the spool's history file of n, or an ErrorResponse naming
  * pg_wal/%08X.history), SHOW (wal_segment_size, data_directory_mode, ...), READ_REPLICATION_SLOT
- * (restart_tli: the timeline of the spool's start in its history), CREATE_/DROP_REPLICATION_SLOT
- * (accepted, nothing to keep), START_REPLICATION [SLOT s] [PHYSICAL] X/X [TIMELINE n].  In COPY
+ * (restart_tli: the timeline of the spool's start in its history), CREATE_REPLICATION_SLOT
+ * (TEMPORARY only, for the session; a persistent slot is refused with 0A000: walmirror keeps
+ * none), DROP_REPLICATION_SLOT (the session's temporary slot; else 42704), START_REPLICATION
+ * [SLOT s] [PHYSICAL] X/X [TIMELINE n] (beyond the spool's flush position: CopyBothResponse,
+ * then ERROR XX000, as PostgreSQL 15's walsender answers).  In COPY
  * BOTH it sends contiguous XLogData of at most 128 KiB, cut at 8 KiB page boundaries, of
  * spool-durable WAL only, starting exactly at the requested position; keepalives every 10 s and
  * at once on request; reads the standby's 'r' and 'h'.  Anything unsupported: ErrorResponse,

@@ -9,6 +9,7 @@
 #include <check.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -540,6 +541,17 @@ static const struct key_case {
     {"peer", "peer = 'site b@127.0.0.1:7002'", "peer", "invalid character ' '"},
     {"peer", "peer = site-b@127.0.0.1", "peer", "lacks a port"},
     {"peer", "peer = site-a@127.0.0.1:7002", "peer", "like this node"},
+    /* the peer at this node's own address: it would talk to itself */
+    {"peer", "peer = site-b@127.0.0.1:7001", "peer",
+     "site-b at 127.0.0.1:7001 is this node's own address (listen = 127.0.0.1:7001): the peer "
+     "runs elsewhere"},
+    {"peer", "peer = site-b@localhost:7001", "peer", "(listen = 127.0.0.1:7001)"},
+    {"peer", "peer = site-b@127.0.0.1:7003", "peer", "(wal_listen = 127.0.0.1:7003)"},
+    {"peer", "peer = site-b@127.0.0.1:8008", "peer", "(http_listen = 127.0.0.1:8008)"},
+    {"listen", "listen = 0.0.0.0:7002", "listen",
+     "address 0.0.0.0:7002 is where the peer site-b is said to be (peer = "
+     "site-b@127.0.0.1:7002)"},
+    {NULL, "witness = witness@127.0.0.1:7001", "witness", "witness at 127.0.0.1:7001 is this"},
     {NULL, "witness = site-b@h:9", "witness", "like the peer"},
     /* durations */
     {NULL, "failover_timeout = 5sec", "failover_timeout", "invalid unit \"sec\""},
@@ -982,6 +994,114 @@ START_TEST(test_small_error_buffer)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------------------------
+ * walmirror-agent --check-config: what starting would refuse, refused by the check too
+ */
+
+#define AGENT WM_BINARY_DIR "/agent/walmirror-agent"
+
+static char *agent_out, *agent_err;
+
+static int agent(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Runs walmirror-agent with args (shell words); its output lands in agent_out / agent_err. */
+static int
+agent(const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = tu_vcapture(dir, &agent_out, &agent_err, AGENT, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The fixture with real certificates (tls_config_new loads them) and a good token. */
+static void
+setup_real_certs(void)
+{
+    setup();
+    ck_assert_int_eq(tu_run("cp '%s/ca.crt' '%s/site-a.crt' '%s/site-a.key' '%s/'", tu_certs(),
+                            tu_certs(), tu_certs(), dir),
+                     0);
+    ck_assert_int_eq(chmod(in_dir("site-a.key"), 0600), 0);
+    ck_assert_int_eq(chmod(in_dir("token"), 0600), 0);
+}
+
+static void
+teardown_agent_output(void)
+{
+    free(agent_out);
+    free(agent_err);
+    agent_out = agent_err = NULL;
+    teardown();
+}
+
+#define assert_has(text, s)                                                                        \
+    ck_assert_msg(strstr((text), (s)) != NULL, "\"%s\" not in:\n%s", (s), (text))
+
+START_TEST(test_check_config_forms)
+{
+    const char *path = site_conf(NULL, NULL);
+
+    /* the documented form, and the other two */
+    ck_assert_msg(agent("--check-config '%s'", path) == 0, "%s", agent_err);
+    assert_has(agent_out, "node_name = 'site-a'");
+    ck_assert_msg(agent("-c '%s' --check-config", path) == 0, "%s", agent_err);
+    assert_has(agent_out, "node_name = 'site-a'");
+    ck_assert_msg(agent("--check-config='%s'", path) == 0, "%s", agent_err);
+    ck_assert_int_eq(agent("--check-config '%s' extra", path), 2);
+    ck_assert_int_eq(agent("--check-config"), 2);
+}
+END_TEST
+
+/* Each configuration that starting refuses: --check-config refuses it too, with the same
+ * message and status 2, and so does starting, before it touches anything. */
+static const struct start_case {
+    const char *omit, *extra;
+    mode_t token_mode; /* 0: no token file */
+    const char *token;
+    const char *what;
+} start_cases[] = {
+    {NULL, "http_listen = 0.0.0.0:8010", 0, NULL,
+     "http_listen 0.0.0.0:8010 is not a loopback address: set http_token_file"},
+    {NULL, "http_listen = 0.0.0.0:8010\nhttp_token_file = token", 0644, "secret\n",
+     "other users can read or write it (mode 0644)"},
+    {NULL, "http_token_file = token", 0600, "\n", "the token is empty"},
+    {NULL, "http_token_file = token", 0600, "two words\n", "printable ASCII without spaces"},
+    {"peer", "peer = site-b@127.0.0.1:7001", 0, NULL, "is this node's own address"},
+    {"tls_key", "tls_key = key-of-b", 0, NULL, "key-of-b does not match certificate file"},
+};
+
+START_TEST(test_check_config_as_start)
+{
+    const struct start_case *c = &start_cases[_i];
+    const char *path;
+    char first[2048];
+
+    if (c->token_mode != 0) {
+        write_file(in_dir("token"), c->token, strlen(c->token));
+        ck_assert_int_eq(chmod(in_dir("token"), c->token_mode), 0);
+    }
+    ck_assert_int_eq(
+        tu_run("cp '%s/site-b.key' '%s/key-of-b' && chmod 600 '%s/key-of-b'", tu_certs(), dir, dir),
+        0);
+    path = site_conf(c->omit, c->extra);
+    ck_assert_int_eq(agent("--check-config '%s'", path), 2);
+    assert_has(agent_err, c->what);
+    ck_assert_msg(strncmp(agent_err, "walmirror-agent: ", 17) == 0, "%s", agent_err);
+    ck_assert_msg(strchr(agent_err, '\n') == agent_err + strlen(agent_err) - 1, "not one line: %s",
+                  agent_err);
+    snprintf(first, sizeof(first), "%s", agent_err);
+    ck_assert_int_eq(agent("-c '%s' --check-config", path), 2);
+    ck_assert_str_eq(agent_err, first);
+    /* starting: the same refusal, status 2, before anything runs (no PostgreSQL here) */
+    ck_assert_int_eq(agent("-c '%s'", path), 2);
+    ck_assert_str_eq(agent_err, first);
+}
+END_TEST
+
 static Suite *
 config_suite(void)
 {
@@ -1022,6 +1142,13 @@ config_suite(void)
     tcase_add_test(tc, test_small_error_buffer);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("check_config");
+    tcase_add_checked_fixture(tc, setup_real_certs, teardown_agent_output);
+    tcase_add_test(tc, test_check_config_forms);
+    tcase_add_loop_test(tc, test_check_config_as_start, 0,
+                        (int)(sizeof(start_cases) / sizeof(start_cases[0])));
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("robustness");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_mutations_never_crash);
@@ -1035,6 +1162,8 @@ main(void)
 {
     SRunner *sr = srunner_create(config_suite());
     int failed;
+
+    tu_certs(); /* once, in the parent, before Check forks the tests */
 
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);

@@ -472,6 +472,82 @@ START_TEST(test_wrong_ca_refused_both_ways)
 }
 END_TEST
 
+/* "ADDR:PORT" of the local end of fd. */
+static void
+local_name(int fd, char *buf, size_t cap)
+{
+    struct sockaddr_in sin;
+    socklen_t len = sizeof(sin);
+
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    snprintf(buf, cap, "127.0.0.1:%u", ntohs(sin.sin_port));
+}
+
+/*
+ * Anyone may connect to the peer port: what the acceptor logs about a connection that has not
+ * shown its certificate names where it came from and says that it is not (yet) the peer,
+ * never "TLS handshake with site-a"; the connector's lines name the peer and its address.
+ */
+START_TEST(test_stray_connection_named_by_address)
+{
+    struct side a = {0}, c = {0};
+    struct tls_config *atls = tls_for("site-b", true, "");
+    struct tls_config *ctls = tls_for("site-b", false, "rogue-"); /* not our CA's */
+    struct msg_hello ha = {.role = MSG_ROLE_SINK, .system_id = 1, .timeline = 1};
+    struct conn_config ca = {.tls = atls, .peer_name = "site-a", .hello = &ha, .epoch = 1};
+    char *dir = tu_tmpdir("conn-log"), *log, from[64], line[1024], want[256];
+
+    strcpy(ha.node_name, "site-b");
+    local_name(fx.cfd, from, sizeof(from));
+    /* 1: a port scanner - connects, closes */
+    tu_log_capture_start(dir);
+    ck_assert_int_eq(conn_new(&a.c, fx.loop, fx.afd, true, &ca, &side_ops, &a), 0);
+    close(fx.cfd);
+    ck_assert(run_until(&a.closed, 3));
+    log = tu_log_capture_end();
+    ck_assert_int_eq(tu_log_lines(log, NULL, 0, "site-a", "WARNING", NULL) +
+                         tu_log_lines(log, NULL, 0, "site-a", "ERROR", NULL),
+                     1);
+    ck_assert_int_eq(tu_log_lines(log, line, sizeof(line), "site-a", NULL), 1);
+    snprintf(want, sizeof(want),
+             "WARNING peer[%s]: connection from %s lost before its TLS handshake (an incoming "
+             "connection, not verified as site-a)",
+             from, from);
+    ck_assert_msg(strstr(line, want) != NULL, "\"%s\" lacks \"%s\"", line, want);
+    ck_assert_ptr_null(strstr(log, "peer[site-a]"));
+    free(log);
+    conn_free(a.c);
+    memset(&a, 0, sizeof(a));
+
+    /* 2: a client with a certificate of another CA, both ways */
+    close(fx.listen_fd);
+    tcp_pair();
+    local_name(fx.cfd, from, sizeof(from));
+    tu_log_capture_start(dir);
+    start(&a, &c, atls, ctls, "site-b", 42, 42, 0, 0);
+    ck_assert(run_until(&a.closed, 3));
+    ck_assert(run_until(&c.closed, 3));
+    log = tu_log_capture_end();
+    snprintf(want, sizeof(want),
+             "ERROR peer[%s]: TLS handshake with %s failed (an incoming connection, not "
+             "verified as site-a): ",
+             from, from);
+    ck_assert_msg(strstr(log, want) != NULL, "no \"%s\" in:\n%s", want, log);
+    /* the connector verified site-b (TLS 1.3 clients finish first), at that address */
+    snprintf(want, sizeof(want),
+             "INFO peer[site-b]: TLS 1.3 established with 127.0.0.1:%d, peer "
+             "certificate \"site-b\" verified",
+             fx.port);
+    ck_assert_msg(strstr(log, want) != NULL, "no \"%s\" in:\n%s", want, log);
+    free(log);
+    finish(&a, &c);
+    tls_config_free(atls);
+    tls_config_free(ctls);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
 START_TEST(test_silent_peer_times_out)
 {
     struct side a = {0};
@@ -529,6 +605,7 @@ main(void)
     tcase_add_test(tc, test_hello_refused_by_owner);
     tcase_add_test(tc, test_plaintext_peer_refused);
     tcase_add_test(tc, test_wrong_ca_refused_both_ways);
+    tcase_add_test(tc, test_stray_connection_named_by_address);
     tcase_add_test(tc, test_silent_peer_times_out);
     tcase_add_test(tc, test_truncated_stream);
     suite_add_tcase(s, tc);

@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -89,6 +91,15 @@ fill_snapshot(struct status_snapshot *s)
     s->spool_free_bytes = 50LL << 30;
     s->cert_not_after_unix = 4102444800LL; /* 2100-01-01 */
     s->failovers = 1;
+    snprintf(s->availability_mode, sizeof(s->availability_mode), "maximum_availability");
+    s->exposed_since_unix_us = 1700000000500000ULL;
+    s->exposed_lsn = 0x3000028;
+    s->wal_at_risk_bytes = 123456;
+    s->wal_at_risk_peak_bytes = 234567;
+    s->exposed_seconds_total = 12.5;
+    snprintf(s->arbiter, sizeof(s->arbiter), "witness");
+    snprintf(s->arbiter_state, sizeof(s->arbiter_state), "up");
+    snprintf(s->arbiter_desc, sizeof(s->arbiter_desc), "witness@127.0.0.1:7003 up, epoch 3");
 }
 
 static void
@@ -182,11 +193,16 @@ on_header(char *data, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-/* method "GET" or "POST"; auth: a full "Authorization: ..." header line, or NULL. */
+/*
+ * One request through libcurl.  method "GET", "POST" (no body and no Content-Type unless
+ * headers give one; body: sent with it), or another sent as a custom method; src: the local
+ * address to send from (NULL: any); headers: full header lines, NULL-terminated (NULL: none).
+ */
 static void
-request(struct resp *r, const char *method, const char *path, const char *auth)
+request_full(struct resp *r, const char *src, const char *method, const char *path,
+             const char *body, const char *const *headers)
 {
-    char url[256];
+    char url[256], iface[64];
     struct curl_slist *h = NULL;
     CURL *c = curl_easy_init();
     CURLcode rc;
@@ -194,11 +210,22 @@ request(struct resp *r, const char *method, const char *path, const char *auth)
     memset(r, 0, sizeof(*r));
     ck_assert_ptr_nonnull(c);
     snprintf(url, sizeof(url), "%s%s", base, path);
-    if (auth != NULL) {
-        h = curl_slist_append(NULL, auth);
+    for (; headers != NULL && *headers != NULL; headers++) {
+        h = curl_slist_append(h, *headers);
         ck_assert_ptr_nonnull(h);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     }
+    if (strcmp(method, "POST") == 0 && body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    }
+    if (src != NULL) {
+        snprintf(iface, sizeof(iface), "host!%s", src);
+        curl_easy_setopt(c, CURLOPT_INTERFACE, iface);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
@@ -206,18 +233,20 @@ request(struct resp *r, const char *method, const char *path, const char *auth)
     curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    if (strcmp(method, "POST") == 0) {
-        curl_easy_setopt(c, CURLOPT_POST, 1L);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
-    } else if (strcmp(method, "GET") != 0) {
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    }
     rc = curl_easy_perform(c);
     ck_assert_msg(rc == CURLE_OK, "%s %s: %s", method, url, curl_easy_strerror(rc));
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->code);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
+}
+
+/* method "GET" or "POST" (no body); auth: a full "Authorization: ..." header line, or NULL. */
+static void
+request(struct resp *r, const char *method, const char *path, const char *auth)
+{
+    const char *const headers[] = {auth, NULL};
+
+    request_full(r, NULL, method, path, NULL, headers);
 }
 
 static json_t *
@@ -284,6 +313,7 @@ START_TEST(status_fields)
     fill_snapshot(&s);
     snprintf(s.spool_stall, sizeof(s.spool_stall), "no space for the spool in /spool");
     s.spool_stalled_since_unix_us = 1700000000000000ULL;
+    s.exposed = true;
     status_publish(&board, &s);
     request(&r, "GET", "/status", NULL);
     ck_assert_int_eq(r.code, 200);
@@ -338,8 +368,20 @@ START_TEST(status_fields)
     expect_int(o, "cert_not_after_unix", 4102444800LL);
     expect_str(o, "spool_stall", "no space for the spool in /spool");
     expect_int(o, "spool_stalled_since_unix_us", 1700000000000000LL);
-    /* every field of the snapshot, nothing more: 44 fields and 5 LSN texts */
-    ck_assert_uint_eq(json_object_size(o), 49);
+    expect_str(o, "availability_mode", "maximum_availability");
+    ck_assert(json_is_true(json_object_get(o, "exposed")));
+    ck_assert(json_is_false(json_object_get(o, "stale")));
+    expect_int(o, "exposed_since_unix_us", 1700000000500000LL);
+    expect_int(o, "exposed_lsn", 0x3000028);
+    expect_str(o, "exposed_lsn_text", "0/3000028");
+    expect_int(o, "wal_at_risk_bytes", 123456);
+    expect_int(o, "wal_at_risk_peak_bytes", 234567);
+    expect_real(o, "exposed_seconds_total", 12.5);
+    expect_str(o, "arbiter", "witness");
+    expect_str(o, "arbiter_state", "up");
+    expect_str(o, "arbiter_desc", "witness@127.0.0.1:7003 up, epoch 3");
+    /* every field of the snapshot, nothing more: 55 fields and 6 LSN texts */
+    ck_assert_uint_eq(json_object_size(o), 61);
     json_decref(o);
 }
 END_TEST
@@ -445,9 +487,98 @@ START_TEST(operation_requests)
     request(&r, "POST", "/switchover?max_lag=lots", NULL);
     ck_assert_int_eq(r.code, 400);
     expect_json_error(&r, "max_lag");
+    /* the target is checked when asked: the two sites' names, not this primary itself */
+    request(&r, "POST", "/switchover?to=nowhere", NULL);
+    ck_assert_int_eq(r.code, 400);
+    expect_json_error(&r, "to: unknown node \"nowhere\" (the nodes are site-a, this one, and "
+                          "site-b)");
+    request(&r, "POST", "/switchover?to=site-a", NULL);
+    ck_assert_int_eq(r.code, 400);
+    expect_json_error(&r, "to: site-a is this node, the primary already");
     request(&r, "GET", "/failover", NULL);
     ck_assert_int_eq(r.code, 405);
     ck_assert(!status_take_op(&board, &req));
+}
+END_TEST
+
+/*
+ * Requests that change something refuse what a web page could send: a foreign Origin (403), a
+ * form or text Content-Type (415: the types a browser sends cross-site without a preflight).
+ * Nothing reaches the board then.
+ */
+START_TEST(cross_site_refused)
+{
+    struct status_op_request req;
+    char same[128], host[128], rebound[128], rebound_host[128];
+    struct resp r;
+
+    snprintf(same, sizeof(same), "Origin: http://127.0.0.1:%d", httpapi_port(api));
+    snprintf(host, sizeof(host), "Host: 127.0.0.1:%d", httpapi_port(api));
+    snprintf(rebound, sizeof(rebound), "Origin: http://evil.example:%d", httpapi_port(api));
+    snprintf(rebound_host, sizeof(rebound_host), "Host: evil.example:%d", httpapi_port(api));
+    {
+        /* the issue's request: curl -X POST -H 'Origin: http://evil.example'
+         * -H 'Content-Type: text/plain' .../pause */
+        const char *const hd[] = {"Origin: http://evil.example", "Content-Type: text/plain", NULL};
+        request_full(&r, NULL, "POST", "/pause", "", hd);
+        ck_assert_int_eq(r.code, 403);
+        expect_json_error(&r, "cross-site request refused: Origin http://evil.example");
+    }
+    {
+        const char *const hd[] = {"Origin: null", NULL};
+        request_full(&r, NULL, "POST", "/resume", NULL, hd);
+        ck_assert_int_eq(r.code, 403);
+    }
+    {
+        /* DNS rebinding: the page's origin and Host agree, but name no address */
+        const char *const hd[] = {rebound, rebound_host, NULL};
+        request_full(&r, NULL, "POST", "/pause", NULL, hd);
+        ck_assert_int_eq(r.code, 403);
+    }
+    {
+        static const char *const types[] = {"Content-Type: text/plain",
+                                            "Content-Type: application/x-www-form-urlencoded",
+                                            "Content-Type: multipart/form-data; boundary=x",
+                                            "Content-Type: TEXT/PLAIN;charset=UTF-8"};
+        for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+            const char *const hd[] = {types[i], NULL};
+            request_full(&r, NULL, "POST", "/switchover?to=site-b", "", hd);
+            ck_assert_msg(r.code == 415, "%s: %ld", types[i], r.code);
+            expect_json_error(&r, "is not accepted: this request takes no body");
+        }
+    }
+    {
+        const char *const hd[] = {"Origin: http://evil.example", NULL};
+        request_full(&r, NULL, "DELETE", "/maintenance/1", NULL, hd);
+        ck_assert_int_eq(r.code, 403);
+        request_full(&r, NULL, "POST", "/maintenance?at=2099-01-01%2002:00&duration=1h&tz=UTC",
+                     NULL, hd);
+        ck_assert_int_eq(r.code, 403);
+    }
+    ck_assert_uint_eq(status_take(&board), 0);
+    ck_assert(!status_take_op(&board, &req));
+
+    /* what walmirrorctl and curl send: no body, or JSON; the API's own origin by address */
+    {
+        const char *const hd[] = {"Content-Type: application/json; charset=utf-8", NULL};
+        request_full(&r, NULL, "POST", "/pause", "", hd);
+        ck_assert_int_eq(r.code, 202);
+    }
+    {
+        const char *const hd[] = {same, host, NULL};
+        request_full(&r, NULL, "POST", "/resume", NULL, hd);
+        ck_assert_int_eq(r.code, 202);
+    }
+    request(&r, "POST", "/rejoin", NULL);
+    ck_assert_int_eq(r.code, 202);
+    ck_assert_uint_eq(status_take(&board), (1u << STATUS_REQ_PAUSE) | (1u << STATUS_REQ_RESUME));
+    ck_assert(status_take_op(&board, &req));
+    /* reads stay open to any page, as before: they change nothing */
+    {
+        const char *const hd[] = {"Origin: http://evil.example", NULL};
+        request_full(&r, NULL, "GET", "/status", NULL, hd);
+        ck_assert_int_eq(r.code, 200);
+    }
 }
 END_TEST
 
@@ -935,6 +1066,7 @@ START_TEST(metrics_exposition)
     ck_assert_ptr_nonnull(s);
     fill_snapshot(s);
     m = &s->metrics;
+    s->started_unix_us = 1700000000123456ULL;
     snprintf(s->peer_name, sizeof(s->peer_name), "site-\"b\"\\");
     /* fsync: 0.7 ms, 3 ms, 2 s and 5 s (beyond the last bound) */
     status_hist_observe(&m->hist[STATUS_HIST_FSYNC], STATUS_HIST_FSYNC, 0.0007);
@@ -953,6 +1085,12 @@ START_TEST(metrics_exposition)
     request(&r, "GET", "/metrics", NULL);
     ck_assert_int_eq(r.code, 200);
     ck_assert_str_eq(r.ctype, "text/plain; version=0.0.4; charset=utf-8");
+    /* the start time to the microsecond, as text (before parsing cuts the body up) */
+    ck_assert_msg(strstr(r.body, "\nwalmirror_start_time_seconds 1700000000.123456\n") != NULL,
+                  "no exact start time: %.80s",
+                  strstr(r.body, "\nwalmirror_start_time_seconds ") != NULL
+                      ? strstr(r.body, "\nwalmirror_start_time_seconds ") + 1
+                      : "(none)");
     parse_exposition(&e, r.body);
 
     ck_assert(has_sample(&e, "walmirror_info{node=\"site-a\",peer=\"site-\\\"b\\\"\\\\\"}"));
@@ -983,6 +1121,9 @@ START_TEST(metrics_exposition)
     ck_assert_double_eq(sample(&e, "walmirror_operation_running"), 1);
     ck_assert_double_eq(sample(&e, "walmirror_failover_paused"), 0);
     ck_assert_double_eq(sample(&e, "walmirror_maintenance"), 0);
+    /* what /status shows of the spool's space and the certificate, here too */
+    ck_assert_double_eq(sample(&e, "walmirror_spool_free_bytes"), 50.0 * (1 << 30));
+    ck_assert_double_eq(sample(&e, "walmirror_cert_expiry_timestamp_seconds"), 4102444800.0);
     /* the fsync histogram: cumulative, the 5 s observation only in +Inf */
     ck_assert_double_eq(sample(&e, "walmirror_spool_fsync_duration_seconds_bucket{le=\"0.0005\"}"),
                         0);
@@ -1012,6 +1153,14 @@ START_TEST(metrics_exposition)
     ck_assert_double_eq(sample(&e, "walmirror_role{role=\"source\"}"), 0);
     ck_assert_double_eq(sample(&e, "walmirror_maintenance"), 1);
     ck_assert(!has_sample(&e, "walmirror_last_write_unavailability_seconds"));
+    /* unknown space and certificate: absent, as an unknown lag in seconds */
+    s->spool_free_bytes = -1;
+    s->cert_not_after_unix = -1;
+    status_publish(&board, s);
+    request(&r, "GET", "/metrics", NULL);
+    parse_exposition(&e, r.body);
+    ck_assert(!has_sample(&e, "walmirror_spool_free_bytes"));
+    ck_assert(!has_sample(&e, "walmirror_cert_expiry_timestamp_seconds"));
 
     request(&r, "POST", "/metrics", NULL);
     ck_assert_int_eq(r.code, 405);
@@ -1034,7 +1183,8 @@ unix_now_us(void)
 
 /* Publishes the fixture's snapshot, fresh, changed by the caller's role / pg / op. */
 static void
-publish_health(const char *role, const char *pg, const char *op, bool link_up)
+publish_health_sync(const char *role, const char *pg, const char *op, bool link_up,
+                    const char *sync)
 {
     struct status_snapshot *s = calloc(1, sizeof(*s));
 
@@ -1044,9 +1194,16 @@ publish_health(const char *role, const char *pg, const char *op, bool link_up)
     snprintf(s->role, sizeof(s->role), "%s", role);
     snprintf(s->pg_state, sizeof(s->pg_state), "%s", pg);
     snprintf(s->operation, sizeof(s->operation), "%s", op);
+    snprintf(s->sync_state, sizeof(s->sync_state), "%s", sync);
     s->link_up = link_up;
     status_publish(&board, s);
     free(s);
+}
+
+static void
+publish_health(const char *role, const char *pg, const char *op, bool link_up)
+{
+    publish_health_sync(role, pg, op, link_up, "sync");
 }
 
 /* A check's answer: code, and a JSON body whose "reason" contains reason. */
@@ -1110,6 +1267,15 @@ START_TEST(primary_check)
     expect_check("/primary", 503, "not the primary");
     publish_health("fenced", "stale", "none", false);
     expect_check("/primary", 503, "fenced");
+    /* Only where a commit can succeed now: not while commits wait for the standby. */
+    publish_health_sync("source", "primary", "none", true, "waiting");
+    expect_check("/primary", 503, "commits wait: the standby has not confirmed in time");
+    publish_health_sync("source", "primary", "none", false, "down");
+    expect_check("/primary", 503, "no stream to the standby");
+    publish_health_sync("source", "primary", "exposure", false, "exposed");
+    expect_check("/primary", 200, "running exposed");
+    publish_health_sync("source", "primary", "none", true, "catchup");
+    expect_check("/primary", 200, "writable primary");
 }
 END_TEST
 
@@ -1148,6 +1314,171 @@ START_TEST(standby_check)
 END_TEST
 
 /* ---------------------------------------------------------------------------------------- */
+/* Connection abuse                                                                          */
+
+static double
+mono_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+#define ABUSE_SOCKETS 200
+
+/*
+ * 200 idle connections from 127.0.0.1 (any local user can open them): /health still answers
+ * at once from another address (127.0.0.2: all of 127/8 is loopback), the log names the
+ * abusing address in one line (not one per connection refused), the connections beyond its
+ * share are closed at once, and the ones it holds are closed as idle within a few seconds.
+ */
+START_TEST(connection_abuse)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)httpapi_port(api)),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fds[ABUSE_SOCKETS], open_left = 0, held;
+    char first[512], *log;
+    struct resp r;
+    double t0, took, idle_closed_after;
+
+    publish_health("source", "primary", "none", true);
+    tu_log_capture_start(dir);
+    for (int i = 0; i < ABUSE_SOCKETS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ck_assert_int_ge(fds[i], 0);
+        ck_assert_int_eq(connect(fds[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
+    }
+    /* MHD accepts them in its own thread: give it a moment to go through the backlog. */
+    usleep(300 * 1000);
+
+    t0 = mono_s();
+    request_full(&r, "127.0.0.2", "GET", "/health", NULL, NULL);
+    took = mono_s() - t0;
+    ck_assert_msg(r.code == 200, "/health from 127.0.0.2: %ld %s", r.code, r.body);
+    ck_assert_msg(took < 1.0, "/health took %.3f s", took);
+
+    /* Which sockets did the API keep?  The others were closed at once (EOF, or a reset). */
+    for (int i = 0; i < ABUSE_SOCKETS; i++) {
+        char b;
+        ssize_t n = recv(fds[i], &b, 1, MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            open_left++;
+            continue;
+        }
+        close(fds[i]);
+        fds[i] = -1;
+    }
+    held = open_left;
+    ck_assert_msg(held > 0 && held <= 16, "127.0.0.1 holds %d connections", held);
+
+    /* Idle: closed by the API within a few seconds (never sent a byte). */
+    t0 = mono_s();
+    while (open_left > 0 && mono_s() - t0 < 8) {
+        for (int i = 0; i < ABUSE_SOCKETS; i++) {
+            char b;
+            ssize_t n;
+
+            if (fds[i] < 0)
+                continue;
+            n = recv(fds[i], &b, 1, MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                continue;
+            close(fds[i]);
+            fds[i] = -1;
+            open_left--;
+        }
+        usleep(50 * 1000);
+    }
+    idle_closed_after = mono_s() - t0;
+    for (int i = 0; i < ABUSE_SOCKETS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    /* and the address may connect again */
+    request(&r, "GET", "/health", NULL);
+    ck_assert_int_eq(r.code, 200);
+    usleep(100 * 1000); /* the summary line comes from the API's thread */
+    log = tu_log_capture_end();
+    fprintf(stderr,
+            "connection_abuse: 127.0.0.1 held %d; idle ones closed after %.1f s; "
+            "/health from 127.0.0.2 in %.3f s\n",
+            held, idle_closed_after, took);
+    ck_assert_msg(open_left == 0, "%d idle connections still open after 8 s", open_left);
+    ck_assert_msg(idle_closed_after < 5.0, "idle connections closed after %.1f s",
+                  idle_closed_after);
+    ck_assert_int_eq(tu_log_lines(log, NULL, 0, "Server reached connection limit", NULL), 0);
+    ck_assert_msg(tu_log_lines(log, first, sizeof(first), "refusing", "127.0.0.1", NULL) == 1,
+                  "not one line naming 127.0.0.1:\n%s", log);
+    ck_assert_msg(strstr(first, "WARNING") != NULL, "%s", first);
+    /* and one at the end of the burst, counting the refusals: two lines in all */
+    ck_assert_msg(tu_log_lines(log, NULL, 0, "127.0.0.1", NULL) == 2,
+                  "not two lines naming 127.0.0.1:\n%s", log);
+    {
+        char want[64];
+        snprintf(want, sizeof(want), "%d connections", ABUSE_SOCKETS - held);
+        ck_assert_msg(tu_log_lines(log, NULL, 0, "127.0.0.1", want, "refused", NULL) == 1,
+                      "no line counting %s refused:\n%s", want, log);
+    }
+    free(log);
+}
+END_TEST
+
+/* Sends raw bytes on a fresh connection from 127.0.0.1 and returns what came back (at most
+ * cap - 1 bytes, NUL-terminated) once the API closed the connection or 2 s passed. */
+static size_t
+raw_exchange(const char *bytes, size_t len, char *got, size_t cap)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)httpapi_port(api)),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = 2};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    size_t n = 0;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+    ck_assert_int_eq(send(fd, bytes, len, MSG_NOSIGNAL), (ssize_t)len);
+    while (n + 1 < cap) {
+        ssize_t r = recv(fd, got + n, cap - 1 - n, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    got[n] = '\0';
+    close(fd);
+    return n;
+}
+
+/* A request MHD cannot parse: a 400 for the client, one plain line in the log. */
+START_TEST(parse_error_log)
+{
+    static const char *const bad[] = {
+        "GET /status HTTP/1.1\r\nHost: x\r\nBad header without colon\r\n\r\n",
+        "GET /status HTTP/7.2\r\n\r\n",
+    };
+    char got[4096], *log, line[512];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        tu_log_capture_start(dir);
+        raw_exchange(bad[i], strlen(bad[i]), got, sizeof(got));
+        usleep(50 * 1000);
+        log = tu_log_capture_end();
+        ck_assert_msg(strncmp(got, "HTTP/1.1 400", 12) == 0 ||
+                          strncmp(got, "HTTP/1.1 505", 12) == 0,
+                      "case %zu: %s", i, got);
+        ck_assert_msg(strchr(log, '<') == NULL, "HTML in the log:\n%s", log);
+        ck_assert_msg(tu_log_lines(log, line, sizeof(line), " http: ", NULL) == 1, "%s", log);
+        ck_assert_msg(strstr(line, "WARNING") != NULL &&
+                          strstr(line, "HTTP response code is") != NULL,
+                      "%s", line);
+        free(log);
+    }
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------------------- */
 /* walmirrorctl as a process                                                                 */
 
 static char *out_text, *err_text;
@@ -1182,8 +1513,10 @@ START_TEST(ctl_status_table)
     assert_has(out_text, "primary");
     assert_has(out_text, "0/3000060");
     assert_has(out_text, "1/2A");
-    assert_has(out_text, "160B 0.250s"); /* write lag */
-    assert_has(out_text, "256B -");      /* flush lag, seconds unknown */
+    /* lags in bytes as a DBA reads them: the configuration's units, 1024-based */
+    assert_has(out_text, "160 B 0.250s"); /* write lag */
+    assert_has(out_text, "256 B -");      /* flush lag, seconds unknown */
+    assert_has(out_text, "48 MB 1.500s"); /* apply lag: 50331904 bytes */
     assert_has(out_text, "up 0.42ms");
     assert_has(out_text, "auto");
     /* the peer, not queried */
@@ -1310,7 +1643,7 @@ START_TEST(ctl_check)
     ck_assert_msg(rc == 1, "exit %d: %s%s", rc, out_text, err_text);
     assert_has(out_text, "WALMIRROR WARNING - ");
     assert_has(out_text, "site-a: switchover running (stopping the primary)");
-    assert_has(out_text, "site-a: apply lag 50331904B over 16777216B");
+    assert_has(out_text, "site-a: apply lag 48 MB over 16 MB");
     assert_has(out_text, "| 'site-a_apply_lag_bytes'=50331904B;16777216;1073741824 ");
     assert_has(out_text, "'site-a_apply_lag_seconds'=1.500s;; ");
 
@@ -1349,11 +1682,63 @@ START_TEST(ctl_check)
     ck_assert_int_eq(ctl("check --url %s --lag-warning 100MB", base), 2);
     assert_has(out_text, "site-a: spool stalled, commits wait (no space for the spool in /spool)");
 
+    /* Running exposed, waiting for the standby, or a stale standby: CRITICAL, each named. */
+    fill_snapshot(&s);
+    snprintf(s.operation, sizeof(s.operation), "none");
+    s.exposed = true;
+    snprintf(s.sync_state, sizeof(s.sync_state), "exposed");
+    status_publish(&board, &s);
+    ck_assert_int_eq(ctl("check --url %s --lag-warning 100MB", base), 2);
+    assert_has(out_text, "site-a: running exposed (commits acknowledged without the standby), "
+                         "123456 bytes at risk");
+    s.exposed = false;
+    snprintf(s.sync_state, sizeof(s.sync_state), "waiting");
+    status_publish(&board, &s);
+    ck_assert_int_eq(ctl("check --url %s --lag-warning 100MB", base), 2);
+    assert_has(out_text, "site-a: waiting (commits wait for the standby)");
+    snprintf(s.role, sizeof(s.role), "sink");
+    snprintf(s.sync_state, sizeof(s.sync_state), "sync");
+    s.stale = true;
+    status_publish(&board, &s);
+    ck_assert_int_eq(ctl("check --url %s --lag-warning 100MB", base), 2);
+    assert_has(out_text, "site-a: stale (its primary runs exposed: it may not be promoted)");
+
+    /* The witness keeps no spool, and publishes 0 for the fields it does not know: no
+     * "0 MB free for the spool", no certificate "expired" in 1970. */
+    fill_snapshot(&s);
+    snprintf(s.role, sizeof(s.role), "witness");
+    snprintf(s.operation, sizeof(s.operation), "none");
+    s.spool_free_bytes = 0;
+    s.cert_not_after_unix = 0;
+    status_publish(&board, &s);
+    rc = ctl("check --url %s", base);
+    ck_assert_msg(rc == 0, "exit %d: %s%s", rc, out_text, err_text);
+    assert_has(out_text, "WALMIRROR OK - site-a witness sync");
+
     /* An agent that cannot be reached is CRITICAL; bad arguments are UNKNOWN. */
     ck_assert_int_eq(ctl("check --url http://127.0.0.1:1"), 2);
     assert_has(out_text, "WALMIRROR CRITICAL - ");
     ck_assert_int_eq(ctl("check --url %s --lag-warning lots", base), 3);
     ck_assert_int_eq(ctl("check --url %s extra", base), 3);
+}
+END_TEST
+
+/* Bad requests are refused when made, each with a clear error and the usage exit status. */
+START_TEST(ctl_refuses_bad_requests)
+{
+    ck_assert_int_eq(ctl("--url %s switchover --to nowhere", base), 2);
+    assert_has(err_text, "unknown node \"nowhere\"");
+    assert_has(err_text, "site-b");
+    /* a bare number is no duration, as in the configuration file */
+    ck_assert_int_eq(
+        ctl("--url %s maintenance add --at '2099-01-01 02:00' --duration 4 --tz UTC", base), 2);
+    assert_has(err_text, "duration: 4 has no unit");
+    ck_assert_int_eq(ctl("--url %s check --lag-warning 5s --lag-critical 1s", base), 3);
+    assert_has(err_text, "--lag-warning 5s is above --lag-critical 1s");
+    ck_assert_int_eq(ctl("--url %s check --lag-warning 2GB", base), 3);
+    assert_has(err_text, "--lag-warning 2GB is above --lag-critical 1GB (the default)");
+    /* a size and a duration are not compared */
+    ck_assert_int_ne(ctl("--url %s check --lag-warning 5s --lag-critical 1MB", base), 3);
 }
 END_TEST
 
@@ -1417,6 +1802,7 @@ httpapi_suite(void)
     tcase_add_test(tc, status_edge_values);
     tcase_add_test(tc, pause_resume);
     tcase_add_test(tc, operation_requests);
+    tcase_add_test(tc, cross_site_refused);
     tcase_add_test(tc, wrong_method_and_path);
     tcase_add_test(tc, loopback_rule);
     tcase_add_test(tc, ipv6_loopback);
@@ -1427,6 +1813,8 @@ httpapi_suite(void)
     tcase_add_test(tc, health_check);
     tcase_add_test(tc, primary_check);
     tcase_add_test(tc, standby_check);
+    tcase_add_test(tc, connection_abuse);
+    tcase_add_test(tc, parse_error_log);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("walmirrorctl");
@@ -1438,6 +1826,7 @@ httpapi_suite(void)
     tcase_add_test(tc, ctl_pause_resume);
     tcase_add_test(tc, ctl_token_and_config);
     tcase_add_test(tc, ctl_check);
+    tcase_add_test(tc, ctl_refuses_bad_requests);
     tcase_add_test(tc, ctl_usage);
     tcase_add_test(tc, ctl_watch);
     suite_add_tcase(s, tc);

@@ -107,13 +107,22 @@ START_TEST(window_refusals)
         {{.rrule = "FREQ=DAILY", .start = "22:00", .tz = "UTC"}, "duration: required"},
         {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "4x", .tz = "UTC"},
          "duration: bad value '4x'"},
+        {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "4", .tz = "UTC"},
+         "duration: 4 has no unit (write 4h, 4m, 4s or 4d)"},
+        {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "3600", .tz = "UTC"},
+         "duration: 3600 has no unit"},
+        {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "1h30", .tz = "UTC"},
+         "duration: '1h30': 30 has no unit (write 30m or 30s)"},
         {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "32d", .tz = "UTC"},
          "duration: bad value"},
         {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "0m", .tz = "UTC"},
          "duration: bad value"},
         {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "4h", .tz = "UTC", .cls = "big"},
          "class: bad value 'big'"},
-        {{.rrule = "FREQ=DAILY", .start = "22:00", .duration = "4h", .tz = "UTC",
+        {{.rrule = "FREQ=DAILY",
+          .start = "22:00",
+          .duration = "4h",
+          .tz = "UTC",
           .switchover = "yes"},
          "switchover: bad value"},
         {{.duration = "4h", .tz = "UTC"}, "either rrule (with start) or at, not neither"},
@@ -124,18 +133,27 @@ START_TEST(window_refusals)
         {{.rrule = "FREQ=DAILY", .duration = "4h", .tz = "UTC"}, "start: required"},
         {{.rrule = "FREQ=DAILY", .start = "24:00", .duration = "4h", .tz = "UTC"},
          "start: bad value '24:00'"},
-        {{.rrule = "FREQ=DAILY", .start = "22:00", .from = "2026-13-01", .duration = "4h",
+        {{.rrule = "FREQ=DAILY",
+          .start = "22:00",
+          .from = "2026-13-01",
+          .duration = "4h",
           .tz = "UTC"},
          "from: bad value"},
-        {{.rrule = "FREQ=DAILY", .start = "22:00", .from = "2026-02-30", .duration = "4h",
+        {{.rrule = "FREQ=DAILY",
+          .start = "22:00",
+          .from = "2026-02-30",
+          .duration = "4h",
           .tz = "UTC"},
          "from: no such local date"},
         {{.at = "2026-05-01", .duration = "4h", .tz = "UTC"}, "at: bad value '2026-05-01'"},
         {{.at = "2026-05-01 02:00", .start = "02:00", .duration = "4h", .tz = "UTC"},
          "at: start and from are only for a recurring window"},
         {{.at = "2026-02-01 02:00", .duration = "4h", .tz = "UTC"}, "the window is over"},
-        {{.rrule = "FREQ=DAILY;COUNT=2", .start = "22:00", .from = "2026-01-01",
-          .duration = "1h", .tz = "UTC"},
+        {{.rrule = "FREQ=DAILY;COUNT=2",
+          .start = "22:00",
+          .from = "2026-01-01",
+          .duration = "1h",
+          .tz = "UTC"},
          "the window is over: rrule"},
     };
     int64_t now = utc(2026, 3, 1, 0, 0);
@@ -164,13 +182,69 @@ START_TEST(describe)
     ck_assert(!maint_describe(w, 0, utc(2026, 3, 1, 0, 0), text, sizeof(text)));
     ck_assert_str_eq(text, "none");
     ck_assert(!maint_describe(w, 2, utc(2026, 3, 1, 0, 0), text, sizeof(text)));
-    ck_assert_str_eq(text, "next window at 2026-03-01 05:00 UTC");
+    ck_assert_str_eq(text,
+                     "next window at Sat 2026-02-28 22:00 America/Denver (2026-03-01 05:00 UTC)");
     ck_assert(maint_describe(w, 2, utc(2026, 3, 1, 6, 0), text, sizeof(text)));
-    ck_assert_str_eq(text, "active window until 2026-03-01 09:00 UTC");
+    ck_assert_str_eq(
+        text, "active window until Sun 2026-03-01 02:00 America/Denver (2026-03-01 09:00 UTC)");
     ck_assert(!maint_describe(w, 2, utc(2026, 3, 2, 0, 0), text, sizeof(text)));
-    ck_assert_str_eq(text, "next hotfix at 2026-03-10 12:00 UTC");
+    ck_assert_str_eq(text, "next hotfix at Tue 2026-03-10 12:00 UTC");
     ck_assert(maint_describe(w, 2, utc(2026, 3, 10, 12, 30), text, sizeof(text)));
-    ck_assert_str_eq(text, "active hotfix until 2026-03-10 13:00 UTC");
+    ck_assert_str_eq(text, "active hotfix until Tue 2026-03-10 13:00 UTC");
+}
+END_TEST
+
+/* The next three occurrences, in the window's zone and in UTC, across a DST change: the
+ * last Saturday at 22:00 in Denver is 05:00 UTC in February (MST), 04:00 UTC from March (MDT). */
+START_TEST(next_occurrences)
+{
+    struct maint_window w;
+    struct rrule_span occ[MAINT_NEXT];
+    char text[160];
+    json_t *o, *list;
+
+    ck_assert_int_eq(maint_window_parse(&w, &monthly, utc(2026, 2, 1, 0, 0), err, sizeof(err)), 0);
+    /* inside February's window: it counts, as open */
+    ck_assert_int_eq(maint_window_next(&w, utc(2026, 3, 1, 6, 0), occ, MAINT_NEXT), 3);
+    ck_assert_int_eq(occ[0].start, utc(2026, 3, 1, 5, 0));
+    ck_assert_int_eq(occ[1].start, utc(2026, 3, 29, 4, 0));
+    ck_assert_int_eq(occ[2].start, utc(2026, 4, 26, 4, 0));
+    ck_assert_int_eq(occ[2].end, utc(2026, 4, 26, 8, 0));
+    maint_span_text(&w, &occ[0], false, text, sizeof(text));
+    ck_assert_str_eq(text, "Sat 2026-02-28 22:00 - Sun 2026-03-01 02:00 America/Denver");
+    maint_span_text(&w, &occ[0], true, text, sizeof(text));
+    ck_assert_str_eq(text, "Sun 2026-03-01 05:00 - 09:00 UTC");
+    maint_span_text(&w, &occ[1], false, text, sizeof(text));
+    ck_assert_str_eq(text, "Sat 2026-03-28 22:00 - Sun 2026-03-29 02:00 America/Denver");
+    maint_span_text(&w, &occ[1], true, text, sizeof(text));
+    ck_assert_str_eq(text, "Sun 2026-03-29 04:00 - 08:00 UTC");
+    /* after it: the next three */
+    ck_assert_int_eq(maint_window_next(&w, utc(2026, 3, 1, 9, 0), occ, MAINT_NEXT), 3);
+    ck_assert_int_eq(occ[0].start, utc(2026, 3, 29, 4, 0));
+    ck_assert_int_eq(occ[2].start, utc(2026, 5, 31, 4, 0));
+    /* in the JSON of GET /maintenance */
+    o = maint_window_json(&w, utc(2026, 3, 1, 6, 0));
+    ck_assert_ptr_nonnull(o);
+    list = json_object_get(o, "occurrences");
+    ck_assert_uint_eq(json_array_size(list), 3);
+    ck_assert(json_is_true(json_object_get(json_array_get(list, 0), "active")));
+    ck_assert(json_is_false(json_object_get(json_array_get(list, 1), "active")));
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(list, 1), "local")),
+                     "Sat 2026-03-28 22:00 - Sun 2026-03-29 02:00 America/Denver");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(list, 1), "utc")),
+                     "Sun 2026-03-29 04:00 - 08:00 UTC");
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(list, 2), "start")),
+                     utc(2026, 4, 26, 4, 0));
+    json_decref(o);
+    /* a one-off has one, then none */
+    {
+        struct maint_params once = {.at = "2026-03-10 12:00", .duration = "90m", .tz = "UTC"};
+        ck_assert_int_eq(maint_window_parse(&w, &once, utc(2026, 3, 1, 0, 0), err, sizeof(err)), 0);
+        ck_assert_int_eq(maint_window_next(&w, utc(2026, 3, 1, 0, 0), occ, MAINT_NEXT), 1);
+        maint_span_text(&w, &occ[0], false, text, sizeof(text));
+        ck_assert_str_eq(text, "Tue 2026-03-10 12:00 - 13:30 UTC");
+        ck_assert_int_eq(maint_window_next(&w, utc(2026, 3, 11, 0, 0), occ, MAINT_NEXT), 0);
+    }
 }
 END_TEST
 
@@ -496,13 +570,28 @@ START_TEST(ctl_maintenance)
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err_text);
     assert_has(out_text, "site-a: window 5 added");
     assert_has(out_text, "site-b: window 5 added");
-    assert_has(out_text, "once at 2099-01-01 02:00 Europe/Berlin, 2h00m: next 2099-01-01 01:00 UTC");
+    /* the next occurrence in the window's own zone, and in UTC */
+    assert_has(out_text, "once at 2099-01-01 02:00 Europe/Berlin, 2h00m\n"
+                         "       next  Thu 2099-01-01 02:00 - 04:00 Europe/Berlin "
+                         "(Thu 2099-01-01 01:00 - 03:00 UTC)\n");
 
     rc = ctl("maintenance list --url %s --url %s", a, b);
     ck_assert_msg(rc == 0, "exit %d: %s", rc, err_text);
     assert_has(out_text, "site-a (http://127.0.0.1:");
     assert_has(out_text, "hotfix");
     assert_has(out_text, "switchover");
+    /* the monthly window: its next three, each in Denver's time and in UTC */
+    {
+        const char *p = strstr(out_text, "FREQ=MONTHLY;BYDAY=-1SA at 22:00");
+        ck_assert_ptr_nonnull(p);
+        ck_assert_msg(strncmp(strchr(p, '\n'), "\n       next  Sat ", 18) == 0, "%s", out_text);
+        p = strstr(p, "\n       then  Sat ");
+        ck_assert_msg(p != NULL && strncmp(strchr(p + 1, '\n'), "\n       then  Sat ", 18) == 0,
+                      "%s", out_text);
+        ck_assert_msg(strstr(p, " 22:00 - Sun ") != NULL &&
+                          strstr(p, " America/Denver (Sun ") != NULL,
+                      "%s", out_text);
+    }
     rc = ctl("maintenance list --json --url %s", a);
     ck_assert_int_eq(rc, 0);
     json_t *arr = json_loads(out_text, 0, NULL);
@@ -518,11 +607,18 @@ START_TEST(ctl_maintenance)
     ck_assert_int_eq(rc, 1);
     assert_has(err_text, "404 no maintenance window 5");
 
-    /* refused by the agent: the message, and no agent changed */
+    /* refused by the agents' rules before any agent is asked: the message, exit 2, and no
+     * agent changed */
     rc = ctl("maintenance add --url %s --url %s --rrule 'FREQ=YEARLY' --start 22:00 "
              "--duration 4h --tz UTC", a, b);
-    ck_assert_int_eq(rc, 1);
-    assert_has(err_text, "400 rrule: FREQ=YEARLY is not supported");
+    ck_assert_int_eq(rc, 2);
+    assert_has(err_text, "maintenance add: rrule: FREQ=YEARLY is not supported");
+    ck_assert_int_eq(maint_store_list(sites[1].store, got, MAINT_MAX, true), 2);
+    rc = ctl("maintenance add --url %s --url %s --at '2099-01-01 02:00' --duration 4 --tz UTC", a,
+             b);
+    ck_assert_int_eq(rc, 2);
+    assert_has(err_text, "maintenance add: duration: 4 has no unit");
+    ck_assert_int_eq(maint_store_list(sites[0].store, got, MAINT_MAX, true), 1);
     ck_assert_int_eq(maint_store_list(sites[1].store, got, MAINT_MAX, true), 2);
 
     /* bad usage */
@@ -546,6 +642,7 @@ maint_suite(void)
     tcase_add_test(tc, window_parse);
     tcase_add_test(tc, window_refusals);
     tcase_add_test(tc, describe);
+    tcase_add_test(tc, next_occurrences);
     tcase_add_test(tc, store_round_trip);
     tcase_add_test(tc, store_damaged);
     suite_add_tcase(s, tc);

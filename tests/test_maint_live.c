@@ -190,9 +190,14 @@ START_TEST(a_switchover_at_window_start)
             (long long)(start - now));
     id = add_window(start, 40, "routine", true);
 
-    /* Upcoming: on both pages, nothing under maintenance yet. */
-    utc_minute(text, sizeof(text), start);
-    snprintf(text + strlen(text), sizeof(text) - strlen(text), " UTC");
+    /* Upcoming: on both pages (a window in UTC: its time once, with its weekday), nothing
+     * under maintenance yet. */
+    {
+        struct tm tm;
+
+        ck_assert_ptr_nonnull(gmtime_r(&start, &tm));
+        ck_assert_uint_gt(strftime(text, sizeof(text), "%a %Y-%m-%d %H:%M UTC", &tm), 0);
+    }
     {
         char needle[160];
 

@@ -16,6 +16,8 @@
 #include <check.h>
 #include <curl/curl.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,7 @@
 
 #include "config.h"
 #include "httpapi.h"
+#include "maint.h"
 #include "status.h"
 #include "statuspage.h"
 #include "testutil.h"
@@ -105,13 +108,13 @@ START_TEST(rule_lag_thresholds)
     ck_assert_int_eq(eval(&s), STATUSPAGE_OPERATIONAL);
     s.apply_lag_bytes = STATUSPAGE_DEGRADED_BYTES;
     ck_assert_int_eq(eval(&s), STATUSPAGE_DEGRADED);
-    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_DEGRADED, "16.0 MiB");
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_DEGRADED, "16 MB");
     s.apply_lag_bytes = 0;
     s.flush_lag_s = STATUSPAGE_DEGRADED_SECONDS;
     ck_assert_int_eq(eval(&s), STATUSPAGE_DEGRADED);
     s.flush_lag_bytes = STATUSPAGE_PARTIAL_BYTES;
     ck_assert_int_eq(eval(&s), STATUSPAGE_PARTIAL);
-    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_PARTIAL, "far behind: 1.0 GiB");
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_PARTIAL, "far behind: 1.0 GB");
     s.flush_lag_bytes = 0;
     s.apply_lag_s = STATUSPAGE_PARTIAL_SECONDS;
     ck_assert_int_eq(eval(&s), STATUSPAGE_PARTIAL);
@@ -172,11 +175,11 @@ START_TEST(rule_thresholds_from_config)
     thresholds_of("status_degraded_lag_size = 1MB\n", &th);
     ck_assert_uint_eq(th.degraded_bytes, 1ULL << 20);
     ck_assert_int_eq(statuspage_components(&s, &th, unix_now_us(), comps), STATUSPAGE_DEGRADED);
-    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_DEGRADED, "behind: 2.0 MiB");
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_DEGRADED, "behind: 2.0 MB");
 
     thresholds_of("status_degraded_lag_size = 512kB\nstatus_partial_lag_size = 2MB\n", &th);
     ck_assert_int_eq(statuspage_components(&s, &th, unix_now_us(), comps), STATUSPAGE_PARTIAL);
-    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_PARTIAL, "far behind: 2.0 MiB");
+    expect_state(STATUSPAGE_MIRROR, STATUSPAGE_PARTIAL, "far behind: 2.0 MB");
 
     thresholds_of("status_degraded_lag_time = 1s\n", &th);
     ck_assert(th.degraded_s == 1.0);
@@ -585,9 +588,9 @@ START_TEST(summary_uses_configured_thresholds)
     json_decref(o);
     free(b.data);
     ck_assert_int_eq(get("/", &b, ctype, sizeof(ctype)), 200);
-    ck_assert_msg(strstr(b.data, "degraded from 64.0 MiB or 5 s of lag, in partial outage from "
-                                 "1.0 GiB or 60 s") != NULL,
-                  "%s", b.data);
+    ck_assert_msg(strstr(b.data, "degraded from 64 MB or 5 s of lag, in partial outage from "
+                                 "1.0 GB or 60 s") != NULL,
+                  "%.300s", strstr(b.data, "<footer>") != NULL ? strstr(b.data, "<footer>") : "");
     free(b.data);
 
     /* and a partial threshold below the lag makes it a partial outage */
@@ -631,6 +634,112 @@ START_TEST(page_served)
 }
 END_TEST
 
+/* Counts the occurrences of needle in hay. */
+static int
+count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+/*
+ * With the agent's maintenance windows: summary.json lists each window's next three
+ * occurrences (the open one in_progress, the others scheduled, with scheduled_for and
+ * scheduled_until), soonest first, as Statuspage's summary lists upcoming maintenances; the
+ * page lists them in each window's own zone and in UTC.  Each component's state shows once.
+ */
+START_TEST(maintenance_windows_listed)
+{
+    struct maint_store *store;
+    struct maint_window w;
+    struct tu_buf b;
+    char ctype[128], err[512], at[32];
+    json_error_t jerr;
+    json_t *o, *list, *e;
+    time_t now = time(NULL), start = now - 600;
+    struct tm tm;
+    const struct maint_params monthly = {.rrule = "FREQ=MONTHLY;BYDAY=-1SA",
+                                         .start = "22:00",
+                                         .duration = "4h",
+                                         .tz = "America/Denver",
+                                         .switchover = "1"};
+    const struct maint_params hotfix = {
+        .at = "2099-01-01 02:00", .duration = "2h", .tz = "Europe/Berlin", .cls = "hotfix"};
+    struct maint_params open = {.duration = "1h", .tz = "UTC", .cls = "routine"};
+    const char *prev = "";
+
+    ck_assert_int_eq(maint_store_open(&store, dir, err, sizeof(err)), 0);
+    ck_assert_int_eq(maint_window_parse(&w, &monthly, now, err, sizeof(err)), 0);
+    ck_assert_int_eq(maint_store_add(store, &w, err, sizeof(err)), 0);
+    ck_assert_int_eq(maint_window_parse(&w, &hotfix, now, err, sizeof(err)), 0);
+    ck_assert_int_eq(maint_store_add(store, &w, err, sizeof(err)), 0);
+    gmtime_r(&start, &tm);
+    strftime(at, sizeof(at), "%Y-%m-%d %H:%M", &tm);
+    open.at = at;
+    ck_assert_msg(maint_window_parse(&w, &open, now, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(maint_store_add(store, &w, err, sizeof(err)), 0);
+    httpapi_set_maint(api, store);
+
+    ck_assert_int_eq(get("/api/v2/summary.json", &b, ctype, sizeof(ctype)), 200);
+    o = json_loadb(b.data, b.len, 0, &jerr);
+    ck_assert_msg(o != NULL, "not JSON: %s", jerr.text);
+    list = json_object_get(o, "scheduled_maintenances");
+    ck_assert_uint_eq(json_array_size(list), 5); /* 3 monthly, the hot fix, the open one */
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        const char *from, *until;
+
+        e = json_array_get(list, i);
+        from = json_string_value(json_object_get(e, "scheduled_for"));
+        until = json_string_value(json_object_get(e, "scheduled_until"));
+        ck_assert_msg(from != NULL && until != NULL && strlen(from) == 20 && from[19] == 'Z',
+                      "%zu: %s", i, b.data);
+        ck_assert_msg(strcmp(from, until) < 0 && strcmp(prev, from) <= 0, "%zu: %s", i, b.data);
+        prev = from;
+        ck_assert_str_eq(json_string_value(json_object_get(e, "impact")), "maintenance");
+        ck_assert_str_eq(json_string_value(json_object_get(e, "status")),
+                         i == 0 ? "in_progress" : "scheduled");
+        ck_assert_uint_eq(json_array_size(json_object_get(e, "components")), 3);
+    }
+    e = json_array_get(list, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "name")),
+                     "routine maintenance (window 3)");
+    e = json_array_get(list, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "name")), "maintenance window 1");
+    ck_assert_msg(strstr(json_string_value(json_object_get(
+                             json_array_get(json_object_get(e, "incident_updates"), 0), "body")),
+                         " 22:00 - Sun ") != NULL,
+                  "%s", b.data);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(list, 4), "scheduled_for")),
+                     "2099-01-01T01:00:00Z");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(list, 4), "name")),
+                     "hotfix (window 2)");
+    json_decref(o);
+    free(b.data);
+
+    ck_assert_int_eq(get("/", &b, ctype, sizeof(ctype)), 200);
+    ck_assert_ptr_nonnull(strstr(b.data, "<ul id=\"windows\">"));
+    ck_assert_int_eq(count_of(b.data, "<li class=\"occurrence"), 5);
+    ck_assert_int_eq(count_of(b.data, "<li class=\"occurrence open\">now: "), 1);
+    /* Denver's windows in Denver's time, and in UTC */
+    ck_assert_int_eq(count_of(b.data, " America/Denver (Sun "), 3);
+    ck_assert_ptr_nonnull(strstr(b.data, "Thu 2099-01-01 02:00 - 04:00 Europe/Berlin (Thu "
+                                         "2099-01-01 01:00 - 03:00 UTC)"));
+    ck_assert_ptr_nonnull(strstr(b.data, "with a switchover at its start"));
+    /* a state once, as people read it */
+    ck_assert_ptr_nonnull(strstr(b.data, ">Operational</td>"));
+    ck_assert_ptr_nonnull(strstr(b.data, ">Degraded performance</td>"));
+    ck_assert_ptr_null(strstr(b.data, "(operational)"));
+    ck_assert_ptr_null(strstr(b.data, "(degraded_performance)"));
+    free(b.data);
+
+    httpapi_set_maint(api, NULL);
+    maint_store_close(store);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------------------- */
 /* Headless Chromium                                                                         */
 
@@ -660,14 +769,41 @@ find_chromium(void)
     return ok;
 }
 
+/* While chromium runs, the snapshot is published afresh every 0.5 s, as the agent's loop
+ * does: a browser that starts slowly on a loaded machine must not find it stale. */
+static atomic_bool refreshing;
+
+static void *
+refresh_main(void *arg)
+{
+    static struct status_snapshot s;
+
+    (void)arg;
+    while (atomic_load(&refreshing)) {
+        status_read(&board, &s);
+        s.now_unix_us = unix_now_us();
+        status_publish(&board, &s);
+        usleep(500 * 1000);
+    }
+    return NULL;
+}
+
 /* Runs chromium with args on the page; returns its exit status. */
 static int
 run_chromium(const char *args, const char *out)
 {
-    return tu_run("timeout 90 %s --headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
-                  "--no-first-run --hide-scrollbars --user-data-dir='%s/profile' %s '%s/' "
-                  ">'%s' 2>>'%s/chromium.err'",
-                  chromium, dir, args, base, out, dir);
+    pthread_t th;
+    int rc;
+
+    atomic_store(&refreshing, true);
+    ck_assert_int_eq(pthread_create(&th, NULL, refresh_main, NULL), 0);
+    rc = tu_run("timeout 90 %s --headless --no-sandbox --disable-gpu --disable-dev-shm-usage "
+                "--no-first-run --hide-scrollbars --user-data-dir='%s/profile' %s '%s/' "
+                ">'%s' 2>>'%s/chromium.err'",
+                chromium, dir, args, base, out, dir);
+    atomic_store(&refreshing, false);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    return rc;
 }
 
 #define assert_in(text, s) ck_assert_msg(strstr((text), (s)) != NULL, "\"%s\" not in the DOM", (s))
@@ -704,7 +840,8 @@ START_TEST(chromium_renders_page)
     assert_in(dom, "site-b mirror");
     assert_in(dom, "replication link");
     assert_in(dom, "Degraded performance");
-    assert_in(dom, "behind: 40.0 MiB");
+    ck_assert_msg(strstr(dom, "(degraded_performance)") == NULL, "a state shown twice");
+    assert_in(dom, "behind: 40 MB");
     assert_in(dom, "class=\"banner state-degraded_performance\"");
     /* the chart: an SVG element with both lines, in the rendered DOM */
     chart = strstr(dom, "<svg id=\"lag-chart\"");
@@ -750,6 +887,7 @@ rules_suite(void)
     tcase_add_test(tc, status_and_incidents_json);
     tcase_add_test(tc, summary_uses_configured_thresholds);
     tcase_add_test(tc, page_served);
+    tcase_add_test(tc, maintenance_windows_listed);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -20,8 +20,9 @@
  * handshake before the acceptor has checked its certificate) is empty, and, fed to a frame
  * decoder with LZ4, yields no frame - so neither the WAL nor its decompressed content is
  * reachable; and that the acceptor logged exactly one line at warning level or above, naming
- * the cause.  A control case - a good site-b client that speaks the session protocol - shows
- * that the same checks do see the WAL when it is sent.
+ * the cause and the client's address, and saying that it is not (yet) site-b: anyone may
+ * connect to the port.  A control case - a good site-b client that speaks the session protocol -
+ * shows that the same checks do see the WAL when it is sent.
  */
 #include <check.h>
 #include <errno.h>
@@ -386,42 +387,7 @@ peer_pump(struct peer *p)
     peer_flush(p);
 }
 
-/* ---- the log, captured ---- */
-
-static int saved_stderr = -1;
-static char log_path[4200];
-
-static void
-log_capture_start(const char *dir)
-{
-    int fd;
-
-    snprintf(log_path, sizeof(log_path), "%s/acceptor.log", dir);
-    fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    ck_assert_int_ge(fd, 0);
-    fflush(stderr);
-    saved_stderr = dup(STDERR_FILENO);
-    ck_assert_int_ge(saved_stderr, 0);
-    ck_assert_int_eq(dup2(fd, STDERR_FILENO), STDERR_FILENO);
-    close(fd);
-}
-
-/* Restores stderr, echoes the captured log there, and returns it (malloc'd). */
-static char *
-log_capture_end(void)
-{
-    size_t len;
-    char *text;
-
-    fflush(stderr);
-    ck_assert_int_eq(dup2(saved_stderr, STDERR_FILENO), STDERR_FILENO);
-    close(saved_stderr);
-    saved_stderr = -1;
-    text = tu_read_file(log_path, &len);
-    ck_assert_ptr_nonnull(text);
-    fprintf(stderr, "%s", text);
-    return text;
-}
+/* ---- the log ---- */
 
 /* The lines at warning level or above: how many, and the first one in first[cap]. */
 static int
@@ -497,7 +463,7 @@ START_TEST(test_misuse)
     afd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
     ck_assert_int_ge(afd, 0);
 
-    log_capture_start(dir);
+    tu_log_capture_start(dir);
     ck_assert_int_eq(conn_new(&a.c, loop, afd, true, &cfg, &acc_ops, &a), 0);
     /* The owner has WAL ready before the peer is even known: it cannot be sent. */
     try_early_send(&a);
@@ -520,7 +486,7 @@ START_TEST(test_misuse)
         conn_close(a.c, 0, "test done");
     for (int i = 0; i < 5; i++)
         ck_assert_int_ge(wio_run_once(loop, 10), 0);
-    log = log_capture_end();
+    log = tu_log_capture_end();
 
     fprintf(stderr,
             "%s: acceptor %s (%s); early sends refused %d; client: %zu bytes received, TLS "
@@ -550,8 +516,23 @@ START_TEST(test_misuse)
         lines = log_serious_lines(log, serious, sizeof(serious));
         ck_assert_msg(lines == 1, "%s: %d log lines at warning level or above, expected 1",
                       mc->what, lines);
-        ck_assert_msg(strstr(serious, "ERROR peer[site-b]: ") != NULL, "%s: \"%s\"", mc->what,
-                      serious);
+        /* naming where it came from, and that it is not (yet) site-b */
+        {
+            struct sockaddr_in me;
+            socklen_t melen = sizeof(me);
+            char want[128];
+
+            ck_assert_int_eq(getsockname(p.fd, (struct sockaddr *)&me, &melen), 0);
+            snprintf(want, sizeof(want), "ERROR peer[127.0.0.1:%u]: ", ntohs(me.sin_port));
+            ck_assert_msg(strstr(serious, want) != NULL, "%s: \"%s\" lacks \"%s\"", mc->what,
+                          serious, want);
+            snprintf(want, sizeof(want),
+                     "TLS handshake with 127.0.0.1:%u failed (an incoming connection, not "
+                     "verified as site-b): ",
+                     ntohs(me.sin_port));
+            ck_assert_msg(strstr(serious, want) != NULL, "%s: \"%s\" lacks \"%s\"", mc->what,
+                          serious, want);
+        }
         ck_assert_msg(strstr(serious, mc->cause) != NULL, "%s: \"%s\" lacks \"%s\"", mc->what,
                       serious, mc->cause);
         ck_assert_msg(mc->cause2 == NULL || strstr(serious, mc->cause2) != NULL,

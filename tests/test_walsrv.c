@@ -48,6 +48,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "cursor.h"
 #include "log.h"
 #include "pgproto.h"
@@ -111,6 +113,75 @@ query_u64(struct pgt_cluster *pg, const char *sql)
     return v;
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* What a libpq replication client sees                                                      */
+
+/* One replication command through libpq, as a client program would send it: the statuses of
+ * the results in order, the error's SQLSTATE and message, and whether the session still
+ * answers IDENTIFY_SYSTEM afterwards. */
+struct repl_probe {
+    int port;
+    const char *command;
+    ExecStatusType status[4];
+    int n;
+    char sqlstate[8];
+    char message[256];
+    bool usable_after;
+};
+
+static int
+probe_run(void *arg)
+{
+    struct repl_probe *q = arg;
+    char ci[256];
+    PGconn *conn;
+    PGresult *res;
+
+    q->n = 0;
+    q->sqlstate[0] = q->message[0] = '\0';
+    snprintf(ci, sizeof(ci),
+             "host=127.0.0.1 port=%d user=postgres dbname=replication replication=true "
+             "application_name=probe connect_timeout=10",
+             q->port);
+    conn = PQconnectdb(ci);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        snprintf(q->message, sizeof(q->message), "%s", PQerrorMessage(conn));
+        PQfinish(conn);
+        return -1;
+    }
+    for (res = PQexec(conn, q->command); res != NULL; res = PQgetResult(conn)) {
+        ExecStatusType st = PQresultStatus(res);
+
+        if (q->n < 4)
+            q->status[q->n++] = st;
+        if (st == PGRES_FATAL_ERROR) {
+            const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+            snprintf(q->sqlstate, sizeof(q->sqlstate), "%s", code != NULL ? code : "");
+            snprintf(q->message, sizeof(q->message), "%s", msg != NULL ? msg : "");
+        }
+        PQclear(res);
+        if (st == PGRES_COPY_BOTH) {
+            char *buf;
+            int r;
+
+            while ((r = PQgetCopyData(conn, &buf, 0)) > 0)
+                PQfreemem(buf);
+        }
+    }
+    res = PQexec(conn, "IDENTIFY_SYSTEM");
+    q->usable_after = PQresultStatus(res) == PGRES_TUPLES_OK;
+    PQclear(res);
+    PQfinish(conn);
+    return 0;
+}
+
+/* Answers of the real PostgreSQL 15 walsender, recorded in make_wal(). */
+static struct repl_probe pg_ahead = {.command = "START_REPLICATION PHYSICAL FF/0"};
+static struct repl_probe pg_drop = {.command = "DROP_REPLICATION_SLOT probe_nosuch"};
+static struct repl_probe pg_temp = {.command = "CREATE_REPLICATION_SLOT probe_tmp TEMPORARY "
+                                               "PHYSICAL RESERVE_WAL"};
+
 static void
 make_wal(void)
 {
@@ -157,6 +228,11 @@ make_wal(void)
     tu_require(s != NULL);
     snprintf(expected, sizeof(expected), "%s", s);
     free(s);
+    /* What the real walsender answers, for the WAL server to be compared with. */
+    pg_ahead.port = pg_drop.port = pg_temp.port = pg.port;
+    tu_require(probe_run(&pg_ahead) == 0, "%s", pg_ahead.message);
+    tu_require(probe_run(&pg_drop) == 0, "%s", pg_drop.message);
+    tu_require(probe_run(&pg_temp) == 0, "%s", pg_temp.message);
     s = pgt_query(&pg, "SELECT pg_switch_wal()");
     tu_require(s != NULL && pgp_lsn_parse(s, strlen(s), &switch_lsn) == 0);
     free(s);
@@ -1091,13 +1167,24 @@ START_TEST(test_protocol_session)
     raw_query(&r, "TIMELINE_HISTORY 2");
     raw_expect_error(&r, "ERROR", NULL, "00000002.history");
     raw_expect(&r, 'Z');
-    ck_assert_str_eq(
-        raw_one_row(&r, "CREATE_REPLICATION_SLOT \"s1\" PHYSICAL RESERVE_WAL", 1, buf, sizeof(buf)),
-        "0/0");
+    /* slots: none kept; a temporary one lives with the session */
+    raw_query(&r, "CREATE_REPLICATION_SLOT \"s1\" PHYSICAL RESERVE_WAL");
+    raw_expect_error(&r, "ERROR", "0A000", "keeps no replication slots");
+    raw_expect(&r, 'Z');
+    ck_assert_str_eq(raw_one_row(&r,
+                                 "CREATE_REPLICATION_SLOT \"s1\" TEMPORARY PHYSICAL RESERVE_WAL", 1,
+                                 buf, sizeof(buf)),
+                     "0/0");
+    raw_query(&r, "CREATE_REPLICATION_SLOT \"s1\" TEMPORARY PHYSICAL");
+    raw_expect_error(&r, "ERROR", "42710", "replication slot \"s1\" already exists");
+    raw_expect(&r, 'Z');
     pgp_lsn_format(first_lsn, want);
     ck_assert_str_eq(raw_one_row(&r, "READ_REPLICATION_SLOT s1", 1, buf, sizeof(buf)), want);
     raw_query(&r, "DROP_REPLICATION_SLOT s1");
     raw_expect(&r, 'C');
+    raw_expect(&r, 'Z');
+    raw_query(&r, "DROP_REPLICATION_SLOT s1");
+    raw_expect_error(&r, "ERROR", "42704", "replication slot \"s1\" does not exist");
     raw_expect(&r, 'Z');
     raw_query(&r, "CREATE_REPLICATION_SLOT \"Bad-Name\" PHYSICAL");
     raw_expect_error(&r, "ERROR", "42602", "");
@@ -1111,7 +1198,7 @@ START_TEST(test_protocol_session)
     snprintf(buf, sizeof(buf), "START_REPLICATION %s TIMELINE 1", want);
     raw_query(&r, buf);
     raw_expect(&r, 'W');
-    raw_expect_error(&r, "ERROR", NULL, "is ahead of the WAL flush position of this server");
+    raw_expect_error(&r, "ERROR", "XX000", "is ahead of the WAL flush position of this server");
     raw_expect(&r, 'Z');
     ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
     snprintf(want, sizeof(want), "%" PRIu64, system_id);
@@ -1126,6 +1213,66 @@ START_TEST(test_protocol_session)
     raw_expect_error(&r, "FATAL", "08P01", "extended query protocol");
     raw_expect_eof(&r);
     raw_close(&r);
+}
+END_TEST
+
+/*
+ * Through libpq, the WAL server answers as the real walsender did in make_wal(): a start
+ * beyond the flush position is a COPY BOTH result then the error (as StartReplication sends
+ * CopyBothResponse before it checks), with the same SQLSTATE and message, and the session
+ * goes on; dropping a slot that does not exist and creating a temporary one alike.  A
+ * persistent slot is refused (feature_not_supported): walmirror keeps none.
+ */
+START_TEST(test_protocol_as_postgresql)
+{
+    struct repl_probe ahead = {.port = walsrv_port(fx.srv)}, drop = ahead, temp = ahead,
+                      persistent = ahead;
+    char lsn[PGP_LSN_BUFSZ], q[128];
+    const char *tail = " is ahead of the WAL flush position of this server ";
+
+    pgp_lsn_format(first_lsn + 2ull * seg_size + 8192, lsn);
+    snprintf(q, sizeof(q), "START_REPLICATION PHYSICAL %s", lsn);
+    ahead.command = q;
+    ck_assert_int_eq(run_bg(probe_run, &ahead), 0);
+    fprintf(stderr, "PostgreSQL: %d results, %s %s; walsrv: %d results, %s %s\n", pg_ahead.n,
+            pg_ahead.sqlstate, pg_ahead.message, ahead.n, ahead.sqlstate, ahead.message);
+    ck_assert_int_eq(pg_ahead.n, 2);
+    ck_assert_int_eq(pg_ahead.status[0], PGRES_COPY_BOTH);
+    ck_assert_int_eq(pg_ahead.status[1], PGRES_FATAL_ERROR);
+    ck_assert_int_eq(ahead.n, pg_ahead.n);
+    ck_assert_int_eq(ahead.status[0], pg_ahead.status[0]);
+    ck_assert_int_eq(ahead.status[1], pg_ahead.status[1]);
+    ck_assert_str_eq(ahead.sqlstate, pg_ahead.sqlstate);
+    ck_assert_ptr_nonnull(strstr(pg_ahead.message, tail));
+    ck_assert_ptr_nonnull(strstr(ahead.message, tail));
+    ck_assert_msg(strncmp(ahead.message, "requested starting point ", 25) == 0 &&
+                      strncmp(ahead.message + 25, lsn, strlen(lsn)) == 0,
+                  "%s", ahead.message);
+    ck_assert(pg_ahead.usable_after && ahead.usable_after);
+    ck_assert_uint_eq(walsrv_streaming_clients(fx.srv), 0);
+
+    drop.command = pg_drop.command;
+    ck_assert_int_eq(run_bg(probe_run, &drop), 0);
+    ck_assert_int_eq(pg_drop.n, 1);
+    ck_assert_int_eq(drop.n, 1);
+    ck_assert_int_eq(drop.status[0], pg_drop.status[0]);
+    ck_assert_str_eq(drop.sqlstate, pg_drop.sqlstate);
+    ck_assert_str_eq(drop.message, pg_drop.message);
+
+    temp.command = pg_temp.command;
+    ck_assert_int_eq(run_bg(probe_run, &temp), 0);
+    ck_assert_int_eq(pg_temp.status[0], PGRES_TUPLES_OK);
+    ck_assert_int_eq(temp.n, pg_temp.n);
+    ck_assert_int_eq(temp.status[0], PGRES_TUPLES_OK);
+
+    persistent.command = "CREATE_REPLICATION_SLOT x PHYSICAL";
+    ck_assert_int_eq(run_bg(probe_run, &persistent), 0);
+    ck_assert_int_eq(persistent.n, 1);
+    ck_assert_int_eq(persistent.status[0], PGRES_FATAL_ERROR);
+    ck_assert_str_eq(persistent.sqlstate, "0A000");
+    ck_assert_str_eq(persistent.message, "cannot create replication slot \"x\": walmirror's WAL "
+                                         "server keeps no replication slots");
+    ck_assert(persistent.usable_after);
 }
 END_TEST
 
@@ -1440,6 +1587,9 @@ static char *tl_history;   /* its content */
 static size_t tl_history_len;
 static uint64_t tl_sysid;
 static char *tl_backup_dir;   /* holds data/: R's base backup */
+/* P (timeline 1, stopped cleanly at the switch) and S (promoted to timeline 2), kept stopped
+ * for test_rejoin_role_grants; destroyed at exit */
+static struct pgt_cluster tl_p, tl_s;
 static char tl_expected[128]; /* on S after the promotion: see TL_EXPECTED_SQL */
 
 #define TL_EXPECTED_SQL                                                                            \
@@ -1576,8 +1726,8 @@ make_tl_wal(void)
             "timelines: 1 from %" PRIX64 ", switch at %" PRIX64 ", 2 up to %" PRIX64 " (%" PRIu64
             " segments), after the switch: %s\n",
             tl1_first, tl_switch, tl2_end, (tl2_end - tl2_first) / seg_size, tl_expected);
-    pgt_destroy(&p);
-    pgt_destroy(&s);
+    tl_p = p;
+    tl_s = s;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -2144,6 +2294,84 @@ START_TEST(test_tl_live_switch_protocol)
 }
 END_TEST
 
+/* Exit status of psql running sql on c's server as role (trust authentication). */
+static int
+psql_as(struct pgt_cluster *c, const char *role, const char *sql)
+{
+    return pgt_sh(c,
+                  "psql -X -v ON_ERROR_STOP=1 -d 'host=127.0.0.1 port=%d user=%s "
+                  "dbname=postgres' -c \"%s\"",
+                  c->port, role, sql);
+}
+
+/* pg_rewind of P from S, as the agent's rejoin runs it, with role; its output in
+ * P's directory, rewind.out.  Returns its exit status. */
+static int
+rewind_as(const char *role)
+{
+    return pgt_sh(&tl_p,
+                  "pg_rewind --target-pgdata=\"$PGDATA\" --source-server='host=127.0.0.1 "
+                  "port=%d user=%s dbname=postgres' >'%s/rewind.out' 2>&1",
+                  tl_s.port, role, tl_p.dir);
+}
+
+/*
+ * The role docs/setup.md gives the agents instead of a superuser is enough for what they run
+ * on the other site's PostgreSQL (peer_pg_conninfo) in a rejoin - the DO block and CHECKPOINT
+ * on the new primary, pg_rewind --source-server - and on their own after a fail-over (ALTER
+ * SYSTEM SET synchronous_standby_names, pg_reload_conf()); a role without those grants is
+ * refused each of them.  On P and S of the timeline switch: P, the old primary, takes one more
+ * commit after S's promotion, and is rewound from S.
+ */
+START_TEST(test_rejoin_role_grants)
+{
+    static const char *const grants =
+        "CREATE ROLE wm_granted LOGIN REPLICATION;"
+        "CREATE ROLE wm_plain LOGIN REPLICATION;"
+        "GRANT pg_checkpoint TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, "
+        "boolean) TO wm_granted;"
+        "GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names TO wm_granted;"
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_reload_conf() TO wm_granted";
+    const char *in_recovery = "DO \\$\\$BEGIN IF pg_is_in_recovery() THEN RAISE EXCEPTION "
+                              "'still in recovery'; END IF; END\\$\\$";
+    char *v;
+
+    ck_assert_int_eq(pgt_start(&tl_s), 0);
+    free(query_must(&tl_s, grants));
+    /* P, never told of the promotion, commits once more: the sites have diverged */
+    ck_assert_int_eq(pgt_start(&tl_p), 0);
+    free(query_must(&tl_p, "INSERT INTO tl_before VALUES (-1)"));
+    ck_assert_int_eq(pgt_stop(&tl_p, "fast"), 0);
+
+    /* what the rejoin runs first on the new primary */
+    ck_assert_int_ne(psql_as(&tl_s, "wm_plain", "CHECKPOINT"), 0);
+    ck_assert_int_eq(psql_as(&tl_s, "wm_granted", in_recovery), 0);
+    ck_assert_int_eq(psql_as(&tl_s, "wm_granted", "CHECKPOINT"), 0);
+    /* what a new primary's agent runs after a fail-over */
+    ck_assert_int_ne(psql_as(&tl_s, "wm_plain", "ALTER SYSTEM SET synchronous_standby_names = ''"),
+                     0);
+    ck_assert_int_eq(
+        psql_as(&tl_s, "wm_granted", "ALTER SYSTEM SET synchronous_standby_names = ''"), 0);
+    ck_assert_int_ne(psql_as(&tl_s, "wm_plain", "SELECT pg_reload_conf()"), 0);
+    ck_assert_int_eq(psql_as(&tl_s, "wm_granted", "SELECT pg_reload_conf()"), 0);
+
+    /* pg_rewind from S as each role: refused without the grants, done with them */
+    ck_assert_int_ne(rewind_as("wm_plain"), 0);
+    ck_assert_msg(rewind_as("wm_granted") == 0, "pg_rewind as wm_granted failed (see %s)",
+                  tl_p.dir);
+    v = slurp(tl_p.dir, "rewind.out");
+    ck_assert_msg(strstr(v, "servers diverged at WAL location") != NULL &&
+                      strstr(v, "Done!") != NULL,
+                  "pg_rewind did not rewind: %s", v);
+    free(v);
+    ck_assert_int_eq(pgt_stop(&tl_s, "fast"), 0);
+}
+END_TEST
+
 static void
 teardown_fx(void)
 {
@@ -2179,6 +2407,7 @@ main(void)
     tcase_set_timeout(tc_proto, 120);
     tcase_add_checked_fixture(tc_proto, setup_two_segments, teardown_fx);
     tcase_add_test(tc_proto, test_protocol_session);
+    tcase_add_test(tc_proto, test_protocol_as_postgresql);
     tcase_add_test(tc_proto, test_protocol_start_below_spool);
     tcase_add_test(tc_proto, test_protocol_startup_refusals);
     tcase_add_test(tc_proto, test_protocol_streaming_replies);
@@ -2199,6 +2428,7 @@ main(void)
     tcase_add_test(tc_timelines, test_tl_pg_receivewal);
     tcase_add_test(tc_timelines, test_tl_standby_follows);
     tcase_add_test(tc_timelines, test_tl_live_switch_standby);
+    tcase_add_test(tc_timelines, test_rejoin_role_grants);
     suite_add_tcase(s, tc_timelines);
 
     sr = srunner_create(s);
@@ -2210,6 +2440,8 @@ main(void)
         tu_rmtree(standby_dir);
         tu_rmtree(tl_backup_dir);
     }
+    pgt_destroy(&tl_p);
+    pgt_destroy(&tl_s);
     free(wal);
     free(tl1);
     free(tl2);

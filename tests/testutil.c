@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -190,4 +191,65 @@ tu_buf_append(char *p, size_t size, size_t n, void *ud)
     b->len += size * n;
     b->data[b->len] = '\0';
     return size * n;
+}
+
+static int log_saved_stderr = -1;
+static char log_capture_path[4200];
+
+void
+tu_log_capture_start(const char *dir)
+{
+    int fd;
+
+    tu_require(log_saved_stderr < 0, "a log capture is already running");
+    snprintf(log_capture_path, sizeof(log_capture_path), "%s/log", dir);
+    fd = open(log_capture_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    tu_require(fd >= 0, "cannot create %s", log_capture_path);
+    fflush(stderr);
+    log_saved_stderr = dup(STDERR_FILENO);
+    tu_require(log_saved_stderr >= 0);
+    tu_require(dup2(fd, STDERR_FILENO) == STDERR_FILENO);
+    close(fd);
+}
+
+char *
+tu_log_capture_end(void)
+{
+    size_t len;
+    char *text;
+
+    tu_require(log_saved_stderr >= 0, "no log capture is running");
+    fflush(stderr);
+    tu_require(dup2(log_saved_stderr, STDERR_FILENO) == STDERR_FILENO);
+    close(log_saved_stderr);
+    log_saved_stderr = -1;
+    text = tu_read_file(log_capture_path, &len);
+    tu_require(text != NULL, "cannot read %s", log_capture_path);
+    fprintf(stderr, "%s", text);
+    return text;
+}
+
+int
+tu_log_lines(const char *text, char *first, size_t cap, ...)
+{
+    int n = 0;
+
+    if (first != NULL && cap > 0)
+        first[0] = '\0';
+    for (const char *line = text; *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+        bool all = true;
+        const char *needle;
+        va_list ap;
+
+        va_start(ap, cap);
+        while (all && (needle = va_arg(ap, const char *)) != NULL)
+            all = memmem(line, len, needle, strlen(needle)) != NULL;
+        va_end(ap);
+        if (all && n++ == 0 && first != NULL && cap > 0)
+            snprintf(first, cap, "%.*s", (int)len, line);
+        line += len + (end != NULL);
+    }
+    return n;
 }

@@ -59,6 +59,18 @@ const char *tu_cert(const char *file);
 /* Reads a whole file; returns malloc'd contents and sets *len, or NULL. */
 void *tu_read_file(const char *path, size_t *len);
 
+/*
+ * The process's stderr (where log.h writes) captured into dir/log between tu_log_capture_start
+ * and tu_log_capture_end; the latter restores stderr, echoes what was captured there (so the
+ * test's output still shows it) and returns it (malloc'd).  One capture at a time.
+ */
+void tu_log_capture_start(const char *dir);
+char *tu_log_capture_end(void);
+
+/* How many lines of text contain every one of the NULL-terminated needles; the first such
+ * line goes into first[cap] when first is not NULL. */
+int tu_log_lines(const char *text, char *first, size_t cap, ...) __attribute__((sentinel));
+
 /* A growing buffer, NUL-terminated, for what a libcurl transfer received: tu_buf_append is a
  * CURLOPT_WRITEFUNCTION with the tu_buf as its CURLOPT_WRITEDATA.  Start from {0}; free data. */
 struct tu_buf {

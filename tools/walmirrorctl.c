@@ -28,7 +28,8 @@
  * per line.
  *
  * Exit status: 0 success, 1 failure (an agent unreachable or refusing, for status even when
- * others answered), 2 bad usage or a bad configuration file.
+ * others answered), 2 bad usage, a bad configuration file, or a request refused as bad (an
+ * agent's 400, or a maintenance window maint.h's rules refuse); check uses 3 for bad usage.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -46,6 +47,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "maint.h"
 #include "report.h"
 
 #define CTL_MAX_AGENTS 8
@@ -141,7 +143,8 @@ usage(FILE *f)
             "shows that agent and, below it, what it knows of its peer; give one --url per agent\n"
             "for a row each.\n"
             "\n"
-            "Exit status: 0 success, 1 failure (any agent unreachable), 2 bad usage.\n");
+            "Exit status: 0 success, 1 failure (any agent unreachable), 2 bad usage or a\n"
+            "request an agent refused as bad (400); check: 3 for bad usage.\n");
 }
 
 static void
@@ -368,6 +371,15 @@ http_request(const struct ctl *ctl, const char *url, const char *method, struct 
         return -1;
     }
     headers = curl_slist_append(NULL, "Accept: application/json");
+    /* A POST carries no body and no Content-Type (libcurl would add a form's, which the API
+     * refuses as a browser's cross-site request). */
+    if (headers != NULL && post) {
+        more = curl_slist_append(headers, "Content-Type:");
+        if (more == NULL) {
+            curl_slist_free_all(headers);
+            headers = NULL;
+        }
+    }
     if (headers != NULL && ctl->token != NULL) {
         if (asprintf(&auth, "Authorization: Bearer %s", ctl->token) < 0) {
             auth = NULL;
@@ -577,11 +589,11 @@ cell_lsn(char *cell, const json_t *o, const char *key)
         snprintf(cell, CELL_MAX, "%.24s", jstr(o, textkey));
 }
 
-/* "1234B 0.004s"; "-" for unknown seconds. */
+/* "31 kB 0.004s" (config_size_text's units); "-" for unknown seconds. */
 static void
 cell_lag(char *cell, const json_t *o, const char *stage)
 {
-    char kb[32], ks[32], secs[32];
+    char kb[32], ks[32], secs[32], size[32];
     const json_t *js;
     uint64_t bytes;
 
@@ -593,7 +605,7 @@ cell_lag(char *cell, const json_t *o, const char *stage)
     else
         snprintf(secs, sizeof(secs), "-");
     if (ju64(o, kb, &bytes))
-        snprintf(cell, CELL_MAX, "%" PRIu64 "B %s", bytes, secs);
+        snprintf(cell, CELL_MAX, "%s %s", config_size_text(bytes, size, sizeof(size)), secs);
     else
         snprintf(cell, CELL_MAX, "- %s", secs);
 }
@@ -1002,7 +1014,7 @@ run_operation(const struct ctl *ctl, const char *base, const char *op, const cha
         describe_refusal(&r, msg, sizeof(msg));
         fprintf(stderr, "walmirrorctl: the agent at %s answered %s\n", url, msg);
         free(r.body);
-        return 1;
+        return r.code == 400 ? 2 : 1; /* 400: a bad argument, refused as it was made */
     }
     o = json_loadb(r.body, r.len, 0, NULL);
     id = (uint64_t)json_integer_value(json_object_get(o, "id"));
@@ -1169,15 +1181,23 @@ fetch_maint(const struct ctl *ctl, const char *base, json_t **out)
     return 0;
 }
 
+/*
+ * One window: its id, class, rule or date, zone, duration; then its next occurrences (the open
+ * one first), each in the window's own zone and in UTC, as the agent wrote them.  An agent
+ * that sends no "occurrences" gets the next start in UTC on the first line.
+ */
 static void
 print_window(const json_t *w)
 {
     const char *rule = json_string_value(json_object_get(w, "rrule"));
     json_int_t dur = json_integer_value(json_object_get(w, "duration_s"));
     bool active = json_is_true(json_object_get(w, "active"));
+    const json_t *occ = json_object_get(w, "occurrences"), *e;
     const char *when = json_string_value(
         json_object_get(w, active ? "active_end_utc" : "next_start_utc"));
     char spec[400];
+    size_t i;
+    bool first_next = true;
 
     if (when == NULL)
         when = "";
@@ -1185,12 +1205,31 @@ print_window(const json_t *w)
         snprintf(spec, sizeof(spec), "%s at %s from %s", rule, jstr(w, "start"), jstr(w, "date"));
     else
         snprintf(spec, sizeof(spec), "once at %s %s", jstr(w, "date"), jstr(w, "start"));
-    printf("  %-4" JSON_INTEGER_FORMAT " %-8s %s %s, %" JSON_INTEGER_FORMAT "h%02" JSON_INTEGER_FORMAT
-           "m%s: %s%s\n",
+    printf("  %-4" JSON_INTEGER_FORMAT " %-8s %s %s, %" JSON_INTEGER_FORMAT
+           "h%02" JSON_INTEGER_FORMAT "m%s",
            json_integer_value(json_object_get(w, "id")), jstr(w, "class"), spec, jstr(w, "tz"),
-           dur / 3600, dur / 60 % 60, json_is_true(json_object_get(w, "switchover"))
-                                          ? ", switchover" : "",
-           active ? "ACTIVE until " : when[0] != '\0' ? "next " : "", when[0] != '\0' ? when : "over");
+           dur / 3600, dur / 60 % 60,
+           json_is_true(json_object_get(w, "switchover")) ? ", switchover" : "");
+    if (!json_is_array(occ)) {
+        printf(": %s%s\n",
+               active            ? "ACTIVE until "
+               : when[0] != '\0' ? "next "
+                                 : "",
+               when[0] != '\0' ? when : "over");
+        return;
+    }
+    printf("%s\n", json_array_size(occ) == 0 ? ": over" : "");
+    json_array_foreach(occ, i, e)
+    {
+        bool open = json_is_true(json_object_get(e, "active"));
+        printf("       %-5s %s (%s)\n",
+               open         ? "NOW"
+               : first_next ? "next"
+                            : "then",
+               jstr(e, "local"), jstr(e, "utc"));
+        if (!open)
+            first_next = false;
+    }
 }
 
 static int
@@ -1299,7 +1338,7 @@ maint_change(const struct ctl *ctl, const struct maint_args *m)
             failed++;
             /* a refused window is refused by every agent alike: stop at the first */
             if (add && r.code == 400)
-                return 1;
+                return 2;
             continue;
         }
         o = json_loadb(r.body, r.len, 0, NULL);
@@ -1331,7 +1370,8 @@ cmd_maintenance(const struct ctl *ctl, const struct maint_args *m)
 
 /*
  * Parses the arguments after "maintenance" (argv[*i] is the word "maintenance"), up to the
- * end; --url may come among them.  Returns 0, or -1 with a message for bad usage.
+ * end; --url may come among them.  Returns 0, -1 with a message for bad usage, or -2 with a
+ * message for a window that maint_window_parse refuses.
  */
 static int
 parse_maint_args(int argc, char **argv, int *i, struct ctl *ctl, struct maint_args *m,
@@ -1409,6 +1449,25 @@ parse_maint_args(int argc, char **argv, int *i, struct ctl *ctl, struct maint_ar
                         "--duration and --tz\n");
         return -1;
     }
+    if (strcmp(m->sub, "add") == 0) {
+        /* The agents' own rules (maint.h), applied here first: a bad window is refused before
+         * any agent is asked, with the same message. */
+        struct maint_params p = {.rrule = m->rrule,
+                                 .start = m->start,
+                                 .from = m->from,
+                                 .at = m->at,
+                                 .duration = m->duration,
+                                 .tz = m->tz,
+                                 .cls = m->cls,
+                                 .switchover = m->switchover ? "1" : NULL};
+        struct maint_window w;
+        char err[512];
+
+        if (maint_window_parse(&w, &p, (int64_t)time(NULL), err, sizeof(err)) < 0) {
+            fprintf(stderr, "walmirrorctl: maintenance add: %s\n", err);
+            return -2;
+        }
+    }
     return 0;
 }
 
@@ -1451,7 +1510,23 @@ parse_lag(const char *v, double *out, bool *is_time)
 struct check_args {
     double warn, crit;
     bool warn_time, crit_time;
+    const char *warn_text, *crit_text; /* as given; NULL: the default */
 };
+
+/* A warning threshold above its critical one (both sizes or both durations) is refused: the
+ * lag would be critical before it is warned about.  Returns 0, or -1 with the message. */
+static int
+check_thresholds(const struct check_args *ca, bool have_warn, bool have_crit)
+{
+    if (ca->warn_time != ca->crit_time || ca->warn <= ca->crit || (!have_warn && !have_crit))
+        return 0;
+    fprintf(stderr,
+            "walmirrorctl: --lag-warning %s%s is above --lag-critical %s%s: the lag would be "
+            "critical before it is warned about\n",
+            ca->warn_text != NULL ? ca->warn_text : "16MB", have_warn ? "" : " (the default)",
+            ca->crit_text != NULL ? ca->crit_text : "1GB", have_crit ? "" : " (the default)");
+    return -1;
+}
 
 static void
 worsen(enum check_state *s, enum check_state to, char *msg, size_t cap, const char *fmt, ...)
@@ -1539,10 +1614,17 @@ cmd_check(const struct ctl *ctl, const struct check_args *ca)
                 bool is_time = k == 0 ? ca->crit_time : ca->warn_time;
                 double v = is_time ? lag_s : lag_b;
                 if (v >= 0 && v > limit) {
+                    char vt[32], lt[32];
+
+                    if (is_time) {
+                        snprintf(vt, sizeof(vt), "%.0fms", v * 1000);
+                        snprintf(lt, sizeof(lt), "%.0fms", limit * 1000);
+                    } else {
+                        config_size_text((uint64_t)v, vt, sizeof(vt));
+                        config_size_text((uint64_t)limit, lt, sizeof(lt));
+                    }
                     worsen(&state, k == 0 ? CHECK_CRITICAL : CHECK_WARNING, problems,
-                           sizeof(problems), "%s: apply lag %.0f%s over %.0f%s", node,
-                           is_time ? v * 1000 : v, is_time ? "ms" : "B",
-                           is_time ? limit * 1000 : limit, is_time ? "ms" : "B");
+                           sizeof(problems), "%s: apply lag %s over %s", node, vt, lt);
                     break;
                 }
             }
@@ -1554,10 +1636,11 @@ cmd_check(const struct ctl *ctl, const struct check_args *ca)
             worsen(&state, CHECK_CRITICAL, problems, sizeof(problems),
                    "%s: spool stalled, commits wait (%s)", node,
                    json_string_value(json_object_get(o, "spool_stall")));
-        if (free_b >= 0 && free_b < 1073741824.0)
+        /* a witness keeps no spool; an expiry of 0 (1970) is a field its agent never set */
+        if (strcmp(role, "witness") != 0 && free_b >= 0 && free_b < 1073741824.0)
             worsen(&state, free_b < 268435456.0 ? CHECK_CRITICAL : CHECK_WARNING, problems,
                    sizeof(problems), "%s: %.0f MB free for the spool", node, free_b / 1048576);
-        if (cert >= 0) {
+        if (cert > 0) {
             double days = (cert - (double)time(NULL)) / 86400;
             if (days < 30)
                 worsen(&state, days < 7 ? CHECK_CRITICAL : CHECK_WARNING, problems,
@@ -1728,6 +1811,7 @@ main(int argc, char **argv)
                 return 3;
             }
             have_warn = true;
+            check.warn_text = v;
             continue;
         }
         v = opt_value(argc, argv, &i, "--lag-critical", NULL, &matched);
@@ -1738,6 +1822,7 @@ main(int argc, char **argv)
                 return 3;
             }
             have_crit = true;
+            check.crit_text = v;
             continue;
         }
         if (strcmp(a, "--force") == 0) {
@@ -1772,7 +1857,10 @@ main(int argc, char **argv)
         if (command == NULL && strcmp(a, "maintenance") == 0) {
             /* its own options (--at, --json, --url among them) up to the end */
             command = a;
-            if (parse_maint_args(argc, argv, &i, &ctl, &maint, &want_json) < 0)
+            taken = parse_maint_args(argc, argv, &i, &ctl, &maint, &want_json);
+            if (taken == -2)
+                return 2; /* a bad window: its message is enough, without the usage */
+            if (taken < 0)
                 goto bad_usage;
             break;
         }
@@ -1783,6 +1871,8 @@ main(int argc, char **argv)
     }
     if (command == NULL)
         goto bad_usage;
+    if (check_thresholds(&check, have_warn, have_crit) < 0)
+        return 3;
     if (strcmp(command, "status") != 0 && strcmp(command, "pause") != 0 &&
         strcmp(command, "resume") != 0 && strcmp(command, "switchover") != 0 &&
         strcmp(command, "failover") != 0 && strcmp(command, "rejoin") != 0 &&

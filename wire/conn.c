@@ -8,11 +8,14 @@
  */
 #include "conn.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +61,9 @@ struct conn {
     struct msg_hello peer;
     char peer_name[2 * (MSG_NAME_MAX + 1)]; /* a name, or a comma-separated list (witness) */
     char prefix[2 * (MSG_NAME_MAX + 1) + 8];
+    /* "ADDR:PORT" of the other end ("?" if unknown); an accepted connection's log lines name
+     * it until the peer is verified, since anyone may connect to the port */
+    char remote[INET6_ADDRSTRLEN + 16];
     uint64_t peer_epoch; /* highest epoch seen in the peer's frames */
     const struct conn_ops *ops;
     void *ctx;
@@ -338,8 +344,8 @@ on_peer_hello(struct conn *c, const struct codec_frame *f)
                   c->peer.node_name, c->peer_name);
         return WIRE_EPROTO;
     }
-    if (strchr(c->peer_name, ',') != NULL) /* one of several: name it from now on */
-        snprintf(c->prefix, sizeof(c->prefix), "peer[%s]", c->peer.node_name);
+    /* one of several, or an accepted connection: name it from now on */
+    snprintf(c->prefix, sizeof(c->prefix), "peer[%s]", c->peer.node_name);
     if (c->ops->on_hello != NULL) {
         rc = c->ops->on_hello(c->ctx, &c->peer, why, sizeof(why));
         if (rc < 0) {
@@ -597,14 +603,21 @@ tls_input(struct conn *c, const uint8_t *data, size_t len)
         if (tls_flush(c) < 0)
             return -ENOMEM;
         if (rc < 0) {
-            conn_fail(c, rc, "TLS handshake with %s failed: %s", c->peer_name,
-                      tls_session_error(c->tls));
+            if (c->acceptor)
+                conn_fail(c, rc,
+                          "TLS handshake with %s failed (an incoming connection, not verified "
+                          "as %s): %s",
+                          c->remote, c->peer_name, tls_session_error(c->tls));
+            else
+                conn_fail(c, rc, "TLS handshake with %s at %s failed: %s", c->peer_name, c->remote,
+                          tls_session_error(c->tls));
             return rc;
         }
         if (rc == 0)
             return 0;
-        log_info(c->prefix, "TLS 1.3 established, peer certificate \"%s\" verified",
-                 tls_peer_name(c->tls));
+        log_info(c->prefix, "TLS 1.3 established with %s, peer certificate \"%s\" verified",
+                 c->remote, tls_peer_name(c->tls));
+        snprintf(c->prefix, sizeof(c->prefix), "peer[%s]", tls_peer_name(c->tls));
         c->state = CONN_HELLO;
         if (c->acceptor) {
             rc = send_hello(c);
@@ -691,7 +704,13 @@ stream_closed(void *ctx, int res)
         return;
     if (res == WIRE_ECLOSED && codec_dec_buffered(c->dec) > 0)
         res = WIRE_ETRUNC;
-    log_error(c->prefix, "connection lost: %s", wire_strerror(res));
+    if (c->acceptor && c->state == CONN_TLS_HANDSHAKE)
+        log_warning(c->prefix,
+                    "connection from %s lost before its TLS handshake (an incoming connection, "
+                    "not verified as %s): %s",
+                    c->remote, c->peer_name, wire_strerror(res));
+    else
+        log_error(c->prefix, "connection lost: %s", wire_strerror(res));
     report_closed(c, res, wire_strerror(res));
 }
 
@@ -740,6 +759,22 @@ heartbeat_release(struct wio_timer *t)
 
 /* ---- lifecycle ---- */
 
+/* "ADDR:PORT" or "[ADDR]:PORT" of the socket's other end, or "?". */
+static void
+remote_name(int fd, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN + 8], serv[8];
+
+    snprintf(buf, cap, "?");
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0 ||
+        getnameinfo((struct sockaddr *)&ss, len, host, sizeof(host), serv, sizeof(serv),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+        return;
+    snprintf(buf, cap, ss.ss_family == AF_INET6 ? "[%s]:%s" : "%s:%s", host, serv);
+}
+
 int
 conn_new(struct conn **out, struct wio_loop *loop, int fd, bool acceptor,
          const struct conn_config *cfg, const struct conn_ops *ops, void *ctx)
@@ -761,7 +796,9 @@ conn_new(struct conn **out, struct wio_loop *loop, int fd, bool acceptor,
     snprintf(c->peer_name, sizeof(c->peer_name), "%s", cfg->peer_name);
     c->cfg.peer_name = c->peer_name;
     c->cfg.hello = &c->hello;
-    snprintf(c->prefix, sizeof(c->prefix), "peer[%s]", c->peer_name);
+    remote_name(fd, c->remote, sizeof(c->remote));
+    /* An accepted connection is known by its address until its peer is verified. */
+    snprintf(c->prefix, sizeof(c->prefix), "peer[%s]", acceptor ? c->remote : c->peer_name);
     c->last_rx_us = clock_mono_us();
     c->xport = cfg->tls != NULL ? &tls_ops : &plain_ops;
 
