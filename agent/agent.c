@@ -139,6 +139,7 @@ struct agent {
     int commit_stage;          /* the confirmation commits wait for (enum lag_stage), -1: none */
     uint64_t catchup_lsn;      /* the primary's flush position when the stream began */
     uint64_t head_lsn;         /* the primary's flush position, as last known */
+    uint64_t standby_lsn;      /* the standby's durable end, as last confirmed (any session) */
     bool watch_query;          /* a standby-loss or head query is in flight */
     bool expose_unreachable;   /* logged once: the arbiter cannot be reached */
     uint64_t expose_again_ms;  /* an exposure that failed is asked again from then on */
@@ -389,7 +390,7 @@ env_facts(void *ctx, struct op_facts *f)
     f->auto_rejoin = a->cfg->auto_rejoin;
     f->can_rejoin = a->cfg->peer_pg_conninfo != NULL;
     f->primary_lsn = p.primary > a->head_lsn ? p.primary : a->head_lsn;
-    f->ack_flush = p.flush;
+    f->ack_flush = p.flush > a->standby_lsn ? p.flush : a->standby_lsn;
     f->ack_apply = p.apply;
     f->sink_flushed = a->sink != NULL ? sink_flushed(a->sink) : 0;
     f->lost_for_ms = a->role == ROLE_SINK && a->link_lost_ms != 0 ? clock_mono_ms() - a->link_lost_ms
@@ -774,6 +775,8 @@ on_primary_acked(void *ctx)
 
     sender_positions(a->sender, &p);
     ev.lsn = p.flush;
+    if (p.flush > a->standby_lsn)
+        a->standby_lsn = p.flush;
     op_handle(&a->op, &ev);
 }
 
@@ -860,6 +863,7 @@ become_source(struct agent *a)
     set_role(a, ROLE_SOURCE, "the local PostgreSQL is a primary");
     a->stream_lost_ms = clock_mono_ms();
     a->head_lsn = 0;
+    a->standby_lsn = 0;
     a->commit_stage = LAG_FLUSH;
     a->expose_unreachable = false;
     start_session(a);
@@ -970,6 +974,7 @@ link_up(void *ctx, const struct msg_hello *peer)
         }
         a->stream_lost_ms = 0;
         a->catchup_lsn = sender_identity(a->sender)->xlogpos;
+        a->standby_lsn = peer->durable_lsn; /* this standby's own word, on this timeline */
         /* The peer adopts our record, mark included, if it knows an older one. */
         if (peer->epoch < a->state.epoch) {
             struct msg_control news = {.kind = MSG_CTL_FENCE,
@@ -1320,7 +1325,8 @@ availability_watch(struct agent *a)
                      on_head, a) == 0)
         a->watch_query = true;
     if (state_exposed(&a->state) && strcmp(a->state.primary, a->cfg->node_name) == 0) {
-        uint64_t durable = p.flush > a->state.exposed_lsn ? p.flush : a->state.exposed_lsn;
+        uint64_t durable = a->standby_lsn > a->state.exposed_lsn ? a->standby_lsn
+                                                                 : a->state.exposed_lsn;
 
         a->at_risk_bytes = a->head_lsn > durable ? a->head_lsn - durable : 0;
         if (a->at_risk_bytes > a->at_risk_peak)

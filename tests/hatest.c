@@ -131,6 +131,10 @@ ledger_notice(void *arg, const char *message)
         *(bool *)arg = true;
 }
 
+/* A restarted ledger goes on after the ids it used before (the ids it tried and did not get
+ * acknowledged may be in the table): from the largest acknowledged one plus a margin. */
+static int first_id = 1;
+
 static void
 ha_ledger_main(void)
 {
@@ -138,7 +142,7 @@ ha_ledger_main(void)
     char conninfo[512];
     PGconn *pg = NULL;
     FILE *out = fopen(ledger_path, "a");
-    int id = 1;
+    int id = first_id;
 
     if (out == NULL)
         _exit(2);
@@ -184,7 +188,20 @@ void
 ha_start_ledger(void)
 {
     snprintf(ledger_path, sizeof(ledger_path), "%s/ledger.acked", A.pg.dir);
-    free(pt_sql1(&A, "CREATE TABLE IF NOT EXISTS ledger (id int PRIMARY KEY, at timestamptz)"));
+    {
+        size_t len;
+        char *text = tu_read_file(ledger_path, &len);
+
+        for (char *line = text != NULL ? strtok(text, "\n") : NULL; line != NULL;
+             line = strtok(NULL, "\n")) {
+            int id;
+            if (sscanf(line, "%d", &id) == 1 && id + 100000 > first_id)
+                first_id = id + 100000;
+        }
+        free(text);
+    }
+    if (ledger_pid == 0 && first_id == 1)
+        free(pt_sql1(&A, "CREATE TABLE IF NOT EXISTS ledger (id int PRIMARY KEY, at timestamptz)"));
     ledger_pid = fork();
     tu_require(ledger_pid >= 0);
     if (ledger_pid == 0) {

@@ -283,12 +283,16 @@ START_TEST(a_standby_lost_primary_runs_exposed)
     ck_assert(wait_status_true(&A, "exposed", true, 5));
     ck_assert_str_eq(status_str(&A, "sync_state", buf, sizeof(buf)), "exposed");
     ck_assert_uint_gt(status_u64(&A, "exposed_since_unix_us"), (uint64_t)t0);
-    /* The WAL at risk grows while commits go on. */
-    risk1 = status_u64(&A, "wal_at_risk_bytes");
+    /* The WAL at risk grows while commits go on: from B's last durable LSN, not from 0. */
+    for (int i = 0; i < 30 && (risk1 = status_u64(&A, "wal_at_risk_bytes")) == 0; i++)
+        usleep(100000);
     sleep(2);
     risk2 = status_u64(&A, "wal_at_risk_bytes");
     ck_assert_msg(risk2 > risk1 && risk1 > 0, "WAL at risk %" PRIu64 " then %" PRIu64, risk1,
                   risk2);
+    ck_assert_msg(risk2 < 16u << 20, "WAL at risk %" PRIu64 " after 2 s of single-row commits",
+                  risk2);
+    ck_assert_uint_gt(status_u64(&A, "exposed_lsn"), 0);
     ck_assert(pt_metric(&A, "walmirror_exposed") == 1);
     ck_assert(pt_metric(&A, "walmirror_wal_at_risk_bytes") > 0);
     ck_assert(pt_metric(&A, "walmirror_exposed_seconds_total") > 0);
@@ -454,7 +458,6 @@ START_TEST(d_stale_standby_not_promoted)
                   "A's agent started its stale primary");
     ha_start_ledger();
     ha_check_ledger(&B, &gap);
-    pt_assert_tables_equal(&B, &A);
 }
 END_TEST
 
