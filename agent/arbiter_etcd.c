@@ -1302,6 +1302,10 @@ ea_report(struct arbiter *base, const struct arbiter_report *r)
     m->apply_lag_s = r->apply_lag_s;
     m->wal_at_risk_bytes = r->wal_at_risk_bytes;
     a->put_dirty = true;
+    /* A change the standby's promotion depends on (the role) goes out now, not at the tick. */
+    if (a->put_urgent && a->session == EA_LIVE && a->put_req == NULL &&
+        ea_put_member(a, &a->put_req) < 0)
+        a->put_dirty = true;
     ea_update_desc(a);
 }
 
