@@ -264,7 +264,7 @@ ea_up(struct earb *a)
 static void
 ea_down(struct earb *a, const char *why)
 {
-    if (a->up || strcmp(a->down_why, why) != 0)
+    if (a->up || a->down_why[0] == '\0')
         log_warning(a->comp, "etcd down: %s", why);
     a->up = false;
     snprintf(a->down_why, sizeof(a->down_why), "%s", why);
@@ -1291,6 +1291,12 @@ ea_report(struct arbiter *base, const struct arbiter_report *r)
         a->mark_unix_us = r->mark->exposed_unix_us;
         a->put_urgent = true;
     }
+    if (r->durable_lsn != m->durable_lsn || r->flush_lag_bytes != m->flush_lag_bytes ||
+        r->apply_lag_bytes != m->apply_lag_bytes || r->flush_lag_s != m->flush_lag_s ||
+        r->apply_lag_s != m->apply_lag_s || r->wal_at_risk_bytes != m->wal_at_risk_bytes)
+        a->put_dirty = true; /* written within a heartbeat interval */
+    if (a->put_urgent)
+        a->put_dirty = true;
     m->role = r->role;
     m->timeline = r->timeline;
     snprintf(m->sync_state, sizeof(m->sync_state), "%.*s", (int)sizeof(m->sync_state) - 1,
@@ -1301,7 +1307,6 @@ ea_report(struct arbiter *base, const struct arbiter_report *r)
     m->flush_lag_s = r->flush_lag_s;
     m->apply_lag_s = r->apply_lag_s;
     m->wal_at_risk_bytes = r->wal_at_risk_bytes;
-    a->put_dirty = true;
     /* A change the standby's promotion depends on (the role) goes out now, not at the tick. */
     if (a->put_urgent && a->session == EA_LIVE && a->put_req == NULL &&
         ea_put_member(a, &a->put_req) < 0)

@@ -42,6 +42,15 @@
 struct etcd_endpoint {
     char url[ETCD_URL_MAX];
     char why[200]; /* why it failed last; "" once it answered */
+    int kind;      /* of that failure (enum fail_kind); 0 once it answered */
+};
+
+/* Kinds of failure, so that a failure is logged once, not at each retry with new timings. */
+enum fail_kind {
+    FAIL_HTTP = 1000,    /* + the HTTP status */
+    FAIL_MESSAGE = 2000, /* etcd's error message on a watch */
+    FAIL_GARBLED,        /* a watch line that is not a message */
+    FAIL_CLOSED,         /* the member ended a watch */
 };
 
 struct etcd_sock;
@@ -228,12 +237,16 @@ update_why(struct etcd_client *c)
     }
 }
 
-/* Endpoint i did not answer: remember why, and move on from it if it is the current one. */
+/*
+ * Endpoint i did not answer (kind: a CURLcode or an enum fail_kind): remember why, and move on
+ * from it if it is the current one.  Logged when the kind of failure changes.
+ */
 static void
-endpoint_failed(struct etcd_client *c, int i, const char *why)
+endpoint_failed(struct etcd_client *c, int i, int kind, const char *why)
 {
-    if (strcmp(c->ep[i].why, why) != 0)
+    if (c->ep[i].kind != kind)
         log_warning(c->comp, "%s: %s", c->ep[i].url, why);
+    c->ep[i].kind = kind;
     snprintf(c->ep[i].why, sizeof(c->ep[i].why), "%s", why);
     if (c->current == i && c->n_ep > 1) {
         c->current = (i + 1) % c->n_ep;
@@ -249,6 +262,7 @@ endpoint_ok(struct etcd_client *c, int i)
         return;
     log_info(c->comp, "%s answers again", c->ep[i].url);
     c->ep[i].why[0] = '\0';
+    c->ep[i].kind = 0;
     update_why(c);
 }
 
@@ -617,11 +631,11 @@ req_tell(struct etcd_req *r, int rc, json_t *answer, const char *why)
 
 /* A call's attempt found no answer at its endpoint: the next one, or the end. */
 static void
-call_unanswered(struct etcd_req *r, const char *why)
+call_unanswered(struct etcd_req *r, int kind, const char *why)
 {
     struct etcd_client *c = r->c;
 
-    endpoint_failed(c, r->endpoint, why);
+    endpoint_failed(c, r->endpoint, kind, why);
     if (r->tried < c->n_ep && !r->cancelled) {
         log_debug(c->comp, "%s: sending it to %s", r->method, c->ep[c->current].url);
         if (req_send(r) == 0)
@@ -650,7 +664,7 @@ call_finished(struct etcd_req *r)
     if (r->result != CURLE_OK) {
         snprintf(why, sizeof(why), "%s",
                  r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(r->result));
-        call_unanswered(r, why);
+        call_unanswered(r, (int)r->result, why);
         return;
     }
     answer = json_loadb(r->buf != NULL ? r->buf : "", r->len, 0, &jerr);
@@ -662,7 +676,7 @@ call_finished(struct etcd_req *r)
         else
             snprintf(why, sizeof(why), "HTTP %ld", code);
         json_decref(answer);
-        call_unanswered(r, why);
+        call_unanswered(r, FAIL_HTTP + (int)code, why);
         return;
     }
     endpoint_ok(c, r->endpoint);
@@ -720,7 +734,7 @@ watch_deliver(struct etcd_req *r, bool at_end)
             else
                 snprintf(why, sizeof(why), "the watch sent something that is not a message: %s",
                          msg == NULL ? jerr.text : "no result");
-            endpoint_failed(c, r->endpoint, why);
+            endpoint_failed(c, r->endpoint, m != NULL ? FAIL_MESSAGE : FAIL_GARBLED, why);
             if (r->in_multi) {
                 curl_multi_remove_handle(c->multi, r->easy);
                 r->in_multi = false;
@@ -757,7 +771,7 @@ watch_finished(struct etcd_req *r)
                  r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(r->result));
     else
         snprintf(why, sizeof(why), "the member ended the watch (HTTP %ld)", code);
-    endpoint_failed(c, r->endpoint, why);
+    endpoint_failed(c, r->endpoint, r->result != CURLE_OK ? (int)r->result : FAIL_CLOSED, why);
     req_tell(r, r->result == CURLE_OK && !r->overflow ? 0 : -ENOTCONN, NULL, why);
 }
 

@@ -16,7 +16,9 @@ apt-get install -y -qq --no-install-recommends \
     chromium fonts-dejavu-core \
     gnuplot-nox curl \
     valgrind \
+    etcd-server etcd-client \
     >/dev/null
 # Debian's postgresql-common creates and starts a default cluster; walmirror's tests and demo
 # run their own clusters in temporary directories, so the default one is left as it is.
+# The same for etcd-server's etcd.service: the tests start their own etcd members.
 echo "install-deps: dependencies installed"
