@@ -355,8 +355,8 @@ et_start(struct et_cluster *c, int n, bool tls)
         m->peer_port = tu_free_port();
         snprintf(m->url, sizeof(m->url), "%s://127.0.0.1:%d", tls ? "https" : "http",
                  m->client_port);
-        snprintf(m->data, sizeof(m->data), "%s/%s.data", c->dir, m->name);
-        snprintf(m->log, sizeof(m->log), "%s/%s.log", c->dir, m->name);
+        snprintf(m->data, sizeof(m->data), "%s/m%d.data", c->dir, i);
+        snprintf(m->log, sizeof(m->log), "%s/m%d.log", c->dir, i);
         snprintf(c->endpoints + strlen(c->endpoints), sizeof(c->endpoints) - strlen(c->endpoints),
                  "%s%s", i > 0 ? "," : "", m->url);
     }

@@ -334,8 +334,8 @@ pair_name(const struct fleet_pair *p, const char *root)
 static void
 print_table(const struct fleet_pair *pairs, int n, const char *root)
 {
-    printf("%-24s %5s  %-12s %-34s %-36s %-9s %-16s %-16s\n", "PAIR", "EPOCH", "HOLDER",
-           "EXPOSED", "NODES", "SYNC", "FLUSH LAG", "APPLY LAG");
+    printf("%-24s %5s  %-12s %-37s %-36s %-9s %-16s %s\n", "PAIR", "EPOCH", "HOLDER", "EXPOSED",
+           "NODES", "SYNC", "FLUSH LAG", "APPLY LAG");
     for (int i = 0; i < n; i++) {
         const struct fleet_pair *p = &pairs[i];
         const struct etcdrec_member *s = speaker(p);
@@ -363,7 +363,7 @@ print_table(const struct fleet_pair *pairs, int n, const char *root)
             lag_text(flush, sizeof(flush), s->flush_lag_bytes, s->flush_lag_s);
             lag_text(apply, sizeof(apply), s->apply_lag_bytes, s->apply_lag_s);
         }
-        printf("%-24s %5" PRIu64 "  %-12s %-34s %-36s %-9s %-16s %-16s\n", pair_name(p, root),
+        printf("%-24s %5" PRIu64 "  %-12s %-37s %-36s %-9s %-16s %s\n", pair_name(p, root),
                p->rec.epoch, p->rec.primary[0] != '\0' ? p->rec.primary : "-", exposed,
                nodes[0] != '\0' ? nodes : "-",
                s != NULL && s->sync_state[0] != '\0' ? s->sync_state : "-",
