@@ -36,8 +36,9 @@
  *
  * A request (PROMOTE, EXPOSE, RESYNC for epoch + 1): read the prefix; decide by arbiter.h's
  * rules on what was read (with the witness's denial texts); a grant is one transaction
- *     compare: P epoch's mod_revision as read (0: no record yet); for a promotion also the
- *              primary's liveness key's mod_revision as read (0: absent) and P paused absent
+ *     compare: P epoch's mod_revision as read (create_revision 0 when there was no record);
+ *              for a promotion also the primary's liveness key's (create_revision 0 when it
+ *              was absent) and P paused still absent
  *     success: put P epoch = the next record (holder this node, and its mark)
  *     failure: range of the prefix
  * so that of two racing agents exactly one transaction succeeds; the other decides again on
@@ -72,7 +73,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "clock.h"
 #include "etcd.h"
@@ -101,6 +101,12 @@ enum ea_watch {
     EW_IDLE,     /* next start at watch_retry_ms */
     EW_READING,  /* the range before the watch */
     EW_WATCHING, /* the watch stream */
+};
+
+/* The request's step: what its call in flight is. */
+enum ea_step {
+    EQ_READ, /* the range of the prefix it decides on */
+    EQ_TXN,  /* the grant's transaction */
 };
 
 /* What is known of one key, and from which revision. */
@@ -180,6 +186,7 @@ struct earb {
     struct arbiter_request req;
     uint64_t req_epoch, req_deadline_ms, req_retry_ms;
     struct etcd_req *req_call;
+    enum ea_step req_step;
     int req_rounds;
     struct wm_state req_next;
     char req_text[512];
@@ -192,20 +199,6 @@ struct earb {
 static void ea_tick(struct wio_timer *t);
 static void ea_decide(struct earb *a, const struct ea_view *v);
 static void ea_after_view(struct earb *a);
-
-/* "2024-05-01 12:00:00 UTC" for a record's unix_us; "an unknown time" for 0. */
-static const char *
-format_time(char *buf, size_t cap, uint64_t unix_us)
-{
-    time_t t = (time_t)(unix_us / 1000000u);
-    struct tm tm;
-
-    if (unix_us == 0 || gmtime_r(&t, &tm) == NULL)
-        snprintf(buf, cap, "an unknown time");
-    else
-        strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
-    return buf;
-}
 
 static double
 secs_ms(uint64_t ms)
@@ -286,9 +279,13 @@ range_prefix_body(struct earb *a)
                      etcd_prefix_end(a->prefix));
 }
 
+/* A transaction's compare: key unchanged since read at mod_rev, or still absent (0). */
 static json_t *
-compare_mod(const char *key, int64_t mod_rev)
+compare_rev(const char *key, int64_t mod_rev)
 {
+    if (mod_rev == 0)
+        return json_pack("{s:o, s:s, s:s, s:I}", "key", b64s(key), "target", "CREATE", "result",
+                         "EQUAL", "create_revision", (json_int_t)0);
     return json_pack("{s:o, s:s, s:s, s:I}", "key", b64s(key), "target", "MOD", "result",
                      "EQUAL", "mod_revision", (json_int_t)mod_rev);
 }
@@ -487,6 +484,28 @@ ea_merge(struct earb *a, const struct ea_view *v)
     ea_observe(a, &v->peer, &v->peer_m, false);
 }
 
+/* A range answer read into a fresh view v and merged into the one kept.  Returns 0, or -EPROTO
+ * with why in err. */
+static int
+ea_read_view(struct earb *a, json_t *range, struct ea_view *v, char *err, size_t errlen)
+{
+    int rc = view_from_range(a, range, v, err, errlen);
+
+    if (rc == 0) {
+        ea_merge(a, v);
+        ea_after_view(a);
+    }
+    return rc;
+}
+
+/* The range a transaction answers with when its compares failed (txn_body's failure). */
+static json_t *
+txn_failure_range(json_t *answer)
+{
+    return json_object_get(json_array_get(json_object_get(answer, "responses"), 0),
+                           "response_range");
+}
+
 /* ---- news and adoption ---- */
 
 static bool
@@ -522,7 +541,6 @@ static void
 ea_on_adopt(void *ctx, int rc, json_t *answer, const char *why)
 {
     struct earb *a = ctx;
-    json_t *failure;
     struct ea_view v;
     char err[200];
 
@@ -540,12 +558,7 @@ ea_on_adopt(void *ctx, int rc, json_t *answer, const char *why)
                  a->me.role == MSG_ROLE_SOURCE ? a->cfg->node_name : "an unknown node");
         return; /* the watch brings the record */
     }
-    failure = json_object_get(json_array_get(json_object_get(answer, "responses"), 0),
-                              "response_range");
-    if (view_from_range(a, failure, &v, err, sizeof(err)) == 0) {
-        ea_merge(a, &v);
-        ea_after_view(a);
-    }
+    (void)ea_read_view(a, txn_failure_range(answer), &v, err, sizeof(err));
 }
 
 /*
@@ -580,7 +593,7 @@ ea_adopt(struct earb *a)
     }
     next.changed_unix_us = clock_unix_us();
     value = etcdrec_epoch_json(&next);
-    cmp = json_pack("[o]", compare_mod(a->k_epoch, a->view.epoch.mod_rev));
+    cmp = json_pack("[o]", compare_rev(a->k_epoch, a->view.epoch.mod_rev));
     if (value == NULL || cmp == NULL) {
         free(value);
         json_decref(cmp);
@@ -677,13 +690,12 @@ ea_watch_read(void *ctx, int rc, json_t *answer, const char *why)
     a->watch_req = NULL;
     a->watch_state = EW_IDLE;
     a->watch_retry_ms = clock_mono_ms() + EA_WATCH_RETRY_MS;
-    if (rc < 0 || view_from_range(a, answer, &v, err, sizeof(err)) < 0) {
+    if (rc < 0 || ea_read_view(a, answer, &v, err, sizeof(err)) < 0) {
         if (rc == -ENOTCONN)
             ea_down(a, why);
         log_debug(a->comp, "cannot read %s: %s", a->prefix, rc < 0 ? why : err);
         return;
     }
-    ea_merge(a, &v);
     create = json_pack("{s:o, s:o, s:I}", "key", b64s(a->prefix), "range_end",
                        etcd_prefix_end(a->prefix), "start_revision",
                        (json_int_t)(a->view.revision + 1));
@@ -691,7 +703,6 @@ ea_watch_read(void *ctx, int rc, json_t *answer, const char *why)
     if (create != NULL &&
         etcd_watch(a->etcd, create, ea_watch_msg, ea_watch_end, a, &a->watch_req) == 0)
         a->watch_state = EW_WATCHING;
-    ea_after_view(a);
 }
 
 static void
@@ -924,8 +935,29 @@ ea_req_failed(struct earb *a, int rc, const char *why)
     ea_deny(a, NULL, "etcd did not answer: %s", why);
 }
 
+/* A transaction's success: the grant, as recorded. */
 static void
-ea_req_on_read(void *ctx, int rc, json_t *answer, const char *why)
+ea_req_granted(struct earb *a, json_t *answer)
+{
+    int64_t rev = etcd_int(json_object_get(answer, "header"), "revision");
+
+    if (a->req_next.epoch > a->epoch)
+        a->epoch = a->req_next.epoch;
+    a->mark_lsn = a->req_next.exposed_lsn;
+    a->mark_unix_us = a->req_next.exposed_unix_us;
+    if (rev > a->view.epoch.rev) {
+        a->view.epoch = (struct ea_key){.rev = rev, .present = true, .mod_rev = rev};
+        a->view.rec = a->req_next;
+        a->view.bad[0] = '\0';
+    }
+    a->put_dirty = a->put_urgent = true;
+    ea_verdict(a, true, &a->req_next, a->req_text);
+    ea_update_desc(a);
+}
+
+/* etcd's answer to the request's read (EQ_READ) or transaction (EQ_TXN). */
+static void
+ea_req_on_answer(void *ctx, int rc, json_t *answer, const char *why)
 {
     struct earb *a = ctx;
     struct ea_view v;
@@ -933,16 +965,26 @@ ea_req_on_read(void *ctx, int rc, json_t *answer, const char *why)
 
     a->req_call = NULL;
     if (rc < 0) {
+        /* A transaction may have been applied all the same: the next read tells. */
         ea_req_failed(a, rc, why);
         return;
     }
     ea_up(a);
-    if (view_from_range(a, answer, &v, err, sizeof(err)) < 0) {
+    if (a->req_step == EQ_TXN && json_is_true(json_object_get(answer, "succeeded"))) {
+        ea_req_granted(a, answer);
+        return;
+    }
+    /* What was read, or what the failed transaction found instead of what it compared. */
+    if (ea_read_view(a, a->req_step == EQ_TXN ? txn_failure_range(answer) : answer, &v, err,
+                     sizeof(err)) < 0) {
         ea_deny(a, NULL, "etcd's answer cannot be read: %s", err);
         return;
     }
-    ea_merge(a, &v);
-    ea_after_view(a);
+    if (a->req_step == EQ_TXN && ++a->req_rounds >= EA_ROUNDS) {
+        ea_deny(a, &v, "etcd's record changed %d times while this node decided; ask again",
+                a->req_rounds);
+        return;
+    }
     ea_decide(a, &v);
 }
 
@@ -950,57 +992,10 @@ static void
 ea_req_read(struct earb *a)
 {
     a->req_retry_ms = 0;
-    if (etcd_call(a->etcd, "kv/range", range_prefix_body(a), ea_req_on_read, a, &a->req_call) <
-        0)
+    a->req_step = EQ_READ;
+    if (etcd_call(a->etcd, "kv/range", range_prefix_body(a), ea_req_on_answer, a,
+                  &a->req_call) < 0)
         ea_deny(a, NULL, "cannot ask etcd: out of memory");
-}
-
-static void
-ea_req_on_txn(void *ctx, int rc, json_t *answer, const char *why)
-{
-    struct earb *a = ctx;
-    json_t *failure;
-    struct ea_view v;
-    char err[200];
-
-    a->req_call = NULL;
-    if (rc < 0) {
-        /* It may have been applied: the next read tells. */
-        ea_req_failed(a, rc, why);
-        return;
-    }
-    ea_up(a);
-    if (json_is_true(json_object_get(answer, "succeeded"))) {
-        int64_t rev = etcd_int(json_object_get(answer, "header"), "revision");
-
-        if (a->req_next.epoch > a->epoch)
-            a->epoch = a->req_next.epoch;
-        a->mark_lsn = a->req_next.exposed_lsn;
-        a->mark_unix_us = a->req_next.exposed_unix_us;
-        if (rev > a->view.epoch.rev) {
-            a->view.epoch = (struct ea_key){.rev = rev, .present = true, .mod_rev = rev};
-            a->view.rec = a->req_next;
-            a->view.bad[0] = '\0';
-        }
-        a->put_dirty = a->put_urgent = true;
-        ea_verdict(a, true, &a->req_next, a->req_text);
-        ea_update_desc(a);
-        return;
-    }
-    failure = json_object_get(json_array_get(json_object_get(answer, "responses"), 0),
-                              "response_range");
-    if (view_from_range(a, failure, &v, err, sizeof(err)) < 0) {
-        ea_deny(a, NULL, "etcd's answer cannot be read: %s", err);
-        return;
-    }
-    ea_merge(a, &v);
-    ea_after_view(a);
-    if (++a->req_rounds >= EA_ROUNDS) {
-        ea_deny(a, &v, "etcd's record changed %d times while this node decided; ask again",
-                a->req_rounds);
-        return;
-    }
-    ea_decide(a, &v);
 }
 
 /* The silence the peer's key must have been observed in: the witness's threshold. */
@@ -1046,7 +1041,7 @@ ea_promotion_allowed(struct earb *a, const struct ea_view *v, const char *p)
                 " and %s last reported " LSN_FMT ": up to %" PRIu64 " bytes acknowledged by %s "
                 "may be missing (walmirrorctl failover --force --accept-data-loss overrides)",
                 me, p, LSN_ARGS(v->rec.exposed_lsn),
-                format_time(since, sizeof(since), v->rec.exposed_unix_us), me, LSN_ARGS(ours), p,
+                wm_format_utc(since, sizeof(since), v->rec.exposed_unix_us), me, LSN_ARGS(ours), p,
                 LSN_ARGS(theirs), theirs > ours ? theirs - ours : 0, p);
         return false;
     }
@@ -1109,7 +1104,7 @@ ea_decide(struct earb *a, const struct ea_view *v)
         /* Asked again by its holder (the grant lost with an answer, or an agent that restarted
          * before it recorded it): the same grant, not a new one. */
         snprintf(a->req_text, sizeof(a->req_text), "epoch %" PRIu64 " is %s's already: granted at %s",
-                 asked, me, format_time(when, sizeof(when), r->changed_unix_us));
+                 asked, me, wm_format_utc(when, sizeof(when), r->changed_unix_us));
         if (r->epoch > a->epoch)
             a->epoch = r->epoch;
         a->mark_lsn = r->exposed_lsn;
@@ -1124,7 +1119,7 @@ ea_decide(struct earb *a, const struct ea_view *v)
                     "epoch %" PRIu64 " is already taken: etcd is at epoch %" PRIu64
                     ", held by %s since %s%s",
                     asked, r->epoch, holder_name(r),
-                    format_time(when, sizeof(when), r->changed_unix_us),
+                    wm_format_utc(when, sizeof(when), r->changed_unix_us),
                     state_exposed(r) ? ", running exposed" : "");
         else
             ea_deny(a, v, "epoch %" PRIu64 " skips ahead: etcd is at epoch %" PRIu64, asked,
@@ -1158,7 +1153,7 @@ ea_decide(struct earb *a, const struct ea_view *v)
     next.epoch = asked;
     next.changed_unix_us = clock_unix_us();
     snprintf(next.primary, sizeof(next.primary), "%s", me);
-    cmp = json_pack("[o]", compare_mod(a->k_epoch, v->epoch.mod_rev));
+    cmp = json_pack("[o]", compare_rev(a->k_epoch, v->epoch.mod_rev));
     if (cmp == NULL) {
         ea_deny(a, v, "out of memory");
         return;
@@ -1172,10 +1167,8 @@ ea_decide(struct earb *a, const struct ea_view *v)
         /* The new primary has no standby until the old site rejoins and catches up. */
         next.exposed_lsn = a->req.durable_lsn;
         next.exposed_unix_us = next.changed_unix_us;
-        json_array_append_new(cmp, compare_mod(a->k_peer, v->peer.present ? v->peer.mod_rev : 0));
-        json_array_append_new(cmp, json_pack("{s:o, s:s, s:s, s:I}", "key", b64s(a->k_paused),
-                                             "target", "CREATE", "result", "EQUAL",
-                                             "create_revision", (json_int_t)0));
+        json_array_append_new(cmp, compare_rev(a->k_peer, v->peer.present ? v->peer.mod_rev : 0));
+        json_array_append_new(cmp, compare_rev(a->k_paused, 0));
         break;
     case ARBITER_EXPOSE:
     case ARBITER_RESYNC:
@@ -1208,8 +1201,9 @@ ea_decide(struct earb *a, const struct ea_view *v)
         ea_deny(a, v, "out of memory");
         return;
     }
-    rc = etcd_call(a->etcd, "kv/txn", txn_body(a, cmp, a->k_epoch, value, 0), ea_req_on_txn, a,
-                   &a->req_call);
+    a->req_step = EQ_TXN;
+    rc = etcd_call(a->etcd, "kv/txn", txn_body(a, cmp, a->k_epoch, value, 0), ea_req_on_answer,
+                   a, &a->req_call);
     free(value);
     if (rc < 0)
         ea_deny(a, v, "cannot ask etcd: %s", strerror(-rc));

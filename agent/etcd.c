@@ -336,7 +336,7 @@ sock_arm(struct etcd_sock *sk)
             continue;
         sqe = wio_sqe(c->loop, op);
         if (sqe == NULL) {
-            /* The transfer's own timeout ends it. */
+            /* libcurl's next timeout tries again (tmr_fire), or the transfer's own ends it. */
             log_error(c->comp, "no io_uring SQE to poll an etcd connection");
             continue;
         }
@@ -849,6 +849,8 @@ tmr_fire(struct wio_timer *t)
 
     if (tm->c == NULL)
         return;
+    for (struct etcd_sock *sk = tm->c->socks; sk != NULL; sk = sk->next)
+        sock_arm(sk); /* a poll that found no SQE */
     curl_multi_socket_action(tm->c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     pump(tm->c);
 }

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "clock.h"
 #include "etcd.h"
@@ -334,7 +333,7 @@ pair_name(const struct fleet_pair *p, const char *root)
 static void
 print_table(const struct fleet_pair *pairs, int n, const char *root)
 {
-    printf("%-24s %5s  %-12s %-37s %-36s %-9s %-16s %s\n", "PAIR", "EPOCH", "HOLDER", "EXPOSED",
+    printf("%-24s %5s  %-12s %-40s %-36s %-9s %-16s %s\n", "PAIR", "EPOCH", "HOLDER", "EXPOSED",
            "NODES", "SYNC", "FLUSH LAG", "APPLY LAG");
     for (int i = 0; i < n; i++) {
         const struct fleet_pair *p = &pairs[i];
@@ -342,13 +341,9 @@ print_table(const struct fleet_pair *pairs, int n, const char *root)
         char exposed[96], nodes[320] = "", when[32], flush[48], apply[48], risk[32];
 
         if (state_exposed(&p->rec)) {
-            time_t t = (time_t)(p->rec.exposed_unix_us / 1000000u);
-            struct tm tm;
-
-            gmtime_r(&t, &tm);
-            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm);
             snprintf(exposed, sizeof(exposed), "since " LSN_FMT " %s",
-                     LSN_ARGS(p->rec.exposed_lsn), when);
+                     LSN_ARGS(p->rec.exposed_lsn),
+                     wm_format_utc(when, sizeof(when), p->rec.exposed_unix_us));
         } else {
             snprintf(exposed, sizeof(exposed), "%s", p->have_epoch ? "no" : "-");
         }
@@ -363,7 +358,7 @@ print_table(const struct fleet_pair *pairs, int n, const char *root)
             lag_text(flush, sizeof(flush), s->flush_lag_bytes, s->flush_lag_s);
             lag_text(apply, sizeof(apply), s->apply_lag_bytes, s->apply_lag_s);
         }
-        printf("%-24s %5" PRIu64 "  %-12s %-37s %-36s %-9s %-16s %s\n", pair_name(p, root),
+        printf("%-24s %5" PRIu64 "  %-12s %-40s %-36s %-9s %-16s %s\n", pair_name(p, root),
                p->rec.epoch, p->rec.primary[0] != '\0' ? p->rec.primary : "-", exposed,
                nodes[0] != '\0' ? nodes : "-",
                s != NULL && s->sync_state[0] != '\0' ? s->sync_state : "-",
