@@ -641,10 +641,10 @@ main(void)
     TCase *tc = tcase_create("etcd");
     int failed;
 
-    dir = tu_tmpdir("etcd-test");
     (void)tu_certs();
     et_start(&cluster, 3, true);
     loop = at_init();
+    dir = tu_tmpdir("etcd-test");
 
     tcase_add_test(tc, a_fresh_prefix_primary_alive);
     tcase_add_test(tc, b_lease_expiry_grants);

@@ -330,10 +330,10 @@ main(void)
     TCase *tc = tcase_create("etcd_fleet");
     int failed;
 
-    dir = tu_tmpdir("etcd-fleet");
     etcdrec_default_prefix(prefix1, sizeof(prefix1), "p1-a", "p1-b");
     et_start(&cluster, 3, false);
     loop = at_init();
+    dir = tu_tmpdir("etcd-fleet");
 
     tcase_add_test(tc, a_two_pairs_register);
     tcase_add_test(tc, b_failover_in_one_pair);
