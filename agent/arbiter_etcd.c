@@ -5,7 +5,9 @@
  * What lives in etcd, under the pair's prefix P (etcd_prefix): P "epoch", the epoch record
  * (holder and mark); P "members/" NODE, each site's liveness key, bound to its lease; P
  * "paused", automatic fail-over paused (etcdrec.h has the JSON).  The client (etcd.h) speaks
- * etcd 3.4's JSON gateway under /v3/ with libcurl on this loop; endpoints fail over there.
+ * etcd 3.4's JSON gateway under /v3/ with libcurl's multi interface driven from the agent's
+ * own loop - no thread, no blocking call, every answer handled where the state lives, and a
+ * cancelled call final at once; endpoints fail over there.
  *
  * The session: from the first arbiter_report() on, a lease of etcd_lease_ttl is granted
  * (IDLE -> GRANTING -> REGISTERING -> LIVE) and the liveness key put with it; the lease is
@@ -55,7 +57,7 @@
  * News (on_epoch_news): the record, when newer than our epoch or ours with another holder and
  * mark than we reported, once per record; never the epoch a request in flight asks for.
  *
- * State: UP while etcd answers (the last call of the session succeeded) and the lease is live;
+ * State: UP while etcd answers (the last call succeeded) and the lease is live;
  * DOWN when a call found no endpoint answering (describe() names each endpoint and why);
  * FENCED when etcd's record is newer than our epoch and we do not report ourselves a sink.
  * Requests need UP: -ENOTCONN otherwise.  Losing etcd changes nothing else: a primary keeps
