@@ -422,6 +422,7 @@ ea_observe(struct earb *a, const struct ea_key *k, const struct etcdrec_member *
     struct ea_obs *o = &a->obs;
     uint64_t now = clock_mono_ms();
     bool source = k->present && m->role == MSG_ROLE_SOURCE;
+    bool was_source = o->seen && o->present && o->quiet_ms == 0;
 
     if (o->seen && k->rev <= o->rev)
         return;
@@ -442,7 +443,7 @@ ea_observe(struct earb *a, const struct ea_key *k, const struct etcdrec_member *
         if (o->quiet_ms == 0 || !continuous)
             o->quiet_ms = now;
     }
-    if (o->seen && source != (o->present && o->quiet_ms == 0))
+    if (o->seen && source != was_source)
         log_info(a->comp, "%s's liveness key: %s", a->cfg->peer.name,
                  source ? "the source" : k->present ? msg_role_name(m->role) : "gone");
     o->seen = true;
