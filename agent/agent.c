@@ -1,47 +1,45 @@
 /*
- * agent.c - the agent daemon: role, peer link, source and sink wiring; contract in agent.h.
+ * agent.c - the agent daemon's core: its role, the events that change it, and the loop;
+ * contract in agent.h.
  *
- * Everything runs on one io_uring loop (wio.h).  Callbacks only record what happened; the
- * decisions that change state - starting a session, flushing the spool, sending an ACK,
- * freeing a dead connection - are taken in agent_tick(), once per turn of the loop, after all
- * the completions of that turn were dispatched.  That is where the durability loop lives:
- * drain what the link delivered, write it, one fdatasync, one ACK for the highest contiguous
- * durable position, never going backwards.
+ * Roles (enum agent_role) and what moves between them (agent_dispatch logs every move):
  *
- * Positions: the sink's ACK carries write = bytes written to the spool, flush = bytes made
- * durable by fdatasync, apply = the local standby's replay position (never above flush).  Each
- * only moves forward, and flush <= write; nothing is acknowledged before it is true.
+ *   STARTING --PostgreSQL is a standby, or pgdata has standby.signal----------> SINK
+ *   STARTING --PostgreSQL is a primary (or, down, the arbiter / peer confirms
+ *              this node holds the current epoch: it is started)--------------> SOURCE
+ *   STARTING --another node holds a newer epoch (state file, arbiter, peer)---> FENCED
+ *   SOURCE   --a newer epoch held elsewhere-------------------------------------> FENCED
+ *   SOURCE   --switchover: the peer promoted, our standby started (op)---------> SINK
+ *   SINK     --switchover or fail-over: promoted (op)---------------------------> SOURCE
+ *   FENCED   --rejoin: rewound and started as a standby (op)-------------------> SINK
  *
- * Roles change at run time.  Operations (struct op) are small state machines driven from the
- * tick, one at a time, each step a child program (pgctl.h) or a message on the link:
- *   switchover  source: preflight, SWITCHOVER_BEGIN, `pg_ctl stop -m fast` while the source
- *               carries the final WAL (the walsender waits for our flush), SWITCHOVER_PROMOTE
- *               with the end of WAL; then, on SWITCHOVER_DONE, it becomes the sink: a fresh
- *               spool, the standby configuration, `pg_ctl start`.
- *               sink: on PROMOTE, waits until its standby replayed that LSN, `pg_ctl promote`,
- *               raises the epoch, answers DONE and becomes the source; its first synchronous
- *               ACK ends the write-unavailability, reported with SWITCHOVER_SYNCED.
- *   failover    sink: the source lost for failover_timeout and the arbiter (arbiter.h) grants
- *               the next epoch (or --force): the standby receives all the spool holds,
- *               `pg_ctl promote`, become the source.
- *   fencing     an agent that learns of a newer epoch while it is the source stops its
- *               PostgreSQL (`pg_ctl stop -m fast`: sessions end, nothing more commits) and
- *               acts as nothing until it rejoins; a sink just adopts the newer epoch.
- *   rejoin      a fenced agent: CHECKPOINT on the new primary, pg_rewind from it (or, when
- *               rewind fails, a fresh pg_basebackup), its own configuration files back, the
- *               standby configuration, a fresh spool, `pg_ctl start`: it is the sink.
+ * The parts own their state: the peer links (link.h), the source's session with the primary
+ * (sender.h), the sink's spool and WAL server (sink.h), the operations (op.h), the arbiter
+ * (arbiter.h), SQL on the local PostgreSQL (pgconn.h, syncrep.h), maintenance windows
+ * (windows.h).  This file wires them: their callbacks record what happened (pending events)
+ * and the decisions are taken in agent_turn(), once per turn of the io_uring loop, after all
+ * that turn's completions - the durability step of the sink included: drain what the link
+ * delivered, write it, one fdatasync, one ACK.  Messages on the link and the arbiter's
+ * verdicts go straight to the operation in progress.
+ *
+ * Time: every timed thing is a deadline in wake[] (enum agent_wake); the loop waits until the
+ * earliest one, or a completion, and nothing is polled at a fixed interval.
+ *
+ * Availability (docs/operations.md): in maximum_availability the source watches its standby's
+ * confirmations.  When there has been no stream, or commits have waited for a confirmation,
+ * for standby_loss_timeout, it asks the arbiter to run exposed (an operation: op.h).  While
+ * exposed it measures the WAL at risk; once the standby has caught up the operation puts the
+ * synchronous requirement back, proves it in force, and has the arbiter record the standby
+ * synchronous again.
  */
 #include "agent.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdarg.h>
-#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -49,168 +47,115 @@
 
 #include "arbiter.h"
 #include "clock.h"
-#include "conn.h"
-#include "frame.h"
+#include "fdwatch.h"
 #include "httpapi.h"
+#include "lag.h"
+#include "link.h"
 #include "log.h"
 #include "maint.h"
+#include "op.h"
+#include "pgconn.h"
 #include "pgctl.h"
-#include "setup.h"
-#include "source.h"
-#include "spool.h"
+#include "sender.h"
+#include "sink.h"
 #include "state.h"
 #include "status.h"
-#include "tls.h"
+#include "syncrep.h"
 #include "util.h"
-#include "walsrv.h"
-#include "wio.h"
+#include "windows.h"
 
-#define AGENT_RETRY_MS 1000
-#define AGENT_BACKLOG_PAUSE (32u * 1024 * 1024)
+#define AGENT_RETRY_MS 1000        /* a lost primary session or link is tried again */
+#define AGENT_STATUS_EVERY_MS 100  /* the snapshot for the HTTP API */
+#define AGENT_JOB_POLL_MS 20       /* a job without a pidfd is polled this often */
+#define AGENT_SQL_TIMEOUT_MS 5000  /* SQL on the local PostgreSQL */
+#define AGENT_WATCH_MS 1000        /* standby loss and catch-up are looked at this often */
+#define AGENT_CATCHUP_BYTES (16u << 20)
 
 enum agent_role {
-    AGENT_SOURCE,
-    AGENT_SINK,
-    AGENT_FENCED, /* a stale primary: its PostgreSQL stopped, waiting to rejoin */
+    ROLE_STARTING, /* learning its place: the local PostgreSQL, the arbiter, the peer */
+    ROLE_SOURCE,   /* beside the primary */
+    ROLE_SINK,     /* beside the standby */
+    ROLE_FENCED,   /* a stale primary: its PostgreSQL stopped, waiting to rejoin */
 };
 
-#define AGENT_OP_TIMEOUT_MS 120000           /* a step of an operation that takes longer fails */
-#define AGENT_SWITCHOVER_MAX_LAG (16u << 20) /* default preflight bound on the sink's lag */
+static const char *const role_names[] = {"starting", "source", "sink", "fenced"};
 
-enum op_kind {
-    OP_NONE,
-    OP_SWITCHOVER,
-    OP_FAILOVER,
-    OP_FENCING,
-    OP_REJOIN,
+/* What callbacks record for the turn. */
+enum agent_event {
+    EV_PRIMARY_ENDED, /* the source's session with the primary ended */
+    EV_LINK_DOWN,     /* the active link, or a connect we made, ended */
+    EV_NEWS,          /* a newer epoch record (peer, arbiter) */
+    EV_SPOOL_FAILED,  /* stop: nothing more is safe */
+    EV_COUNT,
 };
 
-enum op_step {
-    STEP_IDLE,
-    /* switchover, at the source */
-    STEP_SO_STOPPING,  /* pg_ctl stop runs; the source carries the final WAL */
-    STEP_SO_WAIT_DONE, /* PROMOTE sent; the sink replays and promotes */
-    /* switchover and fail-over, at the sink */
-    STEP_K_WAIT_PROMOTE, /* BEGIN received; the source stops its primary */
-    STEP_K_WAIT_VOTE,    /* fail-over: the arbiter decides */
-    STEP_K_WAIT_REPLAY,  /* the standby catches up with target_lsn */
-    STEP_K_PROMOTING,    /* pg_ctl promote runs */
-    STEP_K_WAIT_SYNC,    /* the new source waits for its first synchronous ACK */
-    /* fencing and becoming a standby */
-    STEP_F_STOPPING,   /* pg_ctl stop runs */
-    STEP_R_CHECKPOINT, /* psql CHECKPOINT on the new primary */
-    STEP_R_REWIND,     /* pg_rewind */
-    STEP_R_BASEBACKUP, /* pg_basebackup, when rewind failed */
-    STEP_R_STARTING,   /* pg_ctl start of the new standby */
-    STEP_R_WAIT_SYNC,  /* the new sink waits for the source's SWITCHOVER_SYNCED */
-};
+static const char *const event_names[] = {"primary-ended", "link-down", "news", "spool-failed"};
 
-static const char *const op_names[] = {"none", "switchover", "failover", "fencing", "rejoin"};
-
-/* The one operation in progress. */
-struct op {
-    enum op_kind kind;
-    enum op_step step;
-    uint64_t id;           /* the operator's request id, 0 if the agent started it */
-    uint64_t step_at_ms;   /* when the step began */
-    uint64_t target_lsn;   /* switchover: end of the old primary's WAL */
-    uint64_t stop_unix_us; /* switchover: when the old primary stopped taking commits */
-    uint64_t sync_lsn;     /* new source: an ACK flushing this is synchronous again */
-    bool forced;
-    bool synced; /* new sink: SWITCHOVER_SYNCED arrived (it may come before pg_ctl start ends) */
-    uint64_t polled_ms; /* when the local standby's positions were last asked */
-    char step_text[160];
-    struct pgctl_job job;
-};
-
-#define AGENT_MAX_LINKS 4
-#define AGENT_STATUS_EVERY_MS 100
-#define AGENT_MAINT_EVERY_MS 1000 /* maintenance windows are evaluated this often */
-/* A switchover window's switchover starts only this soon after the window opened (an agent
- * started later in the window, or one that became the primary by it, does not start one). */
-#define AGENT_MAINT_SWITCHOVER_GRACE_S 60
-#define LAG_SAMPLES 256
-
-/*
- * Lag in seconds per stage, measured as PostgreSQL's LagTracker does: when WAL up to an LSN is
- * sent, remember (LSN, time); when the sink confirms a stage past that LSN, the stage's lag is
- * the time since.  Samples are taken at most once per millisecond; the oldest are dropped
- * when the ring is full, which only makes the figure coarser.
- */
-struct lag_tracker {
-    struct {
-        uint64_t lsn;
-        uint64_t at_us;
-    } s[LAG_SAMPLES];
-    unsigned head, n;
-    unsigned next[3]; /* per stage: index (offset from the oldest) of the next sample to match */
-    double lag_s[3];  /* per stage: last measured, or -1 */
-};
-
-enum lag_stage {
-    LAG_WRITE,
-    LAG_FLUSH,
-    LAG_APPLY,
-};
-
-/* One connection with the peer; the callbacks' context, so they know which one fired. */
-struct link {
-    struct agent *a;
-    struct conn *c;
-    bool inbound; /* accepted here (a source only accepts to refuse) */
-    bool established;
-    bool dead;
+enum agent_wake {
+    WAKE_SESSION,      /* source: start a session with the primary */
+    WAKE_LINK,         /* source: connect to the sink */
+    WAKE_STATUS,       /* publish the snapshot */
+    WAKE_FAILOVER,     /* sink: the source lost for failover_timeout */
+    WAKE_WATCH,        /* source: standby loss, catch-up, WAL at risk */
+    WAKE_OP,           /* the operation's own deadline */
+    WAKE_JOB,          /* a job without a pidfd */
+    WAKE_SCHEDULED,    /* switchover --at */
+    WAKE_START,        /* starting: look again */
+    WAKE_COUNT,
 };
 
 struct agent {
+    /* what every part needs */
     const struct wm_config *cfg;
     struct wio_loop *loop;
-    enum agent_role role;
-    struct tls_config *tls_server; /* accepting links */
-    struct tls_config *tls_client; /* making them */
-    struct wm_state state;         /* epoch: the fencing token, durable in state_dir */
-    struct arbiter *arbiter;       /* NULL without a witness */
-    struct op op;
-    uint64_t link_lost_ms; /* sink: since when no source has been connected */
     char comp[80];
+    enum agent_role role;
+    struct wm_state state; /* the epoch (fencing token), its holder and mark: durable */
+    uint64_t wake[WAKE_COUNT]; /* monotonic ms deadlines, 0 = none */
+    unsigned pending;          /* 1 << enum agent_event */
     int exit_status;
     bool failed;
 
-    /* the local PostgreSQL */
-    uint64_t local_sysid;
-    uint32_t local_segsize;
+    /* the parts */
+    struct link_set *links;
+    struct sender *sender; /* SOURCE: the session with the primary, or NULL */
+    struct sink *sink;     /* SINK */
+    struct arbiter *arbiter;
+    struct op op;
+    struct pgctl_job job;  /* the operation's child program */
+    struct fdwatch *job_watch;
+    struct pgconn *pg;     /* SQL on the local PostgreSQL */
+    struct syncrep *syncrep;
+    struct windows windows;
 
-    /* the peer link */
-    int listen_fd;
-    struct wio_acceptor acc;
-    struct wio_connector con;
-    bool connecting;
-    struct link *links[AGENT_MAX_LINKS]; /* live or dead, freed in agent_tick when dead */
-    struct link *active;                 /* the established link that carries the stream */
-    struct msg_hello peer;               /* the active link's peer */
+    /* learnt in callbacks, acted on in the turn */
+    int ended_err;
+    char ended_why[256];
+    char down_why[256];
+    struct wm_state news;
 
     /* SOURCE */
-    struct source *src;
-    bool src_identified;
-    bool src_dead;
-    bool streaming;
-    struct source_identity src_id;
-    uint8_t *batch;
-    size_t batch_len;
-    uint64_t batch_lsn;
-    uint64_t ack_write, ack_flush, ack_apply;
-    uint64_t retry_at_ms;
-    uint64_t link_retry_at_ms; /* next attempt to reach the sink */
-
-    struct lag_tracker lag;
-    uint64_t primary_lsn; /* end of the WAL the primary gave us */
-    uint64_t sent_lsn;    /* end of the WAL sent to the sink */
+    uint64_t stream_lost_ms;   /* since when no stream to the sink (0: streaming) */
+    int commit_stage;          /* the confirmation commits wait for (enum lag_stage), -1: none */
+    uint64_t catchup_lsn;      /* the primary's flush position when the stream began */
+    uint64_t head_lsn;         /* the primary's flush position, as last known */
+    bool watch_query;          /* a standby-loss or head query is in flight */
+    bool expose_unreachable;   /* logged once: the arbiter cannot be reached */
+    uint64_t expose_again_ms;  /* an exposure that failed is asked again from then on */
+    /* SINK */
+    uint64_t link_lost_ms;     /* since when no source is connected */
+    /* STARTING */
+    bool start_query;          /* pg_is_in_recovery() in flight */
+    bool start_logged;         /* why it waits, said once */
+    bool peer_confirmed;       /* the peer is a sink at an epoch no newer than ours */
+    bool pg_starting;          /* pg_ctl start of the primary this node holds */
 
     /* status and the HTTP API */
     struct status_board board;
     struct httpapi *http;
+    struct maint_store *maint;
+    struct status_metrics metrics;
     uint64_t started_us;
-    uint64_t status_at_ms;
     bool failover_paused;
     char last_error[256];
     uint64_t last_op_id;
@@ -219,60 +164,32 @@ struct agent {
     char last_op_result[256];
     int64_t last_unavailability_us;
     uint64_t switchovers, failovers;
+    uint64_t incidents_seen;
     struct status_op_request scheduled; /* switchover --at, waiting for its time (id 0: none) */
-    /* maintenance windows (maint.h): the store, the loop's copy, what maint_tick made of it */
-    struct maint_store *maint;
-    struct maint_window maint_w[MAINT_MAX];
-    unsigned maint_n;
-    bool maint_active;            /* a window is open: automatic fail-over is paused */
-    char maint_text[128];         /* the snapshot's maintenance */
-    uint64_t maint_at_ms;         /* last evaluation */
-    bool maint_was_source;        /* the source at the last evaluation */
-    struct {
-        uint64_t id;
-        int64_t start;
-    } maint_seen[MAINT_MAX];      /* switchover windows: the last start seen open, per id */
-    int64_t cert_not_after;             /* our certificate's expiry, -1 if unreadable */
-    struct status_metrics metrics; /* histograms, lag history, incidents: see status_tick */
-    uint64_t incidents_seen;       /* switchovers + failovers already in metrics.incidents */
-    uint64_t flush_started_us;     /* SINK: when the pending spool_flush was asked; 0: none */
-    struct lag_tracker sink_lag;   /* SINK: when each appended position arrived */
-    uint64_t sink_lag_lsn;         /* SINK: the last position noted in sink_lag */
-
-    /* SINK */
-    struct spool *spool;
-    struct walsrv *walsrv;
-    uint64_t appended;        /* end of what was handed to the spool */
-    uint64_t written;         /* spool write position */
-    uint64_t flushed;         /* spool flush position */
-    uint64_t applied;         /* the standby's replay position, <= flushed */
-    uint64_t flush_requested; /* appended position covered by the last spool_flush */
-    bool ack_dirty;
-    struct msg_ack last_ack;
-    /* The spool has no space (spool_stalled): WAL from the link is dropped, unacknowledged,
-     * and the link is restarted once there is space, so the source sends it again. */
-    bool wal_dropped;         /* on the active link since the stall began */
-    uint64_t stall_dropped;   /* bytes dropped so, for the log */
-    uint64_t stall_since_us;  /* unix time the stall was noticed; 0: none */
-    uint64_t want_start;    /* an empty spool asks the source for WAL from here ... */
-    uint32_t want_tli;      /* ... on this timeline (0: the source's choice) */
-    bool src_clean_end;     /* SOURCE: the primary shut down cleanly (on_closed err 0) */
-    bool sync_checked;      /* SOURCE: synchronous_standby_names restored if it was relaxed */
-
-    /* a newer epoch learned in a callback, acted on in the tick */
-    uint64_t fence_epoch;
-    char fence_holder[MSG_NAME_MAX + 1];
+    uint64_t at_risk_bytes, at_risk_peak;
+    double exposed_s_done; /* exposures that ended, seconds */
+    double last_exposure_s; /* the last one that ended */
 };
 
-static int sync_names(struct agent *a, bool relax);
+static void agent_dispatch(struct agent *a, enum agent_event ev);
+static int become_source(struct agent *a);
+static void start_session(struct agent *a);
+static void start_pg_done(struct agent *a, int code);
 
-static uint64_t
-max_u64(uint64_t a, uint64_t b)
+/* ---- small things ---- */
+
+static void
+wake_at(struct agent *a, enum agent_wake w, uint64_t at_ms)
 {
-    return a > b ? a : b;
+    a->wake[w] = at_ms;
 }
 
-/* The last error worth an operator's eye, shown in the status; cut to fit. */
+static void
+post(struct agent *a, enum agent_event ev)
+{
+    a->pending |= 1u << ev;
+}
+
 static void __attribute__((format(printf, 2, 3)))
 set_last_error(struct agent *a, const char *fmt, ...)
 {
@@ -283,337 +200,724 @@ set_last_error(struct agent *a, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- lag ---- */
-
 static void
-lag_reset(struct lag_tracker *t)
+set_role(struct agent *a, enum agent_role role, const char *why)
 {
-    memset(t, 0, sizeof(*t));
-    for (int i = 0; i < 3; i++)
-        t->lag_s[i] = -1;
+    if (a->role != role)
+        log_info(a->comp, "%s -> %s (epoch %" PRIu64 "): %s", role_names[a->role],
+                 role_names[role], a->state.epoch, why);
+    a->role = role;
 }
 
-static void
-lag_sent(struct lag_tracker *t, uint64_t lsn, uint64_t now_us)
+static const char *
+mark_text(const struct wm_state *e, char *buf, size_t cap)
 {
-    unsigned last = (t->head + t->n - 1) % LAG_SAMPLES;
+    time_t t = (time_t)(e->exposed_unix_us / 1000000);
+    struct tm tm;
+    char when[40];
 
-    if (t->n > 0 && now_us - t->s[last].at_us < 1000) {
-        t->s[last].lsn = lsn; /* same millisecond: extend the sample */
-        return;
+    if (!state_exposed(e)) {
+        snprintf(buf, cap, "synchronous");
+        return buf;
     }
-    if (t->n == LAG_SAMPLES) {
-        t->head = (t->head + 1) % LAG_SAMPLES;
-        t->n--;
-        for (int i = 0; i < 3; i++)
-            if (t->next[i] > 0)
-                t->next[i]--;
-    }
-    t->s[(t->head + t->n) % LAG_SAMPLES].lsn = lsn;
-    t->s[(t->head + t->n) % LAG_SAMPLES].at_us = now_us;
-    t->n++;
-}
-
-/* Returns how many samples this confirmation matched (0: nothing new was confirmed). */
-static unsigned
-lag_confirmed(struct lag_tracker *t, enum lag_stage stage, uint64_t lsn, uint64_t now_us)
-{
-    unsigned min_next, matched = 0;
-
-    while (t->next[stage] < t->n && t->s[(t->head + t->next[stage]) % LAG_SAMPLES].lsn <= lsn) {
-        t->lag_s[stage] =
-            (double)(now_us - t->s[(t->head + t->next[stage]) % LAG_SAMPLES].at_us) / 1e6;
-        t->next[stage]++;
-        matched++;
-    }
-    /* Drop the samples every stage has passed. */
-    min_next = t->next[0];
-    for (int i = 1; i < 3; i++)
-        if (t->next[i] < min_next)
-            min_next = t->next[i];
-    t->head = (t->head + min_next) % LAG_SAMPLES;
-    t->n -= min_next;
-    for (int i = 0; i < 3; i++)
-        t->next[i] -= min_next;
-    return matched;
-}
-
-/* ---- the local PostgreSQL ---- */
-
-/* Reads the cluster's system identifier and WAL segment size (running or not). */
-static int
-read_control_data(struct agent *a)
-{
-    struct pgctl_control ctl;
-    char err[512];
-    int rc;
-
-    rc = pgctl_controldata(a->cfg->pgdata, &ctl, err, sizeof(err));
-    if (rc < 0) {
-        log_error(a->comp, "%s", err);
-        return rc;
-    }
-    a->local_sysid = ctl.system_id;
-    a->local_segsize = ctl.seg_size;
-    return 0;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+    snprintf(buf, cap, "running exposed since " LSN_FMT " (%s)", LSN_ARGS(e->exposed_lsn), when);
+    return buf;
 }
 
 /* ---- epochs ---- */
 
 /*
- * Records a newer epoch (and who holds it) durably before anything acts on it.  A failure to
- * save is fatal: an agent that cannot remember that it was fenced must not go on.
+ * Records rec (a newer epoch, or our epoch's record with another holder or mark) durably
+ * before anything acts on it.  A failure to save is fatal: an agent that cannot remember that
+ * it was fenced must not go on.  tell_links: the live links' frames carry the new epoch at
+ * once; otherwise (an exposure, a resync: the link stays up) the peer is told by a FENCE and
+ * the link's epoch follows when the peer's frames carry it.
  */
 static int
-raise_epoch(struct agent *a, uint64_t epoch, const char *holder)
+raise_epoch(struct agent *a, const struct wm_state *rec, bool tell_links)
 {
-    struct wm_state st = a->state;
-    char err[512];
+    struct wm_state st = *rec;
+    char err[512], m[120];
     int rc;
 
-    if (epoch < a->state.epoch || (epoch == a->state.epoch && strcmp(holder, st.primary) == 0))
+    if (st.epoch < a->state.epoch ||
+        (st.epoch == a->state.epoch && strcmp(st.primary, a->state.primary) == 0 &&
+         st.exposed_lsn == a->state.exposed_lsn &&
+         st.exposed_unix_us == a->state.exposed_unix_us))
         return 0;
-    st.epoch = epoch;
-    snprintf(st.primary, sizeof(st.primary), "%s", holder);
-    st.changed_unix_us = clock_unix_us();
+    if (st.changed_unix_us == 0)
+        st.changed_unix_us = clock_unix_us();
     rc = state_save(a->cfg->state_dir, &st, err, sizeof(err));
     if (rc < 0) {
-        log_error(a->comp, "cannot record epoch %" PRIu64 ", stopping: %s", epoch, err);
+        log_error(a->comp, "cannot record epoch %" PRIu64 ", stopping: %s", st.epoch, err);
         a->failed = true;
         a->exit_status = 1;
         return rc;
     }
-    log_info(a->comp, "epoch %" PRIu64 " -> %" PRIu64 " (held by %s)", a->state.epoch, epoch,
-             holder[0] != '\0' ? holder : "?");
+    log_info(a->comp, "epoch %" PRIu64 " -> %" PRIu64 ", held by %s, %s", a->state.epoch, st.epoch,
+             st.primary[0] != '\0' ? st.primary : "?", mark_text(&st, m, sizeof(m)));
+    if (state_exposed(&a->state) && !state_exposed(&st) &&
+        strcmp(a->state.primary, a->cfg->node_name) == 0) {
+        a->last_exposure_s = (double)(clock_unix_us() - a->state.exposed_unix_us) / 1e6;
+        a->exposed_s_done += a->last_exposure_s;
+    }
+    if (state_exposed(&st) && strcmp(st.primary, a->cfg->node_name) == 0 &&
+        st.exposed_unix_us != a->state.exposed_unix_us)
+        a->at_risk_peak = 0; /* a new exposure */
     a->state = st;
-    for (int i = 0; i < AGENT_MAX_LINKS; i++)
-        if (a->links[i] != NULL && !a->links[i]->dead)
-            conn_set_epoch(a->links[i]->c, epoch);
+    if (tell_links) {
+        link_set_epoch(a->links, st.epoch);
+    } else if (link_active(a->links) != NULL && strcmp(st.primary, a->cfg->node_name) == 0) {
+        /* Our own new record (an exposure, a resync): the peer learns it from us. */
+        struct msg_control news = {.kind = MSG_CTL_FENCE,
+                                   .value = st.epoch,
+                                   .mark_lsn = st.exposed_lsn,
+                                   .mark_unix_us = st.exposed_unix_us};
+
+        snprintf(news.text, sizeof(news.text), "%s", st.primary);
+        if (conn_send_control(link_active(a->links), &news) < 0)
+            log_warning(a->comp, "cannot tell %s of epoch %" PRIu64, a->cfg->peer.name, st.epoch);
+    }
     return 0;
 }
 
-/* ---- operations ---- */
-
-static void __attribute__((format(printf, 3, 4)))
-op_step(struct agent *a, enum op_step step, const char *fmt, ...)
+/*
+ * A record learnt from the peer or the arbiter, for the turn (never acted on in a callback):
+ * a newer epoch, or more of one we know (its holder and mark after its bare number), or our
+ * epoch's record as the arbiter or the holder tells it.
+ */
+static void
+learn(struct agent *a, const struct wm_state *rec)
 {
-    va_list ap;
+    const struct wm_state *best = a->news.epoch > a->state.epoch ? &a->news : &a->state;
 
-    a->op.step = step;
-    a->op.step_at_ms = clock_mono_ms();
-    va_start(ap, fmt);
-    vsnprintf(a->op.step_text, sizeof(a->op.step_text), fmt, ap);
-    va_end(ap);
-    log_info(a->comp, "%s: %s", op_names[a->op.kind], a->op.step_text);
+    if (rec->epoch < best->epoch)
+        return;
+    if (rec->epoch == best->epoch &&
+        (rec->primary[0] == '\0' ||
+         (strcmp(rec->primary, best->primary) == 0 && rec->exposed_lsn == best->exposed_lsn &&
+          rec->exposed_unix_us == best->exposed_unix_us)))
+        return; /* nothing new */
+    a->news = *rec;
+    post(a, EV_NEWS);
+}
+
+/* ---- the local PostgreSQL's jobs ---- */
+
+static void job_watch_io(void *ctx, bool write, int res);
+static void job_watch_timer(void *ctx);
+static const struct fdwatch_ops job_watch_ops = {.on_io = job_watch_io, .on_timer = job_watch_timer};
+
+static void
+job_reaped(struct agent *a)
+{
+    struct op_event ev = {.kind = OPE_JOB_DONE, .code = a->job.exit_code};
+    int rc = pgctl_poll(&a->job);
+
+    if (rc == 0)
+        return;
+    fdwatch_release(a->job_watch);
+    a->job_watch = NULL;
+    a->wake[WAKE_JOB] = 0;
+    ev.code = rc < 0 ? 255 : a->job.exit_code;
+    log_debug(a->comp, "%s exited with %d", a->job.what, ev.code);
+    if (a->pg_starting) {
+        start_pg_done(a, ev.code);
+        return;
+    }
+    op_handle(&a->op, &ev);
 }
 
 static void
-op_begin(struct agent *a, enum op_kind kind, uint64_t id)
+job_watch_io(void *ctx, bool write, int res)
 {
-    memset(&a->op, 0, sizeof(a->op));
-    a->op.kind = kind;
-    a->op.id = id;
+    (void)write;
+    (void)res;
+    job_reaped(ctx);
 }
 
-/* Ends the operation: ok or not, with a result for the status and the log. */
-static void __attribute__((format(printf, 3, 4)))
-op_end(struct agent *a, bool ok, const char *fmt, ...)
+static void
+job_watch_timer(void *ctx)
 {
-    va_list ap;
-
-    if (a->op.kind == OP_NONE)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(a->last_op_result, sizeof(a->last_op_result), fmt, ap);
-    va_end(ap);
-    if (ok)
-        log_info(a->comp, "%s done: %s", op_names[a->op.kind], a->last_op_result);
-    else
-        log_error(a->comp, "%s failed: %s", op_names[a->op.kind], a->last_op_result);
-    if (!ok)
-        set_last_error(a, "%s failed: %.200s", op_names[a->op.kind], a->last_op_result);
-    else
-        a->last_error[0] = '\0'; /* what broke on the way (the old link) is over */
-    a->last_op = a->op.kind;
-    a->last_op_id = a->op.id;
-    a->last_op_ok = ok;
-    pgctl_kill(&a->op.job);
-    memset(&a->op, 0, sizeof(a->op));
+    (void)ctx;
 }
 
-/* A request the agent cannot take: recorded as a failed operation with that id. */
-static void __attribute__((format(printf, 4, 5)))
-op_refuse(struct agent *a, enum op_kind kind, uint64_t id, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(a->last_op_result, sizeof(a->last_op_result), fmt, ap);
-    va_end(ap);
-    log_warning(a->comp, "%s refused: %s", op_names[kind], a->last_op_result);
-    a->last_op = kind;
-    a->last_op_id = id;
-    a->last_op_ok = false;
-}
-
-/* Runs a PostgreSQL program for the current step; its output goes to pg_ops.log. */
+/* A job was started: wait for its end on its pidfd (or poll it). */
 static int
-op_run(struct agent *a, const char *what, char *const argv[])
+job_started(struct agent *a, int rc)
 {
-    char log_path[4200];
-    int rc;
-
-    snprintf(log_path, sizeof(log_path), "%s/pg_ops.log", a->cfg->state_dir);
-    rc = pgctl_spawn(&a->op.job, what, log_path, argv);
     if (rc < 0)
-        log_error(a->comp, "cannot run %s: %s", what, strerror(-rc));
-    return rc;
+        return rc;
+    fdwatch_release(a->job_watch);
+    a->job_watch = NULL;
+    if (a->job.pidfd >= 0 && fdwatch_new(&a->job_watch, a->loop, &job_watch_ops, a) == 0 &&
+        fdwatch_wait(a->job_watch, a->job.pidfd, false) == 0)
+        return 0;
+    fdwatch_release(a->job_watch);
+    a->job_watch = NULL;
+    wake_at(a, WAKE_JOB, clock_mono_ms() + AGENT_JOB_POLL_MS);
+    return 0;
 }
 
-/* Path of a PostgreSQL program, in buf. */
-static char *
-pg_prog(char *buf, size_t cap, const char *name)
+static const char *
+ops_log(struct agent *a, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "%s/%s", setup_pg_bindir(), name);
+    snprintf(buf, cap, "%s/pg_ops.log", a->cfg->state_dir);
     return buf;
 }
 
-/* pg_ctl ACTION [-m fast] -w -D pgdata [-l log] */
-static int
-op_pg_ctl(struct agent *a, const char *action)
-{
-    char prog[4200], logf[4200], what[64];
-    char *argv[12];
-    int n = 0;
-
-    argv[n++] = pg_prog(prog, sizeof(prog), "pg_ctl");
-    argv[n++] = (char *)action;
-    if (strcmp(action, "stop") == 0) {
-        argv[n++] = "-m";
-        argv[n++] = "fast";
-    }
-    argv[n++] = "-w";
-    argv[n++] = "-t";
-    argv[n++] = "120";
-    argv[n++] = "-D";
-    argv[n++] = a->cfg->pgdata;
-    if (strcmp(action, "start") == 0) {
-        snprintf(logf, sizeof(logf), "%s/postgresql.log", a->cfg->state_dir);
-        argv[n++] = "-l";
-        argv[n++] = logf;
-    }
-    argv[n] = NULL;
-    snprintf(what, sizeof(what), "pg_ctl %s", action);
-    return op_run(a, what, argv);
-}
-
-/* Whether the local postmaster runs (postmaster.pid present and its process alive). */
-static bool
-pg_running(const struct agent *a)
-{
-    char path[4200];
-    FILE *f;
-    long pid = 0;
-
-    snprintf(path, sizeof(path), "%s/postmaster.pid", a->cfg->pgdata);
-    f = fopen(path, "r");
-    if (f == NULL)
-        return false;
-    if (fscanf(f, "%ld", &pid) != 1)
-        pid = 0;
-    fclose(f);
-    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
-}
-
-/*
- * Decides the role: a primary makes this agent the source, a standby the sink.  When the
- * local server cannot be reached, standby.signal in pgdata decides for a standby (the sink
- * can spool WAL while its standby is down); a primary must be up for the source to work.
- */
-static int
-decide_role(struct agent *a)
-{
-    char path[4200], msg[512];
-    PGconn *pg;
-    PGresult *res;
-    struct stat st;
-
-    pg = PQconnectdb(a->cfg->pg_conninfo);
-    if (PQstatus(pg) == CONNECTION_OK) {
-        res = PQexec(pg, "SELECT pg_is_in_recovery()");
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            a->role = strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? AGENT_SINK : AGENT_SOURCE;
-            PQclear(res);
-            PQfinish(pg);
-            return 0;
-        }
-        log_error(a->comp, "pg_is_in_recovery() failed: %s",
-                  log_one_line(msg, sizeof(msg), PQerrorMessage(pg)));
-        PQclear(res);
-        PQfinish(pg);
-        return -EIO;
-    }
-    snprintf(path, sizeof(path), "%s/standby.signal", a->cfg->pgdata);
-    if (stat(path, &st) == 0) {
-        log_warning(a->comp, "local PostgreSQL not reachable (%s); %s exists: acting as sink",
-                    log_one_line(msg, sizeof(msg), PQerrorMessage(pg)), path);
-        PQfinish(pg);
-        a->role = AGENT_SINK;
-        return 0;
-    }
-    log_error(a->comp, "cannot reach the local PostgreSQL to learn the role: %s",
-              log_one_line(msg, sizeof(msg), PQerrorMessage(pg)));
-    PQfinish(pg);
-    return -ECONNREFUSED;
-}
-
-/* ---- the peer link ---- */
+/* ---- the operation's world (op.h) ---- */
 
 static void
-link_dead(struct link *l)
+env_facts(void *ctx, struct op_facts *f)
 {
-    l->dead = true;
-    if (l->a->active == l)
-        l->a->active = NULL;
-}
+    struct agent *a = ctx;
+    struct sender_positions p = {0};
 
-/* The established link, if any, on which WAL and ACKs travel. */
-static struct conn *
-active_conn(const struct agent *a)
-{
-    return a->active != NULL ? a->active->c : NULL;
-}
-
-/* Remembers a newer epoch for the tick (fencing acts there, never inside a callback). */
-static void
-learn_epoch(struct agent *a, uint64_t epoch, const char *holder)
-{
-    if (epoch > a->state.epoch && epoch > a->fence_epoch) {
-        a->fence_epoch = epoch;
-        snprintf(a->fence_holder, sizeof(a->fence_holder), "%.63s", holder);
-    }
-}
-
-static void
-on_peer_epoch(void *ctx, uint64_t epoch)
-{
-    struct link *l = ctx;
-    const struct msg_hello *peer = conn_peer_hello(l->c);
-
-    /* The peer's HELLO may not be decoded yet; the peer is the configured one either way. */
-    learn_epoch(l->a, epoch,
-                peer != NULL && peer->node_name[0] != '\0' ? peer->node_name : l->a->cfg->peer.name);
+    if (a->sender != NULL)
+        sender_positions(a->sender, &p);
+    f->source = a->role == ROLE_SOURCE;
+    f->sink = a->role == ROLE_SINK;
+    f->fenced = a->role == ROLE_FENCED;
+    f->link_up = link_active(a->links) != NULL;
+    f->streaming = sender_streaming(a->sender);
+    f->pg_running = pgctl_running(a->cfg->pgdata);
+    f->arbiter_configured = a->arbiter != NULL;
+    f->arbiter = arbiter_kind(a->arbiter);
+    f->auto_rejoin = a->cfg->auto_rejoin;
+    f->can_rejoin = a->cfg->peer_pg_conninfo != NULL;
+    f->primary_lsn = p.primary > a->head_lsn ? p.primary : a->head_lsn;
+    f->ack_flush = p.flush;
+    f->ack_apply = p.apply;
+    f->sink_flushed = a->sink != NULL ? sink_flushed(a->sink) : 0;
+    f->lost_for_ms = a->role == ROLE_SINK && a->link_lost_ms != 0 ? clock_mono_ms() - a->link_lost_ms
+                     : a->role == ROLE_SOURCE && a->stream_lost_ms != 0
+                         ? clock_mono_ms() - a->stream_lost_ms
+                         : 0;
+    f->failover_timeout_ms = a->cfg->failover_timeout_ms;
+    f->epoch = &a->state;
+    f->node = a->cfg->node_name;
+    f->peer = a->cfg->peer.name;
+    f->state_dir = a->cfg->state_dir;
 }
 
 static int
-on_peer_hello(void *ctx, const struct msg_hello *peer, char *why, size_t whylen)
+env_pg(void *ctx, enum pgctl_action action)
 {
-    struct agent *a = ((struct link *)ctx)->a;
+    struct agent *a = ctx;
+    char server_log[4200], log[4200];
 
-    if (a->role == AGENT_FENCED || a->fence_epoch > a->state.epoch) {
+    snprintf(server_log, sizeof(server_log), "%s/postgresql.log", a->cfg->state_dir);
+    return job_started(a, pgctl_run_pg_ctl(&a->job, action, a->cfg->pgdata, server_log,
+                                           ops_log(a, log, sizeof(log))));
+}
+
+static int
+env_checkpoint_peer(void *ctx)
+{
+    struct agent *a = ctx;
+    char log[4200];
+
+    return job_started(a, pgctl_run_checkpoint(&a->job, a->cfg->peer_pg_conninfo,
+                                               ops_log(a, log, sizeof(log))));
+}
+
+static int
+env_rewind(void *ctx)
+{
+    struct agent *a = ctx;
+    char log[4200];
+
+    return job_started(a, pgctl_run_rewind(&a->job, a->cfg->pgdata, a->cfg->peer_pg_conninfo,
+                                           ops_log(a, log, sizeof(log))));
+}
+
+static int
+env_empty_pgdata(void *ctx)
+{
+    struct agent *a = ctx;
+    char log[4200];
+
+    return job_started(a, pgctl_run_empty(&a->job, a->cfg->pgdata, ops_log(a, log, sizeof(log))));
+}
+
+static int
+env_basebackup(void *ctx)
+{
+    struct agent *a = ctx;
+    char log[4200];
+
+    return job_started(a, pgctl_run_basebackup(&a->job, a->cfg->pgdata, a->cfg->peer_pg_conninfo,
+                                               ops_log(a, log, sizeof(log))));
+}
+
+static const char *
+controldata_out(struct agent *a, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/pg_controldata.out", a->cfg->state_dir);
+    return buf;
+}
+
+static int
+env_controldata(void *ctx)
+{
+    struct agent *a = ctx;
+    char out[4200];
+
+    return job_started(a, pgctl_run_controldata(&a->job, a->cfg->pgdata,
+                                                controldata_out(a, out, sizeof(out))));
+}
+
+static const char *
+saved_configs(struct agent *a, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/pgconf.saved", a->cfg->state_dir);
+    return buf;
+}
+
+static int
+env_save_configs(void *ctx, char *err, size_t errlen)
+{
+    struct agent *a = ctx;
+    char dir[4300];
+
+    return pgctl_save_configs(a->cfg->pgdata, saved_configs(a, dir, sizeof(dir)), err, errlen);
+}
+
+static int
+env_restore_configs(void *ctx, char *err, size_t errlen)
+{
+    struct agent *a = ctx;
+    char dir[4300];
+
+    return pgctl_restore_configs(a->cfg->pgdata, saved_configs(a, dir, sizeof(dir)), err, errlen);
+}
+
+static int
+env_standby_config(void *ctx, char *err, size_t errlen)
+{
+    return pgctl_write_standby_config(((struct agent *)ctx)->cfg, err, errlen);
+}
+
+static void
+on_standby_positions(void *ctx, const PGresult *res, const char *err, const char *notice)
+{
+    struct agent *a = ctx;
+    struct op_event ev = {.kind = OPE_REPLAY};
+    unsigned hi, lo;
+
+    (void)notice;
+    if (err == NULL && PQntuples(res) == 1) {
+        if (sscanf(PQgetvalue(res, 0, 0), "%X/%X", &hi, &lo) == 2)
+            ev.lsn = (uint64_t)hi << 32 | lo;
+        if (sscanf(PQgetvalue(res, 0, 1), "%X/%X", &hi, &lo) == 2)
+            ev.lsn2 = (uint64_t)hi << 32 | lo;
+    }
+    op_handle(&a->op, &ev);
+}
+
+static int
+env_query_standby(void *ctx)
+{
+    struct agent *a = ctx;
+
+    return pgconn_query(a->pg, "SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()", 0,
+                        NULL, AGENT_SQL_TIMEOUT_MS, on_standby_positions, a);
+}
+
+static int
+env_send(void *ctx, const struct msg_control *ctl)
+{
+    struct conn *c = link_active(((struct agent *)ctx)->links);
+
+    return c != NULL ? conn_send_control(c, ctl) : -ENOTCONN;
+}
+
+static int
+env_ask(void *ctx, const struct arbiter_request *req)
+{
+    struct agent *a = ctx;
+
+    if (!arbiter_reachable(a->arbiter))
+        return -ENOTCONN;
+    return arbiter_request(a->arbiter, req);
+}
+
+static int
+env_raise_epoch(void *ctx, const struct wm_state *rec, bool tell_links)
+{
+    return raise_epoch(ctx, rec, tell_links);
+}
+
+static int
+env_become_source(void *ctx)
+{
+    return become_source(ctx);
+}
+
+static void sink_failed(void *ctx, const char *why);
+static void sink_restart_stream(void *ctx, const char *why);
+static const struct sink_events sink_ev = {.failed = sink_failed,
+                                           .restart_stream = sink_restart_stream};
+
+static void
+stop_source(struct agent *a)
+{
+    sender_free(a->sender);
+    a->sender = NULL;
+    a->pending &= ~(1u << EV_PRIMARY_ENDED);
+    a->wake[WAKE_SESSION] = a->wake[WAKE_LINK] = a->wake[WAKE_WATCH] = 0;
+}
+
+/* A fresh spool and WAL server for the standby of pgdata, whose control data the job read. */
+static int
+env_become_sink(void *ctx)
+{
+    struct agent *a = ctx;
+    struct pgctl_control ctl;
+    char out[4200], err[512];
+    int rc;
+
+    rc = pgctl_controldata_read(controldata_out(a, out, sizeof(out)), a->cfg->pgdata, &ctl, err,
+                                sizeof(err));
+    if (rc < 0) {
+        log_error(a->comp, "%s", err);
+        return rc;
+    }
+    link_close_all(a->links, "roles change");
+    stop_source(a);
+    sink_close(a->sink);
+    a->sink = NULL;
+    rc = sink_open(&a->sink, a->loop, a->cfg, &ctl, true, &a->metrics, &sink_ev, a);
+    if (rc < 0) {
+        a->failed = true; /* without a spool the site can neither serve nor fail over */
+        a->exit_status = 1;
+        return rc;
+    }
+    link_refuse(a->links, false);
+    a->link_lost_ms = clock_mono_ms();
+    set_role(a, ROLE_SINK, "the local PostgreSQL is now a standby");
+    return 0;
+}
+
+static void
+env_close_links(void *ctx, const char *why)
+{
+    link_close_all(((struct agent *)ctx)->links, why);
+}
+
+static void
+on_syncrep_done(void *ctx, int rc, const char *why)
+{
+    struct agent *a = ctx;
+    struct op_event ev = {.kind = OPE_SQL_DONE, .ok = rc == 0, .text = why};
+
+    op_handle(&a->op, &ev);
+}
+
+static int
+env_sync_relax(void *ctx)
+{
+    struct agent *a = ctx;
+
+    return syncrep_relax(a->syncrep, on_syncrep_done, a);
+}
+
+static int
+env_sync_restore(void *ctx)
+{
+    struct agent *a = ctx;
+
+    return syncrep_restore(a->syncrep, on_syncrep_done, a);
+}
+
+static void
+env_finished(void *ctx, enum op_kind kind, uint64_t id, bool ok, bool refused, const char *result,
+             int64_t unavail_us)
+{
+    struct agent *a = ctx;
+
+    snprintf(a->last_op_result, sizeof(a->last_op_result), "%s", result);
+    a->last_op = kind;
+    a->last_op_id = id;
+    a->last_op_ok = ok;
+    if (refused)
+        return;
+    if (!ok)
+        set_last_error(a, "%s failed: %.200s", op_kind_name(kind), result);
+    else
+        a->last_error[0] = '\0'; /* what broke on the way (the old link) is over */
+    if (ok && (kind == OP_SWITCHOVER || kind == OP_FAILOVER)) {
+        a->last_unavailability_us = unavail_us;
+        if (kind == OP_SWITCHOVER)
+            a->switchovers++;
+        else
+            a->failovers++;
+    }
+    if (kind == OP_EXPOSURE && !ok)
+        a->expose_again_ms = clock_mono_ms() + OP_ARBITER_RETRY_MS;
+    if (kind == OP_EXPOSURE && ok) {
+        /* The incident closes with the exposure's duration and its peak WAL at risk. */
+        struct status_incident e = {.at_unix_us = clock_unix_us(), .unavailability_us = -1};
+
+        snprintf(e.kind, sizeof(e.kind), "exposure");
+        snprintf(e.text, sizeof(e.text),
+                 "ran exposed for %.0f s; at most %" PRIu64 " bytes of acknowledged WAL were at "
+                 "risk; %.150s", a->last_exposure_s, a->at_risk_peak, result);
+        status_incident_add(&a->metrics.incidents, &e);
+    }
+    if (kind == OP_FAILOVER && ok)
+        a->link_lost_ms = 0;
+    if (kind == OP_FAILOVER && !ok && a->role == ROLE_SINK)
+        a->link_lost_ms = clock_mono_ms(); /* ask again after another failover_timeout */
+}
+
+static uint64_t
+env_now_ms(void *ctx)
+{
+    (void)ctx;
+    return clock_mono_ms();
+}
+
+static const struct op_env op_env = {
+    .facts = env_facts,
+    .now_ms = env_now_ms,
+    .pg = env_pg,
+    .checkpoint_peer = env_checkpoint_peer,
+    .rewind = env_rewind,
+    .empty_pgdata = env_empty_pgdata,
+    .basebackup = env_basebackup,
+    .controldata = env_controldata,
+    .save_configs = env_save_configs,
+    .restore_configs = env_restore_configs,
+    .standby_config = env_standby_config,
+    .query_standby = env_query_standby,
+    .send = env_send,
+    .ask = env_ask,
+    .raise_epoch = env_raise_epoch,
+    .become_source = env_become_source,
+    .become_sink = env_become_sink,
+    .close_links = env_close_links,
+    .sync_relax = env_sync_relax,
+    .sync_restore = env_sync_restore,
+    .finished = env_finished,
+};
+
+/* ---- the sink's events ---- */
+
+static void
+sink_failed(void *ctx, const char *why)
+{
+    struct agent *a = ctx;
+
+    /* A failed WAL write or fdatasync is never retried (the kernel may have dropped the dirty
+     * pages: a retry can report success for data that is gone) and nothing more is
+     * acknowledged: the process ends, as PostgreSQL's walreceiver PANICs. */
+    log_error(a->comp, "spool failure, stopping: %s", why);
+    set_last_error(a, "%.250s", why);
+    post(a, EV_SPOOL_FAILED);
+}
+
+static void
+sink_restart_stream(void *ctx, const char *why)
+{
+    link_drop_active(((struct agent *)ctx)->links, why);
+}
+
+/* ---- the source's session with the primary ---- */
+
+static void
+on_primary_identified(void *ctx, const struct source_identity *id)
+{
+    struct agent *a = ctx;
+    struct op_event ev = {.kind = OPE_IDENTIFIED, .lsn = id->xlogpos};
+
+    if (id->xlogpos > a->head_lsn)
+        a->head_lsn = id->xlogpos;
+    op_handle(&a->op, &ev);
+    wake_at(a, WAKE_LINK, clock_mono_ms());
+}
+
+static void
+on_primary_ended(void *ctx, int err, const char *why)
+{
+    struct agent *a = ctx;
+
+    a->ended_err = err;
+    snprintf(a->ended_why, sizeof(a->ended_why), "%s", why);
+    post(a, EV_PRIMARY_ENDED);
+}
+
+static void
+on_primary_acked(void *ctx)
+{
+    struct agent *a = ctx;
+    struct sender_positions p;
+    struct op_event ev = {.kind = OPE_ACKED};
+
+    sender_positions(a->sender, &p);
+    ev.lsn = p.flush;
+    op_handle(&a->op, &ev);
+}
+
+static const struct sender_events sender_ev = {
+    .identified = on_primary_identified,
+    .ended = on_primary_ended,
+    .acked = on_primary_acked,
+};
+
+static void
+on_commit_level(void *ctx, const PGresult *res, const char *err, const char *notice)
+{
+    struct agent *a = ctx;
+    const char *v = err == NULL && PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "on";
+
+    (void)notice;
+    a->commit_stage = strcmp(v, "remote_apply") == 0   ? LAG_APPLY
+                      : strcmp(v, "on") == 0           ? LAG_FLUSH
+                      : strcmp(v, "remote_write") == 0 ? LAG_WRITE
+                                                       : -1;
+    log_debug(a->comp, "the primary's synchronous_commit is %s", v);
+}
+
+static void
+start_session(struct agent *a)
+{
+    int rc;
+
+    a->wake[WAKE_SESSION] = 0;
+    if (a->role != ROLE_SOURCE || a->sender != NULL || a->failed)
+        return;
+    rc = sender_new(&a->sender, a->loop, a->cfg, &a->metrics, &sender_ev, a);
+    if (rc < 0) {
+        a->sender = NULL;
+        wake_at(a, WAKE_SESSION, clock_mono_ms() + AGENT_RETRY_MS);
+        return;
+    }
+    /* What commits wait for: the level the primary runs at (sessions may set their own). */
+    if (pgconn_query(a->pg, "SELECT current_setting('synchronous_commit')", 0, NULL,
+                     AGENT_SQL_TIMEOUT_MS, on_commit_level, a) < 0)
+        a->commit_stage = LAG_FLUSH;
+}
+
+/* Ends the session; a new one starts a second later, streaming from what the sink holds. */
+static void
+restart_session(struct agent *a, const char *why)
+{
+    log_info(a->comp, "source restarting: %s", why);
+    link_close_all(a->links, "source restarting");
+    stop_source(a);
+    if (a->stream_lost_ms == 0)
+        a->stream_lost_ms = clock_mono_ms();
+    wake_at(a, WAKE_SESSION, clock_mono_ms() + AGENT_RETRY_MS);
+    wake_at(a, WAKE_WATCH, clock_mono_ms());
+}
+
+static void
+connect_link(struct agent *a)
+{
+    int rc;
+
+    a->wake[WAKE_LINK] = 0;
+    if ((a->role != ROLE_SOURCE && a->role != ROLE_STARTING) || link_busy(a->links))
+        return;
+    if (a->role == ROLE_SOURCE && sender_identity(a->sender) == NULL)
+        return;
+    rc = link_connect(a->links);
+    if (rc < 0 && rc != -EALREADY) {
+        log_error(a->comp, "cannot connect to %s: %s", a->cfg->peer.addr.text, wire_strerror(rc));
+        wake_at(a, WAKE_LINK, clock_mono_ms() + AGENT_RETRY_MS);
+    }
+}
+
+/* ---- roles ---- */
+
+static int
+become_source(struct agent *a)
+{
+    link_close_all(a->links, "roles change");
+    sink_close(a->sink);
+    a->sink = NULL;
+    stop_source(a);
+    link_refuse(a->links, false);
+    set_role(a, ROLE_SOURCE, "the local PostgreSQL is a primary");
+    a->stream_lost_ms = clock_mono_ms();
+    a->head_lsn = 0;
+    a->commit_stage = LAG_FLUSH;
+    a->expose_unreachable = false;
+    start_session(a);
+    wake_at(a, WAKE_WATCH, clock_mono_ms() + AGENT_WATCH_MS);
+    return 0;
+}
+
+/* Stops acting as the source and stops the local PostgreSQL: a stale primary takes no more
+ * commits. */
+static void
+become_fenced(struct agent *a)
+{
+    const char *holder = a->state.primary[0] != '\0' ? a->state.primary : "another node";
+
+    log_error(a->comp,
+              "fenced: %s holds epoch %" PRIu64 "; stopping the local PostgreSQL so that it "
+              "takes no writes",
+              holder, a->state.epoch);
+    set_last_error(a, "fenced: %s holds epoch %" PRIu64, holder, a->state.epoch);
+    link_close_all(a->links, "fenced");
+    link_refuse(a->links, true);
+    stop_source(a);
+    set_role(a, ROLE_FENCED, "another node holds a newer epoch");
+    op_fence(&a->op);
+}
+
+/* ---- the peer links ---- */
+
+static void
+link_hello(void *ctx, struct msg_hello *hello, uint64_t *epoch)
+{
+    struct agent *a = ctx;
+
+    *epoch = a->state.epoch;
+    if (a->role == ROLE_SOURCE && a->sender != NULL)
+        sender_hello(a->sender, hello);
+    else if (a->role == ROLE_SINK && a->sink != NULL)
+        sink_hello(a->sink, hello);
+    else
+        hello->role = MSG_ROLE_UNKNOWN;
+}
+
+static int
+link_check(void *ctx, const struct msg_hello *peer, bool inbound, char *why, size_t whylen)
+{
+    struct agent *a = ctx;
+
+    if (peer->epoch > a->state.epoch && (peer->role == MSG_ROLE_SOURCE ||
+                                         peer->role == MSG_ROLE_SINK)) {
+        /* A newer epoch: held by the peer if it is the source (a sink only adopted it). */
+        struct wm_state rec = {.epoch = peer->epoch};
+
+        if (peer->role == MSG_ROLE_SOURCE)
+            snprintf(rec.primary, sizeof(rec.primary), "%s", peer->node_name);
+        learn(a, &rec);
+    }
+    if (a->role == ROLE_FENCED || a->news.epoch > a->state.epoch) {
         snprintf(why, whylen, "%s is fenced (epoch %" PRIu64 " is held by %s)", a->cfg->node_name,
-                 a->fence_epoch > a->state.epoch ? a->fence_epoch : a->state.epoch,
-                 a->fence_epoch > a->state.epoch ? a->fence_holder : a->state.primary);
+                 a->news.epoch > a->state.epoch ? a->news.epoch : a->state.epoch,
+                 a->news.epoch > a->state.epoch ? a->news.primary : a->state.primary);
+        return WIRE_EPROTO;
+    }
+    if (a->role == ROLE_STARTING) {
+        /* Asked only to learn where we stand: a sink at no newer epoch means nobody was
+         * promoted past us (each promotion raises the epoch). */
+        snprintf(why, whylen, "%s is starting: it only wanted to know %s's epoch and role",
+                 a->cfg->node_name, peer->node_name);
+        if (peer->epoch <= a->state.epoch && peer->role == MSG_ROLE_SINK && !a->peer_confirmed) {
+            log_info(a->comp, "%s is a sink at epoch %" PRIu64 ": nobody holds a newer epoch "
+                     "than this node's %" PRIu64, peer->node_name, peer->epoch, a->state.epoch);
+            a->peer_confirmed = true;
+            wake_at(a, WAKE_START, clock_mono_ms());
+        }
         return WIRE_EPROTO;
     }
     if (peer->role == MSG_ROLE_SOURCE && peer->epoch < a->state.epoch) {
@@ -624,1218 +928,605 @@ on_peer_hello(void *ctx, const struct msg_hello *peer, char *why, size_t whylen)
                  a->state.primary[0] != '\0' ? a->state.primary : "?");
         return WIRE_EPROTO;
     }
-    if (a->role == AGENT_SOURCE) {
-        if (peer->role != MSG_ROLE_SINK) {
-            snprintf(why, whylen, "%s is a %s at epoch %" PRIu64 ", and so is %s: two primaries?",
-                     peer->node_name, msg_role_name(peer->role), peer->epoch, a->cfg->node_name);
-            return WIRE_EPROTO;
-        }
-        if (peer->system_id != 0 && peer->system_id != a->src_id.system_id) {
-            snprintf(why, whylen,
-                     "system identifier mismatch: sink %s mirrors cluster %" PRIu64
-                     ", this primary is cluster %" PRIu64,
-                     peer->node_name, peer->system_id, a->src_id.system_id);
-            return WIRE_EPROTO;
-        }
-    } else {
-        const struct spool_identity *have = spool_identity(a->spool);
-        struct spool_identity id = {.system_id = peer->system_id,
-                                    .seg_size = a->local_segsize,
-                                    .timeline = have->system_id != 0 ? have->timeline
-                                                : a->want_tli != 0 ? a->want_tli
-                                                                   : peer->timeline};
-        if (peer->role != MSG_ROLE_SOURCE) {
-            snprintf(why, whylen, "%s is a %s, not a source", peer->node_name,
-                     msg_role_name(peer->role));
-            return WIRE_EPROTO;
-        }
-        if (peer->system_id != a->local_sysid) {
-            snprintf(why, whylen,
-                     "system identifier mismatch: source %s streams cluster %" PRIu64
-                     ", the standby here is cluster %" PRIu64,
-                     peer->node_name, peer->system_id, a->local_sysid);
-            return WIRE_EPROTO;
-        }
-        if (spool_set_identity(a->spool, &id) < 0) {
-            snprintf(why, whylen, "the spool in %s holds WAL of another cluster",
-                     a->cfg->spool_dir);
-            return WIRE_EPROTO;
-        }
-    }
-    return 0;
+    (void)inbound;
+    if (a->role == ROLE_SOURCE && a->sender != NULL)
+        return sender_check_hello(a->sender, peer, why, whylen);
+    if (a->role == ROLE_SINK && a->sink != NULL)
+        return sink_check_hello(a->sink, peer, why, whylen);
+    snprintf(why, whylen, "%s is not ready", a->cfg->node_name);
+    return WIRE_EPROTO;
 }
 
 static void
-on_peer_established(void *ctx)
+link_up(void *ctx, const struct msg_hello *peer)
 {
-    struct link *l = ctx;
-    struct agent *a = l->a;
+    struct agent *a = ctx;
 
-    l->established = true;
-    if (a->active != NULL && a->active != l) {
-        /* An authenticated source that reconnected supersedes the link we still had. */
-        struct link *old = a->active;
-        log_info(a->comp, "new link from %s replaces the old one", a->cfg->peer.name);
-        conn_close(old->c, WIRE_EPROTO, "superseded by a new connection from the same peer");
-        link_dead(old);
-    }
-    a->active = l;
-    a->peer = *conn_peer_hello(l->c);
-    a->wal_dropped = false; /* a new stream starts from what the spool holds */
-    if (a->role == AGENT_SINK)
-        a->ack_dirty = true; /* tell the new source where we are */
-}
-
-/*
- * Sends the gathered WAL as one frame.  A send that fails ends the session: the stream starts
- * again from what the sink holds durably, so nothing is skipped.
- */
-static void
-flush_batch(struct agent *a)
-{
-    int rc;
-
-    if (a->batch_len == 0 || active_conn(a) == NULL)
-        return;
-    rc = conn_send_wal(active_conn(a), a->batch_lsn, a->batch, a->batch_len);
-    if (rc < 0) {
-        log_error(a->comp, "cannot send WAL at %X/%X: %s", LSN_ARGS(a->batch_lsn),
-                  wire_strerror(rc));
-        a->batch_len = 0;
-        a->src_dead = true;
+    if (a->role == ROLE_SINK) {
+        sink_link_up(a->sink);
+        a->link_lost_ms = 0;
+        a->wake[WAKE_FAILOVER] = 0;
         return;
     }
-    a->batch_lsn += a->batch_len;
-    a->batch_len = 0;
-    a->sent_lsn = a->batch_lsn;
-    lag_sent(&a->lag, a->sent_lsn, clock_mono_us());
-    if (a->src != NULL && conn_backlog(active_conn(a)) > AGENT_BACKLOG_PAUSE)
-        source_pause(a->src, true);
-}
-
-/*
- * True while the spool waits for space (spool.h).  The stall may begin inside spool_append or
- * in one of its completions; whoever sees it first logs it and shows it in /status.
- */
-static bool
-sink_stalled(struct agent *a)
-{
-    const char *what;
-
-    if (a->spool == NULL || spool_stalled(a->spool, &what) == 0)
-        return false;
-    if (a->stall_since_us == 0) {
-        a->stall_since_us = clock_unix_us();
-        a->stall_dropped = 0;
-        log_error(a->comp,
-                  "commits are not acknowledged past %X/%X until the spool has space; WAL "
-                  "that arrives meanwhile is dropped and sent again afterwards",
-                  LSN_ARGS(a->flushed));
-        set_last_error(a, "spool: %.240s", what);
-    }
-    return true;
-}
-
-static void
-on_peer_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
-{
-    struct link *l = ctx;
-    struct agent *a = l->a;
-    int rc;
-
-    if (a->role != AGENT_SINK || a->failed || l != a->active)
-        return;
-    if (sink_stalled(a)) {
-        /* It would wait in memory: dropped, and sent again after the link restarts. */
-        a->wal_dropped = true;
-        a->stall_dropped += len;
-        return;
-    }
-    rc = spool_append(a->spool, lsn, data, len);
-    if (rc < 0) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "WAL at %X/%X does not continue the spool (at %X/%X)",
-                 LSN_ARGS(lsn), LSN_ARGS(spool_write_lsn(a->spool)));
-        conn_close(l->c, WIRE_EPROTO, msg);
-        return;
-    }
-    a->appended = max_u64(a->appended, lsn + len);
-    (void)sink_stalled(a);
-}
-
-static void
-on_peer_ack(void *ctx, const struct msg_ack *ack)
-{
-    struct link *l = ctx;
-    struct agent *a = l->a;
-    int rc;
-
-    if (a->role != AGENT_SOURCE || a->src == NULL || !a->streaming || l != a->active)
-        return;
-    /* Monotonic: a late or reordered ACK never moves a position back. */
-    a->ack_write = max_u64(a->ack_write, ack->write_lsn);
-    a->ack_flush = max_u64(a->ack_flush, ack->flush_lsn);
-    a->ack_apply = max_u64(a->ack_apply, ack->apply_lsn);
-    {
-        uint64_t now = clock_mono_us();
-        lag_confirmed(&a->lag, LAG_WRITE, a->ack_write, now);
-        /* The ACK round trip: the newest WAL this ACK confirms flushed, from its sending. */
-        if (lag_confirmed(&a->lag, LAG_FLUSH, a->ack_flush, now) > 0)
-            status_hist_observe(&a->metrics.hist[STATUS_HIST_ACK_RTT], STATUS_HIST_ACK_RTT,
-                                a->lag.lag_s[LAG_FLUSH]);
-        lag_confirmed(&a->lag, LAG_APPLY, a->ack_apply, now);
-        a->metrics.acks++;
-    }
-    rc = source_report(a->src, a->ack_write, a->ack_flush, a->ack_apply);
-    if (rc < 0)
-        log_warning(a->comp, "cannot report positions to the primary: %s", wire_strerror(rc));
-    if (a->op.kind != OP_NONE && a->op.step == STEP_K_WAIT_SYNC && a->op.sync_lsn != 0 &&
-        a->ack_flush >= a->op.sync_lsn) {
-        /* The new primary's commits are acknowledged again: the unavailability ends here. */
-        int64_t unavail = a->op.stop_unix_us != 0
-                              ? (int64_t)(clock_unix_us() - a->op.stop_unix_us) : -1;
-        struct msg_control ctl = {.kind = MSG_CTL_SWITCHOVER_SYNCED,
-                                  .value = unavail > 0 ? (uint64_t)unavail : 0};
-        bool switchover = a->op.kind == OP_SWITCHOVER;
-
-        if (conn_send_control(active_conn(a), &ctl) < 0)
-            log_warning(a->comp, "cannot send SWITCHOVER_SYNCED");
-        a->last_unavailability_us = unavail;
-        if (switchover)
-            a->switchovers++;
-        else
-            a->failovers++;
-        op_end(a, true,
-               "%s is the primary (epoch %" PRIu64 "), synchronous with %s again; "
-               "write-unavailability %.3f s",
-               a->cfg->node_name, a->state.epoch, l->c != NULL ? conn_peer_hello(l->c)->node_name : "?",
-               unavail >= 0 ? (double)unavail / 1e6 : -1.0);
-    }
-}
-
-/* SWITCHOVER_* and FENCE from the peer; see msg.h for what each carries. */
-static void
-on_peer_control(void *ctx, const struct msg_control *ctl)
-{
-    struct link *l = ctx;
-    struct agent *a = l->a;
-
-    if (l != a->active)
-        return;
-    log_info(a->comp, "%s from %s (lsn %X/%X)", msg_ctl_name(ctl->kind),
-             conn_peer_hello(l->c)->node_name, LSN_ARGS(ctl->lsn));
-    switch (ctl->kind) {
-    case MSG_CTL_SWITCHOVER_BEGIN:
-        if (a->role != AGENT_SINK || a->op.kind != OP_NONE) {
-            struct msg_control no = {.kind = MSG_CTL_SWITCHOVER_ABORT};
-            snprintf(no.text, sizeof(no.text), "%s is busy (%s) or not a sink",
-                     a->cfg->node_name, op_names[a->op.kind]);
-            if (conn_send_control(l->c, &no) < 0)
-                log_warning(a->comp, "cannot send SWITCHOVER_ABORT");
+    if (a->role == ROLE_SOURCE && a->sender != NULL) {
+        if (sender_stream(a->sender, link_active(a->links), peer) < 0) {
+            post(a, EV_LINK_DOWN);
             return;
         }
-        op_begin(a, OP_SWITCHOVER, ctl->value);
-        op_step(a, STEP_K_WAIT_PROMOTE, "%s stops its primary; waiting for its final WAL",
-                conn_peer_hello(l->c)->node_name);
-        return;
-    case MSG_CTL_SWITCHOVER_PROMOTE:
-        if (a->role != AGENT_SINK || a->op.kind != OP_SWITCHOVER) {
-            log_error(a->comp, "SWITCHOVER_PROMOTE outside a switchover: ignored");
-            return;
+        a->stream_lost_ms = 0;
+        a->catchup_lsn = sender_identity(a->sender)->xlogpos;
+        /* The peer adopts our record, mark included, if it knows an older one. */
+        if (peer->epoch < a->state.epoch) {
+            struct msg_control news = {.kind = MSG_CTL_FENCE,
+                                       .value = a->state.epoch,
+                                       .mark_lsn = a->state.exposed_lsn,
+                                       .mark_unix_us = a->state.exposed_unix_us};
+
+            snprintf(news.text, sizeof(news.text), "%s", a->state.primary);
+            if (conn_send_control(link_active(a->links), &news) < 0)
+                log_warning(a->comp, "cannot tell %s of epoch %" PRIu64, peer->node_name,
+                            a->state.epoch);
         }
-        a->op.target_lsn = ctl->lsn;
-        a->op.stop_unix_us = ctl->value;
-        op_step(a, STEP_K_WAIT_REPLAY, "waiting for the standby to replay up to %X/%X",
-                LSN_ARGS(ctl->lsn));
-        return;
-    case MSG_CTL_SWITCHOVER_ABORT:
-        if (a->op.kind == OP_SWITCHOVER)
-            op_end(a, false, "%s aborted it: %s", conn_peer_hello(l->c)->node_name, ctl->text);
-        return;
-    case MSG_CTL_SWITCHOVER_DONE:
-        if (a->role != AGENT_SOURCE || a->op.kind != OP_SWITCHOVER ||
-            a->op.step != STEP_SO_WAIT_DONE) {
-            log_error(a->comp, "SWITCHOVER_DONE outside a switchover: ignored");
-            return;
-        }
-        /* The peer holds the new epoch; we become its sink (in the tick: still the source
-         * while STEP_R_STARTING has no job). */
-        learn_epoch(a, ctl->value2, conn_peer_hello(l->c)->node_name);
-        op_step(a, STEP_R_STARTING, "%s promoted: becoming its standby",
-                conn_peer_hello(l->c)->node_name);
-        return;
-    case MSG_CTL_SWITCHOVER_SYNCED:
-        /* Ends the switchover in op_tick, once the local standby runs. */
-        if (a->op.kind == OP_SWITCHOVER &&
-            (a->op.step == STEP_R_STARTING || a->op.step == STEP_R_WAIT_SYNC)) {
-            a->last_unavailability_us = (int64_t)ctl->value;
-            a->op.synced = true;
-        }
-        return;
-    case MSG_CTL_FENCE:
-        learn_epoch(a, ctl->value, ctl->text);
-        return;
-    default:
-        log_warning(a->comp, "unexpected %s from %s", msg_ctl_name(ctl->kind),
-                    conn_peer_hello(l->c)->node_name);
-        return;
     }
 }
 
-/* The source's WAL continues on a new timeline (sink). */
 static void
-on_peer_timeline(void *ctx, const struct msg_timeline *tl)
+link_down(void *ctx, bool was_active, bool inbound, bool established, const char *why)
 {
-    struct link *l = ctx;
-    struct agent *a = l->a;
-    int rc;
+    struct agent *a = ctx;
 
-    if (a->role != AGENT_SINK || a->failed || l != a->active)
-        return;
-    if (sink_stalled(a)) {
-        a->wal_dropped = true; /* comes again with the restarted stream */
-        return;
-    }
-    rc = spool_set_timeline(a->spool, tl->tli, tl->switch_lsn, tl->history, tl->history_len);
-    if (rc < 0) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "cannot switch the spool to timeline %u at %X/%X: %s",
-                 tl->tli, LSN_ARGS(tl->switch_lsn), strerror(-rc));
-        conn_close(l->c, WIRE_EPROTO, msg);
-        return;
-    }
-    log_info(a->comp, "timeline %u from %X/%X", tl->tli, LSN_ARGS(tl->switch_lsn));
-    walsrv_timeline_switched(a->walsrv);
-}
-
-static void
-on_peer_drained(void *ctx)
-{
-    struct agent *a = ((struct link *)ctx)->a;
-
-    if (a->src != NULL)
-        source_pause(a->src, false);
-}
-
-static void
-on_peer_closed(void *ctx, int reason, const char *message)
-{
-    struct link *l = ctx;
-    struct agent *a = l->a;
-    bool was_active = a->active == l;
-
-    if (l->established)
-        log_warning(a->comp, "link to %s down: %s", a->cfg->peer.name, message);
-    set_last_error(a, "link to %s: %.200s", a->cfg->peer.name, message);
-    link_dead(l);
+    if (established || !inbound)
+        set_last_error(a, "link to %s: %.200s", a->cfg->peer.name, why);
     /* A source's session is the link it made; one it accepted (and refused) is not. */
-    if (a->role == AGENT_SOURCE && (was_active || !l->inbound)) {
-        if (a->streaming)
-            a->src_dead = true; /* start over from what the sink holds */
-        else
-            a->link_retry_at_ms = clock_mono_ms() + AGENT_RETRY_MS; /* keep the primary */
+    if (was_active || !inbound) {
+        snprintf(a->down_why, sizeof(a->down_why), "%s", why);
+        post(a, EV_LINK_DOWN);
     }
-    (void)reason;
 }
 
-static const struct conn_ops peer_ops = {
-    .on_hello = on_peer_hello,
-    .on_established = on_peer_established,
-    .on_wal = on_peer_wal,
-    .on_ack = on_peer_ack,
-    .on_drained = on_peer_drained,
-    .on_closed = on_peer_closed,
-    .on_timeline = on_peer_timeline,
-    .on_control = on_peer_control,
-    .on_epoch = on_peer_epoch,
+static void
+link_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
+{
+    struct agent *a = ctx;
+    char why[200];
+
+    if (a->role == ROLE_SINK && a->sink != NULL &&
+        sink_wal(a->sink, lsn, data, len, why, sizeof(why)) < 0)
+        link_drop_active(a->links, why);
+}
+
+static void
+link_ack(void *ctx, const struct msg_ack *ack)
+{
+    struct agent *a = ctx;
+
+    if (a->role == ROLE_SOURCE && a->sender != NULL)
+        sender_ack(a->sender, ack);
+}
+
+static void
+link_control(void *ctx, const struct msg_control *ctl)
+{
+    struct agent *a = ctx;
+    struct conn *c = link_active(a->links);
+    struct op_event ev = {.kind = OPE_PEER_CONTROL, .ctl = ctl};
+
+    log_info(a->comp, "%s from %s (lsn " LSN_FMT ")", msg_ctl_name(ctl->kind),
+             c != NULL ? conn_peer_hello(c)->node_name : "?", LSN_ARGS(ctl->lsn));
+    if (ctl->kind == MSG_CTL_FENCE) {
+        struct wm_state rec = {.epoch = ctl->value,
+                               .exposed_lsn = ctl->mark_lsn,
+                               .exposed_unix_us = ctl->mark_unix_us};
+
+        snprintf(rec.primary, sizeof(rec.primary), "%.*s", STATE_NAME_MAX, ctl->text);
+        learn(a, &rec);
+        return;
+    }
+    op_handle(&a->op, &ev);
+}
+
+static void
+link_timeline(void *ctx, const struct msg_timeline *tl)
+{
+    struct agent *a = ctx;
+    char why[200];
+
+    if (a->role == ROLE_SINK && a->sink != NULL &&
+        sink_timeline(a->sink, tl, why, sizeof(why)) < 0)
+        link_drop_active(a->links, why);
+}
+
+static void
+link_drained(void *ctx)
+{
+    struct agent *a = ctx;
+
+    if (a->sender != NULL)
+        sender_drained(a->sender);
+}
+
+static void
+link_epoch(void *ctx, uint64_t epoch, const char *holder)
+{
+    struct agent *a = ctx;
+    struct wm_state rec = {.epoch = epoch};
+
+    if (epoch <= a->state.epoch)
+        return;
+    /* The peer carries a newer epoch: it holds it (it promoted, or runs exposed); its record,
+     * mark included, follows as a FENCE when the link is up, or from the arbiter. */
+    snprintf(rec.primary, sizeof(rec.primary), "%s", holder);
+    learn(a, &rec);
+}
+
+static const struct link_events link_ev = {
+    .hello = link_hello,
+    .check = link_check,
+    .up = link_up,
+    .down = link_down,
+    .wal = link_wal,
+    .ack = link_ack,
+    .control = link_control,
+    .timeline = link_timeline,
+    .drained = link_drained,
+    .epoch = link_epoch,
 };
 
-static int
-start_link(struct agent *a, int fd, bool acceptor)
-{
-    struct msg_hello hello = {.role = a->role == AGENT_SOURCE ? MSG_ROLE_SOURCE : MSG_ROLE_SINK,
-                              .capabilities = MSG_CAP_LZ4};
-    struct conn_config cc = {
-        .tls = acceptor ? a->tls_server : a->tls_client,
-        .peer_name = a->cfg->peer.name,
-        .hello = &hello,
-        .epoch = a->state.epoch,
-        .compress = a->cfg->compression == CONFIG_COMPRESSION_LZ4,
-        .lz4_acceleration = 1,
-        .heartbeat_ms = (unsigned)a->cfg->heartbeat_interval_ms,
-        .timeout_ms = (unsigned)a->cfg->peer_timeout_ms,
-    };
-    struct link *l;
-    int rc, slot;
-
-    snprintf(hello.node_name, sizeof(hello.node_name), "%s", a->cfg->node_name);
-    if (a->role == AGENT_SOURCE) {
-        hello.system_id = a->src_id.system_id;
-        hello.timeline = a->src_id.timeline;
-        hello.durable_lsn = a->src_id.xlogpos;
-    } else {
-        const struct spool_identity *id = spool_identity(a->spool);
-        hello.system_id = id->system_id;
-        hello.timeline = id->timeline != 0 ? id->timeline : a->want_tli;
-        hello.durable_lsn = a->flushed != 0 ? a->flushed : a->want_start;
-        hello.applied_lsn = a->applied;
-    }
-    for (slot = 0; slot < AGENT_MAX_LINKS && a->links[slot] != NULL; slot++)
-        ;
-    if (slot == AGENT_MAX_LINKS) {
-        log_warning(a->comp, "too many connections from peers at once; dropping one");
-        close(fd);
-        return -EBUSY;
-    }
-    l = calloc(1, sizeof(*l));
-    if (l == NULL) {
-        close(fd);
-        return -ENOMEM;
-    }
-    l->a = a;
-    l->inbound = acceptor;
-    rc = conn_new(&l->c, a->loop, fd, acceptor, &cc, &peer_ops, l);
-    if (rc < 0) {
-        free(l);
-        log_error(a->comp, "cannot set up the link: %s", wire_strerror(rc));
-        return rc;
-    }
-    a->links[slot] = l;
-    return 0;
-}
+/* ---- the arbiter ---- */
 
 static void
-on_accept(struct wio_acceptor *acc, int fd)
-{
-    struct agent *a = (struct agent *)((char *)acc - offsetof(struct agent, acc));
-
-    if (fd < 0) {
-        log_error(a->comp, "accept on %s failed: %s", a->cfg->listen.text, wire_strerror(fd));
-        return;
-    }
-    if (a->role == AGENT_FENCED) {
-        close(fd); /* a fenced agent talks to no one */
-        return;
-    }
-    /* A source accepts too, only to refuse with its epoch: a stale primary learns it is
-     * fenced, and two primaries at one epoch are named on both sides. */
-    if (start_link(a, fd, true) < 0)
-        log_warning(a->comp, "dropped an incoming link");
-}
-
-static void
-on_connect(struct wio_connector *con, int fd)
-{
-    struct agent *a = (struct agent *)((char *)con - offsetof(struct agent, con));
-
-    a->connecting = false;
-    if (fd < 0) {
-        log_warning(a->comp, "cannot connect to %s at %s: %s", a->cfg->peer.name,
-                    a->cfg->peer.addr.text, wire_strerror(fd));
-        set_last_error(a, "cannot connect to %s at %s: %s", a->cfg->peer.name,
-                       a->cfg->peer.addr.text, wire_strerror(fd));
-        /* The primary's session stays; only the link is tried again. */
-        a->link_retry_at_ms = clock_mono_ms() + AGENT_RETRY_MS;
-        return;
-    }
-    if (a->src == NULL || a->src_dead) {
-        close(fd);
-        return;
-    }
-    if (start_link(a, fd, false) < 0)
-        a->src_dead = true;
-}
-
-/* ---- SOURCE ---- */
-
-static void
-on_src_identified(void *ctx, const struct source_identity *id)
+on_verdict(void *ctx, const struct arbiter_request *req, bool granted, const struct wm_state *rec,
+           const char *why)
 {
     struct agent *a = ctx;
+    struct op_event ev = {.kind = OPE_VERDICT, .ok = granted, .epoch = rec, .text = why};
 
-    a->src_id = *id;
-    a->src_identified = true;
-    if (a->op.kind != OP_NONE && a->op.step == STEP_K_WAIT_SYNC)
-        a->op.sync_lsn = id->xlogpos; /* what the promoted primary has written so far */
-    log_info(a->comp, "primary: cluster %" PRIu64 ", timeline %u, at %X/%X; slot %s restart %X/%X",
-             id->system_id, id->timeline, LSN_ARGS(id->xlogpos), a->cfg->slot_name,
-             LSN_ARGS(id->slot_restart_lsn));
+    (void)req;
+    if (!granted && rec->epoch > a->state.epoch)
+        learn(a, rec);
+    op_handle(&a->op, &ev);
 }
 
 static void
-on_src_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
+on_epoch_news(void *ctx, const struct wm_state *rec)
 {
-    struct agent *a = ctx;
+    learn(ctx, rec);
+}
 
-    a->primary_lsn = lsn + len;
-    while (len > 0) {
-        size_t n;
+static const struct arbiter_cb arbiter_cb = {
+    .on_verdict = on_verdict,
+    .on_epoch_news = on_epoch_news,
+};
 
-        if (a->batch_len > 0 &&
-            (lsn != a->batch_lsn + a->batch_len || a->batch_len == FRAME_MAX_RAW))
-            flush_batch(a);
-        /* A session that is ending (link lost, send failed) restarts from the sink's
-         * durable position: WAL still arriving for it is dropped, not batched. */
-        if (a->src_dead || active_conn(a) == NULL) {
-            a->batch_len = 0;
+/* ---- events, in the turn ---- */
+
+/* A newer record of the epoch (or more of ours): recorded durably, then what it means. */
+static void
+on_news(struct agent *a)
+{
+    struct wm_state rec = a->news;
+    bool mine = strcmp(rec.primary, a->cfg->node_name) == 0;
+    bool newer = rec.epoch > a->state.epoch;
+    bool switching = a->op.kind == OP_SWITCHOVER &&
+                     (a->op.step == OPS_SO_WAIT_DONE || a->op.step == OPS_SO_STOPPING);
+    struct conn *c = link_active(a->links);
+
+    memset(&a->news, 0, sizeof(a->news));
+    /* A link keeps its epoch until the peer's frames carry the new one (raising our end first
+     * would refuse the peer's frames already in flight). */
+    if (raise_epoch(a, &rec, c != NULL && conn_peer_epoch(c) >= rec.epoch) < 0)
+        return;
+    switch (a->role) {
+    case ROLE_SOURCE:
+        /* The holder may be this node: granted an epoch it had not recorded (a crash). */
+        if (newer && !mine && !switching)
+            become_fenced(a);
+        return;
+    case ROLE_STARTING:
+        if (newer && !mine)
+            wake_at(a, WAKE_START, clock_mono_ms()); /* it decides with the new record */
+        return;
+    case ROLE_SINK:
+    case ROLE_FENCED:
+        return;
+    }
+}
+
+static void
+agent_dispatch(struct agent *a, enum agent_event ev)
+{
+    log_debug(a->comp, "%s: %s", role_names[a->role], event_names[ev]);
+    switch (ev) {
+    case EV_SPOOL_FAILED:
+        a->failed = true;
+        a->exit_status = 1;
+        return;
+    case EV_NEWS:
+        on_news(a);
+        return;
+    case EV_PRIMARY_ENDED: {
+        struct op_event oe = {.kind = OPE_PRIMARY_ENDED, .ok = a->ended_err == 0};
+
+        if (a->role != ROLE_SOURCE || a->sender == NULL)
+            return;
+        op_handle(&a->op, &oe);
+        /* A switchover's stopped primary: the operation takes it from here. */
+        if (a->op.kind == OP_SWITCHOVER &&
+            (a->op.step == OPS_SO_STOPPING || a->op.step == OPS_SO_WAIT_DONE))
+            return;
+        if (a->ended_err != 0)
+            set_last_error(a, "primary: %.230s", a->ended_why);
+        restart_session(a, a->ended_why);
+        return;
+    }
+    case EV_LINK_DOWN:
+        if (a->role == ROLE_SINK) {
+            if (a->link_lost_ms == 0)
+                a->link_lost_ms = clock_mono_ms();
+            wake_at(a, WAKE_FAILOVER, a->link_lost_ms + a->cfg->failover_timeout_ms);
             return;
         }
-        if (a->batch_len == 0)
-            a->batch_lsn = lsn;
-        n = FRAME_MAX_RAW - a->batch_len;
-        if (n > len)
-            n = len;
-        memcpy(a->batch + a->batch_len, data, n);
-        a->batch_len += n;
-        lsn += n;
-        data += n;
-        len -= n;
-    }
-}
-
-static void
-on_src_drained(void *ctx)
-{
-    /* The primary has nothing more right now: send what was gathered. */
-    flush_batch(ctx);
-}
-
-static void
-on_src_closed(void *ctx, int err, const char *message)
-{
-    struct agent *a = ctx;
-
-    if (err == 0) {
-        /* A clean shutdown: everything the primary wrote was received and acknowledged. */
-        log_info(a->comp, "%s", message);
-        a->src_clean_end = true;
-    } else {
-        log_warning(a->comp, "replication from the primary ended: %s", message);
-        set_last_error(a, "primary: %.230s", message);
-    }
-    a->src_dead = true;
-}
-
-/* The primary's WAL continues on a new timeline: the sink hears of it before that WAL. */
-static void
-on_src_timeline(void *ctx, uint32_t tli, uint64_t switch_lsn, const char *history, size_t len)
-{
-    struct agent *a = ctx;
-    struct msg_timeline tl = {
-        .tli = tli, .switch_lsn = switch_lsn, .history = history, .history_len = len};
-    int rc;
-
-    /* Bytes of the old timeline past the switch point are not part of the new history. */
-    if (a->batch_len > 0 && a->batch_lsn + a->batch_len > switch_lsn)
-        a->batch_len = a->batch_lsn < switch_lsn ? (size_t)(switch_lsn - a->batch_lsn) : 0;
-    flush_batch(a);
-    if (a->src_dead || active_conn(a) == NULL)
-        return;
-    log_info(a->comp, "the primary's timeline %u begins at %X/%X", tli, LSN_ARGS(switch_lsn));
-    rc = conn_send_timeline(active_conn(a), &tl);
-    if (rc < 0) {
-        log_error(a->comp, "cannot send TIMELINE %u: %s", tli, wire_strerror(rc));
-        a->src_dead = true;
-    }
-}
-
-static const struct source_ops src_ops = {
-    .on_identified = on_src_identified,
-    .on_wal = on_src_wal,
-    .on_drained = on_src_drained,
-    .on_closed = on_src_closed,
-    .on_timeline = on_src_timeline,
-};
-
-static void
-close_links(struct agent *a, const char *why)
-{
-    for (int i = 0; i < AGENT_MAX_LINKS; i++) {
-        struct link *l = a->links[i];
-        if (l != NULL && !l->dead) {
-            conn_close(l->c, 0, why);
-            link_dead(l);
+        if (a->role == ROLE_STARTING) {
+            wake_at(a, WAKE_LINK, clock_mono_ms() + AGENT_RETRY_MS);
+            return;
         }
+        if (a->role != ROLE_SOURCE)
+            return;
+        if (a->op.kind == OP_SWITCHOVER &&
+            (a->op.step == OPS_SO_STOPPING || a->op.step == OPS_SO_WAIT_DONE))
+            return; /* the operation fails by its own checks or timeout */
+        if (sender_streaming(a->sender))
+            restart_session(a, a->down_why); /* start over from what the sink holds */
+        else
+            wake_at(a, WAKE_LINK, clock_mono_ms() + AGENT_RETRY_MS); /* keep the primary */
+        if (a->stream_lost_ms == 0)
+            a->stream_lost_ms = clock_mono_ms();
+        return;
+    case EV_COUNT:
+        return;
     }
 }
+
+/* ---- watches ---- */
+
+/* Automatic fail-over: the sink has lost its source for failover_timeout. */
+static void
+failover_watch(struct agent *a)
+{
+    a->wake[WAKE_FAILOVER] = 0;
+    if (a->role != ROLE_SINK || op_running(&a->op) || a->failover_paused || a->windows.active ||
+        a->arbiter == NULL || link_active(a->links) != NULL || a->link_lost_ms == 0 ||
+        sink_flushed(a->sink) == 0)
+        return;
+    if (clock_mono_ms() - a->link_lost_ms < a->cfg->failover_timeout_ms) {
+        wake_at(a, WAKE_FAILOVER, a->link_lost_ms + a->cfg->failover_timeout_ms);
+        return;
+    }
+    if (!arbiter_reachable(a->arbiter)) {
+        wake_at(a, WAKE_FAILOVER, clock_mono_ms() + AGENT_RETRY_MS); /* never without it */
+        return;
+    }
+    log_warning(a->comp, "no source for %.1f s: asking the arbiter whether %s is gone",
+                (double)(clock_mono_ms() - a->link_lost_ms) / 1000, a->cfg->peer.name);
+    op_failover(&a->op, 0, false, false);
+}
+
+/* How long (ms) commits have waited for the standby: since the stream was lost, or since the
+ * oldest WAL not confirmed at the level commits wait for was sent.  0: nothing waits. */
+static uint64_t
+unconfirmed_ms(const struct agent *a)
+{
+    if (!sender_streaming(a->sender))
+        return a->stream_lost_ms != 0 ? clock_mono_ms() - a->stream_lost_ms : 0;
+    if (a->commit_stage < 0)
+        return 0;
+    return sender_waiting_us(a->sender, (enum lag_stage)a->commit_stage) / 1000;
+}
+
+/* Grace before a source counts as "waiting" (status, /primary): a commit that waits longer
+ * for its confirmation is one a client notices. */
+static uint64_t
+sync_grace_ms(const struct agent *a)
+{
+    uint64_t g = 2 * a->cfg->heartbeat_interval_ms;
+    return g > 1000 ? g : 1000;
+}
+
+static void
+try_expose(struct agent *a, const char *why)
+{
+    int rc = op_expose(&a->op);
+
+    if (rc == -ENOTCONN) {
+        if (!a->expose_unreachable)
+            log_warning(a->comp, "%s, but the arbiter cannot be reached: not running exposed, "
+                                 "commits keep waiting (asking again every %d s)", why,
+                        OP_ARBITER_RETRY_MS / 1000);
+        a->expose_unreachable = true;
+        set_last_error(a, "%s; the arbiter cannot be reached: commits wait", why);
+        return;
+    }
+    a->expose_unreachable = false;
+}
+
+static void
+on_syncrep_waiters(void *ctx, const PGresult *res, const char *err, const char *notice)
+{
+    struct agent *a = ctx;
+    char why[160];
+
+    (void)notice;
+    a->watch_query = false;
+    if (err != NULL || a->role != ROLE_SOURCE || op_running(&a->op))
+        return;
+    if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "0") == 0)
+        return; /* WAL waits for the standby, but no commit does */
+    snprintf(why, sizeof(why), "%s has not confirmed for %.1f s while %s commits wait",
+             a->cfg->peer.name, (double)unconfirmed_ms(a) / 1000, PQgetvalue(res, 0, 0));
+    try_expose(a, why);
+}
+
+static void
+on_head(void *ctx, const PGresult *res, const char *err, const char *notice)
+{
+    struct agent *a = ctx;
+    unsigned hi, lo;
+
+    (void)notice;
+    a->watch_query = false;
+    if (err == NULL && PQntuples(res) == 1 && sscanf(PQgetvalue(res, 0, 0), "%X/%X", &hi, &lo) == 2 &&
+        ((uint64_t)hi << 32 | lo) > a->head_lsn)
+        a->head_lsn = (uint64_t)hi << 32 | lo;
+}
+
+/*
+ * The source's availability, every AGENT_WATCH_MS: in maximum_availability, the standby lost
+ * (no stream, or commits waiting for it) for standby_loss_timeout starts an exposure; while
+ * exposed, the WAL at risk is measured and a standby that has caught up ends it.
+ */
+static void
+availability_watch(struct agent *a)
+{
+    struct sender_positions p = {0};
+    uint64_t lost = unconfirmed_ms(a);
+
+    a->wake[WAKE_WATCH] = 0;
+    if (a->role != ROLE_SOURCE)
+        return;
+    wake_at(a, WAKE_WATCH, clock_mono_ms() + AGENT_WATCH_MS);
+    if (a->sender != NULL)
+        sender_positions(a->sender, &p);
+    if (p.primary > a->head_lsn)
+        a->head_lsn = p.primary;
+    /* The primary's position while exposed and nothing streams: for the WAL at risk. */
+    if (state_exposed(&a->state) && !sender_streaming(a->sender) && !a->watch_query &&
+        pgconn_pending(a->pg) == 0 &&
+        pgconn_query(a->pg, "SELECT pg_current_wal_flush_lsn()", 0, NULL, AGENT_SQL_TIMEOUT_MS,
+                     on_head, a) == 0)
+        a->watch_query = true;
+    if (state_exposed(&a->state) && strcmp(a->state.primary, a->cfg->node_name) == 0) {
+        uint64_t durable = p.flush > a->state.exposed_lsn ? p.flush : a->state.exposed_lsn;
+
+        a->at_risk_bytes = a->head_lsn > durable ? a->head_lsn - durable : 0;
+        if (a->at_risk_bytes > a->at_risk_peak)
+            a->at_risk_peak = a->at_risk_bytes;
+        if (a->op.kind == OP_EXPOSURE && a->op.step == OPS_X_EXPOSED &&
+            sender_streaming(a->sender) && p.flush >= a->catchup_lsn &&
+            p.primary < p.flush + AGENT_CATCHUP_BYTES &&
+            sender_waiting_us(a->sender, LAG_FLUSH) / 1000 < sync_grace_ms(a)) {
+            struct op_event ev = {.kind = OPE_CAUGHT_UP};
+            op_handle(&a->op, &ev);
+        }
+        if (!op_running(&a->op))
+            op_resume_exposure(&a->op); /* exposed by the record: commits must go on */
+        return;
+    }
+    a->at_risk_bytes = 0;
+    if (a->cfg->availability_mode != CONFIG_MAXIMUM_AVAILABILITY || op_running(&a->op) ||
+        lost < a->cfg->standby_loss_timeout_ms || clock_mono_ms() < a->expose_again_ms) {
+        a->expose_unreachable = lost >= a->cfg->standby_loss_timeout_ms && a->expose_unreachable;
+        return;
+    }
+    if (!sender_streaming(a->sender)) {
+        char why[160];
+
+        /* Only a primary that takes commits may need to go on without B: one that is down
+         * (the session with it is not even identified) is the standby's to replace. */
+        if (sender_identity(a->sender) == NULL)
+            return;
+        snprintf(why, sizeof(why), "no stream to %s for %.1f s", a->cfg->peer.name,
+                 (double)lost / 1000);
+        try_expose(a, why);
+        return;
+    }
+    /* Streaming, but confirmations are overdue: only commits that wait count. */
+    if (!a->watch_query && pgconn_query(a->pg, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                               "wait_event = 'SyncRep'", 0, NULL,
+                                        AGENT_SQL_TIMEOUT_MS, on_syncrep_waiters, a) == 0)
+        a->watch_query = true;
+}
+
+/* ---- starting: learning this node's place ---- */
 
 static bool
-have_link(const struct agent *a)
+has_standby_signal(const struct agent *a)
 {
-    for (int i = 0; i < AGENT_MAX_LINKS; i++)
-        if (a->links[i] != NULL && !a->links[i]->dead)
-            return true;
-    return false;
+    char path[4200];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/standby.signal", a->cfg->pgdata);
+    return stat(path, &st) == 0;
 }
 
-static void
-source_teardown(struct agent *a)
-{
-    close_links(a, "source restarting");
-    if (a->src != NULL) {
-        source_free(a->src);
-        a->src = NULL;
-    }
-    a->src_identified = false;
-    a->src_dead = false;
-    a->streaming = false;
-    a->batch_len = 0;
-    a->ack_write = a->ack_flush = a->ack_apply = 0;
-    a->sync_checked = false;
-    lag_reset(&a->lag);
-    a->retry_at_ms = clock_mono_ms() + AGENT_RETRY_MS;
-}
-
-static void
-source_tick(struct agent *a)
-{
-    int rc;
-
-    if (a->src_dead && a->op.kind == OP_SWITCHOVER)
-        return; /* the stopped primary's session: switchover_tick takes it from here */
-    if (a->src_dead)
-        source_teardown(a);
-    if (a->src == NULL) {
-        if (clock_mono_ms() < a->retry_at_ms)
-            return;
-        rc = source_new(&a->src, a->loop, a->cfg->pg_conninfo, a->cfg->slot_name,
-                        a->cfg->application_name, &src_ops, a);
-        if (rc < 0) {
-            a->src = NULL;
-            log_error(a->comp, "cannot start replication from the primary: %s", wire_strerror(rc));
-            a->retry_at_ms = clock_mono_ms() + AGENT_RETRY_MS;
-        }
-        return;
-    }
-    if (!a->src_identified)
-        return;
-    if (!have_link(a) && !a->connecting && clock_mono_ms() >= a->link_retry_at_ms) {
-        rc = wio_connect_start(a->loop, &a->con, a->cfg->peer.addr.text, on_connect);
-        if (rc < 0) {
-            log_error(a->comp, "cannot connect to %s: %s", a->cfg->peer.addr.text,
-                      wire_strerror(rc));
-            a->src_dead = true;
-            return;
-        }
-        a->connecting = true;
-        return;
-    }
-    if (a->active != NULL && !a->streaming) {
-        /* Resume at the segment boundary of what the sink holds durably (source.h rounds). */
-        uint64_t start = a->peer.durable_lsn;
-        log_info(a->comp, "sink %s holds WAL up to %X/%X: streaming from its segment",
-                 a->peer.node_name, LSN_ARGS(start));
-        rc = source_start(a->src, start, a->peer.timeline);
-        if (rc < 0) {
-            log_error(a->comp, "cannot start streaming: %s", wire_strerror(rc));
-            a->src_dead = true;
-            return;
-        }
-        a->streaming = true;
-    }
-    /* After a fail-over: synchronous again once the rejoined sink has caught up. */
-    if (a->streaming && !a->sync_checked && a->ack_flush != 0 &&
-        a->ack_flush >= a->src_id.xlogpos) {
-        a->sync_checked = true;
-        if (sync_names(a, false) < 0)
-            a->sync_checked = false; /* try again at the next tick */
-    }
-}
-
-/* ---- SINK ---- */
-
-static void
-on_spool_written(void *ctx, uint64_t write_lsn)
-{
-    struct agent *a = ctx;
-
-    a->written = max_u64(a->written, write_lsn);
-    a->ack_dirty = true;
-}
-
-static void
-on_spool_flushed(void *ctx, uint64_t flush_lsn)
-{
-    struct agent *a = ctx;
-
-    a->flushed = max_u64(a->flushed, flush_lsn);
-    a->ack_dirty = true;
-    if (a->flush_started_us != 0 && a->flushed >= a->flush_requested) {
-        status_hist_observe(&a->metrics.hist[STATUS_HIST_FSYNC], STATUS_HIST_FSYNC,
-                            (double)(clock_mono_us() - a->flush_started_us) / 1e6);
-        a->metrics.spool_flushes++;
-        a->flush_started_us = 0;
-    }
-    if (a->walsrv != NULL)
-        walsrv_wal_durable(a->walsrv, a->flushed);
-}
-
-static void
-on_spool_failed(void *ctx, int err, const char *what)
-{
-    struct agent *a = ctx;
-
-    /* A failed WAL write or fdatasync is never retried (the kernel may have dropped the dirty
-     * pages: a retry can report success for data that is gone) and nothing more is
-     * acknowledged: the process ends, as PostgreSQL's walreceiver PANICs. */
-    log_error(a->comp, "spool failure, stopping: %s: %s", what, wire_strerror(err));
-    set_last_error(a, "spool: %.200s: %s", what, wire_strerror(err));
-    a->failed = true;
-    a->exit_status = 1;
-}
-
-/* The spool has space again (it wrote what waited): the dropped WAL must come again. */
-static void
-on_spool_unstalled(void *ctx)
-{
-    struct agent *a = ctx;
-
-    log_info(a->comp, "the spool has space again after %.1f s (%" PRIu64 " bytes of WAL dropped)%s",
-             a->stall_since_us != 0 ? (double)(clock_unix_us() - a->stall_since_us) / 1e6 : 0.0,
-             a->stall_dropped, a->wal_dropped ? ": restarting the stream" : "");
-    a->stall_since_us = 0;
-    if (strncmp(a->last_error, "spool: ", 7) == 0)
-        a->last_error[0] = '\0';
-    if (a->wal_dropped && active_conn(a) != NULL)
-        conn_close(active_conn(a), WIRE_EPROTO,
-                   "the sink's spool has space again: restarting the stream from what it holds");
-    a->wal_dropped = false;
-}
-
-static const struct spool_ops spool_cb = {
-    .on_written = on_spool_written,
-    .on_flushed = on_spool_flushed,
-    .on_failed = on_spool_failed,
-    .on_unstalled = on_spool_unstalled,
-};
-
-static void
-on_standby_reply(void *ctx, const char *application_name, uint64_t write_lsn, uint64_t flush_lsn,
-                 uint64_t apply_lsn)
-{
-    struct agent *a = ctx;
-    uint64_t apply = apply_lsn < a->flushed ? apply_lsn : a->flushed;
-
-    (void)application_name;
-    (void)write_lsn;
-    (void)flush_lsn;
-    if (apply > a->applied) {
-        a->applied = apply;
-        a->ack_dirty = true;
-    }
-}
-
-static const struct walsrv_ops walsrv_cb = {
-    .on_reply = on_standby_reply,
-};
-
-static void
-sink_tick(struct agent *a)
-{
-    int rc;
-
-    if (a->failed)
-        return;
-    (void)sink_stalled(a);
-    /* Group flush: one fdatasync for everything appended since the last one completed. */
-    if (a->appended > a->flush_requested && a->flushed >= a->flush_requested) {
-        rc = spool_flush(a->spool);
-        if (rc < 0) {
-            on_spool_failed(a, rc, "cannot request a spool flush");
-            return;
-        }
-        a->flush_requested = a->appended;
-        a->flush_started_us = clock_mono_us();
-    }
-    if (a->ack_dirty && active_conn(a) != NULL) {
-        struct msg_ack ack = {.write_lsn = a->written,
-                              .flush_lsn = a->flushed,
-                              .apply_lsn = a->applied,
-                              .send_time_us = clock_unix_us()};
-        /* The spool reports write and flush separately; flush never passes write. */
-        if (ack.write_lsn < ack.flush_lsn)
-            ack.write_lsn = ack.flush_lsn;
-        if (memcmp(&ack, &a->last_ack, offsetof(struct msg_ack, send_time_us)) != 0) {
-            rc = conn_send_ack(active_conn(a), &ack);
-            if (rc < 0)
-                log_warning(a->comp, "cannot send ACK: %s", wire_strerror(rc));
-            else
-                a->last_ack = ack;
-            if (rc >= 0)
-                a->metrics.acks++;
-        }
-        a->ack_dirty = false;
-    }
-}
-
-/* ---- role changes ---- */
-
-/* Opens the spool and the WAL server.  fresh: the spool starts empty (a new standby). */
 static int
-sink_open(struct agent *a, bool fresh)
+become_sink_at_start(struct agent *a)
 {
+    struct pgctl_control ctl;
     char err[512];
     int rc;
 
-    rc = read_control_data(a);
+    /* Quick and local: the loop has nothing else to serve yet at start. */
+    rc = pgctl_controldata(a->cfg->pgdata, &ctl, err, sizeof(err));
+    if (rc < 0) {
+        log_error(a->comp, "%s", err);
+        return rc;
+    }
+    rc = sink_open(&a->sink, a->loop, a->cfg, &ctl, false, &a->metrics, &sink_ev, a);
     if (rc < 0)
         return rc;
-    a->want_start = 0;
-    a->want_tli = 0;
-    if (fresh) {
-        rc = spool_remove_all(a->cfg->spool_dir, err, sizeof(err));
-        if (rc < 0) {
-            log_error(a->comp, "cannot empty the spool %s: %s", a->cfg->spool_dir, err);
-            return rc;
-        }
-        /* The new standby reads WAL from its last checkpoint's redo point on. */
-        rc = pgctl_wal_start(a->cfg->pgdata, &a->want_start, &a->want_tli, err, sizeof(err));
-        if (rc < 0) {
-            log_error(a->comp, "%s", err);
-            return rc;
-        }
-        a->want_start -= a->want_start % a->local_segsize;
-    }
-    rc = spool_open(&a->spool, a->loop, a->cfg->spool_dir,
-                    a->cfg->spool_keep_segments ? a->cfg->spool_keep * a->local_segsize
-                                                : a->cfg->spool_keep,
-                    &spool_cb, a, err, sizeof(err));
-    if (rc < 0) {
-        log_error(a->comp, "spool %s: %s", a->cfg->spool_dir, err);
-        return rc;
-    }
-    a->written = a->flushed = a->appended = a->flush_requested = spool_flush_lsn(a->spool);
-    a->applied = 0;
-    a->flush_started_us = 0;
-    memset(&a->last_ack, 0, sizeof(a->last_ack));
-    rc = walsrv_new(&a->walsrv, a->loop, a->cfg->wal_listen.text, a->spool, &walsrv_cb, a, err,
-                    sizeof(err));
-    if (rc < 0) {
-        log_error(a->comp, "WAL server on %s: %s", a->cfg->wal_listen.text, err);
-        return rc;
-    }
     a->link_lost_ms = clock_mono_ms();
-    log_info(a->comp, "sink ready: peer link on %s, WAL server on %s, spool %s at %X/%X%s",
-             a->cfg->listen.text, a->cfg->wal_listen.text, a->cfg->spool_dir,
-             LSN_ARGS(a->flushed), fresh ? " (fresh)" : "");
+    wake_at(a, WAKE_FAILOVER, a->link_lost_ms + a->cfg->failover_timeout_ms);
+    set_role(a, ROLE_SINK, "the local PostgreSQL is a standby");
     return 0;
 }
 
 static void
-sink_close(struct agent *a)
+on_recovery_state(void *ctx, const PGresult *res, const char *err, const char *notice)
 {
-    if (a->walsrv != NULL)
-        walsrv_free(a->walsrv);
-    a->walsrv = NULL;
-    if (a->spool != NULL)
-        spool_close(a->spool);
-    a->spool = NULL;
-}
+    struct agent *a = ctx;
 
-static int
-become_source(struct agent *a)
-{
-    close_links(a, "roles change");
-    sink_close(a);
-    if (a->batch == NULL)
-        a->batch = malloc(FRAME_MAX_RAW);
-    if (a->batch == NULL)
-        return -ENOMEM;
-    a->role = AGENT_SOURCE;
-    a->src_dead = false;
-    a->src_clean_end = false;
-    a->sync_checked = false;
-    a->retry_at_ms = 0;
-    a->link_retry_at_ms = 0;
-    a->primary_lsn = a->sent_lsn = 0;
-    lag_reset(&a->lag);
-    log_info(a->comp, "acting as source now (epoch %" PRIu64 ")", a->state.epoch);
-    return 0;
-}
-
-static int
-become_sink(struct agent *a)
-{
-    close_links(a, "roles change");
-    if (a->src != NULL)
-        source_free(a->src);
-    a->src = NULL;
-    a->src_identified = a->src_dead = a->streaming = a->src_clean_end = false;
-    a->batch_len = 0;
-    a->ack_write = a->ack_flush = a->ack_apply = 0;
-    a->role = AGENT_SINK;
-    log_info(a->comp, "acting as sink now (epoch %" PRIu64 ")", a->state.epoch);
-    return sink_open(a, true);
-}
-
-/* Stops acting as the source and stops the local PostgreSQL: a stale primary takes no more
- * commits. */
-static void
-fence(struct agent *a)
-{
-    log_error(a->comp,
-              "fenced: %s holds epoch %" PRIu64 "; stopping the local PostgreSQL so that it "
-              "takes no writes",
-              a->state.primary, a->state.epoch);
-    set_last_error(a, "fenced: %s holds epoch %" PRIu64, a->state.primary, a->state.epoch);
-    if (a->op.kind != OP_NONE)
-        op_end(a, false, "fenced by %s (epoch %" PRIu64 ")", a->state.primary, a->state.epoch);
-    close_links(a, "fenced");
-    if (a->src != NULL)
-        source_free(a->src);
-    a->src = NULL;
-    a->src_identified = a->src_dead = a->streaming = false;
-    a->role = AGENT_FENCED;
-    op_begin(a, OP_FENCING, 0);
-    if (!pg_running(a)) {
-        /* Nothing to stop: the step ends at the next tick (and rejoin follows if asked). */
-        op_step(a, STEP_F_STOPPING, "PostgreSQL is not running");
+    (void)notice;
+    a->start_query = false;
+    if (a->role != ROLE_STARTING)
+        return;
+    if (err != NULL || PQntuples(res) != 1) {
+        log_warning(a->comp, "cannot learn the local PostgreSQL's role: %s", err != NULL ? err
+                                                                                    : "no row");
+        wake_at(a, WAKE_START, clock_mono_ms() + AGENT_RETRY_MS);
         return;
     }
-    if (op_pg_ctl(a, "stop") < 0) {
-        op_end(a, false, "cannot stop PostgreSQL: stop it by hand, it is a stale primary");
-        return;
-    }
-    op_step(a, STEP_F_STOPPING, "stopping the stale primary (pg_ctl stop -m fast)");
-}
-
-/*
- * A newer epoch is held elsewhere: a source is fenced (unless it is handing over in a
- * switchover); anything else only records the epoch.
- */
-static void
-apply_learned_epoch(struct agent *a)
-{
-    uint64_t epoch = a->fence_epoch;
-    bool switching = a->op.kind == OP_SWITCHOVER && a->op.step >= STEP_SO_WAIT_DONE;
-
-    a->fence_epoch = 0;
-    if (epoch <= a->state.epoch || raise_epoch(a, epoch, a->fence_holder) < 0)
-        return;
-    /* The holder may be this node: granted an epoch it had not recorded (a crash). */
-    if (a->role == AGENT_SOURCE && !switching && strcmp(a->fence_holder, a->cfg->node_name) != 0)
-        fence(a);
-}
-
-/* The local standby's received and replayed positions, straight from it (0 when unknown). */
-static void
-standby_positions(struct agent *a, uint64_t *received, uint64_t *replayed)
-{
-    PGconn *pg = PQconnectdb(a->cfg->pg_conninfo);
-    PGresult *res;
-    unsigned hi, lo;
-
-    *received = *replayed = 0;
-    if (PQstatus(pg) == CONNECTION_OK) {
-        res = PQexec(pg, "SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()");
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            if (sscanf(PQgetvalue(res, 0, 0), "%X/%X", &hi, &lo) == 2)
-                *received = (uint64_t)hi << 32 | lo;
-            if (sscanf(PQgetvalue(res, 0, 1), "%X/%X", &hi, &lo) == 2)
-                *replayed = (uint64_t)hi << 32 | lo;
+    if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+        if (become_sink_at_start(a) < 0) {
+            a->failed = true;
+            a->exit_status = 1;
         }
-        PQclear(res);
+        return;
     }
-    PQfinish(pg);
-}
+    if (strcmp(a->state.primary, a->cfg->node_name) != 0 &&
+        !(a->state.primary[0] == '\0' && a->state.epoch == 1)) {
+        /* Fenced before (another site holds the epoch), and still a primary here. */
+        become_fenced(a);
+        return;
+    }
+    if (a->state.primary[0] == '\0') {
+        /* The original primary: its record names it from now on (the witness does so too). */
+        struct wm_state rec = a->state;
 
-/*
- * After a fail-over the new primary has no standby until the old site rejoins: its commits
- * would wait for ever.  synchronous_standby_names is emptied (the value kept in state_dir)
- * and put back once the rejoined sink has caught up.  relax = true empties, false restores.
- */
-static int
-sync_names(struct agent *a, bool relax)
-{
-    char path[4200], value[1024] = "", msg[512];
-    const char *params[1];
-    PGconn *pg;
-    PGresult *res;
-    FILE *f;
-    int rc = 0;
-
-    snprintf(path, sizeof(path), "%s/synchronous_standby_names.saved", a->cfg->state_dir);
-    if (!relax) {
-        f = fopen(path, "r");
-        if (f == NULL)
-            return 0; /* nothing relaxed */
-        if (fgets(value, sizeof(value), f) == NULL)
-            value[0] = '\0';
-        fclose(f);
-        value[strcspn(value, "\n")] = '\0';
-    }
-    pg = PQconnectdb(a->cfg->pg_conninfo);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        PQfinish(pg);
-        return -ECONNREFUSED;
-    }
-    if (relax) {
-        res = PQexec(pg, "SHOW synchronous_standby_names");
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-            snprintf(value, sizeof(value), "%s", PQgetvalue(res, 0, 0));
-        PQclear(res);
-        if (value[0] == '\0') {
-            PQfinish(pg);
-            return 0; /* not synchronous: nothing to relax */
-        }
-        f = fopen(path, "w");
-        if (f == NULL || fprintf(f, "%s\n", value) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0)
-            rc = -EIO;
-        if (f != NULL && fclose(f) != 0)
-            rc = -EIO;
-        if (rc < 0) {
-            PQfinish(pg);
-            return rc;
-        }
-        value[0] = '\0';
-    }
-    params[0] = value;
-    res = PQexecParams(pg, "SELECT format('ALTER SYSTEM SET synchronous_standby_names = %L', "
-                           "$1::text)",
-                       1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        char sql[1200];
-        snprintf(sql, sizeof(sql), "%s", PQgetvalue(res, 0, 0));
-        PQclear(res);
-        res = PQexec(pg, sql);
-        if (PQresultStatus(res) == PGRES_COMMAND_OK) {
-            PQclear(res);
-            res = PQexec(pg, "SELECT pg_reload_conf()");
-        }
-    }
-    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_error(a->comp, "cannot set synchronous_standby_names: %s",
-                  log_one_line(msg, sizeof(msg), PQerrorMessage(pg)));
-        rc = -EIO;
-    }
-    PQclear(res);
-    PQfinish(pg);
-    if (rc == 0 && !relax) {
-        unlink(path);
-        log_info(a->comp, "synchronous again: synchronous_standby_names = '%s'", params[0]);
-    } else if (rc == 0) {
-        log_warning(a->comp, "no standby after the fail-over: synchronous_standby_names emptied "
-                             "until %s rejoins and catches up", a->cfg->peer.name);
-    }
-    return rc;
-}
-
-/* ---- operations: requests ---- */
-
-static void
-switchover_start(struct agent *a, const struct status_op_request *req)
-{
-    uint64_t max_lag = req->max_lag_bytes != 0 ? req->max_lag_bytes : AGENT_SWITCHOVER_MAX_LAG;
-    struct msg_control begin = {.kind = MSG_CTL_SWITCHOVER_BEGIN, .value = req->id};
-
-    /* Preflight: everything a clean switchover needs, checked before anything is touched. */
-    if (a->role != AGENT_SOURCE) {
-        op_refuse(a, OP_SWITCHOVER, req->id,
-                  "%s is the %s: ask the primary's agent (%s) for a switchover", a->cfg->node_name,
-                  a->role == AGENT_SINK ? "standby" : "fenced node", a->cfg->peer.name);
-        return;
-    }
-    if (a->op.kind != OP_NONE) {
-        op_refuse(a, OP_SWITCHOVER, req->id, "busy with %s", op_names[a->op.kind]);
-        return;
-    }
-    if (req->target[0] != '\0' && strcmp(req->target, a->cfg->peer.name) != 0) {
-        op_refuse(a, OP_SWITCHOVER, req->id, "unknown node %s (the peer is %s)", req->target,
-                  a->cfg->peer.name);
-        return;
-    }
-    if (active_conn(a) == NULL || !a->streaming) {
-        op_refuse(a, OP_SWITCHOVER, req->id, "the link to %s is down", a->cfg->peer.name);
-        return;
-    }
-    if (a->primary_lsn > a->ack_flush + max_lag) {
-        op_refuse(a, OP_SWITCHOVER, req->id,
-                  "%s is %" PRIu64 " bytes behind (more than %" PRIu64 ")", a->cfg->peer.name,
-                  a->primary_lsn - a->ack_flush, max_lag);
-        return;
-    }
-    if (a->ack_apply == 0 || a->primary_lsn > a->ack_apply + max_lag) {
-        op_refuse(a, OP_SWITCHOVER, req->id,
-                  "the standby at %s is not replaying (applied %X/%X, primary at %X/%X)",
-                  a->cfg->peer.name, LSN_ARGS(a->ack_apply), LSN_ARGS(a->primary_lsn));
-        return;
-    }
-    op_begin(a, OP_SWITCHOVER, req->id);
-    if (conn_send_control(active_conn(a), &begin) < 0) {
-        op_end(a, false, "cannot reach %s", a->cfg->peer.name);
-        return;
-    }
-    a->op.stop_unix_us = clock_unix_us();
-    if (op_pg_ctl(a, "stop") < 0) {
-        op_end(a, false, "cannot run pg_ctl stop");
-        return;
-    }
-    op_step(a, STEP_SO_STOPPING, "stopping the primary (pg_ctl stop -m fast); %s receives its "
-            "final WAL", a->cfg->peer.name);
-}
-
-static void
-failover_start(struct agent *a, uint64_t id, bool forced)
-{
-    if (a->role != AGENT_SINK) {
-        op_refuse(a, OP_FAILOVER, id, "%s is not a standby: nothing to fail over to",
-                  a->cfg->node_name);
-        return;
-    }
-    if (a->op.kind != OP_NONE) {
-        op_refuse(a, OP_FAILOVER, id, "busy with %s", op_names[a->op.kind]);
-        return;
-    }
-    if (!forced && active_conn(a) != NULL) {
-        op_refuse(a, OP_FAILOVER, id,
-                  "the primary's agent %s is connected: use switchover (or failover --force)",
-                  a->cfg->peer.name);
-        return;
-    }
-    op_begin(a, OP_FAILOVER, id);
-    a->op.forced = forced;
-    if (forced) {
-        /* The operator vouches that the primary site is gone: no arbiter asked. */
-        close_links(a, "forced fail-over");
-        if (raise_epoch(a, a->state.epoch + 1, a->cfg->node_name) < 0)
+        snprintf(rec.primary, sizeof(rec.primary), "%s", a->cfg->node_name);
+        if (raise_epoch(a, &rec, false) < 0)
             return;
-        op_step(a, STEP_K_WAIT_REPLAY, "forced: the standby receives all the spool holds (%X/%X)",
-                LSN_ARGS(a->flushed));
-        return;
     }
-    struct arbiter_request req = {.ask = ARBITER_PROMOTE,
-                                  .epoch = a->state.epoch,
-                                  .durable_lsn = a->flushed,
-                                  .failover_timeout_ms = a->cfg->failover_timeout_ms};
-
-    if (a->arbiter == NULL || !arbiter_reachable(a->arbiter) ||
-        arbiter_request(a->arbiter, &req) < 0) {
-        op_end(a, false, "no arbiter reachable: not promoting (failover --force overrides)");
-        return;
-    }
-    op_step(a, STEP_K_WAIT_VOTE, "asking the witness for epoch %" PRIu64, a->state.epoch + 1);
+    (void)become_source(a);
 }
 
 /*
- * CHECKPOINT on the new primary, refused while it is still in recovery: we may learn of the
- * new epoch (from the witness's grant) before the peer's promotion has ended, and pg_rewind
- * against a server whose control file still says the old timeline - a standby, or a primary
- * before its first checkpoint - finds "no rewind required".
+ * STARTING, at start and whenever something new is known (WAKE_START).  A running PostgreSQL
+ * says what it is.  A stopped one with standby.signal is a standby: the sink spools for it.
+ * A stopped primary's data directory is started only when this node is entitled to it: it
+ * holds the current epoch by its state file AND the arbiter (when one is configured: it
+ * answers, and names no newer epoch) or else the peer (a sink at no newer epoch) confirms it.
+ * Anything newer held elsewhere makes it a stale primary: fenced, to rejoin as a standby.
  */
-static int
-rejoin_checkpoint(struct agent *a)
-{
-    char prog[4200], conninfo[4300];
-    char *argv[] = {pg_prog(prog, sizeof(prog), "psql"),
-                    "-X",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-d",
-                    conninfo,
-                    "-c",
-                    "DO $$BEGIN IF pg_is_in_recovery() THEN RAISE EXCEPTION "
-                    "'still in recovery: not promoted yet'; END IF; END$$",
-                    "-c",
-                    "CHECKPOINT",
-                    NULL};
-
-    snprintf(conninfo, sizeof(conninfo), "%s", a->cfg->peer_pg_conninfo);
-    if (op_run(a, "CHECKPOINT on the new primary", argv) < 0) {
-        op_end(a, false, "cannot run psql");
-        return -1;
-    }
-    return 0;
-}
-
 static void
-rejoin_start(struct agent *a, uint64_t id)
+start_decide(struct agent *a)
 {
-    if (a->role != AGENT_FENCED) {
-        op_refuse(a, OP_REJOIN, id, "%s is not fenced: it has nothing to rejoin",
-                  a->cfg->node_name);
+    /* This node holds the epoch by its record - or nobody was ever promoted (epoch 1, no
+     * holder recorded yet: the original primary's data directory). */
+    bool mine = strcmp(a->state.primary, a->cfg->node_name) == 0 ||
+                (a->state.primary[0] == '\0' && a->state.epoch == 1);
+    bool confirmed;
+
+    a->wake[WAKE_START] = 0;
+    if (a->role != ROLE_STARTING || a->start_query || a->pg_starting)
+        return;
+    if (pgctl_running(a->cfg->pgdata)) {
+        if (pgconn_query(a->pg, "SELECT pg_is_in_recovery()", 0, NULL, AGENT_SQL_TIMEOUT_MS,
+                         on_recovery_state, a) == 0)
+            a->start_query = true;
+        else
+            wake_at(a, WAKE_START, clock_mono_ms() + AGENT_RETRY_MS);
         return;
     }
-    if (a->op.kind != OP_NONE) {
-        op_refuse(a, OP_REJOIN, id, "busy with %s", op_names[a->op.kind]);
+    if (has_standby_signal(a)) {
+        log_info(a->comp, "the local PostgreSQL is down and %s/standby.signal exists: acting as "
+                          "sink (start the standby when you will)", a->cfg->pgdata);
+        if (become_sink_at_start(a) < 0) {
+            a->failed = true;
+            a->exit_status = 1;
+        }
         return;
     }
-    if (a->cfg->peer_pg_conninfo == NULL) {
-        op_refuse(a, OP_REJOIN, id,
-                  "peer_pg_conninfo is not set: pg_rewind needs to reach %s's PostgreSQL",
-                  a->cfg->peer.name);
+    if (!mine) {
+        log_warning(a->comp, "the local PostgreSQL is down, and epoch %" PRIu64 " is held by %s: "
+                             "this site is a stale primary; it is not started", a->state.epoch,
+                    a->state.primary[0] != '\0' ? a->state.primary : "another node");
+        become_fenced(a);
         return;
     }
-    if (pg_running(a)) {
-        op_refuse(a, OP_REJOIN, id, "the local PostgreSQL still runs: stop it first");
+    confirmed = a->arbiter != NULL ? arbiter_state(a->arbiter) == ARBITER_STATE_UP &&
+                                         a->news.epoch <= a->state.epoch
+                                   : a->peer_confirmed;
+    if (!confirmed) {
+        if (!a->start_logged)
+            log_warning(a->comp, "the local PostgreSQL (a primary's data directory) is down: "
+                                 "not starting it until %s confirms that %s still holds epoch %"
+                                 PRIu64, a->arbiter != NULL ? "the arbiter" : a->cfg->peer.name,
+                        a->cfg->node_name, a->state.epoch);
+        a->start_logged = true;
+        set_last_error(a, "starting: waiting for %s to confirm epoch %" PRIu64,
+                       a->arbiter != NULL ? arbiter_describe(a->arbiter) : a->cfg->peer.name,
+                       a->state.epoch);
+        if (a->arbiter == NULL && !link_busy(a->links))
+            connect_link(a); /* ask the peer */
+        wake_at(a, WAKE_START, clock_mono_ms() + AGENT_RETRY_MS);
         return;
     }
-    op_begin(a, OP_REJOIN, id);
-    if (rejoin_checkpoint(a) < 0)
+    log_info(a->comp, "%s confirms that %s holds epoch %" PRIu64 ": starting the local "
+                      "PostgreSQL as the primary", a->arbiter != NULL ? "the arbiter"
+                                                                      : a->cfg->peer.name,
+             a->cfg->node_name, a->state.epoch);
+    if (env_pg(a, PGCTL_START) < 0) {
+        log_error(a->comp, "cannot run pg_ctl start");
+        wake_at(a, WAKE_START, clock_mono_ms() + AGENT_RETRY_MS);
         return;
-    op_step(a, STEP_R_CHECKPOINT, "CHECKPOINT on %s's PostgreSQL", a->cfg->peer.name);
+    }
+    a->pg_starting = true;
+    a->last_error[0] = '\0';
 }
 
-/* Runs pg_rewind (or, when rewind == false, pg_basebackup) from the peer's PostgreSQL. */
-static int
-rejoin_copy(struct agent *a, bool rewind)
+/* The primary's pg_ctl start ended (STARTING). */
+static void
+start_pg_done(struct agent *a, int code)
 {
-    char prog[4200], src[4400], pgdata[4200];
-    char *argv[12];
-    int n = 0;
+    char path[4200];
 
-    if (rewind) {
-        argv[n++] = pg_prog(prog, sizeof(prog), "pg_rewind");
-        snprintf(src, sizeof(src), "--source-server=%s", a->cfg->peer_pg_conninfo);
-        snprintf(pgdata, sizeof(pgdata), "--target-pgdata=%s", a->cfg->pgdata);
-        argv[n++] = pgdata;
-        argv[n++] = src;
-        argv[n++] = "--progress";
-    } else {
-        argv[n++] = pg_prog(prog, sizeof(prog), "pg_basebackup");
-        argv[n++] = "-D";
-        argv[n++] = a->cfg->pgdata;
-        argv[n++] = "-d";
-        argv[n++] = a->cfg->peer_pg_conninfo;
-        argv[n++] = "--wal-method=stream";
-        argv[n++] = "--checkpoint=fast";
-        argv[n++] = "--no-password";
+    a->pg_starting = false;
+    if (code != 0) {
+        snprintf(path, sizeof(path), "%s/postgresql.log", a->cfg->state_dir);
+        log_error(a->comp, "pg_ctl start failed (exit %d); see %s", code, path);
+        set_last_error(a, "pg_ctl start failed (exit %d); see %s", code, path);
+        wake_at(a, WAKE_START, clock_mono_ms() + 5 * AGENT_RETRY_MS);
+        return;
     }
-    argv[n] = NULL;
-    return op_run(a, rewind ? "pg_rewind" : "pg_basebackup", argv);
+    wake_at(a, WAKE_START, clock_mono_ms()); /* it asks the running server what it is */
 }
 
-static int
-remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    if (ftw->level == 0)
-        return 0; /* pgdata itself stays, with its owner and mode */
-    return remove(path) == 0 ? 0 : -1;
-}
-
-/* Empties pgdata for a fresh base backup (its own configuration files are saved first). */
-static int
-empty_pgdata(struct agent *a)
-{
-    if (nftw(a->cfg->pgdata, remove_entry, 32, FTW_DEPTH | FTW_PHYS) != 0) {
-        log_error(a->comp, "cannot empty %s: %s", a->cfg->pgdata, strerror(errno));
-        return -EIO;
-    }
-    return 0;
-}
+/* ---- requests from the HTTP API ---- */
 
 static void
 take_requests(struct agent *a)
 {
     struct status_op_request req;
+    unsigned bits = status_take(&a->board);
 
-    if (a->scheduled.id != 0 && clock_unix_us() >= a->scheduled.at_unix_us) {
-        req = a->scheduled;
-        a->scheduled.id = 0;
-        log_info(a->comp, "the switchover scheduled for now (request %" PRIu64 ") starts",
-                 req.id);
-        switchover_start(a, &req);
+    if (bits & (1u << STATUS_REQ_PAUSE) && !a->failover_paused) {
+        a->failover_paused = true;
+        log_info(a->comp, "automatic fail-over paused by an operator");
+    }
+    if (bits & (1u << STATUS_REQ_RESUME) && a->failover_paused) {
+        a->failover_paused = false;
+        log_info(a->comp, "automatic fail-over resumed by an operator");
+        wake_at(a, WAKE_FAILOVER, clock_mono_ms());
     }
     if (!status_take_op(&a->board, &req))
         return;
@@ -1854,392 +1545,41 @@ take_requests(struct agent *a)
                                   ") is replaced", a->scheduled.id);
             a->scheduled = req;
             log_info(a->comp, "switchover scheduled for %s (request %" PRIu64 ")", when, req.id);
+            wake_at(a, WAKE_SCHEDULED,
+                    clock_mono_ms() + (req.at_unix_us - clock_unix_us()) / 1000);
             break;
         }
-        switchover_start(a, &req);
+        op_switchover(&a->op, req.id, req.target, req.max_lag_bytes);
         break;
     case STATUS_REQ_FAILOVER:
-        failover_start(a, req.id, req.force);
+        op_failover(&a->op, req.id, req.force, req.accept_data_loss);
         break;
     case STATUS_REQ_REJOIN:
-        rejoin_start(a, req.id);
+        op_rejoin(&a->op, req.id);
         break;
     default:
         break;
     }
 }
 
-/* ---- operations: progress ---- */
-
-/* The job of the current step, if any, has ended: true, with its exit code in *code. */
-static bool
-job_done(struct agent *a, int *code)
-{
-    int rc = pgctl_poll(&a->op.job);
-
-    if (rc < 0) {
-        *code = 255;
-        return true;
-    }
-    *code = a->op.job.exit_code;
-    return rc == 1;
-}
-
 static void
-op_tick(struct agent *a)
+run_scheduled(struct agent *a)
 {
-    char err[512], saved[4300];
-    int code;
+    struct status_op_request req = a->scheduled;
 
-    if (a->op.kind == OP_NONE)
+    a->wake[WAKE_SCHEDULED] = 0;
+    if (req.id == 0)
         return;
-    snprintf(saved, sizeof(saved), "%s/pgconf.saved", a->cfg->state_dir);
-    if (clock_mono_ms() - a->op.step_at_ms > AGENT_OP_TIMEOUT_MS) {
-        op_end(a, false, "timed out while %s", a->op.step_text);
-        return;
-    }
-    switch (a->op.step) {
-    case STEP_SO_STOPPING:
-        if (!job_done(a, &code) || !a->src_dead)
-            return;
-        if (code != 0 || !a->src_clean_end) {
-            op_end(a, false,
-                   "the primary did not stop cleanly (pg_ctl exit %d%s); see %s/pg_ops.log",
-                   code, a->src_clean_end ? "" : ", its stream broke", a->cfg->state_dir);
-            if (a->src != NULL)
-                source_free(a->src);
-            a->src = NULL;
-            a->src_dead = true; /* source_tick starts over: the primary must be started */
-            return;
-        }
-        a->op.target_lsn = a->primary_lsn;
-        source_free(a->src);
-        a->src = NULL;
-        if (a->ack_flush < a->op.target_lsn || active_conn(a) == NULL) {
-            op_end(a, false, "%s confirmed %X/%X of %X/%X: not promoting it", a->cfg->peer.name,
-                   LSN_ARGS(a->ack_flush), LSN_ARGS(a->op.target_lsn));
-            a->src_dead = true;
-            return;
-        }
-        {
-            struct msg_control promote = {.kind = MSG_CTL_SWITCHOVER_PROMOTE,
-                                          .lsn = a->op.target_lsn,
-                                          .value = a->op.stop_unix_us};
-            if (conn_send_control(active_conn(a), &promote) < 0) {
-                op_end(a, false, "cannot send SWITCHOVER_PROMOTE");
-                a->src_dead = true;
-                return;
-            }
-        }
-        op_step(a, STEP_SO_WAIT_DONE, "the primary stopped at %X/%X; %s replays and promotes",
-                LSN_ARGS(a->op.target_lsn), a->cfg->peer.name);
-        return;
-    case STEP_SO_WAIT_DONE:
-        return; /* on_peer_control moves on at SWITCHOVER_DONE */
-    case STEP_R_STARTING:
-        if (a->role != AGENT_SINK) {
-            /* Switchover, old primary: the peer promoted; become its standby. */
-            if (pgctl_write_standby_config(a->cfg, err, sizeof(err)) < 0) {
-                op_end(a, false, "%s", err);
-                return;
-            }
-            if (become_sink(a) < 0) {
-                op_end(a, false, "cannot open the spool and WAL server");
-                a->failed = true;
-                a->exit_status = 1;
-                return;
-            }
-            if (op_pg_ctl(a, "start") < 0) {
-                op_end(a, false, "cannot run pg_ctl start");
-                return;
-            }
-            op_step(a, STEP_R_STARTING, "starting PostgreSQL as a standby of %s",
-                    a->cfg->peer.name);
-            return;
-        }
-        if (!job_done(a, &code))
-            return;
-        if (code != 0) {
-            op_end(a, false, "pg_ctl start failed (exit %d); see %s/postgresql.log", code,
-                   a->cfg->state_dir);
-            return;
-        }
-        if (a->op.kind == OP_REJOIN) {
-            /* Mirroring resumes whenever the new primary's agent connects. */
-            op_end(a, true, "%s runs as a standby of %s; mirroring resumes when its source "
-                            "connects", a->cfg->node_name, a->cfg->peer.name);
-            return;
-        }
-        op_step(a, STEP_R_WAIT_SYNC, "standby running; waiting for %s to be synchronous",
-                a->cfg->peer.name);
-        return;
-    case STEP_R_WAIT_SYNC:
-        if (a->op.synced) {
-            a->switchovers++;
-            op_end(a, true,
-                   "%s is the primary, %s its synchronous standby; write-unavailability %.3f s",
-                   a->cfg->peer.name, a->cfg->node_name,
-                   (double)a->last_unavailability_us / 1e6);
-        }
-        return;
-    case STEP_K_WAIT_PROMOTE:
-    case STEP_K_WAIT_VOTE:
-        return;
-    case STEP_K_WAIT_REPLAY: {
-        uint64_t received, replayed;
-        char prog[4200];
-        char *argv[] = {pg_prog(prog, sizeof(prog), "pg_ctl"), "promote", "-w", "-t", "120",
-                        "-D", a->cfg->pgdata, NULL};
-
-        /* Asked straight from the standby (a reply may be 10 s away), every 50 ms. */
-        if (clock_mono_ms() - a->op.polled_ms < 50)
-            return;
-        a->op.polled_ms = clock_mono_ms();
-        standby_positions(a, &received, &replayed);
-        if (a->op.kind == OP_SWITCHOVER ? replayed < a->op.target_lsn : received < a->flushed)
-            return;
-        if (op_run(a, "pg_ctl promote", argv) < 0) {
-            op_end(a, false, "cannot run pg_ctl promote");
-            return;
-        }
-        op_step(a, STEP_K_PROMOTING, "the standby has %s %X/%X: promoting it",
-                a->op.kind == OP_SWITCHOVER ? "replayed" : "received", LSN_ARGS(received));
+    if (clock_unix_us() < req.at_unix_us) {
+        wake_at(a, WAKE_SCHEDULED, clock_mono_ms() + (req.at_unix_us - clock_unix_us()) / 1000);
         return;
     }
-    case STEP_K_PROMOTING:
-        if (!job_done(a, &code))
-            return;
-        if (code != 0) {
-            op_end(a, false, "pg_ctl promote failed (exit %d); see %s/pg_ops.log", code,
-                   a->cfg->state_dir);
-            return;
-        }
-        if (a->op.kind == OP_SWITCHOVER) {
-            struct msg_control done = {.kind = MSG_CTL_SWITCHOVER_DONE};
-            if (raise_epoch(a, a->state.epoch + 1, a->cfg->node_name) < 0)
-                return;
-            done.value2 = a->state.epoch;
-            if (active_conn(a) == NULL || conn_send_control(active_conn(a), &done) < 0)
-                log_warning(a->comp, "cannot tell %s of the promotion; it learns the epoch "
-                                     "when it reconnects", a->cfg->peer.name);
-        }
-        if (become_source(a) < 0) {
-            op_end(a, false, "out of memory");
-            return;
-        }
-        if (a->op.kind == OP_FAILOVER) {
-            if (sync_names(a, true) < 0)
-                log_error(a->comp, "commits on the new primary wait for a standby: could not "
-                                   "empty synchronous_standby_names");
-            a->last_unavailability_us =
-                (int64_t)(clock_mono_ms() - a->link_lost_ms) * 1000;
-            a->failovers++;
-            op_end(a, true,
-                   "%s promoted (epoch %" PRIu64 "); writable %.1f s after the source was "
-                   "lost; %s must rejoin",
-                   a->cfg->node_name, a->state.epoch,
-                   (double)a->last_unavailability_us / 1e6, a->cfg->peer.name);
-            return;
-        }
-        op_step(a, STEP_K_WAIT_SYNC, "promoted (epoch %" PRIu64 "); waiting for %s to follow",
-                a->state.epoch, a->cfg->peer.name);
-        return;
-    case STEP_K_WAIT_SYNC:
-        return; /* on_peer_ack ends it */
-    case STEP_F_STOPPING:
-        if (!job_done(a, &code))
-            return;
-        if (code != 0 && pg_running(a)) {
-            op_end(a, false, "pg_ctl stop failed (exit %d): stop the stale primary by hand",
-                   code);
-            return;
-        }
-        op_end(a, true, "the stale primary is stopped; it takes no writes until it rejoins");
-        if (a->cfg->auto_rejoin)
-            rejoin_start(a, 0);
-        return;
-    case STEP_R_CHECKPOINT:
-        if (a->op.job.pid == 0 && a->op.polled_ms != 0) {
-            /* Waiting to try again: the new primary was not reachable or not promoted yet. */
-            if (clock_mono_ms() < a->op.polled_ms)
-                return;
-            a->op.polled_ms = 0;
-            if (rejoin_checkpoint(a) < 0)
-                return;
-        }
-        if (!job_done(a, &code))
-            return;
-        if (code != 0) {
-            /* Until the step's timeout: the peer may still be promoting. */
-            log_warning(a->comp, "CHECKPOINT on %s failed (exit %d; see %s/pg_ops.log): "
-                                 "trying again in a second", a->cfg->peer.name, code,
-                        a->cfg->state_dir);
-            a->op.polled_ms = clock_mono_ms() + 1000;
-            return;
-        }
-        if (pgctl_save_configs(a->cfg->pgdata, saved, err, sizeof(err)) < 0) {
-            op_end(a, false, "%s", err);
-            return;
-        }
-        if (rejoin_copy(a, true) < 0) {
-            op_end(a, false, "cannot run pg_rewind");
-            return;
-        }
-        op_step(a, STEP_R_REWIND, "pg_rewind from %s", a->cfg->peer.name);
-        return;
-    case STEP_R_REWIND:
-    case STEP_R_BASEBACKUP:
-        if (!job_done(a, &code))
-            return;
-        if (code != 0 && a->op.step == STEP_R_REWIND) {
-            log_warning(a->comp, "pg_rewind failed (exit %d; see %s/pg_ops.log): taking a "
-                                 "fresh base backup instead", code, a->cfg->state_dir);
-            if (empty_pgdata(a) < 0 || rejoin_copy(a, false) < 0) {
-                op_end(a, false, "cannot start a base backup into %s", a->cfg->pgdata);
-                return;
-            }
-            op_step(a, STEP_R_BASEBACKUP, "pg_basebackup from %s", a->cfg->peer.name);
-            return;
-        }
-        if (code != 0) {
-            op_end(a, false, "pg_basebackup failed (exit %d); see %s/pg_ops.log", code,
-                   a->cfg->state_dir);
-            return;
-        }
-        if (pgctl_restore_configs(a->cfg->pgdata, saved, err, sizeof(err)) < 0 ||
-            pgctl_write_standby_config(a->cfg, err, sizeof(err)) < 0) {
-            op_end(a, false, "%s", err);
-            return;
-        }
-        if (become_sink(a) < 0) {
-            op_end(a, false, "cannot open the spool and WAL server");
-            return;
-        }
-        if (op_pg_ctl(a, "start") < 0) {
-            op_end(a, false, "cannot run pg_ctl start");
-            return;
-        }
-        op_step(a, STEP_R_STARTING, "starting PostgreSQL as a standby of %s", a->cfg->peer.name);
-        return;
-    case STEP_IDLE:
-        return;
-    }
+    a->scheduled.id = 0;
+    log_info(a->comp, "the switchover scheduled for now (request %" PRIu64 ") starts", req.id);
+    op_switchover(&a->op, req.id, req.target, req.max_lag_bytes);
 }
-
-/* Automatic fail-over: the sink has lost its source for failover_timeout. */
-static void
-failover_watch(struct agent *a)
-{
-    if (a->role != AGENT_SINK || a->op.kind != OP_NONE || a->failover_paused ||
-        a->maint_active || a->arbiter == NULL)
-        return;
-    if (active_conn(a) != NULL) {
-        a->link_lost_ms = clock_mono_ms();
-        return;
-    }
-    if (a->flushed == 0 || clock_mono_ms() - a->link_lost_ms < a->cfg->failover_timeout_ms)
-        return;
-    if (!arbiter_reachable(a->arbiter))
-        return; /* no witness: never promote */
-    log_warning(a->comp, "no source for %.1f s: asking the witness whether %s is gone",
-                (double)(clock_mono_ms() - a->link_lost_ms) / 1000, a->cfg->peer.name);
-    failover_start(a, 0, false);
-}
-
-static void
-on_arbiter_verdict(void *ctx, const struct arbiter_request *req, bool granted,
-                   const struct wm_state *rec, const char *why)
-{
-    struct agent *a = ctx;
-    uint64_t epoch = rec->epoch;
-
-    (void)req;
-    if (a->op.kind != OP_FAILOVER || a->op.step != STEP_K_WAIT_VOTE)
-        return;
-    if (!granted) {
-        op_end(a, false, "the witness says no: %s", why);
-        a->link_lost_ms = clock_mono_ms(); /* ask again after another failover_timeout */
-        return;
-    }
-    if (active_conn(a) != NULL) {
-        op_end(a, false, "the source came back while the witness voted: not promoting");
-        return;
-    }
-    if (raise_epoch(a, epoch, a->cfg->node_name) < 0)
-        return;
-    op_step(a, STEP_K_WAIT_REPLAY,
-            "epoch %" PRIu64 " granted: the standby receives all the spool holds (%X/%X)", epoch,
-            LSN_ARGS(a->flushed));
-}
-
-static void
-on_arbiter_epoch_news(void *ctx, const struct wm_state *rec)
-{
-    learn_epoch(ctx, rec->epoch, rec->primary);
-}
-
-static const struct arbiter_cb arbiter_cb = {
-    .on_verdict = on_arbiter_verdict,
-    .on_epoch_news = on_arbiter_epoch_news,
-};
-
-/* ---- lifecycle ---- */
 
 /* ---- status ---- */
-
-/*
- * A stage's lag in seconds now: the last measured, or, when WAL is waiting for that stage's
- * confirmation, how long the oldest of it has waited if that is longer (so that a stalled
- * stage shows a growing lag, not its last good value).  -1 while unknown.
- */
-static double
-lag_now(const struct lag_tracker *t, enum lag_stage stage, uint64_t now_us)
-{
-    double v = t->lag_s[stage];
-
-    if (t->next[stage] < t->n) {
-        uint64_t at = t->s[(t->head + t->next[stage]) % LAG_SAMPLES].at_us;
-        double waited = now_us > at ? (double)(now_us - at) / 1e6 : 0;
-        if (waited > v)
-            v = waited;
-    }
-    return v;
-}
-
-static void
-format_lag(struct status_snapshot *st, uint64_t head, const struct lag_tracker *t, uint64_t now_us)
-{
-    st->write_lag_bytes = head > st->write_lsn ? head - st->write_lsn : 0;
-    st->flush_lag_bytes = head > st->flush_lsn ? head - st->flush_lsn : 0;
-    st->apply_lag_bytes = head > st->apply_lsn ? head - st->apply_lsn : 0;
-    st->write_lag_s = t != NULL ? lag_now(t, LAG_WRITE, now_us) : -1;
-    st->flush_lag_s = t != NULL ? lag_now(t, LAG_FLUSH, now_us) : -1;
-    st->apply_lag_s = t != NULL ? lag_now(t, LAG_APPLY, now_us) : -1;
-}
-
-/*
- * Lag in seconds on a sink: when each appended position was first seen (at a turn of the loop)
- * until the spool wrote and flushed it and the standby replayed it.
- */
-static void
-sink_lag_note(struct agent *a)
-{
-    uint64_t now = clock_mono_us();
-
-    if (a->appended < a->sink_lag_lsn) {
-        lag_reset(&a->sink_lag); /* a fresh spool */
-        a->sink_lag_lsn = 0;
-    }
-    /* A full ring takes no more samples (PostgreSQL's LagTracker lowers its sampling rate
-     * too): dropping the oldest would hide how long a stalled stage has waited. */
-    if (a->appended > a->sink_lag_lsn && a->sink_lag.n < LAG_SAMPLES) {
-        lag_sent(&a->sink_lag, a->appended, now);
-        a->sink_lag_lsn = a->appended;
-    }
-    lag_confirmed(&a->sink_lag, LAG_WRITE, a->written, now);
-    lag_confirmed(&a->sink_lag, LAG_FLUSH, a->flushed, now);
-    lag_confirmed(&a->sink_lag, LAG_APPLY, a->applied, now);
-}
 
 /* Metrics gathered at each status tick: the lag history, and an incident (with its
  * write-unavailability observed) for each switchover or fail-over completed since the last. */
@@ -2264,7 +1604,7 @@ status_metrics_tick(struct agent *a, const struct status_snapshot *st)
         struct status_incident e = {.at_unix_us = st->now_unix_us,
                                     .unavailability_us = a->last_unavailability_us};
         a->incidents_seen++;
-        snprintf(e.kind, sizeof(e.kind), "%s", op_names[a->last_op]);
+        snprintf(e.kind, sizeof(e.kind), "%s", op_kind_name(a->last_op));
         snprintf(e.text, sizeof(e.text), "%s", a->last_op_result);
         status_incident_add(&a->metrics.incidents, &e);
         if (a->last_unavailability_us >= 0)
@@ -2273,220 +1613,261 @@ status_metrics_tick(struct agent *a, const struct status_snapshot *st)
     }
 }
 
-/*
- * Maintenance windows, every AGENT_MAINT_EVERY_MS: takes a copy of the store (keeping the last
- * one while the API's thread saves), sets maint_text and maint_active (automatic fail-over
- * pauses while a window is open), and at the start of a window marked switchover files a
- * switchover request if this agent serves the primary and did at its last evaluation too.
- * Both agents note each switchover window's start as they see it open, so the agent that
- * becomes the primary by that switchover does not start another one back.
- */
-static void
-maint_tick(struct agent *a)
+/* The source's sync_state (status.h): what a commit waiting for the standby sees now. */
+static const char *
+source_sync_state(const struct agent *a)
 {
-    int64_t now = (int64_t)(clock_unix_us() / 1000000);
-    bool was = a->maint_active, was_source = a->maint_was_source || a->maint_at_ms == 0;
-    int n;
+    struct sender_positions p;
 
-    if (a->maint == NULL) {
-        snprintf(a->maint_text, sizeof(a->maint_text), "none");
-        return;
-    }
-    if (a->maint_at_ms != 0 && clock_mono_ms() - a->maint_at_ms < AGENT_MAINT_EVERY_MS)
-        return;
-    a->maint_at_ms = clock_mono_ms();
-    n = maint_store_list(a->maint, a->maint_w, MAINT_MAX, false);
-    if (n >= 0)
-        a->maint_n = (unsigned)n;
-    a->maint_active = maint_describe(a->maint_w, a->maint_n, now, a->maint_text,
-                                     sizeof(a->maint_text));
-    if (a->maint_active != was)
-        log_info(a->comp, "%s", a->maint_active
-                                    ? "maintenance window open: automatic fail-over paused"
-                                    : "maintenance window closed: automatic fail-over resumes");
-    for (unsigned i = 0; i < a->maint_n; i++) {
-        const struct maint_window *w = &a->maint_w[i];
-        struct rrule_span act, next;
-        unsigned slot = MAINT_MAX;
-
-        if (!w->switchover || maint_window_eval(w, now, &act, &next) < 0 || act.start < 0)
-            continue;
-        for (unsigned j = 0; j < MAINT_MAX && slot == MAINT_MAX; j++)
-            if (a->maint_seen[j].id == w->id)
-                slot = j;
-        for (unsigned j = 0; j < MAINT_MAX && slot == MAINT_MAX; j++)
-            if (a->maint_seen[j].id == 0)
-                slot = j;
-        if (slot == MAINT_MAX)
-            slot = i; /* full of removed windows' entries: reuse one */
-        if (a->maint_seen[slot].id == w->id && a->maint_seen[slot].start == act.start)
-            continue;
-        a->maint_seen[slot].id = w->id;
-        a->maint_seen[slot].start = act.start;
-        /* Not by an agent that became the source since its last evaluation: the other one's
-         * switchover for this window can run whole between two (it takes under a second). */
-        if (a->role != AGENT_SOURCE || !was_source ||
-            now - act.start >= AGENT_MAINT_SWITCHOVER_GRACE_S)
-            continue;
-        struct status_op_request req = {.kind = STATUS_REQ_SWITCHOVER,
-                                        .at_unix_us = (uint64_t)act.start * 1000000};
-        log_info(a->comp, "maintenance window %" PRIu64 " opens: switchover requested (id %"
-                          PRIu64 ")", w->id, status_request_op(&a->board, &req));
-    }
-    a->maint_was_source = a->role == AGENT_SOURCE;
+    if (syncrep_relaxed(a->syncrep) && state_exposed(&a->state))
+        return "exposed";
+    if (!sender_streaming(a->sender) || link_active(a->links) == NULL)
+        return "down";
+    if (unconfirmed_ms(a) >= sync_grace_ms(a))
+        return "waiting";
+    sender_positions(a->sender, &p);
+    return p.flush + AGENT_CATCHUP_BYTES < p.sent ? "catchup" : "sync";
 }
 
-/* Publishes a snapshot for the HTTP API and takes its requests; every AGENT_STATUS_EVERY_MS. */
+static void
+arbiter_report_now(struct agent *a, const struct status_snapshot *st)
+{
+    struct arbiter_report r = {
+        .role = a->role == ROLE_SOURCE && sender_identity(a->sender) != NULL ? MSG_ROLE_SOURCE
+                : a->role == ROLE_SINK                                       ? MSG_ROLE_SINK
+                                                                             : MSG_ROLE_UNKNOWN,
+        .epoch = a->state.epoch,
+        .durable_lsn = a->role == ROLE_SINK ? st->flush_lsn : st->primary_lsn,
+        .mark = &a->state,
+        .timeline = st->timeline,
+        .flush_lag_bytes = st->flush_lag_bytes,
+        .apply_lag_bytes = st->apply_lag_bytes,
+        .flush_lag_s = st->flush_lag_s,
+        .apply_lag_s = st->apply_lag_s,
+        .wal_at_risk_bytes = st->wal_at_risk_bytes,
+    };
+
+    snprintf(r.sync_state, sizeof(r.sync_state), "%s", st->sync_state);
+    arbiter_report(a->arbiter, &r);
+}
+
+/* Publishes a snapshot for the HTTP API, every AGENT_STATUS_EVERY_MS. */
 static void
 status_tick(struct agent *a)
 {
+    static const char *const arbiter_states[] = {"none", "up", "down", "fenced"};
     struct status_snapshot st = {0};
-    struct conn *c = active_conn(a);
-    unsigned req;
+    struct conn *c = link_active(a->links);
+    bool mine = strcmp(a->state.primary, a->cfg->node_name) == 0;
 
-    if (a->role == AGENT_SINK && a->spool != NULL)
-        sink_lag_note(a); /* at every turn: the lag in seconds is measured to within one */
-    if (clock_mono_ms() - a->status_at_ms < AGENT_STATUS_EVERY_MS)
-        return;
-    a->status_at_ms = clock_mono_ms();
-    req = status_take(&a->board);
-    if (req & (1u << STATUS_REQ_PAUSE) && !a->failover_paused) {
-        a->failover_paused = true;
-        log_info(a->comp, "automatic fail-over paused by an operator");
-    }
-    if (req & (1u << STATUS_REQ_RESUME) && a->failover_paused) {
-        a->failover_paused = false;
-        log_info(a->comp, "automatic fail-over resumed by an operator");
-    }
+    wake_at(a, WAKE_STATUS, clock_mono_ms() + AGENT_STATUS_EVERY_MS);
+    if (windows_tick(&a->windows, a->role == ROLE_SOURCE, a->comp, &a->board) &&
+        !a->windows.active)
+        wake_at(a, WAKE_FAILOVER, clock_mono_ms());
+    take_requests(a);
     snprintf(st.node_name, sizeof(st.node_name), "%s", a->cfg->node_name);
     snprintf(st.peer_name, sizeof(st.peer_name), "%s", a->cfg->peer.name);
     snprintf(st.peer_addr, sizeof(st.peer_addr), "%s", a->cfg->peer.addr.text);
-    maint_tick(a);
-    snprintf(st.maintenance, sizeof(st.maintenance), "%s", a->maint_text);
-    snprintf(st.last_error, sizeof(st.last_error), "%s", a->last_error);
+    snprintf(st.maintenance, sizeof(st.maintenance), "%s", a->windows.text);
     st.epoch = a->state.epoch;
-    snprintf(st.operation, sizeof(st.operation), "%s", op_names[a->op.kind]);
-    snprintf(st.op_step, sizeof(st.op_step), "%s", a->op.step_text);
+    snprintf(st.operation, sizeof(st.operation), "%s", op_kind_name(a->op.kind));
+    snprintf(st.op_step, sizeof(st.op_step), "%.*s", (int)sizeof(st.op_step) - 1,
+             op_running(&a->op) ? a->op.step_text : "");
     st.op_id = a->op.id;
     st.last_op_id = a->last_op_id;
-    snprintf(st.last_op, sizeof(st.last_op), "%s", op_names[a->last_op]);
+    snprintf(st.last_op, sizeof(st.last_op), "%s", op_kind_name(a->last_op));
     st.last_op_ok = a->last_op_ok;
     snprintf(st.last_op_result, sizeof(st.last_op_result), "%s", a->last_op_result);
     st.last_unavailability_us = a->last_unavailability_us;
     st.switchovers = a->switchovers;
-    st.scheduled_switchover_unix_us = a->scheduled.id != 0 ? a->scheduled.at_unix_us : 0;
-    st.cert_not_after_unix = a->cert_not_after;
-    if (a->spool != NULL && spool_stalled(a->spool, NULL) != 0) {
-        const char *what;
-
-        spool_stalled(a->spool, &what);
-        snprintf(st.spool_stall, sizeof(st.spool_stall), "%s", what);
-        st.spool_stalled_since_unix_us = a->stall_since_us;
-    }
-    {
-        struct statvfs fs;
-        st.spool_free_bytes = statvfs(a->cfg->spool_dir, &fs) == 0
-                                  ? (int64_t)fs.f_bavail * (int64_t)fs.f_frsize
-                                  : -1;
-    }
     st.failovers = a->failovers;
+    st.scheduled_switchover_unix_us = a->scheduled.id != 0 ? a->scheduled.at_unix_us : 0;
+    st.cert_not_after_unix = link_cert_not_after(a->links);
     st.started_unix_us = a->started_us;
     st.now_unix_us = clock_unix_us();
-    st.failover_paused = a->failover_paused || a->maint_active; /* by an operator or a window */
+    st.failover_paused = a->failover_paused || a->windows.active; /* by an operator or a window */
     st.link_up = c != NULL;
     st.rtt_us = c != NULL ? conn_rtt_us(c) : 0;
     if (c != NULL) {
-        st.wal_raw_bytes = a->role == AGENT_SOURCE ? conn_tx_stats(c)->wal_raw_bytes
-                                                   : conn_rx_stats(c)->wal_raw_bytes;
-        st.wal_wire_bytes = a->role == AGENT_SOURCE ? conn_tx_stats(c)->wal_wire_bytes
-                                                    : conn_rx_stats(c)->wal_wire_bytes;
+        st.wal_raw_bytes = a->role == ROLE_SOURCE ? conn_tx_stats(c)->wal_raw_bytes
+                                                  : conn_rx_stats(c)->wal_raw_bytes;
+        st.wal_wire_bytes = a->role == ROLE_SOURCE ? conn_tx_stats(c)->wal_wire_bytes
+                                                   : conn_rx_stats(c)->wal_wire_bytes;
     }
-    if (a->role == AGENT_SOURCE) {
+    st.spool_free_bytes = -1;
+    {
+        struct statvfs fs;
+        if (statvfs(a->cfg->spool_dir, &fs) == 0)
+            st.spool_free_bytes = (int64_t)fs.f_bavail * (int64_t)fs.f_frsize;
+    }
+    switch (a->role) {
+    case ROLE_SOURCE:
         snprintf(st.role, sizeof(st.role), "source");
-        snprintf(st.pg_state, sizeof(st.pg_state), "%s", a->src_identified ? "primary" : "unknown");
-        st.system_id = a->src_id.system_id;
-        st.timeline = a->src_id.timeline;
-        st.primary_lsn = a->primary_lsn;
-        st.sent_lsn = a->sent_lsn;
-        st.write_lsn = a->ack_write;
-        st.flush_lsn = a->ack_flush;
-        st.apply_lsn = a->ack_apply;
-        format_lag(&st, a->primary_lsn, &a->lag, clock_mono_us());
-        snprintf(st.sync_state, sizeof(st.sync_state), "%s",
-                 !a->streaming || c == NULL                       ? "down"
-                 : a->ack_flush + 16u * 1024 * 1024 < a->sent_lsn ? "catchup"
-                                                                  : "sync");
-    } else if (a->role == AGENT_FENCED || a->spool == NULL) {
-        snprintf(st.role, sizeof(st.role), "fenced");
-        snprintf(st.pg_state, sizeof(st.pg_state), "%s", pg_running(a) ? "stale" : "down");
-        snprintf(st.sync_state, sizeof(st.sync_state), "down");
-    } else {
-        const struct spool_identity *id = spool_identity(a->spool);
-        snprintf(st.role, sizeof(st.role), "sink");
         snprintf(st.pg_state, sizeof(st.pg_state), "%s",
-                 walsrv_streaming_clients(a->walsrv) > 0 ? "standby" : "unknown");
-        st.system_id = id->system_id;
-        st.timeline = id->timeline;
-        st.primary_lsn = a->appended;
-        st.sent_lsn = a->appended;
-        st.write_lsn = a->written;
-        st.flush_lsn = a->flushed;
-        st.apply_lsn = a->applied;
-        format_lag(&st, a->appended, &a->sink_lag, clock_mono_us());
-        snprintf(st.sync_state, sizeof(st.sync_state), "%s", c != NULL ? "sync" : "down");
+                 sender_identity(a->sender) != NULL ? "primary" : "unknown");
+        if (a->sender != NULL)
+            sender_status(a->sender, &st);
+        if (a->head_lsn > st.primary_lsn)
+            st.primary_lsn = a->head_lsn;
+        snprintf(st.sync_state, sizeof(st.sync_state), "%s", source_sync_state(a));
+        break;
+    case ROLE_SINK:
+        sink_status(a->sink, c != NULL, &st);
+        if (st.spool_stall[0] != '\0')
+            set_last_error(a, "spool: %.240s", st.spool_stall);
+        else if (strncmp(a->last_error, "spool: ", 7) == 0)
+            a->last_error[0] = '\0';
+        break;
+    case ROLE_FENCED:
+        snprintf(st.role, sizeof(st.role), "fenced");
+        snprintf(st.pg_state, sizeof(st.pg_state), "%s",
+                 pgctl_running(a->cfg->pgdata) ? "stale" : "down");
+        snprintf(st.sync_state, sizeof(st.sync_state), "down");
+        break;
+    case ROLE_STARTING:
+        snprintf(st.role, sizeof(st.role), "starting");
+        snprintf(st.pg_state, sizeof(st.pg_state), "%s",
+                 pgctl_running(a->cfg->pgdata) ? "unknown" : "down");
+        snprintf(st.sync_state, sizeof(st.sync_state), "down");
+        break;
     }
+    snprintf(st.last_error, sizeof(st.last_error), "%s", a->last_error);
+    /* availability */
+    snprintf(st.availability_mode, sizeof(st.availability_mode), "%s",
+             a->cfg->availability_mode == CONFIG_MAXIMUM_PROTECTION ? "maximum_protection"
+                                                                    : "maximum_availability");
+    if (state_exposed(&a->state)) {
+        st.exposed = mine && a->role == ROLE_SOURCE;
+        st.stale = !mine && a->role != ROLE_SOURCE;
+        st.exposed_since_unix_us = a->state.exposed_unix_us;
+        st.exposed_lsn = a->state.exposed_lsn;
+    }
+    st.wal_at_risk_bytes = st.exposed ? a->at_risk_bytes : 0;
+    st.wal_at_risk_peak_bytes = a->at_risk_peak;
+    st.exposed_seconds_total =
+        a->exposed_s_done +
+        (st.exposed ? (double)(st.now_unix_us - a->state.exposed_unix_us) / 1e6 : 0);
+    snprintf(st.arbiter, sizeof(st.arbiter), "%s", arbiter_kind(a->arbiter));
+    snprintf(st.arbiter_state, sizeof(st.arbiter_state), "%s",
+             arbiter_states[arbiter_state(a->arbiter)]);
+    snprintf(st.arbiter_desc, sizeof(st.arbiter_desc), "%s", arbiter_describe(a->arbiter));
+
     status_metrics_tick(a, &st);
     st.metrics = a->metrics;
     status_publish(&a->board, &st);
-    if (a->arbiter != NULL) {
-        struct arbiter_report r = {
-            .role = a->role == AGENT_SOURCE && a->src_identified ? MSG_ROLE_SOURCE
-                    : a->role == AGENT_SINK                     ? MSG_ROLE_SINK
-                                                                : MSG_ROLE_UNKNOWN,
-            .epoch = a->state.epoch,
-            .durable_lsn = a->role == AGENT_SINK ? a->flushed : a->ack_flush,
-            .mark = &a->state};
-        arbiter_report(a->arbiter, &r);
-    }
+    if (a->arbiter != NULL)
+        arbiter_report_now(a, &st);
 }
 
-/* Frees the links that died during the last turn (never from inside their callbacks). */
+/* ---- the loop ---- */
+
+/* The durability step and everything due: after all the completions of a turn. */
 static void
-reap_links(struct agent *a)
+agent_turn(struct agent *a)
 {
-    for (int i = 0; i < AGENT_MAX_LINKS; i++) {
-        struct link *l = a->links[i];
-        if (l != NULL && l->dead) {
-            conn_free(l->c);
-            free(l);
-            a->links[i] = NULL;
+    uint64_t now;
+
+    link_reap(a->links);
+    for (int ev = 0; ev < EV_COUNT && !a->failed; ev++)
+        if (a->pending & (1u << ev)) {
+            a->pending &= ~(1u << ev);
+            agent_dispatch(a, (enum agent_event)ev);
         }
-    }
-}
-
-static void
-agent_tick(struct agent *a)
-{
-    reap_links(a);
-    if (a->fence_epoch > a->state.epoch)
-        apply_learned_epoch(a);
-    take_requests(a);
-    op_tick(a);
     if (a->failed)
         return;
-    if (a->role == AGENT_SOURCE)
-        source_tick(a);
-    else if (a->role == AGENT_SINK)
-        sink_tick(a);
-    failover_watch(a);
-    status_tick(a);
+    if (a->role == ROLE_SINK && a->sink != NULL) {
+        sink_turn(a->sink, link_active(a->links));
+        sink_lag_note(a->sink);
+    }
+    now = clock_mono_ms();
+    a->wake[WAKE_OP] = op_next_wake(&a->op);
+    for (int w = 0; w < WAKE_COUNT && !a->failed; w++) {
+        if (a->wake[w] == 0 || a->wake[w] > now)
+            continue;
+        a->wake[w] = 0;
+        switch ((enum agent_wake)w) {
+        case WAKE_SESSION:
+            start_session(a);
+            break;
+        case WAKE_LINK:
+            connect_link(a);
+            break;
+        case WAKE_STATUS:
+            status_tick(a);
+            break;
+        case WAKE_FAILOVER:
+            failover_watch(a);
+            break;
+        case WAKE_WATCH:
+            availability_watch(a);
+            break;
+        case WAKE_OP: {
+            struct op_event ev = {.kind = OPE_WAKE};
+            op_handle(&a->op, &ev);
+            break;
+        }
+        case WAKE_JOB:
+            job_reaped(a);
+            if (a->job.pid > 0)
+                wake_at(a, WAKE_JOB, now + AGENT_JOB_POLL_MS);
+            break;
+        case WAKE_SCHEDULED:
+            run_scheduled(a);
+            break;
+        case WAKE_START:
+            start_decide(a);
+            break;
+        case WAKE_COUNT:
+            break;
+        }
+    }
+    a->wake[WAKE_OP] = op_next_wake(&a->op);
 }
+
+/* Milliseconds until the earliest deadline (-1: none). */
+static int
+next_timeout(const struct agent *a)
+{
+    uint64_t next = 0, now = clock_mono_ms();
+
+    if (a->pending != 0)
+        return 0;
+    for (int w = 0; w < WAKE_COUNT; w++)
+        if (a->wake[w] != 0 && (next == 0 || a->wake[w] < next))
+            next = a->wake[w];
+    if (next == 0)
+        return -1;
+    return next > now ? (int)(next - now < 60000 ? next - now : 60000) : 0;
+}
+
+/* ---- life ---- */
+
+static void
+hold_reports(void *ctx)
+{
+    struct agent *a = ctx;
+
+    if (a->sender != NULL)
+        sender_hold(a->sender);
+}
+
+static void
+release_reports(void *ctx)
+{
+    struct agent *a = ctx;
+
+    if (a->sender != NULL)
+        sender_release(a->sender);
+}
+
+static const struct syncrep_hooks syncrep_hooks = {.hold = hold_reports,
+                                                   .release = release_reports};
 
 static int
 agent_setup(struct agent *a)
 {
     char err[512];
-    int rc, port;
+    int rc;
 
     /* A site's state_dir is its spool_dir by default, made here when new. */
     if (mkdir(a->cfg->state_dir, 0700) != 0 && errno != EEXIST) {
@@ -2504,23 +1885,7 @@ agent_setup(struct agent *a)
         log_error(a->comp, "maintenance windows: %s", err);
         return rc;
     }
-    rc = decide_role(a);
-    if (rc < 0)
-        return rc;
-    log_info(a->comp, "local PostgreSQL is a %s: acting as %s (epoch %" PRIu64 ")",
-             a->role == AGENT_SOURCE ? "primary" : "standby",
-             a->role == AGENT_SOURCE ? "source" : "sink", a->state.epoch);
-    if (tls_cert_not_after(a->cfg->tls_cert, &a->cert_not_after) < 0)
-        a->cert_not_after = -1;
-    rc = tls_config_new(&a->tls_server, a->cfg->tls_ca, a->cfg->tls_cert, a->cfg->tls_key, true,
-                        err, sizeof(err));
-    if (rc == 0)
-        rc = tls_config_new(&a->tls_client, a->cfg->tls_ca, a->cfg->tls_cert, a->cfg->tls_key,
-                            false, err, sizeof(err));
-    if (rc < 0) {
-        log_error(a->comp, "%s", err);
-        return rc;
-    }
+    windows_init(&a->windows, a->maint);
     rc = wio_loop_new(&a->loop, 512);
     if (rc < 0) {
         log_error(a->comp, "cannot set up io_uring: %s", wire_strerror(rc));
@@ -2540,13 +1905,15 @@ agent_setup(struct agent *a)
         httpapi_set_thresholds(a->http, &th);
     }
     /* Both roles listen: the sink for its source, the source to refuse stale peers. */
-    a->listen_fd = wio_listen_tcp(a->cfg->listen.text, 16, &port);
-    if (a->listen_fd < 0) {
-        log_error(a->comp, "cannot listen on %s: %s", a->cfg->listen.text,
-                  wire_strerror(a->listen_fd));
-        return a->listen_fd;
+    rc = link_set_new(&a->links, a->loop, a->cfg, &link_ev, a, err, sizeof(err));
+    if (rc < 0) {
+        log_error(a->comp, "%s", err);
+        return rc;
     }
-    rc = wio_accept_start(a->loop, &a->acc, a->listen_fd, on_accept);
+    rc = pgconn_new(&a->pg, a->loop, a->cfg->pg_conninfo, a->comp);
+    if (rc == 0)
+        rc = syncrep_new(&a->syncrep, a->pg, a->loop, a->cfg->pg_conninfo, a->cfg->state_dir,
+                         a->cfg->application_name, &syncrep_hooks, a, a->comp);
     if (rc < 0)
         return rc;
     if (a->cfg->has_witness) {
@@ -2556,17 +1923,17 @@ agent_setup(struct agent *a)
             return rc;
         }
     }
-    if (a->role == AGENT_SOURCE && a->state.primary[0] != '\0' &&
-        strcmp(a->state.primary, a->cfg->node_name) != 0) {
-        /* Fenced before (the other site holds the epoch), and still a primary here. */
-        fence(a);
-        return 0;
+    op_init(&a->op, &op_env, a, a->cfg->node_name);
+    {
+        char m[120];
+        log_info(a->comp, "epoch %" PRIu64 " held by %s, %s; learning this site's role",
+                 a->state.epoch, a->state.primary[0] != '\0' ? a->state.primary : "?",
+                 mark_text(&a->state, m, sizeof(m)));
     }
-    if (a->role == AGENT_SOURCE) {
-        a->batch = malloc(FRAME_MAX_RAW);
-        return a->batch == NULL ? -ENOMEM : 0;
-    }
-    return sink_open(a, false);
+    a->role = ROLE_STARTING;
+    wake_at(a, WAKE_START, clock_mono_ms());
+    wake_at(a, WAKE_STATUS, clock_mono_ms());
+    return 0;
 }
 
 static void
@@ -2574,44 +1941,29 @@ agent_teardown(struct agent *a)
 {
     if (a->http != NULL)
         httpapi_stop(a->http); /* first: its thread reads the board */
-    close_links(a, "agent shutting down");
-    pgctl_kill(&a->op.job);
-    if (a->arbiter != NULL)
-        arbiter_free(a->arbiter);
-    if (a->src != NULL) {
-        source_free(a->src);
-        a->src = NULL;
-    }
-    /* A few turns, so that BYE frames leave and cancelled operations complete. */
-    for (int i = 0; i < 20 && a->loop != NULL; i++)
-        if (wio_run_once(a->loop, 10) <= 0)
-            break;
-    reap_links(a);
-    if (a->listen_fd > 0) {
-        wio_accept_stop(&a->acc);
-        for (int i = 0; i < 20 && wio_accept_busy(&a->acc); i++)
-            if (wio_run_once(a->loop, 10) < 0)
-                break;
-        close(a->listen_fd);
-    }
-    sink_close(a);
+    pgctl_kill(&a->job);
+    fdwatch_release(a->job_watch);
+    arbiter_free(a->arbiter);
+    stop_source(a);
+    syncrep_free(a->syncrep);
+    pgconn_free(a->pg);
+    if (a->loop != NULL)
+        link_set_free(a->links); /* runs the loop a few turns: BYEs leave */
+    sink_close(a->sink);
     if (a->loop != NULL)
         wio_loop_free(a->loop);
-    tls_config_free(a->tls_server);
-    tls_config_free(a->tls_client);
-    free(a->batch);
     maint_store_close(a->maint); /* after httpapi_stop: its thread uses the store */
 }
 
 int
 agent_run(const struct wm_config *cfg, volatile sig_atomic_t *stop)
 {
-    struct agent a = {.cfg = cfg, .listen_fd = -1, .last_unavailability_us = -1};
+    struct agent a = {.cfg = cfg, .last_unavailability_us = -1, .commit_stage = LAG_FLUSH};
     int rc;
 
     snprintf(a.comp, sizeof(a.comp), "agent[%s]", cfg->node_name);
     status_board_init(&a.board);
-    lag_reset(&a.lag);
+    pgctl_job_init(&a.job);
     a.started_us = clock_unix_us();
     rc = agent_setup(&a);
     if (rc < 0) {
@@ -2620,13 +1972,13 @@ agent_run(const struct wm_config *cfg, volatile sig_atomic_t *stop)
         return 1;
     }
     while (!*stop && !a.failed) {
-        rc = wio_run_once(a.loop, 200);
+        rc = wio_run_once(a.loop, next_timeout(&a));
         if (rc < 0) {
             log_error(a.comp, "event loop failed: %s", wire_strerror(rc));
             a.exit_status = 1;
             break;
         }
-        agent_tick(&a);
+        agent_turn(&a);
     }
     log_info(a.comp, "stopping%s", a.failed ? " after a failure" : "");
     agent_teardown(&a);

@@ -140,6 +140,7 @@ struct warb {
     uint64_t epoch; /* ours: reported or granted, never lower */
     uint64_t durable_lsn;
     uint64_t mark_lsn, mark_unix_us; /* our epoch's mark, as we know it */
+    char holder[STATE_NAME_MAX + 1]; /* our epoch's holder, as we know it ("": unknown) */
     bool state_dirty;
     uint64_t state_at_ms;
 
@@ -285,7 +286,10 @@ wa_send_state(struct warb *a)
                               .value2 = a->role,
                               .mark_lsn = a->mark_lsn,
                               .mark_unix_us = a->mark_unix_us};
-    int rc = conn_send_control(a->c, &ctl);
+    int rc;
+
+    snprintf(ctl.text, sizeof(ctl.text), "%s", a->holder);
+    rc = conn_send_control(a->c, &ctl);
 
     if (rc < 0)
         log_warning(a->comp, "cannot send STATE: %s", wire_strerror(rc));
@@ -347,6 +351,7 @@ wa_on_control(void *ctx, const struct msg_control *ctl)
                 a->epoch = ctl->value;
             a->mark_lsn = ctl->mark_lsn;
             a->mark_unix_us = ctl->mark_unix_us;
+            snprintf(a->holder, sizeof(a->holder), "%s", a->cfg->node_name);
             if (a->witness_epoch < a->epoch)
                 a->witness_epoch = a->epoch;
             a->state_dirty = true;
@@ -594,9 +599,11 @@ wa_report(struct arbiter *base, const struct arbiter_report *r)
             a->retry_at_ms = clock_mono_ms(); /* rejoined: no need to wait */
     }
     if (r->epoch == a->epoch && r->mark != NULL && r->mark->epoch == a->epoch &&
-        (r->mark->exposed_lsn != a->mark_lsn || r->mark->exposed_unix_us != a->mark_unix_us)) {
+        (r->mark->exposed_lsn != a->mark_lsn || r->mark->exposed_unix_us != a->mark_unix_us ||
+         strcmp(r->mark->primary, a->holder) != 0)) {
         a->mark_lsn = r->mark->exposed_lsn;
         a->mark_unix_us = r->mark->exposed_unix_us;
+        snprintf(a->holder, sizeof(a->holder), "%s", r->mark->primary);
         a->state_dirty = true;
     }
     a->durable_lsn = r->durable_lsn;

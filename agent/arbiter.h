@@ -22,8 +22,9 @@
  *     recorded marked exposed since the asker's durable LSN: the new primary has no standby
  *     until the old site rejoins, catches up and its source asks RESYNC.
  *   EXPOSE of epoch+1 is granted iff the asker holds the current epoch (or, with no holder on
- *     record, it reports itself the source and the other site does not).  Pausing fail-over
- *     does not block it.  The new epoch is marked exposed since the request's standby_lsn.
+ *     record, it reports itself the source and the other site does not) and reports itself
+ *     the source now (its primary runs: a primary that is down needs no exposure, and its
+ *     standby must stay promotable).  Pausing fail-over does not block it.  The new epoch is marked exposed since the request's standby_lsn.
  *   RESYNC of epoch+1 is granted iff the asker holds the current epoch.  The mark is cleared.
  *   The holder asking again for the epoch it holds gets the same grant (a grant lost with a
  *   link, or an agent restarted before it recorded it).

@@ -77,6 +77,8 @@ enum key_id {
     K_ETCD_CERT,
     K_ETCD_KEY,
     K_ETCD_LEASE_TTL,
+    K_AVAILABILITY_MODE,
+    K_STANDBY_LOSS_TIMEOUT,
     K_COUNT
 };
 
@@ -123,6 +125,8 @@ static const struct key_def {
     [K_ETCD_CERT] = {"etcd_cert", ROLE_SITE, 0},
     [K_ETCD_KEY] = {"etcd_key", ROLE_SITE, 0},
     [K_ETCD_LEASE_TTL] = {"etcd_lease_ttl", ROLE_SITE, 0},
+    [K_AVAILABILITY_MODE] = {"availability_mode", ROLE_SITE, 0},
+    [K_STANDBY_LOSS_TIMEOUT] = {"standby_loss_timeout", ROLE_SITE, 0},
 };
 
 struct parser {
@@ -629,6 +633,7 @@ conv_enum(const char *v, const char *const *names, int count, const char *list, 
 
 static const char *const role_names[] = {"auto", "witness"};
 static const char *const compression_names[] = {"off", "lz4"};
+static const char *const availability_names[] = {"maximum_availability", "maximum_protection"};
 static const char *const log_level_names[] = {"error", "warning", "info", "debug"};
 
 const char *
@@ -850,6 +855,17 @@ set_value(struct parser *ps, enum key_id k, unsigned long line, const char *v, s
         rc = conv_duration(v, len, &c->etcd_lease_ttl_ms, why);
         if (rc == 0 && c->etcd_lease_ttl_ms % MS_PER_S != 0)
             rc = why_set(why, "etcd grants leases in whole seconds, e.g. '3s'");
+        break;
+    case K_AVAILABILITY_MODE:
+        if ((i = conv_enum(v, availability_names, 2, "maximum_availability, maximum_protection",
+                           why)) >= 0)
+            c->availability_mode = (enum config_availability)i;
+        rc = i < 0 ? -1 : 0;
+        break;
+    case K_STANDBY_LOSS_TIMEOUT:
+        rc = conv_duration(v, len, &c->standby_loss_timeout_ms, why);
+        if (rc == 0 && c->standby_loss_timeout_ms == 0)
+            rc = why_set(why, "must be more than 0 (maximum_protection never runs exposed)");
         break;
     case K_COUNT:
         break;
@@ -1356,6 +1372,10 @@ finish(struct parser *ps)
         }
         if (ps->line_of[K_COMPRESSION] == 0)
             c->compression = CONFIG_COMPRESSION_LZ4;
+        if (ps->line_of[K_AVAILABILITY_MODE] == 0)
+            c->availability_mode = CONFIG_MAXIMUM_AVAILABILITY;
+        if (ps->line_of[K_STANDBY_LOSS_TIMEOUT] == 0)
+            c->standby_loss_timeout_ms = 10 * MS_PER_S;
         /* statuspage.h's STATUSPAGE_DEGRADED_* and STATUSPAGE_PARTIAL_* */
         if (ps->line_of[K_STATUS_DEGRADED_LAG_SIZE] == 0)
             c->status_degraded_lag_bytes = 16ull * 1024 * 1024;
@@ -1639,6 +1659,10 @@ config_dump(FILE *f, const struct wm_config *c)
         fprintf(f, "compression = %s\n",
                 (unsigned)c->compression < 2 ? compression_names[c->compression] : "?");
         fputs("wal_server_auth = trust\n", f);
+        fprintf(f, "availability_mode = %s\n",
+                (unsigned)c->availability_mode < 2 ? availability_names[c->availability_mode]
+                                                   : "?");
+        dump_units(f, "standby_loss_timeout", c->standby_loss_timeout_ms, duration_units);
         dump_units(f, "status_degraded_lag_size", c->status_degraded_lag_bytes, size_units);
         dump_units(f, "status_degraded_lag_time", c->status_degraded_lag_ms, duration_units);
         dump_units(f, "status_partial_lag_size", c->status_partial_lag_bytes, size_units);

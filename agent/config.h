@@ -76,6 +76,12 @@ enum config_compression {
     CONFIG_COMPRESSION_LZ4 = 1,
 };
 
+/* What the primary does when its standby stops confirming (docs/configuration.md). */
+enum config_availability {
+    CONFIG_MAXIMUM_AVAILABILITY = 0, /* run exposed, arbitrated, after standby_loss_timeout */
+    CONFIG_MAXIMUM_PROTECTION = 1,   /* commits wait for the standby, always */
+};
+
 enum config_wal_server_auth {
     CONFIG_WAL_SERVER_AUTH_TRUST = 0, /* the only method implemented */
 };
@@ -126,6 +132,8 @@ struct wm_config {
     uint64_t status_degraded_lag_ms;    /* default 5 s */
     uint64_t status_partial_lag_bytes;  /* default 1 GB */
     uint64_t status_partial_lag_ms;     /* default 60 s */
+    enum config_availability availability_mode; /* default maximum_availability */
+    uint64_t standby_loss_timeout_ms;           /* default 10 s */
 
     /* the arbiter (sites): witness when `witness` is set, else none, unless `arbiter` says */
     enum config_arbiter arbiter;

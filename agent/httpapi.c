@@ -352,6 +352,15 @@ snapshot_json(const struct status_snapshot *s)
          put(o, "spool_stalled_since_unix_us", json_u64(s->spool_stalled_since_unix_us)) &&
          put(o, "failover_paused", json_boolean(s->failover_paused)) &&
          PUT_STR(o, s, maintenance) && PUT_STR(o, s, last_error);
+    /* availability and the arbiter */
+    ok = ok && PUT_STR(o, s, availability_mode) && put(o, "exposed", json_boolean(s->exposed)) &&
+         put(o, "stale", json_boolean(s->stale)) &&
+         put(o, "exposed_since_unix_us", json_u64(s->exposed_since_unix_us)) &&
+         put_lsn(o, "exposed_lsn", s->exposed_lsn) &&
+         put(o, "wal_at_risk_bytes", json_u64(s->wal_at_risk_bytes)) &&
+         put(o, "wal_at_risk_peak_bytes", json_u64(s->wal_at_risk_peak_bytes)) &&
+         put(o, "exposed_seconds_total", json_real(s->exposed_seconds_total)) &&
+         PUT_STR(o, s, arbiter) && PUT_STR(o, s, arbiter_state) && PUT_STR(o, s, arbiter_desc);
     if (!ok) {
         json_decref(o);
         return NULL;
@@ -576,7 +585,8 @@ handle_action(struct httpapi *h, struct MHD_Connection *c, enum route r)
 }
 
 /*
- * POST /switchover[?to=NODE&max_lag=BYTES], /failover[?force=1], /rejoin: files the request
+ * POST /switchover[?to=NODE&max_lag=BYTES], /failover[?force=1[&accept_data_loss=1]], /rejoin:
+ * files the request
  * for the agent's loop and answers 202 with its id; the outcome shows in /status (op_id,
  * operation, op_step, then last_op_id, last_op_ok, last_op_result).
  */
@@ -625,6 +635,11 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
         req.kind = STATUS_REQ_FAILOVER;
         v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "force");
         req.force = v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+        v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "accept_data_loss");
+        req.accept_data_loss = v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+        if (req.accept_data_loss && !req.force)
+            return reply_json(c, MHD_HTTP_BAD_REQUEST,
+                              error_body("accept_data_loss: only with force=1"), NULL);
         break;
     default:
         what = "rejoin";
@@ -634,7 +649,10 @@ handle_operation(struct httpapi *h, struct MHD_Connection *c, enum route r)
     status_request_op(h->board, &req);
     client_name(c, who, sizeof(who));
     log_info("http", "POST /%s from %s: %s requested (id %" PRIu64 "%s%s%s)", what, who, what,
-             req.id, req.target[0] != '\0' ? ", to " : "", req.target, req.force ? ", forced" : "");
+             req.id, req.target[0] != '\0' ? ", to " : "", req.target,
+             req.accept_data_loss ? ", forced, accepting data loss"
+             : req.force          ? ", forced"
+                                  : "");
     status_read(h->board, &snap);
     o = json_object();
     if (o == NULL)
@@ -827,8 +845,9 @@ handle_health(struct MHD_Connection *c, const struct status_snapshot *s)
     return reply_check(c, s, true, "running");
 }
 
-/* GET /primary: 200 only where writes go: the source beside a primary that streams to it,
- * with no switchover or fail-over under way. */
+/* GET /primary: 200 only where a commit can succeed now: the source beside a primary that
+ * streams to it, with no switchover or fail-over under way, whose standby confirms in time
+ * (sync_state sync or catchup) or which runs exposed (docs/operations.md, "Health checks"). */
 static enum MHD_Result
 handle_primary(struct MHD_Connection *c, const struct status_snapshot *s)
 {
@@ -842,6 +861,15 @@ handle_primary(struct MHD_Connection *c, const struct status_snapshot *s)
         return reply_check(c, s, false, "the local primary does not stream to its agent");
     if (SNAP_IS(s, operation, "switchover") || SNAP_IS(s, operation, "failover"))
         return reply_check(c, s, false, "a switchover or fail-over is under way");
+    /* A commit at the configured level can be acknowledged now: the standby confirms in time
+     * (sync, or catching up while confirming), or the primary runs exposed. */
+    if (SNAP_IS(s, sync_state, "waiting"))
+        return reply_check(c, s, false, "commits wait: the standby has not confirmed in time");
+    if (SNAP_IS(s, sync_state, "down"))
+        return reply_check(c, s, false,
+                           "commits wait: no stream to the standby, and not running exposed");
+    if (SNAP_IS(s, sync_state, "exposed"))
+        return reply_check(c, s, true, "writable primary, running exposed");
     return reply_check(c, s, true, "writable primary");
 }
 

@@ -16,7 +16,8 @@
 
 /* The role and sync state values a gauge family lists, one sample each (1 for the current). */
 static const char *const roles[] = {"source", "sink", "fenced", "witness", "starting"};
-static const char *const sync_states[] = {"sync", "catchup", "down"};
+static const char *const sync_states[] = {"sync", "catchup", "waiting", "exposed", "down"};
+static const char *const arbiter_states[] = {"up", "down", "fenced", "none"};
 static const char *const stages[] = {"write", "flush", "apply"};
 
 static void
@@ -164,8 +165,9 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
         }
 
     family(f, "walmirror_sync_state", "gauge",
-           "1 for the synchronous state now (sync: the link is up and confirming; catchup: "
-           "more than 16 MB behind; down), 0 for the others.");
+           "1 for the synchronous state now (sync: the standby confirms in time; catchup: "
+           "more than 16 MB behind; waiting: commits wait for overdue confirmations; exposed: "
+           "commits go on without the standby; down), 0 for the others.");
     for (size_t i = 0; i < sizeof(sync_states) / sizeof(sync_states[0]); i++)
         fprintf(f, "walmirror_sync_state{state=\"%s\"} %d\n", sync_states[i],
                 field_is(s->sync_state, sizeof(s->sync_state), sync_states[i]) ? 1 : 0);
@@ -218,6 +220,30 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
     gauge_u64(f, "walmirror_maintenance",
               "1 while a maintenance window is open (automatic fail-over is paused).",
               strncmp(s->maintenance, "active", 6) == 0 ? 1 : 0);
+
+    gauge_u64(f, "walmirror_exposed",
+              "1 while the primary runs exposed: commits are acknowledged without the standby.",
+              s->exposed ? 1 : 0);
+    gauge_u64(f, "walmirror_wal_at_risk_bytes",
+              "Acknowledged WAL the standby does not hold while the primary runs exposed.",
+              s->wal_at_risk_bytes);
+    family(f, "walmirror_exposed_seconds_total", "counter",
+           "Seconds the primary has run exposed since the agent started.");
+    fputs("walmirror_exposed_seconds_total ", f);
+    double_value(f, s->exposed_seconds_total);
+    fputc('\n', f);
+    gauge_u64(f, "walmirror_standby_stale",
+              "1 on a standby whose primary runs exposed: it may not be promoted by itself.",
+              s->stale ? 1 : 0);
+    family(f, "walmirror_arbiter_state", "gauge",
+           "1 for the arbiter's state now (up: reachable; down; fenced: it refuses us; none: "
+           "no arbiter configured), 0 for the others.");
+    for (size_t i = 0; i < sizeof(arbiter_states) / sizeof(arbiter_states[0]); i++) {
+        fputs("walmirror_arbiter_state{arbiter=\"", f);
+        label_value(f, s->arbiter, sizeof(s->arbiter));
+        fprintf(f, "\",state=\"%s\"} %d\n", arbiter_states[i],
+                field_is(s->arbiter_state, sizeof(s->arbiter_state), arbiter_states[i]) ? 1 : 0);
+    }
 
     if (fclose(f) != 0 || buf == NULL) {
         free(buf);

@@ -13,11 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "clock.h"
-#include "setup.h"
+#include "util.h"
+
+#define PGCTL_DEFAULT_BINDIR "/usr/lib/postgresql/15/bin"
+#define PGCTL_WAIT_S "120" /* pg_ctl -t */
 
 /* The block pgctl_write_standby_config() owns in postgresql.auto.conf. */
 #define BLOCK_BEGIN "# walmirror: begin (this server streams from its site's walmirror agent)"
@@ -26,37 +30,92 @@
 static const char *const config_files[] = {"postgresql.conf", "postgresql.auto.conf",
                                            "pg_hba.conf", "pg_ident.conf"};
 
+extern char **environ;
+
 /* ---- child programs ---- */
 
+const char *
+pgctl_bindir(void)
+{
+    const char *d = getenv("WALMIRROR_PG_BINDIR");
+    return d != NULL && d[0] != '\0' ? d : PGCTL_DEFAULT_BINDIR;
+}
+
+/* The agent's environment with LC_ALL=C (built before fork: the child may only exec). */
+static char **
+child_env(void)
+{
+    size_t n = 0, k = 0;
+    char **env;
+
+    while (environ[n] != NULL)
+        n++;
+    env = calloc(n + 2, sizeof(char *));
+    if (env == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "LC_ALL=", 7) != 0)
+            env[k++] = environ[i];
+    env[k++] = "LC_ALL=C";
+    env[k] = NULL;
+    return env;
+}
+
+/* fork + exec of argv with stdin /dev/null and stdout (and stderr unless err_fd < 0, which
+ * sends it to /dev/null) on out_fd.  Returns the pid or a negative errno. */
+static pid_t
+start_child(char *const argv[], int out_fd, int err_fd)
+{
+    char **env = child_env();
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    pid_t pid;
+
+    if (env == NULL || null < 0) {
+        int e = env == NULL ? ENOMEM : errno;
+        free(env);
+        if (null >= 0)
+            close(null);
+        return -e;
+    }
+    pid = fork();
+    if (pid == 0) {
+        if (dup2(null, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd >= 0 ? err_fd : null, 2) < 0)
+            _exit(127);
+        /* Its own process group: a terminal's ^C aimed at the agent does not reach it. */
+        setpgid(0, 0);
+        execve(argv[0], argv, env);
+        dprintf(2, "walmirror: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    free(env);
+    close(null);
+    return pid < 0 ? -errno : pid;
+}
+
 int
-pgctl_spawn(struct pgctl_job *j, const char *what, const char *log_path, char *const argv[])
+pgctl_spawn(struct pgctl_job *j, const char *what, const char *log_path, bool truncate,
+            char *const argv[])
 {
     pid_t pid;
     int fd;
 
     if (j->pid > 0)
         return -EBUSY;
-    fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    fd = open(log_path, O_WRONLY | O_CREAT | (truncate ? O_TRUNC : O_APPEND) | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
-    pid = fork();
+    pid = start_child(argv, fd, fd);
     if (pid < 0) {
-        int e = errno;
         close(fd);
-        return -e;
-    }
-    if (pid == 0) {
-        int null = open("/dev/null", O_RDONLY);
-        if (null < 0 || dup2(null, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-            _exit(127);
-        /* Its own process group: a terminal's ^C aimed at the agent does not reach it. */
-        setpgid(0, 0);
-        execv(argv[0], argv);
-        dprintf(2, "walmirror: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
+        return (int)pid;
     }
     close(fd);
     j->pid = pid;
+#ifdef SYS_pidfd_open
+    j->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    j->pidfd = -1;
+#endif
     j->exit_code = -1;
     j->started_ms = clock_mono_ms();
     snprintf(j->what, sizeof(j->what), "%s", what);
@@ -77,8 +136,18 @@ pgctl_poll(struct pgctl_job *j)
     if (r < 0)
         return -errno;
     j->pid = 0;
+    if (j->pidfd >= 0)
+        close(j->pidfd);
+    j->pidfd = -1;
     j->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return 1;
+}
+
+void
+pgctl_job_init(struct pgctl_job *j)
+{
+    memset(j, 0, sizeof(*j));
+    j->pidfd = -1;
 }
 
 void
@@ -90,7 +159,122 @@ pgctl_kill(struct pgctl_job *j)
     while (waitpid(j->pid, NULL, 0) < 0 && errno == EINTR)
         ;
     j->pid = 0;
+    if (j->pidfd >= 0)
+        close(j->pidfd);
+    j->pidfd = -1;
     j->exit_code = 128 + SIGKILL;
+}
+
+/* Starts prog (a PostgreSQL program) with args (NULL-terminated, at most 12). */
+static int
+run_pg(struct pgctl_job *j, const char *what, const char *log_path, bool truncate,
+       const char *prog, const char *const *args)
+{
+    char path[4200];
+    char *argv[16];
+    int n = 0;
+
+    snprintf(path, sizeof(path), "%s/%s", pgctl_bindir(), prog);
+    argv[n++] = path;
+    for (; *args != NULL && n < 15; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    return pgctl_spawn(j, what, log_path, truncate, argv);
+}
+
+int
+pgctl_run_pg_ctl(struct pgctl_job *j, enum pgctl_action action, const char *pgdata,
+                 const char *server_log, const char *log_path)
+{
+    static const char *const names[] = {"pg_ctl stop", "pg_ctl start", "pg_ctl promote"};
+    const char *args[12];
+    int n = 0;
+
+    args[n++] = action == PGCTL_STOP ? "stop" : action == PGCTL_START ? "start" : "promote";
+    if (action == PGCTL_STOP) {
+        args[n++] = "-m";
+        args[n++] = "fast";
+    }
+    args[n++] = "-w";
+    args[n++] = "-t";
+    args[n++] = PGCTL_WAIT_S;
+    args[n++] = "-D";
+    args[n++] = pgdata;
+    if (action == PGCTL_START) {
+        args[n++] = "-l";
+        args[n++] = server_log;
+    }
+    args[n] = NULL;
+    return run_pg(j, names[action], log_path, false, "pg_ctl", args);
+}
+
+int
+pgctl_run_checkpoint(struct pgctl_job *j, const char *conninfo, const char *log_path)
+{
+    /* Refused while the server is still in recovery: pg_rewind against a server whose
+     * control file still says the old timeline (a standby, or a primary before its first
+     * checkpoint) finds "no rewind required". */
+    const char *args[] = {"-X", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c",
+                          "DO $$BEGIN IF pg_is_in_recovery() THEN RAISE EXCEPTION "
+                          "'still in recovery: not promoted yet'; END IF; END$$",
+                          "-c", "CHECKPOINT", NULL};
+
+    return run_pg(j, "CHECKPOINT on the new primary", log_path, false, "psql", args);
+}
+
+int
+pgctl_run_rewind(struct pgctl_job *j, const char *pgdata, const char *conninfo,
+                 const char *log_path)
+{
+    char target[4300], source[4300];
+    const char *args[] = {target, source, "--progress", NULL};
+
+    snprintf(target, sizeof(target), "--target-pgdata=%s", pgdata);
+    snprintf(source, sizeof(source), "--source-server=%s", conninfo);
+    return run_pg(j, "pg_rewind", log_path, false, "pg_rewind", args);
+}
+
+int
+pgctl_run_basebackup(struct pgctl_job *j, const char *pgdata, const char *conninfo,
+                     const char *log_path)
+{
+    const char *args[] = {"-D",       pgdata, "-d", conninfo, "--wal-method=stream",
+                          "--checkpoint=fast", "--no-password", NULL};
+
+    return run_pg(j, "pg_basebackup", log_path, false, "pg_basebackup", args);
+}
+
+int
+pgctl_run_empty(struct pgctl_job *j, const char *pgdata, const char *log_path)
+{
+    char *argv[] = {"/usr/bin/find", (char *)pgdata, "-mindepth", "1", "-delete", NULL};
+
+    return pgctl_spawn(j, "emptying pgdata", log_path, false, argv);
+}
+
+int
+pgctl_run_controldata(struct pgctl_job *j, const char *pgdata, const char *out_path)
+{
+    const char *args[] = {"-D", pgdata, NULL};
+
+    return run_pg(j, "pg_controldata", out_path, true, "pg_controldata", args);
+}
+
+bool
+pgctl_running(const char *pgdata)
+{
+    char path[4200];
+    FILE *f;
+    long pid = 0;
+
+    snprintf(path, sizeof(path), "%s/postmaster.pid", pgdata);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    if (fscanf(f, "%ld", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    return pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
 }
 
 /* ---- control data ---- */
@@ -120,23 +304,16 @@ value_of(const char *line, const char *label)
     return line;
 }
 
-int
-pgctl_controldata(const char *pgdata, struct pgctl_control *out, char *err, size_t errlen)
+/* Parses pg_controldata's output from f. */
+static int
+parse_controldata(FILE *f, const char *pgdata, struct pgctl_control *out, char *err,
+                  size_t errlen)
 {
-    char cmd[4300], line[512];
+    char line[512];
     const char *v;
-    FILE *p;
-    int rc;
 
     memset(out, 0, sizeof(*out));
-    snprintf(cmd, sizeof(cmd), "LC_ALL=C '%s/pg_controldata' -D '%s' 2>&1", setup_pg_bindir(),
-             pgdata);
-    p = popen(cmd, "r");
-    if (p == NULL) {
-        snprintf(err, errlen, "cannot run pg_controldata: %s", strerror(errno));
-        return -errno;
-    }
-    while (fgets(line, sizeof(line), p) != NULL) {
+    while (fgets(line, sizeof(line), f) != NULL) {
         line[strcspn(line, "\n")] = '\0';
         if ((v = value_of(line, "Database system identifier:")) != NULL)
             out->system_id = strtoull(v, NULL, 10);
@@ -155,8 +332,7 @@ pgctl_controldata(const char *pgdata, struct pgctl_control *out, char *err, size
         else if ((v = value_of(line, "Min recovery ending loc's timeline:")) != NULL)
             out->min_recovery_tli = (uint32_t)strtoul(v, NULL, 10);
     }
-    rc = pclose(p);
-    if (rc != 0 || out->system_id == 0 || out->seg_size == 0 || out->checkpoint_tli == 0) {
+    if (out->system_id == 0 || out->seg_size == 0 || out->checkpoint_tli == 0) {
         snprintf(err, errlen,
                  "cannot read the control data of %s with pg_controldata (is pgdata right, "
                  "and readable by this user?)",
@@ -167,23 +343,79 @@ pgctl_controldata(const char *pgdata, struct pgctl_control *out, char *err, size
 }
 
 int
-pgctl_wal_start(const char *pgdata, uint64_t *lsn, uint32_t *tli, char *err, size_t errlen)
+pgctl_controldata_read(const char *out_path, const char *pgdata, struct pgctl_control *out,
+                       char *err, size_t errlen)
 {
-    struct pgctl_control ctl;
+    FILE *f = fopen(out_path, "r");
+    int rc;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read pg_controldata's output %s: %s", out_path,
+                 strerror(errno));
+        return -errno;
+    }
+    rc = parse_controldata(f, pgdata, out, err, errlen);
+    fclose(f);
+    return rc;
+}
+
+int
+pgctl_controldata(const char *pgdata, struct pgctl_control *out, char *err, size_t errlen)
+{
+    char prog[4200], dir[4200];
+    char *argv[] = {prog, "-D", dir, NULL};
+    int pipefd[2], status = 0, rc;
+    pid_t pid;
+    FILE *f;
+
+    snprintf(prog, sizeof(prog), "%s/pg_controldata", pgctl_bindir());
+    snprintf(dir, sizeof(dir), "%s", pgdata);
+    if (pipe2(pipefd, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "cannot run pg_controldata: %s", strerror(errno));
+        return -errno;
+    }
+    pid = start_child(argv, pipefd[1], -1);
+    close(pipefd[1]);
+    if (pid < 0) {
+        close(pipefd[0]);
+        snprintf(err, errlen, "cannot run %s: %s", prog, strerror((int)-pid));
+        return (int)pid;
+    }
+    f = fdopen(pipefd[0], "r");
+    if (f == NULL) {
+        close(pipefd[0]);
+        rc = -errno;
+    } else {
+        rc = parse_controldata(f, pgdata, out, err, errlen);
+        fclose(f);
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (rc == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        snprintf(err, errlen, "pg_controldata -D %s failed (status %d)", pgdata, status);
+        rc = -EIO;
+    }
+    return rc;
+}
+
+int
+pgctl_wal_start(const char *pgdata, const struct pgctl_control *ctl, uint64_t *lsn, uint32_t *tli,
+                char *err, size_t errlen)
+{
     char path[4200], line[512];
     const char *v;
     FILE *f;
-    int rc;
 
-    rc = pgctl_controldata(pgdata, &ctl, err, errlen);
-    if (rc < 0)
-        return rc;
-    *lsn = ctl.redo_lsn;
-    *tli = ctl.checkpoint_tli;
+    *lsn = ctl->redo_lsn;
+    *tli = ctl->checkpoint_tli;
     snprintf(path, sizeof(path), "%s/backup_label", pgdata);
     f = fopen(path, "r");
-    if (f == NULL)
-        return errno == ENOENT ? 0 : -errno;
+    if (f == NULL) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return -errno;
+    }
     {
         uint64_t start = 0;
         uint32_t start_tli = 0;

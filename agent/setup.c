@@ -14,15 +14,6 @@
 
 #include "pgctl.h"
 
-#define SETUP_PG_BINDIR "/usr/lib/postgresql/15/bin"
-
-const char *
-setup_pg_bindir(void)
-{
-    const char *d = getenv("WALMIRROR_PG_BINDIR");
-    return d != NULL && d[0] != '\0' ? d : SETUP_PG_BINDIR;
-}
-
 /* One-value query; returns a malloc'd string or NULL (message printed). */
 static char *
 query1(PGconn *pg, const char *sql, int nparams, const char *const *params)
@@ -121,7 +112,7 @@ run_basebackup(const struct wm_config *cfg, const char *primary_conninfo)
     pid_t pid;
     int status;
 
-    snprintf(prog, sizeof(prog), "%s/pg_basebackup", setup_pg_bindir());
+    snprintf(prog, sizeof(prog), "%s/pg_basebackup", pgctl_bindir());
     printf("init-standby: pg_basebackup into %s\n", cfg->pgdata);
     fflush(stdout);
     pid = fork();

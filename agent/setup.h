@@ -20,8 +20,4 @@
 
 int setup_init_standby(const struct wm_config *cfg, const char *primary_conninfo);
 
-/* Directory of the PostgreSQL 15 programs (pg_basebackup, pg_controldata, ...):
- * $WALMIRROR_PG_BINDIR, else /usr/lib/postgresql/15/bin. */
-const char *setup_pg_bindir(void);
-
 #endif

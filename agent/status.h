@@ -86,7 +86,7 @@ struct status_metrics {
 
 struct status_snapshot {
     char node_name[STATUS_NAME_MAX + 1];
-    char role[16];     /* "source", "sink", "witness", "starting" */
+    char role[16];     /* "source", "sink", "fenced", "witness", "starting" */
     char pg_state[16]; /* "primary", "standby", "down", "unknown" */
     uint64_t system_id;
     uint32_t timeline;
@@ -105,7 +105,10 @@ struct status_snapshot {
     /* lag per stage behind primary_lsn (source) or behind what the source sent (sink) */
     uint64_t write_lag_bytes, flush_lag_bytes, apply_lag_bytes;
     double write_lag_s, flush_lag_s, apply_lag_s;
-    char sync_state[16]; /* "sync" (link up and confirming), "catchup", "down" */
+    /* source: "sync" (the sink confirms what commits wait for, in time), "catchup" (it
+     * confirms, more than 16 MB behind), "waiting" (confirmations overdue: commits wait),
+     * "exposed" (commits go on without it), "down" (no stream); sink: "sync" or "down" */
+    char sync_state[16];
 
     /* the peer link */
     char peer_name[STATUS_NAME_MAX + 1];
@@ -138,6 +141,20 @@ struct status_snapshot {
     char maintenance[128];
     char last_error[256]; /* the last error worth an operator's eye, "" if none */
 
+    /* availability (docs/operations.md, "Running exposed") */
+    char availability_mode[24];     /* "maximum_availability", "maximum_protection" */
+    bool exposed;                   /* source: commits are acknowledged without the standby */
+    bool stale;                     /* sink: its primary runs exposed: it may not promote */
+    uint64_t exposed_since_unix_us; /* the exposure's start (0: not exposed) */
+    uint64_t exposed_lsn;           /* where the WAL at risk begins: the standby's durable end */
+    uint64_t wal_at_risk_bytes;     /* source, exposed: acknowledged WAL the standby lacks */
+    uint64_t wal_at_risk_peak_bytes; /* the most of it during the current (or last) exposure */
+    double exposed_seconds_total;   /* all exposures since the agent started, seconds */
+    /* the arbiter (arbiter.h) */
+    char arbiter[16];        /* "witness", "etcd", "none" */
+    char arbiter_state[16];  /* "up", "down", "fenced", "none" */
+    char arbiter_desc[256];  /* one line for people */
+
     struct status_metrics metrics; /* not in /status: /metrics and the status page show it */
 };
 
@@ -157,6 +174,7 @@ struct status_op_request {
     char target[STATUS_NAME_MAX + 1]; /* switchover --to; "" for any */
     uint64_t max_lag_bytes;           /* switchover preflight */
     bool force;                       /* failover --force: without the arbiter */
+    bool accept_data_loss;            /* failover --force --accept-data-loss: even stale */
     uint64_t at_unix_us;              /* switchover --at: not before this time (0: now) */
 };
 

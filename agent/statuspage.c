@@ -23,6 +23,8 @@
 /* A fixed-size snapshot field that may lack its NUL, for "%.*s". */
 #define FIELD(f) (int)strnlen((f), sizeof(f)), (f)
 
+static void utc_text(char *buf, size_t cap, uint64_t unix_us, bool iso);
+
 static const char *const state_names[] = {
     [STATUSPAGE_OPERATIONAL] = "operational",       [STATUSPAGE_DEGRADED] = "degraded_performance",
     [STATUSPAGE_PARTIAL] = "partial_outage",        [STATUSPAGE_MAJOR] = "major_outage",
@@ -197,6 +199,16 @@ statuspage_components(const struct status_snapshot *s, const struct statuspage_t
         set(mi, STATUSPAGE_MAJOR, "%.*s: must rejoin before it mirrors again", FIELD(s->role));
     else if (IS(s, operation, "rejoin"))
         set(mi, STATUSPAGE_MAJOR, "rejoining: %.*s", FIELD(s->op_step));
+    else if (s->exposed) {
+        char since[40];
+
+        utc_text(since, sizeof(since), s->exposed_since_unix_us, false);
+        set(mi, STATUSPAGE_MAJOR,
+            "running exposed since %s: commits are acknowledged without the standby; "
+            "%" PRIu64 " bytes of WAL at risk", since, s->wal_at_risk_bytes);
+    } else if (s->stale)
+        set(mi, STATUSPAGE_MAJOR,
+            "stale: the primary runs exposed; this standby is not promoted by itself");
     else if (!s->link_up)
         set(mi, STATUSPAGE_MAJOR, "not receiving WAL: the link is down");
     else if (s->spool_stall[0] != '\0')
@@ -535,12 +547,17 @@ build(const struct status_snapshot *s, const struct statuspage_thresholds *th, u
              put(c, "group", json_false()) && put(c, "only_show_if_degraded", json_false()) &&
              put(c, "showcase", json_true());
     }
-    /* Unresolved incidents: an operation running now. */
+    /* Unresolved incidents: an operation running now; an exposure is named for its start. */
     if (ok && !IS(s, operation, "none") && s->operation[0] != '\0') {
         json_t *e = json_object();
+        char since[40];
+
+        utc_text(since, sizeof(since), s->exposed_since_unix_us, false);
         ok = e != NULL && json_array_append_new(incidents, e) == 0 &&
              put(e, "id", json_sprintf("op-%" PRIu64, s->op_id)) &&
-             put(e, "name", JFIELD(s->operation)) && put(e, "status", json_string("identified")) &&
+             put(e, "name", s->exposed ? json_sprintf("running exposed since %s", since)
+                                       : JFIELD(s->operation)) &&
+             put(e, "status", json_string("identified")) &&
              put(e, "impact",
                  json_string(indicators[overall == STATUSPAGE_MAINTENANCE ? STATUSPAGE_OPERATIONAL
                                                                           : overall])) &&

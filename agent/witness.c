@@ -214,6 +214,8 @@ adopt_epoch(struct witness *w, struct wsite *s, uint64_t epoch, uint8_t role,
     next.changed_unix_us = clock_unix_us();
     if (role == MSG_ROLE_SOURCE)
         snprintf(next.primary, sizeof(next.primary), "%s", s->name);
+    else if (mark != NULL && site_index(w, mark->text) >= 0)
+        snprintf(next.primary, sizeof(next.primary), "%.*s", STATE_NAME_MAX, mark->text);
     if (mark != NULL) {
         next.exposed_lsn = mark->mark_lsn;
         next.exposed_unix_us = mark->mark_unix_us;
@@ -538,6 +540,13 @@ vote(struct witness *w, struct wlink *l, const struct msg_control *req)
             deny(w, l, req->kind, asked,
                  "%s is not the primary: epoch %" PRIu64 " is held by %s", s->name, w->st.epoch,
                  w->st.primary[0] != '\0' ? w->st.primary : p->name);
+            return;
+        }
+        if (req->kind == MSG_CTL_EXPOSE_REQUEST && s->role != MSG_ROLE_SOURCE) {
+            /* A primary that is down takes no commits: nothing to go on without B for, and
+             * its standby must stay promotable. */
+            deny(w, l, req->kind, asked, "%s does not report a running primary (%s)", s->name,
+                 msg_role_name(s->role));
             return;
         }
         if (req->kind == MSG_CTL_EXPOSE_REQUEST) {

@@ -29,7 +29,8 @@
  *   EXPOSE_REQUEST (value: the epoch; lsn: the primary's flush; value2: the standby's last
  *   durable LSN) and RESYNC_REQUEST (value: the epoch; lsn: the primary's flush) are granted
  *   iff the epoch asked for is the witness's + 1 and the requester is the current primary
- *   (the holder on record; with none, a requester that reports itself the source).  Pausing
+ *   (the holder on record; with none, a requester that reports itself the source); EXPOSE
+ *   also only while the requester reports itself the source (its primary runs).  Pausing
  *   does not block them.  EXPOSE's epoch is recorded exposed since value2; RESYNC's clean.
  * On a grant the new epoch, its holder and its mark are saved durably (state_save) BEFORE
  * VOTE_GRANT (value: the new epoch; the mark) is sent; every other live link is then raised

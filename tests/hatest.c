@@ -87,6 +87,9 @@ ha_linkem_send(struct ha_linkem *l, const char *command)
                "linkem %s: %s", l->control, command);
 }
 
+const char *ha_availability_mode = "maximum_protection";
+int ha_standby_loss_timeout_s = HA_STANDBY_LOSS_TIMEOUT_S;
+
 /* Each site: the witness, a short failover_timeout, rejoin on its own, the peer's server.
  * Site A reaches B and the witness through link emulators. */
 static void
@@ -107,8 +110,11 @@ ha_site_extra(const struct pt_site *s, const struct pt_site *peer, char *buf, si
              "witness = witness@127.0.0.1:%d\n"
              "failover_timeout = %ds\n"
              "auto_rejoin = on\n"
-             "peer_pg_conninfo = 'host=127.0.0.1 port=%d user=postgres dbname=postgres'\n",
-             witness_port, HA_FAILOVER_TIMEOUT_S, peer->pg.port);
+             "peer_pg_conninfo = 'host=127.0.0.1 port=%d user=postgres dbname=postgres'\n"
+             "availability_mode = %s\n"
+             "standby_loss_timeout = %ds\n",
+             witness_port, HA_FAILOVER_TIMEOUT_S, peer->pg.port, ha_availability_mode,
+             ha_standby_loss_timeout_s);
     /* A spool on a small file system of its own (pt_spool_fs_size) keeps little. */
     if (pt_spool_fs_size != NULL)
         snprintf(buf + strlen(buf), cap - strlen(buf), "spool_keep = 32MB\n");

@@ -2,7 +2,8 @@
  * hatest.h - the harness of the tests that fail a walmirror pair over (test_ha, test_faults).
  *
  * ha_stand_up() stands the pair up with pairtest.h and adds: a witness agent (role = witness)
- * that both sites use, failover_timeout HA_FAILOVER_TIMEOUT_S, auto_rejoin, peer_pg_conninfo;
+ * that both sites use, failover_timeout HA_FAILOVER_TIMEOUT_S, auto_rejoin, peer_pg_conninfo,
+ * availability_mode ha_availability_mode;
  * site A's paths to B (L_ab) and to the witness (L_aw) through wm-linkem, which the tests cut
  * and restore; and the ledger client: a child process that commits ids one by one at
  * synchronous_commit = on through a connection that follows the writable primary
@@ -18,6 +19,7 @@
 #include "pairtest.h"
 
 #define HA_FAILOVER_TIMEOUT_S 3
+#define HA_STANDBY_LOSS_TIMEOUT_S 4
 #define LINKEM WM_BINARY_DIR "/bench/wm-linkem"
 
 struct ha_linkem {
@@ -37,6 +39,10 @@ struct ha_witness {
 };
 
 extern struct ha_linkem L_ab, L_aw;
+/* Both sites' availability_mode ("maximum_protection", the behaviour the older tests assert,
+ * unless a test sets it before ha_stand_up) and standby_loss_timeout in seconds. */
+extern const char *ha_availability_mode;
+extern int ha_standby_loss_timeout_s;
 extern struct ha_witness W;
 
 /* Stands up pair, witness, link emulators and ledger; 0 or -1 (printed). */

@@ -20,10 +20,13 @@
  * link reconnects; nothing corrupt reaches the spool, which the standby proves by replaying
  * everything the primary wrote, every record's CRC checked); a full spool disk at the sink
  * (each site's spool is a 256 MB tmpfs of its own; filled, commits stand still until the
- * space returns).
+ * space returns); the standby site lost (its agent and PostgreSQL killed) for longer than
+ * standby_loss_timeout, then restarted.
  * The first cycles apply each kind of fault once, in a random order; then at random.
  *   WALMIRROR_FAULT_CYCLES=N   cycles (default 10; the long run in docs uses 50)
  *   WALMIRROR_FAULT_SEED=S     replay a run: the seed is printed at the start and the end
+ *   WALMIRROR_AVAILABILITY_MODE=M  both sites' availability_mode (default maximum_protection)
+ *   WALMIRROR_FAULT_KIND=NAME  every cycle applies that kind
  * The summary names the cycles, the faults by kind, the commits acknowledged and lost (0).
  */
 #include <check.h>
@@ -44,6 +47,7 @@
 
 static unsigned seed, first_seed;
 static int cycles = 10;
+static const char *only_kind; /* WALMIRROR_FAULT_KIND: every cycle this kind */
 
 /* The site whose PostgreSQL takes writes now, or NULL. */
 static struct pt_site *
@@ -153,6 +157,20 @@ fault_cut_link(int c, struct pt_site *p, struct pt_site *s)
     ha_linkem_send(&L_ab, "cut");
     sleep(2);
     ha_linkem_send(&L_ab, "restore");
+}
+
+/* Site B (the standby's) lost for longer than standby_loss_timeout: its agent and PostgreSQL
+ * killed, restarted later.  In maximum_availability the primary runs exposed meanwhile and is
+ * synchronous again by itself; in maximum_protection its commits wait. */
+static void
+fault_lose_standby_site(int c, struct pt_site *p, struct pt_site *s)
+{
+    (void)c, (void)p;
+    pt_stop_agent(s, SIGKILL);
+    kill_postmaster(s);
+    sleep((unsigned)ha_standby_loss_timeout_s + 4);
+    restart_postmaster(s);
+    pt_start_agent(s);
 }
 
 static void
@@ -333,6 +351,7 @@ static const struct fault_kind fault_kinds[] = {
     {"slow A-B link (30 ms) 5 s", fault_slow_link},
     {"corrupt A-B link (5 chunks)", fault_corrupt},
     {"full spool disk at the sink", fault_spool_full},
+    {"lose the standby site", fault_lose_standby_site},
 };
 
 #define F_N ((int)(sizeof(fault_kinds) / sizeof(fault_kinds[0])))
@@ -361,6 +380,11 @@ START_TEST(fault_cycles)
         struct pt_site *p = settle(120), *s;
         int before;
 
+        if (only_kind != NULL) {
+            for (f = 0; f < F_N && strcmp(fault_kinds[f].name, only_kind) != 0; f++)
+                ;
+            ck_assert_msg(f < F_N, "WALMIRROR_FAULT_KIND: no fault kind \"%s\"", only_kind);
+        }
         ck_assert_msg(p != NULL, "cycle %d: no synchronous pair before the fault", c);
         s = p == &A ? &B : &A;
         before = ha_ledger_count();
@@ -400,10 +424,15 @@ main(void)
     v = getenv("WALMIRROR_FAULT_CYCLES");
     if (v != NULL && atoi(v) > 0)
         cycles = atoi(v);
+    only_kind = getenv("WALMIRROR_FAULT_KIND");
+    v = getenv("WALMIRROR_AVAILABILITY_MODE");
+    if (v != NULL && v[0] != '\0')
+        ha_availability_mode = v;
     v = getenv("WALMIRROR_FAULT_SEED");
     seed = first_seed = v != NULL ? (unsigned)strtoul(v, NULL, 10) : (unsigned)time(NULL);
-    fprintf(stderr, "faults: seed %u (WALMIRROR_FAULT_SEED=%u replays it), %d cycles\n", seed, seed,
-            cycles);
+    fprintf(stderr, "faults: seed %u (WALMIRROR_FAULT_SEED=%u replays it), %d cycles, %s%s%s\n",
+            seed, seed, cycles, ha_availability_mode, only_kind != NULL ? ", only " : "",
+            only_kind != NULL ? only_kind : "");
     if (geteuid() != 0) {
         fprintf(stderr, "not root (each spool is a tmpfs mounted here): skipping\n");
         return 77;

@@ -594,6 +594,13 @@ START_TEST(h_exposure_and_resync)
     ask_for(&A, ARBITER_RESYNC, 2, 0);
     expect_denied(&A, "site-a is not the primary");
     expect_record(2, "site-b", 0x3000000);
+    /* a primary that is down does not run exposed: its standby stays promotable */
+    report(&B, MSG_ROLE_UNKNOWN, 2, 0x4000000, &B.verdict);
+    run_for(0.3);
+    ask_for(&B, ARBITER_EXPOSE, 2, 0x3000000);
+    expect_denied(&B, "site-b does not report a running primary (unknown)");
+    report(&B, MSG_ROLE_SOURCE, 2, 0x4000000, &B.verdict);
+    run_for(0.3);
 
     /* site-a caught up: site-b is synchronous again, site-a promotable */
     ask_for(&B, ARBITER_RESYNC, 2, 0);

@@ -10,17 +10,26 @@
 # measured write-unavailability of each, schedules a monthly maintenance window on both sites
 # and shows it with the status page's summary.
 #   WALMIRROR_DEMO_SECONDS=60         a longer pgbench run (default 20)
+#   WALMIRROR_BINDIR=/usr/bin         the installed programs (the Debian package's) instead of
+#                                     a build of this tree
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${WALMIRROR_BUILD_DIR:-$src/build}
 secs=${WALMIRROR_DEMO_SECONDS:-20}
 
 if [ "${WALMIRROR_SKIP_DEPS:-0}" != 1 ]; then sh "$src/tools/install-deps.sh"; fi
-cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$build" -j"$(nproc)" >/dev/null
-chmod o+rx "$build" 2>/dev/null || true
-agent="$build/agent/walmirror-agent"
-echo "demo: built walmirror in $build"
+if [ -n "${WALMIRROR_BINDIR:-}" ]; then
+    agent="$WALMIRROR_BINDIR/walmirror-agent"
+    ctl_bin="$WALMIRROR_BINDIR/walmirrorctl"
+    echo "demo: walmirror installed in $WALMIRROR_BINDIR ($("$agent" --version))"
+else
+    cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build "$build" -j"$(nproc)" >/dev/null
+    chmod o+rx "$build" 2>/dev/null || true
+    agent="$build/agent/walmirror-agent"
+    ctl_bin="$build/tools/walmirrorctl"
+    echo "demo: built walmirror in $build"
+fi
 
 WM_TMP=$(mktemp -d /tmp/walmirror-demo-XXXXXX)
 chmod 755 "$WM_TMP"
@@ -70,11 +79,11 @@ echo "demo: pgbench_accounts on B: $cb"
 echo "demo: final state, from A's pg_stat_replication:"
 echo "  $(status)"
 echo "demo: walmirrorctl status (both agents' HTTP APIs):"
-"$build/tools/walmirrorctl" --url "http://127.0.0.1:$ha" --url "http://127.0.0.1:$hb" status | sed 's/^/  /'
+"$ctl_bin" --url "http://127.0.0.1:$ha" --url "http://127.0.0.1:$hb" status | sed 's/^/  /'
 echo "demo: B's spool: $(ls "$WM_TMP/site-b/spool" | grep -cE '^[0-9A-F]{24}') complete segments"
 
 # A planned switchover and back, as docs/operations.md describes.
-ctl() { "$build/tools/walmirrorctl" --url "http://127.0.0.1:$ha" --url "http://127.0.0.1:$hb" "$@"; }
+ctl() { "$ctl_bin" --url "http://127.0.0.1:$ha" --url "http://127.0.0.1:$hb" "$@"; }
 echo "demo: planned switchover to site B (walmirrorctl switchover), then back to A"
 ctl switchover --to site-b | sed 's/^/  /'
 ctl status | sed 's/^/  /'

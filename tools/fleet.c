@@ -57,9 +57,9 @@ struct fleet_call {
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: walmirrorctl --etcd ENDPOINTS [--etcd-ca FILE --etcd-cert FILE "
+    fprintf(f, "usage: walmirrorctl fleet --etcd ENDPOINTS [--etcd-ca FILE --etcd-cert FILE "
                "--etcd-key FILE]\n"
-               "                    fleet [--prefix ROOT] [--json]\n"
+               "                          [--prefix ROOT] [--json]\n"
                "  ENDPOINTS: the etcd members' client URLs, e.g. "
                "https://10.0.0.1:2379,https://10.0.0.2:2379\n"
                "  ROOT: where the pairs' prefixes lie (default " ETCDREC_ROOT ")\n");

@@ -2,9 +2,10 @@
  * fleet.h - walmirrorctl fleet: every walmirror pair that keeps its arbiter's records in one
  * etcd cluster, read from those records (agent/etcdrec.h).
  *
- *   walmirrorctl --etcd ENDPOINTS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
- *                fleet [--prefix ROOT] [--json]
+ *   walmirrorctl fleet --etcd ENDPOINTS [--etcd-ca FILE --etcd-cert FILE --etcd-key FILE]
+ *                [--prefix ROOT] [--json]
  *
+ * (the options before or after the word fleet, as `walmirrorctl --etcd ENDPOINTS fleet`).
  * ENDPOINTS is a comma-separated list of the members' client URLs, as etcd_endpoints; the TLS
  * files are those of etcd_ca / etcd_cert / etcd_key (all three, or --etcd-ca alone for a
  * cluster that wants no client certificate).  ROOT (default "/walmirror/") is the prefix under

@@ -105,8 +105,10 @@ usage(FILE *f)
             "                        source among those given); prints each step and the\n"
             "                        measured write-unavailability; --at \"YYYY-MM-DD HH:MM\",\n"
             "                        \"HH:MM\" (local time) or @SECONDS schedules it instead\n"
-            "  failover [--force]    promote the standby now; without --force the witness must\n"
-            "                        agree that the primary site is gone\n"
+            "  failover [--force [--accept-data-loss]]\n"
+            "                        promote the standby now; without --force the witness must\n"
+            "                        agree that the primary site is gone; a stale standby (its\n"
+            "                        primary ran exposed) also needs --accept-data-loss\n"
             "  rejoin                make a fenced former primary a standby of the new primary\n"
             "                        (pg_rewind, or a fresh base backup)\n"
             "  check [--lag-warning X] [--lag-critical Y]\n"
@@ -135,10 +137,11 @@ usage(FILE *f)
             "                        --metric-id the lag in seconds every interval, until\n"
             "                        SIGINT or SIGTERM; --once: one round, exit 1 if a push\n"
             "                        failed (see docs/operations.md)\n"
-            "  --etcd ENDPOINTS [--etcd-ca F --etcd-cert F --etcd-key F] fleet [--prefix ROOT]\n"
+            "  fleet --etcd ENDPOINTS [--etcd-ca F --etcd-cert F --etcd-key F] [--prefix ROOT]\n"
             "        [--json]        every pair whose etcd arbiter keeps its records under ROOT\n"
-            "                        (default /walmirror/): one row per pair with its epoch,\n"
-            "                        holder, exposure, nodes' roles, sync state and lag\n"
+            "                        (default /walmirror/), read from etcd (not the agents):\n"
+            "                        one row per pair with its epoch, holder, exposure, nodes'\n"
+            "                        roles, sync state and lag\n"
             "\n"
             "Without --url and -c, the agent at http://127.0.0.1:8008.  With -c alone, the table\n"
             "shows that agent and, below it, what it knows of its peer; give one --url per agent\n"
@@ -712,6 +715,32 @@ print_table(FILE *f, json_t *const *objs, int n)
             fprintf(f, "peer of %s: %s at %s, link down (not queried: add --url)\n",
                     jstr(objs[i], "node_name"), peer, jstr(objs[i], "peer_addr"));
     }
+    /* Running exposed, or stale: what is at risk. */
+    for (int i = 0; i < n; i++) {
+        uint64_t since = 0, risk = 0, peak = 0;
+        char when[64] = "?";
+
+        if (objs[i] == NULL || (!json_is_true(json_object_get(objs[i], "exposed")) &&
+                                !json_is_true(json_object_get(objs[i], "stale"))))
+            continue;
+        if (ju64(objs[i], "exposed_since_unix_us", &since) && since > 0) {
+            time_t t = (time_t)(since / 1000000);
+            struct tm tm;
+            if (localtime_r(&t, &tm) != NULL)
+                strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %Z", &tm);
+        }
+        (void)ju64(objs[i], "wal_at_risk_bytes", &risk);
+        (void)ju64(objs[i], "wal_at_risk_peak_bytes", &peak);
+        if (json_is_true(json_object_get(objs[i], "exposed")))
+            fprintf(f, "%s: running exposed since %s (%s): %" PRIu64 " bytes of acknowledged "
+                    "WAL at risk (peak %" PRIu64 "), for %.0f s\n", jstr(objs[i], "node_name"),
+                    jstr(objs[i], "exposed_lsn_text"), when, risk, peak,
+                    since > 0 ? (double)time(NULL) - (double)since / 1e6 : 0);
+        else
+            fprintf(f, "%s: stale: its primary runs exposed since %s (%s); it is not promoted "
+                    "(failover --force --accept-data-loss overrides)\n",
+                    jstr(objs[i], "node_name"), jstr(objs[i], "exposed_lsn_text"), when);
+    }
     for (int i = 0; i < n; i++)
         if (objs[i] != NULL && strcmp(jstr(objs[i], "last_error"), "-") != 0)
             fprintf(f, "%s: last error: %s\n", jstr(objs[i], "node_name"),
@@ -868,6 +897,7 @@ struct op_args {
     const char *max_lag; /* switchover --max-lag BYTES */
     long long at;        /* switchover --at: Unix seconds, 0 for now */
     bool force;          /* failover --force */
+    bool accept_loss;    /* failover --force --accept-data-loss */
 };
 
 /*
@@ -1064,7 +1094,10 @@ cmd_operation(const struct ctl *ctl, const char *op, const struct op_args *args)
                  args->at);
     } else if (strcmp(op, "failover") == 0) {
         i = pick_agent(ctl, "sink", "failover (the standby's agent)");
-        snprintf(query, sizeof(query), "%s", args->force ? "?force=1" : "");
+        snprintf(query, sizeof(query), "%s",
+                 args->accept_loss ? "?force=1&accept_data_loss=1"
+                 : args->force     ? "?force=1"
+                                   : "");
     } else {
         i = pick_agent(ctl, "fenced", "rejoin (the former primary's agent)");
     }
@@ -1491,9 +1524,21 @@ cmd_check(const struct ctl *ctl, const struct check_args *ca)
             if (!json_is_true(json_object_get(o, "link_up")))
                 worsen(&state, CHECK_CRITICAL, problems, sizeof(problems),
                        "%s: link to its peer down", node);
+            else if (json_is_true(json_object_get(o, "exposed")))
+                worsen(&state, CHECK_CRITICAL, problems, sizeof(problems),
+                       "%s: running exposed (commits acknowledged without the standby), %.0f "
+                       "bytes at risk", node, json_num(o, "wal_at_risk_bytes", 0));
             else if (sync != NULL && strcmp(sync, "sync") != 0)
-                worsen(&state, strcmp(sync, "down") == 0 ? CHECK_CRITICAL : CHECK_WARNING,
-                       problems, sizeof(problems), "%s: %s", node, sync);
+                worsen(&state,
+                       strcmp(sync, "down") == 0 || strcmp(sync, "waiting") == 0
+                           ? CHECK_CRITICAL
+                           : CHECK_WARNING,
+                       problems, sizeof(problems), "%s: %s", node,
+                       strcmp(sync, "waiting") == 0 ? "waiting (commits wait for the standby)"
+                                                    : sync);
+            if (json_is_true(json_object_get(o, "stale")))
+                worsen(&state, CHECK_CRITICAL, problems, sizeof(problems),
+                       "%s: stale (its primary runs exposed: it may not be promoted)", node);
             /* The lag checked is the apply lag, in bytes or seconds as the thresholds say. */
             for (int k = 0; k < 2; k++) {
                 double limit = k == 0 ? ca->crit : ca->warn;
@@ -1707,6 +1752,10 @@ main(int argc, char **argv)
             args.force = true;
             continue;
         }
+        if (strcmp(a, "--accept-data-loss") == 0) {
+            args.accept_loss = true;
+            continue;
+        }
         if (strncmp(a, "--watch=", 8) == 0) {
             if (!parse_seconds(a + 8, &ctl.watch_s))
                 goto bad_usage;
@@ -1757,6 +1806,7 @@ main(int argc, char **argv)
         ((args.to != NULL || args.max_lag != NULL || args.at != 0) &&
          strcmp(command, "switchover") != 0) ||
         (args.force && strcmp(command, "failover") != 0) ||
+        (args.accept_loss && (!args.force || strcmp(command, "failover") != 0)) ||
         ((have_warn || have_crit) && strcmp(command, "check") != 0) ||
         (report.given && strcmp(command, "report") != 0) ||
         (strcmp(command, "report") == 0 && report_args_check(&report) < 0))

@@ -101,8 +101,8 @@ struct msg_timeline {
  * an epoch newer than the receiver's.  A receiver acting as the source must stop and keep its
  * PostgreSQL from taking writes; a sink adopts it, with its mark.
  * Witness: a site sends STATE (value: its epoch; value2: its role, enum msg_role; lsn: its
- * durable / flushed position; mark: its epoch's, as it knows it) whenever it changes and with
- * each heartbeat interval.  It asks for the next epoch (value: its current + 1) with
+ * durable / flushed position; text and mark: its epoch's holder and mark, as it knows them)
+ * whenever it changes and with each heartbeat interval.  It asks for the next epoch (value: its current + 1) with
  *   VOTE_REQUEST    a sink, to promote (lsn: its durable end; value2: its failover_timeout ms);
  *   EXPOSE_REQUEST  the source, to run without its standby (lsn: the primary's flush position;
  *                   value2: the standby's last durable LSN, where the WAL at risk begins);

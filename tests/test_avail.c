@@ -1,0 +1,596 @@
+/*
+ * test_avail.c - availability_mode on a real pair with a witness: running exposed when site B
+ * is lost, the automatic return to synchronous, a stale standby barred from promotion, the
+ * isolated primary that never runs exposed, a crashed primary site that comes back without
+ * taking a write, and maximum_protection.
+ *
+ * Two PostgreSQL 15 servers, two site agents and a witness, TLS on loopback, as the postgres
+ * user (hatest.h); site A reaches B and the witness through wm-linkem.  The ledger client
+ * commits ids one by one at synchronous_commit = on through a connection that follows the
+ * writable primary and records each acknowledged id with its time.  availability_mode =
+ * maximum_availability, standby_loss_timeout HA_STANDBY_LOSS_TIMEOUT_S, failover_timeout
+ * HA_FAILOVER_TIMEOUT_S.  In order, on one pair:
+ *   a. kill -9 of B's agent and PostgreSQL: A's commits resume within standby_loss_timeout +
+ *      2 s; A shows exposed (status, /metrics, /primary 200, check CRITICAL) and the WAL at
+ *      risk grows; the witness's record is exposed;
+ *   b. B restarted: it catches up and A is synchronous again without a command; the witness's
+ *      record is clean; every acknowledged id is on B;
+ *   c. only the A-B link cut (the witness hears both): /primary on A says 503 while commits
+ *      wait, A runs exposed, B is refused promotion; the link back: synchronous again, nothing
+ *      lost;
+ *   d. while exposed (A-B cut), kill -9 of A: B is not promoted (5 x failover_timeout), its
+ *      status says it is stale and why; failover --force is refused, --force
+ *      --accept-data-loss promotes it and names the range at risk; the ids missing on B are
+ *      all among those acknowledged after the exposure began.  A's agent alone restarted
+ *      (PostgreSQL left down): fenced, rewound, a standby; its PostgreSQL never ran as a
+ *      primary;
+ *   e. (after a switchover back to A) A isolated from B and from the witness: A never runs
+ *      exposed, B is promoted, no id acknowledged by A after B's promotion;
+ *   f. kill -9 of the primary site (B) and a fail-over to A; B's agent restarted first, a
+ *      client writing to B at synchronous_commit = local the whole time: nothing is
+ *      acknowledged by B after A's promotion (issue 16's crashed site);
+ *   g. maximum_protection: the standby site lost, the primary's commits wait (as before
+ *      exposure existed), and resume when it is back.
+ * The measured times (loss to first commit, return to synchronous) are printed.
+ */
+#include <check.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hatest.h"
+#include "pairtest.h"
+#include "pgtest.h"
+#include "state.h"
+#include "testutil.h"
+
+/* ---- helpers ---- */
+
+/* GET /status of s as JSON (NULL when the agent does not answer). */
+static json_t *
+status_of(const struct pt_site *s)
+{
+    char *body = NULL;
+    json_t *o = NULL;
+
+    if (pt_http_get(s, "/status", &body) == 200)
+        o = json_loads(body, 0, NULL);
+    free(body);
+    return o;
+}
+
+static bool
+status_true(const struct pt_site *s, const char *key)
+{
+    json_t *o = status_of(s);
+    bool v = o != NULL && json_is_true(json_object_get(o, key));
+
+    json_decref(o);
+    return v;
+}
+
+static uint64_t
+status_u64(const struct pt_site *s, const char *key)
+{
+    json_t *o = status_of(s);
+    uint64_t v = o != NULL ? (uint64_t)json_integer_value(json_object_get(o, key)) : 0;
+
+    json_decref(o);
+    return v;
+}
+
+/* The status's string key into buf ("" when absent). */
+static const char *
+status_str(const struct pt_site *s, const char *key, char *buf, size_t cap)
+{
+    json_t *o = status_of(s);
+    const char *v = o != NULL ? json_string_value(json_object_get(o, key)) : NULL;
+
+    snprintf(buf, cap, "%s", v != NULL ? v : "");
+    json_decref(o);
+    return buf;
+}
+
+static bool
+wait_status_true(const struct pt_site *s, const char *key, bool want, double seconds)
+{
+    double end = pt_now_s() + seconds;
+
+    do {
+        if (status_true(s, key) == want)
+            return true;
+        usleep(100000);
+    } while (pt_now_s() < end);
+    return false;
+}
+
+static long
+http_code(const struct pt_site *s, const char *path)
+{
+    char *body = NULL;
+    long code = pt_http_get(s, path, &body);
+
+    free(body);
+    return code;
+}
+
+/* The witness's durable record. */
+static struct wm_state
+witness_record(void)
+{
+    struct wm_state st;
+    char err[512];
+
+    ck_assert_msg(state_load(W.dir, &st, err, sizeof(err)) >= 0, "%s", err);
+    return st;
+}
+
+/* kill -9 of a site's agent and PostgreSQL. */
+static void
+kill_site(struct pt_site *s)
+{
+    pid_t pm = ha_postmaster_pid(s);
+
+    pt_stop_agent(s, SIGKILL);
+    if (pm > 0)
+        kill(pm, SIGKILL);
+    for (int i = 0; i < 50 && pm > 0 && kill(pm, 0) == 0; i++)
+        usleep(100000);
+    tu_run("rm -f '%s/postmaster.pid'", s->pg.pgdata);
+    s->pg.running = false;
+}
+
+/* A killed standby site back: its PostgreSQL (a standby) and its agent. */
+static void
+restart_standby_site(struct pt_site *s)
+{
+    ck_assert_int_eq(pgt_start(&s->pg), 0);
+    pt_start_agent(s);
+}
+
+/* Microseconds since the Unix epoch of the first ledger acknowledgement after t_us (0: none),
+ * and how many acknowledgements the ledger holds. */
+static long long
+first_ack_after(long long t_us)
+{
+    char path[4200];
+    size_t len;
+    char *text;
+    long long found = 0;
+
+    snprintf(path, sizeof(path), "%s/ledger.acked", A.pg.dir);
+    text = tu_read_file(path, &len);
+    for (char *line = text != NULL ? strtok(text, "\n") : NULL; line != NULL;
+         line = strtok(NULL, "\n")) {
+        int id;
+        long long at;
+        if (sscanf(line, "%d %lld", &id, &at) == 2 && at > t_us) {
+            found = at;
+            break;
+        }
+    }
+    free(text);
+    return found;
+}
+
+static long long
+unix_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Waits for the ledger to acknowledge an id after t_unix_us; returns when (0: not within). */
+static long long
+wait_ack_after(long long t_unix_us, double seconds)
+{
+    double end = pt_now_s() + seconds;
+    long long at;
+
+    while ((at = first_ack_after(t_unix_us)) == 0 && pt_now_s() < end)
+        usleep(50000);
+    return at;
+}
+
+/* ---- the tests ---- */
+
+static double loss_to_commit_s, return_to_sync_s;
+
+START_TEST(a_standby_lost_primary_runs_exposed)
+{
+    char out[8192], buf[64];
+    long long t0;
+    uint64_t risk1, risk2;
+    struct wm_state rec;
+
+    ck_assert(pt_wait_sync(&A, 60));
+    ck_assert(wait_ack_after(unix_us(), 10) != 0);
+    t0 = unix_us();
+    kill_site(&B);
+    /* Commits stop, then resume without B within standby_loss_timeout + 2 s. */
+    {
+        long long at = wait_ack_after(t0 + 500000, HA_STANDBY_LOSS_TIMEOUT_S + 15);
+        ck_assert_msg(at != 0, "no commit on A after B was lost; see %s", A.log);
+        loss_to_commit_s = (double)(at - t0) / 1e6;
+    }
+    fprintf(stderr, "B lost: A's first commit %.2f s later (standby_loss_timeout %d s)\n",
+            loss_to_commit_s, HA_STANDBY_LOSS_TIMEOUT_S);
+    ck_assert_msg(loss_to_commit_s <= HA_STANDBY_LOSS_TIMEOUT_S + 2.0,
+                  "commits resumed %.2f s after B's loss", loss_to_commit_s);
+    ck_assert(wait_status_true(&A, "exposed", true, 5));
+    ck_assert_str_eq(status_str(&A, "sync_state", buf, sizeof(buf)), "exposed");
+    ck_assert_uint_gt(status_u64(&A, "exposed_since_unix_us"), (uint64_t)t0);
+    /* The WAL at risk grows while commits go on. */
+    risk1 = status_u64(&A, "wal_at_risk_bytes");
+    sleep(2);
+    risk2 = status_u64(&A, "wal_at_risk_bytes");
+    ck_assert_msg(risk2 > risk1 && risk1 > 0, "WAL at risk %" PRIu64 " then %" PRIu64, risk1,
+                  risk2);
+    ck_assert(pt_metric(&A, "walmirror_exposed") == 1);
+    ck_assert(pt_metric(&A, "walmirror_wal_at_risk_bytes") > 0);
+    ck_assert(pt_metric(&A, "walmirror_exposed_seconds_total") > 0);
+    ck_assert_int_eq(http_code(&A, "/primary"), 200);
+    ck_assert_int_eq(ha_ctl(out, sizeof(out), "check"), 2);
+    ck_assert_msg(strstr(out, "running exposed") != NULL, "%s", out);
+    ck_assert_int_eq(ha_ctl(out, sizeof(out), "status"), 1); /* B does not answer */
+    ck_assert_msg(strstr(out, "site-a: running exposed since") != NULL, "%s", out);
+    rec = witness_record();
+    ck_assert_msg(state_exposed(&rec) && strcmp(rec.primary, "site-a") == 0,
+                  "the witness's record: epoch %" PRIu64 " held by %s, %s", rec.epoch,
+                  rec.primary, state_exposed(&rec) ? "exposed" : "not exposed");
+}
+END_TEST
+
+START_TEST(b_standby_returns_synchronous_again)
+{
+    double t0 = pt_now_s();
+    long long gap;
+    struct wm_state rec;
+    int acked;
+
+    restart_standby_site(&B);
+    ck_assert_msg(wait_status_true(&A, "exposed", false, 90), "A still exposed; see %s", A.log);
+    ck_assert(pt_wait_sync(&A, 30));
+    return_to_sync_s = pt_now_s() - t0;
+    fprintf(stderr, "B back: A synchronous again %.2f s after B was restarted\n",
+            return_to_sync_s);
+    rec = witness_record();
+    ck_assert_msg(!state_exposed(&rec) && strcmp(rec.primary, "site-a") == 0,
+                  "the witness still holds B stale");
+    ck_assert(!status_true(&B, "stale"));
+    ck_assert(pt_log_contains(A.log, "is in force: a commit waited for the standby", 1));
+    ck_assert(pt_wait_replayed(&A, &B, 30));
+    acked = ha_check_ledger(&B, &gap);
+    fprintf(stderr, "%d acknowledged ids, all on B\n", acked);
+    ck_assert(pt_metric(&A, "walmirror_exposed") == 0);
+    ck_assert(pt_metric(&A, "walmirror_exposed_seconds_total") > 0);
+    {
+        /* The incident closed with the exposure's duration and its peak WAL at risk. */
+        char *body = NULL;
+        ck_assert_int_eq(pt_http_get(&A, "/api/v2/incidents.json", &body), 200);
+        ck_assert_msg(strstr(body, "ran exposed for") != NULL, "%s", body);
+        free(body);
+    }
+}
+END_TEST
+
+START_TEST(c_link_cut_only)
+{
+    char buf[64];
+    long long t0, gap;
+
+    ck_assert(pt_wait_sync(&A, 60));
+    t0 = unix_us();
+    ha_linkem_send(&L_ab, "cut");
+    /* Commits wait: a load balancer must not send writes here meanwhile. */
+    {
+        double end = pt_now_s() + HA_STANDBY_LOSS_TIMEOUT_S;
+        bool refused = false;
+        while (!refused && pt_now_s() < end) {
+            refused = http_code(&A, "/primary") == 503;
+            usleep(100000);
+        }
+        ck_assert_msg(refused, "/primary answered 200 while commits waited");
+    }
+    ck_assert(wait_status_true(&A, "exposed", true, HA_STANDBY_LOSS_TIMEOUT_S + 10));
+    ck_assert(wait_ack_after(t0 + (long long)HA_STANDBY_LOSS_TIMEOUT_S * 1000000, 10) != 0);
+    ck_assert_int_eq(http_code(&A, "/primary"), 200);
+    /* B asks and is refused: stale, and A is heard anyway. */
+    ck_assert_msg(pt_log_contains(B.log, "the witness says no", 30), "see %s", B.log);
+    ck_assert(wait_status_true(&B, "stale", true, 10));
+    ck_assert(pt_sql_true(&B, "SELECT pg_is_in_recovery()"));
+    ha_linkem_send(&L_ab, "restore");
+    ck_assert_msg(wait_status_true(&A, "exposed", false, 60), "see %s", A.log);
+    ck_assert(pt_wait_sync(&A, 30));
+    ck_assert_str_eq(status_str(&A, "sync_state", buf, sizeof(buf)), "sync");
+    ck_assert(wait_status_true(&B, "stale", false, 10));
+    ck_assert(pt_wait_replayed(&A, &B, 30));
+    ha_check_ledger(&B, &gap);
+}
+END_TEST
+
+START_TEST(d_stale_standby_not_promoted)
+{
+    char out[8192];
+    long long exposed_at, gap;
+    double t0;
+
+    ck_assert(pt_wait_sync(&A, 60));
+    ha_linkem_send(&L_ab, "cut");
+    ck_assert(wait_status_true(&A, "exposed", true, HA_STANDBY_LOSS_TIMEOUT_S + 10));
+    exposed_at = (long long)status_u64(&A, "exposed_since_unix_us");
+    ck_assert(wait_ack_after(exposed_at + 1000000, 10) != 0); /* commits made while exposed */
+    kill_site(&A);
+    ha_stop_ledger();
+    ha_linkem_send(&L_ab, "restore");
+    t0 = pt_now_s();
+    /* B is not promoted by itself, and says why. */
+    while (pt_now_s() < t0 + 5 * HA_FAILOVER_TIMEOUT_S) {
+        ck_assert_msg(pt_sql_true(&B, "SELECT pg_is_in_recovery()"), "a stale B was promoted");
+        usleep(500000);
+    }
+    ck_assert(status_true(&B, "stale"));
+    ck_assert_msg(pt_log_contains(B.log, "site-b is stale: site-a runs exposed since", 1),
+                  "see %s", B.log);
+    /* --force alone is refused; --accept-data-loss promotes and names the range. */
+    ck_assert_int_ne(ha_ctl(out, sizeof(out), "failover --force"), 0);
+    ck_assert_msg(strstr(out, "--accept-data-loss") != NULL, "%s", out);
+    ck_assert_int_eq(ha_ctl(out, sizeof(out), "failover --force --accept-data-loss"), 0);
+    ck_assert(pt_wait_true(&B, "SELECT NOT pg_is_in_recovery()", 30));
+    ck_assert_msg(strstr(out, "with --accept-data-loss") != NULL || strstr(out, "promoted") != NULL,
+                  "%s", out);
+    /* Every id missing on B was acknowledged after the exposure began. */
+    {
+        char path[4200];
+        size_t len, cap, n;
+        char *text, *sql, *v;
+        int before = 0, after = 0;
+
+        snprintf(path, sizeof(path), "%s/ledger.acked", A.pg.dir);
+        text = tu_read_file(path, &len);
+        ck_assert(text != NULL);
+        cap = len * 2 + 512;
+        sql = malloc(cap);
+        ck_assert(sql != NULL);
+        /* One query: (id, acknowledged after the exposure began) for every acknowledged id,
+         * counting those B lacks on each side of the exposure's start. */
+        n = (size_t)snprintf(sql, cap, "SELECT count(*) FILTER (WHERE NOT late) || '|' || "
+                                       "count(*) FILTER (WHERE late) FROM (VALUES ");
+        for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+            int id;
+            long long at;
+            if (sscanf(line, "%d %lld", &id, &at) != 2)
+                continue;
+            n += (size_t)snprintf(sql + n, cap - n, "%s(%d,%s)", before + after > 0 ? "," : "",
+                                  id, at >= exposed_at ? "true" : "false");
+            if (at >= exposed_at)
+                after++;
+            else
+                before++;
+        }
+        snprintf(sql + n, cap - n, ") v(id, late) WHERE NOT EXISTS (SELECT 1 FROM ledger l "
+                                   "WHERE l.id = v.id)");
+        v = pt_sql1(&B, sql);
+        ck_assert(v != NULL);
+        fprintf(stderr, "forced fail-over of a stale B: %d ids acknowledged before the exposure "
+                        "began, %d after; missing on B (before|after): %s\n", before, after, v);
+        ck_assert_msg(strncmp(v, "0|", 2) == 0, "ids acknowledged before the exposure are "
+                                                "missing on B: %s", v);
+        free(v);
+        free(sql);
+        free(text);
+    }
+    /* A's agent alone: a stale primary, fenced and rewound; never started as a primary. */
+    tu_run("cp '%s/postgresql.log' '%s/postgresql.log.before' 2>/dev/null", A.spool, A.spool);
+    pt_start_agent(&A);
+    ck_assert_msg(pt_log_contains(A.log, "fenced", 30), "see %s", A.log);
+    ck_assert_msg(pt_wait_true(&A, "SELECT pg_is_in_recovery()", 120), "see %s", A.log);
+    ck_assert(pt_wait_sync(&B, 90));
+    ck_assert_msg(!pt_log_contains(A.log, "starting the local PostgreSQL as the primary", 0),
+                  "A's agent started its stale primary");
+    ha_start_ledger();
+    ha_check_ledger(&B, &gap);
+    pt_assert_tables_equal(&B, &A);
+}
+END_TEST
+
+START_TEST(e_isolated_primary_never_exposed)
+{
+    char out[8192];
+    long long promoted_at = 0, gap;
+    double end;
+
+    /* A is the primary again. */
+    ck_assert(pt_wait_sync(&B, 60));
+    ck_assert(wait_status_true(&B, "exposed", false, 60));
+    ck_assert_int_eq(ha_ctl(out, sizeof(out), "switchover"), 0);
+    ck_assert(pt_wait_sync(&A, 60));
+    ck_assert(wait_ack_after(unix_us(), 15) != 0);
+
+    ha_linkem_send(&L_ab, "cut");
+    ha_linkem_send(&L_aw, "cut");
+    end = pt_now_s() + 60;
+    while (pt_now_s() < end) {
+        ck_assert_msg(!status_true(&A, "exposed"), "an isolated A ran exposed");
+        if (promoted_at == 0 && pt_sql_true(&B, "SELECT NOT pg_is_in_recovery()"))
+            promoted_at = unix_us();
+        if (promoted_at != 0 && pt_now_s() > end - 50)
+            break;
+        usleep(200000);
+    }
+    ck_assert_msg(promoted_at != 0, "B was not promoted; see %s", B.log);
+    ck_assert_msg(pt_log_contains(A.log, "the arbiter cannot be reached: not running exposed", 1),
+                  "see %s", A.log);
+    /* Nothing acknowledged by A after B's promotion: every acknowledged id is on B. */
+    ha_linkem_send(&L_ab, "restore");
+    ha_linkem_send(&L_aw, "restore");
+    ck_assert_msg(pt_log_contains(A.log, "fenced: site-b holds epoch", 60), "see %s", A.log);
+    ck_assert(pt_wait_true(&A, "SELECT pg_is_in_recovery()", 120));
+    ck_assert(pt_wait_sync(&B, 90));
+    ha_check_ledger(&B, &gap);
+}
+END_TEST
+
+/* A client writing to one site at synchronous_commit = local: the ids it got acknowledged. */
+static pid_t local_writer;
+static char local_path[4200];
+
+static void
+start_local_writer(struct pt_site *s)
+{
+    snprintf(local_path, sizeof(local_path), "%s/local.acked", s->pg.dir);
+    local_writer = fork();
+    tu_require(local_writer >= 0);
+    if (local_writer == 0) {
+        char conninfo[256];
+        FILE *out = fopen(local_path, "a");
+        int id = 1000000;
+
+        snprintf(conninfo, sizeof(conninfo),
+                 "host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=1 "
+                 "options='-c synchronous_commit=local'",
+                 s->pg.port);
+        for (;;) {
+            PGconn *pg = PQconnectdb(conninfo);
+            while (PQstatus(pg) == CONNECTION_OK) {
+                char param[16];
+                const char *params[1] = {param};
+                PGresult *res;
+
+                snprintf(param, sizeof(param), "%d", id++);
+                res = PQexecParams(pg, "INSERT INTO ledger VALUES ($1::int, now())", 1, NULL,
+                                   params, NULL, NULL, 0);
+                if (PQresultStatus(res) == PGRES_COMMAND_OK && out != NULL) {
+                    fprintf(out, "%s %lld\n", param, unix_us());
+                    fflush(out);
+                }
+                PQclear(res);
+                usleep(20000);
+            }
+            PQfinish(pg);
+            usleep(50000);
+        }
+    }
+}
+
+static void
+stop_local_writer(void)
+{
+    if (local_writer > 0) {
+        kill(local_writer, SIGKILL);
+        waitpid(local_writer, NULL, 0);
+        local_writer = 0;
+    }
+}
+
+START_TEST(f_crashed_primary_site_returns)
+{
+    long long promoted_at, gap;
+    size_t len;
+    char *text;
+    int late = 0;
+
+    /* B is the primary (after e), A its standby, synchronous, B promotable again. */
+    ck_assert(pt_wait_sync(&B, 90));
+    ck_assert(wait_status_true(&B, "exposed", false, 60));
+    ck_assert(wait_status_true(&A, "stale", false, 10));
+    kill_site(&B);
+    start_local_writer(&B);
+    ck_assert_msg(pt_wait_true(&A, "SELECT NOT pg_is_in_recovery()", HA_FAILOVER_TIMEOUT_S + 20),
+                  "A was not promoted; see %s", A.log);
+    promoted_at = unix_us();
+    sleep(1);
+    /* B's agent first, as a DBA would before walmirrorctl rejoin. */
+    pt_start_agent(&B);
+    ck_assert_msg(pt_log_contains(B.log, "fenced", 30), "see %s", B.log);
+    ck_assert_msg(pt_wait_true(&B, "SELECT pg_is_in_recovery()", 120), "see %s", B.log);
+    ck_assert(pt_wait_sync(&A, 90));
+    sleep(1);
+    stop_local_writer();
+    text = tu_read_file(local_path, &len);
+    for (char *line = text != NULL ? strtok(text, "\n") : NULL; line != NULL;
+         line = strtok(NULL, "\n")) {
+        int id;
+        long long at;
+        if (sscanf(line, "%d %lld", &id, &at) == 2 && at >= promoted_at - 1000000)
+            late++;
+    }
+    free(text);
+    ck_assert_msg(late == 0, "B acknowledged %d commits at synchronous_commit = local after A's "
+                             "promotion", late);
+    ck_assert(pt_wait_replayed(&A, &B, 30));
+    ha_check_ledger(&A, &gap);
+}
+END_TEST
+
+START_TEST(g_maximum_protection_waits)
+{
+    int before;
+    double t0;
+
+    /* Both sites in maximum_protection now (A is the primary after f). */
+    tu_run("sed -i 's/^availability_mode = .*/availability_mode = maximum_protection/' '%s' '%s'",
+           A.conf, B.conf);
+    pt_stop_agent(&A, SIGTERM);
+    pt_stop_agent(&B, SIGTERM);
+    pt_start_agent(&B);
+    pt_start_agent(&A);
+    ck_assert(pt_wait_sync(&A, 60));
+    ck_assert(wait_ack_after(unix_us(), 15) != 0);
+    kill_site(&B);
+    t0 = pt_now_s();
+    sleep(2);
+    before = ha_ledger_count();
+    sleep(HA_STANDBY_LOSS_TIMEOUT_S + 3);
+    ck_assert_msg(ha_ledger_count() == before, "A acknowledged %d commits without B",
+                  ha_ledger_count() - before);
+    ck_assert(!status_true(&A, "exposed"));
+    ck_assert_int_eq(http_code(&A, "/primary"), 503);
+    fprintf(stderr, "maximum_protection: no commit for %.1f s without B\n", pt_now_s() - t0);
+    restart_standby_site(&B);
+    ck_assert(wait_ack_after(unix_us(), 60) != 0);
+    ck_assert(pt_wait_sync(&A, 60));
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("avail");
+    TCase *tc = tcase_create("avail");
+    int failed;
+
+    if (!pgt_available()) {
+        fprintf(stderr, "PostgreSQL 15 not available: skipping\n");
+        return 77;
+    }
+    tu_require(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
+    ha_availability_mode = "maximum_availability";
+    if (ha_stand_up() != 0)
+        return 1;
+    atexit(stop_local_writer);
+    tcase_add_test(tc, a_standby_lost_primary_runs_exposed);
+    tcase_add_test(tc, b_standby_returns_synchronous_again);
+    tcase_add_test(tc, c_link_cut_only);
+    tcase_add_test(tc, d_stale_standby_not_promoted);
+    tcase_add_test(tc, e_isolated_primary_never_exposed);
+    tcase_add_test(tc, f_crashed_primary_site_returns);
+    tcase_add_test(tc, g_maximum_protection_waits);
+    suite_add_tcase(s, tc);
+    failed = pt_run_in_order(s);
+    fprintf(stderr, "measured: B's loss to A's first commit %.2f s; B's return to synchronous "
+                    "%.2f s\n", loss_to_commit_s, return_to_sync_s);
+    ha_tear_down();
+    curl_global_cleanup();
+    return failed == 0 ? 0 : 1;
+}
