@@ -9,11 +9,12 @@
  * costs is the socket bookkeeping below.
  *
  * Sockets (struct etcd_sock): libcurl's socket callback says, per socket, IN, OUT, INOUT or
- * REMOVE.  A wanted direction without a poll in flight gets a single-shot POLL_ADD; when it
- * completes, curl_multi_socket_action() is told, then the poll is re-armed if libcurl still
- * wants that direction.  REMOVE detaches the object (polls in flight are removed with
- * POLL_REMOVE, which also lets the kernel release a socket libcurl has closed); a detached
- * object frees itself once its polls have come back.
+ * REMOVE.  Each socket has an fdwatch (fdwatch.h): a wanted direction gets a single-shot poll;
+ * when it completes, curl_multi_socket_action() is told, then the poll is re-armed if libcurl
+ * still wants that direction.  REMOVE releases the watch (its polls in flight are removed,
+ * which also lets the kernel release a socket libcurl has closed; the watch frees itself once
+ * they are back) and frees the socket's record - after the socket_action in progress for it,
+ * if any.  libcurl's one timeout is the timer of one more fdwatch, which watches no fd.
  *
  * Requests (struct etcd_req): one easy handle each, on the client's list until freed.  libcurl
  * appends what arrives to the request's buffer (its write callback does nothing else); after
@@ -34,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fdwatch.h"
 #include "log.h"
 #include "util.h"
 
@@ -55,16 +57,10 @@ enum fail_kind {
 
 struct etcd_sock;
 
-/* libcurl's timeout; outlives the client while the ring holds it. */
-struct etcd_tmr {
-    struct wio_timer t;
-    struct etcd_client *c; /* NULL once the client is gone */
-};
-
 struct etcd_client {
     struct wio_loop *loop;
     CURLM *multi;
-    struct etcd_tmr *timer;
+    struct fdwatch *timer; /* libcurl's timeout; watches no fd */
     struct curl_slist *headers;
     struct etcd_endpoint ep[ETCD_ENDPOINTS_MAX];
     int n_ep;
@@ -79,13 +75,13 @@ struct etcd_client {
 };
 
 struct etcd_sock {
-    struct wio_op rd, wr;  /* POLL_ADD POLLIN, POLLOUT */
-    struct etcd_client *c; /* NULL once detached */
+    struct etcd_client *c;
     struct etcd_sock *next;
+    struct fdwatch *w;
     curl_socket_t fd;
-    int want; /* CURL_POLL_IN | CURL_POLL_OUT bits */
-    bool rd_busy, wr_busy;
-    bool acting; /* inside curl_multi_socket_action for this socket */
+    int want;    /* CURL_POLL_IN | CURL_POLL_OUT bits */
+    bool acting; /* inside curl_multi_socket_action for this socket: free it after */
+    bool gone;   /* libcurl is done with it (REMOVE) */
 };
 
 enum req_kind {
@@ -292,78 +288,40 @@ etcd_client_why(const struct etcd_client *c)
 
 /* ---- sockets ---- */
 
-static void sock_polled(struct etcd_sock *sk, int res, int ev);
+static void sock_io(void *ctx, bool write, int res);
+static void tmr_fire(void *ctx);
 
-static void
-sock_maybe_free(struct etcd_sock *sk)
-{
-    if (sk->c == NULL && !sk->rd_busy && !sk->wr_busy && !sk->acting)
-        free(sk);
-}
+static const struct fdwatch_ops sock_ops = {.on_io = sock_io};
+static const struct fdwatch_ops tmr_ops = {.on_timer = tmr_fire};
 
-static void
-sock_rd_done(struct wio_op *op, int res, unsigned flags)
-{
-    struct etcd_sock *sk = container_of(op, struct etcd_sock, rd);
-
-    (void)flags;
-    sk->rd_busy = false;
-    sock_polled(sk, res, CURL_CSELECT_IN);
-}
-
-static void
-sock_wr_done(struct wio_op *op, int res, unsigned flags)
-{
-    struct etcd_sock *sk = container_of(op, struct etcd_sock, wr);
-
-    (void)flags;
-    sk->wr_busy = false;
-    sock_polled(sk, res, CURL_CSELECT_OUT);
-}
-
-/* Arms a poll for each direction libcurl wants and none is in flight for. */
+/* Waits for each direction libcurl wants (a direction already waited for is not doubled). */
 static void
 sock_arm(struct etcd_sock *sk)
 {
-    struct etcd_client *c = sk->c;
-
     for (int dir = 0; dir < 2; dir++) {
-        bool *busy = dir == 0 ? &sk->rd_busy : &sk->wr_busy;
-        struct wio_op *op = dir == 0 ? &sk->rd : &sk->wr;
-        struct io_uring_sqe *sqe;
-
-        if (*busy || !(sk->want & (dir == 0 ? CURL_POLL_IN : CURL_POLL_OUT)))
+        if (!(sk->want & (dir == 0 ? CURL_POLL_IN : CURL_POLL_OUT)))
             continue;
-        sqe = wio_sqe(c->loop, op);
-        if (sqe == NULL) {
+        if (fdwatch_wait(sk->w, sk->fd, dir == 1) < 0)
             /* libcurl's next timeout tries again (tmr_fire), or the transfer's own ends it. */
-            log_error(c->comp, "no io_uring SQE to poll an etcd connection");
-            continue;
-        }
-        io_uring_prep_poll_add(sqe, sk->fd, dir == 0 ? POLLIN : POLLOUT);
-        *busy = true;
+            log_error(sk->c->comp, "no io_uring SQE to poll an etcd connection");
     }
 }
 
-/* libcurl is done with the socket (or the client goes): remove the polls in flight. */
+/* libcurl is done with the socket, or the client goes. */
 static void
 sock_detach(struct etcd_client *c, struct etcd_sock *sk)
 {
-    struct io_uring_sqe *sqe;
-
     for (struct etcd_sock **pp = &c->socks; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == sk) {
             *pp = sk->next;
             break;
         }
     }
-    if (sk->rd_busy && (sqe = wio_sqe(c->loop, NULL)) != NULL)
-        io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)&sk->rd);
-    if (sk->wr_busy && (sqe = wio_sqe(c->loop, NULL)) != NULL)
-        io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)&sk->wr);
-    sk->c = NULL;
-    sk->want = 0;
-    sock_maybe_free(sk);
+    fdwatch_release(sk->w);
+    sk->w = NULL;
+    sk->gone = true;
+    if (!sk->acting)
+        free(sk);
 }
 
 static int
@@ -380,12 +338,12 @@ on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp
     }
     if (sk == NULL) {
         sk = calloc(1, sizeof(*sk));
-        if (sk == NULL)
+        if (sk == NULL || fdwatch_new(&sk->w, c->loop, &sock_ops, sk) < 0) {
+            free(sk);
             return -1;
+        }
         sk->c = c;
         sk->fd = s;
-        sk->rd.cb = sock_rd_done;
-        sk->wr.cb = sock_wr_done;
         sk->next = c->socks;
         c->socks = sk;
         curl_multi_assign(c->multi, s, sk);
@@ -821,44 +779,34 @@ pump(struct etcd_client *c)
 /* ---- libcurl's clock and the loop ---- */
 
 static void
-sock_polled(struct etcd_sock *sk, int res, int ev)
+sock_io(void *ctx, bool write, int res)
 {
+    struct etcd_sock *sk = ctx;
     struct etcd_client *c = sk->c;
-    int running;
+    int running, ev = write ? CURL_CSELECT_OUT : CURL_CSELECT_IN;
 
-    if (c == NULL) {
-        sock_maybe_free(sk);
-        return;
-    }
     if (res < 0 || (res & POLLERR))
         ev |= CURL_CSELECT_ERR;
     sk->acting = true;
     curl_multi_socket_action(c->multi, sk->fd, ev, &running);
     sk->acting = false;
-    if (sk->c != NULL)
+    if (sk->gone)
+        free(sk);
+    else
         sock_arm(sk);
     pump(c);
-    sock_maybe_free(sk);
 }
 
 static void
-tmr_fire(struct wio_timer *t)
+tmr_fire(void *ctx)
 {
-    struct etcd_tmr *tm = (struct etcd_tmr *)t;
+    struct etcd_client *c = ctx;
     int running;
 
-    if (tm->c == NULL)
-        return;
-    for (struct etcd_sock *sk = tm->c->socks; sk != NULL; sk = sk->next)
+    for (struct etcd_sock *sk = c->socks; sk != NULL; sk = sk->next)
         sock_arm(sk); /* a poll that found no SQE */
-    curl_multi_socket_action(tm->c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    pump(tm->c);
-}
-
-static void
-tmr_release(struct wio_timer *t)
-{
-    free((struct etcd_tmr *)t);
+    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    pump(c);
 }
 
 static int
@@ -868,10 +816,10 @@ on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 
     (void)multi;
     if (timeout_ms < 0) {
-        wio_timer_cancel(&c->timer->t);
+        fdwatch_timer_stop(c->timer);
         return 0;
     }
-    if (wio_timer_arm(c->loop, &c->timer->t, (uint64_t)timeout_ms, tmr_fire) < 0) {
+    if (fdwatch_timer(c->timer, (uint64_t)timeout_ms) < 0) {
         log_error(c->comp, "cannot arm libcurl's timer");
         return -1;
     }
@@ -924,7 +872,8 @@ etcd_client_new(struct etcd_client **out, struct wio_loop *loop,
     c->ca = dup_or_null(cfg->ca, &oom);
     c->cert = dup_or_null(cfg->cert, &oom);
     c->key = dup_or_null(cfg->key, &oom);
-    c->timer = calloc(1, sizeof(*c->timer));
+    if (fdwatch_new(&c->timer, loop, &tmr_ops, c) < 0)
+        c->timer = NULL;
     c->multi = curl_multi_init();
     c->headers = curl_slist_append(NULL, "Content-Type: application/json");
     if (c->headers != NULL) {
@@ -940,7 +889,6 @@ etcd_client_new(struct etcd_client **out, struct wio_loop *loop,
         etcd_client_free(c);
         return -ENOMEM;
     }
-    c->timer->c = c;
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
@@ -960,14 +908,7 @@ etcd_client_free(struct etcd_client *c)
         curl_multi_cleanup(c->multi); /* closes the connections: REMOVE for their sockets */
     while (c->socks != NULL)
         sock_detach(c, c->socks);
-    if (c->timer != NULL) {
-        c->timer->c = NULL;
-        wio_timer_cancel(&c->timer->t);
-        if (wio_timer_busy(&c->timer->t))
-            c->timer->t.release = tmr_release;
-        else
-            free(c->timer);
-    }
+    fdwatch_release(c->timer);
     curl_slist_free_all(c->headers);
     free(c->ca);
     free(c->cert);
