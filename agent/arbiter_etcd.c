@@ -84,10 +84,10 @@
 #include "util.h"
 
 #define EA_TICK_MS 100
-#define EA_RETRY_MS 200        /* a request or an adoption etcd did not answer */
+#define EA_RETRY_MS 200 /* a request or an adoption etcd did not answer */
 #define EA_SESSION_RETRY_MS 500
 #define EA_WATCH_RETRY_MS 200
-#define EA_ROUNDS 4            /* decisions per request while the record changes under it */
+#define EA_ROUNDS 4 /* decisions per request while the record changes under it */
 #define EA_KEY_MAX (ETCDREC_PREFIX_MAX + 16 + STATE_NAME_MAX)
 
 enum ea_session {
@@ -125,7 +125,7 @@ struct ea_view {
     struct wm_state rec; /* epoch.present: as recorded; else epoch 1, no holder */
     struct etcdrec_member self_m, peer_m;
     char foreign[STATE_NAME_MAX + 1]; /* a member that is neither of the pair's nodes */
-    char bad[EA_KEY_MAX + 256];        /* the epoch record cannot be read: why */
+    char bad[EA_KEY_MAX + 256];       /* the epoch record cannot be read: why */
 };
 
 /* The peer's silence as this node has observed its liveness key. */
@@ -230,8 +230,8 @@ ea_update_desc(struct earb *a)
     if (a->have_view && a->view.paused.present)
         snprintf(extra, sizeof(extra), "; automatic fail-over paused (%s)", a->k_paused);
     else if (a->have_view && a->view.foreign[0] != '\0')
-        snprintf(extra, sizeof(extra), "; %s also holds a member %.64s of another pair",
-                 a->prefix, a->view.foreign);
+        snprintf(extra, sizeof(extra), "; %s also holds a member %.64s of another pair", a->prefix,
+                 a->view.foreign);
     if (ea_fenced(a))
         snprintf(a->desc, sizeof(a->desc), "etcd@%s fenced: epoch %" PRIu64 " is held by %s", url,
                  a->view.rec.epoch, holder_name(&a->view.rec));
@@ -248,8 +248,7 @@ static void
 ea_up(struct earb *a)
 {
     if (!a->up)
-        log_info(a->comp, "etcd up at %s",
-                 etcd_client_url(a->etcd, etcd_client_current(a->etcd)));
+        log_info(a->comp, "etcd up at %s", etcd_client_url(a->etcd, etcd_client_current(a->etcd)));
     a->up = true;
     a->down_why[0] = '\0';
     ea_update_desc(a);
@@ -277,8 +276,7 @@ b64s(const char *s)
 static json_t *
 range_prefix_body(struct earb *a)
 {
-    return json_pack("{s:o, s:o}", "key", b64s(a->prefix), "range_end",
-                     etcd_prefix_end(a->prefix));
+    return json_pack("{s:o, s:o}", "key", b64s(a->prefix), "range_end", etcd_prefix_end(a->prefix));
 }
 
 /* A transaction's compare: key unchanged since read at mod_rev, or still absent (0). */
@@ -288,8 +286,8 @@ compare_rev(const char *key, int64_t mod_rev)
     if (mod_rev == 0)
         return json_pack("{s:o, s:s, s:s, s:I}", "key", b64s(key), "target", "CREATE", "result",
                          "EQUAL", "create_revision", (json_int_t)0);
-    return json_pack("{s:o, s:s, s:s, s:I}", "key", b64s(key), "target", "MOD", "result",
-                     "EQUAL", "mod_revision", (json_int_t)mod_rev);
+    return json_pack("{s:o, s:s, s:s, s:I}", "key", b64s(key), "target", "MOD", "result", "EQUAL",
+                     "mod_revision", (json_int_t)mod_rev);
 }
 
 /* A transaction: if compares hold, put key = value (with lease when not 0); else range the
@@ -301,8 +299,8 @@ txn_body(struct earb *a, json_t *compares, const char *key, const char *value, i
 
     if (put != NULL && lease != 0)
         json_object_set_new(put, "lease", json_integer((json_int_t)lease));
-    return json_pack("{s:o, s:[{s:o}], s:[{s:o}]}", "compare", compares, "success",
-                     "request_put", put, "failure", "request_range", range_prefix_body(a));
+    return json_pack("{s:o, s:[{s:o}], s:[{s:o}]}", "compare", compares, "success", "request_put",
+                     put, "failure", "request_range", range_prefix_body(a));
 }
 
 /* ---- the view ---- */
@@ -331,8 +329,7 @@ view_put(struct earb *a, struct ea_view *v, const struct etcd_kv *kv, bool delet
         k = &v->paused;
         break;
     case ETCDREC_KEY_MEMBER:
-        if (name_len == strlen(a->cfg->node_name) &&
-            memcmp(name, a->cfg->node_name, name_len) == 0)
+        if (name_len == strlen(a->cfg->node_name) && memcmp(name, a->cfg->node_name, name_len) == 0)
             k = &v->self;
         else if (name_len == strlen(a->cfg->peer.name) &&
                  memcmp(name, a->cfg->peer.name, name_len) == 0)
@@ -416,8 +413,7 @@ view_from_range(struct earb *a, json_t *range, struct ea_view *v, char *err, siz
  * continuous when it comes from the watch, which has delivered every change since the last.
  */
 static void
-ea_observe(struct earb *a, const struct ea_key *k, const struct etcdrec_member *m,
-           bool continuous)
+ea_observe(struct earb *a, const struct ea_key *k, const struct etcdrec_member *m, bool continuous)
 {
     struct ea_obs *o = &a->obs;
     uint64_t now = clock_mono_ms();
@@ -445,7 +441,9 @@ ea_observe(struct earb *a, const struct ea_key *k, const struct etcdrec_member *
     }
     if (o->seen && source != was_source)
         log_info(a->comp, "%s's liveness key: %s", a->cfg->peer.name,
-                 source ? "the source" : k->present ? msg_role_name(m->role) : "gone");
+                 source       ? "the source"
+                 : k->present ? msg_role_name(m->role)
+                              : "gone");
     o->seen = true;
     o->present = k->present;
     o->mod_rev = k->mod_rev;
@@ -699,9 +697,9 @@ ea_watch_read(void *ctx, int rc, json_t *answer, const char *why)
         log_debug(a->comp, "cannot read %s: %s", a->prefix, rc < 0 ? why : err);
         return;
     }
-    create = json_pack("{s:o, s:o, s:I}", "key", b64s(a->prefix), "range_end",
-                       etcd_prefix_end(a->prefix), "start_revision",
-                       (json_int_t)(a->view.revision + 1));
+    create =
+        json_pack("{s:o, s:o, s:I}", "key", b64s(a->prefix), "range_end",
+                  etcd_prefix_end(a->prefix), "start_revision", (json_int_t)(a->view.revision + 1));
     a->watch_ep = etcd_client_current(a->etcd);
     if (create != NULL &&
         etcd_watch(a->etcd, create, ea_watch_msg, ea_watch_end, a, &a->watch_req) == 0)
@@ -713,8 +711,7 @@ ea_watch_step(struct earb *a, uint64_t now)
 {
     if (a->watch_state == EW_WATCHING && a->watch_ep != etcd_client_current(a->etcd)) {
         /* The client moved on from the watch's member (it stopped answering). */
-        log_info(a->comp, "moving the watch from %s to %s",
-                 etcd_client_url(a->etcd, a->watch_ep),
+        log_info(a->comp, "moving the watch from %s to %s", etcd_client_url(a->etcd, a->watch_ep),
                  etcd_client_url(a->etcd, etcd_client_current(a->etcd)));
         etcd_cancel(a->watch_req);
         a->watch_req = NULL;
@@ -723,8 +720,7 @@ ea_watch_step(struct earb *a, uint64_t now)
     }
     if (a->watch_state != EW_IDLE || now < a->watch_retry_ms)
         return;
-    if (etcd_call(a->etcd, "kv/range", range_prefix_body(a), ea_watch_read, a, &a->watch_req) ==
-        0)
+    if (etcd_call(a->etcd, "kv/range", range_prefix_body(a), ea_watch_read, a, &a->watch_req) == 0)
         a->watch_state = EW_READING;
     else
         a->watch_retry_ms = now + EA_WATCH_RETRY_MS;
@@ -996,8 +992,7 @@ ea_req_read(struct earb *a)
 {
     a->req_retry_ms = 0;
     a->req_step = EQ_READ;
-    if (etcd_call(a->etcd, "kv/range", range_prefix_body(a), ea_req_on_answer, a,
-                  &a->req_call) < 0)
+    if (etcd_call(a->etcd, "kv/range", range_prefix_body(a), ea_req_on_answer, a, &a->req_call) < 0)
         ea_deny(a, NULL, "cannot ask etcd: out of memory");
 }
 
@@ -1106,8 +1101,9 @@ ea_decide(struct earb *a, const struct ea_view *v)
     if (asked == r->epoch && strcmp(r->primary, me) == 0) {
         /* Asked again by its holder (the grant lost with an answer, or an agent that restarted
          * before it recorded it): the same grant, not a new one. */
-        snprintf(a->req_text, sizeof(a->req_text), "epoch %" PRIu64 " is %s's already: granted at %s",
-                 asked, me, wm_format_utc(when, sizeof(when), r->changed_unix_us));
+        snprintf(a->req_text, sizeof(a->req_text),
+                 "epoch %" PRIu64 " is %s's already: granted at %s", asked, me,
+                 wm_format_utc(when, sizeof(when), r->changed_unix_us));
         if (r->epoch > a->epoch)
             a->epoch = r->epoch;
         a->mark_lsn = r->exposed_lsn;
@@ -1147,8 +1143,9 @@ ea_decide(struct earb *a, const struct ea_view *v)
         return;
     }
     if (v->foreign[0] != '\0') {
-        ea_deny(a, v, "%s also holds a liveness key of %s, which is neither %s nor %s: is it "
-                      "shared with another pair?",
+        ea_deny(a, v,
+                "%s also holds a liveness key of %s, which is neither %s nor %s: is it "
+                "shared with another pair?",
                 a->prefix, v->foreign, me, peer);
         return;
     }
@@ -1192,8 +1189,8 @@ ea_decide(struct earb *a, const struct ea_view *v)
                      asked, me, peer, LSN_ARGS(a->req.standby_lsn));
         } else {
             snprintf(a->req_text, sizeof(a->req_text),
-                     "epoch %" PRIu64 " granted to %s: its standby %s is synchronous again",
-                     asked, me, peer);
+                     "epoch %" PRIu64 " granted to %s: its standby %s is synchronous again", asked,
+                     me, peer);
         }
         break;
     }
@@ -1205,8 +1202,8 @@ ea_decide(struct earb *a, const struct ea_view *v)
         return;
     }
     a->req_step = EQ_TXN;
-    rc = etcd_call(a->etcd, "kv/txn", txn_body(a, cmp, a->k_epoch, value, 0), ea_req_on_answer,
-                   a, &a->req_call);
+    rc = etcd_call(a->etcd, "kv/txn", txn_body(a, cmp, a->k_epoch, value, 0), ea_req_on_answer, a,
+                   &a->req_call);
     free(value);
     if (rc < 0)
         ea_deny(a, v, "cannot ask etcd: %s", strerror(-rc));
@@ -1231,8 +1228,7 @@ ea_tick(struct wio_timer *t)
         char why[ETCD_WHY_MAX + 64];
 
         snprintf(why, sizeof(why), "no answer from etcd within %.1f s%s%s",
-                 ARBITER_VOTE_TIMEOUT_MS / 1000.0, a->req_why[0] != '\0' ? ": " : "",
-                 a->req_why);
+                 ARBITER_VOTE_TIMEOUT_MS / 1000.0, a->req_why[0] != '\0' ? ": " : "", a->req_why);
         ea_deny(a, NULL, "%s", why);
     } else if (a->pending && a->req_call == NULL && a->req_retry_ms != 0 &&
                now >= a->req_retry_ms) {
@@ -1326,8 +1322,8 @@ ea_request(struct arbiter *base, const struct arbiter_request *req)
     a->req_deadline_ms = clock_mono_ms() + ARBITER_VOTE_TIMEOUT_MS;
     a->req_rounds = 0;
     a->req_why[0] = '\0';
-    log_info(a->comp, "asking etcd for epoch %" PRIu64 ": %s (durable " LSN_FMT ")",
-             a->req_epoch, arbiter_ask_name(req->ask), LSN_ARGS(req->durable_lsn));
+    log_info(a->comp, "asking etcd for epoch %" PRIu64 ": %s (durable " LSN_FMT ")", a->req_epoch,
+             arbiter_ask_name(req->ask), LSN_ARGS(req->durable_lsn));
     ea_req_read(a);
     return 0;
 }

@@ -104,10 +104,10 @@ struct etcd_req {
     size_t parsed; /* watch: bytes of buf already delivered */
     bool overflow;
     char errbuf[CURL_ERROR_SIZE];
-    bool finished;    /* the transfer is over: the pump delivers */
+    bool finished; /* the transfer is over: the pump delivers */
     CURLcode result;
-    bool cancelled;   /* no callback; freed at the pump's end */
-    bool ended;       /* a watch whose end has been told */
+    bool cancelled; /* no callback; freed at the pump's end */
+    bool ended;     /* a watch whose end has been told */
     etcd_done_fn done;
     etcd_msg_fn on_msg;
     void *ctx;
@@ -181,8 +181,7 @@ parse_endpoint(const char *s, size_t len, char *url, char *err, size_t errlen)
 }
 
 int
-etcd_endpoints_parse(const char *list, char urls[][ETCD_URL_MAX], int max, char *err,
-                     size_t errlen)
+etcd_endpoints_parse(const char *list, char urls[][ETCD_URL_MAX], int max, char *err, size_t errlen)
 {
     const char *p = list, *end = list + strlen(list);
     int n = 0;
@@ -505,8 +504,8 @@ req_new(struct etcd_client *c, enum req_kind kind, const char *method, json_t *b
 }
 
 int
-etcd_call(struct etcd_client *c, const char *method, json_t *body, etcd_done_fn done,
-          void *ctx, struct etcd_req **out)
+etcd_call(struct etcd_client *c, const char *method, json_t *body, etcd_done_fn done, void *ctx,
+          struct etcd_req **out)
 {
     struct etcd_req *r;
     int rc = req_new(c, REQ_CALL, method, body, &r);
@@ -864,10 +863,10 @@ etcd_client_new(struct etcd_client **out, struct wio_loop *loop,
     c->n_ep = n;
     for (int i = 0; i < n; i++)
         memcpy(c->ep[i].url, urls[i], sizeof(urls[i]));
-    c->connect_ms = cfg->connect_timeout_ms != 0 ? cfg->connect_timeout_ms
-                                                 : ETCD_CONNECT_TIMEOUT_MS;
-    c->request_ms = cfg->request_timeout_ms != 0 ? cfg->request_timeout_ms
-                                                 : ETCD_REQUEST_TIMEOUT_MS;
+    c->connect_ms =
+        cfg->connect_timeout_ms != 0 ? cfg->connect_timeout_ms : ETCD_CONNECT_TIMEOUT_MS;
+    c->request_ms =
+        cfg->request_timeout_ms != 0 ? cfg->request_timeout_ms : ETCD_REQUEST_TIMEOUT_MS;
     snprintf(c->comp, sizeof(c->comp), "%s", cfg->log_comp != NULL ? cfg->log_comp : "etcd");
     c->ca = dup_or_null(cfg->ca, &oom);
     c->cert = dup_or_null(cfg->cert, &oom);

@@ -54,11 +54,11 @@
 #include "wio.h"
 
 #define ETCD_ENDPOINTS_MAX 8
-#define ETCD_URL_MAX 256               /* one endpoint URL, without a trailing '/' */
-#define ETCD_ANSWER_MAX (16u << 20)    /* bytes of one answer */
-#define ETCD_CONNECT_TIMEOUT_MS 500    /* default connect (TCP and TLS) timeout */
-#define ETCD_REQUEST_TIMEOUT_MS 1000   /* default time for a whole unary request */
-#define ETCD_WHY_MAX 640               /* the reasons etcd_client_why() gives */
+#define ETCD_URL_MAX 256             /* one endpoint URL, without a trailing '/' */
+#define ETCD_ANSWER_MAX (16u << 20)  /* bytes of one answer */
+#define ETCD_CONNECT_TIMEOUT_MS 500  /* default connect (TCP and TLS) timeout */
+#define ETCD_REQUEST_TIMEOUT_MS 1000 /* default time for a whole unary request */
+#define ETCD_WHY_MAX 640             /* the reasons etcd_client_why() gives */
 
 struct etcd_client;
 struct etcd_req;
@@ -85,8 +85,7 @@ WM_MUSTCHECK int etcd_endpoints_parse(const char *list, char urls[][ETCD_URL_MAX
 /* Creates a client; cfg is copied.  Returns 0, -EINVAL (bad endpoints: err says why), or
  * -ENOMEM. */
 WM_MUSTCHECK int etcd_client_new(struct etcd_client **out, struct wio_loop *loop,
-                                 const struct etcd_client_config *cfg, char *err,
-                                 size_t errlen);
+                                 const struct etcd_client_config *cfg, char *err, size_t errlen);
 /* Drops every request (no callback follows) and frees.  NULL is fine. */
 void etcd_client_free(struct etcd_client *c);
 

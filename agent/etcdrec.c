@@ -55,17 +55,15 @@ dump(json_t *j)
 char *
 etcdrec_member_json(const struct etcdrec_member *m)
 {
-    return dump(json_pack("{s:i, s:s, s:s, s:I, s:o, s:I, s:s, s:I, s:I, s:o, s:o, s:I, s:I}",
-                          "version", ETCDREC_VERSION, "node", m->node, "role",
-                          msg_role_name(m->role), "epoch", (json_int_t)m->epoch, "durable_lsn",
-                          lsn_json(m->durable_lsn), "timeline", (json_int_t)m->timeline,
-                          "sync_state", m->sync_state, "flush_lag_bytes",
-                          (json_int_t)m->flush_lag_bytes, "apply_lag_bytes",
-                          (json_int_t)m->apply_lag_bytes, "flush_lag_s",
-                          seconds_json(m->flush_lag_s), "apply_lag_s",
-                          seconds_json(m->apply_lag_s), "wal_at_risk_bytes",
-                          (json_int_t)m->wal_at_risk_bytes, "updated_unix_us",
-                          (json_int_t)m->updated_unix_us));
+    return dump(json_pack(
+        "{s:i, s:s, s:s, s:I, s:o, s:I, s:s, s:I, s:I, s:o, s:o, s:I, s:I}", "version",
+        ETCDREC_VERSION, "node", m->node, "role", msg_role_name(m->role), "epoch",
+        (json_int_t)m->epoch, "durable_lsn", lsn_json(m->durable_lsn), "timeline",
+        (json_int_t)m->timeline, "sync_state", m->sync_state, "flush_lag_bytes",
+        (json_int_t)m->flush_lag_bytes, "apply_lag_bytes", (json_int_t)m->apply_lag_bytes,
+        "flush_lag_s", seconds_json(m->flush_lag_s), "apply_lag_s", seconds_json(m->apply_lag_s),
+        "wal_at_risk_bytes", (json_int_t)m->wal_at_risk_bytes, "updated_unix_us",
+        (json_int_t)m->updated_unix_us));
 }
 
 char *
@@ -73,9 +71,8 @@ etcdrec_epoch_json(const struct wm_state *st)
 {
     return dump(json_pack("{s:i, s:I, s:s, s:I, s:o, s:I}", "version", ETCDREC_VERSION, "epoch",
                           (json_int_t)st->epoch, "holder", st->primary, "changed_unix_us",
-                          (json_int_t)st->changed_unix_us, "exposed_lsn",
-                          lsn_json(st->exposed_lsn), "exposed_unix_us",
-                          (json_int_t)st->exposed_unix_us));
+                          (json_int_t)st->changed_unix_us, "exposed_lsn", lsn_json(st->exposed_lsn),
+                          "exposed_unix_us", (json_int_t)st->exposed_unix_us));
 }
 
 /* ---- reading ---- */
@@ -111,8 +108,7 @@ get_uint(struct reader *rd, const char *field, bool required, uint64_t min, uint
         *out = dflt;
         return 0;
     }
-    if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-        (uint64_t)json_integer_value(v) < min)
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) < min)
         return wm_einval(rd->err, rd->errlen, "%s: \"%s\" is %s", rd->what, field,
                          v == NULL ? "missing" : "not a valid whole number");
     *out = (uint64_t)json_integer_value(v);
@@ -140,15 +136,14 @@ get_name(struct reader *rd, const char *field, bool empty_ok, char *out, size_t 
     size_t n = s != NULL ? strlen(s) : 0;
 
     if (s == NULL || n >= cap || (n == 0 && !empty_ok))
-        return wm_einval(rd->err, rd->errlen, "%s: \"%s\" is missing or not a node name",
-                         rd->what, field);
+        return wm_einval(rd->err, rd->errlen, "%s: \"%s\" is missing or not a node name", rd->what,
+                         field);
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
 
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '.' || c == '-'))
-            return wm_einval(rd->err, rd->errlen, "%s: \"%s\" is not a node name", rd->what,
-                             field);
+            return wm_einval(rd->err, rd->errlen, "%s: \"%s\" is not a node name", rd->what, field);
     }
     memcpy(out, s, n + 1);
     return 0;
@@ -191,8 +186,7 @@ etcdrec_member_parse(const char *text, size_t len, struct etcdrec_member *m, cha
     if (rc == 0)
         rc = get_uint(&rd, "timeline", false, 0, 0, &tli);
     if (rc == 0 && tli > UINT32_MAX)
-        rc = wm_einval(err, errlen, "liveness record of %s: \"timeline\" is out of range",
-                       m->node);
+        rc = wm_einval(err, errlen, "liveness record of %s: \"timeline\" is out of range", m->node);
     m->timeline = (uint32_t)tli;
     if (rc == 0)
         rc = get_uint(&rd, "flush_lag_bytes", false, 0, 0, &m->flush_lag_bytes);

@@ -63,8 +63,8 @@ char *etcdrec_epoch_json(const struct wm_state *st);
  * ("not JSON", "no epoch"...). */
 WM_MUSTCHECK int etcdrec_member_parse(const char *text, size_t len, struct etcdrec_member *m,
                                       char *err, size_t errlen);
-WM_MUSTCHECK int etcdrec_epoch_parse(const char *text, size_t len, struct wm_state *st,
-                                     char *err, size_t errlen);
+WM_MUSTCHECK int etcdrec_epoch_parse(const char *text, size_t len, struct wm_state *st, char *err,
+                                     size_t errlen);
 
 enum etcdrec_key {
     ETCDREC_KEY_OTHER,  /* not one of ours */

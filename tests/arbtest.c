@@ -98,7 +98,9 @@ at_report(struct at_site *s, uint8_t role, uint64_t epoch, uint64_t durable,
                                .apply_lag_s = -1};
 
     snprintf(r.sync_state, sizeof(r.sync_state), "%s",
-             !source ? "" : mark != NULL && state_exposed(mark) ? "exposed" : "sync");
+             !source                               ? ""
+             : mark != NULL && state_exposed(mark) ? "exposed"
+                                                   : "sync");
     arbiter_report(s->arb, &r);
 }
 
@@ -122,8 +124,7 @@ at_has_verdict(const struct at_site *s)
 }
 
 void
-at_ask(struct at_site *s, enum arbiter_ask ask, uint64_t epoch, uint64_t durable,
-       uint64_t standby)
+at_ask(struct at_site *s, enum arbiter_ask ask, uint64_t epoch, uint64_t durable, uint64_t standby)
 {
     int rc;
 

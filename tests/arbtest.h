@@ -58,8 +58,7 @@ void at_expect(const struct at_site *s, bool granted, const char *what);
 
 void at_run_for(double seconds);
 /* Runs the loop until cond(s) or seconds have passed; whether cond held. */
-bool at_run_until(bool (*cond)(const struct at_site *), const struct at_site *s,
-                  double seconds);
+bool at_run_until(bool (*cond)(const struct at_site *), const struct at_site *s, double seconds);
 bool at_reachable(const struct at_site *s);
 bool at_has_verdict(const struct at_site *s); /* verdicts > 0 */
 

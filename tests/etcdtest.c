@@ -208,8 +208,7 @@ et_move_leader(struct et_cluster *c, int i)
         return true;
     if (l < 0 || !member_status(c, i, id, leader))
         return false;
-    r = et_post(c, l, "maintenance/transfer-leadership", json_pack("{s:s}", "targetID", id),
-                5000);
+    r = et_post(c, l, "maintenance/transfer-leadership", json_pack("{s:s}", "targetID", id), 5000);
     json_decref(r);
     while (now_s() < end) {
         if (et_leader(c) == i)
@@ -457,6 +456,5 @@ et_put(struct et_cluster *c, const char *key, const char *value)
 void
 et_del(struct et_cluster *c, const char *key)
 {
-    json_decref(et_any(c, "kv/deleterange",
-                       json_pack("{s:o}", "key", etcd_b64(key, strlen(key)))));
+    json_decref(et_any(c, "kv/deleterange", json_pack("{s:o}", "key", etcd_b64(key, strlen(key)))));
 }

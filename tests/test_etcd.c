@@ -35,7 +35,6 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,8 +172,9 @@ expect_news(struct at_site *c, uint64_t epoch, const char *holder, uint64_t expo
 {
     double end = pt_now_s() + seconds;
 
-    while (!(c->told > 0 && c->news.epoch == epoch && state_exposed(&c->news) == (exposed_lsn != 0)) &&
-           pt_now_s() < end)
+    while (
+        !(c->told > 0 && c->news.epoch == epoch && state_exposed(&c->news) == (exposed_lsn != 0)) &&
+        pt_now_s() < end)
         ck_assert_int_ge(wio_run_once(loop, 20), 0);
     ck_assert_msg(c->told > 0 && c->news.epoch == epoch,
                   "%s was not told of epoch %" PRIu64 " (last: %" PRIu64 "; %s)", c->name, epoch,
@@ -269,19 +269,6 @@ finish_race(uint64_t epoch)
     settle(w, l, epoch + 1, &w->verdict);
 }
 
-/* Runs walmirrorctl with the arguments built from fmt; its exit status, output in out, err. */
-static int __attribute__((format(printf, 3, 4)))
-ctl(char **out, char **err, const char *fmt, ...)
-{
-    va_list ap;
-    int rc;
-
-    va_start(ap, fmt);
-    rc = tu_vcapture(dir, out, err, CTL, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
 /* ---- the tests, in order ---- */
 
 START_TEST(a_fresh_prefix_primary_alive)
@@ -306,7 +293,8 @@ START_TEST(a_fresh_prefix_primary_alive)
     ck_assert_int_eq(m.role, MSG_ROLE_SINK);
 
     ask(&SB, 1);
-    at_expect(&SB, false, "the primary site-a was heard: its liveness key in etcd says it is the source");
+    at_expect(&SB, false,
+              "the primary site-a was heard: its liveness key in etcd says it is the source");
     ck_assert_uint_eq(SB.verdict.epoch, 1); /* a denial carries etcd's epoch */
     ck_assert_str_eq(SB.verdict.primary, "site-a");
     ask(&SA, 1);
@@ -389,8 +377,9 @@ START_TEST(c_old_primary_fenced)
     at_expect(&SA, false, "running exposed");
     ask(&SA, 2);
     at_expect(&SA, false, "site-a is stale: site-b runs exposed since 0/3000000");
-    at_expect(&SA, false, "site-b last reported 0/4000000: up to 16777216 bytes acknowledged by "
-                      "site-b may be missing");
+    at_expect(&SA, false,
+              "site-b last reported 0/4000000: up to 16777216 bytes acknowledged by "
+              "site-b may be missing");
     at_run_for(0.3);
     ck_assert_int_eq(SA.told, 1); /* told once */
 }
@@ -477,8 +466,8 @@ START_TEST(r_races)
     ck_assert_uint_eq(S2.verdict.epoch, e + 1);
     ck_assert_msg(S->verdict.changed_unix_us == S2.verdict.changed_unix_us,
                   "two records written: %s / %s", S->why, S2.why);
-    ck_assert_msg(strstr(S->why, "already") != NULL || strstr(S2.why, "already") != NULL,
-                  "%s / %s", S->why, S2.why);
+    ck_assert_msg(strstr(S->why, "already") != NULL || strstr(S2.why, "already") != NULL, "%s / %s",
+                  S->why, S2.why);
     expect_record(e + 1, S->name, 0x5000000);
     at_stop(&S2);
     config_free(&S2.cfg);
@@ -609,8 +598,9 @@ START_TEST(f_fleet_over_tls)
 
     snprintf(ca, sizeof(ca), "%s", tu_cert("ca.crt"));
     snprintf(cert, sizeof(cert), "%s", tu_cert("witness.crt"));
-    rc = ctl(&out, &err, "--etcd '%s' --etcd-ca '%s' --etcd-cert '%s' --etcd-key '%s' fleet --json",
-             cluster.endpoints, ca, cert, tu_cert("witness.key"));
+    rc = tu_capture(dir, &out, &err, CTL,
+                    "--etcd '%s' --etcd-ca '%s' --etcd-cert '%s' --etcd-key '%s' fleet --json",
+                    cluster.endpoints, ca, cert, tu_cert("witness.key"));
     json_t *fleet, *pair;
 
     ck_assert_msg(rc == 0, "walmirrorctl fleet: exit %d: %s", rc, err);
@@ -626,7 +616,8 @@ START_TEST(f_fleet_over_tls)
     json_decref(fleet);
 
     /* without the client certificate etcd refuses the CLI */
-    rc = ctl(&out, &err, "--etcd '%s' --etcd-ca '%s' fleet", cluster.endpoints, ca);
+    rc =
+        tu_capture(dir, &out, &err, CTL, "--etcd '%s' --etcd-ca '%s' fleet", cluster.endpoints, ca);
     ck_assert_int_eq(rc, 1);
     ck_assert_msg(strstr(err, cluster.m[0].url) != NULL, "%s", err);
     free(out);

@@ -214,12 +214,13 @@ START_TEST(errors)
                  "etcd_ca, etcd_cert and etcd_key go together: etcd_cert is not set");
     expect_error("arbiter = etcd\netcd_endpoints = http://e:2379\netcd_ca = etcd-ca.crt\n"
                  "etcd_cert = etcd-client.crt\netcd_key = etcd-client.key\n",
-                 l + 2, "etcd_ca", "TLS to etcd needs https:// endpoints; etcd_endpoints are http://");
+                 l + 2, "etcd_ca",
+                 "TLS to etcd needs https:// endpoints; etcd_endpoints are http://");
     expect_error("arbiter = etcd\netcd_endpoints = https://e:2379\netcd_ca = missing.crt\n"
                  "etcd_cert = etcd-client.crt\netcd_key = etcd-client.key\n",
                  l + 2, "etcd_ca", "cannot read \"");
-    expect_error("arbiter = etcd\netcd_endpoints = http://e:2379\netcd_lease_ttl = 2500ms\n",
-                 l + 2, "etcd_lease_ttl", "etcd grants leases in whole seconds, e.g. '3s'");
+    expect_error("arbiter = etcd\netcd_endpoints = http://e:2379\netcd_lease_ttl = 2500ms\n", l + 2,
+                 "etcd_lease_ttl", "etcd grants leases in whole seconds, e.g. '3s'");
     expect_error("arbiter = etcd\netcd_endpoints = http://e:2379\netcd_lease_ttl = 1s\n", l + 2,
                  "etcd_lease_ttl", "etcd_lease_ttl (1s) is shorter than etcd's shortest lease, 2s");
     expect_error("arbiter = etcd\netcd_endpoints = http://e:2379\netcd_lease_ttl = 10s\n", l + 2,

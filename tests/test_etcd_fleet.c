@@ -19,7 +19,6 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,8 +76,7 @@ client_start(struct at_site *c, const char *peer, const char *prefix, uint8_t ro
 static void
 wait_reachable(struct at_site *c)
 {
-    ck_assert_msg(at_run_until(at_reachable, c, 10), "%s: %s", c->name,
-                  arbiter_describe(c->arb));
+    ck_assert_msg(at_run_until(at_reachable, c, 10), "%s: %s", c->name, arbiter_describe(c->arb));
 }
 
 static struct wm_state
@@ -95,24 +93,12 @@ record(const char *prefix)
     return st;
 }
 
-static int __attribute__((format(printf, 3, 4)))
-ctl(char **out, char **err, const char *fmt, ...)
-{
-    va_list ap;
-    int rc;
-
-    va_start(ap, fmt);
-    rc = tu_vcapture(dir, out, err, CTL, fmt, ap);
-    va_end(ap);
-    return rc;
-}
-
 /* walmirrorctl fleet --json: the pair with that name (a new reference), which must be there. */
 static json_t *
 fleet_pair(const char *name, size_t expect_pairs)
 {
     char *out = NULL, *err = NULL;
-    int rc = ctl(&out, &err, "--etcd '%s' fleet --json", cluster.endpoints);
+    int rc = tu_capture(dir, &out, &err, CTL, "--etcd '%s' fleet --json", cluster.endpoints);
     json_t *all, *p, *found = NULL;
     size_t i;
 
@@ -177,20 +163,18 @@ START_TEST(a_two_pairs_register)
     ck_assert_str_eq(json_string_value(json_object_get(p, "holder")), "p1-a");
     ck_assert(json_is_false(json_object_get(p, "exposed")));
     ck_assert_int_eq(json_array_size(json_object_get(p, "members")), 2);
-    ck_assert_str_eq(json_string_value(json_object_get(fleet_member(p, "p1-a"), "role")),
-                     "source");
+    ck_assert_str_eq(json_string_value(json_object_get(fleet_member(p, "p1-a"), "role")), "source");
     ck_assert_str_eq(json_string_value(json_object_get(fleet_member(p, "p1-a"), "sync_state")),
                      "sync");
-    ck_assert_int_eq(json_integer_value(json_object_get(fleet_member(p, "p1-a"),
-                                                        "flush_lag_bytes")),
-                     4096);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(fleet_member(p, "p1-a"), "flush_lag_bytes")), 4096);
     ck_assert_str_eq(json_string_value(json_object_get(fleet_member(p, "p1-b"), "role")), "sink");
     json_decref(p);
     p = fleet_pair("pair2", 2);
     ck_assert_str_eq(json_string_value(json_object_get(p, "holder")), "p2-a");
     json_decref(p);
 
-    rc = ctl(&out, &err, "--etcd=%s fleet", cluster.endpoints);
+    rc = tu_capture(dir, &out, &err, CTL, "--etcd=%s fleet", cluster.endpoints);
     ck_assert_msg(rc == 0, "%s", err);
     ck_assert_msg(strstr(out, "PAIR") != NULL && strstr(out, "p1-a+p1-b") != NULL &&
                       strstr(out, "pair2") != NULL,
@@ -285,8 +269,7 @@ START_TEST(d_shared_prefix_named)
     at_run_for(0.5);
     at_ask(&B1, ARBITER_EXPOSE, 2, 0x3000000, 0x3000000);
     at_expect(&B1, false, "also holds a liveness key of p1-c");
-    ck_assert_msg(strstr(arbiter_describe(B1.arb), "p1-c") != NULL, "%s",
-                  arbiter_describe(B1.arb));
+    ck_assert_msg(strstr(arbiter_describe(B1.arb), "p1-c") != NULL, "%s", arbiter_describe(B1.arb));
     at_stop(&C);
     config_free(&C.cfg);
 }
@@ -297,26 +280,29 @@ START_TEST(e_fleet_errors)
     char *out = NULL, *err = NULL;
     int rc;
 
-    rc = ctl(&out, &err, "--etcd '%s' fleet --prefix /nothing/", cluster.endpoints);
+    rc =
+        tu_capture(dir, &out, &err, CTL, "--etcd '%s' fleet --prefix /nothing/", cluster.endpoints);
     ck_assert_int_eq(rc, 0);
     ck_assert_msg(strstr(out, "(no pair under /nothing/)") != NULL, "%s", out);
-    rc = ctl(&out, &err, "--etcd '%s' fleet --prefix /nothing/ --json", cluster.endpoints);
+    rc = tu_capture(dir, &out, &err, CTL, "--etcd '%s' fleet --prefix /nothing/ --json",
+                    cluster.endpoints);
     ck_assert_int_eq(rc, 0);
     ck_assert_msg(strcmp(out, "[]\n") == 0, "%s", out);
 
-    rc = ctl(&out, &err, "--etcd http://127.0.0.1:1 fleet");
+    rc = tu_capture(dir, &out, &err, CTL, "--etcd http://127.0.0.1:1 fleet");
     ck_assert_int_eq(rc, 1);
     ck_assert_msg(strstr(err, "http://127.0.0.1:1: ") != NULL, "%s", err);
 
-    rc = ctl(&out, &err, "fleet");
+    rc = tu_capture(dir, &out, &err, CTL, "fleet");
     ck_assert_int_eq(rc, 2);
     ck_assert_msg(strstr(err, "fleet needs --etcd ENDPOINTS") != NULL, "%s", err);
-    rc = ctl(&out, &err, "--etcd 127.0.0.1:2379 fleet");
+    rc = tu_capture(dir, &out, &err, CTL, "--etcd 127.0.0.1:2379 fleet");
     ck_assert_int_eq(rc, 2);
     ck_assert_msg(strstr(err, "not an http:// or https:// URL") != NULL, "%s", err);
-    rc = ctl(&out, &err, "--etcd '%s' fleet --prefix walmirror", cluster.endpoints);
+    rc =
+        tu_capture(dir, &out, &err, CTL, "--etcd '%s' fleet --prefix walmirror", cluster.endpoints);
     ck_assert_int_eq(rc, 2);
-    rc = ctl(&out, &err, "--etcd '%s' fleet --etcd-cert x", cluster.endpoints);
+    rc = tu_capture(dir, &out, &err, CTL, "--etcd '%s' fleet --etcd-cert x", cluster.endpoints);
     ck_assert_int_eq(rc, 2);
     free(out);
     free(err);

@@ -41,16 +41,16 @@ START_TEST(endpoints)
          "more than 8 endpoints"},
     };
 
-    ck_assert_int_eq(parse(" https://10.0.0.1:2379/ ,HTTPS://etcd-2.example:2379,https://[::1]:2379",
-                           urls, err),
-                     3);
+    ck_assert_int_eq(
+        parse(" https://10.0.0.1:2379/ ,HTTPS://etcd-2.example:2379,https://[::1]:2379", urls, err),
+        3);
     ck_assert_str_eq(urls[0], "https://10.0.0.1:2379");
     ck_assert_str_eq(urls[1], "https://etcd-2.example:2379");
     ck_assert_str_eq(urls[2], "https://[::1]:2379");
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ck_assert_msg(parse(bad[i].list, urls, err) == -EINVAL, "\"%s\" accepted", bad[i].list);
-        ck_assert_msg(strstr(err, bad[i].why) != NULL, "\"%s\": \"%s\" lacks \"%s\"",
-                      bad[i].list, err, bad[i].why);
+        ck_assert_msg(strstr(err, bad[i].why) != NULL, "\"%s\": \"%s\" lacks \"%s\"", bad[i].list,
+                      err, bad[i].why);
     }
 }
 END_TEST
@@ -83,8 +83,8 @@ START_TEST(json_helpers)
     ck_assert_uint_eq(len, 0);
     free(back);
 
-    j = json_pack("{s:s, s:I, s:s, s:s}", "a", "12345678901234", "b", (json_int_t)7, "c", "x1",
-                  "d", "");
+    j = json_pack("{s:s, s:I, s:s, s:s}", "a", "12345678901234", "b", (json_int_t)7, "c", "x1", "d",
+                  "");
     ck_assert_int_eq(etcd_int(j, "a"), 12345678901234LL);
     ck_assert_int_eq(etcd_int(j, "b"), 7);
     ck_assert_int_eq(etcd_int(j, "c"), -1);
@@ -173,9 +173,9 @@ START_TEST(records)
         };
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-            ck_assert_int_eq(etcdrec_epoch_parse(bad[i].text, strlen(bad[i].text), &st2, err,
-                                                 sizeof(err)),
-                             -EINVAL);
+            ck_assert_int_eq(
+                etcdrec_epoch_parse(bad[i].text, strlen(bad[i].text), &st2, err, sizeof(err)),
+                -EINVAL);
             ck_assert_msg(strstr(err, bad[i].why) != NULL, "%s: %s", bad[i].text, err);
             ck_assert_uint_eq(st2.epoch, 1); /* left at the defaults */
         }

@@ -197,8 +197,7 @@ read_root(const struct fleet_args *fa, struct fleet_call *fc)
             break;
     wio_loop_free(loop);
     if (!fc->done || fc->rc < 0) {
-        fprintf(stderr, "walmirrorctl: etcd: %s\n",
-                fc->done ? fc->why : "no answer within 15 s");
+        fprintf(stderr, "walmirrorctl: etcd: %s\n", fc->done ? fc->why : "no answer within 15 s");
         return -1;
     }
     return 0;
@@ -246,8 +245,8 @@ collect(json_t *answer, struct fleet_pair *pairs)
             continue;
         }
         if (kind == ETCDREC_KEY_EPOCH) {
-            p->have_epoch = etcdrec_epoch_parse(d.value, d.value_len, &p->rec, err,
-                                                sizeof(err)) == 0;
+            p->have_epoch =
+                etcdrec_epoch_parse(d.value, d.value_len, &p->rec, err, sizeof(err)) == 0;
             if (!p->have_epoch)
                 snprintf(p->bad, sizeof(p->bad), "%s", err);
         } else if (kind == ETCDREC_KEY_PAUSED) {
@@ -341,8 +340,7 @@ print_table(const struct fleet_pair *pairs, int n, const char *root)
         char exposed[96], nodes[320] = "", when[32], flush[48], apply[48], risk[32];
 
         if (state_exposed(&p->rec)) {
-            snprintf(exposed, sizeof(exposed), "since " LSN_FMT " %s",
-                     LSN_ARGS(p->rec.exposed_lsn),
+            snprintf(exposed, sizeof(exposed), "since " LSN_FMT " %s", LSN_ARGS(p->rec.exposed_lsn),
                      wm_format_utc(when, sizeof(when), p->rec.exposed_unix_us));
         } else {
             snprintf(exposed, sizeof(exposed), "%s", p->have_epoch ? "no" : "-");
@@ -361,11 +359,11 @@ print_table(const struct fleet_pair *pairs, int n, const char *root)
         printf("%-24s %5" PRIu64 "  %-12s %-40s %-36s %-9s %-16s %s\n", pair_name(p, root),
                p->rec.epoch, p->rec.primary[0] != '\0' ? p->rec.primary : "-", exposed,
                nodes[0] != '\0' ? nodes : "-",
-               s != NULL && s->sync_state[0] != '\0' ? s->sync_state : "-",
-               s != NULL ? flush : "-", s != NULL ? apply : "-");
+               s != NULL && s->sync_state[0] != '\0' ? s->sync_state : "-", s != NULL ? flush : "-",
+               s != NULL ? apply : "-");
         if (s != NULL && s->wal_at_risk_bytes > 0)
-            printf("%-24s WAL at risk: %s\n", "", bytes_text(risk, sizeof(risk),
-                                                             s->wal_at_risk_bytes));
+            printf("%-24s WAL at risk: %s\n", "",
+                   bytes_text(risk, sizeof(risk), s->wal_at_risk_bytes));
         if (p->paused)
             printf("%-24s automatic fail-over paused (%spaused)\n", "", p->prefix);
         if (p->bad[0] != '\0')
@@ -388,15 +386,14 @@ print_json(const struct fleet_pair *pairs, int n, const char *root)
 
         snprintf(lsn, sizeof(lsn), LSN_FMT, LSN_ARGS(p->rec.exposed_lsn));
         for (int j = 0; j < p->n_members && members != NULL; j++)
-            json_array_append(members, p->members[j].raw != NULL ? p->members[j].raw
-                                                                  : json_null());
+            json_array_append(members, p->members[j].raw != NULL ? p->members[j].raw : json_null());
         json_array_append_new(
-            out, json_pack("{s:s, s:s, s:I, s:s, s:b, s:s, s:I, s:b, s:o}", "pair",
-                           pair_name(p, root), "prefix", p->prefix, "epoch",
-                           (json_int_t)p->rec.epoch, "holder", p->rec.primary, "exposed",
-                           state_exposed(&p->rec), "exposed_lsn", lsn, "exposed_since_unix_us",
-                           (json_int_t)p->rec.exposed_unix_us, "paused", p->paused, "members",
-                           members != NULL ? members : json_array()));
+            out,
+            json_pack("{s:s, s:s, s:I, s:s, s:b, s:s, s:I, s:b, s:o}", "pair", pair_name(p, root),
+                      "prefix", p->prefix, "epoch", (json_int_t)p->rec.epoch, "holder",
+                      p->rec.primary, "exposed", state_exposed(&p->rec), "exposed_lsn", lsn,
+                      "exposed_since_unix_us", (json_int_t)p->rec.exposed_unix_us, "paused",
+                      p->paused, "members", members != NULL ? members : json_array()));
     }
     text = out != NULL ? json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(out);

@@ -13,18 +13,15 @@
  * "members/NODE" belongs to the pair whose prefix is what precedes that ending.
  *
  * One range request of ROOT (the endpoints tried in turn, as the agent's client does), then one
- * table row per pair, in key order:
- *
- *   PAIR           EPOCH  HOLDER  EXPOSED                                  NODES                           SYNC     FLUSH LAG      APPLY LAG
- *   site-a+site-b      4  site-b  since 0/4100000 2026-12-06 20:08:24 UTC  site-a sink@4, site-b source@4  exposed  0 B 0.001 s    0 B
- *
- * NODES are the liveness keys present (a node whose agent has been silent for its lease TTL
- * has none; no key at all shows "-"), each with its role and epoch; SYNC and the lags (bytes,
- * and seconds when known) are those the source reported (the holder, else any node reporting
- * itself the source), "-" without one.  Lines under a row say the WAL at risk of a pair
- * running exposed, a paused pair, a record that cannot be read.  --json prints an array with one object per pair: "pair", "prefix",
- * "epoch", "holder", "exposed", "exposed_lsn", "exposed_since_unix_us", "paused", and
- * "members", the liveness records as etcd holds them.
+ * table row per pair, in key order, with the columns PAIR (the pair's prefix below ROOT), EPOCH,
+ * HOLDER, EXPOSED ("no", or "since LSN TIME"), NODES ("site-a sink@4, site-b source@4": each
+ * liveness key present, with its role and epoch; a node whose agent has been silent for its
+ * lease TTL has none), SYNC, FLUSH LAG and APPLY LAG (bytes, and seconds when known): those the
+ * source reported (the holder, else any node reporting itself the source), "-" without one.
+ * Lines under a row say the WAL at risk of a pair running exposed, a paused pair, a record that
+ * cannot be read.  --json prints an array with one object per pair: "pair", "prefix", "epoch",
+ * "holder", "exposed", "exposed_lsn", "exposed_since_unix_us", "paused", and "members", the
+ * liveness records as etcd holds them.
  *
  * Exit status: 0 when etcd answered (even with no pair found), 1 when no endpoint answered or
  * the answer could not be read (one line naming each endpoint and why), 2 bad usage.
