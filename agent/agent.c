@@ -495,10 +495,25 @@ env_restore_configs(void *ctx, char *err, size_t errlen)
     return pgctl_restore_configs(a->cfg->pgdata, saved_configs(a, dir, sizeof(dir)), err, errlen);
 }
 
+/* The standby configuration; a synchronous requirement this site had lifted as a primary goes
+ * back into it, for the day it is promoted again. */
 static int
 env_standby_config(void *ctx, char *err, size_t errlen)
 {
-    return pgctl_write_standby_config(((struct agent *)ctx)->cfg, err, errlen);
+    struct agent *a = ctx;
+    bool relaxed = syncrep_relaxed(a->syncrep);
+    int rc = pgctl_write_standby_config(a->cfg, relaxed ? syncrep_saved(a->syncrep) : NULL, err,
+                                        errlen);
+
+    if (rc == 0 && relaxed) {
+        log_info(a->comp, "synchronous_standby_names = '%s' back in the configuration",
+                 syncrep_saved(a->syncrep));
+        rc = syncrep_forget(a->syncrep);
+        if (rc < 0)
+            snprintf(err, errlen, "cannot remove the saved synchronous_standby_names: %s",
+                     strerror(-rc));
+    }
+    return rc;
 }
 
 static void
@@ -1619,7 +1634,8 @@ source_sync_state(const struct agent *a)
 {
     struct sender_positions p;
 
-    if (syncrep_relaxed(a->syncrep) && state_exposed(&a->state))
+    if (state_exposed(&a->state) && strcmp(a->state.primary, a->cfg->node_name) == 0 &&
+        !(a->op.kind == OP_EXPOSURE && a->op.step == OPS_X_RESYNCING))
         return "exposed";
     if (!sender_streaming(a->sender) || link_active(a->links) == NULL)
         return "down";

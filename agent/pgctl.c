@@ -538,16 +538,18 @@ read_all(const char *path, char **out, size_t *len)
 
 /* Whether line[len] sets one of the keys of our block ("key = value", any spacing). */
 static bool
-sets_block_key(const char *line, size_t len)
+sets_block_key(const char *line, size_t len, bool sync_names)
 {
     static const char *const keys[] = {"primary_conninfo", "primary_slot_name", "hot_standby",
-                                       "wal_log_hints", "recovery_target_timeline", "port"};
+                                       "wal_log_hints", "recovery_target_timeline", "port",
+                                       "synchronous_standby_names"};
+    size_t nkeys = sizeof(keys) / sizeof(keys[0]) - (sync_names ? 0 : 1);
 
     while (len > 0 && (*line == ' ' || *line == '\t')) {
         line++;
         len--;
     }
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+    for (size_t i = 0; i < nkeys; i++) {
         size_t k = strlen(keys[i]);
         if (len > k && strncmp(line, keys[i], k) == 0 &&
             (line[k] == ' ' || line[k] == '\t' || line[k] == '='))
@@ -570,7 +572,8 @@ local_port(const struct wm_config *cfg, char *port, size_t cap)
 }
 
 int
-pgctl_write_standby_config(const struct wm_config *cfg, char *err, size_t errlen)
+pgctl_write_standby_config(const struct wm_config *cfg, const char *sync_names, char *err,
+                           size_t errlen)
 {
     char path[4200], port[16];
     char *old, *out, *p;
@@ -590,7 +593,8 @@ pgctl_write_standby_config(const struct wm_config *cfg, char *err, size_t errlen
         snprintf(err, errlen, "cannot read %s: %s", path, strerror(-rc));
         return rc;
     }
-    cap = len + 1024 + 2 * sizeof(cfg->wal_listen.host);
+    cap = len + 1024 + 2 * sizeof(cfg->wal_listen.host) +
+          (sync_names != NULL ? 2 * strlen(sync_names) + 64 : 0);
     out = malloc(cap);
     if (out == NULL) {
         free(old);
@@ -607,7 +611,7 @@ pgctl_write_standby_config(const struct wm_config *cfg, char *err, size_t errlen
             in_block = true;
         else if (in_block && l == strlen(BLOCK_END) && strncmp(p, BLOCK_END, l) == 0)
             in_block = false;
-        else if (!in_block && !sets_block_key(p, l)) {
+        else if (!in_block && !sets_block_key(p, l, sync_names != NULL)) {
             memcpy(out + n, p, l + nl);
             n += l + nl;
         }
@@ -615,6 +619,16 @@ pgctl_write_standby_config(const struct wm_config *cfg, char *err, size_t errlen
     }
     if (n > 0 && out[n - 1] != '\n')
         out[n++] = '\n';
+    if (sync_names != NULL) {
+        /* Outside the block: it stays when the block is written again. */
+        n += (size_t)snprintf(out + n, cap - n, "synchronous_standby_names = '");
+        for (const char *q = sync_names; *q != '\0' && n + 4 < cap; q++) {
+            if (*q == '\'')
+                out[n++] = '\'';
+            out[n++] = *q;
+        }
+        n += (size_t)snprintf(out + n, cap - n, "'\n");
+    }
     local_port(cfg, port, sizeof(port));
     n += (size_t)snprintf(out + n, cap - n,
                           "%s\n"

@@ -112,10 +112,13 @@ WM_MUSTCHECK int pgctl_wal_start(const char *pgdata, const struct pgctl_control 
  * Makes pgdata a standby of this site's WAL server: standby.signal, and in
  * postgresql.auto.conf one block (replacing the one written before, if any) with
  * primary_conninfo to wal_listen (application_name = node_name), hot_standby, wal_log_hints,
- * recovery_target_timeline = latest and the port of pg_conninfo.  Durable (fsync).
+ * recovery_target_timeline = latest and the port of pg_conninfo.  sync_names, when not NULL,
+ * also replaces any synchronous_standby_names setting of the file: the requirement this site
+ * had lifted as a primary (syncrep.h) is in force again the day it is promoted.  Durable
+ * (fsync).
  */
-WM_MUSTCHECK int pgctl_write_standby_config(const struct wm_config *cfg, char *err,
-                                            size_t errlen);
+WM_MUSTCHECK int pgctl_write_standby_config(const struct wm_config *cfg, const char *sync_names,
+                                            char *err, size_t errlen);
 
 /*
  * Keeps a copy of the site's own configuration files (postgresql.conf, postgresql.auto.conf,

@@ -145,7 +145,7 @@ write_standby_config(const struct wm_config *cfg)
 {
     char err[512];
 
-    if (pgctl_write_standby_config(cfg, err, sizeof(err)) < 0) {
+    if (pgctl_write_standby_config(cfg, NULL, err, sizeof(err)) < 0) {
         fprintf(stderr, "init-standby: %s\n", err);
         return -1;
     }

@@ -494,6 +494,19 @@ syncrep_relaxed(const struct syncrep *s)
     return s != NULL && s->have_saved;
 }
 
+int
+syncrep_forget(struct syncrep *s)
+{
+    int rc;
+
+    if (s == NULL || !s->have_saved)
+        return 0;
+    rc = remove_value(s);
+    if (rc == 0)
+        s->have_saved = false;
+    return rc;
+}
+
 const char *
 syncrep_saved(const struct syncrep *s)
 {

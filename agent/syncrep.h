@@ -64,5 +64,8 @@ WM_MUSTCHECK int syncrep_restore(struct syncrep *s, syncrep_done done, void *ctx
 
 /* The saved value ("" when none). */
 const char *syncrep_saved(const struct syncrep *s);
+/* The saved value went back into the server's configuration some other way (a rejoin writes
+ * it into the standby's postgresql.auto.conf): the file is removed.  0 or a negative errno. */
+WM_MUSTCHECK int syncrep_forget(struct syncrep *s);
 
 #endif

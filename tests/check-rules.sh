@@ -11,11 +11,10 @@
 set -eu
 src=$1
 rules=$src/conf/prometheus/walmirror-rules.yml
-# Metrics the rules use that other work in progress adds to GET /metrics: the running-exposed
-# state, and the certificate and spool gauges.  A name here that agent/metrics.c already
+# Metrics the rules use that other work in progress adds to GET /metrics: the certificate and
+# spool gauges.  A name here that agent/metrics.c already
 # writes is simply found there; remove it from this list once it is.
-PENDING="walmirror_exposed walmirror_wal_at_risk_bytes walmirror_exposed_seconds_total
-walmirror_cert_expiry_timestamp_seconds walmirror_spool_free_bytes"
+PENDING="walmirror_cert_expiry_timestamp_seconds walmirror_spool_free_bytes"
 
 if ! command -v promtool >/dev/null; then
     echo "check-rules: promtool is missing (Debian's prometheus package; tools/install-deps.sh)" >&2
