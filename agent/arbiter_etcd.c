@@ -57,7 +57,8 @@
  * News (on_epoch_news): the record, when newer than our epoch or ours with another holder and
  * mark than we reported, once per record; never the epoch a request in flight asks for.
  *
- * State: UP while etcd answers (the last call succeeded) and the lease is live;
+ * State: UP while etcd answers (the last call succeeded), the lease is live and the pair's
+ * records have been read (so that UP also says that no newer epoch is on record);
  * DOWN when a call found no endpoint answering (describe() names each endpoint and why);
  * FENCED when etcd's record is newer than our epoch and we do not report ourselves a sink.
  * Requests need UP: -ENOTCONN otherwise.  Losing etcd changes nothing else: a primary keeps
@@ -237,7 +238,7 @@ ea_update_desc(struct earb *a)
                  a->view.rec.epoch, holder_name(&a->view.rec));
     else if (!a->reported)
         snprintf(a->desc, sizeof(a->desc), "etcd@%s not connected yet", url);
-    else if (a->up && a->session == EA_LIVE)
+    else if (a->up && a->session == EA_LIVE && a->have_view)
         snprintf(a->desc, sizeof(a->desc), "etcd@%s up, epoch %" PRIu64 "%s", url, e, extra);
     else
         snprintf(a->desc, sizeof(a->desc), "etcd down (%s), epoch %" PRIu64,
@@ -1256,7 +1257,9 @@ ea_reachable(const struct arbiter *base)
 {
     const struct earb *a = (const struct earb *)base;
 
-    return a->up && a->session == EA_LIVE && !ea_fenced(a);
+    /* The view too: UP tells the agent that nobody holds a newer epoch (a primary whose agent
+     * restarted waits for that before it starts PostgreSQL), which only a read can say. */
+    return a->up && a->session == EA_LIVE && a->have_view && !ea_fenced(a);
 }
 
 static void
