@@ -1938,7 +1938,7 @@ agent_setup(struct agent *a)
                          a->cfg->application_name, &syncrep_hooks, a, a->comp);
     if (rc < 0)
         return rc;
-    if (a->cfg->has_witness) {
+    if (a->cfg->arbiter != CONFIG_ARBITER_NONE) {
         rc = arbiter_new(&a->arbiter, a->loop, a->cfg, &arbiter_cb, a);
         if (rc < 0) {
             log_error(a->comp, "cannot set up the arbiter: %s", wire_strerror(rc));

@@ -749,7 +749,11 @@ arbiter_new(struct arbiter **out, struct wio_loop *loop, const struct wm_config 
     struct arbiter *a;
     int rc;
 
-    if (cfg->has_witness) {
+    if (cfg->arbiter == CONFIG_ARBITER_ETCD) {
+        rc = arbiter_etcd_new(&a, loop, cfg);
+        if (rc < 0)
+            return rc;
+    } else if (cfg->has_witness) {
         rc = arbiter_witness_new(&a, loop, cfg);
         if (rc < 0)
             return rc;

@@ -37,6 +37,9 @@
  *     know its epoch), reconnects every second while the link is down (every 5 s while the
  *     witness refuses us as fenced), and sends a CONTROL STATE at once when the reported role
  *     or epoch changes and at least every heartbeat_interval.  Rules in witness.h.
+ *   - etcd (cfg->arbiter = etcd; arbiter_etcd.c): the same rules, decided by this agent on
+ *     the pair's records in an etcd cluster (cfg->etcd_endpoints, under cfg->etcd_prefix), each
+ *     grant one etcd transaction; a lease-bound liveness key stands for the STATE reports.
  *   - none: no arbiter configured.  Never reachable; every request is -ENOTCONN, so automatic
  *     fail-over is off (and the agent decides exposure alone: agent.h).
  *

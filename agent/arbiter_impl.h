@@ -47,5 +47,7 @@ arbiter_tell_epoch_news(struct arbiter *a, const struct wm_state *epoch)
 /* The constructors arbiter_new() picks from. */
 WM_MUSTCHECK int arbiter_witness_new(struct arbiter **out, struct wio_loop *loop,
                                      const struct wm_config *cfg);
+WM_MUSTCHECK int arbiter_etcd_new(struct arbiter **out, struct wio_loop *loop,
+                                  const struct wm_config *cfg);
 
 #endif

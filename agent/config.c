@@ -25,6 +25,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "etcd.h"
+#include "etcdrec.h"
 #include "log.h"
 #include "util.h"
 
@@ -71,6 +73,13 @@ enum key_id {
     K_STATUS_DEGRADED_LAG_TIME,
     K_STATUS_PARTIAL_LAG_SIZE,
     K_STATUS_PARTIAL_LAG_TIME,
+    K_ARBITER,
+    K_ETCD_ENDPOINTS,
+    K_ETCD_PREFIX,
+    K_ETCD_CA,
+    K_ETCD_CERT,
+    K_ETCD_KEY,
+    K_ETCD_LEASE_TTL,
     K_AVAILABILITY_MODE,
     K_STANDBY_LOSS_TIMEOUT,
     K_COUNT
@@ -112,6 +121,13 @@ static const struct key_def {
     [K_STATUS_DEGRADED_LAG_TIME] = {"status_degraded_lag_time", ROLE_SITE, 0},
     [K_STATUS_PARTIAL_LAG_SIZE] = {"status_partial_lag_size", ROLE_SITE, 0},
     [K_STATUS_PARTIAL_LAG_TIME] = {"status_partial_lag_time", ROLE_SITE, 0},
+    [K_ARBITER] = {"arbiter", ROLE_SITE, 0},
+    [K_ETCD_ENDPOINTS] = {"etcd_endpoints", ROLE_SITE, 0},
+    [K_ETCD_PREFIX] = {"etcd_prefix", ROLE_SITE, 0},
+    [K_ETCD_CA] = {"etcd_ca", ROLE_SITE, 0},
+    [K_ETCD_CERT] = {"etcd_cert", ROLE_SITE, 0},
+    [K_ETCD_KEY] = {"etcd_key", ROLE_SITE, 0},
+    [K_ETCD_LEASE_TTL] = {"etcd_lease_ttl", ROLE_SITE, 0},
     [K_AVAILABILITY_MODE] = {"availability_mode", ROLE_SITE, 0},
     [K_STANDBY_LOSS_TIMEOUT] = {"standby_loss_timeout", ROLE_SITE, 0},
 };
@@ -629,6 +645,14 @@ config_role_name(enum config_role role)
     return (unsigned)role < 2 ? role_names[role] : "?";
 }
 
+static const char *const arbiter_names[] = {"none", "witness", "etcd"};
+
+const char *
+config_arbiter_name(enum config_arbiter arbiter)
+{
+    return (unsigned)arbiter < 3 ? arbiter_names[arbiter] : "?";
+}
+
 /* Stores a copy of a path or string value that must not be empty. */
 static int
 conv_string(const char *v, size_t len, char **out, char *why)
@@ -639,6 +663,52 @@ conv_string(const char *v, size_t len, char **out, char *why)
     if (*out == NULL)
         return why_set(why, "out of memory");
     return 0;
+}
+
+/* etcd_endpoints: as etcd.h reads them; all http:// or all https://. */
+static int
+conv_etcd_endpoints(const char *v, size_t len, char **out, char *why)
+{
+    char urls[ETCD_ENDPOINTS_MAX][ETCD_URL_MAX];
+    int n = etcd_endpoints_parse(v, urls, ETCD_ENDPOINTS_MAX, why, WHY_LEN);
+
+    if (n < 0)
+        return -1;
+    for (int i = 1; i < n; i++)
+        if ((strncmp(urls[i], "https:", 6) == 0) != (strncmp(urls[0], "https:", 6) == 0))
+            return why_set(why, "mixes http:// and https:// endpoints (%s, %s)", urls[0], urls[i]);
+    return conv_string(v, len, out, why);
+}
+
+/* Whether a valid etcd_endpoints list is of https:// endpoints (conv_etcd_endpoints: all or
+ * none are). */
+static bool
+etcd_https(const char *list)
+{
+    char urls[ETCD_ENDPOINTS_MAX][ETCD_URL_MAX], why[WHY_LEN];
+
+    return etcd_endpoints_parse(list, urls, ETCD_ENDPOINTS_MAX, why, sizeof(why)) > 0 &&
+           strncmp(urls[0], "https:", 6) == 0;
+}
+
+/* etcd_prefix: "/" ... "/", printable ASCII without blanks or quotes. */
+static int
+conv_etcd_prefix(const char *v, size_t len, char **out, char *why)
+{
+    char s[SHOW_BUF];
+
+    if (len < 2 || v[0] != '/' || v[len - 1] != '/')
+        return why_set(why, "prefix \"%s\" must start and end with '/', as in '/walmirror/db1/'",
+                       show(s, v, len));
+    if (len > ETCDREC_PREFIX_MAX)
+        return why_set(why, "prefix is longer than %d bytes", ETCDREC_PREFIX_MAX);
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f || v[i] == '\'' ||
+            v[i] == '"' || v[i] == '\\')
+            return why_set(why, "prefix \"%s\" may hold only printable ASCII without blanks, "
+                                "quotes or backslashes",
+                           show(s, v, len));
+    return conv_string(v, len, out, why);
 }
 
 /* Converts the value of key k (NUL-terminated, len bytes) into ps->cfg. */
@@ -763,6 +833,31 @@ set_value(struct parser *ps, enum key_id k, unsigned long line, const char *v, s
         break;
     case K_STATUS_PARTIAL_LAG_TIME:
         rc = conv_duration(v, len, &c->status_partial_lag_ms, why);
+        break;
+    case K_ARBITER:
+        if ((i = conv_enum(v, arbiter_names, 3, "witness, etcd, none", why)) >= 0)
+            c->arbiter = (enum config_arbiter)i;
+        rc = i < 0 ? -1 : 0;
+        break;
+    case K_ETCD_ENDPOINTS:
+        rc = conv_etcd_endpoints(v, len, &c->etcd_endpoints, why);
+        break;
+    case K_ETCD_PREFIX:
+        rc = conv_etcd_prefix(v, len, &c->etcd_prefix, why);
+        break;
+    case K_ETCD_CA:
+        rc = conv_string(v, len, &c->etcd_ca, why);
+        break;
+    case K_ETCD_CERT:
+        rc = conv_string(v, len, &c->etcd_cert, why);
+        break;
+    case K_ETCD_KEY:
+        rc = conv_string(v, len, &c->etcd_key, why);
+        break;
+    case K_ETCD_LEASE_TTL:
+        rc = conv_duration(v, len, &c->etcd_lease_ttl_ms, why);
+        if (rc == 0 && c->etcd_lease_ttl_ms % MS_PER_S != 0)
+            rc = why_set(why, "etcd grants leases in whole seconds, e.g. '3s'");
         break;
     case K_AVAILABILITY_MODE:
         if ((i = conv_enum(v, availability_names, 2, "maximum_availability, maximum_protection",
@@ -1233,15 +1328,115 @@ check_threshold_pair(struct parser *ps, enum key_id kd, uint64_t deg, enum key_i
                     ps->line_of[kp] == 0 ? ", the default" : "");
 }
 
+/* The later in the file of two keys that were both set. */
+static enum key_id
+later_key(const struct parser *ps, enum key_id a, enum key_id b)
+{
+    return ps->line_of[a] > ps->line_of[b] ? a : b;
+}
+
+/*
+ * A site's arbiter: `arbiter` defaults to witness when `witness` is set, else none; the etcd_*
+ * keys belong to arbiter = etcd, which needs etcd_endpoints.  TLS to etcd takes its three files
+ * together, over https://.  etcd_lease_ttl lies between etcd's shortest lease (2 s) and
+ * failover_timeout, so that a dead primary's liveness key is gone by the time its standby asks.
+ */
+static int
+check_arbiter(struct parser *ps)
+{
+    static const enum key_id etcd_keys[] = {K_ETCD_ENDPOINTS, K_ETCD_PREFIX, K_ETCD_CA,
+                                            K_ETCD_CERT,      K_ETCD_KEY,    K_ETCD_LEASE_TTL};
+    static const enum key_id tls_keys[] = {K_ETCD_CA, K_ETCD_CERT, K_ETCD_KEY};
+    struct wm_config *c = ps->cfg;
+    const char *name;
+    char prefix[ETCDREC_PREFIX_MAX + 1];
+    int first = -1, missing = -1;
+
+    if (ps->line_of[K_ARBITER] == 0)
+        c->arbiter = c->has_witness ? CONFIG_ARBITER_WITNESS : CONFIG_ARBITER_NONE;
+    name = config_arbiter_name(c->arbiter);
+    if (c->arbiter == CONFIG_ARBITER_WITNESS && !c->has_witness)
+        return fail_key(ps, -EINVAL, ps->line_of[K_ARBITER], keys[K_ARBITER].name,
+                        "arbiter = witness needs the witness key (NAME@host:port)");
+    if (c->arbiter != CONFIG_ARBITER_WITNESS && c->has_witness) {
+        enum key_id k = later_key(ps, K_ARBITER, K_WITNESS);
+
+        return fail_key(ps, -EINVAL, ps->line_of[k], keys[k].name,
+                        "witness is set but arbiter = %s: set one arbiter", name);
+    }
+    for (size_t i = 0; i < sizeof(etcd_keys) / sizeof(etcd_keys[0]); i++) {
+        enum key_id k = etcd_keys[i];
+
+        if (ps->line_of[k] != 0 && (first < 0 || ps->line_of[k] < ps->line_of[first]))
+            first = (int)k;
+    }
+    if (c->arbiter != CONFIG_ARBITER_ETCD) {
+        if (first >= 0)
+            return fail_key(ps, -EINVAL, ps->line_of[first], keys[first].name,
+                            "used only with arbiter = etcd (arbiter is %s)", name);
+        return 0;
+    }
+    if (ps->line_of[K_ETCD_ENDPOINTS] == 0) {
+        put_err(ps, "%s: missing required key \"etcd_endpoints\" (arbiter = etcd)", ps->name);
+        return -EINVAL;
+    }
+    first = -1;
+    for (size_t i = 0; i < 3; i++) {
+        if (ps->line_of[tls_keys[i]] == 0)
+            missing = missing < 0 ? (int)tls_keys[i] : missing;
+        else if (first < 0 || ps->line_of[tls_keys[i]] < ps->line_of[first])
+            first = (int)tls_keys[i];
+    }
+    if (first >= 0 && missing >= 0)
+        return fail_key(ps, -EINVAL, ps->line_of[first], keys[first].name,
+                        "etcd_ca, etcd_cert and etcd_key go together: %s is not set",
+                        keys[missing].name);
+    if (first >= 0 && !etcd_https(c->etcd_endpoints))
+        return fail_key(ps, -EINVAL, ps->line_of[first], keys[first].name,
+                        "TLS to etcd needs https:// endpoints; etcd_endpoints are http://");
+    if (c->etcd_prefix == NULL) {
+        etcdrec_default_prefix(prefix, sizeof(prefix), c->node_name, c->peer.name);
+        c->etcd_prefix = strdup(prefix);
+        if (c->etcd_prefix == NULL)
+            return fail_key(ps, -ENOMEM, 0, keys[K_ETCD_PREFIX].name, "out of memory");
+    }
+    if (c->failover_timeout_ms < 2 * MS_PER_S)
+        return fail_key(ps, -EINVAL, ps->line_of[K_FAILOVER_TIMEOUT], keys[K_FAILOVER_TIMEOUT].name,
+                        "with arbiter = etcd, failover_timeout (%llu ms) must be at least 2s, "
+                        "etcd's shortest lease",
+                        (unsigned long long)c->failover_timeout_ms);
+    if (ps->line_of[K_ETCD_LEASE_TTL] == 0) {
+        c->etcd_lease_ttl_ms = c->failover_timeout_ms / MS_PER_S * MS_PER_S;
+        if (c->etcd_lease_ttl_ms > 3 * MS_PER_S)
+            c->etcd_lease_ttl_ms = 3 * MS_PER_S;
+    } else if (c->etcd_lease_ttl_ms < 2 * MS_PER_S) {
+        return fail_key(ps, -EINVAL, ps->line_of[K_ETCD_LEASE_TTL], keys[K_ETCD_LEASE_TTL].name,
+                        "etcd_lease_ttl (%llus) is shorter than etcd's shortest lease, 2s",
+                        (unsigned long long)(c->etcd_lease_ttl_ms / MS_PER_S));
+    } else if (c->etcd_lease_ttl_ms > c->failover_timeout_ms) {
+        enum key_id k = later_key(ps, K_ETCD_LEASE_TTL, K_FAILOVER_TIMEOUT);
+
+        return fail_key(ps, -EINVAL, ps->line_of[k], keys[k].name,
+                        "etcd_lease_ttl (%llus) must not be longer than failover_timeout (%llu "
+                        "ms%s): a dead primary's liveness key would outlive the fail-over timeout",
+                        (unsigned long long)(c->etcd_lease_ttl_ms / MS_PER_S),
+                        (unsigned long long)c->failover_timeout_ms,
+                        ps->line_of[K_FAILOVER_TIMEOUT] == 0 ? ", the default" : "");
+    }
+    return 0;
+}
+
 static int
 finish(struct parser *ps)
 {
     struct wm_config *c = ps->cfg;
     unsigned role = c->role == CONFIG_ROLE_WITNESS ? ROLE_WITNESS : ROLE_SITE;
     enum key_id path_keys[] = {K_TLS_CA,    K_TLS_CERT,        K_TLS_KEY,  K_PGDATA,
-                               K_SPOOL_DIR, K_HTTP_TOKEN_FILE, K_STATE_DIR};
+                               K_SPOOL_DIR, K_HTTP_TOKEN_FILE, K_STATE_DIR,
+                               K_ETCD_CA,   K_ETCD_CERT,       K_ETCD_KEY};
     char **path_vals[] = {&c->tls_ca,    &c->tls_cert,        &c->tls_key,  &c->pgdata,
-                          &c->spool_dir, &c->http_token_file, &c->state_dir};
+                          &c->spool_dir, &c->http_token_file, &c->state_dir,
+                          &c->etcd_ca,   &c->etcd_cert,       &c->etcd_key};
     unsigned long first = 0;
     int bad = -1, rc;
 
@@ -1326,6 +1521,9 @@ finish(struct parser *ps)
         if (c->has_witness && strcmp(c->witness.name, c->peer.name) == 0)
             return fail_key(ps, -EINVAL, ps->line_of[K_WITNESS], "witness",
                             "the witness is named \"%s\" like the peer", c->peer.name);
+        rc = check_arbiter(ps);
+        if (rc < 0)
+            return rc;
     } else {
         for (int i = 0; i < 2; i++) {
             if (strcmp(c->sites[i].name, c->node_name) == 0)
@@ -1497,6 +1695,11 @@ config_free(struct wm_config *cfg)
     free(cfg->spool_dir);
     free(cfg->state_dir);
     free(cfg->peer_pg_conninfo);
+    free(cfg->etcd_endpoints);
+    free(cfg->etcd_prefix);
+    free(cfg->etcd_ca);
+    free(cfg->etcd_cert);
+    free(cfg->etcd_key);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -1580,6 +1783,17 @@ config_dump(FILE *f, const struct wm_config *c)
         dump_units(f, "status_degraded_lag_time", c->status_degraded_lag_ms, duration_units);
         dump_units(f, "status_partial_lag_size", c->status_partial_lag_bytes, size_units);
         dump_units(f, "status_partial_lag_time", c->status_partial_lag_ms, duration_units);
+        fprintf(f, "arbiter = %s\n", config_arbiter_name(c->arbiter));
+        if (c->arbiter == CONFIG_ARBITER_ETCD) {
+            dump_string(f, "etcd_endpoints", c->etcd_endpoints ? c->etcd_endpoints : "");
+            dump_string(f, "etcd_prefix", c->etcd_prefix ? c->etcd_prefix : "");
+            if (c->etcd_ca != NULL) {
+                dump_string(f, "etcd_ca", c->etcd_ca);
+                dump_string(f, "etcd_cert", c->etcd_cert ? c->etcd_cert : "");
+                dump_string(f, "etcd_key", c->etcd_key ? c->etcd_key : "");
+            }
+            dump_units(f, "etcd_lease_ttl", c->etcd_lease_ttl_ms, duration_units);
+        }
     }
     fprintf(f, "log_level = %s\n",
             c->log_level >= LOG_LEVEL_ERROR && c->log_level <= LOG_LEVEL_DEBUG

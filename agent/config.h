@@ -64,6 +64,13 @@ enum config_role {
     CONFIG_ROLE_WITNESS = 1, /* the arbiter at a third site */
 };
 
+/* Who decides fail-over and exposure (arbiter.h). */
+enum config_arbiter {
+    CONFIG_ARBITER_NONE = 0,    /* none: automatic fail-over is off */
+    CONFIG_ARBITER_WITNESS = 1, /* the witness agent at `witness` */
+    CONFIG_ARBITER_ETCD = 2,    /* an etcd cluster at `etcd_endpoints` */
+};
+
 enum config_compression {
     CONFIG_COMPRESSION_OFF = 0,
     CONFIG_COMPRESSION_LZ4 = 1,
@@ -128,6 +135,16 @@ struct wm_config {
     enum config_availability availability_mode; /* default maximum_availability */
     uint64_t standby_loss_timeout_ms;           /* default 10 s */
 
+    /* the arbiter (sites): witness when `witness` is set, else none, unless `arbiter` says */
+    enum config_arbiter arbiter;
+    /* arbiter = etcd (NULL / 0 otherwise) */
+    char *etcd_endpoints;        /* comma-separated http(s) URLs, as etcd_endpoints_parse reads */
+    char *etcd_prefix;           /* "/.../": default "/walmirror/<a>+<b>/", a b the node names */
+    char *etcd_ca;               /* TLS to etcd: all three files or none */
+    char *etcd_cert;
+    char *etcd_key;
+    uint64_t etcd_lease_ttl_ms;  /* whole seconds, 2 s..failover_timeout; default min(3 s, that) */
+
     /* the witness (role = witness) */
     struct config_endpoint sites[2];
 };
@@ -166,6 +183,8 @@ int config_dump(FILE *f, const struct wm_config *cfg) WM_MUSTCHECK;
 
 /* "auto" or "witness". */
 const char *config_role_name(enum config_role role);
+/* "none", "witness" or "etcd". */
+const char *config_arbiter_name(enum config_arbiter arbiter);
 
 /*
  * A byte count for people, in the units sizes take in the file (B, kB, MB, GB, TB: powers of

@@ -9,6 +9,9 @@
 #   rogue-site-b.crt/.key    name site-b, signed by the rogue CA
 #   expired-site-b.crt/.key  name site-b, signed by the good CA, valid only in 2020
 #   wrongname.crt/.key       name site-z, signed by the good CA
+# For etcd (tests/etcdtest.c): etcd.crt/.key, the members' certificate from the good CA for
+# DNS:localhost and IP:127.0.0.1 (clients reach the members by address), serverAuth and
+# clientAuth (etcd's JSON gateway presents it when it dials the member's own gRPC port).
 set -eu
 
 if [ $# -ne 1 ]; then
@@ -80,6 +83,25 @@ EOF
     chmod 644 "$tmp/expired.crt"
     mv "$tmp/expired.key" "$dir/expired-site-b.key"
     mv "$tmp/expired.crt" "$dir/expired-site-b.crt"
+fi
+
+# etcd's members: one certificate for the loopback address, from the good CA.
+if [ ! -f "$dir/etcd.crt" ]; then
+    cat >"$tmp/etcd.ext" <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth, clientAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+EOF
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/etcd.key"
+    openssl req -new -key "$tmp/etcd.key" -subj "/CN=etcd" -out "$tmp/etcd.csr"
+    openssl x509 -req -in "$tmp/etcd.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+        -set_serial "0x$(openssl rand -hex 16)" -sha256 -days 30 -extfile "$tmp/etcd.ext" \
+        -out "$tmp/etcd.crt"
+    chmod 600 "$tmp/etcd.key"
+    chmod 644 "$tmp/etcd.crt"
+    mv "$tmp/etcd.key" "$dir/etcd.key"
+    mv "$tmp/etcd.crt" "$dir/etcd.crt"
 fi
 
 echo "test certificates ready in $dir"

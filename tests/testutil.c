@@ -95,6 +95,18 @@ tu_vcapture(const char *dir, char **out, char **err, const char *prog, const cha
 }
 
 int
+tu_capture(const char *dir, char **out, char **err, const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = tu_vcapture(dir, out, err, prog, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int
 tu_free_port(void)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

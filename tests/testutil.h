@@ -41,6 +41,9 @@ int tu_run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  */
 int tu_vcapture(const char *dir, char **out, char **err, const char *prog, const char *fmt,
                 va_list ap) __attribute__((format(printf, 5, 0)));
+/* tu_vcapture with the arguments in line. */
+int tu_capture(const char *dir, char **out, char **err, const char *prog, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 /* A TCP port on 127.0.0.1 that was free a moment ago. */
 int tu_free_port(void);

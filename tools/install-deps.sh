@@ -16,6 +16,7 @@ apt-get install -y -qq --no-install-recommends \
     chromium fonts-dejavu-core \
     gnuplot-nox curl \
     valgrind \
+    etcd-server etcd-client \
     debhelper dpkg-dev lintian man-db groff-base prometheus systemd \
     >/dev/null
 # debhelper and dpkg-dev build the Debian package (tools/build-deb.sh), lintian checks it against
@@ -24,4 +25,5 @@ apt-get install -y -qq --no-install-recommends \
 # package also holds the Prometheus server, which this project does not use).
 # Debian's postgresql-common creates and starts a default cluster; walmirror's tests and demo
 # run their own clusters in temporary directories, so the default one is left as it is.
+# The same for etcd-server's etcd.service: the tests start their own etcd members.
 echo "install-deps: dependencies installed"

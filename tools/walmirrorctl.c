@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "fleet.h"
 #include "maint.h"
 #include "report.h"
 
@@ -138,6 +139,11 @@ usage(FILE *f)
             "                        --metric-id the lag in seconds every interval, until\n"
             "                        SIGINT or SIGTERM; --once: one round, exit 1 if a push\n"
             "                        failed (see docs/operations.md)\n"
+            "  fleet --etcd ENDPOINTS [--etcd-ca F --etcd-cert F --etcd-key F] [--prefix ROOT]\n"
+            "        [--json]        every pair whose etcd arbiter keeps its records under ROOT\n"
+            "                        (default /walmirror/), read from etcd (not the agents):\n"
+            "                        one row per pair with its epoch, holder, exposure, nodes'\n"
+            "                        roles, sync state and lag\n"
             "\n"
             "Without --url and -c, the agent at http://127.0.0.1:8008.  With -c alone, the table\n"
             "shows that agent and, below it, what it knows of its peer; give one --url per agent\n"
@@ -1740,6 +1746,8 @@ main(int argc, char **argv)
     struct sigaction sa;
     int rc = 1, taken;
 
+    if (fleet_wanted(argc, argv))
+        return fleet_main(argc, argv); /* its own options: fleet.h */
     memset(&cfg, 0, sizeof(cfg));
     report_args_init(&report);
     ctl.watch_s = 2;

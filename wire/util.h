@@ -1,6 +1,6 @@
 /*
  * util.h - the few helpers every walmirror module may want, in one place instead of a copy per
- * file: LSN formatting, container_of, a write that finishes, ASCII character classes and the
+ * file: LSN and time formatting, container_of, a write that finishes, ASCII character classes and the
  * "message into err[errlen]" idiom of the parsers.  Header only; nothing here keeps state.
  */
 #ifndef WALMIRROR_WIRE_UTIL_H
@@ -12,11 +12,27 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 /* An LSN as PostgreSQL prints it: printf(LSN_FMT, LSN_ARGS(lsn)) gives "16/B374D848". */
 #define LSN_FMT "%X/%X"
 #define LSN_ARGS(lsn) (unsigned)((uint64_t)(lsn) >> 32), (unsigned)(uint32_t)(lsn)
+
+/* A time in microseconds since the Unix epoch as "2024-05-01 12:00:00 UTC" into buf[cap] (32
+ * bytes hold it); "an unknown time" for 0.  Returns buf. */
+static inline const char *
+wm_format_utc(char *buf, size_t cap, uint64_t unix_us)
+{
+    time_t t = (time_t)(unix_us / 1000000u);
+    struct tm tm;
+
+    if (unix_us == 0 || gmtime_r(&t, &tm) == NULL)
+        snprintf(buf, cap, "an unknown time");
+    else
+        strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    return buf;
+}
 
 /* The struct that embeds member, from a pointer to that member. */
 #define container_of(ptr, type, member)                                                            \
