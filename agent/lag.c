@@ -19,11 +19,26 @@ at(const struct lag_tracker *t, unsigned i)
     return (t->head + i) % LAG_SAMPLES;
 }
 
+/* The newest sample may take more WAL only while no stage has confirmed it: WAL added to a
+ * confirmed sample would count as confirmed, and a stage stalled on it as not waiting. */
+static bool
+extendable(const struct lag_tracker *t)
+{
+    if (t->n == 0)
+        return false;
+    for (int i = 0; i < LAG_STAGES; i++)
+        if (t->next[i] >= t->n)
+            return false;
+    return true;
+}
+
 static bool
 sent(struct lag_tracker *t, uint64_t lsn, uint64_t now_us, bool bounded)
 {
-    if (t->n > 0 && now_us - t->s[at(t, t->n - 1)].at_us < 1000) {
-        t->s[at(t, t->n - 1)].lsn = lsn; /* same millisecond: extend the sample */
+    /* In the same millisecond, or with the ring full, the newest sample takes the WAL: the
+     * oldest, the one a stalled stage waits on, stays. */
+    if (extendable(t) && (now_us - t->s[at(t, t->n - 1)].at_us < 1000 || t->n == LAG_SAMPLES)) {
+        t->s[at(t, t->n - 1)].lsn = lsn;
         return true;
     }
     if (t->n == LAG_SAMPLES) {

@@ -3,11 +3,13 @@
  * when WAL up to an LSN is sent (or seen), remember (LSN, time); when a stage (write, flush,
  * apply) is confirmed past that LSN, the stage's lag is the time since.
  *
- * A tracker is a fixed ring of LAG_SAMPLES samples, taken at most once per millisecond (a
- * sample in the same millisecond extends the last one).  When the ring is full the oldest
- * sample goes, which only makes the figure coarser; lag_sent_bounded() instead refuses new
- * samples then, for a caller that must not hide how long a stalled stage has waited.  No
- * allocation, no failure: plain functions on a struct the owner embeds.
+ * A tracker is a fixed ring of LAG_SAMPLES samples, taken at most once per millisecond: WAL
+ * sent in the same millisecond, or while the ring is full, extends the newest sample, as long
+ * as no stage has confirmed that one (WAL added to a confirmed sample would pass for
+ * confirmed).  Only when it has, and the ring is full, does the oldest sample go, which makes
+ * the slowest stage's figure coarser; lag_sent_bounded() instead refuses the sample then, for
+ * a caller that must not hide how long a stalled stage has waited.  No allocation, no
+ * failure: plain functions on a struct the owner embeds.
  */
 #ifndef WALMIRROR_AGENT_LAG_H
 #define WALMIRROR_AGENT_LAG_H
