@@ -137,9 +137,12 @@ struct agent {
     /* SOURCE */
     uint64_t stream_lost_ms;   /* since when no stream to the sink (0: streaming) */
     int commit_stage;          /* the confirmation commits wait for (enum lag_stage), -1: none */
-    uint64_t catchup_lsn;      /* the primary's flush position when the stream began */
+    uint64_t catchup_lsn;      /* the primary's flush position when the stream began, or
+                                * when an exposure was asked for, if later */
     uint64_t head_lsn;         /* the primary's flush position, as last known */
     uint64_t standby_lsn;      /* the standby's durable end, as last confirmed (any session) */
+    bool primary_up;           /* the local primary answered, and has not been lost since (a
+                                * session restarted for the link's sake leaves it up) */
     bool watch_query;          /* a standby-loss or head query is in flight */
     bool expose_unreachable;   /* logged once: the arbiter cannot be reached */
     uint64_t expose_again_ms;  /* an exposure that failed is asked again from then on */
@@ -371,6 +374,8 @@ ops_log(struct agent *a, char *buf, size_t cap)
 
 /* ---- the operation's world (op.h) ---- */
 
+static uint64_t unconfirmed_ms(const struct agent *a);
+
 static void
 env_facts(void *ctx, struct op_facts *f)
 {
@@ -394,9 +399,8 @@ env_facts(void *ctx, struct op_facts *f)
     f->ack_apply = p.apply;
     f->sink_flushed = a->sink != NULL ? sink_flushed(a->sink) : 0;
     f->lost_for_ms = a->role == ROLE_SINK && a->link_lost_ms != 0 ? clock_mono_ms() - a->link_lost_ms
-                     : a->role == ROLE_SOURCE && a->stream_lost_ms != 0
-                         ? clock_mono_ms() - a->stream_lost_ms
-                         : 0;
+                     : a->role == ROLE_SOURCE ? unconfirmed_ms(a)
+                                              : 0;
     f->failover_timeout_ms = a->cfg->failover_timeout_ms;
     f->epoch = &a->state;
     f->node = a->cfg->node_name;
@@ -752,6 +756,7 @@ on_primary_identified(void *ctx, const struct source_identity *id)
 
     if (id->xlogpos > a->head_lsn)
         a->head_lsn = id->xlogpos;
+    a->primary_up = true;
     op_handle(&a->op, &ev);
     wake_at(a, WAKE_LINK, clock_mono_ms());
 }
@@ -864,6 +869,7 @@ become_source(struct agent *a)
     a->stream_lost_ms = clock_mono_ms();
     a->head_lsn = 0;
     a->standby_lsn = 0;
+    a->primary_up = false;
     a->commit_stage = LAG_FLUSH;
     a->expose_unreachable = false;
     start_session(a);
@@ -1176,6 +1182,7 @@ agent_dispatch(struct agent *a, enum agent_event ev)
             return;
         if (a->ended_err != 0)
             set_last_error(a, "primary: %.230s", a->ended_why);
+        a->primary_up = false;
         restart_session(a, a->ended_why);
         return;
     }
@@ -1255,7 +1262,13 @@ sync_grace_ms(const struct agent *a)
 static void
 try_expose(struct agent *a, const char *why)
 {
-    int rc = op_expose(&a->op);
+    int rc;
+
+    /* Caught up, later, means past all that commits waited for now, whatever this stream
+     * confirmed before it fell silent. */
+    if (a->head_lsn > a->catchup_lsn)
+        a->catchup_lsn = a->head_lsn;
+    rc = op_expose(&a->op);
 
     if (rc == -ENOTCONN) {
         if (!a->expose_unreachable)
@@ -1655,9 +1668,9 @@ static void
 arbiter_report_now(struct agent *a, const struct status_snapshot *st)
 {
     struct arbiter_report r = {
-        .role = a->role == ROLE_SOURCE && sender_identity(a->sender) != NULL ? MSG_ROLE_SOURCE
-                : a->role == ROLE_SINK                                       ? MSG_ROLE_SINK
-                                                                             : MSG_ROLE_UNKNOWN,
+        .role = a->role == ROLE_SOURCE && a->primary_up ? MSG_ROLE_SOURCE
+                : a->role == ROLE_SINK                    ? MSG_ROLE_SINK
+                                                          : MSG_ROLE_UNKNOWN,
         .epoch = a->state.epoch,
         .durable_lsn = a->role == ROLE_SINK ? st->flush_lsn : st->primary_lsn,
         .mark = &a->state,
@@ -1725,8 +1738,7 @@ status_tick(struct agent *a)
     switch (a->role) {
     case ROLE_SOURCE:
         snprintf(st.role, sizeof(st.role), "source");
-        snprintf(st.pg_state, sizeof(st.pg_state), "%s",
-                 sender_identity(a->sender) != NULL ? "primary" : "unknown");
+        snprintf(st.pg_state, sizeof(st.pg_state), "%s", a->primary_up ? "primary" : "unknown");
         if (a->sender != NULL)
             sender_status(a->sender, &st);
         if (a->head_lsn > st.primary_lsn)

@@ -128,7 +128,8 @@ struct op_facts {
     uint64_t primary_lsn;  /* source: end of the primary's WAL as known */
     uint64_t ack_flush, ack_apply; /* source: what the sink confirmed */
     uint64_t sink_flushed; /* sink: the spool's durable end */
-    uint64_t lost_for_ms;  /* sink: how long the source has been lost (0: connected) */
+    uint64_t lost_for_ms;  /* sink: how long the source has been lost (0: connected);
+                            * source: how long commits have waited for the standby */
     uint64_t failover_timeout_ms;
     const struct wm_state *epoch; /* the agent's durable record */
     const char *node;      /* this node's name */

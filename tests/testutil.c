@@ -50,6 +50,10 @@ tu_rmtree(const char *path)
 {
     if (path == NULL || strstr(path, "/walmirror-") == NULL)
         return;
+    if (getenv("WALMIRROR_KEEP_TMP") != NULL) {
+        fprintf(stderr, "kept %s (WALMIRROR_KEEP_TMP)\n", path);
+        return;
+    }
     if (tu_run("rm -rf '%s'", path) != 0)
         fprintf(stderr, "warning: could not remove %s\n", path);
 }
