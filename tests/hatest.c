@@ -277,6 +277,26 @@ ha_ledger_count(void)
     return n;
 }
 
+long long
+ha_first_ack_after(long long t_us)
+{
+    size_t len;
+    char *text = tu_read_file(ledger_path, &len);
+    long long found = 0;
+
+    for (char *line = text != NULL ? strtok(text, "\n") : NULL; line != NULL;
+         line = strtok(NULL, "\n")) {
+        int id;
+        long long at;
+        if (sscanf(line, "%d %lld", &id, &at) == 2 && at > t_us) {
+            found = at;
+            break;
+        }
+    }
+    free(text);
+    return found;
+}
+
 /* ---- helpers ---- */
 
 int

@@ -62,6 +62,9 @@ void ha_stop_ledger(void);
 int ha_check_ledger(struct pt_site *primary, long long *gap_us);
 /* Acknowledged ids so far. */
 int ha_ledger_count(void);
+/* When (microseconds since the Unix epoch) the ledger got its first acknowledgement after
+ * t_us; 0: none yet. */
+long long ha_first_ack_after(long long t_us);
 
 /* walmirrorctl with both sites' URLs; its output (also printed) in out; returns its exit. */
 int ha_ctl(char *out, size_t cap, const char *args);

@@ -46,6 +46,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "hatest.h"
 #include "pairtest.h"
 #include "pgtest.h"
@@ -173,40 +174,6 @@ restart_standby_site(struct pt_site *s)
     pt_start_agent(s);
 }
 
-/* Microseconds since the Unix epoch of the first ledger acknowledgement after t_us (0: none),
- * and how many acknowledgements the ledger holds. */
-static long long
-first_ack_after(long long t_us)
-{
-    char path[4200];
-    size_t len;
-    char *text;
-    long long found = 0;
-
-    snprintf(path, sizeof(path), "%s/ledger.acked", A.pg.dir);
-    text = tu_read_file(path, &len);
-    for (char *line = text != NULL ? strtok(text, "\n") : NULL; line != NULL;
-         line = strtok(NULL, "\n")) {
-        int id;
-        long long at;
-        if (sscanf(line, "%d %lld", &id, &at) == 2 && at > t_us) {
-            found = at;
-            break;
-        }
-    }
-    free(text);
-    return found;
-}
-
-static long long
-unix_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* Waits for the ledger to acknowledge an id after t_unix_us; returns when (0: not within). */
 static long long
 wait_ack_after(long long t_unix_us, double seconds)
@@ -214,7 +181,7 @@ wait_ack_after(long long t_unix_us, double seconds)
     double end = pt_now_s() + seconds;
     long long at;
 
-    while ((at = first_ack_after(t_unix_us)) == 0 && pt_now_s() < end)
+    while ((at = ha_first_ack_after(t_unix_us)) == 0 && pt_now_s() < end)
         usleep(50000);
     return at;
 }
@@ -292,8 +259,8 @@ START_TEST(a_standby_lost_primary_runs_exposed)
     struct wm_state rec;
 
     ck_assert(pt_wait_sync(&A, 60));
-    ck_assert(wait_ack_after(unix_us(), 10) != 0);
-    t0 = unix_us();
+    ck_assert(wait_ack_after((long long)clock_unix_us(), 10) != 0);
+    t0 = (long long)clock_unix_us();
     kill_site(&B);
     /* Commits stop, then resume without B within standby_loss_timeout + 2 s. */
     {
@@ -372,7 +339,7 @@ START_TEST(c_link_cut_only)
     long long t0, gap;
 
     ck_assert(pt_wait_sync(&A, 60));
-    t0 = unix_us();
+    t0 = (long long)clock_unix_us();
     ha_linkem_send(&L_ab, "cut");
     /* Commits wait: a load balancer must not send writes here meanwhile. */
     {
@@ -508,7 +475,7 @@ START_TEST(e_isolated_primary_never_exposed)
         usleep(100000);
     ck_assert_int_eq(ha_ctl(out, sizeof(out), "switchover"), 0);
     ck_assert(pt_wait_sync(&A, 60));
-    ck_assert(wait_ack_after(unix_us(), 15) != 0);
+    ck_assert(wait_ack_after((long long)clock_unix_us(), 15) != 0);
 
     ha_linkem_send(&L_ab, "cut");
     ha_linkem_send(&L_aw, "cut");
@@ -516,7 +483,7 @@ START_TEST(e_isolated_primary_never_exposed)
     while (pt_now_s() < end) {
         ck_assert_msg(!status_true(&A, "exposed"), "an isolated A ran exposed");
         if (promoted_at == 0 && pt_sql_true(&B, "SELECT NOT pg_is_in_recovery()"))
-            promoted_at = unix_us();
+            promoted_at = (long long)clock_unix_us();
         if (promoted_at != 0 && pt_now_s() > end - 50)
             break;
         usleep(200000);
@@ -568,7 +535,7 @@ start_local_writer(struct pt_site *s)
                 res = PQexecParams(pg, "INSERT INTO ledger VALUES ($1::int, now())", 1, NULL,
                                    params, NULL, NULL, 0);
                 if (PQresultStatus(res) == PGRES_COMMAND_OK && out != NULL) {
-                    fprintf(out, "%s %lld\n", param, unix_us());
+                    fprintf(out, "%s %lld\n", param, (long long)clock_unix_us());
                     fflush(out);
                 }
                 PQclear(res);
@@ -605,7 +572,7 @@ START_TEST(f_crashed_primary_site_returns)
     start_local_writer(&B);
     ck_assert_msg(pt_wait_true(&A, "SELECT NOT pg_is_in_recovery()", HA_FAILOVER_TIMEOUT_S + 20),
                   "A was not promoted; see %s", A.log);
-    promoted_at = unix_us();
+    promoted_at = (long long)clock_unix_us();
     sleep(1);
     /* B's agent first, as a DBA would before walmirrorctl rejoin. */
     pt_start_agent(&B);
@@ -643,7 +610,7 @@ START_TEST(g_maximum_protection_waits)
     pt_start_agent(&B);
     pt_start_agent(&A);
     ck_assert(pt_wait_sync(&A, 60));
-    ck_assert(wait_ack_after(unix_us(), 15) != 0);
+    ck_assert(wait_ack_after((long long)clock_unix_us(), 15) != 0);
     kill_site(&B);
     t0 = pt_now_s();
     sleep(2);
@@ -655,7 +622,7 @@ START_TEST(g_maximum_protection_waits)
     expect_code(&A, "/primary", 503);
     fprintf(stderr, "maximum_protection: no commit for %.1f s without B\n", pt_now_s() - t0);
     restart_standby_site(&B);
-    ck_assert(wait_ack_after(unix_us(), 60) != 0);
+    ck_assert(wait_ack_after((long long)clock_unix_us(), 60) != 0);
     ck_assert(pt_wait_sync(&A, 60));
 }
 END_TEST

@@ -161,7 +161,9 @@ small_spool(const struct pt_site *s, const struct pt_site *peer, char *buf, size
 {
     (void)s;
     (void)peer;
-    snprintf(buf, cap, "spool_keep = 16MB\n");
+    /* Commits wait for the stalled standby as long as it takes (in maximum_availability the
+     * primary would go on without it after standby_loss_timeout: test_faults covers that). */
+    snprintf(buf, cap, "spool_keep = 16MB\navailability_mode = maximum_protection\n");
 }
 
 int

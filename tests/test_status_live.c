@@ -101,9 +101,15 @@ START_TEST(a_metrics_and_checks_on_a_live_pair)
     ck_assert_ptr_nonnull(strstr(body, "site-a database"));
     free(body);
 
-    /* B's agent stopped: A's mirror and link are down, A still takes writes at /primary */
+    /* B's agent stopped: A's mirror and link are down; A's commits wait for B, so /primary
+     * sends no writes there, until A runs exposed (maximum_availability, the default, after
+     * standby_loss_timeout = 10 s) and takes them again. */
     pt_stop_agent(&B, SIGTERM);
-    ck_assert(wait_code(&A, "/primary", 200, 5));
+    ck_assert(wait_code(&A, "/primary", 503, 5));
+    ck_assert(wait_code(&A, "/primary", 200, 30));
+    ck_assert_int_eq(pt_http_get(&A, "/status", &body), 200);
+    ck_assert_msg(strstr(body, "\"exposed\": true") != NULL, "A is not exposed: %s", body);
+    free(body);
     {
         double until = pt_now_s() + 15;
         bool down = false;
