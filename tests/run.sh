@@ -3,11 +3,13 @@
 # dependencies, then
 #   1. builds with AddressSanitizer + UndefinedBehaviorSanitizer and runs the unit tests and
 #      the synchronous-mirroring integration tests there (the operations tests - switchover
-#      and fail-over, maintenance windows, the full disk, the live status -, the fuzzing runs,
-#      the benchmark smoke test and the fault-injection cycles are left to step 2);
+#      and fail-over, running exposed, maintenance windows, the full disk, the live status -,
+#      the fuzzing runs, the benchmark smoke test, the package build and the fault-injection
+#      cycles are left to step 2);
 #   2. builds the release tree with -Werror, runs every unit suite again under valgrind
 #      memcheck (the tests labelled memcheck, two at a time: about 2.5 minutes), then every
-#      other test under CTest; its summary and the memcheck one close the output.
+#      other test under CTest, two at a time; its summary and the memcheck one close the
+#      output.
 # Integration tests start real PostgreSQL 15 servers as the postgres user on free loopback
 # ports and stop them, even on failure.
 #   sh tests/run.sh                        (as root on a fresh Debian 12 machine)
@@ -27,12 +29,14 @@ if [ "${WALMIRROR_SKIP_SANITIZE:-0}" != 1 ]; then
         -DWALMIRROR_WERROR=ON >/dev/null
     cmake --build "$build-asan" -j"$jobs" >/dev/null
     chmod o+rx "$build-asan" 2>/dev/null || true
-    # The operations tests (switchover and fail-over, maintenance windows, the full disk, the
-    # live status) run in the release tree only, to keep the suite under 20 minutes on two
-    # cores; WALMIRROR_SANITIZE_ALL=1 runs them here too.
-    skip='^(test_ha|test_maint_live|test_diskfull|test_status_live)$'
+    # The operations tests (switchover and fail-over, running exposed, maintenance windows,
+    # the full disk, the live status, the etcd-arbitrated pair) run in the release tree only,
+    # to keep the suite under 20 minutes on two cores; WALMIRROR_SANITIZE_ALL=1 runs them
+    # here too.
+    skip='^(test_ha|test_avail|test_ha_etcd|test_maint_live|test_diskfull|test_status_live)$'
     [ "${WALMIRROR_SANITIZE_ALL:-0}" = 1 ] && skip='^$'
-    (cd "$build-asan" && ctest --output-on-failure -LE 'fuzz|bench|faults' -E "$skip" --timeout 900)
+    (cd "$build-asan" &&
+        ctest --output-on-failure -LE 'fuzz|bench|faults|package' -E "$skip" --timeout 900 -j"$jobs")
 fi
 
 echo "== release build =="
@@ -53,7 +57,9 @@ cat "$build/memcheck.txt"
 # No memcheck test registered (valgrind not found when CMake ran) is a failure too.
 grep -q 'tests passed' "$build/memcheck.txt" || memcheck=1
 echo "== all other tests =="
-ctest --output-on-failure --timeout 900 -LE memcheck || status=$?
+# Two at a time on two cores: the tests wait on servers, timers and disks far more than they
+# compute, and every timing they assert leaves room for a busy machine.
+ctest --output-on-failure --timeout 900 -LE memcheck -j"$jobs" || status=$?
 echo "== memcheck summary =="
 grep -E 'tests passed|^memcheck +=' "$build/memcheck.txt" | sed 's/^/valgrind memcheck: /'
 if [ "$memcheck" != 0 ]; then
