@@ -78,6 +78,7 @@ struct witness {
     struct status_board board;
     struct httpapi *http;
     uint64_t started_unix_us;
+    int64_t cert_not_after; /* this witness's certificate, Unix seconds; -1: unknown */
     uint64_t status_at_ms;
     bool paused;
     char last_error[256];
@@ -92,20 +93,6 @@ set_last_error(struct witness *w, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(w->last_error, sizeof(w->last_error), fmt, ap);
     va_end(ap);
-}
-
-/* "2024-05-01 12:00:00 UTC" for a state's changed_unix_us; "an unknown time" for 0. */
-static const char *
-format_time(char *buf, size_t cap, uint64_t unix_us)
-{
-    time_t t = (time_t)(unix_us / 1000000u);
-    struct tm tm;
-
-    if (unix_us == 0 || gmtime_r(&t, &tm) == NULL)
-        snprintf(buf, cap, "an unknown time");
-    else
-        strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
-    return buf;
 }
 
 static double
@@ -259,7 +246,7 @@ on_site_hello(void *ctx, const struct msg_hello *peer, char *why, size_t whylen)
     if (peer->epoch < w->st.epoch) {
         snprintf(why, whylen, WITNESS_FENCED_PREFIX "%" PRIu64 " is held by %s since %s",
                  w->st.epoch, w->st.primary[0] != '\0' ? w->st.primary : "an unknown node",
-                 format_time(when, sizeof(when), w->st.changed_unix_us));
+                 wm_format_utc(when, sizeof(when), w->st.changed_unix_us));
         return WIRE_EPROTO; /* conn logs the refusal */
     }
     if (adopt_epoch(w, s, peer->epoch, peer->role, NULL, NULL) < 0) {
@@ -440,7 +427,7 @@ promotion_allowed(struct witness *w, struct wlink *l, const struct msg_control *
              " and %s last reported " LSN_FMT ": up to %" PRIu64 " bytes acknowledged by %s "
              "may be missing (walmirrorctl failover --force --accept-data-loss overrides)",
              s->name, p->name, LSN_ARGS(w->st.exposed_lsn),
-             format_time(since_when, sizeof(since_when), w->st.exposed_unix_us), s->name,
+             wm_format_utc(since_when, sizeof(since_when), w->st.exposed_unix_us), s->name,
              LSN_ARGS(req->lsn), p->name, LSN_ARGS(p->durable_lsn),
              p->durable_lsn > req->lsn ? p->durable_lsn - req->lsn : 0, p->name);
         return false;
@@ -489,7 +476,7 @@ vote(struct witness *w, struct wlink *l, const struct msg_control *req)
         /* Asked again by its holder (the grant lost with a link, or an agent that restarted
          * before it recorded it): the same grant, not a new one. */
         snprintf(text, sizeof(text), "epoch %" PRIu64 " is %s's already: granted at %s",
-                 asked, s->name, format_time(when, sizeof(when), w->st.changed_unix_us));
+                 asked, s->name, wm_format_utc(when, sizeof(when), w->st.changed_unix_us));
         log_info(w->comp, "%s", text);
         send_verdict(w, l, MSG_CTL_VOTE_GRANT, text);
         return;
@@ -500,7 +487,7 @@ vote(struct witness *w, struct wlink *l, const struct msg_control *req)
                  "epoch %" PRIu64 " is already taken: the witness is at epoch %" PRIu64
                  ", held by %s since %s%s",
                  asked, w->st.epoch, w->st.primary[0] != '\0' ? w->st.primary : "an unknown node",
-                 format_time(when, sizeof(when), w->st.changed_unix_us),
+                 wm_format_utc(when, sizeof(when), w->st.changed_unix_us),
                  state_exposed(&w->st) ? ", running exposed" : "");
         else
             deny(w, l, req->kind, asked,
@@ -766,6 +753,8 @@ status_tick(struct witness *w)
     st.started_unix_us = w->started_unix_us;
     st.now_unix_us = clock_unix_us();
     st.failover_paused = w->paused;
+    st.spool_free_bytes = -1; /* a witness has no spool */
+    st.cert_not_after_unix = w->cert_not_after;
     /* The "peer" of a witness: the primary, as far as it knows. */
     p = &w->sites[primary_site(w, 1)];
     if (w->st.primary[0] != '\0' || p->source_us != 0) {
@@ -823,7 +812,7 @@ witness_setup(struct witness *w)
     else
         log_info(w->comp, "epoch %" PRIu64 " held by %s since %s (state in %s)", w->st.epoch,
                  w->st.primary[0] != '\0' ? w->st.primary : "an unknown node",
-                 format_time(when, sizeof(when), w->st.changed_unix_us), w->cfg->state_dir);
+                 wm_format_utc(when, sizeof(when), w->st.changed_unix_us), w->cfg->state_dir);
     rc = tls_config_new(&w->tls, w->cfg->tls_ca, w->cfg->tls_cert, w->cfg->tls_key, true, err,
                         sizeof(err));
     if (rc < 0) {
@@ -902,6 +891,8 @@ witness_run(const struct wm_config *cfg, volatile sig_atomic_t *stop)
     status_board_init(&w.board);
     w.started_us = clock_mono_us();
     w.started_unix_us = clock_unix_us();
+    if (tls_cert_not_after(cfg->tls_cert, &w.cert_not_after) < 0)
+        w.cert_not_after = -1;
     rc = witness_setup(&w);
     if (rc < 0) {
         witness_teardown(&w);

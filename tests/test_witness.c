@@ -480,6 +480,9 @@ expect_status(uint64_t epoch, const char *primary, bool link_up)
     ck_assert_int_eq(json_integer_value(json_object_get(st, "epoch")), (json_int_t)epoch);
     ck_assert_str_eq(json_string_value(json_object_get(st, "peer_name")), primary);
     ck_assert(json_is_true(json_object_get(st, "link_up")) == link_up);
+    /* No spool to fill (an alert on its free space would be false), a certificate to renew. */
+    ck_assert(json_is_null(json_object_get(st, "spool_free_bytes")));
+    ck_assert_int_gt(json_integer_value(json_object_get(st, "cert_not_after_unix")), time(NULL));
     json_decref(st);
 }
 
