@@ -27,13 +27,10 @@
  * PQconsumeInput / PQisBusy / PQgetResult as the socket becomes readable.
  *
  * I/O integration
- *   libpq owns the socket; this module only waits for it, with single-shot IORING_OP_POLL_ADD
- *   SQEs (one for POLLIN, one for POLLOUT when libpq has output it could not send).  The poll
- *   ops and the one wio_timer live in a separately allocated struct source_io, so that
- *   source_free() never has to wait for the ring: it removes the polls and cancels the timer,
- *   and the io struct frees itself once the last of its completions has come back.  (If the
- *   loop is freed before a removed poll completes, wio_loop_free does not dispatch it and
- *   those few bytes are not freed.)
+ *   libpq owns the socket; this module only waits for it, through a fdwatch (fdwatch.h):
+ *   single-shot polls, one for POLLIN, one for POLLOUT when libpq has output it could not
+ *   send, and one timer.  source_free() releases the watch, which removes the polls, cancels
+ *   the timer and frees itself once the ring is done with it.
  *
  *   The timer serves several wake-up reasons, each with a deadline (as walreceiver.c does):
  *   STATUS (an 'r' at least every SOURCE_STATUS_INTERVAL_MS), DRAIN (read what libpq has
@@ -79,7 +76,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +84,7 @@
 
 #include "clock.h"
 #include "cursor.h"
+#include "fdwatch.h"
 #include "log.h"
 #include "pgproto.h"
 #include "util.h"
@@ -142,19 +139,9 @@ enum source_wakeup {
 
 struct source;
 
-/* What the ring may still reference; outlives the source until its completions are back. */
-struct source_io {
-    struct wio_op rd; /* POLL_ADD POLLIN */
-    struct wio_op wr; /* POLL_ADD POLLOUT */
-    struct wio_timer timer;
-    struct source *s; /* NULL once the source is gone */
-    bool rd_inflight;
-    bool wr_inflight;
-};
-
 struct source {
     struct wio_loop *loop;
-    struct source_io *io; /* NULL once released */
+    struct fdwatch *io; /* the socket's polls and the timer; NULL once released */
     const struct source_ops *ops;
     void *ctx;
     char comp[80]; /* log component: "source[slot]" */
@@ -380,8 +367,6 @@ set_state(struct source *s, enum source_state next)
     s->state = next;
 }
 
-static void timer_fire(struct wio_timer *t);
-
 /* Arms the timer for the earliest wake-up deadline, unless it already fires no later. */
 static void
 timer_update(struct source *s)
@@ -396,14 +381,14 @@ timer_update(struct source *s)
             next = s->wake[i];
     if (next == 0) {
         if (s->timer_at != 0)
-            wio_timer_cancel(&s->io->timer);
+            fdwatch_timer_stop(s->io);
         s->timer_at = 0;
         return;
     }
     if (s->timer_at != 0 && s->timer_at <= next)
         return;
     now = clock_mono_ms();
-    rc = wio_timer_arm(s->loop, &s->io->timer, next > now ? next - now : 0, timer_fire);
+    rc = fdwatch_timer(s->io, next > now ? next - now : 0);
     if (rc < 0) {
         /* Without a timer nothing deferred can happen; the next poll completion retries. */
         log_error(s->comp, "cannot arm the timer: %s", wire_strerror(rc));
@@ -482,19 +467,6 @@ closed_err(const struct source *s)
 /* ---------------------------------------------------------------------------------------- */
 /* Polls                                                                                     */
 
-static void
-io_maybe_free(struct source_io *io)
-{
-    if (io->s == NULL && !io->rd_inflight && !io->wr_inflight && !wio_timer_busy(&io->timer))
-        free(io);
-}
-
-static void
-io_timer_release(struct wio_timer *t)
-{
-    io_maybe_free(container_of(t, struct source_io, timer));
-}
-
 /* Entering from the loop: callbacks below may call source_free(). */
 static void
 source_enter(struct source *s)
@@ -521,16 +493,9 @@ source_done(const struct source *s)
 static int
 arm_poll(struct source *s, bool write)
 {
-    struct io_uring_sqe *sqe;
-    struct wio_op *op;
-    bool *inflight;
     int fd;
 
     if (s->io == NULL || s->freed)
-        return 0;
-    op = write ? &s->io->wr : &s->io->rd;
-    inflight = write ? &s->io->wr_inflight : &s->io->rd_inflight;
-    if (*inflight)
         return 0;
     fd = PQsocket(s->conn);
     if (fd < 0) {
@@ -538,25 +503,18 @@ arm_poll(struct source *s, bool write)
                     PQerrorMessage(s->conn));
         return -EBADF;
     }
-    sqe = wio_sqe(s->loop, op);
-    if (sqe == NULL) {
+    if (fdwatch_wait(s->io, fd, write) < 0) {
         source_fail(s, -EBUSY, "no io_uring SQE to poll the primary's socket");
         return -EBUSY;
     }
-    io_uring_prep_poll_add(sqe, fd, write ? POLLOUT : POLLIN);
-    *inflight = true;
     return 0;
 }
 
 static void
-poll_done(struct source_io *io, int res, bool write)
+poll_done(void *ctx, bool write, int res)
 {
-    struct source *s = io->s;
+    struct source *s = ctx;
 
-    if (s == NULL) {
-        io_maybe_free(io);
-        return;
-    }
     source_enter(s);
     if (res < 0) {
         source_fail(s, res, "polling the primary's socket failed: %s", wire_strerror(res));
@@ -577,26 +535,6 @@ poll_done(struct source_io *io, int res, bool write)
             source_step(s);
     }
     source_leave(s);
-}
-
-static void
-poll_rd_cb(struct wio_op *op, int res, unsigned flags)
-{
-    struct source_io *io = container_of(op, struct source_io, rd);
-
-    (void)flags;
-    io->rd_inflight = false;
-    poll_done(io, res, false);
-}
-
-static void
-poll_wr_cb(struct wio_op *op, int res, unsigned flags)
-{
-    struct source_io *io = container_of(op, struct source_io, wr);
-
-    (void)flags;
-    io->wr_inflight = false;
-    poll_done(io, res, true);
 }
 
 /* Sends what libpq holds; polls for POLLOUT when the socket is full. */
@@ -1434,16 +1372,11 @@ source_step(struct source *s)
 }
 
 static void
-timer_fire(struct wio_timer *t)
+timer_fire(void *ctx)
 {
-    struct source_io *io = container_of(t, struct source_io, timer);
-    struct source *s = io->s;
+    struct source *s = ctx;
     uint64_t now = clock_mono_ms();
 
-    if (s == NULL) {
-        io_maybe_free(io);
-        return;
-    }
     s->timer_at = 0;
     source_enter(s);
     if (s->wake[SOURCE_WAKE_DRAIN] != 0 && s->wake[SOURCE_WAKE_DRAIN] <= now) {
@@ -1473,6 +1406,11 @@ timer_fire(struct wio_timer *t)
         timer_update(s);
     source_leave(s);
 }
+
+static const struct fdwatch_ops io_ops = {
+    .on_io = poll_done,
+    .on_timer = timer_fire,
+};
 
 /* ---------------------------------------------------------------------------------------- */
 /* API                                                                                       */
@@ -1564,18 +1502,12 @@ source_new(struct source **out, struct wio_loop *loop, const char *conninfo, con
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return -ENOMEM;
-    s->io = calloc(1, sizeof(*s->io));
     s->app_name = strdup(application_name);
-    if (s->io == NULL || s->app_name == NULL) {
-        free(s->io);
+    if (s->app_name == NULL || fdwatch_new(&s->io, loop, &io_ops, s) < 0) {
         free(s->app_name);
         free(s);
         return -ENOMEM;
     }
-    s->io->s = s;
-    s->io->rd.cb = poll_rd_cb;
-    s->io->wr.cb = poll_wr_cb;
-    s->io->timer.release = io_timer_release;
     s->loop = loop;
     s->ops = ops;
     s->ctx = ctx;
@@ -1651,23 +1583,12 @@ source_received_lsn(const struct source *s)
     return s->next_lsn > s->received_floor ? s->next_lsn : s->received_floor;
 }
 
-/* Detaches the ring's references: polls removed, timer cancelled; io frees itself later. */
+/* Detaches the ring's references: the watch frees itself once the ring is done with it. */
 static void
 source_release_io(struct source *s)
 {
-    struct source_io *io = s->io;
-    struct io_uring_sqe *sqe;
-
-    if (io == NULL)
-        return;
+    fdwatch_release(s->io);
     s->io = NULL;
-    io->s = NULL;
-    if (io->rd_inflight && (sqe = wio_sqe(s->loop, NULL)) != NULL)
-        io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)&io->rd);
-    if (io->wr_inflight && (sqe = wio_sqe(s->loop, NULL)) != NULL)
-        io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)&io->wr);
-    wio_timer_cancel(&io->timer);
-    io_maybe_free(io);
 }
 
 static void
