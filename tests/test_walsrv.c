@@ -1631,21 +1631,20 @@ read_segments(const char *pgdata, uint32_t tli, uint64_t from, uint64_t to)
 static void
 make_tl_wal(void)
 {
-    struct pgt_cluster p, s;
     unsigned hi, lo;
     char path[4096], *txt, *res;
     size_t len;
     uint64_t lsn;
     int64_t deadline;
 
-    tu_require(pgt_init(&p, "walsrv-tl-p",
+    tu_require(pgt_init(&tl_p, "walsrv-tl-p",
                         "max_wal_size = 1GB\ncheckpoint_timeout = 1h\nwal_keep_size = 1GB") == 0);
-    tu_require(pgt_start(&p) == 0, "cannot start P (see %s)", p.dir);
+    tu_require(pgt_start(&tl_p) == 0, "cannot start P (see %s)", tl_p.dir);
     tl_backup_dir = tu_tmpdir("walsrv-tl-r");
     pgt_give_to_postgres(tl_backup_dir);
-    tu_require(pgt_sh(&p, "pg_basebackup -D '%s/data' -X none --checkpoint=fast", tl_backup_dir) ==
+    tu_require(pgt_sh(&tl_p, "pg_basebackup -D '%s/data' -X none --checkpoint=fast", tl_backup_dir) ==
                    0,
-               "pg_basebackup for R failed (see %s/cmd.log)", p.dir);
+               "pg_basebackup for R failed (see %s/cmd.log)", tl_p.dir);
     snprintf(path, sizeof(path), "%s/data/backup_label", tl_backup_dir);
     txt = tu_read_file(path, &len);
     tu_require(
@@ -1656,21 +1655,21 @@ make_tl_wal(void)
     seg_size = 16u * 1024 * 1024;
     tl1_first = ((uint64_t)hi << 32 | lo) / seg_size * seg_size;
 
-    pgt_prepare(&s, "walsrv-tl-s");
-    tu_require(pgt_sh(&p, "pg_basebackup -D '%s' -X stream -R --checkpoint=fast", s.pgdata) == 0,
-               "pg_basebackup for S failed (see %s/cmd.log)", p.dir);
-    tu_require(pgt_sh(&s,
+    pgt_prepare(&tl_s, "walsrv-tl-s");
+    tu_require(pgt_sh(&tl_p, "pg_basebackup -D '%s' -X stream -R --checkpoint=fast", tl_s.pgdata) == 0,
+               "pg_basebackup for S failed (see %s/cmd.log)", tl_p.dir);
+    tu_require(pgt_sh(&tl_s,
                       "cat >> \"$PGDATA/postgresql.auto.conf\" <<'EOF'\n"
                       "port = %d\nunix_socket_directories = '%s'\nhot_standby = on\n"
                       "EOF",
-                      s.port, s.dir) == 0);
-    tu_require(pgt_start(&s) == 0, "cannot start S (see %s)", s.dir);
+                      tl_s.port, tl_s.dir) == 0);
+    tu_require(pgt_start(&tl_s) == 0, "cannot start S (see %s)", tl_s.dir);
 
-    free(query_must(&p, "CREATE TABLE tl_before (id int PRIMARY KEY);"
+    free(query_must(&tl_p, "CREATE TABLE tl_before (id int PRIMARY KEY);"
                         "INSERT INTO tl_before SELECT generate_series(1, 20000)"));
-    free(query_must(&p, "SELECT pg_switch_wal()"));
-    free(query_must(&p, "INSERT INTO tl_before SELECT generate_series(20001, 30000)"));
-    res = query_must(&p, "SELECT pg_current_wal_lsn()");
+    free(query_must(&tl_p, "SELECT pg_switch_wal()"));
+    free(query_must(&tl_p, "INSERT INTO tl_before SELECT generate_series(20001, 30000)"));
+    res = query_must(&tl_p, "SELECT pg_current_wal_lsn()");
     tu_require(pgp_lsn_parse(res, strlen(res), &lsn) == 0);
     free(res);
     /* S has everything P wrote (the shutdown checkpoint follows through the fast stop). */
@@ -1680,44 +1679,44 @@ make_tl_wal(void)
 
         snprintf(sql, sizeof(sql), "SELECT pg_last_wal_replay_lsn() >= '%X/%X'::pg_lsn",
                  (unsigned)(lsn >> 32), (unsigned)lsn);
-        res = pgt_query(&s, sql);
+        res = pgt_query(&tl_s, sql);
         if (res != NULL && strcmp(res, "t") == 0)
             break;
         free(res);
-        tu_require(now_ms() < deadline, "S does not replay P's WAL (see %s)", s.dir);
+        tu_require(now_ms() < deadline, "S does not replay P's WAL (see %s)", tl_s.dir);
         usleep(100000);
     }
     free(res);
-    tu_require(pgt_stop(&p, "fast") == 0);
-    tu_require(pgt_sh(&s, "pg_ctl -D \"$PGDATA\" -w -t 60 promote") == 0, "promotion failed");
+    tu_require(pgt_stop(&tl_p, "fast") == 0);
+    tu_require(pgt_sh(&tl_s, "pg_ctl -D \"$PGDATA\" -w -t 60 promote") == 0, "promotion failed");
 
-    snprintf(path, sizeof(path), "%s/pg_wal/00000002.history", s.pgdata);
+    snprintf(path, sizeof(path), "%s/pg_wal/00000002.history", tl_s.pgdata);
     tl_history = tu_read_file(path, &tl_history_len);
     tu_require(tl_history != NULL, "no %s", path);
     tu_require(sscanf(tl_history, "1\t%X/%X", &hi, &lo) == 2, "history: %s", tl_history);
     tl_switch = (uint64_t)hi << 32 | lo;
 
-    free(query_must(&s, "CREATE TABLE tl_after (id int PRIMARY KEY, v bigint);"
+    free(query_must(&tl_s, "CREATE TABLE tl_after (id int PRIMARY KEY, v bigint);"
                         "INSERT INTO tl_after SELECT g, g * 5 FROM generate_series(1, 30000) g;"
                         "UPDATE tl_before SET id = -id WHERE id % 100 = 0"));
     /* Timeline 2 over two segments at least. */
-    free(query_must(&s, "SELECT pg_switch_wal()"));
-    free(query_must(&s,
+    free(query_must(&tl_s, "SELECT pg_switch_wal()"));
+    free(query_must(&tl_s,
                     "INSERT INTO tl_after SELECT g, g * 5 FROM generate_series(30001, 40000) g"));
-    res = query_must(&s, TL_EXPECTED_SQL);
+    res = query_must(&tl_s, TL_EXPECTED_SQL);
     snprintf(tl_expected, sizeof(tl_expected), "%s", res);
     free(res);
-    free(query_must(&s, "CHECKPOINT"));
-    res = query_must(&s, "SELECT pg_switch_wal()");
+    free(query_must(&tl_s, "CHECKPOINT"));
+    res = query_must(&tl_s, "SELECT pg_switch_wal()");
     tu_require(pgp_lsn_parse(res, strlen(res), &lsn) == 0);
     free(res);
-    tu_require(pgt_stop(&s, "fast") == 0);
+    tu_require(pgt_stop(&tl_s, "fast") == 0);
 
     tl1_end = tl_switch / seg_size * seg_size + seg_size;
     tl2_first = tl_switch / seg_size * seg_size;
     tl2_end = (lsn - 1) / seg_size * seg_size + seg_size;
-    tl1 = read_segments(p.pgdata, 1, tl1_first, tl1_end);
-    tl2 = read_segments(s.pgdata, 2, tl2_first, tl2_end);
+    tl1 = read_segments(tl_p.pgdata, 1, tl1_first, tl1_end);
+    tl2 = read_segments(tl_s.pgdata, 2, tl2_first, tl2_end);
     tl_sysid = le64(tl1 + 24);
     /* What the promotion copied into timeline 2's first segment is timeline 1's WAL. */
     tu_require(memcmp(tl1 + (tl2_first - tl1_first), tl2, tl_switch - tl2_first) == 0,
@@ -1726,8 +1725,6 @@ make_tl_wal(void)
             "timelines: 1 from %" PRIX64 ", switch at %" PRIX64 ", 2 up to %" PRIX64 " (%" PRIu64
             " segments), after the switch: %s\n",
             tl1_first, tl_switch, tl2_end, (tl2_end - tl2_first) / seg_size, tl_expected);
-    tl_p = p;
-    tl_s = s;
 }
 
 /* ---------------------------------------------------------------------------------------- */
