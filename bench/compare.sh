@@ -148,22 +148,10 @@ linkem_bytes() {
     "$linkem_bin" --control "$WM_TMP/$1.sock" --send stats | tr ' ' '\n' | sed -n "s/^$2_bytes=//p"
 }
 
-# cpu_ticks PID...: utime + stime of the processes, in clock ticks.
-cpu_ticks() {
-    t=0
-    for p in "$@"; do
-        v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
-        t=$((t + ${v:-0}))
-    done
-    echo "$t"
-}
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 wal_lsn() { pg_psql 127.0.0.1 "$1" "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"; }
 status_wire() { curl -s "http://127.0.0.1:$1/status" | sed -n 's/.*"wal_wire_bytes": *\([0-9]*\).*/\1/p'; }
-
-# pctl FILE P: the P-th percentile (nearest rank) of a sorted one-column file; "" when empty.
-pctl() { awk -v p="$2" '{v[NR] = $1} END {if (NR == 0) exit; i = int(NR * p / 100 + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; print v[i]}' "$1"; }
 
 # pair_setup SCENARIO: both pairs with their links; sets the ports and pids used below.
 pair_setup() {

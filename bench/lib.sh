@@ -21,6 +21,50 @@ free_port() {
         shuf -i 20000-60000 -n 1
 }
 
+# cpu_ticks PID...: utime + stime of the processes (every thread, the ones that have ended
+# included), in clock ticks; a process that has gone counts 0.
+cpu_ticks() {
+    t=0
+    for p in "$@"; do
+        v=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}') || v=0
+        t=$((t + ${v:-0}))
+    done
+    echo "$t"
+}
+
+# pctl FILE P: the P-th percentile (nearest rank) of a sorted one-column file; "" when empty.
+pctl() { awk -v p="$2" '{v[NR] = $1} END {if (NR == 0) exit; i = int(NR * p / 100 + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; print v[i]}' "$1"; }
+
+# ctxsw_sample PID...: one line per thread of the processes: "PID TID SWITCHES", voluntary
+# plus involuntary context switches of that thread (/proc/PID/task/TID/status).
+ctxsw_sample() {
+    for p in "$@"; do
+        grep -H ctxt_switches /proc/"$p"/task/*/status 2>/dev/null || true
+    done | awk -F'[/:]' '{ s[$3 " " $5] += $NF } END { for (k in s) print k, s[k] }'
+}
+
+# ctxsw_sampler FILE INTERVAL PID...: appends "SAMPLE PID TID SWITCHES" lines to FILE every
+# INTERVAL seconds until killed (run it in the background).  A thread's switches die with it
+# (only getrusage in the process itself keeps them), so short-lived threads such as io_uring's
+# workers are caught by sampling often; ctxsw_delta sums what each thread did.
+ctxsw_sampler() {
+    f=$1 iv=$2 n=0
+    shift 2
+    while :; do
+        ctxsw_sample "$@" | sed "s/^/$n /" >>"$f"
+        n=$((n + 1))
+        sleep "$iv"
+    done
+}
+
+# ctxsw_delta FILE PID: the context switches PID's threads made between the first and the
+# last sample of FILE: per thread, its last count less its first (0 for a thread born after
+# the first sample).
+ctxsw_delta() {
+    awk -v p="$2" '$2 == p { if (!($3 in first)) first[$3] = ($1 == 0 ? $4 : 0); last[$3] = $4 }
+        END { for (t in last) s += last[t] - first[t]; print s + 0 }' "$1"
+}
+
 # pg_make DIR PORT: initdb a cluster in DIR/data listening on 127.0.0.1:PORT, socket in DIR.
 pg_make() {
     dir=$1 port=$2
