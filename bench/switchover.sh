@@ -67,6 +67,7 @@ cleanup() {
     trap - EXIT INT TERM
     [ -n "$loadpid" ] && kill "$loadpid" 2>/dev/null
     [ -n "$ledgerpid" ] && kill "$ledgerpid" 2>/dev/null
+    pkill -f "wm-ledger .*--out $WM_TMP/ledger.acked" 2>/dev/null || true
     pkill -f "pgbench.*$WM_TMP" 2>/dev/null || true
     pairs_down >/dev/null 2>&1
     if [ "$keep" = 1 ]; then echo "switchover: kept $WM_TMP" >&2; else rm -rf "$WM_TMP"; fi
@@ -137,7 +138,8 @@ while [ "$i" -le "$count" ]; do
     i=$((i + 1))
     sleep "$settle"
 done
-kill "$ledgerpid" 2>/dev/null || true
+# $! was the shell that runs as_postgres; the ledger itself is found by its output file.
+pkill -f "wm-ledger .*--out $WM_TMP/ledger.acked" 2>/dev/null || true
 wait "$ledgerpid" 2>/dev/null || true
 ledgerpid=""
 kill "$loadpid" 2>/dev/null || true
@@ -148,7 +150,7 @@ loadpid=""
 if [ "$(pg_psql 127.0.0.1 "$pga" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ]; then pport=$pga; else pport=$pgb; fi
 
 # The ledger's gaps: where the acknowledging server changes.
-awk '{ if (NR > 1 && $3 != host) printf "%.3f %d %d\n", ($2 - prev) / 1e6, prev, $2; prev = $2; host = $3 }' \
+awk '{ if (NR > 1 && $3 != host) printf "%.3f %.0f %.0f\n", ($2 - prev) / 1e6, prev, $2; prev = $2; host = $3 }' \
     "$WM_TMP/ledger.acked" >"$WM_TMP/gaps"
 nacked=$(wc -l <"$WM_TMP/ledger.acked")
 ids=$(awk '{printf "%s%s", (NR > 1 ? "," : ""), $1}' "$WM_TMP/ledger.acked")
