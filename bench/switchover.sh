@@ -65,8 +65,8 @@ agents="" loadpid="" ledgerpid=""
 . "$src/bench/lib.sh"
 cleanup() {
     trap - EXIT INT TERM
-    [ -n "$loadpid" ] && kill "$loadpid" 2>/dev/null
-    [ -n "$ledgerpid" ] && kill "$ledgerpid" 2>/dev/null
+    [ -n "$loadpid" ] && kill "$loadpid" 2>/dev/null || true
+    [ -n "$ledgerpid" ] && kill "$ledgerpid" 2>/dev/null || true
     pkill -f "wm-ledger .*--out $WM_TMP/ledger.acked" 2>/dev/null || true
     pkill -f "pgbench.*$WM_TMP" 2>/dev/null || true
     pairs_down >/dev/null 2>&1
