@@ -429,6 +429,17 @@ env_checkpoint_peer(void *ctx)
                                                ops_log(a, log, sizeof(log))));
 }
 
+/* Before a switchover stops the primary: its dirty buffers written while it takes commits. */
+static int
+env_checkpoint_local(void *ctx)
+{
+    struct agent *a = ctx;
+    char log[4200];
+
+    return job_started(
+        a, pgctl_run_local_checkpoint(&a->job, a->cfg->pg_conninfo, ops_log(a, log, sizeof(log))));
+}
+
 static int
 env_rewind(void *ctx)
 {
@@ -706,6 +717,7 @@ static const struct op_env op_env = {
     .now_ms = env_now_ms,
     .pg = env_pg,
     .checkpoint_peer = env_checkpoint_peer,
+    .checkpoint_local = env_checkpoint_local,
     .rewind = env_rewind,
     .empty_pgdata = env_empty_pgdata,
     .basebackup = env_basebackup,

@@ -32,6 +32,7 @@ static const char *const kind_names[] = {
 
 static const char *const step_names[OPS_COUNT] = {
     [OPS_IDLE] = "idle",
+    [OPS_SO_CHECKPOINT] = "so-checkpoint",
     [OPS_SO_STOPPING] = "so-stopping",
     [OPS_SO_WAIT_DONE] = "so-wait-done",
     [OPS_K_WAIT_PROMOTE] = "k-wait-promote",
@@ -226,11 +227,36 @@ rejoin_checkpoint(struct op *op)
 
 /* ---- requests ---- */
 
+/*
+ * The switchover's point of no return for commits: the sink is told, and the primary stops
+ * (the write-unavailability starts).  The link must still stream: it may have gone down while
+ * SO_CHECKPOINT ran.
+ */
+static void
+so_stop(struct op *op)
+{
+    struct op_facts f = facts(op);
+    struct msg_control begin_ctl = {.kind = MSG_CTL_SWITCHOVER_BEGIN, .value = op->id};
+
+    if (!f.link_up || !f.streaming) {
+        end(op, false, "the link to %s went down before the primary was stopped", f.peer);
+        return;
+    }
+    if (op->env->send(op->ctx, &begin_ctl) < 0) {
+        end(op, false, "cannot reach %s", f.peer);
+        return;
+    }
+    op->stop_unix_us = clock_unix_us();
+    if (!job(op, op->env->pg(op->ctx, PGCTL_STOP), "pg_ctl stop"))
+        return;
+    set_step(op, OPS_SO_STOPPING,
+             "stopping the primary (pg_ctl stop -m fast); %s receives its final WAL", f.peer);
+}
+
 void
 op_switchover(struct op *op, uint64_t id, const char *target, uint64_t max_lag_bytes)
 {
     struct op_facts f = facts(op);
-    struct msg_control begin_ctl = {.kind = MSG_CTL_SWITCHOVER_BEGIN, .value = id};
     uint64_t max_lag = max_lag_bytes != 0 ? max_lag_bytes : OP_SWITCHOVER_MAX_LAG;
 
     /* Preflight: everything a clean switchover needs, checked before anything is touched. */
@@ -269,15 +295,15 @@ op_switchover(struct op *op, uint64_t id, const char *target, uint64_t max_lag_b
         return;
     }
     begin(op, OP_SWITCHOVER, id);
-    if (op->env->send(op->ctx, &begin_ctl) < 0) {
-        end(op, false, "cannot reach %s", f.peer);
+    if (op->env->checkpoint_local == NULL) {
+        so_stop(op);
         return;
     }
-    op->stop_unix_us = clock_unix_us();
-    if (!job(op, op->env->pg(op->ctx, PGCTL_STOP), "pg_ctl stop"))
+    if (!job(op, op->env->checkpoint_local(op->ctx), "CHECKPOINT"))
         return;
-    set_step(op, OPS_SO_STOPPING,
-             "stopping the primary (pg_ctl stop -m fast); %s receives its final WAL", f.peer);
+    set_step(op, OPS_SO_CHECKPOINT,
+             "CHECKPOINT on the primary, which still takes commits (the stop's shutdown "
+             "checkpoint then has little to write)");
 }
 
 void
@@ -494,6 +520,14 @@ on_job_done(struct op *op, int code)
 
     op->job_running = false;
     switch (op->step) {
+    case OPS_SO_CHECKPOINT:
+        if (code != 0)
+            log_warning(op->comp,
+                        "CHECKPOINT before the stop failed (exit %d; see %s/pg_ops.log): the "
+                        "shutdown checkpoint does it all",
+                        code, f.state_dir);
+        so_stop(op);
+        return;
     case OPS_SO_STOPPING:
         op->job_ended = true;
         op->job_code = code;

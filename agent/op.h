@@ -6,7 +6,10 @@
  * the durable epoch, the agent's role), so that tests drive it with fakes.
  *
  *   switchover, at the source: preflight (link streaming, the sink's flush and apply lag within
- *     the bound) -> SWITCHOVER_BEGIN -> `pg_ctl stop -m fast` while the session carries the
+ *     the bound) -> CHECKPOINT on the primary while it still takes commits (SO_CHECKPOINT: the
+ *     shutdown checkpoint, inside the write-unavailability, then has little left to write; a
+ *     failed CHECKPOINT only costs that) -> SWITCHOVER_BEGIN -> `pg_ctl stop -m fast` while
+ *     the session carries the
  *     final WAL (SO_STOPPING: both the job and the primary's clean end are awaited) ->
  *     SWITCHOVER_PROMOTE with the end of WAL, only if the sink confirmed it flushed
  *     (SO_WAIT_DONE) -> on SWITCHOVER_DONE: the peer's epoch recorded, the standby
@@ -67,6 +70,7 @@ enum op_kind {
 
 enum op_step {
     OPS_IDLE,
+    OPS_SO_CHECKPOINT,
     OPS_SO_STOPPING,
     OPS_SO_WAIT_DONE,
     OPS_K_WAIT_PROMOTE,
@@ -144,6 +148,7 @@ struct op_env {
     uint64_t (*now_ms)(void *ctx); /* monotonic milliseconds (the tests' clock is their own) */
     int (*pg)(void *ctx, enum pgctl_action action);   /* pg_ctl job */
     int (*checkpoint_peer)(void *ctx);                /* job */
+    int (*checkpoint_local)(void *ctx);               /* job; NULL: the switchover has none */
     int (*rewind)(void *ctx);                         /* job */
     int (*empty_pgdata)(void *ctx);                   /* job */
     int (*basebackup)(void *ctx);                     /* job */

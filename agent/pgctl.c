@@ -223,6 +223,14 @@ pgctl_run_checkpoint(struct pgctl_job *j, const char *conninfo, const char *log_
 }
 
 int
+pgctl_run_local_checkpoint(struct pgctl_job *j, const char *conninfo, const char *log_path)
+{
+    const char *args[] = {"-X", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", "CHECKPOINT", NULL};
+
+    return run_pg(j, "CHECKPOINT before the switchover's stop", log_path, false, "psql", args);
+}
+
+int
 pgctl_run_rewind(struct pgctl_job *j, const char *pgdata, const char *conninfo,
                  const char *log_path)
 {

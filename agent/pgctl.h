@@ -54,6 +54,7 @@ void pgctl_job_init(struct pgctl_job *j);
 /* The steps, each a job logging to log_path:
  *   pg_ctl stop -m fast | start (server log: server_log) | promote, -w -t 120, on pgdata;
  *   CHECKPOINT on the server of conninfo, refused there while it is still in recovery;
+ *   CHECKPOINT on the local primary (conninfo) before a switchover stops it;
  *   pg_rewind --target-pgdata pgdata --source-server conninfo;
  *   pg_basebackup -D pgdata -d conninfo --wal-method=stream --checkpoint=fast;
  *   emptying pgdata (find pgdata -mindepth 1 -delete: pgdata itself stays, with its mode);
@@ -68,6 +69,8 @@ WM_MUSTCHECK int pgctl_run_pg_ctl(struct pgctl_job *j, enum pgctl_action action,
                                   const char *log_path);
 WM_MUSTCHECK int pgctl_run_checkpoint(struct pgctl_job *j, const char *conninfo,
                                       const char *log_path);
+WM_MUSTCHECK int pgctl_run_local_checkpoint(struct pgctl_job *j, const char *conninfo,
+                                            const char *log_path);
 WM_MUSTCHECK int pgctl_run_rewind(struct pgctl_job *j, const char *pgdata, const char *conninfo,
                                   const char *log_path);
 WM_MUSTCHECK int pgctl_run_basebackup(struct pgctl_job *j, const char *pgdata,

@@ -118,7 +118,7 @@ while [ "$i" -le "$count" ]; do
         [ "$rc" -eq 0 ] && break
         # Refused by the preflight (the new standby not caught up yet, or not replaying):
         # nothing was touched; ask again.
-        if grep -q "FAILED\|refused\|not" "$WM_TMP/so-$i.out" && ! grep -q "switchover FAILED" "$WM_TMP/so-$i.out" &&
+        if grep -qE "is not replaying|bytes behind|link to .* is down|busy with" "$WM_TMP/so-$i.out" &&
             [ $(($(date +%s) - t0)) -lt 60 ]; then
             sleep 0.5
             continue
@@ -157,33 +157,36 @@ ids=$(awk '{printf "%s%s", (NR > 1 ? "," : ""), $1}' "$WM_TMP/ledger.acked")
 missing=$(echo "SELECT count(*) FROM unnest('{$ids}'::int[]) i WHERE NOT EXISTS (SELECT 1 FROM ledger l WHERE l.id = i)" |
     as_postgres psql -h 127.0.0.1 -p "$pport" -U postgres -AtX postgres)
 
-# The agents' steps: every "switchover:" line of both logs within each gap's window, in time
-# order; a step lasts until the next line (of either agent).
-steps_of() { # FROM_US TO_US: lines "SECONDS SITE TEXT"
+# The agents' steps: every "switchover:" line of both logs from shortly before each gap to
+# shortly after, in time order.  A step of one agent lasts until that agent's next line; the
+# old primary's agent's steps are named "old", the new one's "new".
+steps_of() { # FROM_US TO_US: lines "MICROSECONDS SITE TEXT"
     for s in a b; do
-        sed -n "s/^\([0-9-]* [0-9:.]*\) UTC \[[0-9]*\] [a-z]* [^:]*: switchover\(: \| done: \)\(.*\)$/\1|$s|\2\3/p" "$WM_TMP/agent-$s.log"
+        sed -n "s/^\([0-9-]* [0-9:.]*\) UTC \[[0-9]*\] [A-Z]* [^:]*: switchover\(: \| done: \)\(.*\)$/\1|$s|\3/p" "$WM_TMP/agent-$s.log"
     done | while IFS='|' read -r ts site text; do
         us=$(date -u -d "$ts" +%s%N 2>/dev/null | cut -c1-16)
-        [ -n "$us" ] && [ "$us" -ge "$(($1 - 500000))" ] && [ "$us" -le "$(($2 + 2000000))" ] && echo "$us $site $text"
+        [ -n "$us" ] && [ "$us" -ge "$(($1 - 2500000))" ] && [ "$us" -le "$(($2 + 2000000))" ] && echo "$us $site $text"
     done | sort -n
 }
 step_name() {
     case $1 in
-    "stopping the primary"*) echo "A: stop primary (shutdown checkpoint, final WAL)" ;;
-    *"stops its primary; waiting"*) echo "B: wait for the final WAL" ;;
-    "waiting for the standby to replay"*) echo "B: standby replays to the end" ;;
-    "the primary stopped at"*) echo "A: wait for B's promotion" ;;
-    "the standby has replayed"*) echo "B: pg_ctl promote" ;;
-    "promoted (epoch"*) echo "B: wait for the first ack" ;;
-    "reading the control data"*) echo "A: pg_controldata" ;;
-    "starting PostgreSQL as a standby"*) echo "A: pg_ctl start (standby)" ;;
-    "standby running; waiting"*) echo "A: wait for SYNCED" ;;
-    *) echo "${1%%;*}" | cut -c1-48 ;;
+    "CHECKPOINT on the primary"*) echo "old 1: CHECKPOINT (still taking commits)" ;;
+    "stopping the primary"*) echo "old 2: stop (shutdown checkpoint, final WAL)" ;;
+    "the primary stopped at"*) echo "old 3: wait for the promotion" ;;
+    "reading the control data"*) echo "old 4: pg_controldata" ;;
+    "starting PostgreSQL as a standby"*) echo "old 5: pg_ctl start (as a standby)" ;;
+    "standby running; waiting"*) echo "old 6: wait for SYNCED" ;;
+    *"stops its primary; waiting"*) echo "new 1: wait for the final WAL" ;;
+    "waiting for the standby to replay"*) echo "new 2: the standby replays to the end" ;;
+    "the standby has replayed"*) echo "new 3: pg_ctl promote" ;;
+    "promoted (epoch"*) echo "new 4: first synchronous ack" ;;
+    *) echo "${1%%;*}" | cut -c1-40 ;;
     esac
 }
 : >"$WM_TMP/steps"
 echo
-echo "per switchover (seconds; steps: the site's agent, how long until the next step of either):"
+echo "per switchover, seconds; then each agent's steps (old / new primary's agent), each until"
+echo "that agent's next step, and when it began relative to the stop:"
 n=0
 while read -r i to ctl_s; do
     n=$((n + 1))
@@ -194,16 +197,19 @@ while read -r i to ctl_s; do
     printf '  %2d to %s: ledger gap %s, walmirrorctl %s\n' "$i" "$to" "${gap:--}" "$ctl_s"
     [ -n "$line" ] || continue
     steps_of "$from_us" "$to_us" >"$WM_TMP/steps-$i"
-    prev_us="" prev_name=""
-    while read -r us site text; do
-        if [ -n "$prev_name" ]; then
-            d=$(awk -v a="$prev_us" -v b="$us" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
-            printf '       %-52s %s\n' "$prev_name" "$d"
-            echo "$d|$prev_name" >>"$WM_TMP/steps"
-        fi
-        case $text in *"write-unavailability"*) prev_name=""; continue ;; esac
-        prev_us=$us prev_name=$(step_name "$text")
-    done <"$WM_TMP/steps-$i"
+    stop_us=$(awk '/ stopping the primary/ { print $1; exit }' "$WM_TMP/steps-$i")
+    awk -v stop="${stop_us:-0}" '{ us[NR] = $1; site[NR] = $2; $1 = $2 = ""; text[NR] = substr($0, 3) }
+        END { for (j = 1; j <= NR; j++) {
+            if (text[j] ~ /write-unavailability/) continue
+            end = 0
+            for (k = j + 1; k <= NR; k++) if (site[k] == site[j]) { end = us[k]; break }
+            if (end == 0) continue
+            printf "%.3f|%+.3f|%s\n", (end - us[j]) / 1e6, (us[j] - stop) / 1e6, text[j] } }' \
+        "$WM_TMP/steps-$i" | while IFS='|' read -r d at text; do
+        name=$(step_name "$text")
+        printf '       %-46s %s  (at %s)\n' "$name" "$d" "$at"
+        echo "$d|$name" >>"$WM_TMP/steps"
+    done
 done <"$results"
 
 stats() { # FILE: min / median / p90 / max of a one-column file
@@ -217,9 +223,9 @@ echo "write-unavailability over $(wc -l <"$results") switchovers, min / median /
 echo "  ledger (last ack on the old primary to the first on the new): $(stats "$WM_TMP/gap.col")"
 echo "  walmirrorctl (stop asked to the first synchronous ack):        $(stats "$WM_TMP/ctl.col")"
 echo "median time of each step, seconds:"
-awk -F'|' '{ print $2 }' "$WM_TMP/steps" | sort -u | while read -r name; do
+awk -F'|' '{ print $2 }' "$WM_TMP/steps" | sort -u | while IFS= read -r name; do
     awk -F'|' -v n="$name" '$2 == n { print $1 }' "$WM_TMP/steps" | sort -n >"$WM_TMP/step.col"
-    printf '  %-52s %s (max %s)\n' "$name" "$(pctl "$WM_TMP/step.col" 50)" "$(pctl "$WM_TMP/step.col" 100)"
+    printf '  %-46s %s (max %s)\n' "$name" "$(pctl "$WM_TMP/step.col" 50)" "$(pctl "$WM_TMP/step.col" 100)"
 done
 echo "ledger: $nacked acknowledged commits, $missing of them missing on the primary (port $pport)"
 [ "$(wc -l <"$WM_TMP/gaps")" -eq "$(wc -l <"$results")" ] ||

@@ -466,6 +466,41 @@ START_TEST(switchover_at_the_source)
 }
 END_TEST
 
+/* The agent's env checkpoints the primary before stopping it: the stop (and the sink's
+ * SWITCHOVER_BEGIN) waits for the CHECKPOINT; a failed one only costs a longer shutdown
+ * checkpoint, a link lost meanwhile ends the switchover with nothing stopped. */
+START_TEST(switchover_checkpoints_first)
+{
+    struct op_env e = env;
+
+    e.checkpoint_local = f_checkpoint;
+    op_init(&op, &e, NULL, "site-b");
+    as_source();
+    op_switchover(&op, 7, "site-a", 0);
+    expect_step(OPS_SO_CHECKPOINT);
+    ck_assert_str_eq(last_call(), "checkpoint");
+    ck_assert(!called("send SWITCHOVER_BEGIN"));
+    ck_assert_uint_eq(op.stop_unix_us, 0);
+    job_done(1);
+    expect_step(OPS_SO_STOPPING);
+    ck_assert(called("send SWITCHOVER_BEGIN"));
+    ck_assert_uint_eq(W.sent[0].value, 7);
+    ck_assert_uint_ne(op.stop_unix_us, 0);
+    ck_assert_str_eq(last_call(), "pg stop");
+
+    setup();
+    op_init(&op, &e, NULL, "site-b");
+    as_source();
+    op_switchover(&op, 8, "site-a", 0);
+    expect_step(OPS_SO_CHECKPOINT);
+    W.f.streaming = false;
+    job_done(0);
+    expect_end(false, "went down before the primary was stopped");
+    ck_assert(!called("send SWITCHOVER_BEGIN"));
+    ck_assert(!called("pg stop"));
+}
+END_TEST
+
 START_TEST(switchover_preflight_refusals)
 {
     op_switchover(&op, 1, "", 0);
@@ -928,6 +963,7 @@ main(void)
     log_level = LOG_LEVEL_ERROR - 1; /* silent: the steps' own lines would drown the results */
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_add_test(tc, switchover_at_the_source);
+    tcase_add_test(tc, switchover_checkpoints_first);
     tcase_add_test(tc, switchover_preflight_refusals);
     tcase_add_test(tc, switchover_old_primary_failures);
     tcase_add_test(tc, switchover_at_the_sink);
