@@ -302,8 +302,8 @@ op_switchover(struct op *op, uint64_t id, const char *target, uint64_t max_lag_b
     if (!job(op, op->env->checkpoint_local(op->ctx), "CHECKPOINT"))
         return;
     set_step(op, OPS_SO_CHECKPOINT,
-             "CHECKPOINT on the primary, which still takes commits (the stop's shutdown "
-             "checkpoint then has little to write)");
+             "WAL switch and CHECKPOINT on the primary, which still takes commits (the stop "
+             "then has little to write, the standby site little to stream again)");
 }
 
 void
@@ -523,8 +523,8 @@ on_job_done(struct op *op, int code)
     case OPS_SO_CHECKPOINT:
         if (code != 0)
             log_warning(op->comp,
-                        "CHECKPOINT before the stop failed (exit %d; see %s/pg_ops.log): the "
-                        "shutdown checkpoint does it all",
+                        "WAL switch or CHECKPOINT before the stop failed (exit %d; see "
+                        "%s/pg_ops.log): the stop takes longer",
                         code, f.state_dir);
         so_stop(op);
         return;

@@ -6,9 +6,11 @@
  * the durable epoch, the agent's role), so that tests drive it with fakes.
  *
  *   switchover, at the source: preflight (link streaming, the sink's flush and apply lag within
- *     the bound) -> CHECKPOINT on the primary while it still takes commits (SO_CHECKPOINT: the
- *     shutdown checkpoint, inside the write-unavailability, then has little left to write; a
- *     failed CHECKPOINT only costs that) -> SWITCHOVER_BEGIN -> `pg_ctl stop -m fast` while
+ *     the bound) -> a WAL switch and a CHECKPOINT on the primary while it still takes commits
+ *     (SO_CHECKPOINT: the shutdown checkpoint, inside the write-unavailability, then has little
+ *     left to write, and the switch point lies near the start of a segment, which is where the
+ *     new primary streams the old site's fresh spool from; a failed job only costs that time) ->
+ *     SWITCHOVER_BEGIN -> `pg_ctl stop -m fast` while
  *     the session carries the
  *     final WAL (SO_STOPPING: both the job and the primary's clean end are awaited) ->
  *     SWITCHOVER_PROMOTE with the end of WAL, only if the sink confirmed it flushed

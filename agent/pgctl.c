@@ -225,9 +225,13 @@ pgctl_run_checkpoint(struct pgctl_job *j, const char *conninfo, const char *log_
 int
 pgctl_run_local_checkpoint(struct pgctl_job *j, const char *conninfo, const char *log_path)
 {
-    const char *args[] = {"-X", "-v", "ON_ERROR_STOP=1", "-d", conninfo, "-c", "CHECKPOINT", NULL};
+    /* The switch first: the padding of the segment it ends streams while CHECKPOINT runs. */
+    const char *args[] = {"-X",         "-v", "ON_ERROR_STOP=1",        "-d",
+                          conninfo,     "-c", "SELECT pg_switch_wal()", "-c",
+                          "CHECKPOINT", NULL};
 
-    return run_pg(j, "CHECKPOINT before the switchover's stop", log_path, false, "psql", args);
+    return run_pg(j, "WAL switch and CHECKPOINT before the switchover's stop", log_path, false,
+                  "psql", args);
 }
 
 int

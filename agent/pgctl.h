@@ -54,7 +54,7 @@ void pgctl_job_init(struct pgctl_job *j);
 /* The steps, each a job logging to log_path:
  *   pg_ctl stop -m fast | start (server log: server_log) | promote, -w -t 120, on pgdata;
  *   CHECKPOINT on the server of conninfo, refused there while it is still in recovery;
- *   CHECKPOINT on the local primary (conninfo) before a switchover stops it;
+ *   pg_switch_wal() and CHECKPOINT on the local primary (conninfo) before a switchover stops it;
  *   pg_rewind --target-pgdata pgdata --source-server conninfo;
  *   pg_basebackup -D pgdata -d conninfo --wal-method=stream --checkpoint=fast;
  *   emptying pgdata (find pgdata -mindepth 1 -delete: pgdata itself stays, with its mode);

@@ -61,7 +61,7 @@ skip() { echo "percommit: skipped: $*" >&2; exit 77; }
 [ -x "$agent_bin" ] || skip "no $agent_bin (build it first)"
 if [ "$(id -u)" -ne 0 ] && [ "$(id -un)" != postgres ]; then skip "run as root or as postgres"; fi
 
-WM_TMP=$(mktemp -d /tmp/walmirror-percommit-XXXXXX)
+WM_TMP=$(mktemp -d "${TMPDIR:-/tmp}/wm-percommit-XXXXXX")
 chmod 755 "$WM_TMP"
 agents="" bgpids=""
 . "$src/bench/lib.sh"

@@ -59,7 +59,7 @@ skip() { echo "switchover: skipped: $*" >&2; exit 77; }
 for b in "$agent_bin" "$ctl_bin" "$ledger_bin"; do [ -x "$b" ] || skip "no $b (build it first)"; done
 if [ "$(id -u)" -ne 0 ] && [ "$(id -un)" != postgres ]; then skip "run as root or as postgres"; fi
 
-WM_TMP=$(mktemp -d /tmp/walmirror-switchover-XXXXXX)
+WM_TMP=$(mktemp -d "${TMPDIR:-/tmp}/wm-switchover-XXXXXX")
 chmod 755 "$WM_TMP"
 agents="" loadpid="" ledgerpid=""
 . "$src/bench/lib.sh"
