@@ -65,6 +65,7 @@
 #include "windows.h"
 
 #define AGENT_RETRY_MS 1000        /* a lost primary session or link is tried again */
+#define AGENT_SWITCH_RETRY_MS 20   /* ... the link, by a switchover's new primary (link_retry_ms) */
 #define AGENT_STATUS_EVERY_MS 100  /* the snapshot for the HTTP API */
 #define AGENT_JOB_POLL_MS 20       /* a job without a pidfd is polled this often */
 #define AGENT_SQL_TIMEOUT_MS 5000  /* SQL on the local PostgreSQL */
@@ -850,6 +851,19 @@ restart_session(struct agent *a, const char *why)
     wake_at(a, WAKE_WATCH, clock_mono_ms());
 }
 
+/*
+ * When a source tries its link again.  A switchover's new primary dials its old primary's agent
+ * as soon as its own primary is identified, which is often before that agent has read the
+ * control data and become a sink: it refuses, and a second's wait would be a second more of
+ * write-unavailability.  Until it is synchronous again (K_WAIT_SYNC) it dials again at once.
+ */
+static uint64_t
+link_retry_ms(const struct agent *a)
+{
+    return a->op.kind == OP_SWITCHOVER && a->op.step == OPS_K_WAIT_SYNC ? AGENT_SWITCH_RETRY_MS
+                                                                        : AGENT_RETRY_MS;
+}
+
 static void
 connect_link(struct agent *a)
 {
@@ -863,7 +877,7 @@ connect_link(struct agent *a)
     rc = link_connect(a->links);
     if (rc < 0 && rc != -EALREADY) {
         log_error(a->comp, "cannot connect to %s: %s", a->cfg->peer.addr.text, wire_strerror(rc));
-        wake_at(a, WAKE_LINK, clock_mono_ms() + AGENT_RETRY_MS);
+        wake_at(a, WAKE_LINK, clock_mono_ms() + link_retry_ms(a));
     }
 }
 
@@ -1217,7 +1231,7 @@ agent_dispatch(struct agent *a, enum agent_event ev)
         if (sender_streaming(a->sender))
             restart_session(a, a->down_why); /* start over from what the sink holds */
         else
-            wake_at(a, WAKE_LINK, clock_mono_ms() + AGENT_RETRY_MS); /* keep the primary */
+            wake_at(a, WAKE_LINK, clock_mono_ms() + link_retry_ms(a)); /* keep the primary */
         if (a->stream_lost_ms == 0)
             a->stream_lost_ms = clock_mono_ms();
         return;

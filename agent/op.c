@@ -533,6 +533,20 @@ on_job_done(struct op *op, int code)
         op->job_code = code;
         so_stopped(op); /* goes on once the session has ended too */
         return;
+    case OPS_SO_WAIT_DONE:
+        /* pg_ctl stop, ended after the stream's clean end sent SWITCHOVER_PROMOTE */
+        op->job_ended = true;
+        op->job_code = code;
+        if (code != 0) {
+            end(op, false,
+                "pg_ctl stop failed (exit %d) after the primary's clean end, while %s promotes: "
+                "stop it by hand; see %s/pg_ops.log",
+                code, f.peer, f.state_dir);
+            return;
+        }
+        if (op->done_pending)
+            to_controldata(op, false);
+        return;
     case OPS_K_PROMOTING:
         if (code != 0) {
             end(op, false, "pg_ctl promote failed (exit %d); see %s/pg_ops.log", code,
@@ -651,16 +665,22 @@ on_job_done(struct op *op, int code)
     }
 }
 
-/* SO_STOPPING: the job and the session have both ended. */
+/*
+ * SO_STOPPING: the session has ended, and either cleanly or with pg_ctl stop ended too.  A
+ * clean end of the stream comes once the walsender has sent the shutdown checkpoint: the
+ * primary writes no more WAL, and the promotion need not wait for pg_ctl, which notices the
+ * postmaster gone only at its next 100 ms poll.  What needs the server stopped (its control
+ * data, starting it as a standby) waits for the job in SO_WAIT_DONE.
+ */
 static void
 so_stopped(struct op *op)
 {
     struct op_facts f = facts(op);
     struct msg_control promote = {.kind = MSG_CTL_SWITCHOVER_PROMOTE};
 
-    if (!op->job_ended || !op->primary_ended)
+    if (!op->primary_ended || (!op->job_ended && !op->clean_end))
         return;
-    if (op->job_code != 0 || !op->clean_end) {
+    if ((op->job_ended && op->job_code != 0) || !op->clean_end) {
         end(op, false, "the primary did not stop cleanly (pg_ctl exit %d%s); see %s/pg_ops.log",
             op->job_code, op->clean_end ? "" : ", its stream broke", f.state_dir);
         return;
@@ -720,7 +740,7 @@ on_peer_control(struct op *op, const struct msg_control *ctl)
         struct wm_state rec = {.epoch = ctl->value2, .changed_unix_us = clock_unix_us()};
         char err[512];
 
-        if (op->kind != OP_SWITCHOVER || op->step != OPS_SO_WAIT_DONE) {
+        if (op->kind != OP_SWITCHOVER || op->step != OPS_SO_WAIT_DONE || op->done_pending) {
             log_error(op->comp, "SWITCHOVER_DONE outside a switchover: ignored");
             return;
         }
@@ -732,6 +752,11 @@ on_peer_control(struct op *op, const struct msg_control *ctl)
         }
         if (op->env->save_configs(op->ctx, err, sizeof(err)) < 0) {
             end(op, false, "%s", err);
+            return;
+        }
+        if (!op->job_ended) {
+            op->done_pending = true;
+            set_step(op, OPS_SO_WAIT_DONE, "%s promoted; waiting for pg_ctl stop to end", f.peer);
             return;
         }
         to_controldata(op, false);

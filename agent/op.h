@@ -14,7 +14,9 @@
  *     the session carries the
  *     final WAL (SO_STOPPING: both the job and the primary's clean end are awaited) ->
  *     SWITCHOVER_PROMOTE with the end of WAL, only if the sink confirmed it flushed
- *     (SO_WAIT_DONE) -> on SWITCHOVER_DONE: the peer's epoch recorded, the standby
+ *     (SO_WAIT_DONE; the primary's clean end of its stream is enough, pg_ctl stop, which only
+ *     notices the postmaster gone within 100 ms, may still run: what needs it stopped waits
+ *     for it) -> on SWITCHOVER_DONE: the peer's epoch recorded, the standby
  *     configuration, pg_controldata, a fresh spool and WAL server (become_sink), `pg_ctl start`
  *     (R_CONTROLDATA, R_STARTING) -> SWITCHOVER_SYNCED ends it (R_WAIT_SYNC).
  *   switchover, at the sink: SWITCHOVER_BEGIN (K_WAIT_PROMOTE) -> SWITCHOVER_PROMOTE: the
@@ -191,6 +193,7 @@ struct op {
     bool primary_ended, clean_end, job_ended;
     int job_code;
     bool synced;            /* new sink: SWITCHOVER_SYNCED arrived */
+    bool done_pending;      /* SWITCHOVER_DONE came while pg_ctl stop still ran */
     int64_t unavailability_us;
     bool forced;
     /* exposure */

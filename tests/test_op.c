@@ -501,6 +501,58 @@ START_TEST(switchover_checkpoints_first)
 }
 END_TEST
 
+/* The stream's clean end (the shutdown checkpoint sent) lets PROMOTE go before pg_ctl stop has
+ * noticed the postmaster gone; the control data and the start wait for pg_ctl, and a pg_ctl
+ * that fails then ends the switchover. */
+START_TEST(switchover_promotes_on_the_clean_end)
+{
+    as_source();
+    op_switchover(&op, 9, "site-a", 0);
+    expect_step(OPS_SO_STOPPING);
+    W.f.primary_lsn = W.f.ack_flush = 0x5000200;
+    {
+        struct op_event e = {.kind = OPE_PRIMARY_ENDED, .ok = true};
+        op_handle(&op, &e);
+    }
+    expect_step(OPS_SO_WAIT_DONE);
+    ck_assert_str_eq(last_call(), "send SWITCHOVER_PROMOTE");
+    peer(MSG_CTL_SWITCHOVER_DONE, 0, 0, 6);
+    ck_assert(called("epoch 6 site-a links"));
+    expect_step(OPS_SO_WAIT_DONE);
+    ck_assert(!called("controldata"));
+    job_done(0);
+    ck_assert_str_eq(last_call(), "controldata");
+    expect_step(OPS_R_CONTROLDATA);
+
+    /* pg_ctl stop fails after the clean end */
+    setup();
+    as_source();
+    op_switchover(&op, 10, "site-a", 0);
+    W.f.primary_lsn = W.f.ack_flush = 0x5000200;
+    {
+        struct op_event e = {.kind = OPE_PRIMARY_ENDED, .ok = true};
+        op_handle(&op, &e);
+    }
+    expect_step(OPS_SO_WAIT_DONE);
+    job_done(1);
+    expect_end(false, "pg_ctl stop failed (exit 1)");
+    ck_assert(!called("controldata"));
+
+    /* a broken stream still waits for pg_ctl, then fails */
+    setup();
+    as_source();
+    op_switchover(&op, 11, "site-a", 0);
+    {
+        struct op_event e = {.kind = OPE_PRIMARY_ENDED, .ok = false};
+        op_handle(&op, &e);
+    }
+    expect_step(OPS_SO_STOPPING);
+    job_done(0);
+    expect_end(false, "its stream broke");
+    ck_assert(!called("send SWITCHOVER_PROMOTE"));
+}
+END_TEST
+
 START_TEST(switchover_preflight_refusals)
 {
     op_switchover(&op, 1, "", 0);
@@ -964,6 +1016,7 @@ main(void)
     tcase_add_checked_fixture(tc, setup, NULL);
     tcase_add_test(tc, switchover_at_the_source);
     tcase_add_test(tc, switchover_checkpoints_first);
+    tcase_add_test(tc, switchover_promotes_on_the_clean_end);
     tcase_add_test(tc, switchover_preflight_refusals);
     tcase_add_test(tc, switchover_old_primary_failures);
     tcase_add_test(tc, switchover_at_the_sink);
