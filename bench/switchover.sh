@@ -170,7 +170,7 @@ steps_of() { # FROM_US TO_US: lines "MICROSECONDS SITE TEXT"
 }
 step_name() {
     case $1 in
-    "CHECKPOINT on the primary"*) echo "old 1: CHECKPOINT (still taking commits)" ;;
+    "WAL switch and CHECKPOINT"*) echo "old 1: WAL switch, CHECKPOINT (takes commits)" ;;
     "stopping the primary"*) echo "old 2: stop (shutdown checkpoint, final WAL)" ;;
     "the primary stopped at"*) echo "old 3: wait for the promotion" ;;
     "reading the control data"*) echo "old 4: pg_controldata" ;;
