@@ -161,12 +161,17 @@ missing=$(echo "SELECT count(*) FROM unnest('{$ids}'::int[]) i WHERE NOT EXISTS 
 # shortly after, in time order.  A step of one agent lasts until that agent's next line; the
 # old primary's agent's steps are named "old", the new one's "new".
 steps_of() { # FROM_US TO_US: lines "MICROSECONDS SITE TEXT"
+    map=""
+    for d in $(cut -c1-10 "$WM_TMP/agent-a.log" "$WM_TMP/agent-b.log" | grep -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' | sort -u); do
+        map="$map $d=$(date -u -d "$d" +%s)"
+    done
     for s in a b; do
-        sed -n "s/^\([0-9-]* [0-9:.]*\) UTC \[[0-9]*\] [A-Z]* [^:]*: switchover\(: \| done: \)\(.*\)$/\1|$s|\3/p" "$WM_TMP/agent-$s.log"
-    done | while IFS='|' read -r ts site text; do
-        us=$(date -u -d "$ts" +%s%N 2>/dev/null | cut -c1-16)
-        [ -n "$us" ] && [ "$us" -ge "$(($1 - 2500000))" ] && [ "$us" -le "$(($2 + 2000000))" ] && echo "$us $site $text"
-    done | sort -n
+        sed -n "s/^\([0-9-]*\) \([0-9]*\):\([0-9]*\):\([0-9.]*\) UTC \[[0-9]*\] [A-Z]* [^:]*: switchover\(: \| done: \)\(.*\)$/\1 \2 \3 \4 $s \6/p" "$WM_TMP/agent-$s.log"
+    done | awk -v map="$map" -v from="$1" -v to="$2" '
+        BEGIN { n = split(map, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); mid[p[1]] = p[2] } }
+        { us = (mid[$1] + $2 * 3600 + $3 * 60 + $4) * 1e6
+          if (us < from - 2500000 || us > to + 2000000) next
+          $1 = $2 = $3 = $4 = ""; sub(/^ +/, ""); printf "%.0f %s\n", us, $0 }' | sort -n
 }
 step_name() {
     case $1 in
