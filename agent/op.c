@@ -678,7 +678,10 @@ so_stopped(struct op *op)
     struct op_facts f = facts(op);
     struct msg_control promote = {.kind = MSG_CTL_SWITCHOVER_PROMOTE};
 
-    if (!op->primary_ended || (!op->job_ended && !op->clean_end))
+    if (!op->primary_ended)
+        return;
+    /* Early only on the way to PROMOTE; a failure is reported once pg_ctl has ended too. */
+    if (!op->job_ended && (!op->clean_end || f.ack_flush < f.primary_lsn || !f.link_up))
         return;
     if ((op->job_ended && op->job_code != 0) || !op->clean_end) {
         end(op, false, "the primary did not stop cleanly (pg_ctl exit %d%s); see %s/pg_ops.log",

@@ -538,6 +538,20 @@ START_TEST(switchover_promotes_on_the_clean_end)
     expect_end(false, "pg_ctl stop failed (exit 1)");
     ck_assert(!called("controldata"));
 
+    /* a clean end the sink has not confirmed waits for pg_ctl, then fails */
+    setup();
+    as_source();
+    op_switchover(&op, 12, "site-a", 0);
+    W.f.primary_lsn = 0x5000300;
+    {
+        struct op_event e = {.kind = OPE_PRIMARY_ENDED, .ok = true};
+        op_handle(&op, &e);
+    }
+    expect_step(OPS_SO_STOPPING);
+    job_done(0);
+    expect_end(false, "site-a confirmed 0/5000000 of 0/5000300: not promoting it");
+    ck_assert(!called("send SWITCHOVER_PROMOTE"));
+
     /* a broken stream still waits for pg_ctl, then fails */
     setup();
     as_source();
