@@ -238,7 +238,7 @@ START_TEST(test_level_switches_keep_history_in_step)
     int switches = 0, level = LZ_LEVEL_FAST;
 
     pair_init(&p, true);
-    for (int i = 0; i < 3000; i++) {
+    for (int i = 0; i < 2000; i++) {
         size_t len, off;
         const uint8_t *src;
 
@@ -254,7 +254,7 @@ START_TEST(test_level_switches_keep_history_in_step)
         /* Mostly small frames; now and then a large one that wraps the rings, or noise that
          * goes raw and restarts the history.  Repeats of recent data make back-references
          * that reach across the switches. */
-        switch ((x >> 20) % 16) {
+        switch ((x >> 20) % 32) {
         case 0:
             /* (the slowest levels run at a few MB/s: keep the test short) */
             len = level > 9 ? 100000 : FRAME_MAX_RAW - ((x >> 4) % 4096);
@@ -279,8 +279,8 @@ START_TEST(test_level_switches_keep_history_in_step)
             codec_dec_reset(p.dec);
         }
     }
-    ck_assert_int_gt(switches, 500);
-    ck_assert_uint_gt(hc_frames, 1000);
+    ck_assert_int_gt(switches, 300);
+    ck_assert_uint_gt(hc_frames, 600);
     pair_free(&p);
     free(data);
     free(rnd);
