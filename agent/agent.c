@@ -1754,6 +1754,8 @@ status_tick(struct agent *a)
                                                   : conn_rx_stats(c)->wal_raw_bytes;
         st.wal_wire_bytes = a->role == ROLE_SOURCE ? conn_tx_stats(c)->wal_wire_bytes
                                                    : conn_rx_stats(c)->wal_wire_bytes;
+        if (a->role == ROLE_SOURCE)
+            snprintf(st.wal_compression, sizeof(st.wal_compression), "%s", conn_compression(c));
     }
     st.spool_free_bytes = -1;
     {

@@ -400,7 +400,8 @@ snapshot_json(const struct status_snapshot *s)
          PUT_STR(o, s, peer_name) && PUT_STR(o, s, peer_addr) &&
          put(o, "link_up", json_boolean(s->link_up)) && put(o, "rtt_us", json_u64(s->rtt_us)) &&
          put(o, "wal_raw_bytes", json_u64(s->wal_raw_bytes)) &&
-         put(o, "wal_wire_bytes", json_u64(s->wal_wire_bytes)) && PUT_STR(o, s, operation) &&
+         put(o, "wal_wire_bytes", json_u64(s->wal_wire_bytes)) &&
+         PUT_STR(o, s, wal_compression) && PUT_STR(o, s, operation) &&
          PUT_STR(o, s, op_step) && put(o, "op_id", json_u64(s->op_id)) &&
          put(o, "last_op_id", json_u64(s->last_op_id)) && PUT_STR(o, s, last_op) &&
          put(o, "last_op_ok", json_boolean(s->last_op_ok)) && PUT_STR(o, s, last_op_result) &&

@@ -185,6 +185,10 @@ metrics_render(const struct status_snapshot *s, char **out, size_t *len)
                 "The same WAL as it crossed the wire, after compression; raw / wire is the "
                 "compression ratio.",
                 m->wal_wire_total);
+    gauge_u64(f, "walmirror_wal_compression_hc",
+              "Source: 1 while the link's WAL is compressed with LZ4HC (the link, not the CPU, is "
+              "the bottleneck), 0 with fast LZ4 or none.",
+              field_is(s->wal_compression, sizeof(s->wal_compression), "lz4hc") ? 1 : 0);
     counter_u64(f, "walmirror_acks_total",
                 "Acknowledgements received from the sink (source) or sent to the source (sink).",
                 m->acks);

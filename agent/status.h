@@ -117,6 +117,9 @@ struct status_snapshot {
     uint64_t rtt_us;
     uint64_t wal_raw_bytes;  /* WAL bytes through the link since start */
     uint64_t wal_wire_bytes; /* the same after compression */
+    /* source: how the link's WAL is compressed now, "off", "lz4" or "lz4hc" (the link is the
+     * bottleneck: wire/lzctl.h); "" otherwise */
+    char wal_compression[8];
 
     /* operations: the one running (operation "none" when idle) and the last one finished */
     char operation[16]; /* "none", "switchover", "failover", "fencing", "rejoin" */

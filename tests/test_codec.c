@@ -1,6 +1,7 @@
 /*
  * test_codec.c - the per-direction codec: LZ4 streaming across many small frames, the raw
- * fallback, ring wrap-around, sequence checks, sticky errors and resets.
+ * fallback, ring wrap-around, LZ4HC frames and switches between fast and HC compression
+ * mid-stream (decoded by the same decoder), sequence checks, sticky errors and resets.
  */
 #include <check.h>
 #include <errno.h>
@@ -10,6 +11,7 @@
 
 #include "codec.h"
 #include "frame.h"
+#include "lz.h"
 
 /*
  * WAL-like data: records with a fixed-layout header, slowly changing counters, a small set of
@@ -177,6 +179,114 @@ START_TEST(test_large_frames_wrap_rings)
 }
 END_TEST
 
+/* Encodes n frames of data (sizes cycling through sizes[]) at one level; returns wire bytes. */
+static size_t
+stream_at_level(int level, const uint8_t *data, size_t dlen, const size_t *sizes, int nsizes, int n,
+                uint64_t *hc_frames)
+{
+    struct pair p;
+    size_t off = 0, wire = 0;
+    uint64_t lsn = 0;
+
+    pair_init(&p, true);
+    ck_assert_int_eq(codec_enc_set_level(p.enc, level), 0);
+    for (int i = 0; i < n; i++) {
+        size_t len = sizes[i % nsizes];
+        if (off + len > dlen)
+            off = 0;
+        ck_assert(through(&p, data + off, len, lsn, NULL));
+        off += len;
+        lsn += len;
+    }
+    wire = codec_enc_stats(p.enc)->wal_wire_bytes;
+    *hc_frames = codec_enc_stats(p.enc)->wal_hc_frames;
+    /* The decoder saw the same bytes the encoder made. */
+    ck_assert_uint_eq(codec_dec_stats(p.dec)->wal_wire_bytes, wire);
+    pair_free(&p);
+    return wire;
+}
+
+START_TEST(test_hc_frames_decode_and_are_smaller)
+{
+    const size_t dlen = 4 * 1024 * 1024;
+    uint8_t *data = walish(dlen, 11);
+    const size_t sizes[] = {512, 8192, 131072, 1000, 65536, FRAME_MAX_RAW, 3000};
+    uint64_t hc_fast, hc4, hc9;
+    size_t fast = stream_at_level(LZ_LEVEL_FAST, data, dlen, sizes, 7, 140, &hc_fast);
+    size_t l4 = stream_at_level(4, data, dlen, sizes, 7, 140, &hc4);
+    size_t l9 = stream_at_level(9, data, dlen, sizes, 7, 140, &hc9);
+
+    /* Every frame went through LZ4HC (none was sent raw), and decoded: see through(). */
+    ck_assert_uint_eq(hc_fast, 0);
+    ck_assert_uint_eq(hc4, 140);
+    ck_assert_uint_eq(hc9, 140);
+    /* The slower search pays: fewer bytes on the wire for the same WAL. */
+    ck_assert_uint_lt(l4, fast - fast / 20);
+    ck_assert_uint_le(l9, l4);
+    free(data);
+}
+END_TEST
+
+START_TEST(test_level_switches_keep_history_in_step)
+{
+    const size_t dlen = 3 * 1024 * 1024;
+    uint8_t *data = walish(dlen, 12);
+    uint8_t *rnd = noise(FRAME_MAX_RAW, 13);
+    uint32_t x = 12345;
+    uint64_t lsn = 0, hc_frames = 0;
+    struct pair p;
+    int switches = 0, level = LZ_LEVEL_FAST;
+
+    pair_init(&p, true);
+    for (int i = 0; i < 2000; i++) {
+        size_t len, off;
+        const uint8_t *src;
+
+        x = x * 1103515245u + 12345u;
+        /* A new level every few frames: fast, or an HC level from the lowest to the highest. */
+        if ((x >> 8) % 3 == 0) {
+            static const int levels[] = {LZ_LEVEL_FAST, LZ_LEVEL_HC_MIN, 4, 9, LZ_LEVEL_HC_MAX};
+            int next = levels[(x >> 12) % 5];
+            switches += next != level;
+            level = next;
+            ck_assert_int_eq(codec_enc_set_level(p.enc, level), 0);
+        }
+        /* Mostly small frames; now and then a large one that wraps the rings, or noise that
+         * goes raw and restarts the history.  Repeats of recent data make back-references
+         * that reach across the switches. */
+        switch ((x >> 20) % 32) {
+        case 0:
+            /* (the slowest levels run at a few MB/s: keep the test short) */
+            len = level > 9 ? 100000 : FRAME_MAX_RAW - ((x >> 4) % 4096);
+            break;
+        case 1:
+            len = 1 + (x >> 5) % 70000;
+            src = rnd + (x >> 3) % (FRAME_MAX_RAW - len);
+            ck_assert(through(&p, src, len, lsn, NULL));
+            lsn += len;
+            continue;
+        default:
+            len = 1 + (x >> 6) % 20000;
+            break;
+        }
+        off = (lsn * 7) % (dlen - len);
+        ck_assert(through(&p, data + off, len, lsn, NULL));
+        lsn += len;
+        if (i % 500 == 499) {
+            /* A reconnect: both ends start afresh, the level stays. */
+            hc_frames += codec_enc_stats(p.enc)->wal_hc_frames;
+            codec_enc_reset(p.enc);
+            codec_dec_reset(p.dec);
+        }
+    }
+    ck_assert_int_gt(switches, 300);
+    ck_assert_uint_gt(hc_frames, 600);
+    pair_free(&p);
+    free(data);
+    free(rnd);
+}
+END_TEST
+
 START_TEST(test_uncompressed_mode_and_control_frames)
 {
     uint8_t *data = walish(8192, 6);
@@ -327,6 +437,8 @@ main(void)
     tcase_add_test(tc, test_stream_keeps_ratio);
     tcase_add_test(tc, test_raw_fallback_keeps_history_in_step);
     tcase_add_test(tc, test_large_frames_wrap_rings);
+    tcase_add_test(tc, test_hc_frames_decode_and_are_smaller);
+    tcase_add_test(tc, test_level_switches_keep_history_in_step);
     tcase_add_test(tc, test_uncompressed_mode_and_control_frames);
     tcase_add_test(tc, test_byte_by_byte_feed);
     tcase_add_test(tc, test_feed_all_or_nothing);

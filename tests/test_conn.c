@@ -321,6 +321,71 @@ START_TEST(test_tls_session_wal_and_acks)
 END_TEST
 
 /*
+ * WAL compression follows the send queue: frames queued faster than the socket takes them
+ * (the loop does not run, so nothing leaves) turn it to LZ4HC once the queue has stayed deep
+ * for the rise time; the peer decodes every frame alike; a queue that stays empty turns it
+ * back to fast LZ4.
+ */
+START_TEST(test_deep_send_queue_turns_hc)
+{
+    struct side a = {0}, c = {0};
+    static uint8_t buf[FRAME_MAX_RAW];
+    uint64_t lsn = 0, hc_frames, t_end;
+    size_t len = FRAME_MAX_RAW;
+
+    start(&a, &c, NULL, NULL, "site-b", 42, 42, 0, 0);
+    for (int i = 0; i < 200 && !(a.established && c.established); i++)
+        ck_assert_int_ge(wio_run_once(fx.loop, 20), 0);
+    ck_assert(a.established && c.established);
+    ck_assert_str_eq(conn_compression(c.c), "lz4");
+    t_end = clock_mono_us() + 10u * 1000 * 1000;
+    while (strcmp(conn_compression(c.c), "lz4hc") != 0) {
+        ck_assert_msg(clock_mono_us() < t_end, "still %s with %zu bytes queued",
+                      conn_compression(c.c), conn_backlog(c.c));
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (uint8_t)((lsn + i) * 7);
+        ck_assert_int_eq(conn_send_wal(c.c, lsn, buf, len), 0);
+        lsn += len;
+        if (conn_backlog(c.c) >= 1024 * 1024)
+            usleep(5000);
+    }
+    /* The frame that saw the switch went through HC. */
+    ck_assert_uint_eq(conn_tx_stats(c.c)->wal_hc_frames, 1);
+    for (int k = 0; k < 4; k++) {
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (uint8_t)((lsn + i) * 7);
+        ck_assert_int_eq(conn_send_wal(c.c, lsn, buf, len), 0);
+        lsn += len;
+    }
+    hc_frames = conn_tx_stats(c.c)->wal_hc_frames;
+    ck_assert_uint_eq(hc_frames, 5);
+    /* The peer gets all of it, in order and intact, HC frames and fast ones. */
+    for (int i = 0; i < 2000 && a.wal_bytes < lsn; i++)
+        ck_assert_int_ge(wio_run_once(fx.loop, 20), 0);
+    ck_assert_uint_eq(a.wal_bytes, lsn);
+    ck_assert(!a.wal_gap);
+    ck_assert_uint_eq(conn_backlog(c.c), 0);
+    /* Small frames that leave at once: fast again after the fall time. */
+    t_end = clock_mono_us() + 10u * 1000 * 1000;
+    while (strcmp(conn_compression(c.c), "lz4") != 0) {
+        ck_assert_msg(clock_mono_us() < t_end, "still lz4hc with %zu bytes queued",
+                      conn_backlog(c.c));
+        for (size_t i = 0; i < 8192; i++)
+            buf[i] = (uint8_t)((lsn + i) * 7);
+        ck_assert_int_eq(conn_send_wal(c.c, lsn, buf, 8192), 0);
+        lsn += 8192;
+        for (int i = 0; i < 5; i++)
+            ck_assert_int_ge(wio_run_once(fx.loop, 10), 0);
+    }
+    for (int i = 0; i < 500 && a.wal_bytes < lsn; i++)
+        ck_assert_int_ge(wio_run_once(fx.loop, 20), 0);
+    ck_assert_uint_eq(a.wal_bytes, lsn);
+    ck_assert(!a.wal_gap);
+    finish(&a, &c);
+}
+END_TEST
+
+/*
  * A witness accepts either site (a list of names), knows which one it got, and carries
  * CONTROL and TIMELINE frames; once its epoch rises, the site's older frames are refused and
  * the site learns the newer epoch from the refusal.
@@ -599,6 +664,7 @@ main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_tls_session_wal_and_acks);
+    tcase_add_test(tc, test_deep_send_queue_turns_hc);
     tcase_add_test(tc, test_name_list_control_and_epoch_fencing);
     tcase_add_test(tc, test_name_list_hello_must_match_certificate);
     tcase_add_test(tc, test_hello_name_mismatch);

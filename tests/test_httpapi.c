@@ -75,6 +75,7 @@ fill_snapshot(struct status_snapshot *s)
     s->rtt_us = 420;
     s->wal_raw_bytes = 1000000;
     s->wal_wire_bytes = 400000;
+    snprintf(s->wal_compression, sizeof(s->wal_compression), "lz4hc");
     s->failover_paused = false;
     snprintf(s->maintenance, sizeof(s->maintenance), "none");
     snprintf(s->last_error, sizeof(s->last_error), "link to site-b: reset");
@@ -350,6 +351,7 @@ START_TEST(status_fields)
     expect_int(o, "rtt_us", 420);
     expect_int(o, "wal_raw_bytes", 1000000);
     expect_int(o, "wal_wire_bytes", 400000);
+    expect_str(o, "wal_compression", "lz4hc");
     ck_assert(json_is_false(json_object_get(o, "failover_paused")));
     expect_str(o, "maintenance", "none");
     expect_str(o, "last_error", "link to site-b: reset");
@@ -380,8 +382,8 @@ START_TEST(status_fields)
     expect_str(o, "arbiter", "witness");
     expect_str(o, "arbiter_state", "up");
     expect_str(o, "arbiter_desc", "witness@127.0.0.1:7003 up, epoch 3");
-    /* every field of the snapshot, nothing more: 55 fields and 6 LSN texts */
-    ck_assert_uint_eq(json_object_size(o), 61);
+    /* every field of the snapshot, nothing more: 56 fields and 6 LSN texts */
+    ck_assert_uint_eq(json_object_size(o), 62);
     json_decref(o);
 }
 END_TEST
@@ -1113,6 +1115,7 @@ START_TEST(metrics_exposition)
     ck_assert_double_eq_tol(sample(&e, "walmirror_link_rtt_seconds"), 0.00042, 1e-12);
     ck_assert_double_eq(sample(&e, "walmirror_wal_raw_bytes_total"), 5000000);
     ck_assert_double_eq(sample(&e, "walmirror_wal_wire_bytes_total"), 2000000);
+    ck_assert_double_eq(sample(&e, "walmirror_wal_compression_hc"), 1);
     ck_assert_double_eq(sample(&e, "walmirror_acks_total"), 1234);
     ck_assert_double_eq(sample(&e, "walmirror_switchovers_total"), 3);
     ck_assert_double_eq(sample(&e, "walmirror_failovers_total"), 1);

@@ -30,6 +30,12 @@ struct codec_dec {
     struct codec_stats stats;
 };
 
+int
+codec_enc_set_level(struct codec_enc *e, int level)
+{
+    return e->lz != NULL ? lz_enc_set_level(e->lz, level) : 0;
+}
+
 size_t
 codec_frame_bound(size_t payload_len)
 {
@@ -100,6 +106,8 @@ codec_enc_frame(struct codec_enc *e, uint8_t type, uint64_t lsn, uint64_t epoch,
         if (n > 0) {
             h.flags = FRAME_F_LZ4;
             h.wire_len = (uint32_t)n;
+            if (lz_enc_level(e->lz) != LZ_LEVEL_FAST)
+                e->stats.wal_hc_frames++;
         }
     }
     if (!(h.flags & FRAME_F_LZ4) && len > 0)

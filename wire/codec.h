@@ -34,12 +34,18 @@ struct codec_stats {
     uint64_t wire_bytes; /* frame bytes on the wire, headers and checksums included */
     uint64_t wal_raw_bytes;
     uint64_t wal_wire_bytes; /* WAL payload bytes after compression */
+    uint64_t wal_hc_frames;  /* WAL frames compressed at an LZ4HC level (encoder only) */
 };
 
 /* compress: use LZ4 for WAL payloads; acceleration as LZ4's (1 = default). */
 WM_MUSTCHECK int codec_enc_new(struct codec_enc **out, bool compress, int acceleration);
 void codec_enc_free(struct codec_enc *e);
 void codec_enc_reset(struct codec_enc *e);
+
+/* The LZ4 level of the next WAL frames (lz_enc_set_level, lz.h): LZ_LEVEL_FAST or an LZ4HC
+ * level; the block format is the same, the decoder does not know.  No effect when compression
+ * is off.  0 or -ENOMEM. */
+WM_MUSTCHECK int codec_enc_set_level(struct codec_enc *e, int level);
 
 /* Room a frame of payload_len bytes may need. */
 size_t codec_frame_bound(size_t payload_len);

@@ -23,6 +23,8 @@
 #include "codec.h"
 #include "frame.h"
 #include "log.h"
+#include "lz.h"
+#include "lzctl.h"
 
 struct conn;
 
@@ -48,7 +50,8 @@ struct conn {
     struct tls_session *tls;
     struct codec_enc *enc;
     struct codec_dec *dec;
-    uint8_t *scratch; /* one encoded frame, TLS only */
+    struct lzctl *lzctl; /* fast / HC for WAL frames; NULL: no compression, or fast only */
+    uint8_t *scratch;    /* one encoded frame, TLS only */
     size_t scratch_cap;
     enum conn_state state;
     bool acceptor;
@@ -179,12 +182,43 @@ send_heartbeat(struct conn *c)
     return send_frame(c, FRAME_HEARTBEAT, 0, body, (size_t)n);
 }
 
+/* The frame's LZ4 level from the controller; a switch is logged (they are seconds apart). */
+static void
+choose_level(struct conn *c, uint64_t now, size_t backlog)
+{
+    uint64_t switches = lzctl_switches(c->lzctl);
+    int level = lzctl_level(c->lzctl, now, backlog);
+    int rc;
+
+    if (lzctl_switches(c->lzctl) == switches)
+        return;
+    rc = codec_enc_set_level(c->enc, level);
+    if (rc < 0) {
+        log_warning(c->prefix, "cannot switch WAL compression to LZ4 level %d: %s", level,
+                    wire_strerror(rc));
+        return;
+    }
+    log_info(c->prefix, "WAL compression %s (%s): send queue %zu KiB, encoding busy %u%%",
+             level == LZ_LEVEL_FAST ? "lz4" : "lz4hc", lzctl_why_name(lzctl_why(c->lzctl)),
+             backlog / 1024, lzctl_busy_pct(c->lzctl));
+}
+
 int
 conn_send_wal(struct conn *c, uint64_t lsn, const void *data, size_t len)
 {
+    uint64_t t0, t1;
+    int rc;
+
     if (c->state != CONN_ESTABLISHED)
         return -ENOTCONN;
-    return send_frame(c, FRAME_WAL, lsn, data, len);
+    if (c->lzctl == NULL)
+        return send_frame(c, FRAME_WAL, lsn, data, len);
+    t0 = clock_mono_us();
+    choose_level(c, t0, conn_backlog(c));
+    rc = send_frame(c, FRAME_WAL, lsn, data, len);
+    t1 = clock_mono_us();
+    lzctl_busy(c->lzctl, t1, t1 - t0);
+    return rc;
 }
 
 int
@@ -313,8 +347,8 @@ name_expected(const struct conn *c, const char *name)
     const char *p = c->peer_name;
     size_t n = strlen(name);
 
-    if (c->tls != NULL && strcmp(tls_peer_name(c->tls) != NULL ? tls_peer_name(c->tls) : "",
-                                 name) != 0)
+    if (c->tls != NULL &&
+        strcmp(tls_peer_name(c->tls) != NULL ? tls_peer_name(c->tls) : "", name) != 0)
         return false;
     while (*p != '\0') {
         size_t len = strcspn(p, ",");
@@ -805,6 +839,14 @@ conn_new(struct conn **out, struct wio_loop *loop, int fd, bool acceptor,
     rc = codec_enc_new(&c->enc, cfg->compress, cfg->lz4_acceleration);
     if (rc == 0)
         rc = codec_dec_new(&c->dec);
+    if (rc == 0 && cfg->compress && cfg->lz4_hc_level >= 0) {
+        struct lzctl_params p;
+
+        lzctl_defaults(&p);
+        if (cfg->lz4_hc_level > 0)
+            p.hc_level = cfg->lz4_hc_level;
+        rc = lzctl_new(&c->lzctl, &p, clock_mono_us());
+    }
     if (rc == 0 && cfg->tls != NULL)
         rc = tls_session_new(&c->tls, cfg->tls, c->peer_name);
     if (rc < 0) {
@@ -867,6 +909,7 @@ conn_free(struct conn *c)
     tls_session_free(c->tls);
     codec_enc_free(c->enc);
     codec_dec_free(c->dec);
+    lzctl_free(c->lzctl);
     free(c->scratch);
     free(c);
 }
@@ -887,6 +930,14 @@ uint64_t
 conn_rtt_us(const struct conn *c)
 {
     return c->rtt_us;
+}
+
+const char *
+conn_compression(const struct conn *c)
+{
+    if (!c->cfg.compress)
+        return "off";
+    return c->lzctl != NULL && lzctl_mode(c->lzctl) == LZCTL_HC ? "lz4hc" : "lz4";
 }
 
 const struct codec_stats *

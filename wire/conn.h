@@ -16,14 +16,18 @@
  *    sides instead of both waiting.  A HELLO whose node name is not the expected peer name,
  *    or that the owner's on_hello refuses (say, another cluster's system identifier), is
  *    answered with an ERROR frame and the connection is closed.
- *  - ESTABLISHED: WAL, ACK, HEARTBEAT, TIMELINE, CONTROL flow; a HEARTBEAT goes out every heartbeat interval and
- *    the connection fails when nothing has been received for the timeout.
+ *  - ESTABLISHED: WAL, ACK, HEARTBEAT, TIMELINE, CONTROL flow; a HEARTBEAT goes out every heartbeat
+ * interval and the connection fails when nothing has been received for the timeout.
  *  - CLOSED: after any failure, a peer's ERROR or BYE, or conn_close().  on_closed is called
  *    exactly once with the reason (a WIRE_E* code or negative errno) and a message for the
  *    log; the conn must then be freed with conn_free() (not from inside a callback).
  *
  * Both codecs start afresh with every connection, so a reconnect resets the LZ4 streams and
  * sequence numbers at both ends.
+ *
+ * WAL frames are compressed with fast LZ4 while the link keeps up, and with LZ4HC while the
+ * send queue shows the link is the bottleneck; lzctl.h decides before each WAL frame, from the
+ * queue's depth and the time spent encoding.  The peer decodes both alike.
  */
 #ifndef WALMIRROR_WIRE_CONN_H
 #define WALMIRROR_WIRE_CONN_H
@@ -54,7 +58,9 @@ struct conn_config {
     const struct msg_hello *hello; /* ours; copied */
     uint64_t epoch;                /* carried in every frame; see conn_set_epoch() */
     bool compress;                 /* LZ4 for WAL frames */
-    int lz4_acceleration;          /* 1 = best ratio */
+    int lz4_acceleration;          /* of the fast compressor: 1 = best ratio */
+    int lz4_hc_level;              /* LZ4HC level when the link is the bottleneck (lzctl.h):
+                                    * 0 = LZCTL_HC_LEVEL, < 0 = never, fast LZ4 only */
     unsigned heartbeat_ms;         /* 0: no heartbeats */
     unsigned timeout_ms;           /* 0: no receive timeout */
 };
@@ -118,6 +124,9 @@ const struct msg_hello *conn_peer_hello(const struct conn *c);
 
 /* Last measured round-trip time in microseconds (0 until a heartbeat has been echoed). */
 uint64_t conn_rtt_us(const struct conn *c);
+
+/* How WAL frames are compressed now: "off", "lz4" (fast) or "lz4hc" (the link is behind). */
+const char *conn_compression(const struct conn *c);
 
 /* Frame statistics of each direction. */
 const struct codec_stats *conn_tx_stats(const struct conn *c);

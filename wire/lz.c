@@ -5,11 +5,18 @@
  * documents as safe whatever the compressor does.  The compressor's ring is 64 KiB + 2 *
  * max_block: a block that does not fit before the end wraps to offset 0, and must not
  * overwrite the 64 KiB of history that precede the end of the previous block.
+ *
+ * Levels: the fast stream and the HC stream each keep their own view of the history, and only
+ * the one of the current level is fed.  A switch hands the new one the history both ends
+ * share - hist bytes ending at pos: the blocks since the ring last wrapped lie end to end
+ * there, and since the last raw block, from which both ends restarted, at most - so that it
+ * never points at bytes the decompressor does not hold.
  */
 #include "lz.h"
 
 #include <errno.h>
 #include <lz4.h>
+#include <lz4hc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,9 +24,12 @@
 
 struct lz_enc {
     LZ4_stream_t *stream;
+    LZ4_streamHC_t *hc; /* NULL until the first switch to an HC level */
+    int level;          /* LZ_LEVEL_FAST or an HC level */
     uint8_t *ring;
     size_t ring_size;
     size_t pos;
+    size_t hist; /* history both ends share, ending at ring + pos (<= LZ_HISTORY) */
     size_t max_block;
     int acceleration;
 };
@@ -68,6 +78,8 @@ lz_enc_free(struct lz_enc *e)
         return;
     if (e->stream != NULL)
         LZ4_freeStream(e->stream);
+    if (e->hc != NULL)
+        LZ4_freeStreamHC(e->hc);
     free(e->ring);
     free(e);
 }
@@ -76,33 +88,79 @@ void
 lz_enc_reset(struct lz_enc *e)
 {
     LZ4_resetStream_fast(e->stream);
+    if (e->hc != NULL)
+        LZ4_resetStreamHC_fast(e->hc, e->level > LZ_LEVEL_FAST ? e->level : LZ_LEVEL_HC_MIN);
     e->pos = 0;
+    e->hist = 0;
+}
+
+int
+lz_enc_set_level(struct lz_enc *e, int level)
+{
+    const char *dict;
+
+    if (level < LZ_LEVEL_FAST)
+        level = LZ_LEVEL_FAST;
+    if (level > LZ_LEVEL_HC_MAX)
+        level = LZ_LEVEL_HC_MAX;
+    if (level == e->level)
+        return 0;
+    if (level > LZ_LEVEL_FAST && e->hc == NULL) {
+        e->hc = LZ4_createStreamHC();
+        if (e->hc == NULL)
+            return -ENOMEM;
+    }
+    dict = (const char *)e->ring + e->pos - e->hist;
+    if (level == LZ_LEVEL_FAST) {
+        LZ4_loadDict(e->stream, dict, (int)e->hist);
+    } else {
+        LZ4_resetStreamHC_fast(e->hc, level);
+        LZ4_loadDictHC(e->hc, dict, (int)e->hist);
+    }
+    e->level = level;
+    return 0;
+}
+
+int
+lz_enc_level(const struct lz_enc *e)
+{
+    return e->level;
 }
 
 int
 lz_enc_block(struct lz_enc *e, const void *src, size_t len, void *dst, size_t cap)
 {
     uint8_t *block;
+    size_t dict;
     int n;
 
     if (len == 0)
         return 0;
     if (len > e->max_block || cap < lz_bound(len))
         return -EINVAL;
-    if (e->pos + len > e->ring_size)
+    if (e->pos + len > e->ring_size) {
         e->pos = 0;
+        e->hist = 0; /* what precedes the block is no longer end to end with it */
+    }
     block = e->ring + e->pos;
     memcpy(block, src, len);
-    n = LZ4_compress_fast_continue(e->stream, (const char *)block, dst, (int)len, (int)cap,
-                                   e->acceleration);
+    if (e->level == LZ_LEVEL_FAST)
+        n = LZ4_compress_fast_continue(e->stream, (const char *)block, dst, (int)len, (int)cap,
+                                       e->acceleration);
+    else
+        n = LZ4_compress_HC_continue(e->hc, (const char *)block, dst, (int)len, (int)cap);
     e->pos += len;
-    if (n > 0 && (size_t)n < len)
+    if (n > 0 && (size_t)n < len) {
+        e->hist = e->hist + len < LZ_HISTORY ? e->hist + len : LZ_HISTORY;
         return n;
-    /* Does not pay: the peer receives the block raw, and both restart history from it. */
-    {
-        size_t dict = len < LZ_HISTORY ? len : LZ_HISTORY;
-        LZ4_loadDict(e->stream, (const char *)block + len - dict, (int)dict);
     }
+    /* Does not pay: the peer receives the block raw, and both restart history from it. */
+    dict = len < LZ_HISTORY ? len : LZ_HISTORY;
+    if (e->level == LZ_LEVEL_FAST)
+        LZ4_loadDict(e->stream, (const char *)block + len - dict, (int)dict);
+    else
+        LZ4_loadDictHC(e->hc, (const char *)block + len - dict, (int)dict);
+    e->hist = dict;
     return 0;
 }
 

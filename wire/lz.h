@@ -11,6 +11,13 @@
  * from that raw block (LZ4_loadDict on one side, LZ4_setStreamDecode on the other), so they
  * never disagree about what a back-reference points at.
  *
+ * The compressor has two speeds that produce the same block format: LZ4's fast compressor
+ * (LZ4_compress_fast_continue) and its high-compression one (LZ4_compress_HC_continue, a
+ * slower, better match search).  lz_enc_set_level() switches between them between blocks; the
+ * stream that takes over is first given the last 64 KiB of the history (LZ4_loadDict /
+ * LZ4_loadDictHC), so its back-references stay inside what the decompressor holds and the
+ * decompressor neither knows nor cares which compressor made a block.
+ *
  * Both ends must be reset together, at the start of every connection.
  */
 #ifndef WALMIRROR_WIRE_LZ_H
@@ -28,7 +35,21 @@ struct lz_dec;
 /* max_block: the largest block ever passed; acceleration: LZ4's (1 = best ratio, default). */
 WM_MUSTCHECK int lz_enc_new(struct lz_enc **out, size_t max_block, int acceleration);
 void lz_enc_free(struct lz_enc *e);
+/* Starts a new stream (empty history); the level stays as it was. */
 void lz_enc_reset(struct lz_enc *e);
+
+/* Compression levels: LZ_LEVEL_FAST, or LZ4HC's levels LZ_LEVEL_HC_MIN..LZ_LEVEL_HC_MAX. */
+#define LZ_LEVEL_FAST 0
+#define LZ_LEVEL_HC_MIN 1
+#define LZ_LEVEL_HC_MAX 12
+
+/*
+ * Compresses the blocks from the next one on at level (clamped to LZ_LEVEL_FAST..
+ * LZ_LEVEL_HC_MAX).  The history carries over.  Returns 0, or -ENOMEM when the HC stream
+ * (256 KiB, made at the first switch to HC) cannot be allocated: the level is then unchanged.
+ */
+WM_MUSTCHECK int lz_enc_set_level(struct lz_enc *e, int level);
+int lz_enc_level(const struct lz_enc *e);
 
 /*
  * Compresses len (<= max_block) bytes of src into dst (cap >= lz_bound(len)).  Returns the
