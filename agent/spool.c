@@ -51,14 +51,23 @@
  *   WALMIRROR_SPOOL_WRITES=uring in the environment writes through io_uring instead (writes
  *   waiting for a segment's preparation always do).
  *   Group flush: spool_flush() records the wanted position; once every write up to it has
- *   completed, ONE fdatasync (IORING_OP_FSYNC + IORING_FSYNC_DATASYNC) per file written since
- *   the previous flush batch began is issued, all in one submit; when all of them completed,
- *   flush_lsn becomes the write position the batch started from.  The fdatasyncs are issued
- *   after the writes' completions rather than linked behind them (IOSQE_IO_LINK): writes from
- *   earlier appends may already be queued or in flight, and io_uring orders nothing across
- *   separate chains; waiting for their CQEs costs one loop turn and makes the rule simple -
- *   an fdatasync issued after a write completed covers that write.  A second spool_flush()
- *   while a batch is in flight is served by the next batch.
+ *   completed, ONE fdatasync per file written since the previous flush batch began is done;
+ *   when all of them completed, flush_lsn becomes the write position the batch started from.
+ *   The fdatasyncs are issued after the writes' completions rather than linked behind them
+ *   (IOSQE_IO_LINK): writes from earlier appends may already be queued or in flight, and
+ *   io_uring orders nothing across separate chains; the rule stays simple - an fdatasync
+ *   issued after a write completed covers that write.  A second spool_flush() while a batch is
+ *   in flight is served by the next batch.
+ *   Inline fdatasync (the default): the batch calls fdatasync(2) on the loop, as PostgreSQL's
+ *   walreceiver does (XLogWalRcvFlush), and on_flushed comes before spool_flush returns, so
+ *   the owner acknowledges in the same loop turn.  ext4 takes no fsync inline from io_uring:
+ *   IORING_OP_FSYNC is handed to an io-wq worker, whose wake-up and completion cost the sink
+ *   context switches on every commit.  When the batch starts from a completion (writes that
+ *   waited for a segment's preparation), on_flushed comes from that completion.  The loop
+ *   waits for the disk meanwhile; nothing else it carries is worth more than the ack that
+ *   waits for this fdatasync.  WALMIRROR_SPOOL_SYNC=uring issues the fdatasyncs through
+ *   io_uring instead (IORING_OP_FSYNC + IORING_FSYNC_DATASYNC, all in one submit), and
+ *   on_flushed then always comes from the loop.
  *
  * Failure
  *   A failed write, fdatasync, zero-fill of a needed segment, rename or directory fsync is
@@ -884,6 +893,39 @@ batch_done(struct spool *s)
 }
 
 /*
+ * The batch's fdatasyncs with fdatasync(2) on the loop, one after the other (see "Write and
+ * flush"); then the batch is done at once.  A failure fails the spool (never retried).
+ */
+static void
+batch_sync_inline(struct spool *s)
+{
+    unsigned n = 0;
+
+    for (size_t i = first_live(s); i < s->nsegs; i++)
+        n += s->segs[i]->dirty && s->segs[i]->fd >= 0;
+    log_debug(SPOOL_COMPONENT, "flush to " LSN_FMT ": %u fdatasync issued",
+              LSN_ARGS(s->batch_target), n);
+    for (size_t i = first_live(s); i < s->nsegs; i++) {
+        struct seg *g = s->segs[i];
+        char name[FILE_NAME_MAX];
+
+        if (!g->dirty || g->fd < 0)
+            continue;
+        g->dirty = false;
+        seg_file_name(s, g, true, name);
+        if (fdatasync(g->fd) != 0) {
+            int err = -errno;
+
+            spool_fail(s, err, "fdatasync of %s (flush to " LSN_FMT ") failed: %s", name,
+                       LSN_ARGS(s->batch_target), strerror(-err));
+            return;
+        }
+        log_debug(SPOOL_COMPONENT, "fdatasync of %s done", name);
+    }
+    batch_done(s);
+}
+
+/*
  * Starts a flush batch when one is wanted, none is in flight and every write up to the wanted
  * position has completed: one fdatasync per file written since the previous batch began.
  */
@@ -898,6 +940,10 @@ maybe_start_batch(struct spool *s)
     s->batch_active = true;
     s->batch_target = s->write_lsn;
     s->batch_left = 0;
+    if (s->inline_sync) {
+        batch_sync_inline(s);
+        return;
+    }
     for (size_t i = first_live(s); i < s->nsegs; i++) {
         struct seg *g = s->segs[i];
 
@@ -941,12 +987,21 @@ spool_flush(struct spool *s)
         return s->fail_err;
     if (s->append_end > s->flush_req)
         s->flush_req = s->append_end;
+    /* With inline fdatasync, on_flushed (and the owner's spool_close in it) may come from
+     * here: the spool is then freed below, not under the owner's feet. */
+    s->in_flush = true;
     if (s->advance_pending) {
         /* Inline writes are done: the fdatasync can go out in this same turn. */
         s->advance_pending = false;
         fifo_advance(s);
     }
     maybe_start_batch(s);
+    s->in_flush = false;
+    if (s->zombie) {
+        if (s->inflight == 0 && s->in_cb == 0)
+            spool_destroy(s);
+        return 0;
+    }
     return s->failed ? s->fail_err : 0;
 }
 
@@ -1462,6 +1517,8 @@ spool_open(struct spool **out, struct wio_loop *loop, const char *dir, uint64_t 
         const char *w = getenv("WALMIRROR_SPOOL_WRITES");
 
         s->inline_writes = w == NULL || strcmp(w, "uring") != 0;
+        w = getenv("WALMIRROR_SPOOL_SYNC");
+        s->inline_sync = w == NULL || strcmp(w, "uring") != 0;
     }
     s->dir = strdup(dir);
     s->zeros = calloc(1, ZERO_BUF_SIZE);
@@ -1592,8 +1649,8 @@ spool_close(struct spool *s)
     s->closing = true;
     log_info(SPOOL_COMPONENT, "closing the spool in %s: written " LSN_FMT ", durable " LSN_FMT,
              s->dir, LSN_ARGS(s->write_lsn), LSN_ARGS(s->flush_lsn));
-    if (s->in_cb > 0) {
-        s->zombie = true; /* freed when the handler unwinds */
+    if (s->in_cb > 0 || s->in_flush) {
+        s->zombie = true; /* freed when the handler or spool_flush unwinds */
         return;
     }
     clock_gettime(CLOCK_MONOTONIC, &t0);

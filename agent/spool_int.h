@@ -173,6 +173,8 @@ struct spool {
     bool inline_writes;   /* WAL writes with pwrite(2) from the loop (see "Write and flush") */
     bool advance_pending; /* inline writes completed, not yet past fifo_advance */
     bool advance_queued;  /* an SOP_ADVANCE is in flight */
+    bool inline_sync;     /* fdatasync(2) from the loop (see "Write and flush" in spool.c) */
+    bool in_flush;        /* inside spool_flush: spool_close defers the free */
 
     struct spool_timer *retry; /* armed while a segment is NOSPACE; NULL: never needed */
     int stall_err;             /* WAL waits for space: -ENOSPC or -EDQUOT; 0: not stalled */
