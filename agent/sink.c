@@ -24,6 +24,15 @@
 #include "util.h"
 #include "walsrv.h"
 
+/*
+ * Back-pressure: while the spool holds more than SINK_BACKLOG_PAUSE bytes of WAL in memory
+ * (appended, not yet written: it waits for a segment's preparation), the link's input is
+ * paused, so that TCP holds the source back; it resumes below SINK_BACKLOG_RESUME.  What one
+ * loop turn can still deliver after the pause is bounded by the loop's receive buffers.
+ */
+#define SINK_BACKLOG_PAUSE (4u * 1024 * 1024)
+#define SINK_BACKLOG_RESUME (1u * 1024 * 1024)
+
 struct sink {
     const struct wm_config *cfg;
     const struct sink_events *ev;
@@ -51,6 +60,7 @@ struct sink {
     uint64_t stall_dropped;  /* bytes dropped so, for the log */
     uint64_t stall_since_us; /* unix time the stall was noticed; 0: none */
     bool failed;
+    const struct conn *paused; /* the link whose input is paused (back-pressure); NULL: none */
 
     struct lag_tracker lag;
     uint64_t lag_lsn; /* the last position noted in lag */
@@ -214,11 +224,41 @@ void
 sink_link_up(struct sink *k)
 {
     k->wal_dropped = false; /* a new stream starts from what the spool holds */
+    k->paused = NULL;       /* a new link's input runs */
     k->ack_dirty = true;    /* tell the new source where we are */
 }
 
+/*
+ * Pauses the link's input while the spool's backlog is above SINK_BACKLOG_PAUSE, resumes it
+ * below SINK_BACKLOG_RESUME.  Not while the spool waits for space: WAL is then dropped
+ * (sink_wal), and the link must still carry the peer's other frames.
+ */
+static void
+input_backpressure(struct sink *k, struct conn *c)
+{
+    uint64_t backlog = spool_backlog(k->spool);
+    bool stall = stalled(k);
+
+    if (k->paused != NULL && k->paused != c)
+        k->paused = NULL; /* that link is gone */
+    if (c == NULL)
+        return;
+    if (k->paused == NULL && !stall && backlog > SINK_BACKLOG_PAUSE) {
+        log_debug(k->comp, "%" PRIu64 " bytes of WAL wait in memory: pausing the link's input",
+                  backlog);
+        conn_pause_input(c, true);
+        k->paused = c;
+    } else if (k->paused != NULL && (stall || backlog < SINK_BACKLOG_RESUME)) {
+        log_debug(k->comp, "%" PRIu64 " bytes of WAL wait in memory: resuming the link's input",
+                  backlog);
+        conn_pause_input(c, false);
+        k->paused = NULL;
+    }
+}
+
 int
-sink_wal(struct sink *k, uint64_t lsn, const uint8_t *data, size_t len, char *why, size_t whylen)
+sink_wal(struct sink *k, struct conn *c, uint64_t lsn, const uint8_t *data, size_t len, char *why,
+         size_t whylen)
 {
     if (k->failed)
         return 0;
@@ -235,7 +275,7 @@ sink_wal(struct sink *k, uint64_t lsn, const uint8_t *data, size_t len, char *wh
     }
     if (lsn + len > k->appended)
         k->appended = lsn + len;
-    (void)stalled(k);
+    input_backpressure(k, c);
     return 0;
 }
 
@@ -283,6 +323,7 @@ sink_turn(struct sink *k, struct conn *c)
         if (k->failed)
             return;
     }
+    input_backpressure(k, c);
     if (k->ack_dirty && c != NULL) {
         struct msg_ack ack = {.write_lsn = k->written,
                               .flush_lsn = k->flushed,

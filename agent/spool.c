@@ -1478,6 +1478,12 @@ spool_flush_lsn(const struct spool *s)
     return s->flush_lsn;
 }
 
+uint64_t
+spool_backlog(const struct spool *s)
+{
+    return s->append_end > s->write_lsn ? s->append_end - s->write_lsn : 0;
+}
+
 bool
 spool_failed(const struct spool *s)
 {

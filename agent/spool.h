@@ -173,6 +173,9 @@ WM_MUSTCHECK int spool_remove_all(const char *dir, char *err, size_t errlen);
 uint64_t spool_start_lsn(const struct spool *s);
 uint64_t spool_write_lsn(const struct spool *s);
 uint64_t spool_flush_lsn(const struct spool *s);
+/* Bytes appended and not yet written (held in memory): what waits for a segment's preparation
+ * or for its write's completion.  For back-pressure on what feeds spool_append. */
+uint64_t spool_backlog(const struct spool *s);
 
 /*
  * Appends WAL received at lsn.  An empty spool starts at lsn, which must be a segment boundary.

@@ -16,8 +16,8 @@
  *    sides instead of both waiting.  A HELLO whose node name is not the expected peer name,
  *    or that the owner's on_hello refuses (say, another cluster's system identifier), is
  *    answered with an ERROR frame and the connection is closed.
- *  - ESTABLISHED: WAL, ACK, HEARTBEAT, TIMELINE, CONTROL flow; a HEARTBEAT goes out every heartbeat interval and
- *    the connection fails when nothing has been received for the timeout.
+ *  - ESTABLISHED: WAL, ACK, HEARTBEAT, TIMELINE, CONTROL flow; a HEARTBEAT goes out every heartbeat
+ * interval and the connection fails when nothing has been received for the timeout.
  *  - CLOSED: after any failure, a peer's ERROR or BYE, or conn_close().  on_closed is called
  *    exactly once with the reason (a WIRE_E* code or negative errno) and a message for the
  *    log; the conn must then be freed with conn_free() (not from inside a callback).
@@ -109,6 +109,10 @@ uint64_t conn_peer_epoch(const struct conn *c);
 
 /* Bytes queued for the peer and not yet taken by the kernel. */
 size_t conn_backlog(const struct conn *c);
+/* Back-pressure on input (wio_stream_pause_recv): paused, the connection reads nothing more
+ * from its socket, so the peer's sends wait in TCP; the receive timeout does not count the
+ * time paused.  For a consumer whose own queue is full. */
+void conn_pause_input(struct conn *c, bool pause);
 
 /* Sends BYE (reason 0) or ERROR with the message, flushes, and closes.  on_closed follows. */
 void conn_close(struct conn *c, int reason, const char *message);
