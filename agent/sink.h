@@ -5,9 +5,14 @@
  *
  * The durability loop runs once per turn of the agent's loop (sink_turn): whatever the link
  * delivered since the last turn is already appended; one fdatasync covers all of it (group
- * flush); one ACK carries the highest contiguous positions - write = written to the spool,
+ * flush, inline on the loop: the ACK goes out in the same turn); one ACK carries the highest
+ * contiguous positions - write = written to the spool,
  * flush = made durable by fdatasync, apply = the standby's replay (never above flush).  Each
  * only moves forward, flush never passes write, and nothing is acknowledged before it is true.
+ *
+ * Memory: WAL that waits in the spool (spool_backlog: a segment still being prepared) pauses
+ * the link's input above 4 MB and resumes it below 1 MB (conn_pause_input), so a source that
+ * sends faster than the spool takes is held back by TCP, never by dropping WAL.
  *
  * A spool without space (spool_stalled): WAL from the link is dropped unacknowledged, so memory
  * stays bounded, and once the spool has space again the owner is told to restart the stream
