@@ -30,8 +30,8 @@
  * paused, so that TCP holds the source back; it resumes below SINK_BACKLOG_RESUME.  What one
  * loop turn can still deliver after the pause is bounded by the loop's receive buffers.
  */
-#define SINK_BACKLOG_PAUSE (4u * 1024 * 1024)
-#define SINK_BACKLOG_RESUME (1u * 1024 * 1024)
+#define SINK_BACKLOG_PAUSE (2u * 1024 * 1024)
+#define SINK_BACKLOG_RESUME (512u * 1024)
 
 struct sink {
     const struct wm_config *cfg;

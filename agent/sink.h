@@ -11,7 +11,7 @@
  * only moves forward, flush never passes write, and nothing is acknowledged before it is true.
  *
  * Memory: WAL that waits in the spool (spool_backlog: a segment still being prepared) pauses
- * the link's input above 4 MB and resumes it below 1 MB (conn_pause_input), so a source that
+ * the link's input above 2 MB and resumes it below 512 KB (conn_pause_input), so a source that
  * sends faster than the spool takes is held back by TCP, never by dropping WAL.
  *
  * A spool without space (spool_stalled): WAL from the link is dropped unacknowledged, so memory

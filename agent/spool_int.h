@@ -33,7 +33,7 @@
 #define META_TMP_NAME "spool.meta.tmp"
 #define META_MAX 4096
 #define CHUNK_SIZE (1u << 20)    /* write buffer; an append piece never exceeds it */
-#define CHUNK_CACHE 4            /* idle chunks kept for reuse */
+#define CHUNK_CACHE 2            /* idle chunks kept for reuse (each resident: CHUNK_SIZE) */
 #define ZERO_BUF_SIZE (1u << 20) /* one zero-fill write */
 #define ZERO_PARALLEL 8          /* zero-fill writes in flight per segment */
 #define CLOSE_WAIT_MS 30000      /* spool_close: how long to wait for SQEs in flight */
