@@ -1043,7 +1043,7 @@ link_wal(void *ctx, uint64_t lsn, const uint8_t *data, size_t len)
     char why[200];
 
     if (a->role == ROLE_SINK && a->sink != NULL &&
-        sink_wal(a->sink, lsn, data, len, why, sizeof(why)) < 0)
+        sink_wal(a->sink, link_active(a->links), lsn, data, len, why, sizeof(why)) < 0)
         link_drop_active(a->links, why);
 }
 

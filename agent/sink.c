@@ -24,6 +24,15 @@
 #include "util.h"
 #include "walsrv.h"
 
+/*
+ * Back-pressure: while the spool holds more than SINK_BACKLOG_PAUSE bytes of WAL in memory
+ * (appended, not yet written: it waits for a segment's preparation), the link's input is
+ * paused, so that TCP holds the source back; it resumes below SINK_BACKLOG_RESUME.  What one
+ * loop turn can still deliver after the pause is bounded by the loop's receive buffers.
+ */
+#define SINK_BACKLOG_PAUSE (2u * 1024 * 1024)
+#define SINK_BACKLOG_RESUME (512u * 1024)
+
 struct sink {
     const struct wm_config *cfg;
     const struct sink_events *ev;
@@ -35,11 +44,11 @@ struct sink {
     struct spool *spool;
     struct walsrv *walsrv;
 
-    uint64_t appended;        /* end of what was handed to the spool */
-    uint64_t written;         /* spool write position */
-    uint64_t flushed;         /* spool flush position */
-    uint64_t applied;         /* the standby's replay position, <= flushed */
-    uint64_t flush_requested; /* appended position covered by the last spool_flush */
+    uint64_t appended;         /* end of what was handed to the spool */
+    uint64_t written;          /* spool write position */
+    uint64_t flushed;          /* spool flush position */
+    uint64_t applied;          /* the standby's replay position, <= flushed */
+    uint64_t flush_requested;  /* appended position covered by the last spool_flush */
     uint64_t flush_started_us; /* when that flush was asked; 0: none in flight */
     bool ack_dirty;
     struct msg_ack last_ack;
@@ -51,6 +60,7 @@ struct sink {
     uint64_t stall_dropped;  /* bytes dropped so, for the log */
     uint64_t stall_since_us; /* unix time the stall was noticed; 0: none */
     bool failed;
+    const struct conn *paused; /* the link whose input is paused (back-pressure); NULL: none */
 
     struct lag_tracker lag;
     uint64_t lag_lsn; /* the last position noted in lag */
@@ -130,8 +140,7 @@ on_spool_unstalled(void *ctx)
 {
     struct sink *k = ctx;
 
-    log_info(k->comp,
-             "the spool has space again after %.1f s (%" PRIu64 " bytes of WAL dropped)%s",
+    log_info(k->comp, "the spool has space again after %.1f s (%" PRIu64 " bytes of WAL dropped)%s",
              k->stall_since_us != 0 ? (double)(clock_unix_us() - k->stall_since_us) / 1e6 : 0.0,
              k->stall_dropped, k->wal_dropped ? ": restarting the stream" : "");
     k->stall_since_us = 0;
@@ -205,8 +214,7 @@ sink_check_hello(struct sink *k, const struct msg_hello *peer, char *why, size_t
         return WIRE_EPROTO;
     }
     if (spool_set_identity(k->spool, &id) < 0) {
-        snprintf(why, whylen, "the spool in %s holds WAL of another cluster",
-                 k->cfg->spool_dir);
+        snprintf(why, whylen, "the spool in %s holds WAL of another cluster", k->cfg->spool_dir);
         return WIRE_EPROTO;
     }
     return 0;
@@ -216,11 +224,40 @@ void
 sink_link_up(struct sink *k)
 {
     k->wal_dropped = false; /* a new stream starts from what the spool holds */
+    k->paused = NULL;       /* a new link's input runs */
     k->ack_dirty = true;    /* tell the new source where we are */
 }
 
+/*
+ * Pauses the link's input while the spool's backlog is above SINK_BACKLOG_PAUSE, resumes it
+ * below SINK_BACKLOG_RESUME.  Not while the spool waits for space: WAL is then dropped
+ * (sink_wal), and the link must still carry the peer's other frames.
+ */
+static void
+input_backpressure(struct sink *k, struct conn *c)
+{
+    uint64_t backlog = spool_backlog(k->spool);
+    bool stall = stalled(k);
+
+    if (k->paused != NULL && k->paused != c)
+        k->paused = NULL; /* that link is gone */
+    if (c == NULL)
+        return;
+    if (k->paused == NULL && !stall && backlog > SINK_BACKLOG_PAUSE) {
+        log_debug(k->comp, "%" PRIu64 " bytes of WAL wait in memory: pausing the link's input",
+                  backlog);
+        conn_pause_input(c, true);
+        k->paused = c;
+    } else if (k->paused != NULL && (stall || backlog < SINK_BACKLOG_RESUME)) {
+        log_debug(k->comp, "%" PRIu64 " bytes of WAL wait in memory: resuming the link's input",
+                  backlog);
+        conn_pause_input(c, false);
+        k->paused = NULL;
+    }
+}
+
 int
-sink_wal(struct sink *k, uint64_t lsn, const uint8_t *data, size_t len, char *why,
+sink_wal(struct sink *k, struct conn *c, uint64_t lsn, const uint8_t *data, size_t len, char *why,
          size_t whylen)
 {
     if (k->failed)
@@ -238,7 +275,7 @@ sink_wal(struct sink *k, uint64_t lsn, const uint8_t *data, size_t len, char *wh
     }
     if (lsn + len > k->appended)
         k->appended = lsn + len;
-    (void)stalled(k);
+    input_backpressure(k, c);
     return 0;
 }
 
@@ -255,8 +292,8 @@ sink_timeline(struct sink *k, const struct msg_timeline *tl, char *why, size_t w
     }
     rc = spool_set_timeline(k->spool, tl->tli, tl->switch_lsn, tl->history, tl->history_len);
     if (rc < 0) {
-        snprintf(why, whylen, "cannot switch the spool to timeline %u at " LSN_FMT ": %s",
-                 tl->tli, LSN_ARGS(tl->switch_lsn), strerror(-rc));
+        snprintf(why, whylen, "cannot switch the spool to timeline %u at " LSN_FMT ": %s", tl->tli,
+                 LSN_ARGS(tl->switch_lsn), strerror(-rc));
         return rc;
     }
     log_info(k->comp, "timeline %u from " LSN_FMT, tl->tli, LSN_ARGS(tl->switch_lsn));
@@ -274,14 +311,19 @@ sink_turn(struct sink *k, struct conn *c)
     (void)stalled(k);
     /* Group flush: one fdatasync for everything appended since the last one completed. */
     if (k->appended > k->flush_requested && k->flushed >= k->flush_requested) {
+        /* Set first: with the inline fdatasync, on_spool_flushed comes from inside
+         * spool_flush, and the ack below goes out in this same turn. */
+        k->flush_requested = k->appended;
+        k->flush_started_us = clock_mono_us();
         rc = spool_flush(k->spool);
         if (rc < 0) {
             fail(k, rc, "cannot request a spool flush");
             return;
         }
-        k->flush_requested = k->appended;
-        k->flush_started_us = clock_mono_us();
+        if (k->failed)
+            return;
     }
+    input_backpressure(k, c);
     if (k->ack_dirty && c != NULL) {
         struct msg_ack ack = {.write_lsn = k->written,
                               .flush_lsn = k->flushed,
@@ -353,8 +395,7 @@ sink_open(struct sink **out, struct wio_loop *loop, const struct wm_config *cfg,
         goto fail;
     }
     log_info(k->comp, "sink ready: WAL server on %s, spool %s at " LSN_FMT "%s",
-             cfg->wal_listen.text, cfg->spool_dir, LSN_ARGS(k->flushed),
-             fresh ? " (fresh)" : "");
+             cfg->wal_listen.text, cfg->spool_dir, LSN_ARGS(k->flushed), fresh ? " (fresh)" : "");
     *out = k;
     return 0;
 
@@ -431,8 +472,7 @@ sink_status(struct sink *k, bool link_up, struct status_snapshot *st)
     }
     {
         struct statvfs fs;
-        st->spool_free_bytes = statvfs(k->cfg->spool_dir, &fs) == 0
-                                   ? (int64_t)fs.f_bavail * (int64_t)fs.f_frsize
-                                   : -1;
+        st->spool_free_bytes =
+            statvfs(k->cfg->spool_dir, &fs) == 0 ? (int64_t)fs.f_bavail * (int64_t)fs.f_frsize : -1;
     }
 }

@@ -5,9 +5,14 @@
  *
  * The durability loop runs once per turn of the agent's loop (sink_turn): whatever the link
  * delivered since the last turn is already appended; one fdatasync covers all of it (group
- * flush); one ACK carries the highest contiguous positions - write = written to the spool,
+ * flush, inline on the loop: the ACK goes out in the same turn); one ACK carries the highest
+ * contiguous positions - write = written to the spool,
  * flush = made durable by fdatasync, apply = the standby's replay (never above flush).  Each
  * only moves forward, flush never passes write, and nothing is acknowledged before it is true.
+ *
+ * Memory: WAL that waits in the spool (spool_backlog: a segment still being prepared) pauses
+ * the link's input above 2 MB and resumes it below 512 KB (conn_pause_input), so a source that
+ * sends faster than the spool takes is held back by TCP, never by dropping WAL.
  *
  * A spool without space (spool_stalled): WAL from the link is dropped unacknowledged, so memory
  * stays bounded, and once the spool has space again the owner is told to restart the stream
@@ -51,8 +56,7 @@ struct sink_events {
  */
 WM_MUSTCHECK int sink_open(struct sink **out, struct wio_loop *loop, const struct wm_config *cfg,
                            const struct pgctl_control *ctl, bool fresh,
-                           struct status_metrics *metrics, const struct sink_events *ev,
-                           void *ctx);
+                           struct status_metrics *metrics, const struct sink_events *ev, void *ctx);
 void sink_close(struct sink *k);
 
 /* Fills the positions of our HELLO: system id, timeline, durable and applied LSN. */
@@ -62,10 +66,11 @@ void sink_hello(const struct sink *k, struct msg_hello *hello);
 int sink_check_hello(struct sink *k, const struct msg_hello *peer, char *why, size_t whylen);
 /* A new stream began: its first ACK goes out at the next turn. */
 void sink_link_up(struct sink *k);
-/* WAL from the active link.  Returns 0, or WIRE_EPROTO with why when it does not continue
- * the spool (the link must be closed). */
-int sink_wal(struct sink *k, uint64_t lsn, const uint8_t *data, size_t len, char *why,
-             size_t whylen);
+/* WAL from the active link c.  Returns 0, or WIRE_EPROTO with why when it does not continue
+ * the spool (the link must be closed).  While the spool holds too much WAL in memory, c's input
+ * is paused (back-pressure) until sink_turn sees the spool catch up. */
+int sink_wal(struct sink *k, struct conn *c, uint64_t lsn, const uint8_t *data, size_t len,
+             char *why, size_t whylen);
 /* The source's WAL continues on a new timeline.  Returns 0, or < 0 with why (close the link). */
 int sink_timeline(struct sink *k, const struct msg_timeline *tl, char *why, size_t whylen);
 /* The durability step of a turn: group flush, then the ACK on c (NULL: no link). */

@@ -90,8 +90,8 @@ struct spool_identity {
  * On failure writes a message into err.
  */
 WM_MUSTCHECK int spool_open(struct spool **out, struct wio_loop *loop, const char *dir,
-                            uint64_t keep_bytes, const struct spool_ops *ops, void *ctx,
-                            char *err, size_t errlen);
+                            uint64_t keep_bytes, const struct spool_ops *ops, void *ctx, char *err,
+                            size_t errlen);
 void spool_close(struct spool *s);
 
 const struct spool_identity *spool_identity(const struct spool *s);
@@ -173,6 +173,9 @@ WM_MUSTCHECK int spool_remove_all(const char *dir, char *err, size_t errlen);
 uint64_t spool_start_lsn(const struct spool *s);
 uint64_t spool_write_lsn(const struct spool *s);
 uint64_t spool_flush_lsn(const struct spool *s);
+/* Bytes appended and not yet written (held in memory): what waits for a segment's preparation
+ * or for its write's completion.  For back-pressure on what feeds spool_append. */
+uint64_t spool_backlog(const struct spool *s);
 
 /*
  * Appends WAL received at lsn.  An empty spool starts at lsn, which must be a segment boundary.
@@ -181,7 +184,11 @@ uint64_t spool_flush_lsn(const struct spool *s);
  */
 WM_MUSTCHECK int spool_append(struct spool *s, uint64_t lsn, const void *data, size_t len);
 
-/* Requests one fdatasync covering everything appended so far; on_flushed follows. */
+/*
+ * Requests one fdatasync covering everything appended so far; on_flushed follows, from inside
+ * this call when the writes are done and the fdatasync is inline (spool.c, "Write and flush"),
+ * else from the loop.  spool_close from on_flushed is allowed.
+ */
 WM_MUSTCHECK int spool_flush(struct spool *s);
 
 /*

@@ -57,14 +57,19 @@ START_TEST(a_full_spool_disk_stalls_commits_then_resumes)
     char sql[256];
 
     ck_assert(pt_wait_sync(&A, 30));
+    /* B's standby streams from the WAL server first: until it does, nothing tells the spool
+     * what the standby still needs, and with the disk full, retention would remove it.  (Its
+     * first try can come before any WAL reached the spool; it tries again after 5 s.) */
+    ck_assert(pt_wait_true(
+        &B, "SELECT count(*) = 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'", 30));
     free(pt_sql1(&A, "CREATE TABLE ledger(id int PRIMARY KEY)"));
     /* Each round commits one id and moves the WAL into a new segment. */
     for (int id = 1; id <= 8 && stalled == NULL; id++) {
         PGconn *pg;
 
         /* Retention frees a segment as the standby replays: fill again each round. */
-        fprintf(stderr, "filled %lld bytes of %s\n",
-                pt_fill_spool_fs(&B, filler, sizeof(filler)), B.spool);
+        fprintf(stderr, "filled %lld bytes of %s\n", pt_fill_spool_fs(&B, filler, sizeof(filler)),
+                B.spool);
 
         snprintf(sql, sizeof(sql),
                  "SET synchronous_commit = on; INSERT INTO ledger VALUES (%d); "

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,6 +45,38 @@ static uint64_t wal_end;
 static uint64_t wal_sysid;
 static size_t wal_nsegs;
 
+/* ---- fdatasync, observed ---- */
+
+/*
+ * The spool's inline fdatasync (spool.c, "Write and flush") calls this definition: the test
+ * program's own symbol wins over libc's for the statically linked spool.  It makes the real
+ * system call and, while a test watches, records how far the test had appended when the last
+ * successful fdatasync began: nothing past that can be durable.  WALMIRROR_SPOOL_SYNC=uring
+ * bypasses it (IORING_OP_FSYNC).
+ */
+static struct {
+    bool watch;
+    unsigned calls;
+    uint64_t appended;    /* the test's append position, kept up to date by the test */
+    uint64_t synced_upto; /* appended when the last successful fdatasync began */
+} fds;
+
+int fdatasync(int fd);
+
+int
+fdatasync(int fd)
+{
+    uint64_t upto = fds.appended;
+    int r = (int)syscall(SYS_fdatasync, fd);
+
+    if (r == 0 && fds.watch) {
+        fds.calls++;
+        if (upto > fds.synced_upto)
+            fds.synced_upto = upto;
+    }
+    return r;
+}
+
 /* ---- callbacks ---- */
 
 struct cbs {
@@ -52,7 +85,8 @@ struct cbs {
     int fail_err;
     char fail_msg[512];
     unsigned n_unstalled;
-    bool mark; /* write markers into the (captured) log */
+    bool mark;       /* write markers into the (captured) log */
+    bool check_sync; /* on_flushed never past what an fdatasync covered (fds) */
 };
 
 static void
@@ -77,6 +111,10 @@ cb_flushed(void *ctx, uint64_t lsn)
     ck_assert_msg(lsn <= c->written, "on_flushed %X/%X beyond on_written %X/%X", LSN(lsn),
                   LSN(c->written));
     ck_assert_msg(c->n_failed == 0, "on_flushed after on_failed");
+    if (c->check_sync)
+        ck_assert_msg(lsn <= fds.synced_upto,
+                      "on_flushed %X/%X but the fdatasyncs so far cover at most %X/%X", LSN(lsn),
+                      LSN(fds.synced_upto));
     c->flushed = lsn;
     c->n_flushed++;
     if (c->mark)
@@ -642,8 +680,71 @@ START_TEST(test_group_flush)
     ck_assert_uint_eq(bc.batches, cb.n_flushed);
     ck_assert_uint_le(bc.max_per_batch, 2);
     ck_assert_uint_ge(bc.max_per_batch, 2); /* batch b touched two files */
-    ck_assert_uint_le(bc.batches, 2 + 30);
+    ck_assert_uint_le(bc.batches, 1 + 2 + 30); /* never more batches than spool_flush calls */
     ck_assert_uint_le(cb.n_written, 40 + 50 + 30 + 2);
+
+    spool_close(s);
+    wio_loop_free(loop);
+    free(data);
+    tu_rmtree(tmp);
+    free(tmp);
+    free(dir);
+}
+END_TEST
+
+/*
+ * Never acknowledge WAL that is not durable: every on_flushed position was appended before an
+ * fdatasync of the spool began that returned before the on_flushed (the fdatasync observer
+ * above).  An on_flushed that preceded its fdatasync, or came from a write's completion alone,
+ * would report a position no finished fdatasync covered.  Appends cross segments (so batches
+ * wait for a segment's preparation too) and flushes come with and without loop turns between.
+ */
+START_TEST(test_flush_follows_fdatasync)
+{
+    const uint32_t seg = MIB;
+    const uint64_t base = 16 * (uint64_t)MIB;
+    uint8_t *data = synthetic(6 * MIB, 5);
+    struct wio_loop *loop;
+    struct cbs cb = {.check_sync = true};
+    struct spool *s;
+    char *tmp, *dir;
+    uint64_t pos = base, st = 11;
+    const char *sync = getenv("WALMIRROR_SPOOL_SYNC");
+
+    if (sync != NULL && strcmp(sync, "uring") == 0)
+        return; /* the fdatasyncs go through io_uring, where the observer does not see them */
+    make_spool_dir(&tmp, &dir, "spool-sync");
+    ck_assert_int_eq(wio_loop_new(&loop, 256), 0);
+    s = open_spool(loop, dir, UINT64_MAX, &cb);
+    set_identity(s, 42, seg);
+    memset(&fds, 0, sizeof(fds));
+    fds.appended = fds.synced_upto = pos; /* the empty spool starts durable at base */
+    fds.watch = true;
+    while (pos < base + 6 * MIB) {
+        size_t n = 1 + rng_next(&st) % 90000;
+
+        if (n > base + 6 * MIB - pos)
+            n = (size_t)(base + 6 * MIB - pos);
+        ck_assert_int_eq(spool_append(s, pos, data + (pos - base), n), 0);
+        pos += n;
+        fds.appended = pos;
+        if (rng_next(&st) % 2 == 0)
+            ck_assert_int_eq(spool_flush(s), 0);
+        if (rng_next(&st) % 3 == 0)
+            ck_assert_int_ge(wio_run_once(loop, 0), 0);
+        if (rng_next(&st) % 8 == 0) {
+            ck_assert_int_eq(spool_flush(s), 0);
+            run_until(loop, &cb, &cb.flushed, pos, 30);
+        }
+    }
+    ck_assert_int_eq(spool_flush(s), 0);
+    run_until(loop, &cb, &cb.flushed, pos, 30);
+    fds.watch = false;
+    fprintf(stderr, "flush follows fdatasync: %u on_flushed, %u fdatasyncs\n", cb.n_flushed,
+            fds.calls);
+    ck_assert_uint_gt(cb.n_flushed, 5);
+    ck_assert_uint_ge(fds.calls, cb.n_flushed); /* each batch here wrote something */
+    ck_assert_uint_eq(spool_flush_lsn(s), pos);
 
     spool_close(s);
     wio_loop_free(loop);
@@ -2136,6 +2237,7 @@ main(void)
     tcase_add_test(tc, test_read);
     tcase_add_test(tc, test_retention);
     tcase_add_test(tc, test_group_flush);
+    tcase_add_test(tc, test_flush_follows_fdatasync);
     tcase_add_test(tc, test_disk_full);
     tcase_add_test(tc, test_timeline_api);
     if (have_wal) {

@@ -72,6 +72,11 @@ struct conn {
     void *ctx;
     struct conn_timer *hb;
     uint64_t last_rx_us;
+    bool input_paused; /* conn_pause_input: no frame is dispatched */
+    /* plaintext only: received bytes not yet given to the decoder when the input was paused
+     * (TLS keeps them as ciphertext in its session) */
+    uint8_t *pending;
+    size_t pending_len, pending_cap;
     uint64_t last_hb_rx_send_us; /* peer's send time of the last heartbeat received */
     uint64_t last_hb_rx_at_us;   /* when we received it */
     uint64_t rtt_us;
@@ -279,6 +284,18 @@ uint64_t
 conn_peer_epoch(const struct conn *c)
 {
     return c->peer_epoch;
+}
+
+void
+conn_pause_input(struct conn *c, bool pause)
+{
+    if (c->input_paused == pause)
+        return;
+    c->input_paused = pause;
+    if (!pause)
+        c->last_rx_us = clock_mono_us(); /* the silence while paused was ours */
+    if (c->stream != NULL)
+        wio_stream_pause_recv(c->stream, pause);
 }
 
 size_t
@@ -524,7 +541,7 @@ drain_frames(struct conn *c)
     struct codec_frame f;
     int rc;
 
-    while (c->state != CONN_CLOSED && (rc = codec_dec_next(c->dec, &f)) != 0) {
+    while (c->state != CONN_CLOSED && !c->input_paused && (rc = codec_dec_next(c->dec, &f)) != 0) {
         if (rc < 0) {
             conn_fail(c, rc, "dropping connection: %s", wire_strerror(rc));
             return rc;
@@ -546,16 +563,53 @@ plain_start(struct conn *c)
     return send_hello(c);
 }
 
+/* Keeps what a paused input could not take, for the resume (data may lie in c->pending). */
+static int
+plain_keep(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (len > c->pending_cap - c->pending_len) {
+        size_t cap = c->pending_cap < 65536 ? 65536 : c->pending_cap;
+        uint8_t *p;
+
+        while (cap < c->pending_len + len)
+            cap *= 2;
+        p = realloc(c->pending, cap);
+        if (p == NULL)
+            return -ENOMEM;
+        c->pending = p;
+        c->pending_cap = cap;
+    }
+    memmove(c->pending + c->pending_len, data, len);
+    c->pending_len += len;
+    return 0;
+}
+
 static int
 plain_input(struct conn *c, const uint8_t *data, size_t len)
 {
+    int rc;
+
+    if (c->pending_len > 0) {
+        /* The bytes kept while paused come first. */
+        rc = len > 0 ? plain_keep(c, data, len) : 0;
+        if (rc < 0)
+            return rc;
+        data = c->pending;
+        len = c->pending_len;
+        c->pending_len = 0;
+    }
+    rc = drain_frames(c); /* frames decoded before a pause */
+    if (rc < 0 || c->state == CONN_CLOSED)
+        return rc;
     /* In pieces the decoder can hold, draining whole frames after each. */
     while (len > 0) {
-        size_t avail;
-        uint8_t *dst = codec_dec_space(c->dec, &avail);
-        size_t n = len < avail ? len : avail;
-        int rc;
+        size_t avail, n;
+        uint8_t *dst;
 
+        if (c->input_paused)
+            return plain_keep(c, data, len);
+        dst = codec_dec_space(c->dec, &avail);
+        n = len < avail ? len : avail;
         memcpy(dst, data, n);
         codec_dec_commit(c->dec, n);
         data += n;
@@ -627,7 +681,7 @@ tls_start(struct conn *c)
 static int
 tls_input(struct conn *c, const uint8_t *data, size_t len)
 {
-    int rc = tls_feed(c->tls, data, len);
+    int rc = len > 0 ? tls_feed(c->tls, data, len) : 0;
 
     if (rc < 0)
         return rc;
@@ -659,10 +713,18 @@ tls_input(struct conn *c, const uint8_t *data, size_t len)
                 return rc;
         }
     }
+    rc = drain_frames(c); /* frames decoded before a pause */
+    if (rc < 0 || c->state == CONN_CLOSED)
+        return rc;
     for (;;) {
         size_t avail;
-        uint8_t *dst = codec_dec_space(c->dec, &avail);
-        ssize_t n = tls_read(c->tls, dst, avail);
+        uint8_t *dst;
+        ssize_t n;
+
+        if (c->input_paused)
+            return 0; /* the rest stays in the TLS session until the resume */
+        dst = codec_dec_space(c->dec, &avail);
+        n = tls_read(c->tls, dst, avail);
 
         if (tls_flush(c) < 0)
             return -ENOMEM;
@@ -771,7 +833,7 @@ heartbeat_fire(struct wio_timer *t)
 
     if (c == NULL || c->state == CONN_CLOSED)
         return; /* the connection is over: the timer ends here */
-    if (c->cfg.timeout_ms != 0 &&
+    if (c->cfg.timeout_ms != 0 && !c->input_paused &&
         clock_mono_us() - c->last_rx_us > (uint64_t)c->cfg.timeout_ms * 1000u) {
         conn_fail(c, WIRE_ETIMEDOUT, "nothing heard from %s for %u ms", c->peer_name,
                   c->cfg.timeout_ms);
@@ -911,6 +973,7 @@ conn_free(struct conn *c)
     codec_dec_free(c->dec);
     lzctl_free(c->lzctl);
     free(c->scratch);
+    free(c->pending);
     free(c);
 }
 

@@ -115,6 +115,10 @@ uint64_t conn_peer_epoch(const struct conn *c);
 
 /* Bytes queued for the peer and not yet taken by the kernel. */
 size_t conn_backlog(const struct conn *c);
+/* Back-pressure on input (wio_stream_pause_recv): paused, the connection reads nothing more
+ * from its socket, so the peer's sends wait in TCP; the receive timeout does not count the
+ * time paused.  For a consumer whose own queue is full. */
+void conn_pause_input(struct conn *c, bool pause);
 
 /* Sends BYE (reason 0) or ERROR with the message, flushes, and closes.  on_closed follows. */
 void conn_close(struct conn *c, int reason, const char *message);

@@ -84,7 +84,6 @@
 #define WIO_BUF_KEEP (4 * 1024 * 1024) /* send buffers larger than this are freed when idle */
 #define WIO_DRAIN_MS 2000              /* wio_loop_free: how long to wait for stream SQEs */
 
-
 struct wio_loop {
     struct io_uring ring;
     struct wio_features feat;
@@ -115,7 +114,14 @@ struct wio_stream {
     /* receive */
     bool multishot;
     bool recv_armed;
+    bool recv_paused;    /* wio_stream_pause_recv: not re-armed */
     unsigned char *rbuf; /* single-shot receive buffer */
+    /* Bytes received while paused (posted before the cancellation took effect), or after a
+     * resume before the held ones were delivered: delivered in order by resume_op. */
+    struct wio_buf held;
+    size_t held_off; /* delivered so far */
+    struct wio_op resume_op;
+    bool resume_queued;
 
     /* send: out[acc] accumulates, out[acc ^ 1] is in flight while sending */
     struct wio_buf out[2];
@@ -495,6 +501,7 @@ stream_free(struct wio_stream *s)
     if (s->fd >= 0 && close(s->fd) != 0)
         log_debug(WIO_COMPONENT, "close(%d) failed: %s", s->fd, strerror(errno));
     free(s->rbuf);
+    free(s->held.p);
     free(s->out[0].p);
     free(s->out[1].p);
     free(s);
@@ -626,6 +633,65 @@ stream_kick(struct wio_stream *s)
     }
 }
 
+/* Keeps bytes received while paused, for stream_resume_cb. */
+static int
+stream_hold(struct wio_stream *s, const void *data, size_t len)
+{
+    struct wio_buf *b = &s->held;
+
+    if (len > b->cap - b->len) {
+        size_t cap = b->cap < WIO_RECV_BUF_SIZE ? WIO_RECV_BUF_SIZE : b->cap;
+        unsigned char *p;
+
+        while (cap < b->len + len)
+            cap *= 2;
+        p = realloc(b->p, cap);
+        if (p == NULL)
+            return -ENOMEM;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+/*
+ * After a resume, from the loop (not from the owner's call): the held bytes go to on_data in
+ * pieces of at most a receive buffer, each only while the stream is not paused again; then the
+ * receive is armed again.
+ */
+static void
+stream_resume_cb(struct wio_op *op, int res, unsigned flags)
+{
+    struct wio_stream *s = container_of(op, struct wio_stream, resume_op);
+
+    (void)res;
+    (void)flags;
+    s->busy++;
+    s->inflight--;
+    s->resume_queued = false;
+    if (!s->recv_paused && !s->closing && !s->failed && s->held.len == 0)
+        s->ops->on_data(s->ctx, NULL, 0); /* what the owner kept while paused */
+    while (!s->recv_paused && !s->closing && !s->failed && s->held_off < s->held.len) {
+        size_t n = s->held.len - s->held_off;
+
+        if (n > WIO_RECV_BUF_SIZE)
+            n = WIO_RECV_BUF_SIZE;
+        s->held_off += n;
+        s->ops->on_data(s->ctx, s->held.p + s->held_off - n, n);
+    }
+    if (s->held_off == s->held.len || s->closing || s->failed) {
+        free(s->held.p);
+        memset(&s->held, 0, sizeof(s->held));
+        s->held_off = 0;
+    }
+    if (!s->recv_paused && !s->recv_armed && !s->closing && !s->failed && stream_arm_recv(s) < 0)
+        stream_fail(s, -EBUSY);
+    s->busy--;
+    stream_maybe_free(s);
+}
+
 static void
 stream_recv_cb(struct wio_op *op, int res, unsigned flags)
 {
@@ -645,8 +711,12 @@ stream_recv_cb(struct wio_op *op, int res, unsigned flags)
 
         WIO_KERNEL_WROTE(data, (size_t)res);
         s->bytes_received += (uint64_t)res;
-        if (!s->closing && !s->failed)
+        if (!s->closing && !s->failed && (s->recv_paused || s->held.len > 0)) {
+            if (stream_hold(s, data, (size_t)res) < 0)
+                stream_fail(s, -ENOMEM);
+        } else if (!s->closing && !s->failed) {
             s->ops->on_data(s->ctx, data, (size_t)res);
+        }
     } else if (res == 0) {
         stream_fail(s, WIRE_ECLOSED);
     } else if (res == -ENOBUFS) {
@@ -657,12 +727,12 @@ stream_recv_cb(struct wio_op *op, int res, unsigned flags)
         s->multishot = false;
     } else if (res == -EINTR || res == -EAGAIN) {
         /* transient: re-arm below */
-    } else if (!(res == -ECANCELED && (s->closing || s->failed))) {
+    } else if (!(res == -ECANCELED && (s->closing || s->failed || s->recv_paused))) {
         stream_fail(s, res);
     }
     if (has_buf)
         loop_recycle_buf(s->loop, bid);
-    if (!s->recv_armed && !s->closing && !s->failed) {
+    if (!s->recv_armed && !s->recv_paused && !s->closing && !s->failed) {
         ret = stream_arm_recv(s);
         if (ret < 0)
             stream_fail(s, ret);
@@ -695,8 +765,8 @@ stream_send_cb(struct wio_op *op, int res, unsigned flags)
         } else if (res >= 0) {
             s->bytes_sent += (uint64_t)res;
             s->fly_off += (size_t)res;
-        } else if (s->last_zc && (res == -EOPNOTSUPP || res == -EINVAL || res == -ENOMEM ||
-                                  res == -ENOBUFS)) {
+        } else if (s->last_zc &&
+                   (res == -EOPNOTSUPP || res == -EINVAL || res == -ENOMEM || res == -ENOBUFS)) {
             log_info(WIO_COMPONENT, "stream fd %d: SEND_ZC refused (%s), using plain send", s->fd,
                      wire_strerror(res));
             s->zc_ok = false;
@@ -750,6 +820,7 @@ wio_stream_new(struct wio_stream **out, struct wio_loop *loop, int fd,
     s->ops = ops;
     s->ctx = ctx;
     s->recv_op.cb = stream_recv_cb;
+    s->resume_op.cb = stream_resume_cb;
     s->send_op.cb = stream_send_cb;
     s->multishot = loop->feat.recv_multishot;
     s->zc_ok = loop->feat.send_zc;
@@ -788,6 +859,39 @@ stream_grow(struct wio_stream *s, size_t need)
     b->p = p;
     b->cap = cap;
     return 0;
+}
+
+void
+wio_stream_pause_recv(struct wio_stream *s, bool pause)
+{
+    if (s->recv_paused == pause || s->closing || s->failed)
+        return;
+    s->recv_paused = pause;
+    if (pause) {
+        if (s->recv_armed) {
+            int ret;
+
+            /* Submitted at once: a multishot receive goes on posting data until the kernel
+             * sees the cancellation, and this may be in the middle of a turn's CQEs. */
+            loop_cancel(s->loop, &s->recv_op); /* its final CQE is not re-armed */
+            ret = io_uring_submit(&s->loop->ring);
+            if (ret < 0)
+                log_warning(WIO_COMPONENT, "stream fd %d: submitting the pause failed: %s", s->fd,
+                            wire_strerror(ret));
+        }
+    } else {
+        /* From the loop, not from the owner's call: the owner's kept input (on_data with no
+         * bytes) or the held bytes first; the receive is armed after them. */
+        struct io_uring_sqe *sqe = s->resume_queued ? NULL : wio_sqe(s->loop, &s->resume_op);
+
+        if (sqe != NULL) {
+            io_uring_prep_nop(sqe);
+            s->resume_queued = true;
+            s->inflight++;
+        } else if (!s->resume_queued) {
+            stream_fail(s, -EBUSY);
+        }
+    }
 }
 
 int

@@ -100,7 +100,9 @@ bool wio_timer_busy(const struct wio_timer *t);
 struct wio_stream;
 
 struct wio_stream_ops {
-    /* Received bytes; valid only during the call (copy what must outlive it). */
+    /* Received bytes; valid only during the call (copy what must outlive it).  After
+     * wio_stream_pause_recv(s, false) it is called once from the loop with len 0 (data NULL)
+     * when nothing was held, so that the owner takes up what it kept while paused. */
     void (*on_data)(void *ctx, const void *data, size_t len);
     /* The stream failed or the peer closed (res = WIRE_ECLOSED or a negative errno).  Called
      * at most once, never after wio_stream_close(). */
@@ -124,6 +126,14 @@ WM_MUSTCHECK int wio_stream_write(struct wio_stream *s, const void *buf, size_t 
  */
 void *wio_stream_reserve(struct wio_stream *s, size_t len);
 void wio_stream_commit(struct wio_stream *s, size_t len);
+
+/*
+ * Back-pressure on input: paused, the stream stops receiving (its receive SQE is cancelled and
+ * not re-armed), so the socket's buffer fills and TCP holds the sender back.  Bytes the kernel
+ * completed before the cancellation are still delivered to on_data.  Resumed, it receives
+ * again.  Pausing a paused stream, or resuming a running one, does nothing.
+ */
+void wio_stream_pause_recv(struct wio_stream *s, bool pause);
 
 /* Bytes queued or in flight, not yet acknowledged by the kernel; for back-pressure. */
 size_t wio_stream_pending(const struct wio_stream *s);
