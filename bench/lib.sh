@@ -214,5 +214,8 @@ pgdata = '$WM_TMP/$1/data'
 spool_dir = '$WM_TMP/$1/spool'
 wal_listen = 127.0.0.1:$6
 http_listen = 127.0.0.1:$7
+# Native synchronous replication waits for its standby for ever: so do the commits measured
+# here (a primary running exposed would stop measuring the mirror).
+availability_mode = maximum_protection
 EOF2
 }
