@@ -309,6 +309,19 @@ ha_check_ledger(struct pt_site *primary, long long *gap_us)
     return n;
 }
 
+int
+ha_check_ledger_on_standby(struct pt_site *primary, struct pt_site *standby, long long *gap_us)
+{
+    int n;
+
+    ha_stop_ledger();
+    ck_assert_msg(pt_wait_replayed(primary, standby, 30), "%s did not replay what %s wrote",
+                  standby->name, primary->name);
+    n = ha_check_ledger(standby, gap_us);
+    ha_start_ledger();
+    return n;
+}
+
 /* Acknowledged ids so far. */
 int
 ha_ledger_count(void)

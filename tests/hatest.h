@@ -81,6 +81,10 @@ void ha_stop_ledger(void);
 /* Check-asserts that every acknowledged id is on primary; returns how many were acknowledged
  * and the longest gap between two acknowledgements in *gap_us. */
 int ha_check_ledger(struct pt_site *primary, long long *gap_us);
+/* ha_check_ledger on a standby: a commit is acknowledged once the standby has flushed it, not
+ * replayed it, so the ledger pauses while standby replays all primary has written (asserted,
+ * 30 s at most) and is checked; then it goes on. */
+int ha_check_ledger_on_standby(struct pt_site *primary, struct pt_site *standby, long long *gap_us);
 /* Acknowledged ids so far. */
 int ha_ledger_count(void);
 /* When (microseconds since the Unix epoch) the ledger got its first acknowledgement after
