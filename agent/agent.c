@@ -690,10 +690,8 @@ env_finished(void *ctx, enum op_kind kind, uint64_t id, bool ok, bool refused, c
     }
     if (kind == OP_FAILOVER && ok)
         a->link_lost_ms = 0;
-    if (kind == OP_FAILOVER && !ok && a->role == ROLE_SINK) {
+    if (kind == OP_FAILOVER && !ok && a->role == ROLE_SINK)
         a->link_lost_ms = clock_mono_ms(); /* ask again after another failover_timeout */
-        wake_at(a, WAKE_FAILOVER, a->link_lost_ms + a->cfg->failover_timeout_ms);
-    }
 }
 
 static uint64_t
