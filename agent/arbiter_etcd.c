@@ -169,6 +169,7 @@ struct earb {
     bool reported;
     uint64_t epoch; /* ours: reported or granted, never lower */
     uint64_t mark_lsn, mark_unix_us;
+    char holder[STATE_NAME_MAX + 1]; /* who holds our epoch, by our record ("": not known) */
     struct etcdrec_member me;
 
     /* the view */
@@ -557,15 +558,19 @@ ea_on_adopt(void *ctx, int rc, json_t *answer, const char *why)
     ea_up(a);
     if (json_is_true(json_object_get(answer, "succeeded"))) {
         log_info(a->comp, "epoch %" PRIu64 " recorded in etcd (held by %s)", a->epoch,
-                 a->me.role == MSG_ROLE_SOURCE ? a->cfg->node_name : "an unknown node");
+                 a->holder[0] != '\0'            ? a->holder
+                 : a->me.role == MSG_ROLE_SOURCE ? a->cfg->node_name
+                                                 : "an unknown node");
         return; /* the watch brings the record */
     }
     (void)ea_read_view(a, txn_failure_range(answer), &v, err, sizeof(err));
 }
 
 /*
- * A site reporting an epoch newer than etcd's record has it recorded, held by it if it
- * reports itself the source; the source at etcd's epoch without a holder records itself.
+ * A site reporting an epoch newer than etcd's record has it recorded, held by the holder its
+ * own record of that epoch names (after a switchover the old primary learns the new epoch,
+ * held by its peer, while it still reports itself the source), else by it if it reports
+ * itself the source; the source at etcd's epoch without a holder records itself.
  */
 static void
 ea_adopt(struct earb *a)
@@ -583,7 +588,9 @@ ea_adopt(struct earb *a)
     if (a->epoch > r->epoch) {
         state_init(&next);
         next.epoch = a->epoch;
-        if (source)
+        if (a->holder[0] != '\0')
+            snprintf(next.primary, sizeof(next.primary), "%s", a->holder);
+        else if (source)
             snprintf(next.primary, sizeof(next.primary), "%s", a->cfg->node_name);
         next.exposed_lsn = a->mark_lsn;
         next.exposed_unix_us = a->mark_unix_us;
@@ -943,6 +950,7 @@ ea_req_granted(struct earb *a, json_t *answer)
 
     if (a->req_next.epoch > a->epoch)
         a->epoch = a->req_next.epoch;
+    snprintf(a->holder, sizeof(a->holder), "%s", a->req_next.primary);
     a->mark_lsn = a->req_next.exposed_lsn;
     a->mark_unix_us = a->req_next.exposed_unix_us;
     if (rev > a->view.epoch.rev) {
@@ -1107,6 +1115,7 @@ ea_decide(struct earb *a, const struct ea_view *v)
                  wm_format_utc(when, sizeof(when), r->changed_unix_us));
         if (r->epoch > a->epoch)
             a->epoch = r->epoch;
+        snprintf(a->holder, sizeof(a->holder), "%s", me);
         a->mark_lsn = r->exposed_lsn;
         a->mark_unix_us = r->exposed_unix_us;
         a->put_dirty = a->put_urgent = true;
@@ -1279,8 +1288,11 @@ ea_report(struct arbiter *base, const struct arbiter_report *r)
     if (r->epoch > a->epoch) {
         a->epoch = r->epoch;
         a->mark_lsn = a->mark_unix_us = 0;
+        a->holder[0] = '\0';
         a->put_urgent = true;
     }
+    if (r->epoch == a->epoch && r->mark != NULL && r->mark->epoch == a->epoch)
+        snprintf(a->holder, sizeof(a->holder), "%s", r->mark->primary);
     if (r->epoch == a->epoch && r->mark != NULL && r->mark->epoch == a->epoch &&
         !mark_equal(r->mark, a->mark_lsn, a->mark_unix_us)) {
         a->mark_lsn = r->mark->exposed_lsn;

@@ -1,6 +1,7 @@
 /*
- * hatest.c - the harness of the tests that fail a pair over: a witness, link emulators on site
- * A's paths to B and to the witness, and a ledger client; see hatest.h.
+ * hatest.c - the harness of the tests that fail a pair over: a witness or an etcd cluster's
+ * endpoints, link emulators on site A's paths to B and to the arbiter, a ledger client, and
+ * the helpers the suites share; see hatest.h.
  */
 #include "hatest.h"
 
@@ -15,7 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-struct ha_linkem L_ab, L_aw;
+struct ha_linkem L_ab, L_aw, L_ae[HA_ETCD_MAX];
+struct ha_etcd ha_etcd;
 
 struct ha_witness W;
 
@@ -68,8 +70,8 @@ static void
 ha_start_linkem(struct ha_linkem *l, int to_port, const char *tag)
 {
     char listen[64], connect[64];
-    char *argv[] = {LINKEM, "--listen", listen, "--connect", connect, "--control", l->control,
-                    NULL};
+    char *argv[] = {LINKEM,  "--listen",  listen,     "--connect",
+                    connect, "--control", l->control, NULL};
 
     l->port = tu_free_port();
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", l->port);
@@ -82,39 +84,84 @@ ha_start_linkem(struct ha_linkem *l, int to_port, const char *tag)
 void
 ha_linkem_send(struct ha_linkem *l, const char *command)
 {
-    tu_require(tu_run("'%s' --control '%s' --send %s >/dev/null", LINKEM, l->control, command) ==
-                   0,
+    tu_require(tu_run("'%s' --control '%s' --send %s >/dev/null", LINKEM, l->control, command) == 0,
                "linkem %s: %s", l->control, command);
+}
+
+void
+ha_arbiter_links(const char *command)
+{
+    if (ha_etcd.members == 0)
+        ha_linkem_send(&L_aw, command);
+    for (int i = 0; i < ha_etcd.members; i++)
+        ha_linkem_send(&L_ae[i], command);
 }
 
 const char *ha_availability_mode = "maximum_protection";
 int ha_standby_loss_timeout_s = HA_STANDBY_LOSS_TIMEOUT_S;
 
-/* Each site: the witness, a short failover_timeout, rejoin on its own, the peer's server.
- * Site A reaches B and the witness through link emulators. */
+/* The arbiter's lines of site s: the witness at witness_port, or the etcd members (site A's
+ * through its link emulators). */
+static void
+ha_arbiter_lines(const struct pt_site *s, int witness_port, char *buf, size_t cap)
+{
+    size_t n = 0;
+
+    if (ha_etcd.members == 0) {
+        snprintf(buf, cap, "witness = witness@127.0.0.1:%d\n", witness_port);
+        return;
+    }
+    n += (size_t)snprintf(buf + n, cap - n, "arbiter = etcd\netcd_endpoints = '");
+    for (int i = 0; i < ha_etcd.members; i++) {
+        int port = ha_etcd.client_port[i];
+
+        if (s == &A) {
+            char tag[8];
+
+            snprintf(tag, sizeof(tag), "ae%d", i);
+            ha_start_linkem(&L_ae[i], port, tag);
+            port = L_ae[i].port;
+        }
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s://127.0.0.1:%d", i > 0 ? ", " : "",
+                              ha_etcd.tls ? "https" : "http", port);
+    }
+    n += (size_t)snprintf(buf + n, cap - n, "'\netcd_lease_ttl = %ds\n", ha_etcd.lease_ttl_s);
+    if (ha_etcd.prefix != NULL)
+        n += (size_t)snprintf(buf + n, cap - n, "etcd_prefix = '%s'\n", ha_etcd.prefix);
+    if (ha_etcd.tls)
+        snprintf(buf + n, cap - n,
+                 "etcd_ca = '%s/ca.crt'\netcd_cert = '%s/%s.crt'\netcd_key = '%s/%s.key'\n",
+                 certdir, certdir, s->name, certdir, s->name);
+}
+
+/* Each site: the arbiter, a short failover_timeout, rejoin on its own, the peer's server.
+ * Site A reaches B and the arbiter through link emulators. */
 static void
 ha_site_extra(const struct pt_site *s, const struct pt_site *peer, char *buf, size_t cap)
 {
     int witness_port;
+    size_t n;
 
     if (W.port == 0)
-        ha_write_witness_conf();
+        ha_write_witness_conf(); /* its directory holds the link emulators' sockets too */
     witness_port = W.port;
     if (s == &A) {
         ha_start_linkem(&L_ab, B.listen_port, "ab");
-        ha_start_linkem(&L_aw, W.port, "aw");
+        if (ha_etcd.members == 0) {
+            ha_start_linkem(&L_aw, W.port, "aw");
+            witness_port = L_aw.port;
+        }
         A.peer_port = L_ab.port;
-        witness_port = L_aw.port;
     }
-    snprintf(buf, cap,
-             "witness = witness@127.0.0.1:%d\n"
+    ha_arbiter_lines(s, witness_port, buf, cap);
+    n = strlen(buf);
+    snprintf(buf + n, cap - n,
              "failover_timeout = %ds\n"
              "auto_rejoin = on\n"
              "peer_pg_conninfo = 'host=127.0.0.1 port=%d user=postgres dbname=postgres'\n"
              "availability_mode = %s\n"
              "standby_loss_timeout = %ds\n",
-             witness_port, HA_FAILOVER_TIMEOUT_S, peer->pg.port, ha_availability_mode,
-             ha_standby_loss_timeout_s);
+             HA_FAILOVER_TIMEOUT_S, peer->pg.port, ha_availability_mode, ha_standby_loss_timeout_s);
     /* A spool on a small file system of its own (pt_spool_fs_size) keeps little. */
     if (pt_spool_fs_size != NULL)
         snprintf(buf + strlen(buf), cap - strlen(buf), "spool_keep = 32MB\n");
@@ -167,13 +214,12 @@ ha_ledger_main(void)
         }
         local_only = false;
         snprintf(param, sizeof(param), "%d", id);
-        res = PQexecParams(pg, "INSERT INTO ledger VALUES ($1::int, now())", 1, NULL, params,
-                           NULL, NULL, 0);
+        res = PQexecParams(pg, "INSERT INTO ledger VALUES ($1::int, now())", 1, NULL, params, NULL,
+                           NULL, 0);
         if (PQresultStatus(res) == PGRES_COMMAND_OK && !local_only) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            fprintf(out, "%d %lld\n", id,
-                    (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+            fprintf(out, "%d %lld\n", id, (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
             fflush(out);
         } else {
             PQfinish(pg); /* the outcome of id is unknown: it is never reused */
@@ -260,6 +306,19 @@ ha_check_ledger(struct pt_site *primary, long long *gap_us)
     free(missing);
     free(sql);
     free(text);
+    return n;
+}
+
+int
+ha_check_ledger_on_standby(struct pt_site *primary, struct pt_site *standby, long long *gap_us)
+{
+    int n;
+
+    ha_stop_ledger();
+    ck_assert_msg(pt_wait_replayed(primary, standby, 30), "%s did not replay what %s wrote",
+                  standby->name, primary->name);
+    n = ha_check_ledger(standby, gap_us);
+    ha_start_ledger();
     return n;
 }
 
@@ -355,6 +414,241 @@ ha_postmaster_pid(struct pt_site *s)
     return (pid_t)pid;
 }
 
+/* ---- sites, the ledger's verdicts, status and logs (the suites' shared helpers) ---- */
+
+void
+ha_kill_site(struct pt_site *s)
+{
+    pid_t pm = ha_postmaster_pid(s);
+
+    pt_stop_agent(s, SIGKILL);
+    if (pm > 0)
+        kill(pm, SIGKILL);
+    for (int i = 0; i < 50 && pm > 0 && kill(pm, 0) == 0; i++)
+        usleep(100000);
+    tu_run("rm -f '%s/postmaster.pid'", s->pg.pgdata);
+    s->pg.running = false;
+}
+
+void
+ha_restart_standby_site(struct pt_site *s)
+{
+    ck_assert_int_eq(pgt_start(&s->pg), 0);
+    pt_start_agent(s);
+}
+
+long long
+ha_wait_ack_after(long long t_unix_us, double seconds)
+{
+    double end = pt_now_s() + seconds;
+    long long at;
+
+    while ((at = ha_first_ack_after(t_unix_us)) == 0 && pt_now_s() < end)
+        usleep(50000);
+    return at;
+}
+
+void
+ha_forget_lost_ids(struct pt_site *primary)
+{
+    char kept[4300];
+    size_t len;
+    char *text, *ids, *present;
+    FILE *out;
+    size_t cap, n = 0;
+
+    text = tu_read_file(ledger_path, &len);
+    ck_assert(text != NULL);
+    cap = len + 256;
+    ids = malloc(cap);
+    ck_assert(ids != NULL);
+    n += (size_t)snprintf(ids, cap,
+                          "SELECT ','||string_agg(id::text, ',')||',' FROM ledger "
+                          "WHERE id = ANY('{");
+    for (size_t i = 0, start = 0; i <= len; i++) {
+        if (i < len && text[i] != '\n')
+            continue;
+        if (i > start) {
+            int id;
+            if (sscanf(text + start, "%d", &id) == 1)
+                n += (size_t)snprintf(ids + n, cap - n, "%s%d", ids[n - 1] == '{' ? "" : ",", id);
+        }
+        start = i + 1;
+    }
+    snprintf(ids + n, cap - n, "}'::int[])");
+    present = pt_sql1(primary, ids);
+    ck_assert(present != NULL);
+    snprintf(kept, sizeof(kept), "%s.kept", ledger_path);
+    out = fopen(kept, "w");
+    ck_assert(out != NULL);
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        char key[24];
+        int id;
+        if (sscanf(line, "%d", &id) != 1)
+            continue;
+        snprintf(key, sizeof(key), ",%d,", id);
+        if (strstr(present, key) != NULL)
+            fprintf(out, "%s\n", line);
+    }
+    ck_assert_int_eq(fclose(out), 0);
+    ck_assert_int_eq(rename(kept, ledger_path), 0);
+    free(present);
+    free(ids);
+    free(text);
+}
+
+int
+ha_missing_ids(struct pt_site *primary, long long t_unix_us, int *missing_before,
+               int *missing_after)
+{
+    size_t len, cap, n;
+    char *text = tu_read_file(ledger_path, &len), *sql, *v;
+    int before = 0, after = 0;
+
+    ck_assert(text != NULL);
+    cap = len * 2 + 512;
+    sql = malloc(cap);
+    ck_assert(sql != NULL);
+    /* One query: (id, acknowledged at or after t) for every acknowledged id, counting those
+     * primary lacks on each side of t. */
+    n = (size_t)snprintf(sql, cap,
+                         "SELECT count(*) FILTER (WHERE NOT late) || ' ' || "
+                         "count(*) FILTER (WHERE late) FROM (VALUES ");
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        int id;
+        long long at;
+        if (sscanf(line, "%d %lld", &id, &at) != 2)
+            continue;
+        n += (size_t)snprintf(sql + n, cap - n, "%s(%d,%s)", before + after > 0 ? "," : "", id,
+                              at >= t_unix_us ? "true" : "false");
+        if (at >= t_unix_us)
+            after++;
+        else
+            before++;
+    }
+    ck_assert_int_gt(before + after, 0);
+    snprintf(sql + n, cap - n,
+             ") v(id, late) WHERE NOT EXISTS (SELECT 1 FROM ledger l "
+             "WHERE l.id = v.id)");
+    v = pt_sql1(primary, sql);
+    ck_assert(v != NULL);
+    ck_assert_int_eq(sscanf(v, "%d %d", missing_before, missing_after), 2);
+    free(v);
+    free(sql);
+    free(text);
+    return after;
+}
+
+json_t *
+ha_status_of(const struct pt_site *s)
+{
+    char *body = NULL;
+    json_t *o = NULL;
+
+    if (pt_http_get(s, "/status", &body) == 200)
+        o = json_loads(body, 0, NULL);
+    free(body);
+    return o;
+}
+
+bool
+ha_status_true(const struct pt_site *s, const char *key)
+{
+    json_t *o = ha_status_of(s);
+    bool v = o != NULL && json_is_true(json_object_get(o, key));
+
+    json_decref(o);
+    return v;
+}
+
+uint64_t
+ha_status_u64(const struct pt_site *s, const char *key)
+{
+    json_t *o = ha_status_of(s);
+    uint64_t v = o != NULL ? (uint64_t)json_integer_value(json_object_get(o, key)) : 0;
+
+    json_decref(o);
+    return v;
+}
+
+const char *
+ha_status_str(const struct pt_site *s, const char *key, char *buf, size_t cap)
+{
+    json_t *o = ha_status_of(s);
+    const char *v = o != NULL ? json_string_value(json_object_get(o, key)) : NULL;
+
+    snprintf(buf, cap, "%s", v != NULL ? v : "");
+    json_decref(o);
+    return buf;
+}
+
+bool
+ha_wait_status_true(const struct pt_site *s, const char *key, bool want, double seconds)
+{
+    double end = pt_now_s() + seconds;
+
+    do {
+        if (ha_status_true(s, key) == want)
+            return true;
+        usleep(100000);
+    } while (pt_now_s() < end);
+    return false;
+}
+
+long
+ha_http_code(const struct pt_site *s, const char *path)
+{
+    char *body = NULL;
+    long code = pt_http_get(s, path, &body);
+
+    free(body);
+    return code;
+}
+
+void
+ha_expect_code(const struct pt_site *s, const char *path, long code)
+{
+    char *body = NULL;
+    long got = pt_http_get(s, path, &body);
+
+    if (got != code) {
+        char *status = NULL;
+
+        pt_http_get(s, "/status", &status);
+        ck_abort_msg("GET %s on %s: %ld, not %ld: %s\nstatus: %s", path, s->name, got, code,
+                     body != NULL ? body : "", status != NULL ? status : "(none)");
+    }
+    free(body);
+}
+
+size_t
+ha_log_size(const char *path)
+{
+    size_t len = 0;
+
+    free(tu_read_file(path, &len));
+    return len;
+}
+
+bool
+ha_log_has_after(const char *path, size_t from, const char *needle, double seconds)
+{
+    double end = pt_now_s() + seconds;
+
+    do {
+        size_t len;
+        char *t = tu_read_file(path, &len);
+        bool found = t != NULL && len > from && strstr(t + from, needle) != NULL;
+
+        free(t);
+        if (found)
+            return true;
+        if (seconds > 0)
+            usleep(100000);
+    } while (pt_now_s() < end);
+    return false;
+}
+
 static void
 ha_stop_linkem(struct ha_linkem *l)
 {
@@ -374,6 +668,8 @@ ha_stop_everything(void)
     pt_stop_all_agents();
     ha_stop_linkem(&L_ab);
     ha_stop_linkem(&L_aw);
+    for (int i = 0; i < HA_ETCD_MAX; i++)
+        ha_stop_linkem(&L_ae[i]);
     if (W.pid > 0) {
         kill(W.pid, SIGKILL);
         waitpid(W.pid, NULL, 0);
@@ -388,7 +684,8 @@ ha_stand_up(void)
     atexit(ha_stop_everything);
     if (pt_stand_up_pair(ha_site_extra) != 0)
         return -1;
-    ha_start_witness();
+    if (ha_etcd.members == 0)
+        ha_start_witness();
     ha_start_ledger();
     return 0;
 }

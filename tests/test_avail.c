@@ -55,91 +55,6 @@
 
 /* ---- helpers ---- */
 
-/* GET /status of s as JSON (NULL when the agent does not answer). */
-static json_t *
-status_of(const struct pt_site *s)
-{
-    char *body = NULL;
-    json_t *o = NULL;
-
-    if (pt_http_get(s, "/status", &body) == 200)
-        o = json_loads(body, 0, NULL);
-    free(body);
-    return o;
-}
-
-static bool
-status_true(const struct pt_site *s, const char *key)
-{
-    json_t *o = status_of(s);
-    bool v = o != NULL && json_is_true(json_object_get(o, key));
-
-    json_decref(o);
-    return v;
-}
-
-static uint64_t
-status_u64(const struct pt_site *s, const char *key)
-{
-    json_t *o = status_of(s);
-    uint64_t v = o != NULL ? (uint64_t)json_integer_value(json_object_get(o, key)) : 0;
-
-    json_decref(o);
-    return v;
-}
-
-/* The status's string key into buf ("" when absent). */
-static const char *
-status_str(const struct pt_site *s, const char *key, char *buf, size_t cap)
-{
-    json_t *o = status_of(s);
-    const char *v = o != NULL ? json_string_value(json_object_get(o, key)) : NULL;
-
-    snprintf(buf, cap, "%s", v != NULL ? v : "");
-    json_decref(o);
-    return buf;
-}
-
-static bool
-wait_status_true(const struct pt_site *s, const char *key, bool want, double seconds)
-{
-    double end = pt_now_s() + seconds;
-
-    do {
-        if (status_true(s, key) == want)
-            return true;
-        usleep(100000);
-    } while (pt_now_s() < end);
-    return false;
-}
-
-static long
-http_code(const struct pt_site *s, const char *path)
-{
-    char *body = NULL;
-    long code = pt_http_get(s, path, &body);
-
-    free(body);
-    return code;
-}
-
-/* GET path answers code; the body is printed when it does not. */
-static void
-expect_code(const struct pt_site *s, const char *path, long code)
-{
-    char *body = NULL;
-    long got = pt_http_get(s, path, &body);
-
-    if (got != code) {
-        char *status = NULL;
-
-        pt_http_get(s, "/status", &status);
-        ck_abort_msg("GET %s on %s: %ld, not %ld: %s\nstatus: %s", path, s->name, got, code,
-                     body != NULL ? body : "", status != NULL ? status : "(none)");
-    }
-    free(body);
-}
-
 /* The witness's durable record. */
 static struct wm_state
 witness_record(void)
@@ -149,94 +64,6 @@ witness_record(void)
 
     ck_assert_msg(state_load(W.dir, &st, err, sizeof(err)) >= 0, "%s", err);
     return st;
-}
-
-/* kill -9 of a site's agent and PostgreSQL. */
-static void
-kill_site(struct pt_site *s)
-{
-    pid_t pm = ha_postmaster_pid(s);
-
-    pt_stop_agent(s, SIGKILL);
-    if (pm > 0)
-        kill(pm, SIGKILL);
-    for (int i = 0; i < 50 && pm > 0 && kill(pm, 0) == 0; i++)
-        usleep(100000);
-    tu_run("rm -f '%s/postmaster.pid'", s->pg.pgdata);
-    s->pg.running = false;
-}
-
-/* A killed standby site back: its PostgreSQL (a standby) and its agent. */
-static void
-restart_standby_site(struct pt_site *s)
-{
-    ck_assert_int_eq(pgt_start(&s->pg), 0);
-    pt_start_agent(s);
-}
-
-/* Waits for the ledger to acknowledge an id after t_unix_us; returns when (0: not within). */
-static long long
-wait_ack_after(long long t_unix_us, double seconds)
-{
-    double end = pt_now_s() + seconds;
-    long long at;
-
-    while ((at = ha_first_ack_after(t_unix_us)) == 0 && pt_now_s() < end)
-        usleep(50000);
-    return at;
-}
-
-/*
- * After a fail-over that accepted data loss: the ledger forgets the acknowledged ids the new
- * primary lacks (declared lost), so that later checks hold it to everything else.
- */
-static void
-forget_lost_ids(struct pt_site *primary)
-{
-    char path[4200], kept[4300];
-    size_t len;
-    char *text, *ids, *present;
-    FILE *out;
-    size_t cap, n = 0;
-
-    snprintf(path, sizeof(path), "%s/ledger.acked", A.pg.dir);
-    text = tu_read_file(path, &len);
-    ck_assert(text != NULL);
-    cap = len + 256;
-    ids = malloc(cap);
-    ck_assert(ids != NULL);
-    n += (size_t)snprintf(ids, cap, "SELECT ','||string_agg(id::text, ',')||',' FROM ledger "
-                                    "WHERE id = ANY('{");
-    for (size_t i = 0, start = 0; i <= len; i++) {
-        if (i < len && text[i] != '\n')
-            continue;
-        if (i > start) {
-            int id;
-            if (sscanf(text + start, "%d", &id) == 1)
-                n += (size_t)snprintf(ids + n, cap - n, "%s%d", ids[n - 1] == '{' ? "" : ",", id);
-        }
-        start = i + 1;
-    }
-    snprintf(ids + n, cap - n, "}'::int[])");
-    present = pt_sql1(primary, ids);
-    ck_assert(present != NULL);
-    snprintf(kept, sizeof(kept), "%s.kept", path);
-    out = fopen(kept, "w");
-    ck_assert(out != NULL);
-    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
-        char key[24];
-        int id;
-        if (sscanf(line, "%d", &id) != 1)
-            continue;
-        snprintf(key, sizeof(key), ",%d,", id);
-        if (strstr(present, key) != NULL)
-            fprintf(out, "%s\n", line);
-    }
-    ck_assert_int_eq(fclose(out), 0);
-    ck_assert_int_eq(rename(kept, path), 0);
-    free(present);
-    free(ids);
-    free(text);
 }
 
 /* ---- the tests ---- */
@@ -259,12 +86,12 @@ START_TEST(a_standby_lost_primary_runs_exposed)
     struct wm_state rec;
 
     ck_assert(pt_wait_sync(&A, 60));
-    ck_assert(wait_ack_after((long long)clock_unix_us(), 10) != 0);
+    ck_assert(ha_wait_ack_after((long long)clock_unix_us(), 10) != 0);
     t0 = (long long)clock_unix_us();
-    kill_site(&B);
+    ha_kill_site(&B);
     /* Commits stop, then resume without B within standby_loss_timeout + 2 s. */
     {
-        long long at = wait_ack_after(t0 + 500000, HA_STANDBY_LOSS_TIMEOUT_S + 15);
+        long long at = ha_wait_ack_after(t0 + 500000, HA_STANDBY_LOSS_TIMEOUT_S + 15);
         ck_assert_msg(at != 0, "no commit on A after B was lost; see %s", A.log);
         loss_to_commit_s = (double)(at - t0) / 1e6;
     }
@@ -272,31 +99,31 @@ START_TEST(a_standby_lost_primary_runs_exposed)
             loss_to_commit_s, HA_STANDBY_LOSS_TIMEOUT_S);
     ck_assert_msg(loss_to_commit_s <= HA_STANDBY_LOSS_TIMEOUT_S + 2.0,
                   "commits resumed %.2f s after B's loss", loss_to_commit_s);
-    ck_assert(wait_status_true(&A, "exposed", true, 5));
-    ck_assert_str_eq(status_str(&A, "sync_state", buf, sizeof(buf)), "exposed");
-    ck_assert_uint_gt(status_u64(&A, "exposed_since_unix_us"), (uint64_t)t0);
+    ck_assert(ha_wait_status_true(&A, "exposed", true, 5));
+    ck_assert_str_eq(ha_status_str(&A, "sync_state", buf, sizeof(buf)), "exposed");
+    ck_assert_uint_gt(ha_status_u64(&A, "exposed_since_unix_us"), (uint64_t)t0);
     /* The WAL at risk grows while commits go on: from B's last durable LSN, not from 0. */
-    for (int i = 0; i < 30 && (risk1 = status_u64(&A, "wal_at_risk_bytes")) == 0; i++)
+    for (int i = 0; i < 30 && (risk1 = ha_status_u64(&A, "wal_at_risk_bytes")) == 0; i++)
         usleep(100000);
     sleep(2);
-    risk2 = status_u64(&A, "wal_at_risk_bytes");
+    risk2 = ha_status_u64(&A, "wal_at_risk_bytes");
     ck_assert_msg(risk2 > risk1 && risk1 > 0, "WAL at risk %" PRIu64 " then %" PRIu64, risk1,
                   risk2);
     ck_assert_msg(risk2 < 16u << 20, "WAL at risk %" PRIu64 " after 2 s of single-row commits",
                   risk2);
-    ck_assert_uint_gt(status_u64(&A, "exposed_lsn"), 0);
+    ck_assert_uint_gt(ha_status_u64(&A, "exposed_lsn"), 0);
     ck_assert(pt_metric(&A, "walmirror_exposed") == 1);
     ck_assert(pt_metric(&A, "walmirror_wal_at_risk_bytes") > 0);
     ck_assert(pt_metric(&A, "walmirror_exposed_seconds_total") > 0);
-    expect_code(&A, "/primary", 200);
+    ha_expect_code(&A, "/primary", 200);
     ck_assert_int_eq(ha_ctl(out, sizeof(out), "check"), 2);
     ck_assert_msg(strstr(out, "running exposed") != NULL, "%s", out);
     ck_assert_int_eq(ha_ctl(out, sizeof(out), "status"), 1); /* B does not answer */
     ck_assert_msg(strstr(out, "site-a: running exposed since") != NULL, "%s", out);
     rec = witness_record();
     ck_assert_msg(state_exposed(&rec) && strcmp(rec.primary, "site-a") == 0,
-                  "the witness's record: epoch %" PRIu64 " held by %s, %s", rec.epoch,
-                  rec.primary, state_exposed(&rec) ? "exposed" : "not exposed");
+                  "the witness's record: epoch %" PRIu64 " held by %s, %s", rec.epoch, rec.primary,
+                  state_exposed(&rec) ? "exposed" : "not exposed");
 }
 END_TEST
 
@@ -307,19 +134,17 @@ START_TEST(b_standby_returns_synchronous_again)
     struct wm_state rec;
     int acked;
 
-    restart_standby_site(&B);
-    ck_assert_msg(wait_status_true(&A, "exposed", false, 90), "A still exposed; see %s", A.log);
+    ha_restart_standby_site(&B);
+    ck_assert_msg(ha_wait_status_true(&A, "exposed", false, 90), "A still exposed; see %s", A.log);
     ck_assert(pt_wait_sync(&A, 30));
     return_to_sync_s = pt_now_s() - t0;
-    fprintf(stderr, "B back: A synchronous again %.2f s after B was restarted\n",
-            return_to_sync_s);
+    fprintf(stderr, "B back: A synchronous again %.2f s after B was restarted\n", return_to_sync_s);
     rec = witness_record();
     ck_assert_msg(!state_exposed(&rec) && strcmp(rec.primary, "site-a") == 0,
                   "the witness still holds B stale");
-    ck_assert(!status_true(&B, "stale"));
+    ck_assert(!ha_status_true(&B, "stale"));
     ck_assert(pt_log_contains(A.log, "is in force: a commit waited for the standby", 1));
-    ck_assert(pt_wait_replayed(&A, &B, 30));
-    acked = ha_check_ledger(&B, &gap);
+    acked = ha_check_ledger_on_standby(&A, &B, &gap);
     fprintf(stderr, "%d acknowledged ids, all on B\n", acked);
     ck_assert(pt_metric(&A, "walmirror_exposed") == 0);
     ck_assert(pt_metric(&A, "walmirror_exposed_seconds_total") > 0);
@@ -346,29 +171,28 @@ START_TEST(c_link_cut_only)
         double end = pt_now_s() + HA_STANDBY_LOSS_TIMEOUT_S;
         bool refused = false;
         while (!refused && pt_now_s() < end) {
-            refused = http_code(&A, "/primary") == 503;
+            refused = ha_http_code(&A, "/primary") == 503;
             usleep(100000);
         }
         ck_assert_msg(refused, "/primary answered 200 while commits waited");
     }
-    ck_assert(wait_status_true(&A, "exposed", true, HA_STANDBY_LOSS_TIMEOUT_S + 10));
-    ck_assert(wait_ack_after(t0 + (long long)HA_STANDBY_LOSS_TIMEOUT_S * 1000000, 10) != 0);
+    ck_assert(ha_wait_status_true(&A, "exposed", true, HA_STANDBY_LOSS_TIMEOUT_S + 10));
+    ck_assert(ha_wait_ack_after(t0 + (long long)HA_STANDBY_LOSS_TIMEOUT_S * 1000000, 10) != 0);
     /* Writable, and /primary says so all along, through the link's reconnects. */
     for (int i = 0; i < 30; i++) {
-        expect_code(&A, "/primary", 200);
+        ha_expect_code(&A, "/primary", 200);
         usleep(200000);
     }
     /* B asks and is refused: stale, and A is heard anyway. */
     ck_assert_msg(pt_log_contains(B.log, "the witness says no", 30), "see %s", B.log);
-    ck_assert(wait_status_true(&B, "stale", true, 10));
+    ck_assert(ha_wait_status_true(&B, "stale", true, 10));
     ck_assert(pt_sql_true(&B, "SELECT pg_is_in_recovery()"));
     ha_linkem_send(&L_ab, "restore");
-    ck_assert_msg(wait_status_true(&A, "exposed", false, 60), "see %s", A.log);
+    ck_assert_msg(ha_wait_status_true(&A, "exposed", false, 60), "see %s", A.log);
     ck_assert(pt_wait_sync(&A, 30));
-    ck_assert_str_eq(status_str(&A, "sync_state", buf, sizeof(buf)), "sync");
-    ck_assert(wait_status_true(&B, "stale", false, 10));
-    ck_assert(pt_wait_replayed(&A, &B, 30));
-    ha_check_ledger(&B, &gap);
+    ck_assert_str_eq(ha_status_str(&A, "sync_state", buf, sizeof(buf)), "sync");
+    ck_assert(ha_wait_status_true(&B, "stale", false, 10));
+    ha_check_ledger_on_standby(&A, &B, &gap);
 }
 END_TEST
 
@@ -380,10 +204,10 @@ START_TEST(d_stale_standby_not_promoted)
 
     ck_assert(pt_wait_sync(&A, 60));
     ha_linkem_send(&L_ab, "cut");
-    ck_assert(wait_status_true(&A, "exposed", true, HA_STANDBY_LOSS_TIMEOUT_S + 10));
-    exposed_at = (long long)status_u64(&A, "exposed_since_unix_us");
-    ck_assert(wait_ack_after(exposed_at + 1000000, 10) != 0); /* commits made while exposed */
-    kill_site(&A);
+    ck_assert(ha_wait_status_true(&A, "exposed", true, HA_STANDBY_LOSS_TIMEOUT_S + 10));
+    exposed_at = (long long)ha_status_u64(&A, "exposed_since_unix_us");
+    ck_assert(ha_wait_ack_after(exposed_at + 1000000, 10) != 0); /* commits made while exposed */
+    ha_kill_site(&A);
     ha_stop_ledger();
     ha_linkem_send(&L_ab, "restore");
     t0 = pt_now_s();
@@ -392,9 +216,9 @@ START_TEST(d_stale_standby_not_promoted)
         ck_assert_msg(pt_sql_true(&B, "SELECT pg_is_in_recovery()"), "a stale B was promoted");
         usleep(500000);
     }
-    ck_assert(status_true(&B, "stale"));
-    ck_assert_msg(pt_log_contains(B.log, "site-b is stale: site-a runs exposed since", 1),
-                  "see %s", B.log);
+    ck_assert(ha_status_true(&B, "stale"));
+    ck_assert_msg(pt_log_contains(B.log, "site-b is stale: site-a runs exposed since", 1), "see %s",
+                  B.log);
     /* --force alone is refused; --accept-data-loss promotes and names the range. */
     ck_assert_int_ne(ha_ctl(out, sizeof(out), "failover --force"), 0);
     ck_assert_msg(strstr(out, "--accept-data-loss") != NULL, "%s", out);
@@ -404,46 +228,17 @@ START_TEST(d_stale_standby_not_promoted)
                   "%s", out);
     /* Every id missing on B was acknowledged after the exposure began. */
     {
-        char path[4200];
-        size_t len, cap, n;
-        char *text, *sql, *v;
-        int before = 0, after = 0;
+        int lost_before, lost_after,
+            late = ha_missing_ids(&B, exposed_at, &lost_before, &lost_after);
 
-        snprintf(path, sizeof(path), "%s/ledger.acked", A.pg.dir);
-        text = tu_read_file(path, &len);
-        ck_assert(text != NULL);
-        cap = len * 2 + 512;
-        sql = malloc(cap);
-        ck_assert(sql != NULL);
-        /* One query: (id, acknowledged after the exposure began) for every acknowledged id,
-         * counting those B lacks on each side of the exposure's start. */
-        n = (size_t)snprintf(sql, cap, "SELECT count(*) FILTER (WHERE NOT late) || '|' || "
-                                       "count(*) FILTER (WHERE late) FROM (VALUES ");
-        for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
-            int id;
-            long long at;
-            if (sscanf(line, "%d %lld", &id, &at) != 2)
-                continue;
-            n += (size_t)snprintf(sql + n, cap - n, "%s(%d,%s)", before + after > 0 ? "," : "",
-                                  id, at >= exposed_at ? "true" : "false");
-            if (at >= exposed_at)
-                after++;
-            else
-                before++;
-        }
-        snprintf(sql + n, cap - n, ") v(id, late) WHERE NOT EXISTS (SELECT 1 FROM ledger l "
-                                   "WHERE l.id = v.id)");
-        v = pt_sql1(&B, sql);
-        ck_assert(v != NULL);
-        fprintf(stderr, "forced fail-over of a stale B: %d ids acknowledged before the exposure "
-                        "began, %d after; missing on B (before|after): %s\n", before, after, v);
-        ck_assert_msg(strncmp(v, "0|", 2) == 0, "ids acknowledged before the exposure are "
-                                                "missing on B: %s", v);
-        free(v);
-        free(sql);
-        free(text);
+        fprintf(stderr,
+                "forced fail-over of a stale B: %d ids acknowledged after the exposure "
+                "began; missing on B: %d acknowledged before it, %d after\n",
+                late, lost_before, lost_after);
+        ck_assert_msg(lost_before == 0, "%d ids acknowledged before the exposure are missing on B",
+                      lost_before);
     }
-    forget_lost_ids(&B);
+    ha_forget_lost_ids(&B);
     /* A's agent alone: a stale primary, fenced and rewound; never started as a primary. */
     tu_run("cp '%s/postgresql.log' '%s/postgresql.log.before' 2>/dev/null", A.spool, A.spool);
     pt_start_agent(&A);
@@ -465,23 +260,25 @@ START_TEST(e_isolated_primary_never_exposed)
 
     /* A is the primary again. */
     ck_assert(pt_wait_sync(&B, 60));
-    ck_assert(wait_status_true(&B, "exposed", false, 60));
+    ck_assert(ha_wait_status_true(&B, "exposed", false, 60));
     /* A's standby replays what B's agent sends: switchover refuses a standby that does not
      * (right after its rejoin, A's standby may still wait to retry its WAL server). */
-    ck_assert(pt_wait_true(&A, "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
-                               "WHERE status = 'streaming'", 60));
+    ck_assert(pt_wait_true(&A,
+                           "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
+                           "WHERE status = 'streaming'",
+                           60));
     end = pt_now_s() + 30;
-    while (status_u64(&B, "apply_lsn") == 0 && pt_now_s() < end)
+    while (ha_status_u64(&B, "apply_lsn") == 0 && pt_now_s() < end)
         usleep(100000);
     ck_assert_int_eq(ha_ctl(out, sizeof(out), "switchover"), 0);
     ck_assert(pt_wait_sync(&A, 60));
-    ck_assert(wait_ack_after((long long)clock_unix_us(), 15) != 0);
+    ck_assert(ha_wait_ack_after((long long)clock_unix_us(), 15) != 0);
 
     ha_linkem_send(&L_ab, "cut");
     ha_linkem_send(&L_aw, "cut");
     end = pt_now_s() + 60;
     while (pt_now_s() < end) {
-        ck_assert_msg(!status_true(&A, "exposed"), "an isolated A ran exposed");
+        ck_assert_msg(!ha_status_true(&A, "exposed"), "an isolated A ran exposed");
         if (promoted_at == 0 && pt_sql_true(&B, "SELECT NOT pg_is_in_recovery()"))
             promoted_at = (long long)clock_unix_us();
         if (promoted_at != 0 && pt_now_s() > end - 50)
@@ -492,8 +289,10 @@ START_TEST(e_isolated_primary_never_exposed)
     /* A says why it did not go on alone: the witness was unreachable when it asked, or the
      * link to it was lost before it answered. */
     ck_assert_msg(pt_log_contains(A.log, "the arbiter cannot be reached: not running exposed", 0) ||
-                      pt_log_contains(A.log, "exposure failed: the witness says no: the link to "
-                                             "the witness was lost", 0),
+                      pt_log_contains(A.log,
+                                      "exposure failed: the witness says no: the link to "
+                                      "the witness was lost",
+                                      0),
                   "see %s", A.log);
     /* Nothing acknowledged by A after B's promotion: every acknowledged id is on B. */
     ha_linkem_send(&L_ab, "restore");
@@ -566,9 +365,9 @@ START_TEST(f_crashed_primary_site_returns)
 
     /* B is the primary (after e), A its standby, synchronous, B promotable again. */
     ck_assert(pt_wait_sync(&B, 90));
-    ck_assert(wait_status_true(&B, "exposed", false, 60));
-    ck_assert(wait_status_true(&A, "stale", false, 10));
-    kill_site(&B);
+    ck_assert(ha_wait_status_true(&B, "exposed", false, 60));
+    ck_assert(ha_wait_status_true(&A, "stale", false, 10));
+    ha_kill_site(&B);
     start_local_writer(&B);
     ck_assert_msg(pt_wait_true(&A, "SELECT NOT pg_is_in_recovery()", HA_FAILOVER_TIMEOUT_S + 20),
                   "A was not promoted; see %s", A.log);
@@ -590,8 +389,10 @@ START_TEST(f_crashed_primary_site_returns)
             late++;
     }
     free(text);
-    ck_assert_msg(late == 0, "B acknowledged %d commits at synchronous_commit = local after A's "
-                             "promotion", late);
+    ck_assert_msg(late == 0,
+                  "B acknowledged %d commits at synchronous_commit = local after A's "
+                  "promotion",
+                  late);
     ck_assert(pt_wait_replayed(&A, &B, 30));
     ha_check_ledger(&A, &gap);
 }
@@ -610,19 +411,19 @@ START_TEST(g_maximum_protection_waits)
     pt_start_agent(&B);
     pt_start_agent(&A);
     ck_assert(pt_wait_sync(&A, 60));
-    ck_assert(wait_ack_after((long long)clock_unix_us(), 15) != 0);
-    kill_site(&B);
+    ck_assert(ha_wait_ack_after((long long)clock_unix_us(), 15) != 0);
+    ha_kill_site(&B);
     t0 = pt_now_s();
     sleep(2);
     before = ha_ledger_count();
     sleep(HA_STANDBY_LOSS_TIMEOUT_S + 3);
     ck_assert_msg(ha_ledger_count() == before, "A acknowledged %d commits without B",
                   ha_ledger_count() - before);
-    ck_assert(!status_true(&A, "exposed"));
-    expect_code(&A, "/primary", 503);
+    ck_assert(!ha_status_true(&A, "exposed"));
+    ha_expect_code(&A, "/primary", 503);
     fprintf(stderr, "maximum_protection: no commit for %.1f s without B\n", pt_now_s() - t0);
-    restart_standby_site(&B);
-    ck_assert(wait_ack_after((long long)clock_unix_us(), 60) != 0);
+    ha_restart_standby_site(&B);
+    ck_assert(ha_wait_ack_after((long long)clock_unix_us(), 60) != 0);
     ck_assert(pt_wait_sync(&A, 60));
 }
 END_TEST
@@ -653,8 +454,10 @@ main(void)
     tcase_add_test(tc, g_maximum_protection_waits);
     suite_add_tcase(s, tc);
     failed = pt_run_in_order(s);
-    fprintf(stderr, "measured: B's loss to A's first commit %.2f s; B's return to synchronous "
-                    "%.2f s\n", loss_to_commit_s, return_to_sync_s);
+    fprintf(stderr,
+            "measured: B's loss to A's first commit %.2f s; B's return to synchronous "
+            "%.2f s\n",
+            loss_to_commit_s, return_to_sync_s);
     ha_tear_down();
     curl_global_cleanup();
     return failed == 0 ? 0 : 1;

@@ -47,43 +47,13 @@
 
 /* ---- the tests ---- */
 
-/* The size of a log now: what is written after it is what a test looks at. */
-static size_t
-log_size(const char *path)
-{
-    size_t len = 0;
-
-    free(tu_read_file(path, &len));
-    return len;
-}
-
-/* Whether needle appears in path after offset `from`, waiting up to seconds for it. */
-static bool
-log_has_after(const char *path, size_t from, const char *needle, double seconds)
-{
-    double end = pt_now_s() + seconds;
-
-    do {
-        size_t len;
-        char *t = tu_read_file(path, &len);
-        bool found = t != NULL && len > from && strstr(t + from, needle) != NULL;
-
-        free(t);
-        if (found)
-            return true;
-        if (seconds > 0)
-            usleep(100000);
-    } while (pt_now_s() < end);
-    return false;
-}
-
 /* Whether the agents' link dropped (or a source restarted) in s's log after `from`. */
 static bool
 peer_link_dropped(const struct pt_site *s, size_t from)
 {
-    return log_has_after(s->log, from, "link to site-a down", 0) ||
-           log_has_after(s->log, from, "link to site-b down", 0) ||
-           log_has_after(s->log, from, "source restarting", 0);
+    return ha_log_has_after(s->log, from, "link to site-a down", 0) ||
+           ha_log_has_after(s->log, from, "link to site-b down", 0) ||
+           ha_log_has_after(s->log, from, "source restarting", 0);
 }
 
 /* Sends garbage to 127.0.0.1:port on a plain TCP connection and closes it. */
@@ -105,8 +75,8 @@ START_TEST(d_stray_connections_keep_the_link)
     size_t la, lb;
 
     ck_assert(pt_wait_sync(&B, 60));
-    la = log_size(A.log);
-    lb = log_size(B.log);
+    la = ha_log_size(A.log);
+    lb = ha_log_size(B.log);
     for (int i = 0; i < 3; i++) {
         stray_connection(A.listen_port);
         stray_connection(B.listen_port);
@@ -125,11 +95,13 @@ START_TEST(e_scheduled_switchover)
 {
     char out[8192], args[64], *v;
     long long at = (long long)time(NULL) + 4;
-    size_t la = log_size(A.log), lb = log_size(B.log);
+    size_t la = ha_log_size(A.log), lb = ha_log_size(B.log);
 
     ck_assert(pt_wait_sync(&B, 60));
-    ck_assert(pt_wait_true(&A, "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
-                               "WHERE status = 'streaming'", 30));
+    ck_assert(pt_wait_true(&A,
+                           "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
+                           "WHERE status = 'streaming'",
+                           30));
     snprintf(args, sizeof(args), "switchover --at @%lld", at);
     ck_assert_int_eq(ha_ctl(out, sizeof(out), args), 0);
     ck_assert_msg(strstr(out, "switchover scheduled for") != NULL, "%s", out);
@@ -141,8 +113,8 @@ START_TEST(e_scheduled_switchover)
     ck_assert_msg((long long)time(NULL) >= at, "the switchover ran before its time");
     ck_assert_msg(pt_wait_sync(&A, 60), "not synchronous after the scheduled switchover");
     /* Over on both sides: each agent has ended its part. */
-    ck_assert(log_has_after(A.log, la, "switchover done", 60));
-    ck_assert(log_has_after(B.log, lb, "switchover done", 60));
+    ck_assert(ha_log_has_after(A.log, la, "switchover done", 60));
+    ck_assert(ha_log_has_after(B.log, lb, "switchover done", 60));
 }
 END_TEST
 
@@ -159,7 +131,7 @@ START_TEST(f_capped_link_under_load)
 
     /* After the scheduled switchover A is the primary: its agent reaches B through L_ab. */
     ck_assert(pt_wait_sync(&A, 60));
-    from = log_size(A.log);
+    from = ha_log_size(A.log);
     ha_linkem_send(&L_ab, "set delay=10ms rate=10mbit");
     before = ha_ledger_count();
     bench = ha_pgbench_in_background(&A, 8);
@@ -186,8 +158,10 @@ START_TEST(a_switchover_round_trip_under_load)
         int acked;
 
         /* The preflight wants the standby replaying what its WAL server serves. */
-        ck_assert(pt_wait_true(to, "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
-                                   "WHERE status = 'streaming'", 30));
+        ck_assert(pt_wait_true(to,
+                               "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
+                               "WHERE status = 'streaming'",
+                               30));
         sleep(2);
         ck_assert_int_eq(ha_ctl(out, sizeof(out), "switchover"), 0);
         ck_assert_msg(strstr(out, "write-unavailability:") != NULL, "%s", out);
@@ -242,7 +216,8 @@ START_TEST(b_failover_fencing_rejoin)
 
     /* The old primary comes back as it was: its agent fences it before any commit is
      * acknowledged, rewinds it and makes it the standby. */
-    for (int i = 0; i < 50 && ha_postmaster_pid(old) > 0 && kill(ha_postmaster_pid(old), 0) == 0; i++)
+    for (int i = 0; i < 50 && ha_postmaster_pid(old) > 0 && kill(ha_postmaster_pid(old), 0) == 0;
+         i++)
         usleep(100000);
     tu_run("rm -f '%s/postmaster.pid'", old->pg.pgdata);
     ck_assert_int_eq(pgt_start(&old->pg), 0);
@@ -267,8 +242,7 @@ START_TEST(b_failover_fencing_rejoin)
                   old->name);
     ck_assert_msg(pt_wait_true(old, "SELECT pg_is_in_recovery()", 120),
                   "%s did not rejoin as a standby; see %s", old->name, old->log);
-    ck_assert_msg(pt_wait_sync(new, 60), "mirroring towards %s is not synchronous",
-                  old->name);
+    ck_assert_msg(pt_wait_sync(new, 60), "mirroring towards %s is not synchronous", old->name);
     v = pt_sql1(old, "SELECT count(*) FROM ledger WHERE id = -2");
     ck_assert_msg(v != NULL && strcmp(v, "0") == 0, "the stale commit survived the rejoin");
     free(v);
@@ -284,8 +258,10 @@ START_TEST(c_partitions)
 
     /* After the fail-over A is the primary and B its standby; A's links go through linkem. */
     ck_assert(pt_wait_sync(&A, 60));
-    ck_assert(pt_wait_true(&B, "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
-                               "WHERE status = 'streaming'", 30));
+    ck_assert(pt_wait_true(&B,
+                           "SELECT count(*) = 1 FROM pg_stat_wal_receiver "
+                           "WHERE status = 'streaming'",
+                           30));
 
     /* 1. A <-> B cut, the witness still hears A: no promotion. */
     ha_linkem_send(&L_ab, "cut");
