@@ -64,12 +64,12 @@
 #include "util.h"
 #include "windows.h"
 
-#define AGENT_RETRY_MS 1000        /* a lost primary session or link is tried again */
-#define AGENT_SWITCH_RETRY_MS 20   /* ... the link, by a switchover's new primary (link_retry_ms) */
-#define AGENT_STATUS_EVERY_MS 100  /* the snapshot for the HTTP API */
-#define AGENT_JOB_POLL_MS 20       /* a job without a pidfd is polled this often */
-#define AGENT_SQL_TIMEOUT_MS 5000  /* SQL on the local PostgreSQL */
-#define AGENT_WATCH_MS 1000        /* standby loss and catch-up are looked at this often */
+#define AGENT_RETRY_MS 1000       /* a lost primary session or link is tried again */
+#define AGENT_SWITCH_RETRY_MS 20  /* ... the link, by a switchover's new primary (link_retry_ms) */
+#define AGENT_STATUS_EVERY_MS 100 /* the snapshot for the HTTP API */
+#define AGENT_JOB_POLL_MS 20      /* a job without a pidfd is polled this often */
+#define AGENT_SQL_TIMEOUT_MS 5000 /* SQL on the local PostgreSQL */
+#define AGENT_WATCH_MS 1000       /* standby loss and catch-up are looked at this often */
 #define AGENT_CATCHUP_BYTES (16u << 20)
 
 enum agent_role {
@@ -93,15 +93,15 @@ enum agent_event {
 static const char *const event_names[] = {"primary-ended", "link-down", "news", "spool-failed"};
 
 enum agent_wake {
-    WAKE_SESSION,      /* source: start a session with the primary */
-    WAKE_LINK,         /* source: connect to the sink */
-    WAKE_STATUS,       /* publish the snapshot */
-    WAKE_FAILOVER,     /* sink: the source lost for failover_timeout */
-    WAKE_WATCH,        /* source: standby loss, catch-up, WAL at risk */
-    WAKE_OP,           /* the operation's own deadline */
-    WAKE_JOB,          /* a job without a pidfd */
-    WAKE_SCHEDULED,    /* switchover --at */
-    WAKE_START,        /* starting: look again */
+    WAKE_SESSION,   /* source: start a session with the primary */
+    WAKE_LINK,      /* source: connect to the sink */
+    WAKE_STATUS,    /* publish the snapshot */
+    WAKE_FAILOVER,  /* sink: the source lost for failover_timeout */
+    WAKE_WATCH,     /* source: standby loss, catch-up, WAL at risk */
+    WAKE_OP,        /* the operation's own deadline */
+    WAKE_JOB,       /* a job without a pidfd */
+    WAKE_SCHEDULED, /* switchover --at */
+    WAKE_START,     /* starting: look again */
     WAKE_COUNT,
 };
 
@@ -111,7 +111,7 @@ struct agent {
     struct wio_loop *loop;
     char comp[80];
     enum agent_role role;
-    struct wm_state state; /* the epoch (fencing token), its holder and mark: durable */
+    struct wm_state state;     /* the epoch (fencing token), its holder and mark: durable */
     uint64_t wake[WAKE_COUNT]; /* monotonic ms deadlines, 0 = none */
     unsigned pending;          /* 1 << enum agent_event */
     int exit_status;
@@ -123,9 +123,9 @@ struct agent {
     struct sink *sink;     /* SINK */
     struct arbiter *arbiter;
     struct op op;
-    struct pgctl_job job;  /* the operation's child program */
+    struct pgctl_job job; /* the operation's child program */
     struct fdwatch *job_watch;
-    struct pgconn *pg;     /* SQL on the local PostgreSQL */
+    struct pgconn *pg; /* SQL on the local PostgreSQL */
     struct syncrep *syncrep;
     struct windows windows;
 
@@ -136,24 +136,24 @@ struct agent {
     struct wm_state news;
 
     /* SOURCE */
-    uint64_t stream_lost_ms;   /* since when no stream to the sink (0: streaming) */
-    int commit_stage;          /* the confirmation commits wait for (enum lag_stage), -1: none */
-    uint64_t catchup_lsn;      /* the primary's flush position when the stream began, or
-                                * when an exposure was asked for, if later */
-    uint64_t head_lsn;         /* the primary's flush position, as last known */
-    uint64_t standby_lsn;      /* the standby's durable end, as last confirmed (any session) */
-    bool primary_up;           /* the local primary answered, and has not been lost since (a
-                                * session restarted for the link's sake leaves it up) */
-    bool watch_query;          /* a standby-loss or head query is in flight */
-    bool expose_unreachable;   /* logged once: the arbiter cannot be reached */
-    uint64_t expose_again_ms;  /* an exposure that failed is asked again from then on */
+    uint64_t stream_lost_ms;  /* since when no stream to the sink (0: streaming) */
+    int commit_stage;         /* the confirmation commits wait for (enum lag_stage), -1: none */
+    uint64_t catchup_lsn;     /* the primary's flush position when the stream began, or
+                               * when an exposure was asked for, if later */
+    uint64_t head_lsn;        /* the primary's flush position, as last known */
+    uint64_t standby_lsn;     /* the standby's durable end, as last confirmed (any session) */
+    bool primary_up;          /* the local primary answered, and has not been lost since (a
+                               * session restarted for the link's sake leaves it up) */
+    bool watch_query;         /* a standby-loss or head query is in flight */
+    bool expose_unreachable;  /* logged once: the arbiter cannot be reached */
+    uint64_t expose_again_ms; /* an exposure that failed is asked again from then on */
     /* SINK */
-    uint64_t link_lost_ms;     /* since when no source is connected */
+    uint64_t link_lost_ms; /* since when no source is connected */
     /* STARTING */
-    bool start_query;          /* pg_is_in_recovery() in flight */
-    bool start_logged;         /* why it waits, said once */
-    bool peer_confirmed;       /* the peer is a sink at an epoch no newer than ours */
-    bool pg_starting;          /* pg_ctl start of the primary this node holds */
+    bool start_query;    /* pg_is_in_recovery() in flight */
+    bool start_logged;   /* why it waits, said once */
+    bool peer_confirmed; /* the peer is a sink at an epoch no newer than ours */
+    bool pg_starting;    /* pg_ctl start of the primary this node holds */
 
     /* status and the HTTP API */
     struct status_board board;
@@ -172,7 +172,7 @@ struct agent {
     uint64_t incidents_seen;
     struct status_op_request scheduled; /* switchover --at, waiting for its time (id 0: none) */
     uint64_t at_risk_bytes, at_risk_peak;
-    double exposed_s_done; /* exposures that ended, seconds */
+    double exposed_s_done;  /* exposures that ended, seconds */
     double last_exposure_s; /* the last one that ended */
 };
 
@@ -209,8 +209,8 @@ static void
 set_role(struct agent *a, enum agent_role role, const char *why)
 {
     if (a->role != role)
-        log_info(a->comp, "%s -> %s (epoch %" PRIu64 "): %s", role_names[a->role],
-                 role_names[role], a->state.epoch, why);
+        log_info(a->comp, "%s -> %s (epoch %" PRIu64 "): %s", role_names[a->role], role_names[role],
+                 a->state.epoch, why);
     a->role = role;
 }
 
@@ -249,8 +249,7 @@ raise_epoch(struct agent *a, const struct wm_state *rec, bool tell_links)
 
     if (st.epoch < a->state.epoch ||
         (st.epoch == a->state.epoch && strcmp(st.primary, a->state.primary) == 0 &&
-         st.exposed_lsn == a->state.exposed_lsn &&
-         st.exposed_unix_us == a->state.exposed_unix_us))
+         st.exposed_lsn == a->state.exposed_lsn && st.exposed_unix_us == a->state.exposed_unix_us))
         return 0;
     if (st.changed_unix_us == 0)
         st.changed_unix_us = clock_unix_us();
@@ -313,7 +312,8 @@ learn(struct agent *a, const struct wm_state *rec)
 
 static void job_watch_io(void *ctx, bool write, int res);
 static void job_watch_timer(void *ctx);
-static const struct fdwatch_ops job_watch_ops = {.on_io = job_watch_io, .on_timer = job_watch_timer};
+static const struct fdwatch_ops job_watch_ops = {.on_io = job_watch_io,
+                                                 .on_timer = job_watch_timer};
 
 static void
 job_reaped(struct agent *a)
@@ -399,7 +399,8 @@ env_facts(void *ctx, struct op_facts *f)
     f->ack_flush = p.flush > a->standby_lsn ? p.flush : a->standby_lsn;
     f->ack_apply = p.apply;
     f->sink_flushed = a->sink != NULL ? sink_flushed(a->sink) : 0;
-    f->lost_for_ms = a->role == ROLE_SINK && a->link_lost_ms != 0 ? clock_mono_ms() - a->link_lost_ms
+    f->lost_for_ms = a->role == ROLE_SINK && a->link_lost_ms != 0
+                         ? clock_mono_ms() - a->link_lost_ms
                      : a->role == ROLE_SOURCE ? unconfirmed_ms(a)
                                               : 0;
     f->failover_timeout_ms = a->cfg->failover_timeout_ms;
@@ -426,8 +427,8 @@ env_checkpoint_peer(void *ctx)
     struct agent *a = ctx;
     char log[4200];
 
-    return job_started(a, pgctl_run_checkpoint(&a->job, a->cfg->peer_pg_conninfo,
-                                               ops_log(a, log, sizeof(log))));
+    return job_started(
+        a, pgctl_run_checkpoint(&a->job, a->cfg->peer_pg_conninfo, ops_log(a, log, sizeof(log))));
 }
 
 /* Before a switchover stops the primary: its dirty buffers written while it takes commits. */
@@ -483,8 +484,8 @@ env_controldata(void *ctx)
     struct agent *a = ctx;
     char out[4200];
 
-    return job_started(a, pgctl_run_controldata(&a->job, a->cfg->pgdata,
-                                                controldata_out(a, out, sizeof(out))));
+    return job_started(
+        a, pgctl_run_controldata(&a->job, a->cfg->pgdata, controldata_out(a, out, sizeof(out))));
 }
 
 static const char *
@@ -519,8 +520,8 @@ env_standby_config(void *ctx, char *err, size_t errlen)
 {
     struct agent *a = ctx;
     bool relaxed = syncrep_relaxed(a->syncrep);
-    int rc = pgctl_write_standby_config(a->cfg, relaxed ? syncrep_saved(a->syncrep) : NULL, err,
-                                        errlen);
+    int rc =
+        pgctl_write_standby_config(a->cfg, relaxed ? syncrep_saved(a->syncrep) : NULL, err, errlen);
 
     if (rc == 0 && relaxed) {
         log_info(a->comp, "synchronous_standby_names = '%s' back in the configuration",
@@ -697,7 +698,8 @@ env_finished(void *ctx, enum op_kind kind, uint64_t id, bool ok, bool refused, c
         snprintf(e.kind, sizeof(e.kind), "exposure");
         snprintf(e.text, sizeof(e.text),
                  "ran exposed for %.0f s; at most %" PRIu64 " bytes of acknowledged WAL were at "
-                 "risk; %.150s", a->last_exposure_s, a->at_risk_peak, result);
+                 "risk; %.150s",
+                 a->last_exposure_s, a->at_risk_peak, result);
         status_incident_add(&a->metrics.incidents, &e);
     }
     if (kind == OP_FAILOVER && ok)
@@ -943,8 +945,8 @@ link_check(void *ctx, const struct msg_hello *peer, bool inbound, char *why, siz
 {
     struct agent *a = ctx;
 
-    if (peer->epoch > a->state.epoch && (peer->role == MSG_ROLE_SOURCE ||
-                                         peer->role == MSG_ROLE_SINK)) {
+    if (peer->epoch > a->state.epoch &&
+        (peer->role == MSG_ROLE_SOURCE || peer->role == MSG_ROLE_SINK)) {
         /* A newer epoch: held by the peer if it is the source (a sink only adopted it). */
         struct wm_state rec = {.epoch = peer->epoch};
 
@@ -964,8 +966,10 @@ link_check(void *ctx, const struct msg_hello *peer, bool inbound, char *why, siz
         snprintf(why, whylen, "%s is starting: it only wanted to know %s's epoch and role",
                  a->cfg->node_name, peer->node_name);
         if (peer->epoch <= a->state.epoch && peer->role == MSG_ROLE_SINK && !a->peer_confirmed) {
-            log_info(a->comp, "%s is a sink at epoch %" PRIu64 ": nobody holds a newer epoch "
-                     "than this node's %" PRIu64, peer->node_name, peer->epoch, a->state.epoch);
+            log_info(a->comp,
+                     "%s is a sink at epoch %" PRIu64 ": nobody holds a newer epoch "
+                     "than this node's %" PRIu64,
+                     peer->node_name, peer->epoch, a->state.epoch);
             a->peer_confirmed = true;
             wake_at(a, WAKE_START, clock_mono_ms());
         }
@@ -1083,8 +1087,7 @@ link_timeline(void *ctx, const struct msg_timeline *tl)
     struct agent *a = ctx;
     char why[200];
 
-    if (a->role == ROLE_SINK && a->sink != NULL &&
-        sink_timeline(a->sink, tl, why, sizeof(why)) < 0)
+    if (a->role == ROLE_SINK && a->sink != NULL && sink_timeline(a->sink, tl, why, sizeof(why)) < 0)
         link_drop_active(a->links, why);
 }
 
@@ -1298,9 +1301,10 @@ try_expose(struct agent *a, const char *why)
 
     if (rc == -ENOTCONN) {
         if (!a->expose_unreachable)
-            log_warning(a->comp, "%s, but the arbiter cannot be reached: not running exposed, "
-                                 "commits keep waiting (asking again every %d s)", why,
-                        OP_ARBITER_RETRY_MS / 1000);
+            log_warning(a->comp,
+                        "%s, but the arbiter cannot be reached: not running exposed, "
+                        "commits keep waiting (asking again every %d s)",
+                        why, OP_ARBITER_RETRY_MS / 1000);
         a->expose_unreachable = true;
         set_last_error(a, "%s; the arbiter cannot be reached: commits wait", why);
         return;
@@ -1333,7 +1337,8 @@ on_head(void *ctx, const PGresult *res, const char *err, const char *notice)
 
     (void)notice;
     a->watch_query = false;
-    if (err == NULL && PQntuples(res) == 1 && sscanf(PQgetvalue(res, 0, 0), "%X/%X", &hi, &lo) == 2 &&
+    if (err == NULL && PQntuples(res) == 1 &&
+        sscanf(PQgetvalue(res, 0, 0), "%X/%X", &hi, &lo) == 2 &&
         ((uint64_t)hi << 32 | lo) > a->head_lsn)
         a->head_lsn = (uint64_t)hi << 32 | lo;
 }
@@ -1364,8 +1369,8 @@ availability_watch(struct agent *a)
                      on_head, a) == 0)
         a->watch_query = true;
     if (state_exposed(&a->state) && strcmp(a->state.primary, a->cfg->node_name) == 0) {
-        uint64_t durable = a->standby_lsn > a->state.exposed_lsn ? a->standby_lsn
-                                                                 : a->state.exposed_lsn;
+        uint64_t durable =
+            a->standby_lsn > a->state.exposed_lsn ? a->standby_lsn : a->state.exposed_lsn;
 
         a->at_risk_bytes = a->head_lsn > durable ? a->head_lsn - durable : 0;
         if (a->at_risk_bytes > a->at_risk_peak)
@@ -1400,9 +1405,10 @@ availability_watch(struct agent *a)
         return;
     }
     /* Streaming, but confirmations are overdue: only commits that wait count. */
-    if (!a->watch_query && pgconn_query(a->pg, "SELECT count(*) FROM pg_stat_activity WHERE "
-                                               "wait_event = 'SyncRep'", 0, NULL,
-                                        AGENT_SQL_TIMEOUT_MS, on_syncrep_waiters, a) == 0)
+    if (!a->watch_query && pgconn_query(a->pg,
+                                        "SELECT count(*) FROM pg_stat_activity WHERE "
+                                        "wait_event = 'SyncRep'",
+                                        0, NULL, AGENT_SQL_TIMEOUT_MS, on_syncrep_waiters, a) == 0)
         a->watch_query = true;
 }
 
@@ -1450,8 +1456,8 @@ on_recovery_state(void *ctx, const PGresult *res, const char *err, const char *n
     if (a->role != ROLE_STARTING)
         return;
     if (err != NULL || PQntuples(res) != 1) {
-        log_warning(a->comp, "cannot learn the local PostgreSQL's role: %s", err != NULL ? err
-                                                                                    : "no row");
+        log_warning(a->comp, "cannot learn the local PostgreSQL's role: %s",
+                    err != NULL ? err : "no row");
         wake_at(a, WAKE_START, clock_mono_ms() + AGENT_RETRY_MS);
         return;
     }
@@ -1508,8 +1514,10 @@ start_decide(struct agent *a)
         return;
     }
     if (has_standby_signal(a)) {
-        log_info(a->comp, "the local PostgreSQL is down and %s/standby.signal exists: acting as "
-                          "sink (start the standby when you will)", a->cfg->pgdata);
+        log_info(a->comp,
+                 "the local PostgreSQL is down and %s/standby.signal exists: acting as "
+                 "sink (start the standby when you will)",
+                 a->cfg->pgdata);
         if (become_sink_at_start(a) < 0) {
             a->failed = true;
             a->exit_status = 1;
@@ -1517,8 +1525,10 @@ start_decide(struct agent *a)
         return;
     }
     if (!mine) {
-        log_warning(a->comp, "the local PostgreSQL is down, and epoch %" PRIu64 " is held by %s: "
-                             "this site is a stale primary; it is not started", a->state.epoch,
+        log_warning(a->comp,
+                    "the local PostgreSQL is down, and epoch %" PRIu64 " is held by %s: "
+                    "this site is a stale primary; it is not started",
+                    a->state.epoch,
                     a->state.primary[0] != '\0' ? a->state.primary : "another node");
         become_fenced(a);
         return;
@@ -1528,10 +1538,11 @@ start_decide(struct agent *a)
                                    : a->peer_confirmed;
     if (!confirmed) {
         if (!a->start_logged)
-            log_warning(a->comp, "the local PostgreSQL (a primary's data directory) is down: "
-                                 "not starting it until %s confirms that %s still holds epoch %"
-                                 PRIu64, a->arbiter != NULL ? "the arbiter" : a->cfg->peer.name,
-                        a->cfg->node_name, a->state.epoch);
+            log_warning(a->comp,
+                        "the local PostgreSQL (a primary's data directory) is down: "
+                        "not starting it until %s confirms that %s still holds epoch %" PRIu64,
+                        a->arbiter != NULL ? "the arbiter" : a->cfg->peer.name, a->cfg->node_name,
+                        a->state.epoch);
         a->start_logged = true;
         set_last_error(a, "starting: waiting for %s to confirm epoch %" PRIu64,
                        a->arbiter != NULL ? arbiter_describe(a->arbiter) : a->cfg->peer.name,
@@ -1541,10 +1552,11 @@ start_decide(struct agent *a)
         wake_at(a, WAKE_START, clock_mono_ms() + AGENT_RETRY_MS);
         return;
     }
-    log_info(a->comp, "%s confirms that %s holds epoch %" PRIu64 ": starting the local "
-                      "PostgreSQL as the primary", a->arbiter != NULL ? "the arbiter"
-                                                                      : a->cfg->peer.name,
-             a->cfg->node_name, a->state.epoch);
+    log_info(a->comp,
+             "%s confirms that %s holds epoch %" PRIu64 ": starting the local "
+             "PostgreSQL as the primary",
+             a->arbiter != NULL ? "the arbiter" : a->cfg->peer.name, a->cfg->node_name,
+             a->state.epoch);
     if (env_pg(a, PGCTL_START) < 0) {
         log_error(a->comp, "cannot run pg_ctl start");
         wake_at(a, WAKE_START, clock_mono_ms() + AGENT_RETRY_MS);
@@ -1601,12 +1613,12 @@ take_requests(struct agent *a)
             gmtime_r(&t, &tm);
             strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
             if (a->scheduled.id != 0)
-                log_info(a->comp, "the switchover scheduled before (request %" PRIu64
-                                  ") is replaced", a->scheduled.id);
+                log_info(a->comp,
+                         "the switchover scheduled before (request %" PRIu64 ") is replaced",
+                         a->scheduled.id);
             a->scheduled = req;
             log_info(a->comp, "switchover scheduled for %s (request %" PRIu64 ")", when, req.id);
-            wake_at(a, WAKE_SCHEDULED,
-                    clock_mono_ms() + (req.at_unix_us - clock_unix_us()) / 1000);
+            wake_at(a, WAKE_SCHEDULED, clock_mono_ms() + (req.at_unix_us - clock_unix_us()) / 1000);
             break;
         }
         op_switchover(&a->op, req.id, req.target, req.max_lag_bytes);
@@ -1695,8 +1707,8 @@ arbiter_report_now(struct agent *a, const struct status_snapshot *st)
 {
     struct arbiter_report r = {
         .role = a->role == ROLE_SOURCE && a->primary_up ? MSG_ROLE_SOURCE
-                : a->role == ROLE_SINK                    ? MSG_ROLE_SINK
-                                                          : MSG_ROLE_UNKNOWN,
+                : a->role == ROLE_SINK                  ? MSG_ROLE_SINK
+                                                        : MSG_ROLE_UNKNOWN,
         .epoch = a->state.epoch,
         .durable_lsn = a->role == ROLE_SINK ? st->flush_lsn : st->primary_lsn,
         .mark = &a->state,
@@ -1722,8 +1734,7 @@ status_tick(struct agent *a)
     bool mine = strcmp(a->state.primary, a->cfg->node_name) == 0;
 
     wake_at(a, WAKE_STATUS, clock_mono_ms() + AGENT_STATUS_EVERY_MS);
-    if (windows_tick(&a->windows, a->role == ROLE_SOURCE, a->comp, &a->board) &&
-        !a->windows.active)
+    if (windows_tick(&a->windows, a->role == ROLE_SOURCE, a->comp, &a->board) && !a->windows.active)
         wake_at(a, WAKE_FAILOVER, clock_mono_ms());
     take_requests(a);
     snprintf(st.node_name, sizeof(st.node_name), "%s", a->cfg->node_name);
