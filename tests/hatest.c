@@ -116,7 +116,7 @@ ha_arbiter_lines(const struct pt_site *s, int witness_port, char *buf, size_t ca
         int port = ha_etcd.client_port[i];
 
         if (s == &A) {
-            char tag[8];
+            char tag[16];
 
             snprintf(tag, sizeof(tag), "ae%d", i);
             ha_start_linkem(&L_ae[i], port, tag);
