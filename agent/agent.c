@@ -68,8 +68,9 @@
 #define AGENT_SWITCH_RETRY_MS 20  /* ... the link, by a switchover's new primary (link_retry_ms) */
 #define AGENT_STATUS_EVERY_MS 100 /* the snapshot for the HTTP API */
 #define AGENT_JOB_POLL_MS 20      /* a job without a pidfd is polled this often */
-#define AGENT_SQL_TIMEOUT_MS 5000 /* SQL on the local PostgreSQL */
-#define AGENT_WATCH_MS 1000       /* standby loss and catch-up are looked at this often */
+#define AGENT_OUTCOME_KEEP_MS 30000 /* an operator's outcome outlives automatic retries */
+#define AGENT_SQL_TIMEOUT_MS 5000   /* SQL on the local PostgreSQL */
+#define AGENT_WATCH_MS 1000         /* standby loss and catch-up are looked at this often */
 #define AGENT_CATCHUP_BYTES (16u << 20)
 
 enum agent_role {
@@ -167,10 +168,12 @@ struct agent {
     enum op_kind last_op;
     bool last_op_ok;
     char last_op_result[256];
+    uint64_t last_op_at_ms; /* when an operator's request (id != 0) last ended */
     int64_t last_unavailability_us;
     uint64_t switchovers, failovers;
     uint64_t incidents_seen;
     struct status_op_request scheduled; /* switchover --at, waiting for its time (id 0: none) */
+    struct status_op_request held;      /* a fail-over request waiting for the automatic one */
     uint64_t at_risk_bytes, at_risk_peak;
     double exposed_s_done;  /* exposures that ended, seconds */
     double last_exposure_s; /* the last one that ended */
@@ -671,11 +674,18 @@ env_finished(void *ctx, enum op_kind kind, uint64_t id, bool ok, bool refused, c
              int64_t unavail_us)
 {
     struct agent *a = ctx;
+    uint64_t now = clock_mono_ms();
 
-    snprintf(a->last_op_result, sizeof(a->last_op_result), "%s", result);
-    a->last_op = kind;
-    a->last_op_id = id;
-    a->last_op_ok = ok;
+    /* walmirrorctl follows its request's id to its outcome: an automatic attempt that did not
+     * succeed (the log has it) does not replace an operator's outcome for a while. */
+    if (id != 0 || ok || a->last_op_id == 0 || now - a->last_op_at_ms > AGENT_OUTCOME_KEEP_MS) {
+        snprintf(a->last_op_result, sizeof(a->last_op_result), "%s", result);
+        a->last_op = kind;
+        a->last_op_id = id;
+        a->last_op_ok = ok;
+        if (id != 0)
+            a->last_op_at_ms = now;
+    }
     if (refused)
         return;
     if (!ok)
@@ -704,8 +714,12 @@ env_finished(void *ctx, enum op_kind kind, uint64_t id, bool ok, bool refused, c
     }
     if (kind == OP_FAILOVER && ok)
         a->link_lost_ms = 0;
-    if (kind == OP_FAILOVER && !ok && a->role == ROLE_SINK)
-        a->link_lost_ms = clock_mono_ms(); /* ask again after another failover_timeout */
+    if (kind == OP_FAILOVER && !ok && a->role == ROLE_SINK) {
+        /* Ask again after another failover_timeout: the arbiter that said no (the primary
+         * still heard, its liveness key still alive, no quorum) may say yes by then. */
+        a->link_lost_ms = now;
+        wake_at(a, WAKE_FAILOVER, now + a->cfg->failover_timeout_ms);
+    }
 }
 
 static uint64_t
@@ -1600,8 +1614,14 @@ take_requests(struct agent *a)
         log_info(a->comp, "automatic fail-over resumed by an operator");
         wake_at(a, WAKE_FAILOVER, clock_mono_ms());
     }
-    if (!status_take_op(&a->board, &req))
+    if (a->held.id != 0) {
+        if (op_running(&a->op))
+            return;
+        req = a->held;
+        a->held.id = 0;
+    } else if (!status_take_op(&a->board, &req)) {
         return;
+    }
     switch (req.kind) {
     case STATUS_REQ_SWITCHOVER:
         if (req.at_unix_us > clock_unix_us()) {
@@ -1624,6 +1644,16 @@ take_requests(struct agent *a)
         op_switchover(&a->op, req.id, req.target, req.max_lag_bytes);
         break;
     case STATUS_REQ_FAILOVER:
+        if (a->op.kind == OP_FAILOVER && a->op.id == 0) {
+            /* The automatic attempt only asks the arbiter: the request follows it, rather
+             * than being refused as busy. */
+            a->held = req;
+            log_info(a->comp,
+                     "fail-over request %" PRIu64 " waits for the automatic fail-over "
+                     "under way",
+                     req.id);
+            break;
+        }
         op_failover(&a->op, req.id, req.force, req.accept_data_loss);
         break;
     case STATUS_REQ_REJOIN:
