@@ -373,7 +373,7 @@ open_file(const char *what, const char *path, FILE **out, char *err, size_t errl
 static int
 check_readable(const char *what, const char *path, char *err, size_t errlen)
 {
-    FILE *f;
+    FILE *f = NULL; /* set when open_file returns 0 (gcc -O3 cannot see that errno is not 0) */
     int rc = open_file(what, path, &f, err, errlen);
 
     if (rc == 0)
@@ -387,7 +387,7 @@ tls_load_files(struct tls_config *cfg, const char *ca_file, const char *cert_fil
 {
     SSL_CTX *ctx = cfg->ctx;
     EVP_PKEY *pkey;
-    FILE *f;
+    FILE *f = NULL;
     struct stat st;
     X509 *own;
     char why[256];
