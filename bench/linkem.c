@@ -102,6 +102,7 @@
 
 #include "err.h"
 #include "log.h"
+#include "util.h"
 #include "wio.h" /* wio_parse_hostport and wio_listen_tcp only; see "Why not wire/wio" */
 
 #define LK_COMPONENT "linkem"
@@ -127,8 +128,6 @@
 #define LK_RATE_MIN 1000ull          /* 1 kbit/s */
 #define LK_RATE_MAX 1000000000000ull /* 1000 gbit/s */
 #define LK_NOT_QUEUED SIZE_MAX
-
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* Sides and directions: side A (accepted) sends on direction LK_A2B, side B on LK_B2A; so side
  * s sends on direction s and receives from direction s ^ 1. */
