@@ -7,7 +7,7 @@
 #      the fuzzing runs, the benchmark smoke test, the package build and the fault-injection
 #      cycles are left to step 2);
 #   2. builds the release tree with -Werror, runs every unit suite again under valgrind
-#      memcheck (the tests labelled memcheck, two at a time: about 2.5 minutes), then every
+#      memcheck (the tests labelled memcheck, two at a time: about 3.5 minutes), then every
 #      other test under CTest, two at a time; its summary and the memcheck one close the
 #      output.
 # Integration tests start real PostgreSQL 15 servers as the postgres user on free loopback
