@@ -132,6 +132,7 @@ struct agent {
 
     /* learnt in callbacks, acted on in the turn */
     int ended_err;
+    bool ended_by_link; /* the session ended on a failed send to the sink, not the primary */
     char ended_why[256];
     char down_why[256];
     struct wm_state news;
@@ -791,11 +792,12 @@ on_primary_identified(void *ctx, const struct source_identity *id)
 }
 
 static void
-on_primary_ended(void *ctx, int err, const char *why)
+on_primary_ended(void *ctx, int err, const char *why, bool by_link)
 {
     struct agent *a = ctx;
 
     a->ended_err = err;
+    a->ended_by_link = by_link;
     snprintf(a->ended_why, sizeof(a->ended_why), "%s", why);
     post(a, EV_PRIMARY_ENDED);
 }
@@ -1224,8 +1226,11 @@ agent_dispatch(struct agent *a, enum agent_event ev)
             (a->op.step == OPS_SO_STOPPING || a->op.step == OPS_SO_WAIT_DONE))
             return;
         if (a->ended_err != 0)
-            set_last_error(a, "primary: %.230s", a->ended_why);
-        a->primary_up = false;
+            set_last_error(a, "%s: %.230s", a->ended_by_link ? "link" : "primary", a->ended_why);
+        /* A send to a lost sink ends the session too, but the primary is as up as it was
+         * (/primary and the arbiter keep saying so while the session restarts). */
+        if (!a->ended_by_link)
+            a->primary_up = false;
         restart_session(a, a->ended_why);
         return;
     }

@@ -55,13 +55,13 @@ struct sender {
 /* The session is over: the owner hears it from the loop (the source delivers on_closed from
  * there; a failed send marks it here and tells at once, which is also from a callback). */
 static void
-end_session(struct sender *s, int err, const char *why)
+end_session(struct sender *s, int err, const char *why, bool by_link)
 {
     if (s->ended)
         return;
     s->ended = true;
     s->batch_len = 0;
-    s->ev->ended(s->ctx, err, why);
+    s->ev->ended(s->ctx, err, why, by_link);
 }
 
 /*
@@ -81,7 +81,7 @@ flush_batch(struct sender *s)
         snprintf(why, sizeof(why), "cannot send WAL at " LSN_FMT ": %s", LSN_ARGS(s->batch_lsn),
                  wire_strerror(rc));
         log_error(s->comp, "%s", why);
-        end_session(s, rc, why);
+        end_session(s, rc, why, true);
         return;
     }
     s->batch_lsn += s->batch_len;
@@ -172,7 +172,7 @@ on_src_closed(void *ctx, int err, const char *message)
         log_info(s->comp, "%s", message); /* a clean shutdown: everything was acknowledged */
     else
         log_warning(s->comp, "replication from the primary ended: %s", message);
-    end_session(s, err, message);
+    end_session(s, err, message, false);
 }
 
 /* The primary's WAL continues on a new timeline: the sink hears of it before that WAL. */
@@ -196,7 +196,7 @@ on_src_timeline(void *ctx, uint32_t tli, uint64_t switch_lsn, const char *histor
         char why[160];
         snprintf(why, sizeof(why), "cannot send TIMELINE %u: %s", tli, wire_strerror(rc));
         log_error(s->comp, "%s", why);
-        end_session(s, rc, why);
+        end_session(s, rc, why, true);
     }
 }
 

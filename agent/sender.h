@@ -41,8 +41,9 @@ struct sender_events {
     /* The primary answered: the link to the sink may be made now. */
     void (*identified)(void *ctx, const struct source_identity *id);
     /* The session is over (err 0: the primary shut down cleanly and all it wrote was sent and
-     * acknowledged; otherwise lost or failed, why says how).  Free the sender. */
-    void (*ended)(void *ctx, int err, const char *why);
+     * acknowledged; otherwise lost or failed, why says how; by_link: a send to the sink
+     * failed, the primary itself did not).  Free the sender. */
+    void (*ended)(void *ctx, int err, const char *why, bool by_link);
     /* The sink confirmed more (the positions moved). */
     void (*acked)(void *ctx);
 };
