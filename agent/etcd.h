@@ -51,10 +51,9 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "etcdrec.h" /* etcd_endpoints_parse, ETCD_URL_MAX */
 #include "wio.h"
 
-#define ETCD_ENDPOINTS_MAX 8
-#define ETCD_URL_MAX 256             /* one endpoint URL, without a trailing '/' */
 #define ETCD_ANSWER_MAX (16u << 20)  /* bytes of one answer */
 #define ETCD_CONNECT_TIMEOUT_MS 500  /* default connect (TCP and TLS) timeout */
 #define ETCD_REQUEST_TIMEOUT_MS 1000 /* default time for a whole unary request */
@@ -72,15 +71,6 @@ struct etcd_client_config {
     unsigned request_timeout_ms; /* 0: ETCD_REQUEST_TIMEOUT_MS */
     const char *log_comp;        /* log component, e.g. "etcd[site-a]" */
 };
-
-/*
- * Splits a comma-separated list of endpoint URLs ("http://host:port" or "https://host:port",
- * blanks around commas allowed, a trailing '/' dropped; an IPv6 host in brackets; no path,
- * query or user) into urls[0..max).  Returns the number of endpoints (1..max), or -EINVAL with
- * one line in err naming the bad entry.  config.c validates etcd_endpoints with it.
- */
-WM_MUSTCHECK int etcd_endpoints_parse(const char *list, char urls[][ETCD_URL_MAX], int max,
-                                      char *err, size_t errlen);
 
 /* Creates a client; cfg is copied.  Returns 0, -EINVAL (bad endpoints: err says why), or
  * -ENOMEM. */

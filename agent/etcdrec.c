@@ -309,3 +309,103 @@ etcdrec_default_prefix(char *out, size_t cap, const char *a, const char *b)
     }
     snprintf(out, cap, ETCDREC_ROOT "%s+%s/", a, b);
 }
+
+/* ---- etcd_endpoints: the list of URLs (config.c checks it, etcd.c connects to it) ---- */
+
+static bool
+host_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '.' || ch == '_';
+}
+
+/* One entry s[0..len): "http(s)://host:port[/]". */
+static int
+parse_endpoint(const char *s, size_t len, char *url, char *err, size_t errlen)
+{
+    size_t skip, i, port_start;
+    unsigned long port = 0;
+
+    if (len > 0 && s[len - 1] == '/')
+        len--;
+    if (len >= 7 && strncasecmp(s, "http://", 7) == 0)
+        skip = 7;
+    else if (len >= 8 && strncasecmp(s, "https://", 8) == 0)
+        skip = 8;
+    else
+        return wm_einval(err, errlen, "\"%.*s\" is not an http:// or https:// URL", (int)len, s);
+    if (len >= ETCD_URL_MAX)
+        return wm_einval(err, errlen, "\"%.*s...\" is longer than %d characters", 40, s,
+                         ETCD_URL_MAX - 1);
+    i = skip;
+    if (i < len && s[i] == '[') {
+        while (i < len && s[i] != ']')
+            i++;
+        if (i == len)
+            return wm_einval(err, errlen, "\"%.*s\" has '[' without ']'", (int)len, s);
+        i++;
+    } else {
+        while (i < len && host_char(s[i]))
+            i++;
+    }
+    if (i == skip || (s[skip] == '[' && i == skip + 2))
+        return wm_einval(err, errlen, "\"%.*s\" names no host", (int)len, s);
+    if (i == len)
+        return wm_einval(err, errlen, "\"%.*s\" lacks a port (etcd's client port is usually 2379)",
+                         (int)len, s);
+    if (s[i] != ':')
+        return wm_einval(err, errlen,
+                         "\"%.*s\": unexpected '%c' after the host (a URL of a member: "
+                         "scheme, host and port only)",
+                         (int)len, s, s[i]);
+    port_start = ++i;
+    while (i < len && s[i] >= '0' && s[i] <= '9') {
+        if (port <= 65535)
+            port = port * 10 + (unsigned long)(s[i] - '0');
+        i++;
+    }
+    if (i < len)
+        return wm_einval(err, errlen,
+                         "\"%.*s\": unexpected '%c' after the port (no path, query or user)",
+                         (int)len, s, s[i]);
+    if (i == port_start || port < 1 || port > 65535)
+        return wm_einval(err, errlen, "\"%.*s\" has no port in 1..65535", (int)len, s);
+    memcpy(url, s, len);
+    url[len] = '\0';
+    for (i = 0; i < skip; i++) /* the scheme in lower case, as libcurl wants it */
+        url[i] = (char)(url[i] >= 'A' && url[i] <= 'Z' ? url[i] - 'A' + 'a' : url[i]);
+    return 0;
+}
+
+int
+etcd_endpoints_parse(const char *list, char urls[][ETCD_URL_MAX], int max, char *err, size_t errlen)
+{
+    const char *p = list, *end = list + strlen(list);
+    int n = 0;
+
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma != NULL ? comma : end, *b = p;
+        char sub[400];
+
+        while (b < e && wm_is_space(*b))
+            b++;
+        while (e > b && wm_is_space(e[-1]))
+            e--;
+        if (b == e)
+            return wm_einval(err, errlen,
+                             "empty entry in the list; expected 'https://host:2379, ...'");
+        if (n == max)
+            return wm_einval(err, errlen, "more than %d endpoints", max);
+        if (parse_endpoint(b, (size_t)(e - b), urls[n], sub, sizeof(sub)) < 0)
+            return wm_einval(err, errlen, "endpoint %d: %s", n + 1, sub);
+        for (int i = 0; i < n; i++)
+            if (strcmp(urls[i], urls[n]) == 0)
+                return wm_einval(err, errlen, "endpoint %s is listed twice", urls[n]);
+        n++;
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    return n;
+}

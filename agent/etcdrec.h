@@ -35,6 +35,18 @@
 #include "err.h"
 #include "state.h"
 
+#define ETCD_ENDPOINTS_MAX 8
+#define ETCD_URL_MAX 256 /* one endpoint URL, without a trailing '/' */
+
+/*
+ * Splits a comma-separated list of endpoint URLs ("http://host:port" or "https://host:port",
+ * blanks around commas allowed, a trailing '/' dropped; an IPv6 host in brackets; no path,
+ * query or user) into urls[0..max).  Returns the number of endpoints (1..max), or -EINVAL with
+ * one line in err naming the bad entry.  config.c validates etcd_endpoints with it.
+ */
+WM_MUSTCHECK int etcd_endpoints_parse(const char *list, char urls[][ETCD_URL_MAX], int max,
+                                      char *err, size_t errlen);
+
 #define ETCDREC_PREFIX_MAX 200 /* bytes of a prefix */
 #define ETCDREC_ROOT "/walmirror/"
 #define ETCDREC_EPOCH "epoch"

@@ -46,8 +46,12 @@ pgproto)
     maxlen=16384
     ;;
 config)
+    # The parser checks etcd_endpoints and names the default etcd_prefix (etcdrec.c, which
+    # reads and writes the pair's etcd records: state.c, pgproto.c's LSNs, msg.c's role names).
     "$cc" $flags $fuzz -o "$work/fuzz_config" "$src/tests/fuzz/fuzz_config.c" \
-        "$src/agent/config.c" "$src/wire/log.c" "$src/wire/err.c"
+        "$src/agent/config.c" "$src/agent/etcdrec.c" "$src/agent/state.c" \
+        "$src/agent/pgproto.c" "$src/wire/msg.c" "$src/wire/log.c" "$src/wire/err.c" \
+        $(pkg-config --libs jansson libxxhash)
     for f in "$src"/conf/*.conf; do
         cp "$f" "$work/corpus/conf-$(basename "$f")"
     done
