@@ -8,8 +8,8 @@
 #      cycles are left to step 2);
 #   2. builds the release tree with -Werror, runs every unit suite again under valgrind
 #      memcheck (the tests labelled memcheck, two at a time: about 3.5 minutes), then every
-#      other test under CTest, two at a time; its summary and the memcheck one close the
-#      output.
+#      test step 1 did not run (the unit suites again, the rest of step 2's list) under CTest,
+#      two at a time; its summary, step 1's and memcheck's close the output.
 # Integration tests start real PostgreSQL 15 servers as the postgres user on free loopback
 # ports and stop them, even on failure.
 #   sh tests/run.sh                        (as root on a fresh Debian 12 machine)
@@ -35,8 +35,20 @@ if [ "${WALMIRROR_SKIP_SANITIZE:-0}" != 1 ]; then
     # here too.
     skip='^(test_ha|test_avail|test_ha_etcd|test_maint_live|test_diskfull|test_status_live)$'
     [ "${WALMIRROR_SANITIZE_ALL:-0}" = 1 ] && skip='^$'
+    asan=0
     (cd "$build-asan" &&
-        ctest --output-on-failure -LE 'fuzz|bench|faults|package' -E "$skip" --timeout 900 -j"$jobs")
+        ctest --output-on-failure -LE 'fuzz|bench|faults|package' -E "$skip" --timeout 900 \
+            -j"$jobs") 2>&1 | tee "$build-asan/run.txt"
+    grep -q '^100% tests passed' "$build-asan/run.txt" || asan=1
+    if [ "$asan" != 0 ]; then
+        echo "run.sh: the sanitizer tree's tests FAILED (see above)" >&2
+        exit 1
+    fi
+    # The integration suites that passed here (real PostgreSQL, TLS, io_uring, etcd) are not
+    # run again in the release tree: the sanitizers watched them more closely than a second
+    # run would.  The unit suites run again there, under valgrind as well.
+    again=$(cd "$build-asan" && ctest -N -L integration -LE 'fuzz|bench|faults|package' \
+        -E "$skip" | sed -n 's/^ *Test *#[0-9]*: *//p' | paste -sd'|' -)
 fi
 
 echo "== release build =="
@@ -59,8 +71,12 @@ grep -q 'tests passed' "$build/memcheck.txt" || memcheck=1
 echo "== all other tests =="
 # Two at a time on two cores: the tests wait on servers, timers and disks far more than they
 # compute, and every timing they assert leaves room for a busy machine.
-ctest --output-on-failure --timeout 900 -LE memcheck -j"$jobs" || status=$?
-echo "== memcheck summary =="
+ctest --output-on-failure --timeout 900 -LE memcheck -E "^(${again:-})$" -j"$jobs" ||
+    status=$?
+echo "== summaries =="
+if [ -n "${again:-}" ]; then
+    grep -E 'tests passed' "$build-asan/run.txt" | sed 's/^/sanitizer tree (ASan + UBSan): /'
+fi
 grep -E 'tests passed|^memcheck +=' "$build/memcheck.txt" | sed 's/^/valgrind memcheck: /'
 if [ "$memcheck" != 0 ]; then
     echo "run.sh: valgrind memcheck FAILED (see above)" >&2
