@@ -7,6 +7,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <libpq-fe.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
 
 struct ha_linkem L_ab, L_aw, L_ae[HA_ETCD_MAX];
 struct ha_etcd ha_etcd;
@@ -446,6 +449,41 @@ ha_wait_ack_after(long long t_unix_us, double seconds)
     while ((at = ha_first_ack_after(t_unix_us)) == 0 && pt_now_s() < end)
         usleep(50000);
     return at;
+}
+
+double
+ha_lose_standby_site(long long *lost_at, uint64_t *risk1, uint64_t *risk2)
+{
+    char out[8192], buf[64];
+    long long t0, at;
+    double s;
+
+    ck_assert(pt_wait_sync(&A, 60));
+    ck_assert(ha_wait_ack_after((long long)clock_unix_us(), 10) != 0);
+    t0 = (long long)clock_unix_us();
+    ha_kill_site(&B);
+    /* Commits stop, then resume without B within standby_loss_timeout + 2 s. */
+    at = ha_wait_ack_after(t0 + 500000, HA_STANDBY_LOSS_TIMEOUT_S + 15);
+    ck_assert_msg(at != 0, "no commit on A after B was lost; see %s", A.log);
+    s = (double)(at - t0) / 1e6;
+    fprintf(stderr, "B lost: A's first commit %.2f s later (standby_loss_timeout %d s)\n", s,
+            HA_STANDBY_LOSS_TIMEOUT_S);
+    ck_assert_msg(s <= HA_STANDBY_LOSS_TIMEOUT_S + 2.0, "commits resumed %.2f s after B's loss", s);
+    ck_assert(ha_wait_status_true(&A, "exposed", true, 5));
+    ck_assert_str_eq(ha_status_str(&A, "sync_state", buf, sizeof(buf)), "exposed");
+    ck_assert_uint_gt(ha_status_u64(&A, "exposed_since_unix_us"), (uint64_t)t0);
+    /* The WAL at risk grows while commits go on. */
+    for (int i = 0; i < 30 && (*risk1 = ha_status_u64(&A, "wal_at_risk_bytes")) == 0; i++)
+        usleep(100000);
+    sleep(2);
+    *risk2 = ha_status_u64(&A, "wal_at_risk_bytes");
+    ck_assert_msg(*risk2 > *risk1 && *risk1 > 0, "WAL at risk %" PRIu64 " then %" PRIu64, *risk1,
+                  *risk2);
+    ck_assert(pt_metric(&A, "walmirror_exposed") == 1);
+    ck_assert_int_eq(ha_ctl(out, sizeof(out), "status"), 1); /* B does not answer */
+    ck_assert_msg(strstr(out, "site-a: running exposed since") != NULL, "%s", out);
+    *lost_at = t0;
+    return s;
 }
 
 void

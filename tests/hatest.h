@@ -103,6 +103,15 @@ void ha_kill_site(struct pt_site *s);
 void ha_restart_standby_site(struct pt_site *s);
 /* Waits for the ledger to acknowledge an id after t_unix_us; returns when (0: not within). */
 long long ha_wait_ack_after(long long t_unix_us, double seconds);
+/*
+ * The availability issue's case a, with either arbiter: A synchronous under the ledger, B's
+ * site killed; A's commits resume without B within standby_loss_timeout + 2 s, and A runs
+ * exposed (since after the loss, sync_state "exposed", walmirror_exposed 1, walmirrorctl
+ * status says so) with its WAL at risk growing.  Returns the seconds from the loss to A's
+ * first commit (printed); *lost_at: the loss's time; *risk1, *risk2: the WAL at risk 2 s
+ * apart.
+ */
+double ha_lose_standby_site(long long *lost_at, uint64_t *risk1, uint64_t *risk2);
 /* After a fail-over that accepted data loss: the ledger forgets the acknowledged ids the new
  * primary lacks (declared lost), so that later checks hold it to everything else. */
 void ha_forget_lost_ids(struct pt_site *primary);
