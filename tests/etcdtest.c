@@ -8,6 +8,7 @@
  */
 #include "etcdtest.h"
 
+#include <check.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include "etcd.h"
+#include "etcdrec.h"
 #include "testutil.h"
 
 static struct et_cluster *live; /* the cluster the atexit handler stops */
@@ -457,4 +459,18 @@ void
 et_del(struct et_cluster *c, const char *key)
 {
     json_decref(et_any(c, "kv/deleterange", json_pack("{s:o}", "key", etcd_b64(key, strlen(key)))));
+}
+
+struct wm_state
+et_epoch_record(struct et_cluster *c, const char *prefix)
+{
+    char key[256], err[256], *text;
+    struct wm_state st;
+
+    snprintf(key, sizeof(key), "%sepoch", prefix);
+    text = et_get(c, key);
+    ck_assert_msg(text != NULL, "no epoch record under %s", prefix);
+    ck_assert_msg(etcdrec_epoch_parse(text, strlen(text), &st, err, sizeof(err)) == 0, "%s", err);
+    free(text);
+    return st;
 }

@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "state.h"
+
 #define ET_MEMBERS_MAX 3
 
 struct et_member {
@@ -72,6 +74,8 @@ bool et_wait_leader(struct et_cluster *c, double seconds);
  * the test fails when no member answers.
  */
 char *et_get(struct et_cluster *c, const char *key);
+/* The pair's epoch record under prefix, parsed (the test fails if it is missing or bad). */
+struct wm_state et_epoch_record(struct et_cluster *c, const char *prefix);
 void et_put(struct et_cluster *c, const char *key, const char *value);
 void et_del(struct et_cluster *c, const char *key);
 

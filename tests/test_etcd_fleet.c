@@ -79,20 +79,6 @@ wait_reachable(struct at_site *c)
     ck_assert_msg(at_run_until(at_reachable, c, 10), "%s: %s", c->name, arbiter_describe(c->arb));
 }
 
-static struct wm_state
-record(const char *prefix)
-{
-    char key[256], err[256], *text;
-    struct wm_state st;
-
-    snprintf(key, sizeof(key), "%sepoch", prefix);
-    text = et_get(&cluster, key);
-    ck_assert_msg(text != NULL, "no record under %s", prefix);
-    ck_assert_msg(etcdrec_epoch_parse(text, strlen(text), &st, err, sizeof(err)) == 0, "%s", err);
-    free(text);
-    return st;
-}
-
 /* walmirrorctl fleet --json: the pair with that name (a new reference), which must be there. */
 static json_t *
 fleet_pair(const char *name, size_t expect_pairs)
@@ -150,8 +136,8 @@ START_TEST(a_two_pairs_register)
     wait_reachable(&A2);
     wait_reachable(&B2);
     at_run_for(0.5);
-    r1 = record(prefix1);
-    r2 = record(PREFIX2);
+    r1 = et_epoch_record(&cluster, prefix1);
+    r2 = et_epoch_record(&cluster, PREFIX2);
     ck_assert_uint_eq(r1.epoch, 1);
     ck_assert_str_eq(r1.primary, "p1-a");
     ck_assert_uint_eq(r2.epoch, 1);
@@ -208,7 +194,7 @@ START_TEST(b_failover_in_one_pair)
 
     /* pair 2 untouched */
     at_run_for(0.5);
-    r2 = record(PREFIX2);
+    r2 = et_epoch_record(&cluster, PREFIX2);
     ck_assert_uint_eq(r2.epoch, 1);
     ck_assert_str_eq(r2.primary, "p2-a");
     ck_assert_int_eq(A2.told + B2.told, 0);
@@ -221,7 +207,7 @@ START_TEST(b_failover_in_one_pair)
     at_run_for(0.5);
     ck_assert_int_eq(B1.told, 0);
     ck_assert_int_eq(B2.told, 1);
-    ck_assert_uint_eq(record(prefix1).epoch, 2);
+    ck_assert_uint_eq(et_epoch_record(&cluster, prefix1).epoch, 2);
 
     p = fleet_pair("p1-a+p1-b", 2);
     ck_assert_int_eq(json_integer_value(json_object_get(p, "epoch")), 2);

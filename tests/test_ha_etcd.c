@@ -74,21 +74,6 @@ static double failover_s = -1, loss_to_commit_s = -1;
 
 /* ---- helpers ---- */
 
-/* The epoch record under pfx (read through any member: the test fails if none answers). */
-static struct wm_state
-record_of(const char *pfx)
-{
-    char key[256], err[256], *text;
-    struct wm_state st;
-
-    snprintf(key, sizeof(key), "%sepoch", pfx);
-    text = et_get(&cluster, key);
-    ck_assert_msg(text != NULL, "no epoch record under %s", pfx);
-    ck_assert_msg(etcdrec_epoch_parse(text, strlen(text), &st, err, sizeof(err)) == 0, "%s", err);
-    free(text);
-    return st;
-}
-
 /* Lets seconds pass, running the second pair's arbiters (their leases renewed) if they run. */
 static void
 pass(double seconds)
@@ -136,7 +121,7 @@ wait_record(uint64_t epoch, const char *holder, double seconds)
     struct wm_state r;
 
     for (;;) {
-        r = record_of(prefix);
+        r = et_epoch_record(&cluster, prefix);
         if ((r.epoch == epoch && strcmp(r.primary, holder) == 0) || pt_now_s() >= end)
             return r;
         pass(0.1);
@@ -230,7 +215,7 @@ links_whole(void)
 START_TEST(f_switchover_advances_the_epoch)
 {
     struct pt_site *from = &A, *to = &B;
-    struct wm_state r = record_of(prefix);
+    struct wm_state r = et_epoch_record(&cluster, prefix);
     char out[8192];
 
     ck_assert(pt_wait_sync(&A, 60));
@@ -284,11 +269,11 @@ START_TEST(a_failover_through_etcd)
     ck_assert(at_run_until(at_reachable, &P2A, 10));
     ck_assert(at_run_until(at_reachable, &P2B, 10));
     at_run_for(0.5);
-    p2 = record_of(PREFIX2);
+    p2 = et_epoch_record(&cluster, PREFIX2);
     ck_assert_uint_eq(p2.epoch, 1);
     ck_assert_str_eq(p2.primary, "p2-a");
     ck_assert(wait_ack(10));
-    r0 = record_of(prefix);
+    r0 = et_epoch_record(&cluster, prefix);
     ck_assert_str_eq(r0.primary, "site-a");
     from = ha_log_size(B.log);
     t0 = pt_now_s();
@@ -303,7 +288,7 @@ START_TEST(a_failover_through_etcd)
             failover_s, HA_FAILOVER_TIMEOUT_S, LEASE_TTL_S);
     ck_assert_msg(failover_s <= HA_FAILOVER_TIMEOUT_S + LEASE_TTL_S + 2.0,
                   "B promoted %.2f s after A's kill", failover_s);
-    r = record_of(prefix);
+    r = et_epoch_record(&cluster, prefix);
     ck_assert_msg(r.epoch == r0.epoch + 1 && strcmp(r.primary, "site-b") == 0,
                   "etcd holds epoch %" PRIu64 " by %s after the fail-over from %" PRIu64, r.epoch,
                   r.primary, r0.epoch);
@@ -315,7 +300,7 @@ START_TEST(a_failover_through_etcd)
 
     /* d: the second pair saw nothing of it: the same record, no news, its standby refused. */
     at_run_for(0.5);
-    r = record_of(PREFIX2);
+    r = et_epoch_record(&cluster, PREFIX2);
     ck_assert(r.epoch == p2.epoch && strcmp(r.primary, "p2-a") == 0 &&
               r.changed_unix_us == p2.changed_unix_us);
     ck_assert_int_eq(P2A.told, 0);
@@ -328,7 +313,7 @@ END_TEST
 /* d, the other way: a fail-over in the second pair leaves the real pair alone. */
 START_TEST(d_failover_in_the_other_pair)
 {
-    struct wm_state mine = record_of(prefix), r;
+    struct wm_state mine = et_epoch_record(&cluster, prefix), r;
     char key[256], *v;
     double end;
     uint64_t epoch_a = ha_status_u64(&B, "epoch");
@@ -343,13 +328,13 @@ START_TEST(d_failover_in_the_other_pair)
     ck_assert_msg(v == NULL, "p2-a's liveness key outlived its lease");
     at_ask(&P2B, ARBITER_PROMOTE, 1, 0x3000000, 0);
     at_expect(&P2B, true, "granted to p2-b");
-    r = record_of(PREFIX2);
+    r = et_epoch_record(&cluster, PREFIX2);
     ck_assert(r.epoch == 2 && strcmp(r.primary, "p2-b") == 0);
     at_stop(&P2B);
     pair2_running = false;
     /* The real pair: the same record, the same epoch on B, B still the primary. */
     sleep(1);
-    r = record_of(prefix);
+    r = et_epoch_record(&cluster, prefix);
     ck_assert(r.epoch == mine.epoch && strcmp(r.primary, mine.primary) == 0 &&
               r.changed_unix_us == mine.changed_unix_us);
     ck_assert_uint_eq(ha_status_u64(&B, "epoch"), epoch_a);
@@ -376,7 +361,7 @@ START_TEST(b_leader_killed_mid_failover)
     ck_assert(et_wait_leader(&cluster, 10));
     leader = et_leader(&cluster);
     ck_assert_int_eq(leader, 0);
-    r0 = record_of(prefix);
+    r0 = et_epoch_record(&cluster, prefix);
     ck_assert_str_eq(r0.primary, "site-b");
     from_a = ha_log_size(A.log);
     t0 = pt_now_s();
@@ -394,7 +379,7 @@ START_TEST(b_leader_killed_mid_failover)
                   A.log);
     fprintf(stderr, "A writable %.2f s after B's kill, the leader lost meanwhile\n",
             pt_now_s() - t0);
-    r = record_of(prefix);
+    r = et_epoch_record(&cluster, prefix);
     ck_assert_msg(r.epoch == r0.epoch + 1 && strcmp(r.primary, "site-a") == 0,
                   "etcd holds epoch %" PRIu64 " by %s after a fail-over from %" PRIu64, r.epoch,
                   r.primary, r0.epoch);
@@ -408,7 +393,7 @@ START_TEST(b_leader_killed_mid_failover)
     rejoin(&B, &A);
     /* One primary: B got no grant, and every epoch since is A's. */
     ck_assert_int_eq(count_lines_after(B.log, from_b, "promotion (epoch", "granted"), 0);
-    r = record_of(prefix);
+    r = et_epoch_record(&cluster, prefix);
     ck_assert_msg(strcmp(r.primary, "site-a") == 0, "epoch %" PRIu64 " held by %s", r.epoch,
                   r.primary);
     ck_assert(pt_sql_true(&B, "SELECT pg_is_in_recovery()"));
@@ -428,7 +413,7 @@ START_TEST(e_running_exposed_through_etcd)
     /* Issue 12's a: the standby site lost, A goes on exposed, granted by etcd. */
     loss_to_commit_s = ha_lose_standby_site(&t0, &risk1, &risk2);
     exposed_at = (long long)ha_status_u64(&A, "exposed_since_unix_us");
-    r = record_of(prefix);
+    r = et_epoch_record(&cluster, prefix);
     ck_assert_msg(state_exposed(&r) && strcmp(r.primary, "site-a") == 0,
                   "etcd's record: epoch %" PRIu64 " held by %s, %s", r.epoch, r.primary,
                   state_exposed(&r) ? "exposed" : "not exposed");
@@ -575,7 +560,7 @@ START_TEST(g_isolated_primary_never_exposed)
                       ha_log_has_after(A.log, from, "exposure (epoch", 0),
                   "A did not say why it did not run exposed; see %s", A.log);
     ck_assert_int_eq(count_lines_after(A.log, from, "exposure (epoch", "granted"), 0);
-    r = record_of(prefix);
+    r = et_epoch_record(&cluster, prefix);
     ck_assert_msg(strcmp(r.primary, "site-b") == 0, "etcd's epoch %" PRIu64 " is held by %s",
                   r.epoch, r.primary);
     /* Nothing acknowledged by A after B's promotion: every acknowledged id is on B. */
