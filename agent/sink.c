@@ -466,7 +466,8 @@ sink_status(struct sink *k, bool link_up, struct status_snapshot *st)
     st->flush_lag_s = lag_now(&k->lag, LAG_FLUSH, now);
     st->apply_lag_s = lag_now(&k->lag, LAG_APPLY, now);
     snprintf(st->sync_state, sizeof(st->sync_state), "%s", link_up ? "sync" : "down");
-    if (spool_stalled(k->spool, &what) != 0) {
+    if (stalled(k)) { /* a stall that began in a completion is noticed here at the latest */
+        spool_stalled(k->spool, &what);
         snprintf(st->spool_stall, sizeof(st->spool_stall), "%s", what);
         st->spool_stalled_since_unix_us = k->stall_since_us;
     }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -393,20 +394,26 @@ long long
 pt_fill_spool_fs(const struct pt_site *s, char *path, size_t cap)
 {
     struct statvfs fs;
+    struct stat st;
     long long free_bytes, n;
     int fd, ret;
 
     tu_require(snprintf(path, cap, "%s/filler", s->spool) < (int)cap);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600); /* a second call tops it up */
+    /* Never truncated: a second call extends the file, so that the space it holds is not free,
+     * not even for a moment, while the spool looks for some. */
+    fd = open(path, O_WRONLY | O_CREAT, 0600);
     tu_require(fd >= 0, "%s: %s", path, strerror(errno));
+    tu_require(fstat(fd, &st) == 0, "fstat %s: %s", path, strerror(errno));
     tu_require(statvfs(s->spool, &fs) == 0, "statvfs %s: %s", s->spool, strerror(errno));
     free_bytes = (long long)fs.f_bavail * (long long)fs.f_frsize;
     n = free_bytes - (8ll << 20); /* less than half a 16 MB segment left */
-    tu_require(n > 0, "only %lld bytes free in %s", free_bytes, s->spool);
-    ret = posix_fallocate(fd, 0, n);
-    tu_require(ret == 0, "fallocate %s: %s", path, strerror(ret));
+    tu_require(n > 0 || st.st_size > 0, "only %lld bytes free in %s", free_bytes, s->spool);
+    if (n > 0) {
+        ret = posix_fallocate(fd, st.st_size, n);
+        tu_require(ret == 0, "fallocate %s: %s", path, strerror(ret));
+    }
     tu_require(close(fd) == 0);
-    return n;
+    return (long long)st.st_size + (n > 0 ? n : 0);
 }
 
 static void
