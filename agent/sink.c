@@ -347,6 +347,35 @@ sink_turn(struct sink *k, struct conn *c)
 
 /* ---- life ---- */
 
+/*
+ * A restarted sink does not know what its standby needs until the standby streams again, and
+ * the standby may be down for long (it is what a rejoin or a stopped standby looks like).
+ * Until it streams, the spool keeps what the standby needs to start: the redo point of its
+ * latest restartpoint, or a backup_label's start - everything after that point the standby
+ * may lack.  Without this, retention would keep only spool_keep behind the flush position, and
+ * a standby further behind could never catch up.  The WAL server replaces the mark with the
+ * standby's own flush position as soon as it streams.
+ */
+static void
+retain_for_standby(struct sink *k, const struct pgctl_control *ctl)
+{
+    uint64_t lsn;
+    uint32_t tli;
+    char err[512];
+
+    if (pgctl_wal_start(k->cfg->pgdata, ctl, &lsn, &tli, err, sizeof(err)) < 0) {
+        log_warning(k->comp, "%s: the spool keeps only spool_keep until the standby streams",
+                    err);
+        return;
+    }
+    if (lsn == 0)
+        return;
+    log_info(k->comp,
+             "keeping WAL from " LSN_FMT " (the standby's redo point) until the standby streams",
+             LSN_ARGS(lsn));
+    spool_set_retain_lsn(k->spool, lsn);
+}
+
 int
 sink_open(struct sink **out, struct wio_loop *loop, const struct wm_config *cfg,
           const struct pgctl_control *ctl, bool fresh, struct status_metrics *metrics,
@@ -388,6 +417,8 @@ sink_open(struct sink **out, struct wio_loop *loop, const struct wm_config *cfg,
         goto fail;
     }
     k->written = k->flushed = k->appended = k->flush_requested = spool_flush_lsn(k->spool);
+    if (!fresh)
+        retain_for_standby(k, ctl);
     rc = walsrv_new(&k->walsrv, loop, cfg->wal_listen.text, k->spool, &walsrv_cb, k, err,
                     sizeof(err));
     if (rc < 0) {

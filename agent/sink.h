@@ -49,7 +49,8 @@ struct sink_events {
 
 /*
  * Opens the spool in cfg->spool_dir (fresh: emptied first, and the new standby of pgdata will
- * want WAL from its latest checkpoint's redo point on, read from ctl) and the WAL server on
+ * want WAL from its latest checkpoint's redo point on, read from ctl; not fresh: the spool keeps
+ * WAL from that point until the standby streams and says what it needs) and the WAL server on
  * cfg->wal_listen.  ctl is pg_controldata of the local pgdata.  metrics: where the spool's
  * flush times and the ACKs sent are counted (the owner's; outlives the sink).  Returns 0 or a
  * negative errno, logged.

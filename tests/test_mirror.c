@@ -19,7 +19,10 @@
  *   f. a source of another cluster is refused by B's sink, and so is a peer presenting a
  *      certificate with the wrong name;
  *   g. walmirrorctl status reads both agents' HTTP APIs: roles, positions, sync state, link;
- *      pause and resume of automatic fail-over show in the status.
+ *      pause and resume of automatic fail-over show in the status;
+ *   h. B's standby stopped, B's agent restarted with spool_keep = 0, four segments of WAL
+ *      committed: the restarted spool kept what the standby needs (its redo point on), so the
+ *      standby, started again, replays everything.
  * Every server and agent started is stopped at exit, also on failure.
  */
 #include <check.h>
@@ -288,6 +291,50 @@ START_TEST(g_status_through_the_http_api)
 }
 END_TEST
 
+START_TEST(h_restarted_sink_keeps_what_its_standby_needs)
+{
+    struct stat st;
+    char *target;
+    char sql[256];
+    FILE *f;
+
+    ck_assert(pt_wait_sync(&A, 30));
+    ck_assert_int_eq(pgt_stop(&B.pg, "fast"), 0);
+    /* A restarted agent knows nothing of its standby until the standby streams; with nothing
+     * kept beyond what the standby needs, retention would otherwise remove the WAL the stopped
+     * standby has not received. */
+    pt_stop_agent(&B, SIGTERM);
+    ck_assert_int_eq(stat(B.conf, &st), 0);
+    f = fopen(B.conf, "a");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f, "spool_keep = 0\n");
+    ck_assert_int_eq(fclose(f), 0);
+    pt_start_agent(&B);
+    ck_assert_msg(pt_wait_sync(&A, 30), "no synchronous stream after restarting B's agent");
+    for (int i = 0; i < 4; i++) {
+        snprintf(sql, sizeof(sql),
+                 "SET synchronous_commit = on; CREATE TABLE IF NOT EXISTS kept(n int); "
+                 "INSERT INTO kept SELECT g FROM generate_series(%d, %d) g",
+                 i * 1000 + 1, (i + 1) * 1000);
+        free(pt_sql1(&A, sql));
+        pt_close_segment(&A);
+    }
+    target = pt_sql1(&A, "SELECT pg_current_wal_lsn()");
+    ck_assert_ptr_nonnull(target);
+    ck_assert_int_eq(pgt_start(&B.pg), 0);
+    snprintf(sql, sizeof(sql), "SELECT pg_last_wal_replay_lsn() >= '%s'::pg_lsn", target);
+    free(target);
+    ck_assert_msg(pt_wait_true(&B, sql, 60),
+                  "the standby did not catch up: the restarted spool removed WAL it needed");
+    ck_assert(pt_wait_true(&B, "SELECT count(*) = 4000 FROM kept", 30));
+    /* The pair as it was: B's configuration without the line, its agent restarted. */
+    ck_assert_int_eq(truncate(B.conf, st.st_size), 0);
+    pt_stop_agent(&B, SIGTERM);
+    pt_start_agent(&B);
+    ck_assert(pt_wait_sync(&A, 30));
+}
+END_TEST
+
 /* ---- set-up ---- */
 
 int
@@ -310,6 +357,7 @@ main(void)
     tcase_add_test(tc, e_kill_agents_during_load);
     tcase_add_test(tc, f_wrong_cluster_and_wrong_name_refused);
     tcase_add_test(tc, g_status_through_the_http_api);
+    tcase_add_test(tc, h_restarted_sink_keeps_what_its_standby_needs);
     suite_add_tcase(s, tc);
     /* One pair for all the tests, in order. */
     failed = pt_run_in_order(s);
