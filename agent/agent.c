@@ -1780,6 +1780,7 @@ status_tick(struct agent *a)
     snprintf(st.operation, sizeof(st.operation), "%s", op_kind_name(a->op.kind));
     snprintf(st.op_step, sizeof(st.op_step), "%.*s", (int)sizeof(st.op_step) - 1,
              op_running(&a->op) ? a->op.step_text : "");
+    st.op_takes_commits = a->op.kind == OP_SWITCHOVER && a->op.step == OPS_SO_CHECKPOINT;
     st.op_id = a->op.id;
     st.last_op_id = a->last_op_id;
     snprintf(st.last_op, sizeof(st.last_op), "%s", op_kind_name(a->last_op));

@@ -1091,8 +1091,10 @@ handle_health(struct MHD_Connection *c, const struct status_snapshot *s)
 }
 
 /* GET /primary: 200 only where a commit can succeed now: the source beside a primary that
- * streams to it, with no switchover or fail-over under way, whose standby confirms in time
- * (sync_state sync or catchup) or which runs exposed (docs/operations.md, "Health checks"). */
+ * streams to it, with no switchover or fail-over under way (but a switchover's first step, the
+ * WAL switch and CHECKPOINT before the stop, during which commits go on), whose standby
+ * confirms in time (sync_state sync or catchup) or which runs exposed (docs/operations.md,
+ * "Health checks"). */
 static enum MHD_Result
 handle_primary(struct MHD_Connection *c, const struct status_snapshot *s)
 {
@@ -1104,7 +1106,8 @@ handle_primary(struct MHD_Connection *c, const struct status_snapshot *s)
         return reply_check(c, s, false, "not the primary site");
     if (!SNAP_IS(s, pg_state, "primary"))
         return reply_check(c, s, false, "the local primary does not stream to its agent");
-    if (SNAP_IS(s, operation, "switchover") || SNAP_IS(s, operation, "failover"))
+    if ((SNAP_IS(s, operation, "switchover") && !s->op_takes_commits) ||
+        SNAP_IS(s, operation, "failover"))
         return reply_check(c, s, false, "a switchover or fail-over is under way");
     /* A commit at the configured level can be acknowledged now: the standby confirms in time
      * (sync, or catching up while confirming), or the primary runs exposed. */
@@ -1115,6 +1118,10 @@ handle_primary(struct MHD_Connection *c, const struct status_snapshot *s)
                            "commits wait: no stream to the standby, and not running exposed");
     if (SNAP_IS(s, sync_state, "exposed"))
         return reply_check(c, s, true, "writable primary, running exposed");
+    if (SNAP_IS(s, operation, "switchover"))
+        return reply_check(c, s, true,
+                           "writable primary until the switchover stops it (WAL switch and "
+                           "CHECKPOINT first)");
     return reply_check(c, s, true, "writable primary");
 }
 

@@ -124,6 +124,8 @@ struct status_snapshot {
     /* operations: the one running (operation "none" when idle) and the last one finished */
     char operation[16]; /* "none", "switchover", "failover", "fencing", "rejoin" */
     char op_step[160];  /* what it is doing now, for people */
+    bool op_takes_commits; /* the primary still takes commits in this step (a switchover's
+                            * WAL switch and CHECKPOINT, before the stop) */
     uint64_t op_id;     /* the request id it serves (0: started by the agent itself) */
     uint64_t last_op_id;
     char last_op[16];

@@ -1184,9 +1184,10 @@ unix_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* Publishes the fixture's snapshot, fresh, changed by the caller's role / pg / op. */
+/* Publishes the fixture's snapshot, fresh, changed by the caller's role / pg / op (takes:
+ * the step of op still takes commits). */
 static void
-publish_health_sync(const char *role, const char *pg, const char *op, bool link_up,
+publish_health_step(const char *role, const char *pg, const char *op, bool takes, bool link_up,
                     const char *sync)
 {
     struct status_snapshot *s = calloc(1, sizeof(*s));
@@ -1198,9 +1199,17 @@ publish_health_sync(const char *role, const char *pg, const char *op, bool link_
     snprintf(s->pg_state, sizeof(s->pg_state), "%s", pg);
     snprintf(s->operation, sizeof(s->operation), "%s", op);
     snprintf(s->sync_state, sizeof(s->sync_state), "%s", sync);
+    s->op_takes_commits = takes;
     s->link_up = link_up;
     status_publish(&board, s);
     free(s);
+}
+
+static void
+publish_health_sync(const char *role, const char *pg, const char *op, bool link_up,
+                    const char *sync)
+{
+    publish_health_step(role, pg, op, false, link_up, sync);
 }
 
 static void
@@ -1266,6 +1275,11 @@ START_TEST(primary_check)
     expect_check("/primary", 503, "does not stream");
     publish_health("source", "primary", "switchover", true);
     expect_check("/primary", 503, "switchover");
+    /* The switchover's WAL switch and CHECKPOINT: commits go on until the stop. */
+    publish_health_step("source", "primary", "switchover", true, true, "sync");
+    expect_check("/primary", 200, "until the switchover stops it");
+    publish_health_step("source", "primary", "switchover", true, true, "waiting");
+    expect_check("/primary", 503, "commits wait");
     publish_health("sink", "standby", "none", true);
     expect_check("/primary", 503, "not the primary");
     publish_health("fenced", "stale", "none", false);
