@@ -721,6 +721,11 @@ env_finished(void *ctx, enum op_kind kind, uint64_t id, bool ok, bool refused, c
         a->link_lost_ms = now;
         wake_at(a, WAKE_FAILOVER, now + a->cfg->failover_timeout_ms);
     }
+    /* The source was lost while the operation ran (a switchover's or rejoin's last steps on
+     * the new standby): its fail-over watch came and went meanwhile, so look again. */
+    if (a->role == ROLE_SINK && a->link_lost_ms != 0 && a->wake[WAKE_FAILOVER] == 0 &&
+        link_active(a->links) == NULL)
+        wake_at(a, WAKE_FAILOVER, a->link_lost_ms + a->cfg->failover_timeout_ms);
 }
 
 static uint64_t
@@ -1740,10 +1745,14 @@ source_sync_state(const struct agent *a)
 static void
 arbiter_report_now(struct agent *a, const struct status_snapshot *st)
 {
+    /* Not the source once our record names another holder: a switchover's old primary, its
+     * server stopping, has learnt the new epoch held by its peer. */
+    bool other_holds = a->state.primary[0] != '\0' &&
+                       strcmp(a->state.primary, a->cfg->node_name) != 0;
     struct arbiter_report r = {
-        .role = a->role == ROLE_SOURCE && a->primary_up ? MSG_ROLE_SOURCE
-                : a->role == ROLE_SINK                  ? MSG_ROLE_SINK
-                                                        : MSG_ROLE_UNKNOWN,
+        .role = a->role == ROLE_SOURCE && a->primary_up && !other_holds ? MSG_ROLE_SOURCE
+                : a->role == ROLE_SINK                                  ? MSG_ROLE_SINK
+                                                                        : MSG_ROLE_UNKNOWN,
         .epoch = a->state.epoch,
         .durable_lsn = a->role == ROLE_SINK ? st->flush_lsn : st->primary_lsn,
         .mark = &a->state,

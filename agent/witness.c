@@ -172,8 +172,8 @@ raise_links(struct witness *w, const struct wlink *skip)
 
 /*
  * A site speaks with an epoch newer than ours: a switchover (or a fail-over arbitrated
- * elsewhere) the witness did not see.  Adopt it durably, with the site as holder if it says it
- * is the source.  And when our epoch has no known holder (a fresh witness) and a site reports
+ * elsewhere) the witness did not see.  Adopt it durably, held by the node the site's own record
+ * of it names (a STATE's text), else by the site if it says it is the source.  And when our epoch has no known holder (a fresh witness) and a site reports
  * itself the source at that epoch, record it as the holder.  Returns 0, or a negative errno
  * when the state could not be recorded (fatal).
  */
@@ -199,10 +199,15 @@ adopt_epoch(struct witness *w, struct wsite *s, uint64_t epoch, uint8_t role,
     state_init(&next);
     next.epoch = epoch;
     next.changed_unix_us = clock_unix_us();
-    if (role == MSG_ROLE_SOURCE)
-        snprintf(next.primary, sizeof(next.primary), "%s", s->name);
-    else if (mark != NULL && site_index(w, mark->text) >= 0)
+    /* The holder the reporter's own record of that epoch names comes first: after a
+     * switchover the old primary learns the new epoch, held by its peer, while it still reports
+     * itself the source (its primary stopping).  Taking the reporter for the holder then gave
+     * the epoch to the wrong site, and the new primary's standby was denied every promotion
+     * ("it holds epoch N already").  As the etcd arbiter does (ea_adopt). */
+    if (mark != NULL && site_index(w, mark->text) >= 0)
         snprintf(next.primary, sizeof(next.primary), "%.*s", STATE_NAME_MAX, mark->text);
+    else if (role == MSG_ROLE_SOURCE)
+        snprintf(next.primary, sizeof(next.primary), "%s", s->name);
     if (mark != NULL) {
         next.exposed_lsn = mark->mark_lsn;
         next.exposed_unix_us = mark->mark_unix_us;

@@ -24,6 +24,11 @@
  *   g. a primary whose PostgreSQL died (it reports role unknown) is taken over while its
  *      link is up: site-a gets epoch 8, and site-b's arbiter is told on_epoch_news(8,
  *      "site-a") through the live link;
+ *   i. a switchover the witness did not see: site-a, the primary, learns epoch 9 held by
+ *      site-b and reports it while it still says it is the source (its server stopping): the
+ *      witness records site-b as the holder (the report's record), not the reporter, and a
+ *      later promotion of site-a is denied because site-b is alive, not because site-a "holds
+ *      epoch 9 already";
  *   e. a witness that does not answer (SIGSTOP): the request is denied; unreachable:
  *      -ENOTCONN; SIGTERM stops it cleanly (exit 0, which under ASan also means no leak);
  *      without a witness configured the "none" arbiter says -ENOTCONN.
@@ -749,6 +754,34 @@ START_TEST(g_dead_primary_fenced_on_live_link)
 }
 END_TEST
 
+START_TEST(i_switchover_reported_by_the_old_primary)
+{
+    struct wm_state rec;
+
+    /* site-b, fenced in g, comes back as site-a's standby */
+    report(&B, MSG_ROLE_SINK, 8, 0x5000000, NULL);
+    ck_assert_msg(run_until(reachable, &B, 5), "%s", arbiter_describe(B.arb));
+    /* the switchover: site-b promoted itself at epoch 9 and told site-a, whose agent reports
+     * the new epoch before its role changes */
+    state_init(&rec);
+    rec.epoch = 9;
+    snprintf(rec.primary, sizeof(rec.primary), "site-b");
+    report(&A, MSG_ROLE_SOURCE, 9, 0x6000000, &rec);
+    run_for(0.6);
+    expect_state(9, "site-b");
+    ck_assert(log_has("site-a reports epoch 9, newer than the witness's: adopted, held by site-b"));
+    report(&B, MSG_ROLE_SOURCE, 9, 0x6000100, &rec);
+    report(&A, MSG_ROLE_SINK, 9, 0x6000000, &rec);
+    run_for(0.6);
+    ck_assert(arbiter_reachable(A.arb));
+    ck_assert(arbiter_reachable(B.arb));
+    /* site-a, the standby now, may not be promoted while site-b is heard: for that reason */
+    ask(&A, 9);
+    expect_denied(&A, "the primary site-b");
+    expect_state(9, "site-b");
+}
+END_TEST
+
 START_TEST(e_witness_unreachable)
 {
     struct client N = {.name = "site-b"};
@@ -838,6 +871,7 @@ main(void)
     tcase_add_test(tc, d_restart_keeps_epoch);
     tcase_add_test(tc, f_wrong_certificates_refused);
     tcase_add_test(tc, g_dead_primary_fenced_on_live_link);
+    tcase_add_test(tc, i_switchover_reported_by_the_old_primary);
     tcase_add_test(tc, e_witness_unreachable);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
