@@ -173,9 +173,10 @@ raise_links(struct witness *w, const struct wlink *skip)
 /*
  * A site speaks with an epoch newer than ours: a switchover (or a fail-over arbitrated
  * elsewhere) the witness did not see.  Adopt it durably, held by the node the site's own record
- * of it names (a STATE's text), else by the site if it says it is the source.  And when our epoch has no known holder (a fresh witness) and a site reports
- * itself the source at that epoch, record it as the holder.  Returns 0, or a negative errno
- * when the state could not be recorded (fatal).
+ * of it names (a STATE's text), else by the site if it says it is the source.  And when our
+ * epoch has no known holder (a fresh witness) and a site reports itself the source at that
+ * epoch, record it as the holder.  Returns 0, or a negative errno when the state could not be
+ * recorded (fatal).
  */
 static int
 adopt_epoch(struct witness *w, struct wsite *s, uint64_t epoch, uint8_t role,
