@@ -577,6 +577,29 @@ ha_missing_ids(struct pt_site *primary, long long t_unix_us, int *missing_before
     return after;
 }
 
+void
+ha_force_failover_of_stale(struct pt_site *stale, long long exposed_at)
+{
+    char out[8192];
+    int lost_before, lost_after, late;
+
+    ck_assert_int_ne(ha_ctl(out, sizeof(out), "failover --force"), 0);
+    ck_assert_msg(strstr(out, "--accept-data-loss") != NULL, "%s", out);
+    ck_assert_int_eq(ha_ctl(out, sizeof(out), "failover --force --accept-data-loss"), 0);
+    ck_assert(pt_wait_true(stale, "SELECT NOT pg_is_in_recovery()", 30));
+    ck_assert_msg(strstr(out, "with --accept-data-loss") != NULL || strstr(out, "promoted") != NULL,
+                  "%s", out);
+    /* Every id missing on the new primary was acknowledged after the exposure began. */
+    late = ha_missing_ids(stale, exposed_at, &lost_before, &lost_after);
+    fprintf(stderr,
+            "forced fail-over of a stale %s: %d ids acknowledged after the exposure began; "
+            "missing on it: %d acknowledged before it, %d after\n",
+            stale->name, late, lost_before, lost_after);
+    ck_assert_msg(lost_before == 0, "%d ids acknowledged before the exposure are missing on %s",
+                  lost_before, stale->name);
+    ha_forget_lost_ids(stale);
+}
+
 json_t *
 ha_status_of(const struct pt_site *s)
 {

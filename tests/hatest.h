@@ -120,6 +120,11 @@ void ha_forget_lost_ids(struct pt_site *primary);
  * it in all. */
 int ha_missing_ids(struct pt_site *primary, long long t_unix_us, int *missing_before,
                    int *missing_after);
+/* stale, a standby whose primary ran exposed since exposed_at (Unix us) and was then lost,
+ * promoted by hand: `failover --force` is refused naming --accept-data-loss, `failover --force
+ * --accept-data-loss` promotes it; no id acknowledged before the exposure is missing on it
+ * (those after were at risk: they are printed, and the ledger forgets them). */
+void ha_force_failover_of_stale(struct pt_site *stale, long long exposed_at);
 
 /* A site's GET /status as JSON (NULL when the agent does not answer); the caller initialises
  * libcurl (curl_global_init). */

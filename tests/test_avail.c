@@ -176,7 +176,6 @@ END_TEST
 
 START_TEST(d_stale_standby_not_promoted)
 {
-    char out[8192];
     long long exposed_at, gap;
     double t0;
 
@@ -198,25 +197,7 @@ START_TEST(d_stale_standby_not_promoted)
     ck_assert_msg(pt_log_contains(B.log, "site-b is stale: site-a runs exposed since", 1), "see %s",
                   B.log);
     /* --force alone is refused; --accept-data-loss promotes and names the range. */
-    ck_assert_int_ne(ha_ctl(out, sizeof(out), "failover --force"), 0);
-    ck_assert_msg(strstr(out, "--accept-data-loss") != NULL, "%s", out);
-    ck_assert_int_eq(ha_ctl(out, sizeof(out), "failover --force --accept-data-loss"), 0);
-    ck_assert(pt_wait_true(&B, "SELECT NOT pg_is_in_recovery()", 30));
-    ck_assert_msg(strstr(out, "with --accept-data-loss") != NULL || strstr(out, "promoted") != NULL,
-                  "%s", out);
-    /* Every id missing on B was acknowledged after the exposure began. */
-    {
-        int lost_before, lost_after,
-            late = ha_missing_ids(&B, exposed_at, &lost_before, &lost_after);
-
-        fprintf(stderr,
-                "forced fail-over of a stale B: %d ids acknowledged after the exposure "
-                "began; missing on B: %d acknowledged before it, %d after\n",
-                late, lost_before, lost_after);
-        ck_assert_msg(lost_before == 0, "%d ids acknowledged before the exposure are missing on B",
-                      lost_before);
-    }
-    ha_forget_lost_ids(&B);
+    ha_force_failover_of_stale(&B, exposed_at);
     /* A's agent alone: a stale primary, fenced and rewound; never started as a primary. */
     tu_run("cp '%s/postgresql.log' '%s/postgresql.log.before' 2>/dev/null", A.spool, A.spool);
     pt_start_agent(&A);

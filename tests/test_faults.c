@@ -299,24 +299,11 @@ fault_corrupt(int c, struct pt_site *p, struct pt_site *s)
                   "cycle %d: the standby does not replay all the primary wrote", c + 1);
 }
 
-/* s's /status, parsed; NULL when its agent does not answer. */
-static json_t *
-status_of(const struct pt_site *s)
-{
-    char *body = NULL;
-    json_t *o = NULL;
-
-    if (pt_http_get(s, "/status", &body) == 200)
-        o = json_loads(body, 0, NULL);
-    free(body);
-    return o;
-}
-
 /* Since when (Unix microseconds) s's agent says its primary runs exposed; 0: it does not. */
 static long long
 exposed_since_us(const struct pt_site *s)
 {
-    json_t *o = status_of(s);
+    json_t *o = ha_status_of(s);
     long long since = 0;
 
     if (o != NULL && json_is_true(json_object_get(o, "exposed")))
@@ -329,13 +316,7 @@ exposed_since_us(const struct pt_site *s)
 static long long
 stalled_since_us(const struct pt_site *s)
 {
-    json_t *o = status_of(s);
-    long long since = 0;
-
-    if (o != NULL)
-        since = (long long)json_integer_value(json_object_get(o, "spool_stalled_since_unix_us"));
-    json_decref(o);
-    return since;
+    return (long long)ha_status_u64(s, "spool_stalled_since_unix_us");
 }
 
 /*
